@@ -1,1 +1,5 @@
+//! groundtrail-collector: receives agent batches, deduplicates them, writes CloudTrail log files
+//! and signs the digest chain.
 
+pub mod config;
+pub mod destination;

@@ -5,6 +5,7 @@
 //! and digest format of the trail, the TLS setup — lives here and nowhere else.
 
 pub mod event;
+pub mod shutdown;
 pub mod time;
 pub mod tls;
 pub mod trail;

@@ -1,0 +1,1 @@
+//! Host sources; each turns raw input into CloudTrail records.

@@ -1,0 +1,64 @@
+//! Graceful shutdown, after tokio-rs/mini-redis.
+//!
+//! One `broadcast::Sender<()>` is owned by whoever decides to stop (the signal handler in
+//! `main`, or a test). Every long-running task holds a [`Shutdown`] made from a receiver of it
+//! and `select!`s on [`Shutdown::recv`] beside its real work. Dropping the sender also counts as
+//! the signal, so a task can never miss it by subscribing late.
+
+use tokio::sync::broadcast;
+
+/// Listens for the shutdown signal.
+#[derive(Debug)]
+pub struct Shutdown {
+    is_shutdown: bool,
+    notify: broadcast::Receiver<()>,
+}
+
+impl Shutdown {
+    pub fn new(notify: broadcast::Receiver<()>) -> Shutdown {
+        Shutdown {
+            is_shutdown: false,
+            notify,
+        }
+    }
+
+    /// True once the signal has been received.
+    pub fn is_shutdown(&self) -> bool {
+        self.is_shutdown
+    }
+
+    /// Waits for the signal; returns at once if it already came.
+    pub async fn recv(&mut self) {
+        if self.is_shutdown {
+            return;
+        }
+        // Lagged or closed both mean "stop": only one value is ever sent.
+        let _ = self.notify.recv().await;
+        self.is_shutdown = true;
+    }
+}
+
+impl Clone for Shutdown {
+    fn clone(&self) -> Shutdown {
+        Shutdown {
+            is_shutdown: self.is_shutdown,
+            notify: self.notify.resubscribe(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_sender_stops_everyone() {
+        let (tx, rx) = broadcast::channel(1);
+        let mut a = Shutdown::new(rx);
+        let mut b = a.clone();
+        drop(tx);
+        a.recv().await;
+        b.recv().await;
+        assert!(a.is_shutdown() && b.is_shutdown());
+    }
+}
