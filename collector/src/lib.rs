@@ -3,3 +3,4 @@
 
 pub mod config;
 pub mod destination;
+pub mod validate;
