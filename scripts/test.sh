@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (once), starts an S3-compatible server (moto)
+# on a free loopback port, builds the binaries and runs `cargo test --workspace`.
+#
+#   scripts/test.sh [extra cargo test args...]
+#
+# Tests that need S3 or the AWS CLI fail (instead of skipping) when run from here.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+MOTO_VERSION=5.2.5
+BOTO3_VERSION=1.44.5
+AWSCLI_VERSION=1.46.2
+S3_VENV="$ROOT/.venv-s3"
+CLI_VENV="$ROOT/.venv-awscli"   # separate: awscli pins its own botocore
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null || { echo "python3 is needed for the S3 test server and the AWS CLI" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
+
+# --- install (idempotent; ~30 s cold) -------------------------------------------------------
+venv_has() { # venv package version
+  [ -x "$1/bin/python" ] && "$1/bin/python" -m pip show "$2" 2>/dev/null | grep -qx "Version: $3"
+}
+if ! venv_has "$S3_VENV" moto "$MOTO_VERSION"; then
+  log "installing moto[server]==$MOTO_VERSION into $S3_VENV"
+  "$PYTHON" -m venv "$S3_VENV"
+  "$S3_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "moto[server]==$MOTO_VERSION" "boto3==$BOTO3_VERSION"
+fi
+if ! venv_has "$CLI_VENV" awscli "$AWSCLI_VERSION"; then
+  log "installing awscli==$AWSCLI_VERSION into $CLI_VENV"
+  "$PYTHON" -m venv "$CLI_VENV"
+  "$CLI_VENV/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
+fi
+
+# --- start moto on a free loopback port; stop it by PID on exit ----------------------------
+PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+MOTO_LOG=$(mktemp)
+"$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+S3_PID=$!
+cleanup() {
+  kill "$S3_PID" 2>/dev/null || true
+  wait "$S3_PID" 2>/dev/null || true
+  rm -f "$MOTO_LOG"
+}
+trap cleanup EXIT
+
+ok=0
+for _ in $(seq 1 150); do   # up to ~15 s
+  if curl -sf -o /dev/null "http://127.0.0.1:$PORT/"; then ok=1; break; fi
+  kill -0 "$S3_PID" 2>/dev/null || { echo "moto_server died:" >&2; cat "$MOTO_LOG" >&2; exit 1; }
+  sleep 0.1
+done
+[ "$ok" = 1 ] || { echo "moto_server not ready:" >&2; cat "$MOTO_LOG" >&2; exit 1; }
+log "moto $MOTO_VERSION listening on 127.0.0.1:$PORT"
+
+export S3_ENDPOINT="http://127.0.0.1:$PORT"
+export MOTO_SERVER="$S3_VENV/bin/moto_server"   # tests that stop and start their own S3
+export AWS_CLI="$CLI_VENV/bin/aws"
+export GROUNDTRAIL_TESTS_REQUIRE_ALL=1          # no skipping: a missing S3 or CLI is a failure
+# moto accepts any credentials; nothing here may reach real AWS.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_SESSION_TOKEN || true
+
+# --- build and test ------------------------------------------------------------------------
+log "cargo build --bins"
+cargo build --workspace --bins
+log "cargo test --workspace"
+cargo test --workspace "$@"
