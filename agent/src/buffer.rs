@@ -1,1 +1,1536 @@
-//! TODO: see issue.
+//! The agent's durable queue: records wait here, on disk, until the collector has committed them.
+//!
+//! # Invariants
+//!
+//! 1. **Acknowledged means flushed.** [`Buffer::append`] (and so every source's and every
+//!    application's acknowledgement) returns only after the records *and* the source checkpoint
+//!    that goes with them are on disk (`sled::Db::flush`, i.e. fsync). Concurrent appends may
+//!    share one flush (group commit, `flush_delay_ms`), but none returns before its own data is
+//!    covered by a completed flush.
+//! 2. **Records and checkpoint are atomic.** One append is one `sled::Batch` on one tree: after a
+//!    crash either all of its records and its checkpoint are there, or none is. A source that
+//!    resumes from its checkpoint therefore neither loses nor repeats a record.
+//! 3. **Sequence numbers are per host, strictly increasing, never reused** — across restarts,
+//!    crashes, and even a buffer that had to be quarantined: a fresh buffer starts at the current
+//!    time in microseconds, above anything an earlier buffer on this host can have reached.
+//!    Records dropped under `drop_newest` consume their numbers, so the gap is visible to the
+//!    collector too.
+//! 4. **Read in order, only what is durable.** [`Buffer::read_from`] yields records in sequence
+//!    order and never a record whose append has not been flushed yet (so nothing reaches the
+//!    collector that a crash could still take back and renumber).
+//! 5. **Deleted only up to the commit point.** Records leave the queue only through
+//!    [`Buffer::ack_up_to`] with the collector's commit point (everything `<=` it), or through
+//!    [`Buffer::set_aside`] (a record the collector refused, moved to a side tree, not deleted).
+//! 6. **Bounded.** The compressed records held never exceed `max_bytes` (except that one append
+//!    is always admitted into an empty buffer, so an oversized append cannot wedge it). When full,
+//!    `block` makes appends wait for space; `drop_newest` refuses the append, counts it, and
+//!    records its sequence range.
+//! 7. **Loss is recorded, durably, then reported.** Dropped records, corrupt entries and a
+//!    quarantined buffer are added to a persistent "pending loss" entry in the same batch that
+//!    makes the loss happen; as soon as there is room, the pending loss is turned into the
+//!    agent's own CloudTrail records (`RecordsDropped`, `BufferCorruption`, `RecordsRejected`)
+//!    and cleared in one batch. A crash in between loses neither the loss nor its report.
+//! 8. **The agent never crash-loops on its own data.** An undecodable value is removed, counted
+//!    and reported (invariant 7) instead of failing the reader. A directory sled cannot open (or
+//!    panics on) is renamed to `<dir>.quarantined-<time>` and a fresh buffer starts, with the
+//!    loss reported. Only "locked by another process" is an error: that is another agent.
+//!
+//! # On-disk layout
+//!
+//! One sled database in `<data_dir>/buffer`, one tree `queue`; the first key byte is the kind,
+//! so that a single `sled::Batch` (atomic on one tree) can cover records, checkpoint and meta:
+//!
+//! | key | value |
+//! |---|---|
+//! | `r` + seq (u64 big-endian) | record: `0x01`, append time (unix ms, u64 BE), zstd frame (with content checksum) of the record's compact JSON |
+//! | `c` + source name (UTF-8) | the source's checkpoint, opaque bytes |
+//! | `m` `next_seq` | next sequence number to assign (u64 BE) |
+//! | `m` `acked` | highest commit point acknowledged by the collector (u64 BE) |
+//! | `m` `loss` | pending loss not yet written as records (JSON [`PendingLoss`]) |
+//! | `x` + seq (u64 BE) | a record the collector refused, moved aside (same value format) |
+//!
+//! Big-endian sequence keys make sled's byte order the sequence order.
+//!
+//! # What is durable when
+//!
+//! - after `append` returns `Ok`: its records, checkpoint, and `next_seq`;
+//! - after `append` returns `Dropped`: the drop is in the pending loss and `next_seq` moved;
+//! - after `ack_up_to` returns: the deletion (a crash before it only means a re-send, which the
+//!   collector de-duplicates by `eventID`);
+//! - the byte and record counts are not stored; they are recomputed by a key scan at open.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use groundtrail_common::Record;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::agent_events::AgentIdentity;
+use crate::config::FullPolicy;
+use crate::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
+
+const TREE: &str = "queue";
+const K_RECORD: u8 = b'r';
+const K_CHECKPOINT: u8 = b'c';
+const K_META: u8 = b'm';
+const K_ASIDE: u8 = b'x';
+const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+const META_ACKED: &[u8] = b"macked";
+const META_LOSS: &[u8] = b"mloss";
+const _: () =
+    assert!(META_NEXT_SEQ[0] == K_META && META_ACKED[0] == K_META && META_LOSS[0] == K_META);
+const VALUE_VERSION: u8 = 1;
+const VALUE_HEADER: usize = 9;
+/// A decompressed record larger than this is treated as corrupt (records are <= 256 KB).
+const MAX_DECODED: usize = 16 * 1024 * 1024;
+/// Most sequence ranges kept per loss kind; beyond, only counts grow (`rangesTruncated`).
+const MAX_RANGES: usize = 64;
+/// Most refused records described in one pending loss.
+const MAX_REJECTED: usize = 64;
+
+/// What went wrong in the buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer directory {path} is in use by another process (is an agent already running?)")]
+    Locked { path: String },
+    #[error("buffer storage error: {0}")]
+    Storage(String),
+    #[error("commit point {commit} is beyond the last sequence number assigned ({last})")]
+    CommitBeyondEnd { commit: u64, last: u64 },
+    #[error("the buffer is closed")]
+    Closed,
+}
+
+impl From<sled::Error> for BufferError {
+    fn from(e: sled::Error) -> Self {
+        BufferError::Storage(e.to_string())
+    }
+}
+
+/// Buffer settings (from `[buffer]`).
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    pub max_bytes: u64,
+    pub full_policy: FullPolicy,
+    /// Group-commit window before a flush.
+    pub flush_delay: Duration,
+}
+
+/// A record read back from the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    /// When it was appended (unix milliseconds): for the end-to-end lag.
+    pub appended_ms: u64,
+    /// The record's compact JSON, exactly as appended.
+    pub json: Vec<u8>,
+}
+
+/// An inclusive range of sequence numbers.
+pub type SeqRange = (u64, u64);
+
+/// A record the collector refused and the shipper moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    pub seq: u64,
+    #[serde(rename = "eventID", skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub error_code: String,
+    pub message: String,
+}
+
+/// A buffer directory moved aside because it could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantined {
+    pub path: String,
+    pub error: String,
+}
+
+/// Loss known but not yet written to the trail (persisted under `m loss`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PendingLoss {
+    pub dropped: u64,
+    pub dropped_ranges: Vec<SeqRange>,
+    pub corrupt: u64,
+    pub corrupt_ranges: Vec<SeqRange>,
+    pub ranges_truncated: bool,
+    pub rejected: Vec<Rejected>,
+    pub rejected_truncated: u64,
+    pub quarantined: Vec<Quarantined>,
+}
+
+impl PendingLoss {
+    fn is_empty(&self) -> bool {
+        self.dropped == 0
+            && self.corrupt == 0
+            && self.rejected.is_empty()
+            && self.rejected_truncated == 0
+            && self.quarantined.is_empty()
+    }
+
+    fn add_range(ranges: &mut Vec<SeqRange>, truncated: &mut bool, r: SeqRange) {
+        if let Some(last) = ranges.last_mut() {
+            if last.1.checked_add(1) == Some(r.0) {
+                last.1 = r.1;
+                return;
+            }
+        }
+        if ranges.len() < MAX_RANGES {
+            ranges.push(r);
+        } else {
+            *truncated = true;
+        }
+    }
+
+    /// The agent records that report this loss.
+    fn records(&self, id: &AgentIdentity, policy: FullPolicy, max_bytes: u64) -> Vec<Record> {
+        let mut out = Vec::new();
+        if self.dropped > 0 {
+            out.push(id.record(
+                "RecordsDropped",
+                json!({
+                    "host": id.host,
+                    "count": self.dropped,
+                    "seqRanges": self.dropped_ranges,
+                    "rangesTruncated": self.ranges_truncated,
+                    "reason": "buffer full",
+                    "fullPolicy": match policy { FullPolicy::Block => "block", FullPolicy::DropNewest => "drop_newest" },
+                    "maxBytes": max_bytes,
+                }),
+            ));
+        }
+        if self.corrupt > 0 || !self.quarantined.is_empty() {
+            out.push(id.record(
+                "BufferCorruption",
+                json!({
+                    "host": id.host,
+                    "corruptEntries": self.corrupt,
+                    "seqRanges": self.corrupt_ranges,
+                    "rangesTruncated": self.ranges_truncated,
+                    "quarantined": self.quarantined,
+                    "lostUnknown": !self.quarantined.is_empty(),
+                }),
+            ));
+        }
+        if !self.rejected.is_empty() || self.rejected_truncated > 0 {
+            out.push(id.record(
+                "RecordsRejected",
+                json!({
+                    "host": id.host,
+                    "count": self.rejected.len() as u64 + self.rejected_truncated,
+                    "records": self.rejected,
+                    "setAside": "kept in the agent's buffer under its sequence number",
+                }),
+            ));
+        }
+        out
+    }
+}
+
+/// A snapshot for `status` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BufferStatus {
+    pub depth: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub full_policy: String,
+    pub next_seq: u64,
+    pub oldest_seq: Option<u64>,
+    pub oldest_age_ms: Option<u64>,
+    pub last_commit_point: Option<u64>,
+    pub set_aside: u64,
+    pub pending_loss: PendingLoss,
+    pub appended_total: u64,
+    pub dropped_total: u64,
+    pub corrupt_total: u64,
+    pub rejected_total: u64,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored and flushed; `(first, last)` sequence numbers, `None` for a checkpoint-only append.
+    Stored(Option<SeqRange>),
+    /// Refused under `drop_newest`; the numbers were consumed and the loss recorded.
+    Dropped(SeqRange),
+    /// No room under `block`: nothing happened, wait for space and try again.
+    Full,
+}
+
+struct State {
+    next_seq: u64,
+    bytes: u64,
+    count: u64,
+    acked: u64,
+    set_aside: u64,
+    loss: PendingLoss,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    opts: BufferOptions,
+    id: AgentIdentity,
+    state: Mutex<State>,
+    /// Highest sequence number whose batch has been applied (not necessarily flushed).
+    written: AtomicU64,
+    /// Highest sequence number covered by a completed flush.
+    durable: AtomicU64,
+    flush_lock: Mutex<()>,
+    closed: AtomicBool,
+    space: tokio::sync::Notify,
+    appended: tokio::sync::Notify,
+    appended_total: AtomicU64,
+    dropped_total: AtomicU64,
+    corrupt_total: AtomicU64,
+    rejected_total: AtomicU64,
+}
+
+/// The durable queue. Cheap to clone; all clones share one sled database.
+#[derive(Clone)]
+pub struct Buffer {
+    inner: Arc<Inner>,
+}
+
+/// What happened while opening.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Set when the directory was damaged and moved aside: where it went and why.
+    pub quarantined: Option<Quarantined>,
+    /// Records found waiting from an earlier run.
+    pub depth: u64,
+}
+
+fn rkey(seq: u64) -> [u8; 9] {
+    let mut k = [K_RECORD; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn xkey(seq: u64) -> [u8; 9] {
+    let mut k = [K_ASIDE; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn ckey(source: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1);
+    k.push(K_CHECKPOINT);
+    k.extend_from_slice(source.as_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    if key.len() != 9 {
+        return None;
+    }
+    Some(u64::from_be_bytes(key[1..].try_into().ok()?))
+}
+
+fn u64_of(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Encodes one record's JSON as a buffer value.
+pub fn encode_value(json: &[u8], appended_ms: u64) -> Result<Vec<u8>, BufferError> {
+    COMPRESSOR.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.is_none() {
+            let mut z = zstd::bulk::Compressor::new(3)
+                .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
+            z.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
+            *slot = Some(z);
+        }
+        let z = slot.as_mut().ok_or(BufferError::Closed)?;
+        let frame = z
+            .compress(json)
+            .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
+        let mut v = Vec::with_capacity(VALUE_HEADER + frame.len());
+        v.push(VALUE_VERSION);
+        v.extend_from_slice(&appended_ms.to_be_bytes());
+        v.extend_from_slice(&frame);
+        Ok(v)
+    })
+}
+
+/// Decodes a buffer value; `None` if it is not one (corrupt).
+pub fn decode_value(v: &[u8]) -> Option<(u64, Vec<u8>)> {
+    if v.len() <= VALUE_HEADER || v[0] != VALUE_VERSION {
+        return None;
+    }
+    let appended_ms = u64_of(&v[1..VALUE_HEADER])?;
+    let json = DECOMPRESSOR.with(|d| {
+        let mut slot = d.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Decompressor::new().ok();
+        }
+        slot.as_mut()?
+            .decompress(&v[VALUE_HEADER..], MAX_DECODED)
+            .ok()
+    })?;
+    Some((appended_ms, json))
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Errors that are not damage to our files: quarantining would not help and could hide a
+/// misconfiguration (permissions, a full or read-only disk).
+fn is_environment_error(e: &sled::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        sled::Error::Io(io) => matches!(
+            io.kind(),
+            PermissionDenied | NotFound | StorageFull | ReadOnlyFilesystem | OutOfMemory
+        ),
+        _ => false,
+    }
+}
+
+fn try_open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let dir = dir.to_path_buf();
+    // sled 0.34 panics on some kinds of damage instead of returning an error.
+    match std::panic::catch_unwind(move || sled::Config::new().path(dir).open()) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            Err(sled::Error::Unsupported(format!("sled panicked: {why}")))
+        }
+    }
+}
+
+impl Buffer {
+    /// Opens (or creates) the buffer in `dir`. A damaged directory is moved aside and replaced
+    /// by a fresh one (see [`OpenReport::quarantined`]); a directory locked by another process
+    /// is an error.
+    pub fn open(
+        dir: &Path,
+        opts: BufferOptions,
+        id: AgentIdentity,
+    ) -> Result<(Buffer, OpenReport), BufferError> {
+        if let Some(parent) = dir.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    BufferError::Storage(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        let mut report = OpenReport::default();
+        let db = match try_open_sled(dir) {
+            Ok(db) => db,
+            Err(e) if is_lock_error(&e) => {
+                return Err(BufferError::Locked {
+                    path: dir.display().to_string(),
+                });
+            }
+            Err(e) if is_environment_error(&e) => {
+                return Err(BufferError::Storage(format!(
+                    "cannot open {}: {e}",
+                    dir.display()
+                )));
+            }
+            Err(e) => {
+                let aside = quarantine_name(dir);
+                tracing::error!(
+                    dir = %dir.display(), aside = %aside.display(), error = %e,
+                    "buffer cannot be opened; moving it aside and starting a fresh one"
+                );
+                std::fs::rename(dir, &aside).map_err(|re| {
+                    BufferError::Storage(format!(
+                        "cannot open {} ({e}) and cannot move it aside to {}: {re}",
+                        dir.display(),
+                        aside.display()
+                    ))
+                })?;
+                report.quarantined = Some(Quarantined {
+                    path: aside.display().to_string(),
+                    error: e.to_string(),
+                });
+                try_open_sled(dir).map_err(|e| {
+                    BufferError::Storage(format!("cannot create {}: {e}", dir.display()))
+                })?
+            }
+        };
+        let tree = db.open_tree(TREE)?;
+
+        // Recover the counters with a key scan; values are decoded lazily by read_from.
+        let mut bytes = 0u64;
+        let mut count = 0u64;
+        let mut last_seq = 0u64;
+        let mut bad_keys = Vec::new();
+        for item in tree.scan_prefix([K_RECORD]) {
+            let (k, v) = item?;
+            match seq_of(&k) {
+                Some(seq) => {
+                    bytes += v.len() as u64;
+                    count += 1;
+                    last_seq = seq;
+                }
+                None => bad_keys.push(k),
+            }
+        }
+        let set_aside = tree.scan_prefix([K_ASIDE]).count() as u64;
+        let stored_next = tree.get(META_NEXT_SEQ)?.and_then(|v| u64_of(&v));
+        let acked = tree.get(META_ACKED)?.and_then(|v| u64_of(&v)).unwrap_or(0);
+        let mut loss: PendingLoss = match tree.get(META_LOSS)? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "pending-loss entry unreadable; reporting it as corruption");
+                PendingLoss {
+                    corrupt: 1,
+                    ..PendingLoss::default()
+                }
+            }),
+            None => PendingLoss::default(),
+        };
+        let fresh = stored_next.is_none() && count == 0;
+        let next_seq = if fresh {
+            // Invariant 3: above anything an earlier buffer on this host can have reached.
+            now_us().max(1)
+        } else {
+            stored_next
+                .unwrap_or(1)
+                .max(last_seq.saturating_add(1))
+                .max(acked.saturating_add(1))
+        };
+        if !bad_keys.is_empty() {
+            loss.corrupt += bad_keys.len() as u64;
+        }
+        if let Some(q) = &report.quarantined {
+            loss.quarantined.push(q.clone());
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+        for k in &bad_keys {
+            batch.remove(k);
+        }
+        if !loss.is_empty() {
+            batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
+        }
+        tree.apply_batch(batch)?;
+        db.flush()?;
+
+        report.depth = count;
+        let last = next_seq - 1;
+        let inner = Inner {
+            db,
+            tree,
+            opts,
+            id,
+            state: Mutex::new(State {
+                next_seq,
+                bytes,
+                count,
+                acked,
+                set_aside,
+                loss,
+            }),
+            written: AtomicU64::new(last),
+            durable: AtomicU64::new(last),
+            flush_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            space: tokio::sync::Notify::new(),
+            appended: tokio::sync::Notify::new(),
+            appended_total: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+            corrupt_total: AtomicU64::new(bad_keys.len() as u64),
+            rejected_total: AtomicU64::new(0),
+        };
+        let buffer = Buffer {
+            inner: Arc::new(inner),
+        };
+        buffer.report_loss()?;
+        Ok((buffer, report))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave sled inconsistent (batches are atomic);
+        // keep going with the counters as they are.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until every write applied so far with a sequence number `<= seq` is on disk;
+    /// concurrent callers share one flush (group commit).
+    fn flush_through(&self, seq: u64) -> Result<(), BufferError> {
+        if self.inner.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let _leader = self
+            .inner
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.inner.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        if !self.inner.opts.flush_delay.is_zero() {
+            std::thread::sleep(self.inner.opts.flush_delay);
+        }
+        self.flush_locked()
+    }
+
+    /// Flushes everything applied so far, whatever its kind (deletions, meta).
+    fn flush_now(&self) -> Result<(), BufferError> {
+        let _leader = self
+            .inner
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<(), BufferError> {
+        let target = self.inner.written.load(Ordering::Acquire);
+        self.inner.db.flush()?;
+        self.inner.durable.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn fits(&self, state: &State, extra: u64) -> bool {
+        state.bytes == 0 || state.bytes.saturating_add(extra) <= self.inner.opts.max_bytes
+    }
+
+    /// Encodes the pending-loss records with sequence numbers from `state.next_seq` on. Returns
+    /// the batch entries and their bytes; nothing is changed.
+    fn loss_entries(&self, state: &State, now: u64) -> Result<(Vec<Vec<u8>>, u64), BufferError> {
+        if state.loss.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let records = state.loss.records(
+            &self.inner.id,
+            self.inner.opts.full_policy,
+            self.inner.opts.max_bytes,
+        );
+        let mut values = Vec::with_capacity(records.len());
+        let mut bytes = 0;
+        for r in records {
+            let v = encode_value(&r.to_json(), now)?;
+            bytes += v.len() as u64;
+            values.push(v);
+        }
+        Ok((values, bytes))
+    }
+
+    /// One append attempt, without waiting (blocking I/O: call from a blocking context).
+    pub fn try_append(
+        &self,
+        records: &[Record],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Appended, BufferError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BufferError::Closed);
+        }
+        let now = now_ms();
+        let mut values = Vec::with_capacity(records.len());
+        let mut new_bytes = 0u64;
+        for r in records {
+            let v = encode_value(&r.to_json(), now)?;
+            new_bytes += v.len() as u64;
+            values.push(v);
+        }
+        let mut st = self.state();
+        let (mut loss_values, mut loss_bytes) = self.loss_entries(&st, now)?;
+        if !loss_values.is_empty() && !self.fits(&st, new_bytes + loss_bytes) {
+            // Report the loss later (after the next ack) rather than refuse these records.
+            loss_values.clear();
+            loss_bytes = 0;
+        }
+        if !values.is_empty() && !self.fits(&st, new_bytes + loss_bytes) {
+            return match self.inner.opts.full_policy {
+                FullPolicy::Block => Ok(Appended::Full),
+                FullPolicy::DropNewest => {
+                    let (outcome, wrote) = self.drop_locked(&mut st, values.len() as u64, now)?;
+                    drop(st);
+                    self.flush_now()?;
+                    if wrote {
+                        self.inner.appended.notify_waiters();
+                    }
+                    Ok(outcome)
+                }
+            };
+        }
+        let mut batch = sled::Batch::default();
+        let mut seq = st.next_seq;
+        let mut added = 0u64;
+        for v in loss_values.into_iter().chain(values) {
+            batch.insert(&rkey(seq), v);
+            seq += 1;
+            added += 1;
+        }
+        let n_loss = added - records.len() as u64;
+        if n_loss > 0 {
+            batch.remove(META_LOSS);
+        }
+        if let Some(cp) = checkpoint {
+            batch.insert(ckey(&cp.source), cp.state.as_slice());
+        }
+        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
+        self.inner.tree.apply_batch(batch)?;
+        let range = (!records.is_empty()).then(|| (seq - records.len() as u64, seq - 1));
+        st.next_seq = seq;
+        st.bytes += new_bytes + loss_bytes;
+        st.count += added;
+        if n_loss > 0 {
+            st.loss = PendingLoss::default();
+        }
+        let last = seq - 1;
+        self.inner.written.fetch_max(last, Ordering::AcqRel);
+        drop(st);
+        if checkpoint.is_some() && added == 0 {
+            self.flush_now()?;
+        } else {
+            self.flush_through(last)?;
+        }
+        if added > 0 {
+            self.inner
+                .appended_total
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.inner.appended.notify_waiters();
+        }
+        Ok(Appended::Stored(range))
+    }
+
+    /// drop_newest: consume `n` sequence numbers, record the loss durably, and if the loss
+    /// report itself fits, write it at once.
+    fn drop_locked(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        n: u64,
+        now: u64,
+    ) -> Result<(Appended, bool), BufferError> {
+        let first = st.next_seq;
+        let last = first + n - 1;
+        let mut loss = st.loss.clone();
+        loss.dropped += n;
+        let mut truncated = loss.ranges_truncated;
+        PendingLoss::add_range(&mut loss.dropped_ranges, &mut truncated, (first, last));
+        loss.ranges_truncated = truncated;
+        let mut batch = sled::Batch::default();
+        batch.insert(META_NEXT_SEQ, &(last + 1).to_be_bytes());
+        batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
+        self.inner.tree.apply_batch(batch)?;
+        st.next_seq = last + 1;
+        st.loss = loss;
+        self.inner.dropped_total.fetch_add(n, Ordering::Relaxed);
+        self.inner.written.fetch_max(last, Ordering::AcqRel);
+        tracing::warn!(
+            dropped = n,
+            first,
+            last,
+            "buffer full (drop_newest): records dropped"
+        );
+        let wrote = self.write_loss_locked(st, now)?;
+        Ok((Appended::Dropped((first, last)), wrote))
+    }
+
+    /// Writes the pending loss as records if it fits. The caller flushes.
+    fn write_loss_locked(&self, st: &mut State, now: u64) -> Result<bool, BufferError> {
+        let (values, bytes) = self.loss_entries(st, now)?;
+        if values.is_empty() || !self.fits(st, bytes) {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        let mut seq = st.next_seq;
+        for v in &values {
+            batch.insert(&rkey(seq), v.as_slice());
+            seq += 1;
+        }
+        batch.remove(META_LOSS);
+        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
+        self.inner.tree.apply_batch(batch)?;
+        st.next_seq = seq;
+        st.bytes += bytes;
+        st.count += values.len() as u64;
+        st.loss = PendingLoss::default();
+        self.inner.written.fetch_max(seq - 1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Writes pending loss records now if there is room, and flushes.
+    pub fn report_loss(&self) -> Result<(), BufferError> {
+        let mut st = self.state();
+        let wrote = self.write_loss_locked(&mut st, now_ms())?;
+        drop(st);
+        self.flush_now()?;
+        if wrote {
+            self.inner.appended.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Appends `records` and `checkpoint` atomically and durably. Under `block` waits for space;
+    /// under `drop_newest` returns [`Appended::Dropped`] when full.
+    pub async fn append(
+        &self,
+        records: Vec<Record>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Appended, BufferError> {
+        let records = Arc::new(records);
+        let checkpoint = Arc::new(checkpoint);
+        loop {
+            let space = self.inner.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let this = self.clone();
+            let (r, c) = (records.clone(), checkpoint.clone());
+            let outcome =
+                tokio::task::spawn_blocking(move || this.try_append(&r, c.as_ref().as_ref()))
+                    .await
+                    .map_err(|e| BufferError::Storage(format!("append task failed: {e}")))??;
+            match outcome {
+                Appended::Full => {
+                    if self.inner.closed.load(Ordering::Acquire) {
+                        return Err(BufferError::Closed);
+                    }
+                    space.await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Up to `max_records` records (and about `max_bytes` of JSON, at least one record) with
+    /// sequence numbers `>= from`, in order, durable ones only. Corrupt values met on the way
+    /// are removed and reported as loss (there is then a hole in the sequence).
+    pub fn read_from(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, BufferError> {
+        let durable = self.inner.durable.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut corrupt = Vec::new();
+        for item in self.inner.tree.range(rkey(from)..=rkey(u64::MAX)) {
+            let (k, v) = item?;
+            let Some(seq) = seq_of(&k) else {
+                corrupt.push((k.to_vec(), None, 0));
+                continue;
+            };
+            if seq > durable {
+                break;
+            }
+            match decode_value(&v) {
+                Some((appended_ms, json)) => {
+                    if !out.is_empty()
+                        && (out.len() >= max_records || bytes + json.len() > max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += json.len();
+                    out.push(Entry {
+                        seq,
+                        appended_ms,
+                        json,
+                    });
+                }
+                None => corrupt.push((k.to_vec(), Some(seq), v.len() as u64)),
+            }
+            if out.len() >= max_records {
+                break;
+            }
+        }
+        if !corrupt.is_empty() {
+            self.discard_corrupt(corrupt)?;
+        }
+        Ok(out)
+    }
+
+    fn discard_corrupt(
+        &self,
+        corrupt: Vec<(Vec<u8>, Option<u64>, u64)>,
+    ) -> Result<(), BufferError> {
+        let mut st = self.state();
+        let mut loss = st.loss.clone();
+        let mut batch = sled::Batch::default();
+        let mut freed = 0;
+        let mut truncated = loss.ranges_truncated;
+        for (key, seq, len) in &corrupt {
+            tracing::error!(seq = ?seq, "corrupt buffer entry skipped");
+            batch.remove(key.as_slice());
+            loss.corrupt += 1;
+            freed += len;
+            if let Some(s) = seq {
+                PendingLoss::add_range(&mut loss.corrupt_ranges, &mut truncated, (*s, *s));
+            }
+        }
+        loss.ranges_truncated = truncated;
+        batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
+        self.inner.tree.apply_batch(batch)?;
+        st.loss = loss;
+        st.bytes = st.bytes.saturating_sub(freed);
+        st.count = st.count.saturating_sub(corrupt.len() as u64);
+        self.inner
+            .corrupt_total
+            .fetch_add(corrupt.len() as u64, Ordering::Relaxed);
+        let wrote = self.write_loss_locked(&mut st, now_ms())?;
+        drop(st);
+        self.flush_now()?;
+        self.inner.space.notify_waiters();
+        if wrote {
+            self.inner.appended.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Deletes every record with a sequence number `<= commit` (the collector's commit point),
+    /// then reports pending loss if there is now room. Returns the number of records deleted.
+    pub fn ack_up_to(&self, commit: u64) -> Result<u64, BufferError> {
+        let mut st = self.state();
+        if commit >= st.next_seq {
+            return Err(BufferError::CommitBeyondEnd {
+                commit,
+                last: st.next_seq - 1,
+            });
+        }
+        let mut batch = sled::Batch::default();
+        let mut freed = 0u64;
+        let mut removed = 0u64;
+        for item in self.inner.tree.range(rkey(0)..=rkey(commit)) {
+            let (k, v) = item?;
+            batch.remove(k);
+            freed += v.len() as u64;
+            removed += 1;
+        }
+        let acked = st.acked.max(commit);
+        batch.insert(META_ACKED, &acked.to_be_bytes());
+        self.inner.tree.apply_batch(batch)?;
+        st.acked = acked;
+        st.bytes = st.bytes.saturating_sub(freed);
+        st.count = st.count.saturating_sub(removed);
+        let wrote = self.write_loss_locked(&mut st, now_ms())?;
+        drop(st);
+        self.flush_now()?;
+        self.inner.space.notify_waiters();
+        if wrote {
+            self.inner.appended.notify_waiters();
+        }
+        Ok(removed)
+    }
+
+    /// Moves the record `seq` out of the queue into the side tree, because the collector refuses
+    /// it (it would otherwise block every later record forever), and records that as loss.
+    pub fn set_aside(
+        &self,
+        seq: u64,
+        error_code: &str,
+        message: &str,
+    ) -> Result<bool, BufferError> {
+        let mut st = self.state();
+        let Some(value) = self.inner.tree.get(rkey(seq))? else {
+            return Ok(false);
+        };
+        let event_id = decode_value(&value).and_then(|(_, json)| {
+            serde_json::from_slice::<serde_json::Value>(&json)
+                .ok()?
+                .get("eventID")?
+                .as_str()
+                .map(str::to_string)
+        });
+        let mut loss = st.loss.clone();
+        if loss.rejected.len() < MAX_REJECTED {
+            let mut message = message.to_string();
+            message.truncate(1000);
+            loss.rejected.push(Rejected {
+                seq,
+                event_id,
+                error_code: error_code.to_string(),
+                message,
+            });
+        } else {
+            loss.rejected_truncated += 1;
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(&rkey(seq));
+        batch.insert(&xkey(seq), value.clone());
+        batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
+        self.inner.tree.apply_batch(batch)?;
+        st.loss = loss;
+        st.bytes = st.bytes.saturating_sub(value.len() as u64);
+        st.count = st.count.saturating_sub(1);
+        st.set_aside += 1;
+        self.inner.rejected_total.fetch_add(1, Ordering::Relaxed);
+        let wrote = self.write_loss_locked(&mut st, now_ms())?;
+        drop(st);
+        self.flush_now()?;
+        self.inner.space.notify_waiters();
+        if wrote {
+            self.inner.appended.notify_waiters();
+        }
+        Ok(true)
+    }
+
+    /// The records set aside (sequence number and JSON), for inspection and tests.
+    pub fn set_aside_records(&self) -> Result<Vec<Entry>, BufferError> {
+        let mut out = Vec::new();
+        for item in self.inner.tree.scan_prefix([K_ASIDE]) {
+            let (k, v) = item?;
+            if let (Some(seq), Some((appended_ms, json))) = (seq_of(&k), decode_value(&v)) {
+                out.push(Entry {
+                    seq,
+                    appended_ms,
+                    json,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last checkpoint stored for `source`.
+    pub fn get_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>, BufferError> {
+        Ok(self.inner.tree.get(ckey(source))?.map(|v| v.to_vec()))
+    }
+
+    /// Resolves when an append (or loss report) may have added records.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.appended.notified()
+    }
+
+    /// Refuses further appends and wakes every waiting appender (they get `Closed`).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.space.notify_waiters();
+        self.inner.appended.notify_waiters();
+    }
+
+    /// Lets appends in again after [`Buffer::close`] (used to write `AgentStop` last).
+    pub fn reopen_for_final_records(&self) {
+        self.inner.closed.store(false, Ordering::Release);
+    }
+
+    /// A snapshot of the counters.
+    pub fn status(&self) -> BufferStatus {
+        let st = self.state();
+        let (oldest_seq, oldest_age_ms) = match self.inner.tree.scan_prefix([K_RECORD]).next() {
+            Some(Ok((k, v))) => {
+                let age = v
+                    .get(1..VALUE_HEADER)
+                    .and_then(u64_of)
+                    .map(|t| now_ms().saturating_sub(t));
+                (seq_of(&k), age)
+            }
+            _ => (None, None),
+        };
+        BufferStatus {
+            depth: st.count,
+            bytes: st.bytes,
+            max_bytes: self.inner.opts.max_bytes,
+            full_policy: match self.inner.opts.full_policy {
+                FullPolicy::Block => "block".into(),
+                FullPolicy::DropNewest => "drop_newest".into(),
+            },
+            next_seq: st.next_seq,
+            oldest_seq,
+            oldest_age_ms,
+            last_commit_point: (st.acked > 0).then_some(st.acked),
+            set_aside: st.set_aside,
+            pending_loss: st.loss.clone(),
+            appended_total: self.inner.appended_total.load(Ordering::Relaxed),
+            dropped_total: self.inner.dropped_total.load(Ordering::Relaxed),
+            corrupt_total: self.inner.corrupt_total.load(Ordering::Relaxed),
+            rejected_total: self.inner.rejected_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flushes everything (clean shutdown).
+    pub fn flush(&self) -> Result<(), BufferError> {
+        self.flush_now()
+    }
+
+    /// The raw sled tree, for tests that damage entries on purpose.
+    #[doc(hidden)]
+    pub fn raw_tree(&self) -> &sled::Tree {
+        &self.inner.tree
+    }
+}
+
+fn quarantine_name(dir: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "buffer".to_string());
+    let mut candidate = dir.with_file_name(format!("{name}.quarantined-{stamp}"));
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = dir.with_file_name(format!("{name}.quarantined-{stamp}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+impl RecordSink for Buffer {
+    fn append(
+        &self,
+        records: Vec<Record>,
+        checkpoint: Option<Checkpoint>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            match Buffer::append(self, records, checkpoint).await {
+                Ok(Appended::Stored(_)) => Ok(()),
+                Ok(Appended::Dropped((first, last))) => Err(SinkError::Dropped {
+                    dropped: last - first + 1,
+                }),
+                Ok(Appended::Full) => Err(SinkError::Storage("buffer full".into())),
+                Err(BufferError::Closed) => Err(SinkError::Closed),
+                Err(e) => Err(SinkError::Storage(e.to_string())),
+            }
+        })
+    }
+
+    fn checkpoint(&self, source: &str) -> Option<Vec<u8>> {
+        self.get_checkpoint(source).ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn id() -> AgentIdentity {
+        AgentIdentity {
+            host: "test-host".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            domain: "onprem.internal".into(),
+            partition: "aws".into(),
+        }
+    }
+
+    fn opts(max_bytes: u64, full_policy: FullPolicy) -> BufferOptions {
+        BufferOptions {
+            max_bytes,
+            full_policy,
+            flush_delay: Duration::ZERO,
+        }
+    }
+
+    fn open(dir: &Path, max: u64, policy: FullPolicy) -> (Buffer, OpenReport) {
+        Buffer::open(dir, opts(max, policy), id()).unwrap()
+    }
+
+    fn rec(i: u64) -> Record {
+        id().record("TestEvent", json!({ "i": i }))
+    }
+
+    fn json_of(e: &Entry) -> Value {
+        serde_json::from_slice(&e.json).unwrap()
+    }
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| json_of(e)["eventName"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn cp(source: &str, state: &str) -> Checkpoint {
+        Checkpoint {
+            source: source.into(),
+            state: state.as_bytes().to_vec(),
+        }
+    }
+
+    fn all(b: &Buffer) -> Vec<Entry> {
+        b.read_from(0, usize::MAX, usize::MAX).unwrap()
+    }
+
+    /// Invariants 1-4: appended records come back in order, byte for byte, with strictly
+    /// increasing sequence numbers, together with their checkpoint, after the buffer is
+    /// dropped and reopened.
+    #[test]
+    fn append_read_in_order_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(report.depth, 0);
+        let first_batch: Vec<Record> = (0..3).map(rec).collect();
+        let expect: Vec<Vec<u8>> = first_batch.iter().map(|r| r.to_json()).collect();
+        let Appended::Stored(Some((a, z))) = b
+            .try_append(&first_batch, Some(&cp("src", "offset=3")))
+            .unwrap()
+        else {
+            panic!("not stored")
+        };
+        assert_eq!(z - a, 2);
+        b.try_append(&[rec(3)], Some(&cp("src", "offset=4")))
+            .unwrap();
+        let entries = all(&b);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].seq, a);
+        assert!(entries.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        for (e, want) in entries.iter().zip(&expect) {
+            assert_eq!(&e.json, want);
+        }
+        assert_eq!(b.get_checkpoint("src").unwrap().unwrap(), b"offset=4");
+        let next = b.status().next_seq;
+        drop(b);
+
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(report.depth, 4);
+        assert_eq!(all(&b), entries);
+        assert_eq!(b.get_checkpoint("src").unwrap().unwrap(), b"offset=4");
+        assert_eq!(b.status().next_seq, next);
+        let Appended::Stored(Some((s, _))) = b.try_append(&[rec(9)], None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s, next, "numbering continues after a reopen");
+        // read_from honours its limits and start point.
+        let two = b.read_from(entries[1].seq, 2, usize::MAX).unwrap();
+        assert_eq!(
+            two.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![entries[1].seq, entries[2].seq]
+        );
+        let one = b.read_from(0, 100, 1).unwrap();
+        assert_eq!(one.len(), 1, "at least one record even over max_bytes");
+    }
+
+    /// Invariant 2: a checkpoint-only append moves the checkpoint without adding records.
+    #[test]
+    fn checkpoint_only_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 20, FullPolicy::Block);
+        assert_eq!(
+            b.try_append(&[], Some(&cp("s", "7"))).unwrap(),
+            Appended::Stored(None)
+        );
+        assert_eq!(b.get_checkpoint("s").unwrap().unwrap(), b"7");
+        assert_eq!(b.status().depth, 0);
+        assert_eq!(RecordSink::checkpoint(&b, "s"), Some(b"7".to_vec()));
+        assert_eq!(RecordSink::checkpoint(&b, "other"), None);
+    }
+
+    /// Invariants 1 and 3 across a real crash: a child process appends, reports each
+    /// acknowledged append, and aborts without any clean shutdown; everything acknowledged is
+    /// there afterwards, and numbering continues above it.
+    #[test]
+    fn acknowledged_appends_survive_a_crash() {
+        if let Ok(dir) = std::env::var("GT_BUFFER_CRASH_CHILD") {
+            let (b, _) = open(Path::new(&dir), 1 << 24, FullPolicy::Block);
+            for i in 0..50u64 {
+                b.try_append(&[rec(i), rec(i + 1000)], Some(&cp("src", &i.to_string())))
+                    .unwrap();
+                println!("acked {i}");
+            }
+            std::process::abort();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "buffer::tests::acknowledged_appends_survive_a_crash",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("GT_BUFFER_CRASH_CHILD", &path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the child must die by abort");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let acked = stdout.matches("acked ").count() as u64;
+        assert_eq!(acked, 50, "child output: {stdout}");
+        let (b, report) = open(&path, 1 << 24, FullPolicy::Block);
+        assert_eq!(report.depth, acked * 2);
+        let entries = all(&b);
+        assert_eq!(entries.len() as u64, acked * 2);
+        let is: Vec<u64> = entries
+            .iter()
+            .map(|e| json_of(e)["requestParameters"]["i"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = (0..acked).flat_map(|i| [i, i + 1000]).collect();
+        assert_eq!(is, want);
+        assert_eq!(b.get_checkpoint("src").unwrap().unwrap(), b"49");
+        let last = entries.last().unwrap().seq;
+        let Appended::Stored(Some((s, _))) = b.try_append(&[rec(0)], None).unwrap() else {
+            panic!()
+        };
+        assert!(s > last);
+    }
+
+    /// Invariant 5: ack deletes exactly the records up to the commit point, and refuses a commit
+    /// point beyond what was ever assigned.
+    #[test]
+    fn ack_deletes_only_up_to_the_commit_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..5).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        let entries = all(&b);
+        let commit = entries[2].seq;
+        assert_eq!(b.ack_up_to(commit).unwrap(), 3);
+        assert_eq!(all(&b), entries[3..].to_vec());
+        assert_eq!(b.status().last_commit_point, Some(commit));
+        assert!(matches!(
+            b.ack_up_to(entries[4].seq + 1),
+            Err(BufferError::CommitBeyondEnd { .. })
+        ));
+        assert_eq!(all(&b).len(), 2);
+        assert_eq!(b.ack_up_to(commit).unwrap(), 0, "acks are idempotent");
+        drop(b);
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(all(&b), entries[3..].to_vec());
+        assert_eq!(b.status().last_commit_point, Some(commit));
+    }
+
+    fn fill(b: &Buffer) -> u64 {
+        let mut n = 0;
+        loop {
+            match b.try_append(&[rec(n)], None).unwrap() {
+                Appended::Stored(_) => n += 1,
+                _ => return n,
+            }
+        }
+    }
+
+    /// Invariant 6 under `block`: a full buffer refuses without side effects, and an append
+    /// waiting for space completes once the collector's commit frees it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn block_policy_waits_for_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 64 * 1024, FullPolicy::Block);
+        let n = fill(&b);
+        assert!(n > 10);
+        let st = b.status();
+        assert!(st.bytes <= st.max_bytes);
+        assert_eq!(b.try_append(&[rec(0)], None).unwrap(), Appended::Full);
+        assert_eq!(b.status().next_seq, st.next_seq, "nothing consumed");
+        let b2 = b.clone();
+        let waiter =
+            tokio::spawn(async move { b2.append(vec![rec(999)], Some(cp("s", "x"))).await });
+        tokio::task::yield_now().await;
+        let head = all(&b);
+        b.ack_up_to(head[head.len() / 2].seq).unwrap();
+        let outcome = waiter.await.unwrap().unwrap();
+        assert!(matches!(outcome, Appended::Stored(Some(_))));
+        assert_eq!(b.get_checkpoint("s").unwrap().unwrap(), b"x");
+        assert_eq!(b.status().dropped_total, 0);
+        // Closing wakes a blocked appender with Closed.
+        fill(&b);
+        let b3 = b.clone();
+        let blocked = tokio::spawn(async move { b3.append(vec![rec(1)], None).await });
+        tokio::task::yield_now().await;
+        b.close();
+        assert!(matches!(blocked.await.unwrap(), Err(BufferError::Closed)));
+    }
+
+    /// Invariants 6 and 7 under `drop_newest`: the append is refused and counted, its sequence
+    /// numbers consumed; the loss survives a reopen, and once there is room it becomes a
+    /// `RecordsDropped` record with the count and the range.
+    #[test]
+    fn drop_newest_counts_and_reports_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 64 * 1024, FullPolicy::DropNewest);
+        fill(&b);
+        let before = b.status().next_seq;
+        // fill() already dropped one; drop two more in one call.
+        let Appended::Dropped((f, l)) = b
+            .try_append(&[rec(1), rec(2)], Some(&cp("s", "1")))
+            .unwrap()
+        else {
+            panic!("not dropped")
+        };
+        assert_eq!((f, l), (before, before + 1));
+        assert_eq!(
+            b.get_checkpoint("s").unwrap(),
+            None,
+            "nothing of a dropped call is stored"
+        );
+        let st = b.status();
+        assert_eq!(st.dropped_total, 3);
+        assert_eq!(st.pending_loss.dropped, 3);
+        assert_eq!(
+            st.pending_loss.dropped_ranges,
+            vec![(before - 1, before + 1)]
+        );
+        drop(b);
+
+        let (b, _) = open(&path, 64 * 1024, FullPolicy::DropNewest);
+        assert_eq!(
+            b.status().pending_loss.dropped,
+            3,
+            "pending loss is durable"
+        );
+        let entries = all(&b);
+        assert!(names(&entries).iter().all(|n| n == "TestEvent"));
+        b.ack_up_to(entries.last().unwrap().seq).unwrap();
+        let entries = all(&b);
+        assert_eq!(names(&entries), vec!["RecordsDropped"]);
+        let p = &json_of(&entries[0])["requestParameters"];
+        assert_eq!(p["count"], 3);
+        assert_eq!(p["seqRanges"], json!([[before - 1, before + 1]]));
+        assert_eq!(entries[0].seq, before + 2, "the report follows the gap");
+        assert!(b.status().pending_loss.dropped == 0);
+        Record::from_json(&entries[0].json).unwrap();
+    }
+
+    /// Invariants 7 and 8: a corrupt value is skipped (not returned, not fatal), counted, and
+    /// reported as `BufferCorruption` with its sequence number; its neighbours are intact.
+    #[test]
+    fn corrupt_entry_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..4).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        let entries = all(&b);
+        let bad = entries[1].seq;
+        // Damage the stored value: valid header, garbage where the zstd frame was.
+        let mut v = b.raw_tree().get(rkey(bad)).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 4..].copy_from_slice(b"\xde\xad\xbe\xef");
+        b.raw_tree().insert(rkey(bad), v).unwrap();
+        b.raw_tree()
+            .insert(rkey(entries[2].seq), &b"x"[..])
+            .unwrap();
+        b.flush().unwrap();
+        drop(b);
+
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        let got = all(&b);
+        let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [entries[0].seq, entries[3].seq]);
+        // The report is appended once the read has found the damage.
+        let got = all(&b);
+        assert_eq!(
+            names(&got),
+            vec!["TestEvent", "TestEvent", "BufferCorruption"]
+        );
+        let p = &json_of(&got[2])["requestParameters"];
+        assert_eq!(p["corruptEntries"], 2);
+        assert_eq!(p["seqRanges"], json!([[bad, bad + 1]]));
+        assert_eq!(b.status().corrupt_total, 2);
+        assert_eq!(b.status().depth, 3);
+        // Reported once, not on every read.
+        assert_eq!(all(&b).len(), 3);
+    }
+
+    /// Invariant 8: a directory sled cannot open is moved aside, a fresh buffer starts with
+    /// numbers above the old ones, and the loss is reported.
+    #[test]
+    fn damaged_directory_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&[rec(1)], None).unwrap();
+        let old_last = all(&b)[0].seq;
+        drop(b);
+        // Damage every file sled keeps.
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                std::fs::write(&p, vec![0xA5u8; 4096]).unwrap();
+            }
+        }
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        let q = report.quarantined.expect("quarantined");
+        assert!(q.path.contains("buffer.quarantined-"), "{}", q.path);
+        assert!(Path::new(&q.path).exists());
+        let got = all(&b);
+        assert_eq!(names(&got), vec!["BufferCorruption"]);
+        let p = &json_of(&got[0])["requestParameters"];
+        assert_eq!(p["quarantined"][0]["path"], q.path.as_str());
+        assert_eq!(p["lostUnknown"], true);
+        assert!(got[0].seq > old_last);
+        drop(b);
+        // And the fresh buffer opens normally afterwards.
+        let (_, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert!(report.quarantined.is_none());
+    }
+
+    /// Only a lock held by another opener is an error; the directory is left alone.
+    #[test]
+    fn a_locked_buffer_is_an_error_not_a_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (_b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        let err = Buffer::open(&path, opts(1 << 20, FullPolicy::Block), id())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, BufferError::Locked { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Invariant 5 and 7 for refused records: set aside (kept, out of the queue), reported.
+    #[test]
+    fn set_aside_keeps_the_record_and_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..3).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        let entries = all(&b);
+        assert!(
+            b.set_aside(entries[1].seq, "InvalidData", "bad field")
+                .unwrap()
+        );
+        assert!(!b.set_aside(entries[1].seq, "InvalidData", "again").unwrap());
+        let aside = b.set_aside_records().unwrap();
+        assert_eq!(aside, vec![entries[1].clone()]);
+        let got = all(&b);
+        assert_eq!(got[..2], [entries[0].clone(), entries[2].clone()]);
+        assert_eq!(names(&got)[2], "RecordsRejected");
+        let p = &json_of(&got[2])["requestParameters"];
+        assert_eq!(p["count"], 1);
+        assert_eq!(p["records"][0]["seq"], entries[1].seq);
+        assert_eq!(p["records"][0]["errorCode"], "InvalidData");
+        assert_eq!(p["records"][0]["eventID"], json_of(&entries[1])["eventID"]);
+    }
+
+    /// Invariant 6: the byte accounting matches what is stored, across reopen.
+    #[test]
+    fn byte_accounting_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..20).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        let e = all(&b);
+        b.ack_up_to(e[4].seq).unwrap();
+        let st = b.status();
+        drop(b);
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        let st2 = b.status();
+        assert_eq!((st.depth, st.bytes), (st2.depth, st2.bytes));
+        assert_eq!(st2.depth, 15);
+        assert_eq!(st2.oldest_seq, Some(e[5].seq));
+    }
+}

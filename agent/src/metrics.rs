@@ -1,1 +1,209 @@
-//! TODO: see issue.
+//! Counters and gauges, rendered in the Prometheus text format (`GET /metrics` on the control
+//! socket, and on a loopback address if configured).
+//!
+//! Plain atomics rather than a metrics crate: a dozen numbers do not justify a dependency in an
+//! agent that must stay small.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::buffer::BufferStatus;
+
+/// Shared by the shipper, the app-events endpoint and the control socket.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records the collector committed (new, not duplicates).
+    pub shipped_records: AtomicU64,
+    /// Records the collector already had (re-sends after a crash or lost answer).
+    pub shipped_duplicates: AtomicU64,
+    /// Batches answered 200.
+    pub shipped_batches: AtomicU64,
+    /// Bytes sent on the wire (after compression) in committed batches.
+    pub shipped_bytes: AtomicU64,
+    /// Failed send attempts that will be (or were) retried.
+    pub retries: AtomicU64,
+    /// Records the collector refused and the shipper moved aside.
+    pub rejected: AtomicU64,
+    /// End-to-end lag of the oldest record of the last committed batch (append -> commit), ms.
+    pub last_lag_ms: AtomicU64,
+    /// Sum of end-to-end lags of all committed records, ms (with `shipped_records` + duplicates
+    /// this gives the mean).
+    pub lag_ms_sum: AtomicU64,
+    /// PutAuditEvents events accepted / failed.
+    pub app_events_accepted: AtomicU64,
+    pub app_events_failed: AtomicU64,
+    /// What the shipper last saw of the collector.
+    pub health: Mutex<CollectorHealth>,
+}
+
+/// Collector reachability, as the shipper last saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorHealth {
+    /// The URL in use.
+    pub url: Option<String>,
+    /// True after a 200, false after a failed attempt; `None` before the first attempt.
+    pub reachable: Option<bool>,
+    /// Unix ms of the last 200.
+    pub last_success_ms: Option<u64>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// The last commit point the collector returned.
+    pub last_commit_point: Option<u64>,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn health(&self) -> CollectorHealth {
+        self.health
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn update_health(&self, f: impl FnOnce(&mut CollectorHealth)) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut h);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, buffer: &BufferStatus) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "groundtrail_agent_buffer_records",
+            "gauge",
+            "Records in the buffer, not yet committed by the collector.",
+            buffer.depth,
+        );
+        metric(
+            "groundtrail_agent_buffer_bytes",
+            "gauge",
+            "Compressed bytes of records in the buffer.",
+            buffer.bytes,
+        );
+        metric(
+            "groundtrail_agent_buffer_max_bytes",
+            "gauge",
+            "The buffer's size limit.",
+            buffer.max_bytes,
+        );
+        metric(
+            "groundtrail_agent_buffer_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest record not yet committed.",
+            buffer.oldest_age_ms.unwrap_or(0) / 1000,
+        );
+        metric(
+            "groundtrail_agent_commit_point",
+            "gauge",
+            "Last sequence number the collector committed.",
+            buffer.last_commit_point.unwrap_or(0),
+        );
+        metric(
+            "groundtrail_agent_next_seq",
+            "gauge",
+            "Next sequence number the buffer assigns.",
+            buffer.next_seq,
+        );
+        metric(
+            "groundtrail_agent_appended_records_total",
+            "counter",
+            "Records appended to the buffer since start.",
+            buffer.appended_total,
+        );
+        metric(
+            "groundtrail_agent_dropped_records_total",
+            "counter",
+            "Records dropped because the buffer was full (drop_newest).",
+            buffer.dropped_total,
+        );
+        metric(
+            "groundtrail_agent_corrupt_entries_total",
+            "counter",
+            "Corrupt buffer entries skipped.",
+            buffer.corrupt_total,
+        );
+        metric(
+            "groundtrail_agent_rejected_records_total",
+            "counter",
+            "Records the collector refused, set aside.",
+            get(&self.rejected),
+        );
+        metric(
+            "groundtrail_agent_shipped_records_total",
+            "counter",
+            "Records the collector committed.",
+            get(&self.shipped_records),
+        );
+        metric(
+            "groundtrail_agent_shipped_duplicates_total",
+            "counter",
+            "Records the collector already had.",
+            get(&self.shipped_duplicates),
+        );
+        metric(
+            "groundtrail_agent_shipped_batches_total",
+            "counter",
+            "Batches the collector committed.",
+            get(&self.shipped_batches),
+        );
+        metric(
+            "groundtrail_agent_shipped_bytes_total",
+            "counter",
+            "Bytes sent in committed batches (on the wire).",
+            get(&self.shipped_bytes),
+        );
+        metric(
+            "groundtrail_agent_retries_total",
+            "counter",
+            "Failed send attempts (retried).",
+            get(&self.retries),
+        );
+        metric(
+            "groundtrail_agent_lag_seconds",
+            "gauge",
+            "End-to-end lag (append to commit) of the oldest record of the last committed batch.",
+            get(&self.last_lag_ms) / 1000,
+        );
+        metric(
+            "groundtrail_agent_lag_milliseconds_sum",
+            "counter",
+            "Sum of the end-to-end lags of committed records, in ms.",
+            get(&self.lag_ms_sum),
+        );
+        metric(
+            "groundtrail_agent_app_events_accepted_total",
+            "counter",
+            "PutAuditEvents events stored.",
+            get(&self.app_events_accepted),
+        );
+        metric(
+            "groundtrail_agent_app_events_failed_total",
+            "counter",
+            "PutAuditEvents events refused.",
+            get(&self.app_events_failed),
+        );
+        let health = self.health();
+        metric(
+            "groundtrail_agent_collector_reachable",
+            "gauge",
+            "1 if the last send attempt succeeded.",
+            u64::from(health.reachable == Some(true)),
+        );
+        out
+    }
+}
