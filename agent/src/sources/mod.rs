@@ -1,17 +1,243 @@
-//! Host sources: each turns raw host activity into CloudTrail records. (Being written; the
-//! types below are the seam between the sources and the agent runtime.)
+//! Host sources: each turns raw host activity into CloudTrail records.
+//!
+//! | module | input | eventSources |
+//! | --- | --- | --- |
+//! | [`auth_log`] | `/var/log/auth.log` (Debian/Ubuntu) or `/var/log/secure` (RHEL) | `sshd.`, `sudo.`, `su.`, `iam.` |
+//! | [`journald`] | `journalctl -o json --follow` | the same, plus `systemd.` |
+//! | [`auditd`] | `/var/log/audit/audit.log` | `sshd.`, `sudo.`, `su.`, `iam.`, `systemd.`, `exec.` |
+//! | [`packages`] | `dpkg.log`, apt `history.log`, `yum.log`, `dnf.rpm.log` | `packages.` |
+//! | [`fim`] | configured files and directories | `files.` |
+//!
+//! Parsers are pure functions from line(s) to a [`Parsed`]: a record, a line that is known
+//! but carries nothing for the trail (ignored: e.g. pam's duplicate of sshd's own message), an
+//! unrecognized line, or a malformed one. The last two are counted per source
+//! ([`SourceStats`], read with [`stats`]) and never an error: a log line we do not understand
+//! must not stop the trail. The catalog of shapes is `docs/sources.md`.
 
+pub mod auditd;
+pub mod auth_log;
+pub mod fim;
+pub mod journald;
+pub mod packages;
+pub mod syslog;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
+use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{Identities, Passwd};
 use crate::sink::RecordSink;
+use crate::tail::{Follower, LineHandler, TailOptions};
 
 /// `[sources]` in the agent config: which sources run and what they read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SourcesConfig {}
+pub struct SourcesConfig {
+    /// passwd-format file used to turn uids (auditd, pam) into user names.
+    pub passwd_path: PathBuf,
+    /// Time zone of log timestamps that carry no offset (classic syslog `Feb 21 21:54:44`,
+    /// dpkg, apt): `"local"` (the agent's zone, default), `"UTC"`, or a fixed offset such as
+    /// `"+01:00"`.
+    pub timezone: String,
+    /// ssh logins, sudo, su and user/group tools from the syslog auth file.
+    pub auth_log: AuthLogConfig,
+    /// The same events from the systemd journal, plus unit start/stop/restart/failure.
+    pub journald: JournaldConfig,
+    /// The Linux audit log.
+    pub auditd: AuditdConfig,
+    /// Package installs, upgrades and removals.
+    pub packages: PackagesConfig,
+    /// File integrity monitoring of configuration files.
+    pub fim: FimConfig,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            passwd_path: PathBuf::from("/etc/passwd"),
+            timezone: "local".into(),
+            auth_log: AuthLogConfig::default(),
+            journald: JournaldConfig::default(),
+            auditd: AuditdConfig::default(),
+            packages: PackagesConfig::default(),
+            fim: FimConfig::default(),
+        }
+    }
+}
+
+/// `[sources.auth_log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLogConfig {
+    /// Run this source.
+    pub enabled: bool,
+    /// The file to follow. Unset: `/var/log/auth.log` if it exists, else `/var/log/secure` if
+    /// it exists, else wait for `/var/log/auth.log`.
+    pub path: Option<PathBuf>,
+    /// Without a checkpoint, start at the end of the file instead of replaying it.
+    pub start_at_end: bool,
+}
+
+impl Default for AuthLogConfig {
+    fn default() -> Self {
+        AuthLogConfig {
+            enabled: true,
+            path: None,
+            start_at_end: false,
+        }
+    }
+}
+
+impl AuthLogConfig {
+    /// The path this source reads (see [`AuthLogConfig::path`]).
+    pub fn resolved_path(&self) -> PathBuf {
+        if let Some(p) = &self.path {
+            return p.clone();
+        }
+        for p in ["/var/log/auth.log", "/var/log/secure"] {
+            if Path::new(p).exists() {
+                return PathBuf::from(p);
+            }
+        }
+        PathBuf::from("/var/log/auth.log")
+    }
+}
+
+/// `[sources.journald]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournaldConfig {
+    /// Run this source. Off by default: most hosts also write the auth log, and reading both
+    /// would record each login twice. Turn it on for hosts without an auth log, and for
+    /// systemd unit events.
+    pub enabled: bool,
+    /// The `journalctl` binary.
+    pub journalctl: PathBuf,
+    /// Record systemd unit start/stop/restart/failure (`systemd.<domain>`).
+    pub units: bool,
+    /// Record sshd/sudo/su/user-tool messages (turn off when `auth_log` runs too).
+    pub auth: bool,
+    /// Without a cursor checkpoint, start with the whole journal (`true`) or only new entries.
+    pub from_start: bool,
+}
+
+impl Default for JournaldConfig {
+    fn default() -> Self {
+        JournaldConfig {
+            enabled: false,
+            journalctl: PathBuf::from("journalctl"),
+            units: true,
+            auth: true,
+            from_start: false,
+        }
+    }
+}
+
+/// `[sources.auditd]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditdConfig {
+    /// Run this source.
+    pub enabled: bool,
+    /// The audit log (raw or ENRICHED format).
+    pub path: PathBuf,
+    /// Record every EXECVE event as `RunCommand` (needs an execve audit rule). Off keeps only
+    /// the user-space events (logins, sudo, account changes, services).
+    pub execve: bool,
+    /// Without a checkpoint, start at the end of the file instead of replaying it.
+    pub start_at_end: bool,
+}
+
+impl Default for AuditdConfig {
+    fn default() -> Self {
+        AuditdConfig {
+            enabled: true,
+            path: PathBuf::from("/var/log/audit/audit.log"),
+            execve: true,
+            start_at_end: false,
+        }
+    }
+}
+
+/// `[sources.packages]`. An empty path list entry disables that log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesConfig {
+    /// Run this source.
+    pub enabled: bool,
+    /// dpkg's log (Debian/Ubuntu): one record per package action.
+    pub dpkg_log: Option<PathBuf>,
+    /// apt's history: one record per transaction and action, with the requesting user.
+    pub apt_history: Option<PathBuf>,
+    /// yum's log (RHEL/CentOS 7 and older).
+    pub yum_log: Option<PathBuf>,
+    /// dnf's rpm log (RHEL 8+, Fedora).
+    pub dnf_rpm_log: Option<PathBuf>,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        PackagesConfig {
+            enabled: true,
+            dpkg_log: Some("/var/log/dpkg.log".into()),
+            apt_history: Some("/var/log/apt/history.log".into()),
+            yum_log: Some("/var/log/yum.log".into()),
+            dnf_rpm_log: Some("/var/log/dnf.rpm.log".into()),
+        }
+    }
+}
+
+/// `[sources.fim]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FimConfig {
+    /// Run this source.
+    pub enabled: bool,
+    /// Files and directories to watch (directories: their files, two levels deep).
+    pub paths: Vec<PathBuf>,
+    /// Changes within this many milliseconds are one change (editors write in bursts).
+    pub debounce_ms: u64,
+    /// Files larger than this are not hashed (size, mode and owner are still compared).
+    pub max_hash_bytes: u64,
+    /// Full rescan interval in seconds (catches changes notify missed).
+    pub rescan_secs: u64,
+}
+
+impl Default for FimConfig {
+    fn default() -> Self {
+        FimConfig {
+            enabled: true,
+            paths: [
+                "/etc/ssh/sshd_config",
+                "/etc/ssh/sshd_config.d",
+                "/etc/sudoers",
+                "/etc/sudoers.d",
+                "/etc/passwd",
+                "/etc/group",
+                "/etc/shadow",
+                "/etc/gshadow",
+                "/etc/systemd/system",
+                "/usr/lib/systemd/system",
+                "/lib/systemd/system",
+                "/etc/crontab",
+                "/etc/cron.d",
+                "/var/spool/cron/crontabs",
+                "/var/spool/cron",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+            debounce_ms: 500,
+            max_hash_bytes: 64 * 1024 * 1024,
+            rescan_secs: 300,
+        }
+    }
+}
 
 /// What every source needs to know about the host it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +254,255 @@ pub struct SourceContext {
     pub partition: String,
 }
 
+impl SourceContext {
+    /// The identity/ARN builder for this host.
+    pub fn identities(&self) -> Identities {
+        Identities {
+            host: self.host.clone(),
+            account_id: self.account_id.clone(),
+            region: self.region.clone(),
+            partition: self.partition.clone(),
+            domain: self.domain.clone(),
+        }
+    }
+}
+
+/// What a parser made of its input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A record for the trail (its eventID is set by the caller if empty).
+    Record(Box<Record>),
+    /// Known shape that carries nothing for the trail (a duplicate or noise).
+    Ignored,
+    /// Well-formed but not a shape we know.
+    Unrecognized,
+    /// Not even the envelope parses (truncated, binary, wrong format).
+    Malformed,
+}
+
+/// Counters of one source. Read them with [`stats`]; the agent's metrics page exports them as
+/// `groundtrail_source_lines_total{source,outcome}`.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub records: AtomicU64,
+    pub ignored: AtomicU64,
+    pub unrecognized: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl SourceStats {
+    pub const fn new() -> SourceStats {
+        SourceStats {
+            records: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            unrecognized: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one outcome.
+    pub fn count(&self, p: &Parsed) {
+        let c = match p {
+            Parsed::Record(_) => &self.records,
+            Parsed::Ignored => &self.ignored,
+            Parsed::Unrecognized => &self.unrecognized,
+            Parsed::Malformed => &self.malformed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(records, ignored, unrecognized, malformed)` right now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            records: self.records.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
+            unrecognized: self.unrecognized.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of [`SourceStats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub records: u64,
+    pub ignored: u64,
+    pub unrecognized: u64,
+    pub malformed: u64,
+}
+
+/// Counters of every source, by name (`auth_log`, `journald`, `auditd`, `packages`, `fim`).
+pub fn stats() -> Vec<(&'static str, StatsSnapshot)> {
+    vec![
+        ("auth_log", auth_log::STATS.snapshot()),
+        ("journald", journald::STATS.snapshot()),
+        ("auditd", auditd::STATS.snapshot()),
+        ("packages", packages::STATS.snapshot()),
+        ("fim", fim::STATS.snapshot()),
+    ]
+}
+
+/// How timestamps without an offset are placed in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    Local,
+    Fixed(chrono::FixedOffset),
+}
+
+impl Zone {
+    /// Parses `local`, `UTC`/`Z`, or `+HH:MM`/`-HH:MM`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Zone> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("local") {
+            return Some(Zone::Local);
+        }
+        if t.eq_ignore_ascii_case("utc") || t == "Z" {
+            return Some(Zone::Fixed(chrono::FixedOffset::east_opt(0)?));
+        }
+        let (sign, rest) = match t.as_bytes().first()? {
+            b'+' => (1, &t[1..]),
+            b'-' => (-1, &t[1..]),
+            _ => return None,
+        };
+        let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+        let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
+        chrono::FixedOffset::east_opt(sign * secs).map(Zone::Fixed)
+    }
+
+    /// The UTC instant of a wall-clock time in this zone (`None` for a time that does not
+    /// exist there, e.g. inside a DST gap).
+    pub fn to_utc(&self, t: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+        use chrono::TimeZone;
+        match self {
+            Zone::Local => chrono::Local
+                .from_local_datetime(&t)
+                .earliest()
+                .map(|d| d.with_timezone(&Utc)),
+            Zone::Fixed(o) => o
+                .from_local_datetime(&t)
+                .single()
+                .map(|d| d.with_timezone(&Utc)),
+        }
+    }
+}
+
+/// Everything a parser needs besides its input: the host, the identity builder, uid names and
+/// the time zone. Shared, read-only.
+#[derive(Debug)]
+pub struct Env {
+    pub ctx: SourceContext,
+    pub ids: Identities,
+    pub passwd: Passwd,
+    pub zone: Zone,
+}
+
+impl Env {
+    pub fn new(ctx: &SourceContext, passwd: Passwd, zone: Zone) -> Env {
+        Env {
+            ids: ctx.identities(),
+            ctx: ctx.clone(),
+            passwd,
+            zone,
+        }
+    }
+
+    /// `<service>.<domain>`.
+    pub fn event_source(&self, service: &str) -> String {
+        format!("{service}.{}", self.ctx.domain)
+    }
+
+    /// A record with the conventions every host record shares: eventSource
+    /// `<service>.<domain>`, the given time, `sourceIPAddress` = the host name (where no
+    /// peer is known; callers overwrite it with the ssh peer), `readOnly` false, and the
+    /// account and region of the agent. `eventID` is left empty for the caller to derive.
+    pub fn record(
+        &self,
+        service: &str,
+        event_name: &str,
+        event_type: &str,
+        time: DateTime<Utc>,
+    ) -> Record {
+        let mut r = Record::new(
+            self.event_source(service),
+            event_name,
+            event_type,
+            self.ctx.region.clone(),
+            self.ctx.account_id.clone(),
+        );
+        r.event_time = groundtrail_common::time::json_time(time);
+        r.event_id = String::new();
+        r.source_ip_address = Some(self.ctx.host.clone());
+        r.read_only = Some(false);
+        r
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary (CloudTrail's field caps).
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Glue for line-based sources: a per-line parser + its counters as a [`LineHandler`].
+pub struct LineParser<F> {
+    parse: F,
+    stats: &'static SourceStats,
+}
+
+impl<F> LineParser<F>
+where
+    F: FnMut(&str) -> Parsed + Send,
+{
+    pub fn new(stats: &'static SourceStats, parse: F) -> Self {
+        LineParser { parse, stats }
+    }
+}
+
+impl<F> LineHandler for LineParser<F>
+where
+    F: FnMut(&str) -> Parsed + Send,
+{
+    fn line(&mut self, line: &[u8], at: crate::tail::LineRef<'_>, out: &mut Vec<Record>) {
+        let parsed = match std::str::from_utf8(line) {
+            Ok(s) => (self.parse)(s),
+            // Logs are mostly UTF-8; a line that is not is decoded lossily rather than lost.
+            Err(_) => (self.parse)(&String::from_utf8_lossy(line)),
+        };
+        self.stats.count(&parsed);
+        if let Parsed::Record(mut r) = parsed {
+            if r.event_id.is_empty() {
+                r.event_id = at.event_id();
+            }
+            out.push(*r);
+        }
+    }
+}
+
+/// Runs a follower on `path` with `handler` until shutdown (a task per file source).
+pub(crate) fn spawn_file(
+    source_key: String,
+    path: PathBuf,
+    host: String,
+    sink: Arc<dyn RecordSink>,
+    shutdown: Shutdown,
+    opts: TailOptions,
+    mut handler: Box<dyn LineHandler>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tracing::info!(source = %source_key, path = %path.display(), "source started");
+        let f = Follower::new(path, source_key.clone(), host, sink, opts);
+        if let Err(e) = f.run(handler.as_mut(), shutdown).await {
+            tracing::info!(source = %source_key, error = %e, "source stopped");
+        }
+    })
+}
+
 /// Starts every enabled source. Each task runs until `shutdown` fires; a source whose input is
 /// missing or unreadable reports that and waits for it, it does not end the agent.
 pub fn spawn_all(
@@ -36,6 +511,161 @@ pub fn spawn_all(
     sink: Arc<dyn RecordSink>,
     shutdown: Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let _ = (config, ctx, sink, shutdown);
-    Vec::new()
+    let zone = Zone::parse(&config.timezone).unwrap_or_else(|| {
+        tracing::warn!(timezone = %config.timezone, "unknown time zone; using local");
+        Zone::Local
+    });
+    let env = Arc::new(Env::new(ctx, Passwd::load(&config.passwd_path), zone));
+    let mut tasks = Vec::new();
+    if config.auth_log.enabled {
+        let path = config.auth_log.resolved_path();
+        let opts = TailOptions {
+            start_at_end: config.auth_log.start_at_end,
+            ..TailOptions::default()
+        };
+        let handler = auth_log::handler(env.clone(), &path);
+        tasks.push(spawn_file(
+            format!("auth_log:{}", path.display()),
+            path,
+            ctx.host.clone(),
+            sink.clone(),
+            shutdown.clone(),
+            opts,
+            handler,
+        ));
+    }
+    if config.auditd.enabled {
+        let path = config.auditd.path.clone();
+        let opts = TailOptions {
+            start_at_end: config.auditd.start_at_end,
+            ..TailOptions::default()
+        };
+        let handler = Box::new(auditd::AuditHandler::new(env.clone(), config.auditd.execve));
+        tasks.push(spawn_file(
+            format!("auditd:{}", path.display()),
+            path,
+            ctx.host.clone(),
+            sink.clone(),
+            shutdown.clone(),
+            opts,
+            handler,
+        ));
+    }
+    if config.packages.enabled {
+        tasks.extend(packages::spawn(
+            &config.packages,
+            env.clone(),
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if config.fim.enabled {
+        tasks.push(fim::spawn(
+            config.fim.clone(),
+            env.clone(),
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if config.journald.enabled {
+        tasks.push(journald::spawn(
+            config.journald.clone(),
+            env.clone(),
+            sink.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tasks
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    pub fn ctx() -> SourceContext {
+        SourceContext {
+            host: "web1".into(),
+            account_id: "123456789012".into(),
+            region: "onprem-1".into(),
+            domain: "onprem.internal".into(),
+            partition: "aws".into(),
+        }
+    }
+
+    pub fn env() -> Env {
+        Env::new(
+            &ctx(),
+            Passwd::from_pairs(&[(0, "root"), (1000, "alice"), (700, "ops"), (497, "nagios")]),
+            Zone::parse("UTC").unwrap(),
+        )
+    }
+
+    /// A record as compact JSON (for `contains` checks).
+    pub fn json(r: &Record) -> String {
+        String::from_utf8(r.to_json()).unwrap()
+    }
+
+    /// Unwraps `Parsed::Record`, fills an eventID and checks the record is valid.
+    pub fn rec(p: Parsed) -> Record {
+        match p {
+            Parsed::Record(mut r) => {
+                if r.event_id.is_empty() {
+                    r.event_id = uuid::Uuid::new_v4().to_string();
+                }
+                r.validate().unwrap();
+                *r
+            }
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    /// The shared host-log samples (not part of the repository), or `None` with a notice.
+    pub fn shared_sample(rel: &str) -> Option<String> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/host-logs")
+            .join(rel);
+        match std::fs::read(&p) {
+            Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Err(_) => {
+                eprintln!(
+                    "SKIPPED: {} not present (shared samples are optional)",
+                    p.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: SourcesConfig = toml::from_str("").unwrap();
+        assert_eq!(c, SourcesConfig::default());
+        assert!(c.auth_log.enabled && c.auditd.enabled && !c.journald.enabled);
+        let c: SourcesConfig =
+            toml::from_str("[auth_log]\npath = \"/tmp/x\"\n[fim]\nenabled = false\n").unwrap();
+        assert_eq!(c.auth_log.resolved_path(), PathBuf::from("/tmp/x"));
+        assert!(!c.fim.enabled);
+        assert!(toml::from_str::<SourcesConfig>("[auth_log]\nnope = 1\n").is_err());
+        assert!(toml::from_str::<SourcesConfig>("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn zones() {
+        assert_eq!(Zone::parse("local"), Some(Zone::Local));
+        let t = chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let z = Zone::parse("+01:30").unwrap();
+        assert_eq!(
+            groundtrail_common::time::json_time(z.to_utc(t).unwrap()),
+            "2020-01-01T10:30:00Z"
+        );
+        assert_eq!(Zone::parse("Mars/Olympus"), None);
+    }
 }
