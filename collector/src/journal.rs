@@ -1,0 +1,781 @@
+//! The collector's journal: durable receipt, dedup index, and the state of every file and
+//! digest between "committed to an agent" and "stored at every destination".
+//!
+//! # Invariants
+//!
+//! 1. **A record acknowledged to an agent is durable.** Ingest writes a batch's records with
+//!    one atomic sled batch ([`Journal::commit`]) and answers `200` only after
+//!    [`Journal::flush`] returned. A crash after the `200` finds every record again, either
+//!    still pending or inside a closed log file.
+//! 2. **Each `eventID` is committed at most once per dedup window.** The dedup check and the
+//!    insert happen under one lock ([`Journal::commit`]), so two batches racing with the same
+//!    `eventID` yield one copy. The index entry is removed only after the window
+//!    ([`Journal::expire_dedup`]).
+//! 3. **A record is in exactly one place:** pending (`p/`), or inside exactly one closed file
+//!    (`f/`). [`Journal::close_file`] removes the file's records from the pending set and
+//!    records the file (its final key, its gzip bytes, its hash) in the same atomic batch.
+//! 4. **A file's key never changes once recorded.** The key is chosen before the first upload
+//!    and stored with the bytes, so a retried or post-crash upload overwrites the same object
+//!    with the same bytes: no second copy, no lost file.
+//! 5. **Every destination gets every file.** Closing a file writes one "undelivered" marker per
+//!    destination (`x/`); only a successful upload to that destination removes its marker, and
+//!    in the same batch adds the file to that destination's next digest (`g/`). The bytes are
+//!    dropped once no marker is left.
+//! 6. **Each delivered file is listed in exactly one digest of its chain**, and the chain head
+//!    moves in the same atomic batch that takes those files out of `g/` and records the new
+//!    digest's exact bytes and signature as pending upload (`q/`) ([`Journal::record_digest`]).
+//!    The chain therefore continues across restarts, and a digest, once signed, is uploaded
+//!    unchanged however often the upload is retried.
+//!
+//! # What is durable when
+//!
+//! Every mutating method applies one sled `Batch` (atomic: all or nothing, also across a
+//! crash) but does not fsync. Durability comes from [`Journal::flush`]. Ingest flushes before
+//! answering; the batcher and the digest writer flush before their first upload, so a key or a
+//! signature is never visible at a destination before it is durable here. Anything not yet
+//! flushed may be lost by a crash *as a whole batch* — and nothing built on it was made
+//! visible, so losing it is safe: the agent resends, the batcher rebuilds the file.
+//!
+//! # On-disk layout
+//!
+//! One sled tree (the default one), so that a single `Batch` is atomic across all of it. Keys
+//! start with a one-letter kind and `/`; integers are big-endian so byte order is numeric
+//! order; `\0` separates string parts (names never contain NUL).
+//!
+//! | key | value | meaning |
+//! |---|---|---|
+//! | `p/<seq u64>` | record JSON | committed, not yet in a closed file |
+//! | `d/<eventID>` | received-at seconds (u64) | dedup index |
+//! | `t/<received-at u64><eventID>` | empty | dedup index by age, for expiry |
+//! | `f/<file u64>` | [`FileEntry`] JSON | a closed log file: key, hash, event times |
+//! | `b/<file u64>` | gzip bytes | the file's exact bytes, until every destination has them |
+//! | `x/<file u64><destination>` | empty | not yet delivered to that destination |
+//! | `g/<dest>\0<account>\0<region>\0<file u64>` | [`DeliveredFile`] JSON | delivered, awaiting the next digest of that chain |
+//! | `h/<dest>\0<account>\0<region>` | [`ChainHead`] JSON | the newest digest of that chain |
+//! | `q/<dest>\0<digest u64>` | [`PendingDigest`] JSON | a signed digest not yet uploaded |
+//! | `a/<agent>` | [`AgentState`] JSON | an agent's last sequence number and last contact |
+//!
+//! Sequence numbers (`seq`, `file`, `digest`) come from sled's `generate_id`, which never
+//! repeats across restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use groundtrail_common::Record;
+use groundtrail_common::trail::DigestLogFile;
+use serde::{Deserialize, Serialize};
+
+/// Why a journal operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The store itself failed (I/O error, corruption).
+    #[error("journal: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value in the journal could not be decoded: the journal was damaged or written by an
+    /// incompatible version.
+    #[error("journal: damaged entry {key}: {why}")]
+    Corrupt { key: String, why: String },
+    /// A transaction could not complete.
+    #[error("journal: {0}")]
+    Other(String),
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+/// A committed record that is not yet in a closed log file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRecord {
+    /// Its journal sequence number (the `p/` key).
+    pub seq: u64,
+    /// `recipientAccountId`.
+    pub account: String,
+    /// `awsRegion`.
+    pub region: String,
+    /// `eventTime` (CloudTrail JSON time, comparable as a string).
+    pub event_time: String,
+    /// The record's compact JSON, exactly as it will appear in the log file.
+    pub json: Vec<u8>,
+}
+
+impl PendingRecord {
+    fn from_record(seq: u64, record: &Record) -> PendingRecord {
+        PendingRecord {
+            seq,
+            account: record.account().to_string(),
+            region: record.aws_region.clone(),
+            event_time: record.event_time.clone(),
+            json: record.to_json(),
+        }
+    }
+}
+
+/// A closed log file as recorded before its first upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Its object key (without bucket), fixed for good.
+    pub key: String,
+    pub account: String,
+    pub region: String,
+    /// Hex SHA-256 of the uncompressed JSON.
+    pub sha256: String,
+    /// Newest `eventTime` inside.
+    pub newest_event_time: String,
+    /// Oldest `eventTime` inside.
+    pub oldest_event_time: String,
+    /// How many records it holds.
+    pub records: u64,
+}
+
+/// A file delivered to one destination, waiting for that chain's next digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredFile {
+    /// The `logFiles[]` entry, with the destination's bucket.
+    pub entry: DigestLogFile,
+    /// When the upload was acknowledged (CloudTrail JSON time).
+    pub delivered_at: String,
+}
+
+/// The newest digest of one chain: what the next digest links to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// Its `digestEndTime`: the next digest's `digestStartTime`.
+    pub end_time: String,
+    pub bucket: String,
+    pub key: String,
+    /// Hex SHA-256 of its uncompressed bytes.
+    pub sha256: String,
+    /// Its hex signature.
+    pub signature: String,
+}
+
+/// A signed digest recorded before its upload: exactly these bytes go out, however often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDigest {
+    pub key: String,
+    /// The uncompressed digest JSON (what was hashed and signed).
+    pub document: String,
+    pub signature: String,
+}
+
+/// What the collector knows about one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentState {
+    /// Highest sequence number received, if the agent sends them.
+    pub last_seq: Option<u64>,
+    /// Last contact (CloudTrail JSON time).
+    pub last_seen: String,
+    /// Account and region of its most recent record: where audit records about it go.
+    pub account: String,
+    pub region: String,
+    /// Whether an `AgentSilent` record was written since it last spoke.
+    pub silent_reported: bool,
+}
+
+/// What [`Journal::commit`] did.
+#[derive(Debug, Default)]
+pub struct CommitOutcome {
+    /// The records newly written, in order.
+    pub committed: Vec<PendingRecord>,
+    /// Records dropped because their `eventID` was known (or repeated within the batch).
+    pub duplicates: u64,
+}
+
+/// The journal. Cheap to share behind an `Arc`; every method is safe to call concurrently.
+pub struct Journal {
+    db: sled::Db,
+    /// Serializes read-check-write sequences (dedup, delivery bookkeeping, digests). Each is a
+    /// few in-memory sled operations; fsync happens outside it in [`Journal::flush`].
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_be(bytes: &[u8]) -> Option<u64> {
+    bytes.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn key(kind: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = kind.to_vec();
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn chain_prefix(dest: &str, account: &str, region: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(dest.len() + account.len() + region.len() + 3);
+    k.extend_from_slice(dest.as_bytes());
+    k.push(0);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(region.as_bytes());
+    k
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| JournalError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        why: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Journal> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| JournalError::Sled(e.into()))?;
+        }
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Journal {
+            db,
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock cannot leave sled half-written (batches are atomic),
+        // so a poisoned lock is safe to take over.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything written so far durable (fsync). Nothing may be acknowledged or
+    /// uploaded on the strength of a write before this returns.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes `records` that are not duplicates, and the given agent states, in one atomic
+    /// batch. Duplicates are `eventID`s already in the index or repeated earlier in `records`.
+    /// Not durable until [`Journal::flush`].
+    pub fn commit(
+        &self,
+        records: &[Record],
+        agents: &[(String, AgentState)],
+        now: DateTime<Utc>,
+    ) -> Result<CommitOutcome> {
+        let _g = self.guard();
+        let now_secs = now.timestamp().max(0) as u64;
+        let mut batch = sled::Batch::default();
+        let mut outcome = CommitOutcome::default();
+        let mut seen = BTreeSet::new();
+        for record in records {
+            let id = record.event_id.as_bytes();
+            if !seen.insert(id) || self.db.contains_key(key(b"d/", &[id]))? {
+                outcome.duplicates += 1;
+                continue;
+            }
+            let seq = self.db.generate_id()?;
+            let pending = PendingRecord::from_record(seq, record);
+            batch.insert(key(b"p/", &[&be(seq)]), pending.json.clone());
+            batch.insert(key(b"d/", &[id]), &be(now_secs)[..]);
+            batch.insert(key(b"t/", &[&be(now_secs), id]), &[][..]);
+            outcome.committed.push(pending);
+        }
+        for (name, state) in agents {
+            batch.insert(key(b"a/", &[name.as_bytes()]), encode(state));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(outcome)
+    }
+
+    /// Whether `event_id` is in the dedup index.
+    pub fn is_known(&self, event_id: &str) -> Result<bool> {
+        Ok(self.db.contains_key(key(b"d/", &[event_id.as_bytes()]))?)
+    }
+
+    /// Forgets `eventID`s received before `now - window`. Returns how many were dropped.
+    pub fn expire_dedup(&self, now: DateTime<Utc>, window: std::time::Duration) -> Result<u64> {
+        let cutoff = (now.timestamp().max(0) as u64).saturating_sub(window.as_secs());
+        let mut dropped = 0;
+        loop {
+            let _g = self.guard();
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in self.db.scan_prefix(b"t/") {
+                let (k, _) = item?;
+                let Some(at) = read_be(&k[2..]) else { continue };
+                if at >= cutoff || n >= 1000 {
+                    break;
+                }
+                let id = &k[10..];
+                // The `d/` entry may have been renewed by nothing else: ids are committed once.
+                batch.remove(key(b"d/", &[id]));
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(dropped);
+            }
+            self.db.apply_batch(batch)?;
+            dropped += n;
+        }
+    }
+
+    /// Every pending record, in commit order: what the batcher reloads after a restart.
+    pub fn pending(&self) -> Result<Vec<PendingRecord>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"p/") {
+            let (k, v) = item?;
+            let seq = read_be(&k[2..]).ok_or_else(|| JournalError::Corrupt {
+                key: format!("{k:?}"),
+                why: "short key".into(),
+            })?;
+            let record = Record::from_json(&v).map_err(|e| JournalError::Corrupt {
+                key: format!("p/{seq}"),
+                why: e.to_string(),
+            })?;
+            out.push(PendingRecord::from_record(seq, &record));
+        }
+        Ok(out)
+    }
+
+    /// Records a closed log file in one atomic batch: its entry and gzip bytes, an undelivered
+    /// marker per destination, and the removal of its records (`seqs`) from the pending set.
+    /// Returns the file's id. Call [`Journal::flush`] before uploading.
+    pub fn close_file(
+        &self,
+        entry: &FileEntry,
+        gzip: &[u8],
+        seqs: &[u64],
+        destinations: &[String],
+    ) -> Result<u64> {
+        let _g = self.guard();
+        let id = self.db.generate_id()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key(b"f/", &[&be(id)]), encode(entry));
+        batch.insert(key(b"b/", &[&be(id)]), gzip);
+        for d in destinations {
+            batch.insert(key(b"x/", &[&be(id), d.as_bytes()]), &[][..]);
+        }
+        for s in seqs {
+            batch.remove(key(b"p/", &[&be(*s)]));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(id)
+    }
+
+    /// Files not yet delivered to `destination`, oldest first, with their bytes.
+    pub fn undelivered(&self, destination: &str) -> Result<Vec<(u64, FileEntry, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"x/") {
+            let (k, _) = item?;
+            let Some(id) = read_be(&k[2..]) else { continue };
+            if &k[10..] != destination.as_bytes() {
+                continue;
+            }
+            let fk = key(b"f/", &[&be(id)]);
+            let bk = key(b"b/", &[&be(id)]);
+            let (Some(f), Some(b)) = (self.db.get(&fk)?, self.db.get(&bk)?) else {
+                return Err(JournalError::Corrupt {
+                    key: format!("x/{id}/{destination}"),
+                    why: "marker without file entry or bytes".into(),
+                });
+            };
+            out.push((id, decode(&fk, &f)?, b.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Marks file `id` delivered to `destination` (bucket `bucket`): removes its marker, adds it
+    /// to that chain's next digest, and drops the bytes when no destination is left.
+    pub fn mark_delivered(
+        &self,
+        id: u64,
+        destination: &str,
+        bucket: &str,
+        delivered_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let _g = self.guard();
+        let marker = key(b"x/", &[&be(id), destination.as_bytes()]);
+        if !self.db.contains_key(&marker)? {
+            return Ok(());
+        }
+        let fk = key(b"f/", &[&be(id)]);
+        let Some(f) = self.db.get(&fk)? else {
+            return Err(JournalError::Corrupt {
+                key: format!("f/{id}"),
+                why: "missing".into(),
+            });
+        };
+        let entry: FileEntry = decode(&fk, &f)?;
+        let mut batch = sled::Batch::default();
+        batch.remove(marker.clone());
+        let delivered = DeliveredFile {
+            entry: DigestLogFile {
+                s3_bucket: bucket.to_string(),
+                s3_object: entry.key.clone(),
+                hash_value: entry.sha256.clone(),
+                hash_algorithm: groundtrail_common::trail::digest::HASH_ALGORITHM.to_string(),
+                newest_event_time: entry.newest_event_time.clone(),
+                oldest_event_time: entry.oldest_event_time.clone(),
+            },
+            delivered_at: groundtrail_common::time::json_time(delivered_at),
+        };
+        let mut gk = b"g/".to_vec();
+        gk.extend_from_slice(&chain_prefix(destination, &entry.account, &entry.region));
+        gk.push(0);
+        gk.extend_from_slice(&be(id));
+        batch.insert(gk, encode(&delivered));
+        let others = self
+            .db
+            .scan_prefix(key(b"x/", &[&be(id)]))
+            .keys()
+            .filter(|k| {
+                k.as_ref()
+                    .map(|k| k.as_ref() != marker.as_slice())
+                    .unwrap_or(true)
+            })
+            .count();
+        if others == 0 {
+            batch.remove(fk);
+            batch.remove(key(b"b/", &[&be(id)]));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The chains of `destination`: every (account, region) with a head or with delivered
+    /// files waiting, with its head and its waiting files (keyed by file id).
+    pub fn chains(&self, destination: &str) -> Result<BTreeMap<(String, String), Chain>> {
+        let mut out: BTreeMap<(String, String), Chain> = BTreeMap::new();
+        let mut prefix = b"h/".to_vec();
+        prefix.extend_from_slice(destination.as_bytes());
+        prefix.push(0);
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let rest = &k[prefix.len()..];
+            let Some((account, region)) = split2(rest) else {
+                continue;
+            };
+            out.entry((account, region)).or_default().head = Some(decode(&k, &v)?);
+        }
+        let mut prefix = b"g/".to_vec();
+        prefix.extend_from_slice(destination.as_bytes());
+        prefix.push(0);
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let rest = &k[prefix.len()..];
+            if rest.len() < 9 {
+                continue;
+            }
+            let (names, id) = rest.split_at(rest.len() - 9);
+            let Some(id) = read_be(&id[1..]) else {
+                continue;
+            };
+            let Some((account, region)) = split2(names) else {
+                continue;
+            };
+            out.entry((account, region))
+                .or_default()
+                .waiting
+                .insert(id, decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Records a signed digest in one atomic batch: the files it lists leave the waiting set,
+    /// the chain head moves to it, and it becomes pending upload. Returns its id. Call
+    /// [`Journal::flush`] before uploading.
+    pub fn record_digest(
+        &self,
+        destination: &str,
+        account: &str,
+        region: &str,
+        listed: &[u64],
+        head: &ChainHead,
+        pending: &PendingDigest,
+    ) -> Result<u64> {
+        let _g = self.guard();
+        let id = self.db.generate_id()?;
+        let chain = chain_prefix(destination, account, region);
+        let mut batch = sled::Batch::default();
+        for file in listed {
+            let mut gk = b"g/".to_vec();
+            gk.extend_from_slice(&chain);
+            gk.push(0);
+            gk.extend_from_slice(&be(*file));
+            batch.remove(gk);
+        }
+        batch.insert(key(b"h/", &[&chain]), encode(head));
+        let mut qk = b"q/".to_vec();
+        qk.extend_from_slice(destination.as_bytes());
+        qk.push(0);
+        qk.extend_from_slice(&be(id));
+        batch.insert(qk, encode(pending));
+        self.db.apply_batch(batch)?;
+        Ok(id)
+    }
+
+    /// Digests of `destination` recorded but not yet uploaded, oldest first.
+    pub fn pending_digests(&self, destination: &str) -> Result<Vec<(u64, PendingDigest)>> {
+        let mut prefix = b"q/".to_vec();
+        prefix.extend_from_slice(destination.as_bytes());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let Some(id) = read_be(&k[prefix.len()..]) else {
+                continue;
+            };
+            out.push((id, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a digest once `destination` stored it.
+    pub fn digest_uploaded(&self, destination: &str, id: u64) -> Result<()> {
+        let mut qk = b"q/".to_vec();
+        qk.extend_from_slice(destination.as_bytes());
+        qk.push(0);
+        qk.extend_from_slice(&be(id));
+        self.db.remove(qk)?;
+        Ok(())
+    }
+
+    /// Every known agent's state.
+    pub fn agents(&self) -> Result<BTreeMap<String, AgentState>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.scan_prefix(b"a/") {
+            let (k, v) = item?;
+            out.insert(
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                decode(&k, &v)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// How many records are pending and files undelivered (for metrics and shutdown).
+    pub fn backlog(&self) -> (usize, usize) {
+        (
+            self.db.scan_prefix(b"p/").count(),
+            self.db.scan_prefix(b"x/").count(),
+        )
+    }
+}
+
+/// One digest chain's state in the journal.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    pub head: Option<ChainHead>,
+    pub waiting: BTreeMap<u64, DeliveredFile>,
+}
+
+fn split2(bytes: &[u8]) -> Option<(String, String)> {
+    let mut it = bytes.splitn(2, |b| *b == 0);
+    let a = std::str::from_utf8(it.next()?).ok()?.to_string();
+    let b = std::str::from_utf8(it.next()?).ok()?.to_string();
+    Some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use groundtrail_common::UserIdentity;
+
+    fn record(id: &str, account: &str, region: &str) -> Record {
+        let mut r = Record::new(
+            "test.onprem.internal",
+            "Test",
+            "AwsApiCall",
+            region,
+            account,
+        );
+        r.event_id = id.to_string();
+        r.user_identity = Some(UserIdentity::default());
+        r
+    }
+
+    fn id(n: u32) -> String {
+        format!("00000000-0000-4000-8000-{n:012x}")
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn entry(key: &str) -> FileEntry {
+        FileEntry {
+            key: key.into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            sha256: "ab".into(),
+            newest_event_time: "2026-01-01T00:00:01Z".into(),
+            oldest_event_time: "2026-01-01T00:00:00Z".into(),
+            records: 1,
+        }
+    }
+
+    /// Invariants 1 and 2: committed records and the dedup index survive a reopen; a repeat
+    /// (across batches and inside one) is dropped.
+    #[tokio::test]
+    async fn commit_is_durable_and_deduplicated_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        {
+            let j = Journal::open(&path).unwrap();
+            let recs = [
+                record(&id(1), "111122223333", "us-east-1"),
+                record(&id(2), "111122223333", "eu-west-1"),
+                record(&id(1), "111122223333", "us-east-1"),
+            ];
+            let out = j.commit(&recs, &[], t(0)).unwrap();
+            assert_eq!(out.committed.len(), 2);
+            assert_eq!(out.duplicates, 1);
+            j.flush().await.unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let pending = j.pending().unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[1].region, "eu-west-1");
+        assert!(pending[0].seq < pending[1].seq);
+        let again = j
+            .commit(&[record(&id(2), "111122223333", "eu-west-1")], &[], t(1))
+            .unwrap();
+        assert_eq!((again.committed.len(), again.duplicates), (0, 1));
+    }
+
+    /// Invariant 2: the index forgets ids only after the window.
+    #[test]
+    fn dedup_expires_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j")).unwrap();
+        j.commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
+            .unwrap();
+        j.commit(&[record(&id(2), "111122223333", "us-east-1")], &[], t(100))
+            .unwrap();
+        let window = std::time::Duration::from_secs(60);
+        assert_eq!(j.expire_dedup(t(59), window).unwrap(), 0);
+        assert_eq!(j.expire_dedup(t(61), window).unwrap(), 1);
+        assert!(!j.is_known(&id(1)).unwrap());
+        assert!(j.is_known(&id(2)).unwrap());
+    }
+
+    /// Invariants 3, 4, 5: closing a file moves its records out of pending atomically, keeps key
+    /// and bytes across reopen, and drops the bytes only once every destination has them.
+    #[tokio::test]
+    async fn closed_files_survive_reopen_until_every_destination_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let dests = vec!["a".to_string(), "b".to_string()];
+        let file_id;
+        {
+            let j = Journal::open(&path).unwrap();
+            let out = j
+                .commit(
+                    &[
+                        record(&id(1), "111122223333", "us-east-1"),
+                        record(&id(2), "111122223333", "us-east-1"),
+                    ],
+                    &[],
+                    t(0),
+                )
+                .unwrap();
+            let seqs: Vec<u64> = out.committed.iter().map(|p| p.seq).collect();
+            file_id = j
+                .close_file(&entry("k1"), b"gz", &seqs[..1], &dests)
+                .unwrap();
+            j.flush().await.unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(
+            j.pending().unwrap().len(),
+            1,
+            "only the unfiled record is pending"
+        );
+        let a = j.undelivered("a").unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].1.key.as_str(), a[0].2.as_slice()), ("k1", &b"gz"[..]));
+        j.mark_delivered(file_id, "a", "bucket-a", t(5)).unwrap();
+        assert!(j.undelivered("a").unwrap().is_empty());
+        assert_eq!(
+            j.undelivered("b").unwrap().len(),
+            1,
+            "b still gets the bytes"
+        );
+        j.mark_delivered(file_id, "b", "bucket-b", t(6)).unwrap();
+        assert!(j.undelivered("b").unwrap().is_empty());
+        assert!(j.db.get(key(b"b/", &[&be(file_id)])).unwrap().is_none());
+        let chains = j.chains("a").unwrap();
+        let chain = &chains[&("111122223333".to_string(), "us-east-1".to_string())];
+        assert_eq!(chain.waiting[&file_id].entry.s3_bucket, "bucket-a");
+        // Marking twice is harmless.
+        j.mark_delivered(file_id, "a", "bucket-a", t(7)).unwrap();
+        assert_eq!(j.chains("a").unwrap().len(), 1);
+    }
+
+    /// Invariant 6: recording a digest takes its files out of the waiting set, moves the head
+    /// and keeps the pending digest across reopen until uploaded.
+    #[tokio::test]
+    async fn digest_recording_moves_head_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        {
+            let j = Journal::open(&path).unwrap();
+            let out = j
+                .commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
+                .unwrap();
+            let f = j
+                .close_file(&entry("k1"), b"gz", &[out.committed[0].seq], &["a".into()])
+                .unwrap();
+            j.mark_delivered(f, "a", "bkt", t(1)).unwrap();
+            let head = ChainHead {
+                end_time: "2026-01-01T01:00:00Z".into(),
+                bucket: "bkt".into(),
+                key: "dk".into(),
+                sha256: "00".into(),
+                signature: "ff".into(),
+            };
+            let pending = PendingDigest {
+                key: "dk".into(),
+                document: "{}".into(),
+                signature: "ff".into(),
+            };
+            j.record_digest("a", "111122223333", "us-east-1", &[f], &head, &pending)
+                .unwrap();
+            j.flush().await.unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let chains = j.chains("a").unwrap();
+        let chain = &chains[&("111122223333".to_string(), "us-east-1".to_string())];
+        assert!(chain.waiting.is_empty());
+        assert_eq!(chain.head.as_ref().unwrap().key, "dk");
+        let q = j.pending_digests("a").unwrap();
+        assert_eq!(q.len(), 1);
+        j.digest_uploaded("a", q[0].0).unwrap();
+        assert!(j.pending_digests("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn agent_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j")).unwrap();
+        let state = AgentState {
+            last_seq: Some(9),
+            last_seen: "2026-01-01T00:00:00Z".into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            silent_reported: false,
+        };
+        j.commit(&[], &[("web-1".into(), state.clone())], t(0))
+            .unwrap();
+        assert_eq!(j.agents().unwrap()["web-1"], state);
+    }
+}
