@@ -671,3 +671,6 @@ impl RecordSink for MemorySink {
             .and_then(|s| s.checkpoints.get(source).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests;
