@@ -12,6 +12,7 @@ pub mod identity;
 pub mod metrics;
 pub mod runtime;
 pub mod shipper;
+pub mod sidecar;
 pub mod sink;
 pub mod sources;
 pub mod tail;
