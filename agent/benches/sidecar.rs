@@ -1,0 +1,2 @@
+//! Sidecar benchmark (filled in below in later commits).
+fn main() {}
