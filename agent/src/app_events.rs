@@ -1,1 +1,1098 @@
-//! TODO: see issue.
+//! Application events: a local endpoint shaped like CloudTrail Lake's `PutAuditEvents`
+//! (spec §4.3), on a Unix socket and optionally on a loopback HTTP address.
+//!
+//! ```text
+//! POST /PutAuditEvents?channelArn=<arn>[&externalId=<id>]
+//! {"auditEvents":[{"id":"1","eventData":"{...}","eventDataChecksum":"<base64 sha256>"}]}
+//! -> 200 {"successful":[{"id","eventID"}],"failed":[{"id","errorCode","errorMessage"}]}
+//! ```
+//!
+//! Request-level problems (not JSON, 0 or more than 100 events, over 1 MB, an `id` that is not
+//! 1-128 of `[-_A-Za-z0-9]`, a repeated `id`) refuse the whole call, as the real API does
+//! (`ValidationException`, `SerializationException`, `DuplicatedAuditEventId`). Everything about
+//! one event's content fails only that event, with CloudTrail Lake's per-event codes
+//! (`InvalidChecksum`, `InvalidData`, `FieldNotFound`, `FieldTooLong`, `InvalidRecipient`,
+//! `InvalidEventSource`, `Throttling`, `InternalFailure`); the good events of the same call are
+//! stored. The answer is sent only once they are durable in the buffer (one append, one flush).
+//!
+//! # Conversion (the way CloudTrail Lake ingests integration events)
+//!
+//! The sender's fields become the record's (`userIdentity.type/principalId`, `details` kept
+//! inside `userIdentity`; `eventSource`, `eventName`, `eventTime`, `userAgent`,
+//! `sourceIPAddress`, `requestParameters`, `responseElements`, `errorCode`, `errorMessage`,
+//! `additionalEventData`, `recipientAccountId`), `UID` becomes `requestID`. The agent adds what
+//! CloudTrail adds at ingestion: `eventVersion`, `eventCategory: ActivityAuditLog`,
+//! `eventType: ActivityLog`, `eventID`, `awsRegion`, and `metadata{ingestionTime, channelARN}`;
+//! it also keeps in `metadata` the call's `id`, the sender's `version`, any `eventData` members
+//! it does not map (nothing the sender gave is dropped) and, on the Unix socket, the sender's
+//! uid — which local account posted the event is part of the audit trail.
+//!
+//! `eventID` is a name-based UUID (v5) of the account, channel, `id` and the SHA-256 of
+//! `eventData`: an application that re-sends a call after a lost answer produces the same
+//! `eventID`s, which the collector de-duplicates, so the trail holds the event once.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::NaiveDateTime;
+use groundtrail_common::event::{EVENT_VERSION, Record, UserIdentity, is_account_id};
+use groundtrail_common::{time, wire};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::agent_events::AgentIdentity;
+use crate::http_util::{self, ConnInfo, Handler};
+use crate::metrics::Metrics;
+use crate::sink::{RecordSink, SinkError};
+
+/// Most events per call.
+pub const MAX_EVENTS: usize = 100;
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Namespace of the name-based event IDs.
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x7f1c_2a4e_9b3d_4c5f_8e6a_1d2b_3c4d_5e6f);
+
+/// One entry of `auditEvents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub id: String,
+    pub event_data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_data_checksum: Option<String>,
+}
+
+/// `{"successful":[...]}` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Success {
+    pub id: String,
+    #[serde(rename = "eventID")]
+    pub event_id: String,
+}
+
+/// `{"failed":[...]}` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub id: String,
+    pub error_code: String,
+    pub error_message: String,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutAuditEventsResponse {
+    pub successful: Vec<Success>,
+    pub failed: Vec<Failure>,
+}
+
+/// A request-level refusal: HTTP 400 with `{"__type", "message"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn validation(message: impl Into<String>) -> RequestError {
+    RequestError {
+        status: StatusCode::BAD_REQUEST,
+        code: "ValidationException",
+        message: message.into(),
+    }
+}
+
+/// One event's refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn ev_err(code: &'static str, message: impl Into<String>) -> EventError {
+    EventError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Parses and checks the request body (everything that refuses the whole call).
+pub fn parse_request(body: &[u8]) -> Result<Vec<AuditEvent>, RequestError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(validation(format!(
+            "the request is {} bytes; at most {MAX_BODY_BYTES} are allowed",
+            body.len()
+        )));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| RequestError {
+        status: StatusCode::BAD_REQUEST,
+        code: "SerializationException",
+        message: format!("the body is not JSON: {e}"),
+    })?;
+    let list = v
+        .get("auditEvents")
+        .ok_or_else(|| validation("auditEvents is required"))?
+        .as_array()
+        .ok_or_else(|| validation("auditEvents must be a list"))?;
+    if list.is_empty() || list.len() > MAX_EVENTS {
+        return Err(validation(format!(
+            "auditEvents has {} members; it must have 1 to {MAX_EVENTS}",
+            list.len()
+        )));
+    }
+    let mut events = Vec::with_capacity(list.len());
+    let mut seen = HashSet::new();
+    for (i, item) in list.iter().enumerate() {
+        let ev: AuditEvent = serde_json::from_value(item.clone()).map_err(|e| {
+            validation(format!(
+                "auditEvents[{i}]: {e} (each event needs string members id and eventData)"
+            ))
+        })?;
+        if ev.id.is_empty()
+            || ev.id.len() > 128
+            || !ev
+                .id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(validation(format!(
+                "auditEvents[{i}].id {:?} must be 1-128 characters of [-_A-Za-z0-9]",
+                ev.id
+            )));
+        }
+        if !seen.insert(ev.id.clone()) {
+            return Err(RequestError {
+                status: StatusCode::BAD_REQUEST,
+                code: "DuplicatedAuditEventId",
+                message: format!("the id {:?} appears more than once in the call", ev.id),
+            });
+        }
+        events.push(ev);
+    }
+    Ok(events)
+}
+
+/// Converts and checks events for one agent.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    pub id: AgentIdentity,
+}
+
+/// Field limits of `eventData` (spec §4.3).
+const LIMIT_VERSION: usize = 256;
+const LIMIT_IDENTITY_TYPE: usize = 128;
+const LIMIT_1K: usize = 1024;
+const LIMIT_ERROR: usize = 256;
+const LIMIT_PARAMETERS: usize = 100 * 1024;
+const LIMIT_ADDITIONAL: usize = 28 * 1024;
+
+/// Members of `eventData` that map onto the record.
+const KNOWN: &[&str] = &[
+    "version",
+    "userIdentity",
+    "userAgent",
+    "eventSource",
+    "eventName",
+    "eventTime",
+    "UID",
+    "requestParameters",
+    "responseElements",
+    "errorCode",
+    "errorMessage",
+    "sourceIPAddress",
+    "recipientAccountId",
+    "additionalEventData",
+];
+
+fn string_field(
+    obj: &Map<String, Value>,
+    name: &str,
+    limit: usize,
+    required: bool,
+) -> Result<Option<String>, EventError> {
+    match obj.get(name) {
+        None | Some(Value::Null) if required => Err(ev_err(
+            "FieldNotFound",
+            format!("eventData.{name} is required"),
+        )),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() && required => Err(ev_err(
+            "FieldNotFound",
+            format!("eventData.{name} is required and must not be empty"),
+        )),
+        Some(Value::String(s)) if s.chars().count() > limit => Err(ev_err(
+            "FieldTooLong",
+            format!(
+                "eventData.{name} is {} characters; at most {limit} are allowed",
+                s.chars().count()
+            ),
+        )),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ev_err(
+            "InvalidData",
+            format!("eventData.{name} must be a string"),
+        )),
+    }
+}
+
+fn json_field(
+    obj: &Map<String, Value>,
+    name: &str,
+    limit: usize,
+) -> Result<Option<Value>, EventError> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(v) => {
+            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+            if size > limit {
+                return Err(ev_err(
+                    "FieldTooLong",
+                    format!("eventData.{name} is {size} bytes; at most {limit} are allowed"),
+                ));
+            }
+            Ok(Some(v.clone()))
+        }
+    }
+}
+
+/// `yyyy-MM-ddTHH:mm:ss`, optionally with fractional seconds and a trailing `Z`, read as UTC and
+/// written the way CloudTrail writes times (whole seconds, `Z`).
+fn parse_event_time(s: &str) -> Option<String> {
+    let t = s.strip_suffix('Z').unwrap_or(s);
+    let n = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+    Some(time::json_time(n.and_utc()))
+}
+
+impl Converter {
+    /// Checks one event and turns it into a CloudTrail record.
+    pub fn convert(
+        &self,
+        ev: &AuditEvent,
+        channel: &str,
+        sender: ConnInfo,
+    ) -> Result<Record, EventError> {
+        if let Some(sum) = &ev.event_data_checksum {
+            let want = base64::engine::general_purpose::STANDARD
+                .decode(sum)
+                .map_err(|_| ev_err("InvalidChecksum", "eventDataChecksum is not base64"))?;
+            let have =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
+            if want != have.as_ref() {
+                return Err(ev_err(
+                    "InvalidChecksum",
+                    "eventDataChecksum is not the base64 SHA-256 of eventData",
+                ));
+            }
+        }
+        let data: Value = serde_json::from_str(&ev.event_data)
+            .map_err(|e| ev_err("InvalidData", format!("eventData is not JSON: {e}")))?;
+        let Value::Object(obj) = data else {
+            return Err(ev_err("InvalidData", "eventData must be a JSON object"));
+        };
+
+        let version = string_field(&obj, "version", LIMIT_VERSION, true)?.unwrap_or_default();
+        let ui = match obj.get("userIdentity") {
+            None | Some(Value::Null) => {
+                return Err(ev_err(
+                    "FieldNotFound",
+                    "eventData.userIdentity is required",
+                ));
+            }
+            Some(Value::Object(ui)) => ui,
+            Some(_) => {
+                return Err(ev_err(
+                    "InvalidData",
+                    "eventData.userIdentity must be an object",
+                ));
+            }
+        };
+        let prefixed = |e: EventError| EventError {
+            code: e.code,
+            message: e
+                .message
+                .replacen("eventData.", "eventData.userIdentity.", 1),
+        };
+        let identity_type =
+            string_field(ui, "type", LIMIT_IDENTITY_TYPE, true).map_err(prefixed)?;
+        let principal_id = string_field(ui, "principalId", LIMIT_1K, true).map_err(prefixed)?;
+        let mut identity_extra = Map::new();
+        for (k, v) in ui {
+            if k != "type" && k != "principalId" {
+                identity_extra.insert(k.clone(), v.clone());
+            }
+        }
+        let user_agent = string_field(&obj, "userAgent", LIMIT_1K, false)?;
+        let event_source = string_field(&obj, "eventSource", LIMIT_1K, true)?.unwrap_or_default();
+        let event_name = string_field(&obj, "eventName", LIMIT_1K, true)?.unwrap_or_default();
+        let event_time_raw = string_field(&obj, "eventTime", 64, true)?.unwrap_or_default();
+        let uid = string_field(&obj, "UID", LIMIT_1K, true)?;
+        let request_parameters = json_field(&obj, "requestParameters", LIMIT_PARAMETERS)?;
+        let response_elements = json_field(&obj, "responseElements", LIMIT_PARAMETERS)?;
+        let additional = json_field(&obj, "additionalEventData", LIMIT_ADDITIONAL)?;
+        let error_code = string_field(&obj, "errorCode", LIMIT_ERROR, false)?;
+        let error_message = string_field(&obj, "errorMessage", LIMIT_ERROR, false)?;
+        let source_ip = string_field(&obj, "sourceIPAddress", 64, false)?;
+        let recipient = string_field(&obj, "recipientAccountId", 12, true)
+            .map_err(|e| {
+                if e.code == "FieldTooLong" {
+                    ev_err(
+                        "InvalidData",
+                        "eventData.recipientAccountId is not a 12-digit account id",
+                    )
+                } else {
+                    e
+                }
+            })?
+            .unwrap_or_default();
+
+        let event_time = parse_event_time(&event_time_raw).ok_or_else(|| {
+            ev_err(
+                "InvalidData",
+                format!(
+                    "eventData.eventTime {event_time_raw:?} is not a UTC time yyyy-MM-ddTHH:mm:ss[Z]"
+                ),
+            )
+        })?;
+        if let Some(ip) = &source_ip {
+            if ip.parse::<IpAddr>().is_err() {
+                return Err(ev_err(
+                    "InvalidData",
+                    format!("eventData.sourceIPAddress {ip:?} is not an IPv4 or IPv6 address"),
+                ));
+            }
+        }
+        if !is_account_id(&recipient) {
+            return Err(ev_err(
+                "InvalidData",
+                format!("eventData.recipientAccountId {recipient:?} is not a 12-digit account id"),
+            ));
+        }
+        if recipient != self.id.account_id {
+            return Err(ev_err(
+                "InvalidRecipient",
+                format!(
+                    "eventData.recipientAccountId {recipient} is not this agent's account ({})",
+                    self.id.account_id
+                ),
+            ));
+        }
+        let own = self.id.event_source();
+        let lower = event_source.to_ascii_lowercase();
+        if lower == own || lower.ends_with(".amazonaws.com") {
+            return Err(ev_err(
+                "InvalidEventSource",
+                format!(
+                    "eventData.eventSource {event_source:?} is reserved (AWS services and the agent's own {own})"
+                ),
+            ));
+        }
+
+        let mut unmapped = Map::new();
+        for (k, v) in &obj {
+            if !KNOWN.contains(&k.as_str()) {
+                unmapped.insert(k.clone(), v.clone());
+            }
+        }
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
+        let mut name = Vec::new();
+        for part in [
+            recipient.as_bytes(),
+            channel.as_bytes(),
+            ev.id.as_bytes(),
+            digest.as_ref(),
+        ] {
+            name.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            name.extend_from_slice(part);
+        }
+        let event_id = uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name).to_string();
+
+        let mut metadata = json!({
+            "ingestionTime": time::json_time(time::now_secs()),
+            "channelARN": channel,
+            "auditEventId": ev.id,
+            "eventDataVersion": version,
+        });
+        if let Some(m) = metadata.as_object_mut() {
+            if let Some(uid) = sender.uid {
+                m.insert("senderUid".into(), json!(uid));
+            }
+            if !unmapped.is_empty() {
+                m.insert("unmappedEventData".into(), Value::Object(unmapped));
+            }
+        }
+        let mut extra = Map::new();
+        extra.insert("metadata".into(), metadata);
+
+        let record = Record {
+            event_version: EVENT_VERSION.to_string(),
+            user_identity: Some(UserIdentity {
+                identity_type,
+                principal_id,
+                extra: identity_extra,
+                ..UserIdentity::default()
+            }),
+            event_time,
+            event_source,
+            event_name,
+            aws_region: self.id.region.clone(),
+            source_ip_address: source_ip,
+            user_agent,
+            error_code,
+            error_message,
+            request_parameters: Some(request_parameters.unwrap_or(Value::Null)),
+            response_elements: Some(response_elements.unwrap_or(Value::Null)),
+            additional_event_data: additional,
+            request_id: uid,
+            event_id,
+            event_type: "ActivityLog".to_string(),
+            recipient_account_id: Some(recipient),
+            event_category: Some("ActivityAuditLog".to_string()),
+            extra,
+            ..Record::default()
+        };
+        record
+            .validate()
+            .map_err(|e| ev_err(e.code(), e.to_string()))?;
+        let size = record.to_json().len();
+        if size > wire::limits::MAX_RECORD_BYTES {
+            return Err(ev_err(
+                "FieldTooLong",
+                format!(
+                    "the event is {size} bytes as a CloudTrail record; at most {} are allowed",
+                    wire::limits::MAX_RECORD_BYTES
+                ),
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// The endpoint: converts, stores through the sink, answers.
+pub struct AppEvents {
+    pub converter: Converter,
+    pub sink: Arc<dyn RecordSink>,
+    pub metrics: Arc<Metrics>,
+    /// Used when the call names no `channelArn`.
+    pub default_channel: String,
+}
+
+impl AppEvents {
+    /// `arn:<partition>:cloudtrail:<region>:<account>:channel/groundtrail-<host>`.
+    pub fn default_channel_for(id: &AgentIdentity) -> String {
+        format!(
+            "arn:{}:cloudtrail:{}:{}:channel/groundtrail-{}",
+            id.partition, id.region, id.account_id, id.host
+        )
+    }
+
+    /// Handles one call: request-level errors refuse everything; otherwise every event either
+    /// succeeds (durably stored) or fails on its own.
+    pub async fn put_audit_events(
+        &self,
+        channel: Option<&str>,
+        body: &[u8],
+        sender: ConnInfo,
+    ) -> Result<PutAuditEventsResponse, RequestError> {
+        if let Some(c) = channel {
+            if c.is_empty() || c.len() > 1024 {
+                return Err(validation("channelArn must be 1-1024 characters"));
+            }
+        }
+        let channel = channel.unwrap_or(&self.default_channel);
+        let events = parse_request(body)?;
+        let mut resp = PutAuditEventsResponse::default();
+        let mut records = Vec::new();
+        let mut ids = Vec::new();
+        for ev in &events {
+            match self.converter.convert(ev, channel, sender) {
+                Ok(r) => {
+                    ids.push(Success {
+                        id: ev.id.clone(),
+                        event_id: r.event_id.clone(),
+                    });
+                    records.push(r);
+                }
+                Err(e) => resp.failed.push(Failure {
+                    id: ev.id.clone(),
+                    error_code: e.code.to_string(),
+                    error_message: e.message,
+                }),
+            }
+        }
+        if !records.is_empty() {
+            match self.sink.append(records, None).await {
+                Ok(()) => resp.successful = ids,
+                Err(e) => {
+                    let (code, message) = match e {
+                        SinkError::Dropped { .. } => (
+                            "Throttling",
+                            "the agent's buffer is full; the event was dropped and the loss recorded"
+                                .to_string(),
+                        ),
+                        SinkError::Closed => {
+                            ("InternalFailure", "the agent is shutting down".to_string())
+                        }
+                        SinkError::Storage(why) => {
+                            ("InternalFailure", format!("the agent could not store the event: {why}"))
+                        }
+                    };
+                    for s in ids {
+                        resp.failed.push(Failure {
+                            id: s.id,
+                            error_code: code.to_string(),
+                            error_message: message.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Metrics::add(
+            &self.metrics.app_events_accepted,
+            resp.successful.len() as u64,
+        );
+        Metrics::add(&self.metrics.app_events_failed, resp.failed.len() as u64);
+        Ok(resp)
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: ConnInfo,
+    ) -> Response<Full<Bytes>> {
+        if req.uri().path() != "/PutAuditEvents" {
+            return http_util::json_error(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                "only POST /PutAuditEvents is served here",
+            );
+        }
+        if req.method() != Method::POST {
+            return http_util::json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UnknownOperationException",
+                "PutAuditEvents takes POST",
+            );
+        }
+        let channel = req.uri().query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == "channelArn").then(|| percent_decode(v))
+            })
+        });
+        let Some(body) = http_util::read_body(req.into_body(), MAX_BODY_BYTES).await else {
+            return http_util::json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                &format!("the request is larger than {MAX_BODY_BYTES} bytes"),
+            );
+        };
+        match self.put_audit_events(channel.as_deref(), &body, info).await {
+            Ok(resp) => http_util::respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec(&resp).unwrap_or_default(),
+            ),
+            Err(e) => http_util::json_error(e.status, e.code, &e.message),
+        }
+    }
+
+    /// This endpoint as a handler for [`http_util`]'s servers.
+    pub fn handler(self: Arc<Self>) -> Handler {
+        Arc::new(move |req, info| {
+            let this = self.clone();
+            Box::pin(this.handle(req, info))
+        })
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as space) of a query value.
+pub fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes a query value (`%XX` for everything but unreserved characters).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Buffer, BufferOptions};
+    use crate::config::FullPolicy;
+
+    fn identity() -> AgentIdentity {
+        AgentIdentity {
+            host: "app-host".into(),
+            account_id: "123456789012".into(),
+            region: "eu-central-1".into(),
+            domain: "onprem.internal".into(),
+            partition: "aws".into(),
+        }
+    }
+
+    fn endpoint(dir: &std::path::Path) -> (AppEvents, Buffer) {
+        let (buffer, _) = Buffer::open(
+            &dir.join("buffer"),
+            BufferOptions {
+                max_bytes: 1 << 24,
+                full_policy: FullPolicy::Block,
+                flush_delay: std::time::Duration::ZERO,
+            },
+            identity(),
+        )
+        .unwrap();
+        let ep = AppEvents {
+            converter: Converter { id: identity() },
+            sink: Arc::new(buffer.clone()),
+            metrics: Arc::new(Metrics::default()),
+            default_channel: AppEvents::default_channel_for(&identity()),
+        };
+        (ep, buffer)
+    }
+
+    fn good_data() -> Value {
+        json!({
+            "version": "1.0",
+            "userIdentity": {"type": "CustomUser", "principalId": "alice", "details": {"team": "ops"}},
+            "userAgent": "billing/2.1",
+            "eventSource": "billing.example.com",
+            "eventName": "RefundIssued",
+            "eventTime": "2026-11-21T10:00:00Z",
+            "UID": "req-42",
+            "requestParameters": {"amount": 12},
+            "responseElements": null,
+            "sourceIPAddress": "192.0.2.10",
+            "recipientAccountId": "123456789012",
+            "additionalEventData": {"ticket": "T-1"},
+            "customField": [1, 2]
+        })
+    }
+
+    fn event(id: &str, data: &Value) -> Value {
+        json!({"id": id, "eventData": data.to_string()})
+    }
+
+    fn with_checksum(id: &str, data: &str) -> Value {
+        let sum = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data.as_bytes());
+        json!({"id": id, "eventData": data,
+               "eventDataChecksum": base64::engine::general_purpose::STANDARD.encode(sum.as_ref())})
+    }
+
+    async fn call(
+        ep: &AppEvents,
+        events: Vec<Value>,
+    ) -> Result<PutAuditEventsResponse, RequestError> {
+        let body = json!({ "auditEvents": events }).to_string();
+        ep.put_audit_events(
+            Some("arn:aws:cloudtrail:eu-central-1:123456789012:channel/test"),
+            body.as_bytes(),
+            ConnInfo {
+                uid: Some(1000),
+                pid: None,
+            },
+        )
+        .await
+    }
+
+    fn modified(f: impl FnOnce(&mut Map<String, Value>)) -> Value {
+        let mut d = good_data();
+        f(d.as_object_mut().unwrap());
+        d
+    }
+
+    #[tokio::test]
+    async fn good_event_becomes_a_lake_style_record_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ep, buffer) = endpoint(dir.path());
+        let data = good_data().to_string();
+        let resp = call(&ep, vec![with_checksum("e1", &data)]).await.unwrap();
+        assert!(resp.failed.is_empty(), "{resp:?}");
+        assert_eq!(resp.successful.len(), 1);
+        let entries = buffer.read_from(0, 10, usize::MAX).unwrap();
+        assert_eq!(entries.len(), 1);
+        let r = Record::from_json(&entries[0].json).unwrap();
+        assert_eq!(r.event_id, resp.successful[0].event_id);
+        assert_eq!(r.event_category.as_deref(), Some("ActivityAuditLog"));
+        assert_eq!(r.event_type, "ActivityLog");
+        assert_eq!(r.event_version, EVENT_VERSION);
+        assert_eq!(r.aws_region, "eu-central-1");
+        assert_eq!(r.recipient_account_id.as_deref(), Some("123456789012"));
+        assert_eq!(r.request_id.as_deref(), Some("req-42"));
+        assert_eq!(r.event_time, "2026-11-21T10:00:00Z");
+        assert_eq!(r.event_source, "billing.example.com");
+        assert_eq!(r.source_ip_address.as_deref(), Some("192.0.2.10"));
+        assert_eq!(r.request_parameters, Some(json!({"amount": 12})));
+        assert_eq!(r.response_elements, Some(Value::Null));
+        assert_eq!(r.additional_event_data, Some(json!({"ticket": "T-1"})));
+        let ui = r.user_identity.unwrap();
+        assert_eq!(ui.identity_type.as_deref(), Some("CustomUser"));
+        assert_eq!(ui.principal_id.as_deref(), Some("alice"));
+        assert_eq!(ui.extra["details"], json!({"team": "ops"}));
+        let m = &r.extra["metadata"];
+        assert_eq!(
+            m["channelARN"],
+            "arn:aws:cloudtrail:eu-central-1:123456789012:channel/test"
+        );
+        assert_eq!(m["auditEventId"], "e1");
+        assert_eq!(m["eventDataVersion"], "1.0");
+        assert_eq!(m["senderUid"], 1000);
+        assert_eq!(m["unmappedEventData"], json!({"customField": [1, 2]}));
+        // The same call again yields the same eventID (collector de-duplicates a re-send).
+        let again = call(&ep, vec![with_checksum("e1", &data)]).await.unwrap();
+        assert_eq!(again.successful[0].event_id, resp.successful[0].event_id);
+        // Times without Z and with fractions are accepted and normalised.
+        let d = modified(|m| {
+            m.insert("eventTime".into(), json!("2026-11-21T10:00:00.123"));
+        });
+        let resp = call(&ep, vec![event("e2", &d)]).await.unwrap();
+        assert_eq!(resp.successful.len(), 1, "{resp:?}");
+    }
+
+    #[tokio::test]
+    async fn each_bad_event_fails_alone_with_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ep, buffer) = endpoint(dir.path());
+        let data = good_data().to_string();
+        let mut bad_sum = with_checksum("sum", &data);
+        bad_sum["eventDataChecksum"] =
+            json!(base64::engine::general_purpose::STANDARD.encode([0u8; 32]));
+        let mut not_b64 = with_checksum("sum64", &data);
+        not_b64["eventDataChecksum"] = json!("!!!");
+        let mut cases: Vec<(Value, &str)> = vec![
+            (bad_sum, "InvalidChecksum"),
+            (not_b64, "InvalidChecksum"),
+            (
+                json!({"id": "notjson", "eventData": "{nope"}),
+                "InvalidData",
+            ),
+            (json!({"id": "array", "eventData": "[1]"}), "InvalidData"),
+        ];
+        let edits: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>, &str)> = vec![
+            (
+                "noversion",
+                Box::new(|m| {
+                    m.remove("version");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "noidentity",
+                Box::new(|m| {
+                    m.remove("userIdentity");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "notype",
+                Box::new(|m| {
+                    m["userIdentity"].as_object_mut().unwrap().remove("type");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "noprincipal",
+                Box::new(|m| {
+                    m["userIdentity"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("principalId");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "nosource",
+                Box::new(|m| {
+                    m.remove("eventSource");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "noname",
+                Box::new(|m| {
+                    m.remove("eventName");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "notime",
+                Box::new(|m| {
+                    m.remove("eventTime");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "nouid",
+                Box::new(|m| {
+                    m.remove("UID");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "norecipient",
+                Box::new(|m| {
+                    m.remove("recipientAccountId");
+                }),
+                "FieldNotFound",
+            ),
+            (
+                "longversion",
+                Box::new(|m| {
+                    m.insert("version".into(), json!("v".repeat(257)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longtype",
+                Box::new(|m| {
+                    m["userIdentity"]["type"] = json!("t".repeat(129));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longname",
+                Box::new(|m| {
+                    m.insert("eventName".into(), json!("n".repeat(1025)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longuid",
+                Box::new(|m| {
+                    m.insert("UID".into(), json!("u".repeat(1025)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longagent",
+                Box::new(|m| {
+                    m.insert("userAgent".into(), json!("a".repeat(1025)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longerror",
+                Box::new(|m| {
+                    m.insert("errorCode".into(), json!("e".repeat(257)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "longmsg",
+                Box::new(|m| {
+                    m.insert("errorMessage".into(), json!("e".repeat(257)));
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "bigparams",
+                Box::new(|m| {
+                    m.insert(
+                        "requestParameters".into(),
+                        json!({"x": "p".repeat(100 * 1024)}),
+                    );
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "bigresponse",
+                Box::new(|m| {
+                    m.insert(
+                        "responseElements".into(),
+                        json!({"x": "p".repeat(100 * 1024)}),
+                    );
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "bigadditional",
+                Box::new(|m| {
+                    m.insert(
+                        "additionalEventData".into(),
+                        json!({"x": "p".repeat(28 * 1024)}),
+                    );
+                }),
+                "FieldTooLong",
+            ),
+            (
+                "badtime",
+                Box::new(|m| {
+                    m.insert("eventTime".into(), json!("yesterday"));
+                }),
+                "InvalidData",
+            ),
+            (
+                "badip",
+                Box::new(|m| {
+                    m.insert("sourceIPAddress".into(), json!("300.1.1.1"));
+                }),
+                "InvalidData",
+            ),
+            (
+                "numbersource",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!(7));
+                }),
+                "InvalidData",
+            ),
+            (
+                "identitystring",
+                Box::new(|m| {
+                    m.insert("userIdentity".into(), json!("alice"));
+                }),
+                "InvalidData",
+            ),
+            (
+                "badaccount",
+                Box::new(|m| {
+                    m.insert("recipientAccountId".into(), json!("12345"));
+                }),
+                "InvalidData",
+            ),
+            (
+                "otheraccount",
+                Box::new(|m| {
+                    m.insert("recipientAccountId".into(), json!("210987654321"));
+                }),
+                "InvalidRecipient",
+            ),
+            (
+                "awssource",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("iam.amazonaws.com"));
+                }),
+                "InvalidEventSource",
+            ),
+            (
+                "agentsource",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("groundtrail.onprem.internal"));
+                }),
+                "InvalidEventSource",
+            ),
+        ];
+        for (id, edit, code) in &edits {
+            let mut d = good_data();
+            edit(d.as_object_mut().unwrap());
+            cases.push((event(id, &d), code));
+        }
+        let mut events: Vec<Value> = cases.iter().map(|(e, _)| e.clone()).collect();
+        events.push(event("good1", &good_data()));
+        events.push(with_checksum("good2", &data));
+        let resp = call(&ep, events).await.unwrap();
+        let ids: Vec<&str> = resp.successful.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec!["good1", "good2"]);
+        assert_eq!(resp.failed.len(), cases.len());
+        for ((ev, code), failure) in cases.iter().zip(&resp.failed) {
+            assert_eq!(failure.id, ev["id"].as_str().unwrap());
+            assert_eq!(
+                failure.error_code, *code,
+                "{}: {}",
+                failure.id, failure.error_message
+            );
+            assert!(!failure.error_message.is_empty());
+        }
+        assert_eq!(buffer.read_from(0, 1000, usize::MAX).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn request_level_errors_refuse_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ep, buffer) = endpoint(dir.path());
+        let g = good_data();
+        let code = |r: Result<PutAuditEventsResponse, RequestError>| r.unwrap_err().code;
+        assert_eq!(code(call(&ep, vec![]).await), "ValidationException");
+        let many: Vec<Value> = (0..101).map(|i| event(&format!("e{i}"), &g)).collect();
+        assert_eq!(code(call(&ep, many).await), "ValidationException");
+        let hundred: Vec<Value> = (0..100).map(|i| event(&format!("e{i}"), &g)).collect();
+        assert_eq!(call(&ep, hundred).await.unwrap().successful.len(), 100);
+        assert_eq!(
+            code(call(&ep, vec![event("a", &g), event("a", &g)]).await),
+            "DuplicatedAuditEventId"
+        );
+        assert_eq!(
+            code(call(&ep, vec![event("a b", &g)]).await),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(call(&ep, vec![event(&"x".repeat(129), &g)]).await),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(call(&ep, vec![event("", &g)]).await),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(call(&ep, vec![json!({"id": "a"})]).await),
+            "ValidationException"
+        );
+        assert_eq!(
+            code(
+                call(
+                    &ep,
+                    vec![json!({"id": "a", "eventData": {"not": "a string"}})]
+                )
+                .await
+            ),
+            "ValidationException"
+        );
+        let err = ep
+            .put_audit_events(None, b"{not json", ConnInfo::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "SerializationException");
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let err = ep
+            .put_audit_events(None, &big, ConnInfo::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "ValidationException");
+        // Only the 100-event call stored anything.
+        assert_eq!(buffer.read_from(0, 1000, usize::MAX).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn query_values_round_trip() {
+        let arn = "arn:aws:cloudtrail:us-east-1:123456789012:channel/x y+z";
+        assert_eq!(percent_decode(&percent_encode(arn)), arn);
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+}

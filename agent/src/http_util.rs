@@ -1,1 +1,191 @@
-//! TODO
+//! The agent's small local HTTP servers (app events, control socket, metrics) and the client the
+//! CLI uses to talk to a running agent over its Unix sockets. HTTP/1.1 only, hyper 1.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use groundtrail_common::shutdown::Shutdown;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::sink::BoxFuture;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The peer's uid (`SO_PEERCRED`), for Unix sockets.
+    pub uid: Option<u32>,
+    /// The peer's pid, for Unix sockets.
+    pub pid: Option<i32>,
+}
+
+/// A request handler.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>, ConnInfo) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync,
+>;
+
+/// A response with a body and content type.
+pub fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// A JSON error in the AWS JSON-protocol shape: `{"__type": code, "message": ...}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "__type": code, "message": message });
+    respond(status, "application/json", body.to_string())
+}
+
+/// Reads a request body of at most `limit` bytes; `None` if it is larger or broken.
+pub async fn read_body(body: Incoming, limit: usize) -> Option<Bytes> {
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .ok()
+        .map(|b| b.to_bytes())
+}
+
+/// Binds a Unix socket at `path` with permission bits `mode`. A stale socket file left by a
+/// crashed agent is removed; a live one (something answers) is an error.
+pub async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running process", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+fn serve_io<I>(io: I, info: ConnInfo, handler: Handler)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |req| {
+            let h = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(h(req, info).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(io), service);
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "local connection ended");
+        }
+    });
+}
+
+/// Serves `handler` on a Unix socket until `shutdown`.
+pub async fn serve_unix(listener: UnixListener, handler: Handler, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let cred = stream.peer_cred().ok();
+                    let info = ConnInfo {
+                        uid: cred.map(|c| c.uid()),
+                        pid: cred.and_then(|c| c.pid()),
+                    };
+                    serve_io(stream, info, handler.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves `handler` on a TCP listener until `shutdown`.
+pub async fn serve_tcp(listener: TcpListener, handler: Handler, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve_io(stream, ConnInfo::default(), handler.clone()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Errors of the local client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {path}: {source} (is the agent running?)")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the agent: {0}")]
+    Http(String),
+}
+
+/// One request to a running agent over a Unix socket.
+pub async fn unix_request(
+    path: &Path,
+    method: http::Method,
+    uri: &str,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
