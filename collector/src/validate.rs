@@ -329,7 +329,7 @@ fn assert_cloudtrail_arn_is_valid(arn: &str) -> anyhow::Result<()> {
                     // `.+:\d{12}:trail/.+`
                     after.match_indices(":trail/").any(|(j, t)| {
                         j >= 14
-                            && after[..j].as_bytes()[j - 13] == b':'
+                            && after.as_bytes()[j - 13] == b':'
                             && after[j - 12..j].bytes().all(|c| c.is_ascii_digit())
                             && after.len() > j + t.len()
                             && !after[j + t.len()..].starts_with('\n')
