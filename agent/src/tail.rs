@@ -268,6 +268,8 @@ pub struct Follower {
     resume_rotated: Option<(PathBuf, FileId, u64)>,
     records: Vec<Record>,
     last_data: Instant,
+    /// Open groups were already flushed for the current quiet period.
+    idle_flushed: bool,
     pub stats: TailStats,
 }
 
@@ -290,6 +292,7 @@ impl Follower {
             resume_rotated: None,
             records: Vec::new(),
             last_data: Instant::now(),
+            idle_flushed: false,
             stats: TailStats::default(),
         }
     }
@@ -417,6 +420,7 @@ impl Follower {
         let got = self.read_available(handler).await?;
         if got {
             self.last_data = Instant::now();
+            self.idle_flushed = false;
         }
 
         let cur = self.cur.as_mut().expect("still open");
@@ -435,9 +439,11 @@ impl Follower {
                 }
             }
         } else if !got
+            && !self.idle_flushed
             && handler.pending_from().is_some()
             && self.last_data.elapsed() >= self.opts.idle_flush
         {
+            self.idle_flushed = true;
             handler.flush(&mut self.records);
             self.commit(handler.pending_from(), true).await?;
         }
