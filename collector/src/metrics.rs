@@ -1,0 +1,207 @@
+//! The collector's counters, exposed as Prometheus text on `GET /metrics`.
+//!
+//! Counters are plain atomics in one process-wide registry: emitting an event (see
+//! [`crate::internal_events`]) is a few atomic adds, cheap enough for the ingest hot path, and
+//! needs no handle threaded through every function. Counters labelled by destination live in a
+//! small map behind a mutex; there are only a handful of destinations.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Every counter the collector keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records received in well-formed batches (before dedup).
+    pub records_received: AtomicU64,
+    /// Records newly written to the journal.
+    pub records_committed: AtomicU64,
+    /// Records dropped as duplicates of a known `eventID`.
+    pub records_duplicate: AtomicU64,
+    /// Batches refused, by error code.
+    refused: Mutex<BTreeMap<String, u64>>,
+    /// Log files closed (recorded in the journal).
+    pub files_closed: AtomicU64,
+    /// Per destination: files delivered, delivery errors, digests delivered.
+    destinations: Mutex<BTreeMap<String, DestinationCounters>>,
+    /// Digests signed and recorded.
+    pub digests_written: AtomicU64,
+    /// Audit records written about agents (gaps, silence).
+    pub agent_audit_records: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct DestinationCounters {
+    files: u64,
+    digests: u64,
+    errors: u64,
+}
+
+/// The process-wide registry.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self, code: &str) {
+        let mut m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(code.to_string()).or_default() += 1;
+    }
+
+    fn destination(&self, name: &str, f: impl FnOnce(&mut DestinationCounters)) {
+        let mut m = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(name.to_string()).or_default());
+    }
+
+    pub(crate) fn file_delivered(&self, destination: &str) {
+        self.destination(destination, |c| c.files += 1);
+    }
+
+    pub(crate) fn digest_delivered(&self, destination: &str) {
+        self.destination(destination, |c| c.digests += 1);
+    }
+
+    pub(crate) fn delivery_error(&self, destination: &str) {
+        self.destination(destination, |c| c.errors += 1);
+    }
+
+    /// Delivery errors so far for `destination`.
+    pub fn delivery_errors(&self, destination: &str) -> u64 {
+        let m = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(destination).map(|c| c.errors).unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4). `gauges` are extra point-in-time values
+    /// (journal backlog) computed by the caller.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "groundtrail_records_received_total",
+            "Records received in well-formed batches.",
+            get(&self.records_received),
+        );
+        counter(
+            &mut out,
+            "groundtrail_records_committed_total",
+            "Records newly written to the journal.",
+            get(&self.records_committed),
+        );
+        counter(
+            &mut out,
+            "groundtrail_records_duplicate_total",
+            "Records dropped as duplicates by eventID.",
+            get(&self.records_duplicate),
+        );
+        counter(
+            &mut out,
+            "groundtrail_log_files_closed_total",
+            "Log files closed and recorded for delivery.",
+            get(&self.files_closed),
+        );
+        counter(
+            &mut out,
+            "groundtrail_digests_written_total",
+            "Digests signed and recorded.",
+            get(&self.digests_written),
+        );
+        counter(
+            &mut out,
+            "groundtrail_agent_audit_records_total",
+            "AgentSequenceGap and AgentSilent records written.",
+            get(&self.agent_audit_records),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP groundtrail_batches_refused_total Batches refused, by error code.\n# TYPE groundtrail_batches_refused_total counter"
+        );
+        for (code, n) in self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "groundtrail_batches_refused_total{{code=\"{}\"}} {n}",
+                escape(code)
+            );
+        }
+        let dests = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help, pick) in [
+            (
+                "groundtrail_files_delivered_total",
+                "Log files stored at a destination.",
+                (|c: &DestinationCounters| c.files) as fn(&DestinationCounters) -> u64,
+            ),
+            (
+                "groundtrail_digests_delivered_total",
+                "Digests stored at a destination.",
+                |c| c.digests,
+            ),
+            (
+                "groundtrail_delivery_errors_total",
+                "Failed uploads to a destination (each is retried).",
+                |c| c.errors,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (d, c) in &dests {
+                let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", escape(d), pick(c));
+            }
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        Metrics::add(&m.records_committed, 3);
+        m.refused("InvalidData");
+        m.delivery_error("s3:\"x\"");
+        let text = m.render(&[(
+            "groundtrail_journal_pending_records",
+            "Records not yet in a file.",
+            7,
+        )]);
+        assert!(text.contains("groundtrail_records_committed_total 3\n"));
+        assert!(text.contains("groundtrail_batches_refused_total{code=\"InvalidData\"} 1\n"));
+        assert!(
+            text.contains("groundtrail_delivery_errors_total{destination=\"s3:\\\"x\\\"\"} 1\n")
+        );
+        assert!(text.contains("# TYPE groundtrail_journal_pending_records gauge\ngroundtrail_journal_pending_records 7\n"));
+        assert_eq!(m.delivery_errors("s3:\"x\""), 1);
+    }
+}
