@@ -360,13 +360,13 @@ impl Converter {
                 ),
             )
         })?;
-        if let Some(ip) = &source_ip {
-            if ip.parse::<IpAddr>().is_err() {
-                return Err(ev_err(
-                    "InvalidData",
-                    format!("eventData.sourceIPAddress {ip:?} is not an IPv4 or IPv6 address"),
-                ));
-            }
+        if let Some(ip) = &source_ip
+            && ip.parse::<IpAddr>().is_err()
+        {
+            return Err(ev_err(
+                "InvalidData",
+                format!("eventData.sourceIPAddress {ip:?} is not an IPv4 or IPv6 address"),
+            ));
         }
         if !is_account_id(&recipient) {
             return Err(ev_err(
@@ -501,10 +501,10 @@ impl AppEvents {
         body: &[u8],
         sender: ConnInfo,
     ) -> Result<PutAuditEventsResponse, RequestError> {
-        if let Some(c) = channel {
-            if c.is_empty() || c.len() > 1024 {
-                return Err(validation("channelArn must be 1-1024 characters"));
-            }
+        if let Some(c) = channel
+            && (c.is_empty() || c.len() > 1024)
+        {
+            return Err(validation("channelArn must be 1-1024 characters"));
         }
         let channel = channel.unwrap_or(&self.default_channel);
         let events = parse_request(body)?;
@@ -805,7 +805,8 @@ mod tests {
             ),
             (json!({"id": "array", "eventData": "[1]"}), "InvalidData"),
         ];
-        let edits: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Map<String, Value>)>;
+        let edits: Vec<(&str, Edit, &str)> = vec![
             (
                 "noversion",
                 Box::new(|m| {

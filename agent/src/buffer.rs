@@ -176,11 +176,11 @@ impl PendingLoss {
     }
 
     fn add_range(ranges: &mut Vec<SeqRange>, truncated: &mut bool, r: SeqRange) {
-        if let Some(last) = ranges.last_mut() {
-            if last.1.checked_add(1) == Some(r.0) {
-                last.1 = r.1;
-                return;
-            }
+        if let Some(last) = ranges.last_mut()
+            && last.1.checked_add(1) == Some(r.0)
+        {
+            last.1 = r.1;
+            return;
         }
         if ranges.len() < MAX_RANGES {
             ranges.push(r);
@@ -441,12 +441,12 @@ impl Buffer {
         opts: BufferOptions,
         id: AgentIdentity,
     ) -> Result<(Buffer, OpenReport), BufferError> {
-        if let Some(parent) = dir.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    BufferError::Storage(format!("cannot create {}: {e}", parent.display()))
-                })?;
-            }
+        if let Some(parent) = dir.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                BufferError::Storage(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         let mut report = OpenReport::default();
         let db = match try_open_sled(dir) {

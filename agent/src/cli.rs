@@ -1,1 +1,147 @@
-//! TODO
+//! The command line: `run`, `status`, `put-audit-events`, `check-config`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::http_util;
+
+/// Groundtrail's host agent: captures admin actions and API calls as CloudTrail records,
+/// buffers them durably and ships them to the collector.
+#[derive(Debug, Parser)]
+#[command(name = "groundtrail-agent", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (until SIGTERM or SIGINT).
+    Run {
+        /// TOML config file; without it the embedded single-host default is used.
+        #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Ask the running agent for its buffer depth, oldest record, commit point and collector
+    /// reachability (JSON), or its Prometheus metrics with --metrics.
+    Status {
+        #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// The control socket (default: from the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the Prometheus metrics instead.
+        #[arg(long)]
+        metrics: bool,
+    },
+    /// Send application events through the local agent, like
+    /// `aws cloudtrail-data put-audit-events`.
+    PutAuditEvents {
+        /// `file://events.json` or inline JSON: a list of {"id","eventData","eventDataChecksum"}
+        /// or an object {"auditEvents":[...]}.
+        #[arg(long)]
+        audit_events: String,
+        /// Channel ARN recorded with the events (default: the agent's own channel).
+        #[arg(long)]
+        channel_arn: Option<String>,
+        #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// The app-events socket (default: from the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective configuration.
+    CheckConfig {
+        #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The config from `--config`, or the embedded default.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).with_context(|| format!("config {}", p.display())),
+        None => Config::embedded_default().context("embedded default config"),
+    }
+}
+
+/// `status`: prints what the running agent reports.
+pub async fn status(
+    config: Option<&Path>,
+    socket: Option<&Path>,
+    metrics: bool,
+) -> anyhow::Result<()> {
+    let path = match socket {
+        Some(s) => s.to_path_buf(),
+        None => load_config(config)?.control_socket(),
+    };
+    let uri = if metrics { "/metrics" } else { "/status" };
+    let (code, body) = http_util::unix_request(&path, http::Method::GET, uri, Bytes::new())
+        .await
+        .context("asking the agent")?;
+    if !code.is_success() {
+        bail!(
+            "the agent answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    println!("{}", String::from_utf8_lossy(&body).trim_end());
+    Ok(())
+}
+
+/// The `--audit-events` argument as a request body.
+pub fn audit_events_body(arg: &str) -> anyhow::Result<Vec<u8>> {
+    let text = match arg.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        None => arg.to_string(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).context("--audit-events is not JSON")?;
+    let body = match value {
+        serde_json::Value::Array(list) => serde_json::json!({ "auditEvents": list }),
+        v @ serde_json::Value::Object(_) if v.get("auditEvents").is_some() => v,
+        _ => bail!("--audit-events must be a list of events or an object with auditEvents"),
+    };
+    Ok(serde_json::to_vec(&body)?)
+}
+
+/// `put-audit-events`: posts through the local socket and prints the answer. Returns whether
+/// the call was accepted (HTTP 200; individual events may still have failed).
+pub async fn put_audit_events(
+    audit_events: &str,
+    channel_arn: Option<&str>,
+    config: Option<&Path>,
+    socket: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let body = audit_events_body(audit_events)?;
+    let path = match socket {
+        Some(s) => s.to_path_buf(),
+        None => load_config(config)?.app_socket(),
+    };
+    let uri = match channel_arn {
+        Some(c) => format!(
+            "/PutAuditEvents?channelArn={}",
+            crate::app_events::percent_encode(c)
+        ),
+        None => "/PutAuditEvents".to_string(),
+    };
+    let (code, answer) =
+        http_util::unix_request(&path, http::Method::POST, &uri, Bytes::from(body))
+            .await
+            .context("sending to the agent")?;
+    let pretty = serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned());
+    if code.is_success() {
+        println!("{pretty}");
+        Ok(true)
+    } else {
+        eprintln!("{pretty}");
+        Ok(false)
+    }
+}

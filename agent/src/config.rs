@@ -475,13 +475,13 @@ impl Config {
             ("collector.client_cert", &c.client_cert),
             ("collector.client_key", &c.client_key),
         ] {
-            if let Some(p) = path {
-                if !p.is_file() {
-                    return Err(invalid(
-                        field,
-                        format!("{} does not exist or is not a file", p.display()),
-                    ));
-                }
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                return Err(invalid(
+                    field,
+                    format!("{} does not exist or is not a file", p.display()),
+                ));
             }
         }
 
@@ -554,15 +554,13 @@ impl Config {
         check_socket_path("app_events.socket", &app_socket)?;
         let mode = app.socket_mode.get_or_insert_with(|| "0660".to_string());
         parse_mode(mode).map_err(|m| invalid("app_events.socket_mode", m))?;
-        if let Some(addr) = app.http_listen {
-            if !addr.ip().is_loopback() {
-                return Err(invalid(
-                    "app_events.http_listen",
-                    format!(
-                        "{addr} is not a loopback address (the endpoint has no authentication)"
-                    ),
-                ));
-            }
+        if let Some(addr) = app.http_listen
+            && !addr.ip().is_loopback()
+        {
+            return Err(invalid(
+                "app_events.http_listen",
+                format!("{addr} is not a loopback address (the endpoint has no authentication)"),
+            ));
         }
         let control = &mut self.control;
         let control_socket = control
@@ -576,13 +574,13 @@ impl Config {
                 "must differ from app_events.socket",
             ));
         }
-        if let Some(addr) = control.metrics_listen {
-            if !addr.ip().is_loopback() {
-                return Err(invalid(
-                    "control.metrics_listen",
-                    format!("{addr} is not a loopback address"),
-                ));
-            }
+        if let Some(addr) = control.metrics_listen
+            && !addr.ip().is_loopback()
+        {
+            return Err(invalid(
+                "control.metrics_listen",
+                format!("{addr} is not a loopback address"),
+            ));
         }
         Ok(())
     }

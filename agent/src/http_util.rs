@@ -62,10 +62,10 @@ pub async fn read_body(body: Incoming, limit: usize) -> Option<Bytes> {
 /// Binds a Unix socket at `path` with permission bits `mode`. A stale socket file left by a
 /// crashed agent is removed; a live one (something answers) is an error.
 pub async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -91,6 +91,7 @@ where
             async move { Ok::<_, std::convert::Infallible>(h(req, info).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(TokioIo::new(io), service);
         if let Err(e) = conn.await {

@@ -1,1 +1,72 @@
-fn main() {}
+//! `groundtrail-agent`: parses the command line and calls the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use groundtrail_agent::cli::{self, Cli, Command};
+use groundtrail_agent::runtime;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<bool> = rt.block_on(async {
+        match cli.command {
+            Command::Run { config } => {
+                let config = cli::load_config(config.as_deref())?;
+                runtime::run(config, runtime::termination_signal()).await?;
+                Ok(true)
+            }
+            Command::Status {
+                config,
+                socket,
+                metrics,
+            } => cli::status(config.as_deref(), socket.as_deref(), metrics)
+                .await
+                .map(|()| true),
+            Command::PutAuditEvents {
+                audit_events,
+                channel_arn,
+                config,
+                socket,
+            } => {
+                cli::put_audit_events(
+                    &audit_events,
+                    channel_arn.as_deref(),
+                    config.as_deref(),
+                    socket.as_deref(),
+                )
+                .await
+            }
+            Command::CheckConfig { config } => {
+                let config = cli::load_config(config.as_deref())?;
+                println!("{}", toml::to_string_pretty(&config)?);
+                Ok(true)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

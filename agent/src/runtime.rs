@@ -1,1 +1,299 @@
-//! TODO
+//! Wiring: opens the buffer, starts the shipper, the local endpoints and the sources, and stops
+//! them in an order that loses nothing.
+//!
+//! Start: buffer -> shipper and control socket (so a full buffer can drain) -> `AgentStart`
+//! record -> app-events endpoint -> sources.
+//! Stop (SIGTERM/SIGINT): sources and endpoints stop taking input -> `AgentStop` record -> the
+//! shipper drains for at most `drain_timeout_ms` -> buffer flushed and closed. Whatever is not
+//! shipped stays in the buffer for the next start.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use groundtrail_common::shutdown::Shutdown;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::agent_events::AgentIdentity;
+use crate::app_events::{AppEvents, Converter};
+use crate::buffer::{Appended, Buffer, BufferError, BufferOptions};
+use crate::config::Config;
+use crate::control::Control;
+use crate::http_util;
+use crate::metrics::Metrics;
+use crate::shipper::{CollectorUrl, Shipper, ShipperOptions};
+use crate::sink::RecordSink;
+use crate::sources::{self, SourceContext};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error("collector TLS: {0}")]
+    Tls(#[from] groundtrail_common::tls::TlsError),
+    #[error("collector URL {url}: {why}")]
+    Url { url: String, why: String },
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// The identity of the agent's own records, from the config.
+pub fn identity(config: &Config) -> AgentIdentity {
+    AgentIdentity {
+        host: config.agent.host.clone(),
+        account_id: config.agent.account_id.clone(),
+        region: config.agent.region.clone(),
+        domain: config.agent.domain.clone(),
+        partition: config.agent.partition.clone(),
+    }
+}
+
+/// Opens the buffer described by `config`.
+pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
+    let opts = BufferOptions {
+        max_bytes: config.buffer.max_bytes,
+        full_policy: config.buffer.full_policy,
+        flush_delay: Duration::from_millis(config.buffer.flush_delay_ms),
+    };
+    Ok(Buffer::open(&config.buffer_dir(), opts, identity(config))?)
+}
+
+fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
+    let mut urls = Vec::new();
+    for raw in &config.collector.urls {
+        urls.push(CollectorUrl::parse(raw).map_err(|why| RuntimeError::Url {
+            url: raw.clone(),
+            why,
+        })?);
+    }
+    let tls = if urls.iter().any(|u| u.tls) {
+        let c = &config.collector;
+        let ca = c.ca.as_deref().ok_or_else(|| RuntimeError::Url {
+            url: config.collector.urls.join(", "),
+            why: "https needs [collector] ca".into(),
+        })?;
+        let identity = match (&c.client_cert, &c.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        Some(groundtrail_common::tls::client_config(ca, identity)?)
+    } else {
+        None
+    };
+    let s = &config.shipper;
+    Ok(ShipperOptions {
+        urls,
+        tls,
+        agent_name: config.agent.host.clone(),
+        batch_max_records: s.batch_max_records,
+        batch_max_bytes: s.batch_max_bytes as usize,
+        batch_max_wait: Duration::from_millis(s.batch_max_wait_ms),
+        retry_initial: Duration::from_millis(s.retry_initial_ms),
+        retry_max: Duration::from_millis(s.retry_max_ms),
+        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        compress: s.compress,
+        drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; returns the signal's name.
+pub async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Cannot install handlers: run until killed.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Runs the agent until `stop` resolves (with the reason, e.g. the signal's name).
+pub async fn run(
+    config: Config,
+    stop: impl Future<Output = &'static str>,
+) -> Result<(), RuntimeError> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&config.agent.data_dir).map_err(|source| RuntimeError::DataDir {
+        path: config.agent.data_dir.display().to_string(),
+        source,
+    })?;
+    let id = identity(&config);
+    let shipper_opts = shipper_options(&config)?;
+    let (buffer, report) = open_buffer(&config)?;
+    if let Some(q) = &report.quarantined {
+        tracing::error!(aside = %q.path, error = %q.error, "the buffer was damaged; moved aside, started fresh, loss recorded in the trail");
+    }
+    tracing::info!(
+        host = %id.host, depth = report.depth, buffer = %config.buffer_dir().display(),
+        collector = %config.collector.urls.join(", "), "agent starting"
+    );
+    let metrics = Arc::new(Metrics::default());
+
+    // Input side stops on `input_tx`; the shipper on `ship_tx`, later, after AgentStop.
+    let (input_tx, _) = broadcast::channel::<()>(1);
+    let (ship_tx, _) = broadcast::channel::<()>(1);
+    let (control_tx, _) = broadcast::channel::<()>(1);
+
+    let shipper = Shipper::new(buffer.clone(), shipper_opts, metrics.clone());
+    let shipper_task = tokio::spawn(shipper.run(Shutdown::new(ship_tx.subscribe())));
+
+    let control = Arc::new(Control {
+        id: id.clone(),
+        buffer: buffer.clone(),
+        metrics: metrics.clone(),
+        started,
+    });
+    let control_path = config.control_socket();
+    let listener = http_util::bind_unix(&control_path, 0o600)
+        .await
+        .map_err(|source| RuntimeError::Listen {
+            what: control_path.display().to_string(),
+            source,
+        })?;
+    let mut control_tasks = vec![tokio::spawn(http_util::serve_unix(
+        listener,
+        control.clone().handler(false),
+        Shutdown::new(control_tx.subscribe()),
+    ))];
+    if let Some(addr) = config.control.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Listen {
+                what: addr.to_string(),
+                source,
+            })?;
+        control_tasks.push(tokio::spawn(http_util::serve_tcp(
+            l,
+            control.clone().handler(true),
+            Shutdown::new(control_tx.subscribe()),
+        )));
+    }
+
+    let start = id.start(json!({
+        "bufferDepth": report.depth,
+        "nextSeq": buffer.status().next_seq,
+        "collectorUrls": config.collector.urls,
+        "fullPolicy": buffer.status().full_policy,
+        "maxBytes": config.buffer.max_bytes,
+    }));
+    match buffer.append(vec![start], None).await {
+        Ok(Appended::Dropped(_)) => tracing::warn!("AgentStart dropped: buffer full"),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+
+    let sink: Arc<dyn RecordSink> = Arc::new(buffer.clone());
+    let app = Arc::new(AppEvents {
+        converter: Converter { id: id.clone() },
+        sink: sink.clone(),
+        metrics: metrics.clone(),
+        default_channel: AppEvents::default_channel_for(&id),
+    });
+    let app_path = config.app_socket();
+    let listener = http_util::bind_unix(&app_path, config.app_socket_mode())
+        .await
+        .map_err(|source| RuntimeError::Listen {
+            what: app_path.display().to_string(),
+            source,
+        })?;
+    let mut input_tasks = vec![tokio::spawn(http_util::serve_unix(
+        listener,
+        app.clone().handler(),
+        Shutdown::new(input_tx.subscribe()),
+    ))];
+    if let Some(addr) = config.app_events.http_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::Listen {
+                what: addr.to_string(),
+                source,
+            })?;
+        input_tasks.push(tokio::spawn(http_util::serve_tcp(
+            l,
+            app.clone().handler(),
+            Shutdown::new(input_tx.subscribe()),
+        )));
+    }
+    let ctx = SourceContext {
+        host: id.host.clone(),
+        account_id: id.account_id.clone(),
+        region: id.region.clone(),
+        domain: id.domain.clone(),
+        partition: id.partition.clone(),
+    };
+    input_tasks.extend(sources::spawn_all(
+        &config.sources,
+        &ctx,
+        sink,
+        Shutdown::new(input_tx.subscribe()),
+    ));
+    tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
+
+    let reason = stop.await;
+    tracing::info!(reason, "agent stopping");
+    let _ = input_tx.send(());
+    let inputs = futures_join(input_tasks);
+    if tokio::time::timeout(Duration::from_secs(5), inputs)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sources did not stop within 5 s");
+    }
+
+    let st = buffer.status();
+    let stop_record = id.stop(json!({
+        "reason": reason,
+        "bufferDepth": st.depth,
+        "lastCommitPoint": st.last_commit_point,
+        "uptimeSeconds": started.elapsed().as_secs(),
+    }));
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        buffer.append(vec![stop_record], None),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot record AgentStop"),
+        Err(_) => tracing::error!("AgentStop not recorded: the buffer stayed full"),
+    }
+
+    let _ = ship_tx.send(());
+    let _ = shipper_task.await;
+    buffer.close();
+    if let Err(e) = buffer.flush() {
+        tracing::error!(error = %e, "final buffer flush failed");
+    }
+    let _ = control_tx.send(());
+    futures_join(control_tasks).await;
+    let _ = std::fs::remove_file(&app_path);
+    let _ = std::fs::remove_file(&control_path);
+    let st = buffer.status();
+    tracing::info!(
+        depth = st.depth,
+        "agent stopped; buffered records are sent after the next start"
+    );
+    Ok(())
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}

@@ -453,10 +453,8 @@ impl Shipper {
     }
 
     async fn connection(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, String> {
-        if let Some(c) = &self.conn {
-            if c.is_closed() {
-                self.conn = None;
-            }
+        if self.conn.as_ref().is_some_and(|c| c.is_closed()) {
+            self.conn = None;
         }
         if self.conn.is_none() {
             let url = self.opts.urls[self.url].clone();
