@@ -639,3 +639,367 @@ mod tests {
         assert!(matches!(classify(S::OK, b"not json"), Outcome::Retry(_)));
     }
 }
+
+/// These tests drive the shipper against a small scripted HTTP endpoint speaking the wire
+/// protocol, to pin down each answer's handling precisely (which the real collector cannot be
+/// made to produce on demand, e.g. a 400 naming line 2, or exactly three 503s). The black-box
+/// tests in `tests/tests/agent.rs` run the real agent against the real collector.
+#[cfg(test)]
+mod scripted_collector_tests {
+    use super::*;
+    use crate::agent_events::AgentIdentity;
+    use crate::buffer::BufferOptions;
+    use crate::config::FullPolicy;
+    use groundtrail_common::Record;
+    use http::{Request, Response};
+    use hyper::body::Incoming;
+    use serde_json::{Value, json};
+    use std::sync::Mutex;
+    use tokio::sync::broadcast;
+
+    #[derive(Debug, Clone)]
+    struct Received {
+        first: u64,
+        last: u64,
+        agent: String,
+        records: Vec<Value>,
+    }
+
+    type Script = dyn Fn(usize, &Received) -> (u16, String) + Send + Sync;
+
+    struct Fake {
+        received: Mutex<Vec<Received>>,
+        script: Box<Script>,
+    }
+
+    async fn handle(fake: Arc<Fake>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let h = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let zstd_body = h("content-encoding") == "zstd";
+        let (first, last, agent) = (
+            h(wire::HEADER_SEQ_FIRST).parse().unwrap_or(0),
+            h(wire::HEADER_SEQ_LAST).parse().unwrap_or(0),
+            h(wire::HEADER_AGENT),
+        );
+        assert_eq!(req.uri().path(), wire::EVENTS_PATH);
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body = if zstd_body {
+            zstd::decode_all(&body[..]).unwrap()
+        } else {
+            body.to_vec()
+        };
+        let records: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let rec = Received {
+            first,
+            last,
+            agent,
+            records,
+        };
+        let n = fake.received.lock().unwrap().len();
+        let (status, body) = (fake.script)(n, &rec);
+        fake.received.lock().unwrap().push(rec);
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r
+    }
+
+    async fn serve(script: Box<Script>) -> (Arc<Fake>, String) {
+        let fake = Arc::new(Fake {
+            received: Mutex::new(Vec::new()),
+            script,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let f = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let f = f.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(f, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (fake, url)
+    }
+
+    fn ok(r: &Received) -> (u16, String) {
+        (
+            200,
+            json!({"committed": r.records.len(), "duplicates": 0, "commitPoint": r.last})
+                .to_string(),
+        )
+    }
+
+    fn id() -> AgentIdentity {
+        AgentIdentity {
+            host: "ship-host".into(),
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            domain: "onprem.internal".into(),
+            partition: "aws".into(),
+        }
+    }
+
+    fn setup(
+        dir: &std::path::Path,
+        urls: &[String],
+        max_records: usize,
+    ) -> (Buffer, ShipperOptions) {
+        let (buffer, _) = Buffer::open(
+            &dir.join("buffer"),
+            BufferOptions {
+                max_bytes: 1 << 24,
+                full_policy: FullPolicy::Block,
+                flush_delay: Duration::ZERO,
+            },
+            id(),
+        )
+        .unwrap();
+        let opts = ShipperOptions {
+            urls: urls
+                .iter()
+                .map(|u| CollectorUrl::parse(u).unwrap())
+                .collect(),
+            tls: None,
+            agent_name: "ship-host".into(),
+            batch_max_records: max_records,
+            batch_max_bytes: 1 << 20,
+            batch_max_wait: Duration::from_millis(1),
+            retry_initial: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(10),
+            compress: true,
+            drain_timeout: Duration::from_millis(100),
+        };
+        (buffer, opts)
+    }
+
+    fn recs(n: u64) -> Vec<Record> {
+        (0..n)
+            .map(|i| id().record("TestEvent", json!({"i": i})))
+            .collect()
+    }
+
+    /// Runs the shipper until the buffer is empty (bounded by a generous number of polls so a
+    /// bug fails the test instead of hanging it).
+    async fn ship_until_empty(buffer: &Buffer, opts: ShipperOptions) -> Arc<Metrics> {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = broadcast::channel(1);
+        let task = tokio::spawn(
+            Shipper::new(buffer.clone(), opts, metrics.clone()).run(Shutdown::new(rx)),
+        );
+        for _ in 0..3000 {
+            if buffer.status().depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = tx.send(());
+        task.await.unwrap();
+        assert_eq!(buffer.status().depth, 0, "buffer did not drain");
+        metrics
+    }
+
+    fn all_i(fake: &Fake) -> Vec<u64> {
+        fake.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.last != 0)
+            .flat_map(|r| r.records.clone())
+            .filter_map(|r| r["requestParameters"]["i"].as_u64())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ships_in_contiguous_batches_and_deletes_on_commit() {
+        let (fake, url) = serve(Box::new(|_, r| ok(r))).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 7);
+        buffer.try_append(&recs(20), None).unwrap();
+        let m = ship_until_empty(&buffer, opts).await;
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(all_i(&fake), (0..20).collect::<Vec<_>>());
+        for b in &got {
+            assert_eq!(b.agent, "ship-host");
+            assert_eq!(b.last - b.first + 1, b.records.len() as u64);
+            assert!(b.records.len() <= 7);
+        }
+        for w in got.windows(2) {
+            assert_eq!(w[1].first, w[0].last + 1);
+        }
+        assert_eq!(m.shipped_records.load(Ordering::Relaxed), 20);
+        assert_eq!(
+            buffer.status().last_commit_point,
+            Some(got.last().unwrap().last)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fails_over_and_rides_out_an_outage_without_deleting() {
+        // A port with nothing listening, then a collector that is "down" (503) three times.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (fake, url) = serve(Box::new(|n, r| {
+            if n < 3 {
+                (
+                    503,
+                    json!({"__type": "ServiceUnavailable", "message": "down"}).to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[dead, url], 100);
+        buffer.try_append(&recs(5), None).unwrap();
+        let m = ship_until_empty(&buffer, opts).await;
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(got.len(), 4, "three refused attempts, then one commit");
+        assert!(
+            got.windows(2)
+                .all(|w| w[0].first == w[1].first && w[0].last == w[1].last),
+            "the same batch is re-sent until committed"
+        );
+        assert!(m.retries.load(Ordering::Relaxed) >= 3);
+        assert_eq!(all_i(&fake)[15..], [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_record_is_set_aside_and_reported() {
+        // Line 2 of any batch containing i == 3 is refused; the collector writes nothing then.
+        let (fake, url) = serve(Box::new(|_, r| {
+            match r
+                .records
+                .iter()
+                .position(|v| v["requestParameters"]["i"] == 3)
+            {
+                Some(p) => (
+                    400,
+                    json!({"__type": "InvalidData", "message": "bad record", "line": p + 1})
+                        .to_string(),
+                ),
+                None => ok(r),
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        buffer.try_append(&recs(6), None).unwrap();
+        let m = ship_until_empty(&buffer, opts).await;
+        let committed: Vec<Value> = fake
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.records.iter().any(|v| v["requestParameters"]["i"] == 3))
+            .flat_map(|r| r.records.clone())
+            .collect();
+        let is: Vec<u64> = committed
+            .iter()
+            .filter_map(|r| r["requestParameters"]["i"].as_u64())
+            .collect();
+        assert_eq!(is, vec![0, 1, 2, 4, 5]);
+        let report = committed
+            .iter()
+            .find(|r| r["eventName"] == "RecordsRejected")
+            .expect("loss reported");
+        assert_eq!(
+            report["requestParameters"]["records"][0]["errorCode"],
+            "InvalidData"
+        );
+        assert_eq!(m.rejected.load(Ordering::Relaxed), 1);
+        let aside = buffer.set_aside_records().unwrap();
+        assert_eq!(aside.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unlocated_refusal_is_narrowed_down_to_one_record() {
+        let (fake, url) = serve(Box::new(|_, r| {
+            if r.records.iter().any(|v| v["requestParameters"]["i"] == 2) {
+                (
+                    400,
+                    json!({"__type": "InvalidData", "message": "somewhere"}).to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        buffer.try_append(&recs(4), None).unwrap();
+        ship_until_empty(&buffer, opts).await;
+        let aside = buffer.set_aside_records().unwrap();
+        assert_eq!(aside.len(), 1);
+        let v: Value = serde_json::from_slice(&aside[0].json).unwrap();
+        assert_eq!(v["requestParameters"]["i"], 2);
+        let mut is = all_i(&fake);
+        is.sort();
+        is.dedup();
+        assert!(is.contains(&0) && is.contains(&1) && is.contains(&3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partial_commit_point_re_sends_the_rest() {
+        let (fake, url) = serve(Box::new(|n, r| {
+            if n == 0 {
+                (
+                    200,
+                    json!({"committed": 2, "duplicates": 0, "commitPoint": r.first + 1})
+                        .to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        buffer.try_append(&recs(5), None).unwrap();
+        ship_until_empty(&buffer, opts).await;
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(got[1].first, got[0].first + 2);
+        assert_eq!(all_i(&fake), vec![0, 1, 2, 3, 4, 2, 3, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forbidden_is_retried_not_set_aside() {
+        let (fake, url) = serve(Box::new(|n, r| {
+            if n < 2 {
+                (
+                    403,
+                    json!({"__type": "AccessDenied", "message": "account not allowed"}).to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        buffer.try_append(&recs(3), None).unwrap();
+        ship_until_empty(&buffer, opts).await;
+        assert!(buffer.set_aside_records().unwrap().is_empty());
+        assert_eq!(fake.received.lock().unwrap().len(), 3);
+    }
+}
