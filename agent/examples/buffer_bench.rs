@@ -1,0 +1,96 @@
+//! Durable appends per second into the agent's buffer, beside the raw sled insert + flush rate
+//! on the same disk (the floor: one fsync per acknowledged append).
+//!
+//! `cargo run -p groundtrail-agent --example buffer_bench [--release] -- [N] [DIR]`
+//! (DIR defaults to a temporary directory under the current one, so it measures that disk.)
+
+use std::time::{Duration, Instant};
+
+use groundtrail_agent::agent_events::AgentIdentity;
+use groundtrail_agent::buffer::{Buffer, BufferOptions};
+use groundtrail_agent::config::FullPolicy;
+use serde_json::json;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let base = args.next().unwrap_or_else(|| ".".into());
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let id = AgentIdentity {
+        host: "bench-host".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        domain: "onprem.internal".into(),
+        partition: "aws".into(),
+    };
+    let record = |i: u64| {
+        id.record(
+            "RunCommand",
+            json!({"command": "/usr/bin/systemctl restart nginx", "tty": "pts/0", "i": i}),
+        )
+    };
+    let sample = record(0).to_json();
+    println!("record: {} bytes of JSON; {n} appends per run", sample.len());
+
+    // 1. Raw sled: insert one value of the same size, flush, per append.
+    {
+        let db = sled::open(dir.path().join("raw")).expect("sled");
+        let tree = db.open_tree("t").expect("tree");
+        let t = Instant::now();
+        for i in 0..n {
+            tree.insert(i.to_be_bytes(), sample.as_slice()).expect("insert");
+            db.flush().expect("flush");
+        }
+        report("raw sled insert + flush", n, t.elapsed());
+    }
+
+    let opts = BufferOptions {
+        max_bytes: 1 << 30,
+        full_policy: FullPolicy::Block,
+        flush_delay: Duration::ZERO,
+    };
+    // 2. Buffer: one record per durable append (zstd, batch with seq meta, flush).
+    {
+        let (b, _) = Buffer::open(&dir.path().join("one"), opts.clone(), id.clone()).expect("open");
+        let t = Instant::now();
+        for i in 0..n {
+            b.try_append(&[record(i)], None).expect("append");
+        }
+        report("buffer, 1 record per append", n, t.elapsed());
+    }
+    // 3. Buffer: 100 records per append (a source flushing a burst of log lines).
+    {
+        let (b, _) = Buffer::open(&dir.path().join("hundred"), opts.clone(), id.clone()).expect("open");
+        let batch: Vec<_> = (0..100).map(record).collect();
+        let t = Instant::now();
+        for _ in 0..n / 100 {
+            b.try_append(&batch, None).expect("append");
+        }
+        report("buffer, 100 records per append (records/s)", n / 100 * 100, t.elapsed());
+    }
+    // 4. Buffer: 4 concurrent appenders, 1 record each (group commit shares flushes).
+    {
+        let (b, _) = Buffer::open(&dir.path().join("concurrent"), opts, id.clone()).expect("open");
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for w in 0..4u64 {
+                let b = b.clone();
+                let record = &record;
+                s.spawn(move || {
+                    for i in 0..n / 4 {
+                        b.try_append(&[record(w * n + i)], None).expect("append");
+                    }
+                });
+            }
+        });
+        report("buffer, 4 concurrent appenders, 1 record each", n / 4 * 4, t.elapsed());
+    }
+}
+
+fn report(what: &str, n: u64, took: Duration) {
+    println!(
+        "{what:<50} {:>10.0} /s  ({n} in {:.2} s)",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+}
