@@ -169,7 +169,7 @@ struct Open {
 }
 
 impl Open {
-    fn open(path: &Path, offset: u64) -> io::Result<Open> {
+    fn at(path: &Path, offset: u64) -> io::Result<Open> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         file.seek(SeekFrom::Start(offset))?;
@@ -345,18 +345,18 @@ impl Follower {
             tracing::warn!(source = %self.source_key, "unreadable checkpoint; starting over");
             return;
         };
-        if let Ok(f) = File::open(&self.path) {
-            if let Ok(meta) = f.metadata() {
-                if meta.dev() == ck.file.dev && meta.ino() == ck.file.ino && same_head(&f, &ck.file)
-                {
-                    let offset = if ck.offset > meta.len() { 0 } else { ck.offset };
-                    if let Ok(mut open) = Open::open(&self.path, offset) {
-                        open.id = Some(ck.file.clone());
-                        self.cur = Some(open);
-                    }
-                    return;
-                }
+        if let Ok(f) = File::open(&self.path)
+            && let Ok(meta) = f.metadata()
+            && meta.dev() == ck.file.dev
+            && meta.ino() == ck.file.ino
+            && same_head(&f, &ck.file)
+        {
+            let offset = if ck.offset > meta.len() { 0 } else { ck.offset };
+            if let Ok(mut open) = Open::at(&self.path, offset) {
+                open.id = Some(ck.file.clone());
+                self.cur = Some(open);
             }
+            return;
         }
         if let Some(p) = find_rotated(&self.path, &ck.file) {
             self.resume_rotated = Some((p, ck.file, ck.offset));
@@ -367,16 +367,16 @@ impl Follower {
     async fn step(&mut self, handler: &mut dyn LineHandler) -> Result<(), TailError> {
         if self.cur.is_none() {
             if let Some((p, id, offset)) = self.resume_rotated.take() {
-                if let Ok(mut open) = Open::open(&p, offset) {
+                if let Ok(mut open) = Open::at(&p, offset) {
                     open.id = Some(id);
                     open.rotated_at = Some(Instant::now());
                     self.cur = Some(open);
                 }
-            } else if let Ok(mut open) = Open::open(&self.path, 0) {
+            } else if let Ok(mut open) = Open::at(&self.path, 0) {
                 if self.opts.start_at_end && self.sink.checkpoint(&self.source_key).is_none() {
                     let end = open.file.metadata().map(|m| m.len()).unwrap_or(0);
                     // Start at the end of the last complete line.
-                    if let Ok(o) = Open::open(&self.path, end) {
+                    if let Ok(o) = Open::at(&self.path, end) {
                         open = o;
                     }
                 }
@@ -430,7 +430,7 @@ impl Follower {
                 handler.flush(&mut self.records);
                 handler.reset();
                 self.stats.rotations += 1;
-                let next = Open::open(&self.path, 0).ok();
+                let next = Open::at(&self.path, 0).ok();
                 self.cur = next;
                 self.commit(handler.pending_from(), true).await?;
                 if self.cur.is_some() {
@@ -637,10 +637,10 @@ impl MemorySink {
     pub async fn wait_until(&self, pred: impl Fn(&[Record]) -> bool) {
         loop {
             let notified = self.appended.notified();
-            if let Ok(s) = self.inner.lock() {
-                if pred(&s.records) {
-                    return;
-                }
+            if let Ok(s) = self.inner.lock()
+                && pred(&s.records)
+            {
+                return;
             }
             notified.await;
         }

@@ -82,10 +82,11 @@ impl AuditLine {
     /// hex-encode, other unquoted values as is.
     pub fn text(&self, key: &str) -> Option<String> {
         let f = self.raw(key)?;
-        if !f.quoted && may_be_hex(key) {
-            if let Some(s) = decode_hex(&f.value) {
-                return Some(s);
-            }
+        if !f.quoted
+            && may_be_hex(key)
+            && let Some(s) = decode_hex(&f.value)
+        {
+            return Some(s);
         }
         Some(f.value.clone())
     }
@@ -122,7 +123,7 @@ fn may_be_hex(key: &str) -> bool {
 
 /// Hex -> text; NULs (argument separators in `proctitle`) become spaces.
 pub fn decode_hex(s: &str) -> Option<String> {
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes = hex::decode(s).ok()?;
@@ -302,10 +303,11 @@ impl Ev<'_> {
         if n == u64::from(AUID_UNSET) {
             return None;
         }
-        if let Some(e) = line.enriched.get(&key.to_ascii_uppercase()) {
-            if e != "unset" && !e.is_empty() {
-                return Some(e.clone());
-            }
+        if let Some(e) = line.enriched.get(&key.to_ascii_uppercase())
+            && e != "unset"
+            && !e.is_empty()
+        {
+            return Some(e.clone());
         }
         Some(self.env.passwd.name_or_uid(n as u32))
     }

@@ -297,10 +297,10 @@ impl Ctx<'_> {
                 return Parsed::Malformed;
             };
             let mut extra = Map::new();
-            if it.next() == Some("port") {
-                if let Some(p) = it.next().and_then(|p| p.parse::<u16>().ok()) {
-                    extra.insert("SourcePort".into(), json!(p));
-                }
+            if it.next() == Some("port")
+                && let Some(p) = it.next().and_then(|p| p.parse::<u16>().ok())
+            {
+                extra.insert("SourcePort".into(), json!(p));
             }
             extra.insert("AuthMethod".into(), json!("none"));
             return self.login_record(None, false, Some(ip), "sshd", extra);
@@ -497,9 +497,8 @@ impl Ctx<'_> {
         }
         let mut error = None;
         let mut fields: Vec<(&str, &str)> = Vec::new();
-        let mut parts = rest.split(" ; ");
         let mut command = None;
-        while let Some(part) = parts.next() {
+        for part in rest.split(" ; ") {
             match part.split_once('=') {
                 Some(("COMMAND", _)) => {
                     // The command may itself contain " ; ": take everything that is left.
@@ -835,19 +834,19 @@ impl Ctx<'_> {
                 );
             }
         }
-        if let Some(rest) = msg.strip_prefix("access to group ") {
-            if let Some((g, actor)) = rest.split_once(" restricted by ") {
-                let actor = first(actor);
-                let actor = actor.as_str();
-                return self.iam(
-                    tool,
-                    "UpdateGroup",
-                    actor,
-                    json!({"groupName": g, "changed": "restricted"}),
-                    vec![ids.group_resource(g)],
-                    None,
-                );
-            }
+        if let Some(rest) = msg.strip_prefix("access to group ")
+            && let Some((g, actor)) = rest.split_once(" restricted by ")
+        {
+            let actor = first(actor);
+            let actor = actor.as_str();
+            return self.iam(
+                tool,
+                "UpdateGroup",
+                actor,
+                json!({"groupName": g, "changed": "restricted"}),
+                vec![ids.group_resource(g)],
+                None,
+            );
         }
         // old groupdel: `remove group 'G'`
         if let Some(g) = msg
@@ -971,17 +970,17 @@ impl Ctx<'_> {
         }
         // passwd/chpasswd via pam: `pam_unix(passwd:chauthtok): password changed for alice`
         if let Some(rest) = msg.strip_prefix("pam_unix(") {
-            if let Some((_, r)) = rest.split_once("): ") {
-                if let Some(u) = r.strip_prefix("password changed for ") {
-                    return self.iam(
-                        tool,
-                        "UpdateLoginProfile",
-                        "root",
-                        json!({"userName": u}),
-                        vec![ids.user_resource(u)],
-                        None,
-                    );
-                }
+            if let Some((_, r)) = rest.split_once("): ")
+                && let Some(u) = r.strip_prefix("password changed for ")
+            {
+                return self.iam(
+                    tool,
+                    "UpdateLoginProfile",
+                    "root",
+                    json!({"userName": u}),
+                    vec![ids.user_resource(u)],
+                    None,
+                );
             }
             return Parsed::Ignored;
         }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Env, FimConfig, Parsed, SourceStats};
+use super::{Env, FimConfig, SourceStats};
 use crate::sink::{Checkpoint, RecordSink, SinkError};
 
 /// Counters of this source (one per change found).
@@ -147,10 +147,10 @@ pub fn scan(paths: &[PathBuf], max_hash_bytes: u64) -> State {
 
 fn state_json(env: &Env, s: &FileState) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        if let Some(n) = env.passwd.name(s.uid) {
-            m.insert("owner".into(), json!(n));
-        }
+    if let Value::Object(m) = &mut v
+        && let Some(n) = env.passwd.name(s.uid)
+    {
+        m.insert("owner".into(), json!(n));
     }
     v
 }
@@ -187,7 +187,9 @@ pub fn diff(env: &Env, old: &State, new: &State, time: DateTime<Utc>) -> Vec<Rec
         .to_string();
         r.service_event_details = Some(details);
         r.resources = Some(vec![env.ids.file_resource(path)]);
-        STATS.count(&Parsed::Record(Box::new(Record::default())));
+        STATS
+            .records
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         out.push(r);
     }
     out
@@ -213,10 +215,9 @@ pub fn spawn(
         loop {
             let paths = config.paths.clone();
             let max = config.max_hash_bytes;
-            let now_state = match tokio::task::spawn_blocking(move || scan(&paths, max)).await {
-                Ok(s) => s,
-                Err(_) => State::new(),
-            };
+            let now_state = tokio::task::spawn_blocking(move || scan(&paths, max))
+                .await
+                .unwrap_or_default();
             // The first run takes a baseline: what exists is not a change.
             let records = if first {
                 Vec::new()

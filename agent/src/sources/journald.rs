@@ -237,10 +237,10 @@ async fn follow(
             Ok(Ok(Some(line))) => Some(line),
             Ok(Ok(None)) | Ok(Err(_)) => {
                 // journalctl ended: keep what we have, then restart it.
-                if let Some(c) = last_cursor.take() {
-                    if commit(sink, &mut records, c).await.is_err() {
-                        return true;
-                    }
+                if let Some(c) = last_cursor.take()
+                    && commit(sink, &mut records, c).await.is_err()
+                {
+                    return true;
                 }
                 return false;
             }
@@ -264,10 +264,10 @@ async fn follow(
                 continue;
             }
         }
-        if let Some(c) = last_cursor.take() {
-            if commit(sink, &mut records, c).await.is_err() {
-                return true;
-            }
+        if let Some(c) = last_cursor.take()
+            && commit(sink, &mut records, c).await.is_err()
+        {
+            return true;
         }
     }
 }

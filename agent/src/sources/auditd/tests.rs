@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::sources::testutil::{env, rec, shared_sample};
+use crate::sources::testutil::{env, shared_sample};
 use crate::tail::FileId;
 
 const RHEL6: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_rhel6.log");
