@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub client_ca: Option<PathBuf>,
     /// Most connections served at once; further ones wait in the accept queue.
     pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long to keep trying to deliver the last log files and their
+    /// digest before exiting anyway. Whatever is not delivered by then stays in the journal
+    /// and goes out on the next start, so this only bounds how long a stop can take.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             tls_key: None,
             client_ca: None,
             max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -202,12 +207,16 @@ pub struct AgentConfig {
 pub struct MonitoringConfig {
     /// An agent silent for longer than this gets an `AgentSilent` record in the trail.
     pub agent_silence: Duration,
+    /// The domain of the collector's own audit records: their `eventSource` is
+    /// `groundtrail.<domain>` (DESIGN.md's `<domain>`, shared with the agents' sources).
+    pub domain: String,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
         MonitoringConfig {
             agent_silence: Duration::from_secs(3600),
+            domain: "onprem.internal".into(),
         }
     }
 }
@@ -341,6 +350,14 @@ impl Config {
         }
         if s.max_connections == 0 {
             bail!("[server] max_connections must be at least 1");
+        }
+        let domain = &self.monitoring.domain;
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        {
+            bail!("[monitoring] domain {domain:?} must be a DNS name (letters, digits, '-', '.')");
         }
         let t = &self.trail;
         if t.name.is_empty()

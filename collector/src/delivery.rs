@@ -141,7 +141,7 @@ impl Deliverer {
 
     /// Delivers until shutdown: a pass whenever woken (and every few seconds anyway), with
     /// backoff after failures.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(&self, mut shutdown: Shutdown) {
         let mut failures = 0u32;
         while !shutdown.is_shutdown() {
             let wait = match self.pass().await {

@@ -250,7 +250,7 @@ impl DigestWriter {
     }
 
     /// Writes due digests until shutdown, checking every second (or every interval, if shorter).
-    pub async fn run(self, mut shutdown: Shutdown) {
+    pub async fn run(&self, mut shutdown: Shutdown) {
         let tick = self.interval.min(Duration::from_secs(1));
         loop {
             tokio::select! {

@@ -1,1 +1,145 @@
-fn main() {}
+//! `groundtrail-collector`: parses the command line and calls the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use groundtrail_collector::cli::{Cli, Command, KeygenArgs, PkiCommand, ServeArgs};
+use groundtrail_collector::config::Config;
+use groundtrail_common::shutdown::Shutdown;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Keygen(args) => keygen(args).map(|_| 0),
+        Command::Pki(args) => pki(args.command).map(|_| 0),
+        Command::ValidateLogs(args) => {
+            let code = groundtrail_collector::validate::run(args).await?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => {
+            let c = Config::default();
+            c.validate()?;
+            c
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let (tx, rx) = tokio::sync::broadcast::channel(1);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down");
+        let _ = tx.send(());
+    });
+    groundtrail_collector::service::serve(config, listener, Shutdown::new(rx))
+        .await
+        .context("collector failed")
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let key = groundtrail_common::trail::SigningKey::generate()?;
+    groundtrail_collector::keys::write_key(&args.out, &key, args.force)?;
+    println!("wrote {} (mode 0600)", args.out.display());
+    println!("fingerprint: {}", key.fingerprint());
+    print!("{}", key.public_key_pem());
+    println!(
+        "\nIn the collector config:\n[signing]\nkey_file = {:?}",
+        args.out.display().to_string()
+    );
+    Ok(())
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    use groundtrail_collector::pki;
+    match command {
+        PkiCommand::Init { dir, san, force } => {
+            let written = pki::init(&dir, &san, force)?;
+            for f in &written.files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "\nIn the collector config:\n[server]\nlisten = \"0.0.0.0:7480\"\ntls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}",
+                dir.join("server.pem").display().to_string(),
+                dir.join("server.key").display().to_string(),
+                dir.join("ca.pem").display().to_string(),
+            );
+            println!(
+                "\nNext: `groundtrail-collector pki agent NAME --dir {}` for each agent.",
+                dir.display()
+            );
+        }
+        PkiCommand::Agent { name, dir, force } => {
+            let written = pki::agent(&dir, &name, force)?;
+            for f in &written.files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "\nIn the agent config:\n[collector]\nurls = [\"https://<collector host>:7480\"]\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}",
+                dir.join("ca.pem").display().to_string(),
+                written.files[0].display().to_string(),
+                written.files[1].display().to_string(),
+            );
+            println!(
+                "\nIn the collector config:\n[[agents]]\nname = {name:?}\naccounts = [\"123456789012\"]   # the accounts it may write\nregions = []                    # empty: any region"
+            );
+        }
+    }
+    Ok(())
+}

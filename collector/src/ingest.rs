@@ -1,0 +1,712 @@
+//! `POST /v1/events`: from an agent's request to records durable in the journal.
+//!
+//! The order of checks is the order of cost, and nothing is written until all of them passed:
+//!
+//! 1. who is asking (client certificate name, else `X-Groundtrail-Agent`), and may they write
+//!    at all (`[[agents]]`);
+//! 2. media type and encoding (`415`);
+//! 3. body size as sent, then after zstd decompression (`413`; a zstd bomb stops at
+//!    `max_decompressed_bytes` without allocating more);
+//! 4. per line: record count and size (`413`), then parse and validate (`400`), then whether
+//!    this agent may write that account and region (`403`) — each error names its 1-based line;
+//! 5. commit: dedup by `eventID` and write, under one lock (concurrent batches with the same
+//!    `eventID` yield one copy), then flush. Only then `200` with a [`BatchResponse`].
+//!
+//! Every refusal is an [`ErrorResponse`] with a CloudTrail-style code, and means that nothing
+//! of the batch was written, so the agent can fix or resend it as a whole.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use groundtrail_common::Record;
+use groundtrail_common::wire::{self, BatchResponse, ErrorResponse};
+use http::{HeaderMap, StatusCode};
+use tokio::sync::mpsc;
+
+use crate::agents::AgentTracker;
+use crate::config::{AgentConfig, LimitsConfig};
+use crate::internal_events::{BatchCommitted, BatchRefused, InternalEvent};
+use crate::journal::{Journal, PendingRecord};
+
+/// A refused batch: the HTTP status and the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {} {}", .body.code, .body.message)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub body: ErrorResponse,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            body: ErrorResponse::new(code, message),
+        }
+    }
+
+    fn at_line(mut self, line: usize) -> Refusal {
+        self.body.message = format!("line {line}: {}", self.body.message);
+        self.body = self.body.at_line(line);
+        self
+    }
+}
+
+/// Who sent a request, as far as the transport knows.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The verified client certificate's name, when mTLS is on.
+    pub certificate_name: Option<String>,
+}
+
+/// The ingest endpoint's state.
+pub struct Ingest {
+    journal: Arc<Journal>,
+    tracker: Arc<AgentTracker>,
+    limits: LimitsConfig,
+    /// `None`: any agent may write anything (no `[[agents]]` configured).
+    allowed: Option<HashMap<String, AgentConfig>>,
+    /// Whether client certificates are required (then they, not headers, name the agent).
+    mtls: bool,
+    batcher: mpsc::Sender<Vec<PendingRecord>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("mtls", &self.mtls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a header value's media type (before any `;` parameters) is `expected`.
+fn media_type_is(value: &str, expected: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(expected))
+}
+
+impl Ingest {
+    pub fn new(
+        journal: Arc<Journal>,
+        tracker: Arc<AgentTracker>,
+        limits: LimitsConfig,
+        agents: &[AgentConfig],
+        mtls: bool,
+        batcher: mpsc::Sender<Vec<PendingRecord>>,
+    ) -> Ingest {
+        let allowed = (!agents.is_empty())
+            .then(|| agents.iter().map(|a| (a.name.clone(), a.clone())).collect());
+        Ingest {
+            journal,
+            tracker,
+            limits,
+            allowed,
+            mtls,
+            batcher,
+        }
+    }
+
+    /// The journal (for metrics).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The largest body this endpoint reads.
+    pub fn max_body_bytes(&self) -> usize {
+        self.limits.max_body_bytes
+    }
+
+    /// The agent's name: the certificate's when mTLS is on, else the header's, else
+    /// `anonymous`.
+    pub fn agent_name(&self, peer: &Peer, headers: &HeaderMap) -> Result<String, Refusal> {
+        if self.mtls {
+            return peer.certificate_name.clone().ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UnrecognizedClientException",
+                    "the client certificate names no agent",
+                )
+            });
+        }
+        Ok(headers
+            .get(wire::HEADER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 256)
+            .unwrap_or("anonymous")
+            .to_string())
+    }
+
+    /// Checks the request headers, before the body is read.
+    pub fn check_headers(&self, agent: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+        if let Some(allowed) = &self.allowed {
+            if !allowed.contains_key(agent) {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "AccessDeniedException",
+                    format!("agent {agent:?} is not listed in [[agents]]"),
+                ));
+            }
+        }
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !media_type_is(content_type, wire::NDJSON) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaTypeException",
+                format!(
+                    "Content-Type must be {}, not {content_type:?}",
+                    wire::NDJSON
+                ),
+            ));
+        }
+        let encoding = self.encoding(headers)?;
+        let _ = encoding;
+        if let Some(len) = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > self.limits.max_body_bytes as u64 {
+                return Err(self.body_too_large());
+            }
+        }
+        Ok(())
+    }
+
+    fn body_too_large(&self) -> Refusal {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("body is larger than {} bytes", self.limits.max_body_bytes),
+        )
+    }
+
+    /// `true` for zstd, `false` for identity.
+    fn encoding(&self, headers: &HeaderMap) -> Result<bool, Refusal> {
+        match headers
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| v.to_str().map(|s| s.trim().to_ascii_lowercase()))
+        {
+            None => Ok(false),
+            Some(Ok(e)) if e.is_empty() || e == "identity" => Ok(false),
+            Some(Ok(e)) if e == "zstd" => Ok(true),
+            Some(other) => Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaTypeException",
+                format!(
+                    "Content-Encoding {:?} is not supported; use zstd or none",
+                    other.unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    /// Refusal for a body that was cut off by the size limit while reading.
+    pub fn refuse_oversize_body(&self) -> Refusal {
+        self.body_too_large()
+    }
+
+    /// Decompresses (if zstd), parses and authorizes a batch. Pure: writes nothing.
+    pub fn parse(
+        &self,
+        agent: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Record>, Refusal> {
+        if body.len() > self.limits.max_body_bytes {
+            return Err(self.body_too_large());
+        }
+        let decompressed;
+        let text: &[u8] = if self.encoding(headers)? {
+            decompressed = decompress_capped(body, self.limits.max_decompressed_bytes)?;
+            &decompressed
+        } else {
+            body
+        };
+        let rules = self.allowed.as_ref().and_then(|a| a.get(agent));
+        let mut records = Vec::new();
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            let n = i + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if records.len() >= self.limits.max_batch_records {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "LimitExceededException",
+                    format!(
+                        "more than {} records in one batch",
+                        self.limits.max_batch_records
+                    ),
+                )
+                .at_line(n));
+            }
+            if line.len() > self.limits.max_record_bytes {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RecordTooLarge",
+                    format!(
+                        "record is {} bytes, over the limit of {}",
+                        line.len(),
+                        self.limits.max_record_bytes
+                    ),
+                )
+                .at_line(n));
+            }
+            let record = Record::from_json(line).map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    record_error_code(&e),
+                    e.to_string(),
+                )
+                .at_line(n)
+            })?;
+            if let Some(rules) = rules {
+                if !rules.accounts.iter().any(|a| a == record.account()) {
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "AccessDeniedException",
+                        format!("agent {agent:?} may not write account {}", record.account()),
+                    )
+                    .at_line(n));
+                }
+                if !rules.regions.is_empty() && !rules.regions.contains(&record.aws_region) {
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "AccessDeniedException",
+                        format!("agent {agent:?} may not write region {}", record.aws_region),
+                    )
+                    .at_line(n));
+                }
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The sequence range from the headers, if both are present and sane.
+    fn seq_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Refusal> {
+        let get = |name: &str| -> Result<Option<u64>, Refusal> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidData",
+                            format!("header {name} is not an unsigned integer"),
+                        )
+                    }),
+            }
+        };
+        match (get(wire::HEADER_SEQ_FIRST)?, get(wire::HEADER_SEQ_LAST)?) {
+            (Some(first), Some(last)) if first <= last => Ok(Some((first, last))),
+            (None, None) => Ok(None),
+            _ => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidData",
+                format!(
+                    "{} and {} must both be given, first <= last",
+                    wire::HEADER_SEQ_FIRST,
+                    wire::HEADER_SEQ_LAST
+                ),
+            )),
+        }
+    }
+
+    /// The whole endpoint after the body was read: parse, commit, flush, hand to the batcher.
+    pub async fn ingest(
+        &self,
+        agent: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BatchResponse, Refusal> {
+        let result = self.ingest_inner(agent, headers, body).await;
+        if let Err(r) = &result {
+            BatchRefused {
+                agent,
+                status: r.status.as_u16(),
+                code: &r.body.code,
+                message: &r.body.message,
+            }
+            .emit();
+        }
+        result
+    }
+
+    async fn ingest_inner(
+        &self,
+        agent: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<BatchResponse, Refusal> {
+        self.check_headers(agent, headers)?;
+        let seq = Self::seq_range(headers)?;
+        let records = self.parse(agent, headers, body)?;
+        let received = records.len() as u64;
+        let outcome = self
+            .tracker
+            .commit_batch(
+                &self.journal,
+                agent,
+                seq,
+                records,
+                groundtrail_common::time::now_secs(),
+            )
+            .map_err(internal)?;
+        // The commit point: nothing is acknowledged before it is on disk. A duplicate-only batch
+        // flushes too, so its 200 also covers the earlier batch that committed those ids.
+        self.journal.flush().await.map_err(internal)?;
+        let committed = outcome.committed.len() as u64;
+        BatchCommitted {
+            agent,
+            received,
+            committed,
+            duplicates: outcome.duplicates,
+        }
+        .emit();
+        if !outcome.committed.is_empty() && self.batcher.send(outcome.committed).await.is_err() {
+            // The batcher has stopped (shutdown): the records are durable and pending, and the
+            // next start files them.
+            tracing::debug!("batcher gone; records stay pending in the journal");
+        }
+        Ok(BatchResponse {
+            // Audit records added by the collector count as committed too.
+            committed,
+            duplicates: outcome.duplicates,
+            commit_point: seq.map(|(_, last)| last),
+        })
+    }
+}
+
+/// The CloudTrail-style code for a refused record. A member that serde found missing (a
+/// required, non-optional one such as `eventType`) is `FieldNotFound`, like one that
+/// validation found empty; everything else keeps the record model's own code.
+fn record_error_code(e: &groundtrail_common::RecordError) -> &'static str {
+    match e {
+        groundtrail_common::RecordError::Json(m) if m.contains("missing field") => "FieldNotFound",
+        other => other.code(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    tracing::error!("ingest: {e}");
+    Refusal::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        "the journal could not store the batch; nothing was committed, retry later",
+    )
+}
+
+/// Decompresses zstd, refusing output over `cap` bytes. Reads at most `cap + 1` bytes, so a
+/// bomb costs at most `cap` of memory.
+pub fn decompress_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
+    let decoder = zstd::stream::read::Decoder::new(body)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "InvalidData", format!("zstd: {e}")))?;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap));
+    decoder
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "InvalidData", format!("zstd: {e}")))?;
+    if out.len() > cap {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("body decompresses to more than {cap} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ACCOUNT: &str = "111122223333";
+
+    fn line(n: u32, account: &str, region: &str) -> String {
+        format!(
+            r#"{{"eventVersion":"1.11","userIdentity":{{}},"eventTime":"2026-01-01T00:00:00Z","eventSource":"t.onprem.internal","eventName":"T","awsRegion":"{region}","eventID":"00000000-0000-4000-8000-{n:012x}","eventType":"AwsApiCall","recipientAccountId":"{account}"}}"#
+        )
+    }
+
+    fn headers(extra: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", wire::NDJSON.parse().unwrap());
+        for (k, v) in extra {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn setup(
+        agents: &[AgentConfig],
+        limits: LimitsConfig,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Ingest>,
+        mpsc::Receiver<Vec<PendingRecord>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+        let tracker =
+            Arc::new(AgentTracker::load(&journal, "x", Duration::from_secs(3600)).unwrap());
+        let (tx, rx) = mpsc::channel(1024);
+        (
+            dir,
+            Arc::new(Ingest::new(journal, tracker, limits, agents, false, tx)),
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn commits_and_deduplicates() {
+        let (_d, ingest, mut rx) = setup(&[], LimitsConfig::default());
+        let body = format!(
+            "{}\n{}\n\n",
+            line(1, ACCOUNT, "us-east-1"),
+            line(2, ACCOUNT, "us-east-1")
+        );
+        let h = headers(&[
+            ("x-groundtrail-seq-first", "1"),
+            ("x-groundtrail-seq-last", "2"),
+        ]);
+        let ok = ingest.ingest("a", &h, body.as_bytes()).await.unwrap();
+        assert_eq!(
+            (ok.committed, ok.duplicates, ok.commit_point),
+            (2, 0, Some(2))
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 2);
+        let again = ingest.ingest("a", &h, body.as_bytes()).await.unwrap();
+        assert_eq!((again.committed, again.duplicates), (0, 2));
+    }
+
+    /// Two batches racing with the same eventIDs yield one copy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_batches_commit_one_copy() {
+        let (_d, ingest, _rx) = setup(&[], LimitsConfig::default());
+        let body: String = (0..200)
+            .map(|n| line(n, ACCOUNT, "us-east-1") + "\n")
+            .collect();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let ingest = ingest.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    ingest
+                        .ingest("a", &headers(&[]), body.as_bytes())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut committed = 0;
+        for t in tasks {
+            committed += t.await.unwrap().committed;
+        }
+        assert_eq!(committed, 200);
+        assert_eq!(ingest.journal.pending().unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_line_and_write_nothing() {
+        let limits = LimitsConfig {
+            max_batch_records: 3,
+            max_record_bytes: 2000,
+            max_body_bytes: 100_000,
+            max_decompressed_bytes: 50_000,
+        };
+        let agents = [AgentConfig {
+            name: "web-1".into(),
+            accounts: vec![ACCOUNT.into()],
+            regions: vec!["us-east-1".into()],
+        }];
+        let (_d, ingest, _rx) = setup(&agents, limits);
+        let good = line(1, ACCOUNT, "us-east-1");
+        let cases: Vec<(Vec<u8>, HeaderMap, &str, u16, &str, Option<usize>)> = vec![
+            (
+                format!("{good}\nnot json\n").into_bytes(),
+                headers(&[]),
+                "web-1",
+                400,
+                "InvalidData",
+                Some(2),
+            ),
+            (
+                format!(
+                    "{good}\n{}\n",
+                    good.replace(r#""eventType":"AwsApiCall","#, "")
+                )
+                .into_bytes(),
+                headers(&[]),
+                "web-1",
+                400,
+                "FieldNotFound",
+                Some(2),
+            ),
+            (
+                format!(
+                    "{}\n",
+                    good.replace(
+                        r#""eventName":"T""#,
+                        &format!(r#""eventName":"T","userAgent":"{}""#, "u".repeat(1500))
+                    )
+                )
+                .into_bytes(),
+                headers(&[]),
+                "web-1",
+                400,
+                "FieldTooLong",
+                Some(1),
+            ),
+            (
+                format!("{good}\n{}\n", line(2, "999999999999", "us-east-1")).into_bytes(),
+                headers(&[]),
+                "web-1",
+                403,
+                "AccessDeniedException",
+                Some(2),
+            ),
+            (
+                format!("{}\n", line(2, ACCOUNT, "eu-west-1")).into_bytes(),
+                headers(&[]),
+                "web-1",
+                403,
+                "AccessDeniedException",
+                Some(1),
+            ),
+            (
+                format!("{good}\n").into_bytes(),
+                headers(&[]),
+                "stranger",
+                403,
+                "AccessDeniedException",
+                None,
+            ),
+            (
+                (0..4)
+                    .map(|n| line(n, ACCOUNT, "us-east-1") + "\n")
+                    .collect::<String>()
+                    .into_bytes(),
+                headers(&[]),
+                "web-1",
+                413,
+                "LimitExceededException",
+                Some(4),
+            ),
+            (
+                format!(
+                    "{}\n",
+                    good.replace(
+                        r#""eventName":"T""#,
+                        &format!(r#""eventName":"T","x":"{}""#, "u".repeat(3000))
+                    )
+                )
+                .into_bytes(),
+                headers(&[]),
+                "web-1",
+                413,
+                "RecordTooLarge",
+                Some(1),
+            ),
+            (
+                vec![b'x'; 100_001],
+                headers(&[]),
+                "web-1",
+                413,
+                "RequestEntityTooLarge",
+                None,
+            ),
+            (
+                format!("{good}\n").into_bytes(),
+                {
+                    let mut h = headers(&[]);
+                    h.insert("content-type", "application/json".parse().unwrap());
+                    h
+                },
+                "web-1",
+                415,
+                "UnsupportedMediaTypeException",
+                None,
+            ),
+            (
+                format!("{good}\n").into_bytes(),
+                headers(&[("content-encoding", "gzip")]),
+                "web-1",
+                415,
+                "UnsupportedMediaTypeException",
+                None,
+            ),
+            (
+                b"not zstd".to_vec(),
+                headers(&[("content-encoding", "zstd")]),
+                "web-1",
+                400,
+                "InvalidData",
+                None,
+            ),
+            (
+                zstd::encode_all(&vec![b'\n'; 10_000_000][..], 19).unwrap(),
+                headers(&[("content-encoding", "zstd")]),
+                "web-1",
+                413,
+                "RequestEntityTooLarge",
+                None,
+            ),
+            (
+                format!("{good}\n").into_bytes(),
+                headers(&[("x-groundtrail-seq-first", "5")]),
+                "web-1",
+                400,
+                "InvalidData",
+                None,
+            ),
+        ];
+        for (i, (body, h, agent, status, code, line)) in cases.into_iter().enumerate() {
+            let err = ingest.ingest(agent, &h, &body).await.unwrap_err();
+            assert_eq!(
+                (err.status.as_u16(), err.body.code.as_str(), err.body.line),
+                (status, code, line),
+                "case {i}: {err}"
+            );
+            if let Some(l) = line {
+                assert!(
+                    err.body.message.starts_with(&format!("line {l}: ")),
+                    "{}",
+                    err.body.message
+                );
+            }
+        }
+        assert!(
+            ingest.journal.pending().unwrap().is_empty(),
+            "nothing written"
+        );
+        assert!(
+            !ingest
+                .journal
+                .is_known(&"00000000-0000-4000-8000-000000000001".to_string())
+                .unwrap()
+        );
+        // And a good zstd batch passes.
+        let body = zstd::encode_all(format!("{good}\n").as_bytes(), 3).unwrap();
+        let ok = ingest
+            .ingest("web-1", &headers(&[("content-encoding", "zstd")]), &body)
+            .await
+            .unwrap();
+        assert_eq!(ok.committed, 1);
+    }
+}
