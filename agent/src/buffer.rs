@@ -252,6 +252,8 @@ pub struct BufferStatus {
     pub dropped_total: u64,
     pub corrupt_total: u64,
     pub rejected_total: u64,
+    /// Appends waiting for space right now (`block` policy, buffer full).
+    pub waiting_appends: u64,
 }
 
 /// What an append did.
@@ -292,6 +294,7 @@ struct Inner {
     dropped_total: AtomicU64,
     corrupt_total: AtomicU64,
     rejected_total: AtomicU64,
+    waiting_appends: AtomicU64,
 }
 
 /// The durable queue. Cheap to clone; all clones share one sled database.
@@ -567,6 +570,7 @@ impl Buffer {
             dropped_total: AtomicU64::new(0),
             corrupt_total: AtomicU64::new(bad_keys.len() as u64),
             rejected_total: AtomicU64::new(0),
+            waiting_appends: AtomicU64::new(0),
         };
         let buffer = Buffer {
             inner: Arc::new(inner),
@@ -817,6 +821,9 @@ impl Buffer {
                     if self.inner.closed.load(Ordering::Acquire) {
                         return Err(BufferError::Closed);
                     }
+                    self.inner.waiting_appends.fetch_add(1, Ordering::AcqRel);
+                    // Decrements even if this future is dropped while waiting.
+                    let _waiting = WaitingGuard(&self.inner.waiting_appends);
                     space.await;
                 }
                 other => return Ok(other),
@@ -1065,6 +1072,7 @@ impl Buffer {
             dropped_total: self.inner.dropped_total.load(Ordering::Relaxed),
             corrupt_total: self.inner.corrupt_total.load(Ordering::Relaxed),
             rejected_total: self.inner.rejected_total.load(Ordering::Relaxed),
+            waiting_appends: self.inner.waiting_appends.load(Ordering::Acquire),
         }
     }
 
@@ -1077,6 +1085,14 @@ impl Buffer {
     #[doc(hidden)]
     pub fn raw_tree(&self) -> &sled::Tree {
         &self.inner.tree
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -1336,7 +1352,10 @@ mod tests {
         let b2 = b.clone();
         let waiter =
             tokio::spawn(async move { b2.append(vec![rec(999)], Some(cp("s", "x"))).await });
-        tokio::task::yield_now().await;
+        while b.status().waiting_appends == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "waits while the buffer is full");
         let head = all(&b);
         b.ack_up_to(head[head.len() / 2].seq).unwrap();
         let outcome = waiter.await.unwrap().unwrap();

@@ -108,6 +108,12 @@ impl Metrics {
             buffer.oldest_age_ms.unwrap_or(0) / 1000,
         );
         metric(
+            "groundtrail_agent_buffer_waiting_appends",
+            "gauge",
+            "Appends waiting for space (buffer full, block policy).",
+            buffer.waiting_appends,
+        );
+        metric(
             "groundtrail_agent_commit_point",
             "gauge",
             "Last sequence number the collector committed.",

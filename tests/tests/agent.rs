@@ -1,0 +1,864 @@
+//! Black-box tests of `groundtrail-agent` with the real `groundtrail-collector`: the real
+//! binaries, real Unix sockets, real HTTP and mutual TLS, a real trail directory.
+//!
+//! Nothing here asserts on time: waits poll until a condition holds (or give up after the
+//! harness's generous deadline); "it blocks" is checked as "it has not completed although it
+//! cannot have", which no scheduling delay can make fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use groundtrail_tests::*;
+use serde_json::{Value, json};
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gt-agent-")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+}
+
+fn local_spec(trail: &Path) -> Spec {
+    Spec::new(Dest::Local {
+        path: trail.to_path_buf(),
+        bucket: "agent-trail".into(),
+    })
+}
+
+/// The agent config used by these tests: no host sources (the test host's logs would add
+/// records nobody waits for), quick batches and retries.
+fn agent_config(dir: &Path, collector_urls: &[String], extra: &str) -> String {
+    let urls: Vec<String> = collector_urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        r#"[agent]
+host = "agent-test"
+account_id = "{ACCOUNT}"
+region = "{REGION}"
+data_dir = {data:?}
+
+[collector]
+urls = [{urls}]
+
+[shipper]
+batch_max_records = 50
+batch_max_wait_ms = 200
+retry_initial_ms = 50
+retry_max_ms = 500
+drain_timeout_ms = 2000
+
+[sources.auth_log]
+enabled = false
+[sources.auditd]
+enabled = false
+[sources.packages]
+enabled = false
+[sources.fim]
+enabled = false
+[sources.journald]
+enabled = false
+
+{extra}
+"#,
+        data = dir.join("data").display().to_string(),
+        urls = urls.join(", "),
+    )
+}
+
+/// A running (or stopped) `groundtrail-agent run`.
+struct Agent {
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    async fn start(dir: &Path, config_text: &str) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut a = Agent {
+            dir: dir.to_path_buf(),
+            config,
+            log: dir.join("agent.log"),
+            child: None,
+        };
+        a.spawn().await;
+        a
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin("groundtrail-agent"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start groundtrail-agent");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if self.try_status().await.is_some() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!("agent exited with {status}; log:\n{}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "agent not answering; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn sigterm(&mut self) {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "agent exit {status}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "agent did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn client(&self) -> AgentClient {
+        AgentClient {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            log: self.log.clone(),
+        }
+    }
+
+    async fn status(&self) -> Value {
+        self.client().status().await
+    }
+
+    async fn try_status(&self) -> Option<Value> {
+        self.client().try_status().await
+    }
+
+    async fn metrics(&self) -> String {
+        self.client().metrics().await
+    }
+
+    async fn put(&self, events: &[Value]) -> (bool, Value) {
+        self.client().put(events).await
+    }
+}
+
+/// Runs the agent's CLI (`status`, `put-audit-events`) against it; cheap to clone into tasks.
+#[derive(Clone)]
+struct AgentClient {
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl AgentClient {
+    fn cli(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin("groundtrail-agent"));
+        c.current_dir(&self.dir);
+        c
+    }
+
+    async fn try_status(&self) -> Option<Value> {
+        let out = self
+            .cli()
+            .args(["status", "--config"])
+            .arg(&self.config)
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    async fn status(&self) -> Value {
+        self.try_status().await.unwrap_or_else(|| {
+            panic!(
+                "status failed; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        })
+    }
+
+    async fn metrics(&self) -> String {
+        let out = self
+            .cli()
+            .args(["status", "--metrics", "--config"])
+            .arg(&self.config)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `put-audit-events --audit-events file://...` through the CLI: (accepted, the JSON
+    /// printed). Not accepted with `Value::Null` means the agent could not be reached.
+    async fn put(&self, events: &[Value]) -> (bool, Value) {
+        let file = tempfile::NamedTempFile::new_in(&self.dir).unwrap();
+        std::fs::write(file.path(), Value::Array(events.to_vec()).to_string()).unwrap();
+        let out = self
+            .cli()
+            .args(["put-audit-events", "--config"])
+            .arg(&self.config)
+            .arg("--audit-events")
+            .arg(format!("file://{}", file.path().display()))
+            .output()
+            .await
+            .unwrap();
+        let text = if out.status.success() {
+            out.stdout
+        } else {
+            out.stderr
+        };
+        (
+            out.status.success(),
+            serde_json::from_slice(&text).unwrap_or(Value::Null),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One PutAuditEvents event (a valid one unless the test edits it).
+fn app_event(id: &str) -> Value {
+    let data = json!({
+        "version": "1.0",
+        "userIdentity": {"type": "AppUser", "principalId": format!("user-{id}")},
+        "eventSource": "billing.example.com",
+        "eventName": "IssueRefund",
+        "eventTime": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "UID": format!("req-{id}"),
+        "requestParameters": {"ticket": id},
+        "recipientAccountId": ACCOUNT,
+    });
+    json!({"id": id, "eventData": data.to_string()})
+}
+
+fn successful_ids(resp: &Value) -> Vec<String> {
+    resp["successful"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["eventID"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn records_named(store: &Store, name: &str) -> Vec<Value> {
+    store
+        .records()
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["eventName"] == name)
+        .collect()
+}
+
+async fn wait_in_trail(store: &Store, ids: &[String]) {
+    wait_for("events in the trail", || async {
+        let counts = store.event_id_counts().await;
+        ids.iter().all(|id| counts.contains_key(id)).then_some(())
+    })
+    .await;
+}
+
+async fn assert_exactly_once(store: &Store, ids: &[String]) {
+    let counts = store.event_id_counts().await;
+    for id in ids {
+        assert_eq!(counts.get(id).copied().unwrap_or(0), 1, "eventID {id}");
+    }
+}
+
+/// An application streams calls of 10 events; the agent is killed with SIGKILL while the stream
+/// runs and restarted. A call that failed is sent again, as an application would (same ids and
+/// data, so the same eventIDs). Every acknowledged event is in the trail exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill9_exactly_once() {
+    const CALLS: usize = 40;
+    let dir = tempdir();
+    let trail = dir.path().join("trail");
+    let collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let url = format!("http://{}", collector.addr);
+    let mut agent = Agent::start(
+        &dir.path().join("agent"),
+        &agent_config(&dir.path().join("agent"), &[url], ""),
+    )
+    .await;
+    let client = agent.client();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stream = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut failures = 0;
+            for call in 0..CALLS {
+                let events: Vec<Value> = (0..10)
+                    .map(|i| app_event(&format!("c{call}-{i}")))
+                    .collect();
+                loop {
+                    let (ok, resp) = client.put(&events).await;
+                    if ok {
+                        assert_eq!(resp["failed"], json!([]), "{resp}");
+                        acked.lock().unwrap().extend(successful_ids(&resp));
+                        break;
+                    }
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            failures
+        })
+    };
+    wait_for("some calls acknowledged", || async {
+        (acked.lock().unwrap().len() >= 100).then_some(())
+    })
+    .await;
+    agent.kill9();
+    agent.spawn().await;
+    let failures = stream.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), CALLS * 10);
+    eprintln!("calls refused while the agent was down: {failures}");
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &acked).await;
+    assert_exactly_once(&store, &acked).await;
+    let starts = records_named(&store, "AgentStart").await;
+    assert!(starts.len() >= 2, "an AgentStart per start");
+    assert_eq!(starts[0]["eventSource"], "groundtrail.onprem.internal");
+    let st = agent.status().await;
+    assert_eq!(st["collector"]["reachable"], true, "{st}");
+    agent.sigterm().await;
+    wait_for("AgentStop in the trail", || async {
+        (!records_named(&store, "AgentStop").await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_outage_then_everything_arrives() {
+    let dir = tempdir();
+    let trail = dir.path().join("trail");
+    let mut collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let url = format!("http://{}", collector.addr);
+    collector.sigterm().await;
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        &agent_config(&dir.path().join("agent"), &[url], ""),
+    )
+    .await;
+    let mut acked = Vec::new();
+    for call in 0..5 {
+        let events: Vec<Value> = (0..20)
+            .map(|i| app_event(&format!("o{call}-{i}")))
+            .collect();
+        let (ok, resp) = agent.put(&events).await;
+        assert!(ok, "{resp}");
+        acked.extend(successful_ids(&resp));
+    }
+    assert_eq!(acked.len(), 100);
+    let st = wait_for("the agent to notice the outage", || async {
+        let st = agent.status().await;
+        (st["collector"]["reachable"] == false).then_some(st)
+    })
+    .await;
+    assert!(st["buffer"]["depth"].as_u64().unwrap() >= 100, "{st}");
+    assert!(st["buffer"]["oldestAgeMs"].is_u64(), "{st}");
+    assert!(
+        agent
+            .metrics()
+            .await
+            .contains("groundtrail_agent_collector_reachable 0")
+    );
+
+    collector.spawn().await;
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &acked).await;
+    assert_exactly_once(&store, &acked).await;
+    let st = wait_for("the buffer to drain", || async {
+        let st = agent.status().await;
+        (st["buffer"]["depth"] == 0).then_some(st)
+    })
+    .await;
+    assert_eq!(st["collector"]["reachable"], true);
+    assert!(st["buffer"]["lastCommitPoint"].is_u64());
+    let metrics = agent.metrics().await;
+    assert!(metrics.contains("groundtrail_agent_collector_reachable 1"));
+    assert!(
+        !metrics.contains("groundtrail_agent_retries_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_under_block_waits_then_delivers() {
+    let dir = tempdir();
+    let trail = dir.path().join("trail");
+    let mut collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let url = format!("http://{}", collector.addr);
+    collector.sigterm().await;
+    let agent = std::sync::Arc::new(
+        Agent::start(
+            &dir.path().join("agent"),
+            &agent_config(
+                &dir.path().join("agent"),
+                &[url],
+                "[buffer]\nmax_bytes = \"64KiB\"\nfull_policy = \"block\"\n",
+            ),
+        )
+        .await,
+    );
+    // Put calls until one has to wait for space: the agent reports it (waitingAppends).
+    let mut acked = Vec::new();
+    let mut call = 0;
+    let blocked = loop {
+        let events: Vec<Value> = (0..20)
+            .map(|i| app_event(&format!("b{call}-{i}")))
+            .collect();
+        call += 1;
+        assert!(call < 200, "64 KiB must fill up");
+        let a = agent.clone();
+        let put = tokio::spawn(async move { a.put(&events).await });
+        let waiting = wait_for("the call to finish or to wait for space", || async {
+            if put.is_finished() {
+                return Some(false);
+            }
+            let st = agent.status().await;
+            (st["buffer"]["waitingAppends"].as_u64().unwrap() > 0).then_some(true)
+        })
+        .await;
+        if waiting {
+            break put;
+        }
+        let (ok, resp) = put.await.unwrap();
+        assert!(ok, "{resp}");
+        assert_eq!(resp["failed"], json!([]), "{resp}");
+        acked.extend(successful_ids(&resp));
+    };
+    let st = agent.status().await;
+    assert!(st["buffer"]["bytes"].as_u64().unwrap() <= st["buffer"]["maxBytes"].as_u64().unwrap());
+    // It cannot complete while the collector is down and the buffer full.
+    assert!(
+        !blocked.is_finished(),
+        "an append into a full buffer must wait under block"
+    );
+    collector.spawn().await;
+    let (ok, resp) = blocked.await.unwrap();
+    assert!(ok, "{resp}");
+    assert_eq!(resp["failed"], json!([]), "{resp}");
+    acked.extend(successful_ids(&resp));
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &acked).await;
+    assert_exactly_once(&store, &acked).await;
+    assert!(records_named(&store, "RecordsDropped").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_under_drop_newest_records_the_gap() {
+    let dir = tempdir();
+    let trail = dir.path().join("trail");
+    let mut collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let url = format!("http://{}", collector.addr);
+    collector.sigterm().await;
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        &agent_config(
+            &dir.path().join("agent"),
+            &[url],
+            "[buffer]\nmax_bytes = \"64KiB\"\nfull_policy = \"drop_newest\"\n",
+        ),
+    )
+    .await;
+    let mut acked = Vec::new();
+    let mut dropped = 0u64;
+    for call in 0..60 {
+        let events: Vec<Value> = (0..10)
+            .map(|i| app_event(&format!("d{call}-{i}")))
+            .collect();
+        let (ok, resp) = agent.put(&events).await;
+        assert!(ok, "{resp}");
+        acked.extend(successful_ids(&resp));
+        for f in resp["failed"].as_array().unwrap() {
+            assert_eq!(f["errorCode"], "Throttling", "{f}");
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0, "64 KiB cannot hold 600 events");
+    let st = agent.status().await;
+    assert_eq!(st["buffer"]["droppedTotal"], dropped);
+    collector.spawn().await;
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &acked).await;
+    assert_exactly_once(&store, &acked).await;
+    let reports = wait_for("RecordsDropped in the trail", || async {
+        let r = records_named(&store, "RecordsDropped").await;
+        let total: u64 = r
+            .iter()
+            .map(|r| r["requestParameters"]["count"].as_u64().unwrap())
+            .sum();
+        (total == dropped).then_some(r)
+    })
+    .await;
+    for r in &reports {
+        assert!(
+            !r["requestParameters"]["seqRanges"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(r["requestParameters"]["fullPolicy"], "drop_newest");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_buffer_is_moved_aside_reported_and_the_agent_goes_on() {
+    let dir = tempdir();
+    let trail = dir.path().join("trail");
+    let collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let url = format!("http://{}", collector.addr);
+    let adir = dir.path().join("agent");
+    let mut agent = Agent::start(&adir, &agent_config(&adir, &[url], "")).await;
+    agent.sigterm().await;
+    let buffer = adir.join("data/buffer");
+    for e in std::fs::read_dir(&buffer).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0x5Au8; 8192]).unwrap();
+        }
+    }
+    agent.spawn().await;
+    let (ok, resp) = agent.put(&[app_event("after-damage")]).await;
+    assert!(ok, "{resp}");
+    let ids = successful_ids(&resp);
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &ids).await;
+    let reports = wait_for("BufferCorruption in the trail", || async {
+        let r = records_named(&store, "BufferCorruption").await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    let q = &reports[0]["requestParameters"]["quarantined"][0];
+    let aside = q["path"].as_str().unwrap();
+    assert!(aside.contains("buffer.quarantined-"), "{q}");
+    assert!(Path::new(aside).exists());
+    assert!(agent.log_text().contains("moving it aside"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_put_audit_events_inputs_get_their_error_codes() {
+    let dir = tempdir();
+    // No collector needed: the answers come from the agent once events are durable locally.
+    let adir = dir.path().join("agent");
+    let agent = Agent::start(
+        &adir,
+        &agent_config(&adir, &["http://127.0.0.1:9".into()], ""),
+    )
+    .await;
+    let edit = |id: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let ev = app_event(id);
+        let mut data: Value = serde_json::from_str(ev["eventData"].as_str().unwrap()).unwrap();
+        f(data.as_object_mut().unwrap());
+        json!({"id": id, "eventData": data.to_string()})
+    };
+    let mut bad_sum = app_event("badsum");
+    bad_sum["eventDataChecksum"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let cases: Vec<(Value, &str)> = vec![
+        (bad_sum, "InvalidChecksum"),
+        (json!({"id": "notjson", "eventData": "{"}), "InvalidData"),
+        (
+            edit("noname", &|m| {
+                m.remove("eventName");
+            }),
+            "FieldNotFound",
+        ),
+        (
+            edit("nouid", &|m| {
+                m.remove("UID");
+            }),
+            "FieldNotFound",
+        ),
+        (
+            edit("longname", &|m| {
+                m.insert("eventName".into(), json!("x".repeat(1025)));
+            }),
+            "FieldTooLong",
+        ),
+        (
+            edit("bigparams", &|m| {
+                m.insert(
+                    "requestParameters".into(),
+                    json!({"x": "y".repeat(102_400)}),
+                );
+            }),
+            "FieldTooLong",
+        ),
+        (
+            edit("badtime", &|m| {
+                m.insert("eventTime".into(), json!("21/11/2026"));
+            }),
+            "InvalidData",
+        ),
+        (
+            edit("badip", &|m| {
+                m.insert("sourceIPAddress".into(), json!("not-an-ip"));
+            }),
+            "InvalidData",
+        ),
+        (
+            edit("otheraccount", &|m| {
+                m.insert("recipientAccountId".into(), json!("999999999999"));
+            }),
+            "InvalidRecipient",
+        ),
+        (
+            edit("awssource", &|m| {
+                m.insert("eventSource".into(), json!("s3.amazonaws.com"));
+            }),
+            "InvalidEventSource",
+        ),
+    ];
+    let mut events: Vec<Value> = cases.iter().map(|(e, _)| e.clone()).collect();
+    events.push(app_event("good-1"));
+    events.push(app_event("good-2"));
+    let (ok, resp) = agent.put(&events).await;
+    assert!(ok, "{resp}");
+    let good: Vec<&str> = resp["successful"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(good, vec!["good-1", "good-2"]);
+    let failed = resp["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), cases.len());
+    for ((ev, code), f) in cases.iter().zip(failed) {
+        assert_eq!(f["id"], ev["id"]);
+        assert_eq!(f["errorCode"], *code, "{f}");
+    }
+    // Whole-call refusals.
+    let (ok, resp) = agent.put(&[app_event("dup"), app_event("dup")]).await;
+    assert!(!ok);
+    assert_eq!(resp["__type"], "DuplicatedAuditEventId", "{resp}");
+    let (ok, resp) = agent.put(&[]).await;
+    assert!(!ok);
+    assert_eq!(resp["__type"], "ValidationException", "{resp}");
+    let many: Vec<Value> = (0..101).map(|i| app_event(&format!("m{i}"))).collect();
+    let (ok, resp) = agent.put(&many).await;
+    assert!(!ok);
+    assert_eq!(resp["__type"], "ValidationException", "{resp}");
+    let (ok, resp) = agent.put(&[app_event("bad id!")]).await;
+    assert!(!ok);
+    assert_eq!(resp["__type"], "ValidationException", "{resp}");
+    let st = agent.status().await;
+    assert_eq!(
+        st["buffer"]["appendedTotal"].as_u64().unwrap(),
+        2 + 1,
+        "two events and AgentStart"
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1, and client certificates, made with openssl.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
+        for ca in ["ca", "rogue-ca"] {
+            pki.run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+        }
+        pki.leaf(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+        );
+        pki.leaf("agent-test", "ca", "extendedKeyUsage=clientAuth");
+        pki.leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth");
+        pki
+    }
+
+    fn leaf(&self, name: &str, ca: &str, ext: &str) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), format!("{ext}\n")).unwrap();
+        self.run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_client_certificate_is_refused_right_one_delivers() {
+    let dir = tempdir();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let trail = dir.path().join("trail");
+    let mut spec = local_spec(&trail);
+    spec.tls = Some(ServerTls {
+        cert: pki.path("server.pem").into(),
+        key: pki.path("server.key").into(),
+        client_ca: Some(pki.path("ca.pem").into()),
+    });
+    spec.agents = vec![(
+        "agent-test".into(),
+        vec![ACCOUNT.into()],
+        vec![REGION.into()],
+    )];
+    let collector = Collector::start(&dir.path().join("collector"), spec).await;
+    let url = format!("https://127.0.0.1:{}", collector.addr.port());
+    let tls = |cert: &str| {
+        format!(
+            "ca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+            pki.path("ca.pem"),
+            pki.path(&format!("{cert}.pem")),
+            pki.path(&format!("{cert}.key"))
+        )
+    };
+    // The rogue agent: its certificate is from another CA.
+    let rdir = dir.path().join("rogue");
+    let rogue_cfg = agent_config(&rdir, &[url.clone()], "")
+        .replace("[shipper]", &format!("{}\n[shipper]", tls("rogue")));
+    let rogue = Agent::start(&rdir, &rogue_cfg).await;
+    let (ok, resp) = rogue.put(&[app_event("rogue-1")]).await;
+    assert!(ok, "{resp}");
+    let rogue_ids = successful_ids(&resp);
+    let st = wait_for("the rogue agent to be refused", || async {
+        let st = rogue.status().await;
+        (st["collector"]["consecutiveFailures"].as_u64().unwrap_or(0) >= 2).then_some(st)
+    })
+    .await;
+    assert_eq!(st["collector"]["reachable"], false, "{st}");
+    assert!(
+        st["buffer"]["depth"].as_u64().unwrap() >= 1,
+        "nothing deleted: {st}"
+    );
+
+    // The right certificate delivers.
+    let adir = dir.path().join("agent");
+    let good_cfg = agent_config(&adir, &[url], "")
+        .replace("[shipper]", &format!("{}\n[shipper]", tls("agent-test")));
+    let agent = Agent::start(&adir, &good_cfg).await;
+    let (ok, resp) = agent.put(&[app_event("good-1")]).await;
+    assert!(ok, "{resp}");
+    let ids = successful_ids(&resp);
+    let store = Store::Local(trail);
+    wait_in_trail(&store, &ids).await;
+    let counts = store.event_id_counts().await;
+    assert!(
+        !counts.contains_key(&rogue_ids[0]),
+        "the rogue agent's event must not be in the trail"
+    );
+}
