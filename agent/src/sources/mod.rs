@@ -668,4 +668,112 @@ mod tests {
         );
         assert_eq!(Zone::parse("Mars/Olympus"), None);
     }
+
+    /// spawn_all with real files: lines appended to an auth log, an audit log and a dpkg log
+    /// come out as records of the right sources, with checkpoints stored.
+    #[tokio::test]
+    async fn spawn_all_follows_configured_files() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(
+            p("passwd"),
+            "root:x:0:0::/root:/bin/sh\nops:x:700:700::/:/bin/sh\n",
+        )
+        .unwrap();
+        let config = SourcesConfig {
+            passwd_path: p("passwd"),
+            timezone: "UTC".into(),
+            auth_log: AuthLogConfig {
+                path: Some(p("auth.log")),
+                ..AuthLogConfig::default()
+            },
+            auditd: AuditdConfig {
+                path: p("audit.log"),
+                ..AuditdConfig::default()
+            },
+            packages: PackagesConfig {
+                enabled: true,
+                dpkg_log: Some(p("dpkg.log")),
+                apt_history: None,
+                yum_log: None,
+                dnf_rpm_log: Some("".into()),
+            },
+            fim: FimConfig {
+                enabled: false,
+                ..FimConfig::default()
+            },
+            journald: JournaldConfig::default(),
+        };
+        let sink = crate::tail::MemorySink::new();
+        let (stop, rx) = tokio::sync::broadcast::channel(1);
+        let tasks = spawn_all(&config, &testutil::ctx(), sink.clone(), Shutdown::new(rx));
+        assert_eq!(tasks.len(), 3);
+        let append = |name: &str, text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p(name))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        // Real lines (elastic/beats samples).
+        append(
+            "auth.log",
+            "Feb 21 21:56:12 localhost sshd[3430]: Invalid user test from 10.0.2.2\n",
+        );
+        append(
+            "audit.log",
+            "type=USER_CMD msg=audit(1489519256.192:19600329): user pid=4151 uid=0 auid=700 ses=11988 msg='cwd=\"/\" cmd=2F62696E2F6C73 terminal=? res=success'\n",
+        );
+        append(
+            "dpkg.log",
+            "2016-03-07 02:23:48 upgrade python3.4:amd64 3.4.0-2ubuntu1.1 3.4.3-1ubuntu1~14.04.3\n",
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(60), sink.wait_for(3))
+            .await
+            .unwrap();
+        let _ = stop.send(());
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut got: Vec<String> = sink
+            .records()
+            .iter()
+            .map(|r| {
+                r.validate().unwrap();
+                format!("{} {}", r.event_source, r.event_name)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "packages.onprem.internal UpgradePackage",
+                "sshd.onprem.internal ConsoleLogin",
+                "sudo.onprem.internal RunCommand",
+            ]
+        );
+        let sudo = sink
+            .records()
+            .into_iter()
+            .find(|r| r.event_name == "RunCommand")
+            .unwrap();
+        assert_eq!(
+            sudo.user_identity.unwrap().arn.as_deref(),
+            Some("arn:aws:sts::123456789012:assumed-role/root/ops")
+        );
+        for key in ["auth_log:", "auditd:", "packages:dpkg:"] {
+            let k = format!(
+                "{key}{}",
+                p(match key {
+                    "auth_log:" => "auth.log",
+                    "auditd:" => "audit.log",
+                    _ => "dpkg.log",
+                })
+                .display()
+            );
+            assert!(sink.checkpoint(&k).is_some(), "no checkpoint for {k}");
+        }
+    }
 }
