@@ -95,8 +95,11 @@ impl AgentTracker {
         state.silent_reported = false;
         let mut gap = None;
         if let Some((first, last)) = seq {
-            if let Some(prev) = old.last_seq {
-                if first > prev.saturating_add(1) && !state.account.is_empty() {
+            if let Some(prev) = old.last_seq
+                && first > prev.saturating_add(1)
+                && !state.account.is_empty()
+            {
+                {
                     let missing = first - prev - 1;
                     gap = Some(format!(
                         "records {}..={} ({missing}) never arrived",

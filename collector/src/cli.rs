@@ -24,7 +24,7 @@ pub enum Command {
     /// Make a CA, a server certificate and agent client certificates for mTLS.
     Pki(PkiArgs),
     /// Check the trail's log files and digest chain, like `aws cloudtrail validate-logs`.
-    ValidateLogs(crate::validate::Args),
+    ValidateLogs(Box<crate::validate::Args>),
 }
 
 /// `serve`

@@ -169,13 +169,12 @@ impl Deliverer {
     pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
         let mut failures = 0u32;
         loop {
-            match self.pass().await {
-                Ok(_) => match self.has_pending() {
+            if self.pass().await.is_ok() {
+                match self.has_pending() {
                     Ok(false) => return true,
                     Ok(true) => continue,
                     Err(e) => tracing::error!("{e}"),
-                },
-                Err(_) => {}
+                }
             }
             failures = failures.saturating_add(1);
             let d = backoff(failures);

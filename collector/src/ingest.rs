@@ -141,14 +141,14 @@ impl Ingest {
 
     /// Checks the request headers, before the body is read.
     pub fn check_headers(&self, agent: &str, headers: &HeaderMap) -> Result<(), Refusal> {
-        if let Some(allowed) = &self.allowed {
-            if !allowed.contains_key(agent) {
-                return Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "AccessDeniedException",
-                    format!("agent {agent:?} is not listed in [[agents]]"),
-                ));
-            }
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains_key(agent)
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!("agent {agent:?} is not listed in [[agents]]"),
+            ));
         }
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
@@ -164,16 +164,14 @@ impl Ingest {
                 ),
             ));
         }
-        let encoding = self.encoding(headers)?;
-        let _ = encoding;
+        self.encoding(headers)?;
         if let Some(len) = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            && len > self.limits.max_body_bytes as u64
         {
-            if len > self.limits.max_body_bytes as u64 {
-                return Err(self.body_too_large());
-            }
+            return Err(self.body_too_large());
         }
         Ok(())
     }
@@ -537,7 +535,9 @@ mod tests {
         }];
         let (_d, ingest, _rx) = setup(&agents, limits);
         let good = line(1, ACCOUNT, "us-east-1");
-        let cases: Vec<(Vec<u8>, HeaderMap, &str, u16, &str, Option<usize>)> = vec![
+        // (body, headers, agent, status, code, line)
+        type Case<'a> = (Vec<u8>, HeaderMap, &'a str, u16, &'a str, Option<usize>);
+        let cases: Vec<Case> = vec![
             (
                 format!("{good}\nnot json\n").into_bytes(),
                 headers(&[]),
@@ -698,7 +698,7 @@ mod tests {
         assert!(
             !ingest
                 .journal
-                .is_known(&"00000000-0000-4000-8000-000000000001".to_string())
+                .is_known("00000000-0000-4000-8000-000000000001")
                 .unwrap()
         );
         // And a good zstd batch passes.

@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keygen(args) => keygen(args).map(|_| 0),
         Command::Pki(args) => pki(args.command).map(|_| 0),
         Command::ValidateLogs(args) => {
-            let code = groundtrail_collector::validate::run(args).await?;
+            let code = groundtrail_collector::validate::run(*args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
     }

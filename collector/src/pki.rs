@@ -137,12 +137,10 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Written, P
         (dir.join("server.pem"), server_cert.pem(), false),
         (dir.join("server.key"), server_key.serialize_pem(), true),
     ];
-    if !force {
-        if let Some((p, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
-            return Err(PkiError::Exists {
-                path: p.display().to_string(),
-            });
-        }
+    if !force && let Some((p, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
+        return Err(PkiError::Exists {
+            path: p.display().to_string(),
+        });
     }
     for (path, pem, private) in &files {
         write_file(path, pem, *private, force)?;
