@@ -77,7 +77,8 @@ impl Deliverer {
     pub async fn pass(&self) -> Result<usize, DeliveryError> {
         let name = self.destination.name().to_string();
         let mut stored = 0;
-        for (id, entry, gzip) in self.journal.undelivered(&name)? {
+        for (id, entry) in self.journal.undelivered(&name)? {
+            let gzip = self.journal.file_body(id)?;
             let put = self
                 .destination
                 .put(&entry.key, Bytes::from(gzip), &Metadata::new())

@@ -370,8 +370,9 @@ impl Journal {
         Ok(id)
     }
 
-    /// Files not yet delivered to `destination`, oldest first, with their bytes.
-    pub fn undelivered(&self, destination: &str) -> Result<Vec<(u64, FileEntry, Vec<u8>)>> {
+    /// Files not yet delivered to `destination`, oldest first (without their bytes, so a long
+    /// outage does not pull every waiting file into memory at once; see [`Journal::file_body`]).
+    pub fn undelivered(&self, destination: &str) -> Result<Vec<(u64, FileEntry)>> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(b"x/") {
             let (k, _) = item?;
@@ -380,16 +381,26 @@ impl Journal {
                 continue;
             }
             let fk = key(b"f/", &[&be(id)]);
-            let bk = key(b"b/", &[&be(id)]);
-            let (Some(f), Some(b)) = (self.db.get(&fk)?, self.db.get(&bk)?) else {
+            let Some(f) = self.db.get(&fk)? else {
                 return Err(JournalError::Corrupt {
                     key: format!("x/{id}/{destination}"),
-                    why: "marker without file entry or bytes".into(),
+                    why: "marker without file entry".into(),
                 });
             };
-            out.push((id, decode(&fk, &f)?, b.to_vec()));
+            out.push((id, decode(&fk, &f)?));
         }
         Ok(out)
+    }
+
+    /// The gzip bytes of closed file `id`, while some destination still lacks it.
+    pub fn file_body(&self, id: u64) -> Result<Vec<u8>> {
+        self.db
+            .get(key(b"b/", &[&be(id)]))?
+            .map(|b| b.to_vec())
+            .ok_or_else(|| JournalError::Corrupt {
+                key: format!("b/{id}"),
+                why: "file bytes missing".into(),
+            })
     }
 
     /// Marks file `id` delivered to `destination` (bucket `bucket`): removes its marker, adds it
@@ -702,7 +713,8 @@ mod tests {
         );
         let a = j.undelivered("a").unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].1.key.as_str(), a[0].2.as_slice()), ("k1", &b"gz"[..]));
+        assert_eq!(a[0].1.key, "k1");
+        assert_eq!(j.file_body(a[0].0).unwrap(), b"gz");
         j.mark_delivered(file_id, "a", "bucket-a", t(5)).unwrap();
         assert!(j.undelivered("a").unwrap().is_empty());
         assert_eq!(

@@ -282,3 +282,147 @@ async fn watch_silence(
 pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
     Ok(SigningKey::load(&config.signing.key_file)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DestinationConfig, Duration as ConfigDuration};
+    use crate::destination::Destination;
+    use crate::destination::local::LocalDestination;
+    use groundtrail_common::trail::{DigestDocument, sha256_hex, signing_string, verify_signature};
+    use std::io::Read;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::broadcast;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let mut c = Config::default();
+        c.journal.path = dir.join("journal");
+        c.signing.key_file = dir.join("key.pem");
+        // Long intervals: only shutdown closes files and writes digests, so nothing here
+        // depends on timing.
+        c.trail.log_file_interval = ConfigDuration::from_secs(3600);
+        c.trail.digest_interval = ConfigDuration::from_secs(3600);
+        c.destinations = vec![DestinationConfig::Local {
+            name: None,
+            path: dir.join("trail"),
+            bucket: "bkt".into(),
+        }];
+        c
+    }
+
+    fn line(n: u32) -> String {
+        format!(
+            r#"{{"eventVersion":"1.11","userIdentity":{{}},"eventTime":"2026-01-01T00:00:0{}Z","eventSource":"t.onprem.internal","eventName":"T","awsRegion":"us-east-1","eventID":"00000000-0000-4000-8000-{n:012x}","eventType":"AwsApiCall","recipientAccountId":"111122223333"}}"#,
+            n % 10
+        )
+    }
+
+    /// One HTTP/1.1 request over a fresh connection; returns (status, body).
+    async fn post(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    async fn run_once(dir: &std::path::Path, batches: &[String]) -> Vec<(u16, String)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = broadcast::channel(1);
+        let task = tokio::spawn(serve(config(dir), listener, Shutdown::new(rx)));
+        let mut answers = Vec::new();
+        for b in batches {
+            answers.push(post(addr, b).await);
+        }
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        answers
+    }
+
+    /// Records in -> SIGTERM-style shutdown -> a log file and a signed digest covering it;
+    /// a restart continues the chain and drops resent records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_delivers_and_digests_on_shutdown_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = format!("{}\n{}\n", line(1), line(2));
+        let answers = run_once(dir.path(), &[batch.clone(), "nope\n".into()]).await;
+        assert_eq!(
+            answers[0],
+            (200, r#"{"committed":2,"duplicates":0}"#.into())
+        );
+        assert_eq!(answers[1].0, 400);
+
+        let answers = run_once(dir.path(), &[batch, format!("{}\n", line(3))]).await;
+        assert_eq!(
+            answers[0],
+            (200, r#"{"committed":0,"duplicates":2}"#.into())
+        );
+        assert_eq!(answers[1].0, 200);
+
+        let dest = LocalDestination::open("local".into(), &dir.path().join("trail"), "bkt".into())
+            .unwrap();
+        let logs = dest
+            .list("AWSLogs/111122223333/CloudTrail/us-east-1/", None)
+            .await
+            .unwrap();
+        assert_eq!(logs.len(), 2);
+        let mut ids = Vec::new();
+        for key in &logs {
+            let gz = dest.get(key).await.unwrap().unwrap().body;
+            let mut json = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut json)
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            for r in v["Records"].as_array().unwrap() {
+                ids.push(r["eventID"].as_str().unwrap().to_string());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "every record exactly once");
+
+        let digests = dest
+            .list("AWSLogs/111122223333/CloudTrail-Digest/us-east-1/", None)
+            .await
+            .unwrap();
+        assert_eq!(digests.len(), 2);
+        let key = SigningKey::load(&dir.path().join("key.pem")).unwrap();
+        let mut previous: Option<(String, String, String)> = None;
+        for k in &digests {
+            let obj = dest.get(k).await.unwrap().unwrap();
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(&obj.body[..])
+                .read_to_end(&mut bytes)
+                .unwrap();
+            let doc: DigestDocument = serde_json::from_slice(&bytes).unwrap();
+            let sig = &obj.metadata["signature"];
+            assert_eq!(obj.metadata["signature-algorithm"], "SHA256withRSA");
+            assert_eq!(doc.log_files.len(), 1);
+            let msg = signing_string(
+                &doc.digest_end_time,
+                "bkt",
+                k,
+                &sha256_hex(&bytes),
+                doc.previous_digest_signature.as_deref(),
+            );
+            assert!(verify_signature(key.public_key_der(), msg.as_bytes(), sig));
+            match &previous {
+                None => assert_eq!(doc.previous_digest_signature, None),
+                Some((pk, ph, ps)) => {
+                    assert_eq!(doc.previous_digest_s3_object.as_ref(), Some(pk));
+                    assert_eq!(doc.previous_digest_hash_value.as_ref(), Some(ph));
+                    assert_eq!(doc.previous_digest_signature.as_ref(), Some(ps));
+                }
+            }
+            previous = Some((k.clone(), sha256_hex(&bytes), sig.clone()));
+        }
+    }
+}
