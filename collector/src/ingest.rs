@@ -406,16 +406,37 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     )
 }
 
-/// Decompresses zstd, refusing output over `cap` bytes. Reads at most `cap + 1` bytes, so a
-/// bomb costs at most `cap` of memory.
+/// Decompresses zstd, refusing output over `cap` bytes. The output buffer grows by doubling
+/// but never past `cap + 1` bytes (one byte more than allowed is how an overrun is seen), so a
+/// bomb costs at most about `cap` of memory however far it would expand.
 pub fn decompress_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
-    let decoder = zstd::stream::read::Decoder::new(body)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "InvalidData", format!("zstd: {e}")))?;
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(cap));
-    decoder
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "InvalidData", format!("zstd: {e}")))?;
+    let bad = |e: std::io::Error| {
+        Refusal::new(StatusCode::BAD_REQUEST, "InvalidData", format!("zstd: {e}"))
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(body).map_err(bad)?;
+    let limit = cap.saturating_add(1);
+    let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(4).clamp(4096, limit));
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= limit {
+                break;
+            }
+            let target = out.capacity().saturating_mul(2).min(limit);
+            out.reserve_exact(target - out.len());
+        }
+        let start = out.len();
+        let room = out.capacity() - start;
+        out.resize(start + room, 0);
+        match decoder.read(&mut out[start..]) {
+            Ok(0) => {
+                out.truncate(start);
+                break;
+            }
+            Ok(n) => out.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(start),
+            Err(e) => return Err(bad(e)),
+        }
+    }
     if out.len() > cap {
         return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -469,6 +490,22 @@ mod tests {
             Arc::new(Ingest::new(journal, tracker, limits, agents, false, tx)),
             rx,
         )
+    }
+
+    #[test]
+    fn a_zstd_bomb_stops_at_the_cap_without_growing_past_it() {
+        let bomb = zstd::encode_all(&vec![b'a'; 50_000_000][..], 19).unwrap();
+        assert!(bomb.len() < 10_000);
+        let err = decompress_capped(&bomb, 1_000_000).unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let ok = zstd::encode_all(&vec![b'b'; 1_000_000][..], 3).unwrap();
+        let out = decompress_capped(&ok, 1_000_000).unwrap();
+        assert_eq!(out.len(), 1_000_000);
+        assert!(out.capacity() <= 1_000_001);
+        assert_eq!(
+            decompress_capped(&ok, 999_999).unwrap_err().status.as_u16(),
+            413
+        );
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ use crate::metrics::metrics;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this (slowloris).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The whole body must arrive within this (a slow sender holds a connection slot).
+const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request head (HTTP/1 buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -199,7 +201,24 @@ async fn events(req: Request<Incoming>, ingest: &Ingest, peer: &Peer) -> Respons
     if let Err(r) = ingest.check_headers(&agent, &parts.headers) {
         return refused(&agent, r);
     }
-    let body = match Limited::new(body, ingest.max_body_bytes()).collect().await {
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(body, ingest.max_body_bytes()).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        return refused(
+            &agent,
+            Refusal {
+                status: StatusCode::REQUEST_TIMEOUT,
+                body: ErrorResponse::new(
+                    "RequestTimeout",
+                    format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+                ),
+            },
+        );
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -42,6 +42,10 @@ pub enum ServeError {
     Destination { name: String, why: String },
     #[error(transparent)]
     Tls(#[from] groundtrail_common::tls::TlsError),
+    #[error(
+        "refusing to serve plaintext on {0}, which is not a loopback address: set [server] tls_cert and tls_key"
+    )]
+    Plaintext(std::net::SocketAddr),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -50,6 +54,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    // `Config::validate` checks the configured address; this checks the socket actually given.
+    if config.server.tls_cert.is_none()
+        && let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+    {
+        return Err(ServeError::Plaintext(addr));
+    }
     let journal = Arc::new(Journal::open(&config.journal.path)?);
     let (key, generated) = load_or_generate(&config.signing.key_file)?;
     if generated {
