@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use groundtrail_common::Record;
 use groundtrail_common::wire::{self, BatchResponse, ErrorResponse};
 use http::{HeaderMap, StatusCode};
@@ -324,10 +325,10 @@ impl Ingest {
 
     /// The whole endpoint after the body was read: parse, commit, flush, hand to the batcher.
     pub async fn ingest(
-        &self,
+        self: &Arc<Self>,
         agent: &str,
         headers: &HeaderMap,
-        body: &[u8],
+        body: Bytes,
     ) -> Result<BatchResponse, Refusal> {
         let result = self.ingest_inner(agent, headers, body).await;
         if let Err(r) = &result {
@@ -343,25 +344,35 @@ impl Ingest {
     }
 
     async fn ingest_inner(
-        &self,
+        self: &Arc<Self>,
         agent: &str,
         headers: &HeaderMap,
-        body: &[u8],
+        body: Bytes,
     ) -> Result<BatchResponse, Refusal> {
         self.check_headers(agent, headers)?;
         let seq = Self::seq_range(headers)?;
-        let records = self.parse(agent, headers, body)?;
-        let received = records.len() as u64;
-        let outcome = self
-            .tracker
-            .commit_batch(
-                &self.journal,
-                agent,
-                seq,
-                records,
-                groundtrail_common::time::now_secs(),
-            )
-            .map_err(internal)?;
+        // Decompressing, parsing 10,000 records and the dedup check are CPU work: keep them off
+        // the async workers so one big batch does not stall every other connection.
+        let this = self.clone();
+        let headers = headers.clone();
+        let who = agent.to_string();
+        let (received, outcome) = tokio::task::spawn_blocking(move || {
+            let records = this.parse(&who, &headers, &body)?;
+            let received = records.len() as u64;
+            let outcome = this
+                .tracker
+                .commit_batch(
+                    &this.journal,
+                    &who,
+                    seq,
+                    records,
+                    groundtrail_common::time::now_secs(),
+                )
+                .map_err(internal)?;
+            Ok::<_, Refusal>((received, outcome))
+        })
+        .await
+        .map_err(internal)??;
         // The commit point: nothing is acknowledged before it is on disk. A duplicate-only batch
         // flushes too, so its 200 also covers the earlier batch that committed those ids.
         self.journal.flush().await.map_err(internal)?;
@@ -520,13 +531,19 @@ mod tests {
             ("x-groundtrail-seq-first", "1"),
             ("x-groundtrail-seq-last", "2"),
         ]);
-        let ok = ingest.ingest("a", &h, body.as_bytes()).await.unwrap();
+        let ok = ingest
+            .ingest("a", &h, Bytes::from(body.clone()))
+            .await
+            .unwrap();
         assert_eq!(
             (ok.committed, ok.duplicates, ok.commit_point),
             (2, 0, Some(2))
         );
         assert_eq!(rx.recv().await.unwrap().len(), 2);
-        let again = ingest.ingest("a", &h, body.as_bytes()).await.unwrap();
+        let again = ingest
+            .ingest("a", &h, Bytes::from(body.clone()))
+            .await
+            .unwrap();
         assert_eq!((again.committed, again.duplicates), (0, 2));
     }
 
@@ -543,7 +560,7 @@ mod tests {
                 let body = body.clone();
                 tokio::spawn(async move {
                     ingest
-                        .ingest("a", &headers(&[]), body.as_bytes())
+                        .ingest("a", &headers(&[]), Bytes::from(body))
                         .await
                         .unwrap()
                 })
@@ -714,7 +731,10 @@ mod tests {
             ),
         ];
         for (i, (body, h, agent, status, code, line)) in cases.into_iter().enumerate() {
-            let err = ingest.ingest(agent, &h, &body).await.unwrap_err();
+            let err = ingest
+                .ingest(agent, &h, Bytes::from(body))
+                .await
+                .unwrap_err();
             assert_eq!(
                 (err.status.as_u16(), err.body.code.as_str(), err.body.line),
                 (status, code, line),
@@ -741,7 +761,11 @@ mod tests {
         // And a good zstd batch passes.
         let body = zstd::encode_all(format!("{good}\n").as_bytes(), 3).unwrap();
         let ok = ingest
-            .ingest("web-1", &headers(&[("content-encoding", "zstd")]), &body)
+            .ingest(
+                "web-1",
+                &headers(&[("content-encoding", "zstd")]),
+                Bytes::from(body),
+            )
             .await
             .unwrap();
         assert_eq!(ok.committed, 1);

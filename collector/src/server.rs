@@ -156,7 +156,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     )
 }
 
-async fn route(req: Request<Incoming>, ingest: &Ingest, peer: &Peer) -> Response<Full<Bytes>> {
+async fn route(req: Request<Incoming>, ingest: &Arc<Ingest>, peer: &Peer) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, wire::EVENTS_PATH) => events(req, ingest, peer).await,
         (&Method::GET, "/metrics") => {
@@ -191,7 +191,11 @@ async fn route(req: Request<Incoming>, ingest: &Ingest, peer: &Peer) -> Response
     }
 }
 
-async fn events(req: Request<Incoming>, ingest: &Ingest, peer: &Peer) -> Response<Full<Bytes>> {
+async fn events(
+    req: Request<Incoming>,
+    ingest: &Arc<Ingest>,
+    peer: &Peer,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let agent = match ingest.agent_name(peer, &parts.headers) {
         Ok(a) => a,
@@ -233,7 +237,7 @@ async fn events(req: Request<Incoming>, ingest: &Ingest, peer: &Peer) -> Respons
             );
         }
     };
-    match ingest.ingest(&agent, &parts.headers, &body).await {
+    match ingest.ingest(&agent, &parts.headers, body).await {
         Ok(ok) => json_response(StatusCode::OK, serde_json::to_vec(&ok).unwrap_or_default()),
         Err(r) => refusal_response(&r),
     }
