@@ -328,19 +328,25 @@ impl Journal {
     }
 
     /// Every pending record, in commit order: what the batcher reloads after a restart.
+    ///
+    /// An entry that no longer parses (disk damage) is logged and left where it is rather than
+    /// failing start-up: a collector that refuses to start on its own data would stop the whole
+    /// fleet's trail, and deleting the entry would lose a record silently. It stays in the
+    /// journal for an operator to inspect.
     pub fn pending(&self) -> Result<Vec<PendingRecord>> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(b"p/") {
             let (k, v) = item?;
-            let seq = read_be(&k[2..]).ok_or_else(|| JournalError::Corrupt {
-                key: format!("{k:?}"),
-                why: "short key".into(),
-            })?;
-            let record = Record::from_json(&v).map_err(|e| JournalError::Corrupt {
-                key: format!("p/{seq}"),
-                why: e.to_string(),
-            })?;
-            out.push(PendingRecord::from_record(seq, &record));
+            let Some(seq) = read_be(&k[2..]) else {
+                tracing::error!(key = ?k, "journal: damaged pending key skipped");
+                continue;
+            };
+            match Record::from_json(&v) {
+                Ok(record) => out.push(PendingRecord::from_record(seq, &record)),
+                Err(e) => tracing::error!(
+                    "journal: pending record p/{seq} is damaged ({e}); kept, not filed"
+                ),
+            }
         }
         Ok(out)
     }
@@ -388,6 +394,19 @@ impl Journal {
                 });
             };
             out.push((id, decode(&fk, &f)?));
+        }
+        Ok(out)
+    }
+
+    /// Every destination name that still has undelivered files. A name that is no longer in
+    /// the config keeps its files' bytes in the journal until it comes back.
+    pub fn destinations_with_backlog(&self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for k in self.db.scan_prefix(b"x/").keys() {
+            let k = k?;
+            if k.len() > 10 {
+                out.insert(String::from_utf8_lossy(&k[10..]).into_owned());
+            }
         }
         Ok(out)
     }
@@ -773,6 +792,18 @@ mod tests {
         assert_eq!(q.len(), 1);
         j.digest_uploaded("a", q[0].0).unwrap();
         assert!(j.pending_digests("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_pending_record_is_kept_but_does_not_block_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j")).unwrap();
+        j.commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
+            .unwrap();
+        j.db.insert(key(b"p/", &[&be(u64::MAX)]), &b"{broken"[..])
+            .unwrap();
+        assert_eq!(j.pending().unwrap().len(), 1);
+        assert!(j.db.contains_key(key(b"p/", &[&be(u64::MAX)])).unwrap());
     }
 
     #[test]

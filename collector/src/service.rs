@@ -89,6 +89,14 @@ pub async fn serve(
         .map(|_| Arc::new(Notify::new()))
         .collect();
     let names: Vec<String> = destinations.iter().map(|d| d.name().to_string()).collect();
+    for orphan in journal.destinations_with_backlog()? {
+        if !names.contains(&orphan) {
+            tracing::warn!(
+                destination = %orphan,
+                "the journal holds undelivered files for a destination that is no longer configured; they wait until it is configured again"
+            );
+        }
+    }
 
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(tls_key)) => Some(tokio_rustls::TlsAcceptor::from(
