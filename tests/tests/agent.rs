@@ -267,6 +267,23 @@ impl Drop for Agent {
     }
 }
 
+/// On a failed assertion, prints the agent's status and log and keeps the test directory.
+struct Explain<'a>(&'a Agent, &'a Path);
+
+impl Drop for Explain<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = self.1.with_extension("kept");
+            let _ = std::fs::rename(self.1, &kept);
+            eprintln!(
+                "test directory kept at {}; agent log:\n{}",
+                kept.display(),
+                self.0.log_text()
+            );
+        }
+    }
+}
+
 /// One PutAuditEvents event (a valid one unless the test edits it).
 fn app_event(id: &str) -> Value {
     let data = json!({
@@ -304,11 +321,22 @@ async fn records_named(store: &Store, name: &str) -> Vec<Value> {
 }
 
 async fn wait_in_trail(store: &Store, ids: &[String]) {
-    wait_for("events in the trail", || async {
+    let start = Instant::now();
+    loop {
         let counts = store.event_id_counts().await;
-        ids.iter().all(|id| counts.contains_key(id)).then_some(())
-    })
-    .await;
+        let missing: Vec<&String> = ids.iter().filter(|id| !counts.contains_key(*id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} of {} events never reached the trail, e.g. {:?}",
+            missing.len(),
+            ids.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn assert_exactly_once(store: &Store, ids: &[String]) {
@@ -368,7 +396,9 @@ async fn acknowledged_events_survive_kill9_exactly_once() {
     assert_eq!(acked.len(), CALLS * 10);
     eprintln!("calls refused while the agent was down: {failures}");
     let store = Store::Local(trail);
+    let guard = Explain(&agent, dir.path());
     wait_in_trail(&store, &acked).await;
+    std::mem::forget(guard);
     assert_exactly_once(&store, &acked).await;
     let starts = records_named(&store, "AgentStart").await;
     assert!(starts.len() >= 2, "an AgentStart per start");
