@@ -1,5 +1,19 @@
 //! groundtrail-collector: receives agent batches, deduplicates them, writes CloudTrail log files
 //! and signs the digest chain.
+//!
+//! ```text
+//! agent --POST /v1/events--> server (listener, TLS, connection cap)
+//!                              -> ingest (authn, authz, limits, parse)
+//!                              -> agents (sequence gaps) + journal (dedup, commit, flush) -> 200
+//! journal -> batcher (per account+region file; key + bytes recorded before upload)
+//!         -> delivery (one queue per destination, in order, retried with backoff)
+//!         -> digest (per destination+account+region chain, signed, head in the journal)
+//!         -> delivery again (the digest objects)
+//! ```
+//!
+//! The journal is the only state; every other part can be rebuilt from it after a crash, which
+//! is what makes delivery exactly-once: see [`journal`] for the invariants and [`digest`] for the
+//! chain's guarantees. [`service::serve`] wires the parts and owns the shutdown order.
 
 pub mod agents;
 pub mod batcher;
