@@ -351,6 +351,75 @@ mod tests {
         (status, body)
     }
 
+    /// A raw HTTP/1.1 exchange; returns (status, body).
+    async fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        (
+            status,
+            out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routes_metrics_and_header_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = broadcast::channel(1);
+        let task = tokio::spawn(serve(config(dir.path()), listener, Shutdown::new(rx)));
+        assert_eq!(post(addr, &format!("{}\n", line(7))).await.0, 200);
+        let (status, text) = raw(
+            addr,
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(text.contains("# TYPE groundtrail_records_committed_total counter"));
+        assert!(
+            text.contains("groundtrail_journal_pending_records 1\n"),
+            "{text}"
+        );
+        let (status, _) = raw(
+            addr,
+            "GET /nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _) = raw(
+            addr,
+            "GET /v1/events HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 405);
+        // Refused on the Content-Length header alone, before any body byte is read.
+        let (status, body) = raw(
+            addr,
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\ncontent-length: 999999999\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("RequestEntityTooLarge"));
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_plaintext_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(listener) = TcpListener::bind("0.0.0.0:0").await else {
+            return;
+        };
+        let (_tx, rx) = broadcast::channel(1);
+        let err = serve(config(dir.path()), listener, Shutdown::new(rx))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServeError::Plaintext(_)), "{err}");
+    }
+
     async fn run_once(dir: &std::path::Path, batches: &[String]) -> Vec<(u16, String)> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
