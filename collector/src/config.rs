@@ -463,18 +463,24 @@ impl FromStr for Duration {
         let n: u64 = num
             .parse()
             .map_err(|_| format!("{s:?} does not start with a whole number"))?;
-        let ms = match unit {
-            "ms" => n,
-            "s" => n * 1000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
-            "d" => n * 86_400_000,
+        let per = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => {
                 return Err(format!(
                     "{s:?}: unknown unit {unit:?}; use ms, s, m, h or d"
                 ));
             }
         };
+        // Capped at 100 years so that adding it to a date can never overflow.
+        const MAX_MS: u64 = 100 * 365 * 86_400_000;
+        let ms = n
+            .checked_mul(per)
+            .filter(|ms| *ms <= MAX_MS)
+            .ok_or_else(|| format!("{s:?} is longer than 100 years"))?;
         Ok(Duration(std::time::Duration::from_millis(ms)))
     }
 }
@@ -537,6 +543,8 @@ mod tests {
             assert_eq!(d.to_string(), text);
         }
         assert!("5".parse::<Duration>().is_err());
+        assert!("99999999999999999999d".parse::<Duration>().is_err());
+        assert!("9999999999999999d".parse::<Duration>().is_err());
         assert!("5y".parse::<Duration>().is_err());
     }
 
