@@ -150,23 +150,28 @@ impl Batcher {
     }
 
     /// Adds committed records, closing files that would grow past `max_bytes`.
+    ///
+    /// Every record is added even when closing a full file fails: that file then stays open
+    /// (and over its size bound) until a later close succeeds, rather than leaving records
+    /// pending in the journal with no open file to carry them. The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
         let now = Instant::now();
+        let mut first_error = None;
         for r in records {
             let part = (r.account.clone(), r.region.clone());
             let full = self
                 .open
                 .get(&part)
                 .is_some_and(|f| !f.seqs.is_empty() && f.size_with(&r.json) > self.max_bytes);
-            if full {
-                self.close(&part).await?;
+            if full && let Err(e) = self.close(&part).await {
+                first_error.get_or_insert(e);
             }
             self.open
                 .entry(part)
                 .or_insert_with(|| OpenFile::new(now))
                 .push(&r);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// When the next open file is due to close.
@@ -207,10 +212,17 @@ impl Batcher {
             return Ok(());
         }
         let body = file.body.clone();
-        let built = tokio::task::spawn_blocking(move || build_file(body))
-            .await
-            .map_err(|e| JournalError::Other(format!("gzip task failed: {e}")))?
-            .map_err(|e| JournalError::Other(format!("gzip failed: {e}")))?;
+        let built = match tokio::task::spawn_blocking(move || build_file(body)).await {
+            Ok(Ok(built)) => built,
+            failed => {
+                self.open.insert(part.clone(), file);
+                return Err(JournalError::Other(match failed {
+                    Ok(Err(e)) => format!("gzip failed: {e}"),
+                    Err(e) => format!("gzip task failed: {e}"),
+                    Ok(Ok(_)) => String::new(),
+                }));
+            }
+        };
         let (account, region) = part;
         let key = self.layout.log_file_key(
             account,
