@@ -77,7 +77,15 @@ impl Deliverer {
     pub async fn pass(&self) -> Result<usize, DeliveryError> {
         let name = self.destination.name().to_string();
         let mut stored = 0;
-        for (id, entry) in self.journal.undelivered(&name)? {
+        // Read, then flush, then upload: everything read here was written before the flush
+        // began, so no key reaches a destination before it is durable in the journal — even
+        // one this pass happens to see between the batcher's write and its own flush.
+        let files = self.journal.undelivered(&name)?;
+        let digests = self.journal.pending_digests(&name)?;
+        if !files.is_empty() || !digests.is_empty() {
+            self.journal.flush().await?;
+        }
+        for (id, entry) in files {
             let gzip = self.journal.file_body(id)?;
             let put = self
                 .destination
@@ -100,7 +108,7 @@ impl Deliverer {
             .emit();
             stored += 1;
         }
-        for (id, digest) in self.journal.pending_digests(&name)? {
+        for (id, digest) in digests {
             let gzip = gzip(digest.document.as_bytes()).map_err(DeliveryError::Gzip)?;
             let mut meta = Metadata::new();
             meta.insert("signature".into(), digest.signature.clone());

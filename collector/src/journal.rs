@@ -31,7 +31,8 @@
 //!
 //! Every mutating method applies one sled `Batch` (atomic: all or nothing, also across a
 //! crash) but does not fsync. Durability comes from [`Journal::flush`]. Ingest flushes before
-//! answering; the batcher and the digest writer flush before their first upload, so a key or a
+//! answering; the batcher and the digest writer flush after recording a file or digest, and a
+//! delivery pass flushes between reading what to upload and uploading it, so a key or a
 //! signature is never visible at a destination before it is durable here. Anything not yet
 //! flushed may be lost by a crash *as a whole batch* — and nothing built on it was made
 //! visible, so losing it is safe: the agent resends, the batcher rebuilds the file.
