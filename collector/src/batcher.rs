@@ -2,7 +2,7 @@
 //!
 //! There is one open file per (account, region), held in memory; its records are also pending
 //! in the journal, so losing the memory (a crash) loses nothing: the next start reloads them.
-//! A file closes [`Batcher::interval`] after its first record or before its uncompressed JSON
+//! A file closes `[trail] log_file_interval` after its first record or before its uncompressed JSON
 //! would pass `max_bytes`, whichever comes first.
 //!
 //! Closing is where exactly-once delivery is decided. The file's bytes are built once
