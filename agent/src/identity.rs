@@ -34,7 +34,13 @@ pub const HIDDEN_USER: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 pub struct Passwd {
     path: PathBuf,
     map: RwLock<HashMap<u32, String>>,
+    /// When the file was last read: misses reload it at most once per [`RELOAD_EVERY`], so a
+    /// stream of events from an unknown uid does not re-read the file for each.
+    loaded: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Minimum time between two reloads of the passwd file on lookup misses.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Passwd {
     /// Loads `path`; a missing or unreadable file gives an empty map (names then fall back to
@@ -45,6 +51,7 @@ impl Passwd {
         Passwd {
             path,
             map: RwLock::new(map),
+            loaded: std::sync::Mutex::new(Some(std::time::Instant::now())),
         }
     }
 
@@ -53,6 +60,7 @@ impl Passwd {
         Passwd {
             path: PathBuf::new(),
             map: RwLock::new(pairs.iter().map(|(u, n)| (*u, n.to_string())).collect()),
+            loaded: std::sync::Mutex::new(None),
         }
     }
 
@@ -63,6 +71,12 @@ impl Passwd {
         }
         if self.path.as_os_str().is_empty() {
             return None;
+        }
+        if let Ok(mut loaded) = self.loaded.lock() {
+            if loaded.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+                return None;
+            }
+            *loaded = Some(std::time::Instant::now());
         }
         let fresh = read_passwd(&self.path);
         let found = fresh.get(&uid).cloned();
@@ -331,6 +345,8 @@ mod tests {
         let pw = Passwd::load(&p);
         assert_eq!(pw.name(0).as_deref(), Some("root"));
         assert_eq!(pw.name(1000), None);
+        // Pretend the last read is old enough for a miss to reload.
+        *pw.loaded.lock().unwrap() = None;
         std::fs::write(
             &p,
             "root:x:0:0::/:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",

@@ -306,7 +306,9 @@ impl Follower {
     ) -> Result<TailStats, TailError> {
         let notify = Arc::new(Notify::new());
         let _watcher = self.watch(notify.clone());
-        self.restore();
+        if self.cur.is_none() && self.resume_rotated.is_none() {
+            self.restore();
+        }
         loop {
             match self.step(handler).await {
                 Ok(()) => {}
@@ -339,6 +341,9 @@ impl Follower {
     /// Loads the checkpoint and decides where to start.
     fn restore(&mut self) {
         let Some(state) = self.sink.checkpoint(&self.source_key) else {
+            if self.opts.start_at_end {
+                self.start_at_end();
+            }
             return;
         };
         let Ok(ck) = serde_json::from_slice::<TailCheckpoint>(&state) else {
@@ -363,6 +368,22 @@ impl Follower {
         }
     }
 
+    /// Without a checkpoint and asked to: skip what the file holds now (a file that appears
+    /// later is read from its start). A partial last line is skipped up to its end.
+    fn start_at_end(&mut self) {
+        let Ok(file) = File::open(&self.path) else {
+            return;
+        };
+        let end = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut last = [0u8; 1];
+        let mid_line =
+            end > 0 && file.read_exact_at(&mut last, end - 1).is_ok() && last[0] != b'\n';
+        if let Ok(mut open) = Open::at(&self.path, end) {
+            open.skipping = mid_line;
+            self.cur = Some(open);
+        }
+    }
+
     /// One wake-up: notice rotation/truncation, read what is new, append it.
     async fn step(&mut self, handler: &mut dyn LineHandler) -> Result<(), TailError> {
         if self.cur.is_none() {
@@ -372,14 +393,7 @@ impl Follower {
                     open.rotated_at = Some(Instant::now());
                     self.cur = Some(open);
                 }
-            } else if let Ok(mut open) = Open::at(&self.path, 0) {
-                if self.opts.start_at_end && self.sink.checkpoint(&self.source_key).is_none() {
-                    let end = open.file.metadata().map(|m| m.len()).unwrap_or(0);
-                    // Start at the end of the last complete line.
-                    if let Ok(o) = Open::at(&self.path, end) {
-                        open = o;
-                    }
-                }
+            } else if let Ok(open) = Open::at(&self.path, 0) {
                 self.cur = Some(open);
             }
         }

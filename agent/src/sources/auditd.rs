@@ -350,10 +350,8 @@ impl Ev<'_> {
         r.user_identity = Some(self.identity(line, service));
         if !success(line) {
             r.error_code = Some("AccessDenied".into());
-            r.error_message = Some(format!(
-                "{} failed",
-                line.text("op").unwrap_or_else(|| line.rtype.clone())
-            ));
+            let what = line.text("op").unwrap_or_else(|| line.rtype.clone());
+            r.error_message = Some(truncate(&format!("{what} failed"), 1024));
         }
         r
     }
@@ -560,7 +558,7 @@ impl Ev<'_> {
         r.request_parameters = Some(json!({"unit": unit}));
         if r.error_code.is_some() {
             r.error_code = Some("ServiceFailed".into());
-            r.error_message = Some(format!("{unit}: {name} failed"));
+            r.error_message = Some(truncate(&format!("{unit}: {name} failed"), 1024));
         }
         r.resources = Some(vec![self.env.ids.service_resource(&unit)]);
         Parsed::Record(Box::new(r))
@@ -629,10 +627,8 @@ impl Ev<'_> {
             }
             if s.text("success").as_deref() == Some("no") {
                 r.error_code = Some("Failed".into());
-                r.error_message = Some(format!(
-                    "execve failed: exit={}",
-                    s.text("exit").unwrap_or_default()
-                ));
+                let exit = s.text("exit").unwrap_or_default();
+                r.error_message = Some(truncate(&format!("execve failed: exit={exit}"), 1024));
             }
         }
         r.request_parameters = Some(Value::Object(p));

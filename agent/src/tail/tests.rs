@@ -295,3 +295,31 @@ async fn over_long_lines_are_skipped() {
     assert_eq!(lines_of(&sink), ["first", "last"]);
     assert_eq!(stats.oversize, 1);
 }
+
+#[tokio::test]
+async fn start_at_end_skips_existing_content_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.log");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"old 1\nold 2\nhalf of old").unwrap();
+    let sink = MemorySink::new();
+    let (stop, rx) = broadcast::channel(1);
+    let mut fl = Follower::new(
+        &path,
+        "test:file",
+        "host1",
+        sink.clone(),
+        TailOptions {
+            start_at_end: true,
+            ..opts()
+        },
+    );
+    // Open at the end now, before more is written (run() keeps this position).
+    fl.restore();
+    let task = tokio::spawn(async move { fl.run(&mut Echo, Shutdown::new(rx)).await });
+    f.write_all(b" line\nnew 1\n").unwrap();
+    wait(&sink, 1).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(lines_of(&sink), ["new 1"]);
+}
