@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groundtrail_common::shutdown::Shutdown;
-use groundtrail_common::trail::{SigningKey, TrailLayout};
+use groundtrail_common::trail::TrailLayout;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
@@ -297,18 +297,15 @@ async fn watch_silence(
     }
 }
 
-/// Loads the signing key the config names (for `keygen`-style inspection).
-pub fn signing_key(config: &Config) -> Result<SigningKey, KeyError> {
-    Ok(SigningKey::load(&config.signing.key_file)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{DestinationConfig, Duration as ConfigDuration};
     use crate::destination::Destination;
     use crate::destination::local::LocalDestination;
-    use groundtrail_common::trail::{DigestDocument, sha256_hex, signing_string, verify_signature};
+    use groundtrail_common::trail::{
+        DigestDocument, SigningKey, sha256_hex, signing_string, verify_signature,
+    };
     use std::io::Read;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::broadcast;
