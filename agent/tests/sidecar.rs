@@ -2,6 +2,7 @@
 //! HTTP/2, rustls, tokio-tungstenite) through the sidecar, and the agent's real buffer (sled on
 //! disk, `agent/src/buffer.rs`) as the sink; records are read back from the buffer.
 
+#[allow(dead_code)]
 mod sidecar_common;
 
 use std::sync::Arc;
@@ -49,7 +50,7 @@ fn big() -> groundtrail_agent::buffer::BufferOptions {
 }
 
 #[tokio::test]
-async fn routes_parameters_and_record_fields() {
+async fn sidecar_routes_parameters_and_record_fields() {
     let up = upstream().await;
     let mut cfg = config(&up);
     cfg.routes = routes();
@@ -176,7 +177,7 @@ fn uuid_like(s: &str) -> bool {
 }
 
 #[tokio::test]
-async fn response_elements_when_enabled_are_redacted_and_capped() {
+async fn sidecar_response_elements_when_enabled_are_redacted_and_capped() {
     let up = upstream().await;
     let mut cfg = config(&up);
     cfg.record_response = true;
@@ -191,7 +192,7 @@ async fn response_elements_when_enabled_are_redacted_and_capped() {
 }
 
 #[tokio::test]
-async fn body_larger_than_the_cap_streams_through_intact_and_is_marked() {
+async fn sidecar_body_larger_than_the_cap_streams_through_intact_and_is_marked() {
     let up = upstream().await;
     let sc = start(config(&up), big()).await;
     let c = client();
@@ -246,7 +247,7 @@ async fn body_larger_than_the_cap_streams_through_intact_and_is_marked() {
 }
 
 #[tokio::test]
-async fn error_mapping() {
+async fn sidecar_error_mapping() {
     let up = upstream().await;
     let sc = start(config(&up), big()).await;
     let c = client();
@@ -298,7 +299,37 @@ async fn error_mapping() {
 }
 
 #[tokio::test]
-async fn websocket_passes_through_and_is_recorded_once() {
+async fn sidecar_upstream_timeout_and_h2c_upstream() {
+    let up = upstream().await;
+    let mut cfg = config(&up);
+    cfg.upstream_timeout_secs = 1;
+    let sc = start(cfg.clone(), big()).await;
+    let c = client();
+    let (s, _, _) = send(&c, get(&sc.url("/slow"), "rid-504")).await;
+    assert_eq!(s, 504);
+    let r = sc.record_for("rid-504").await;
+    assert_eq!(r.error_code.as_deref(), Some("GatewayTimeout"));
+    sc.stop().await;
+
+    // HTTP/2 with prior knowledge to the application.
+    cfg.upstream_http2 = true;
+    let sc = start(cfg, big()).await;
+    let (s, _, body) = send(
+        &c,
+        post_json(&sc.url("/orders"), "rid-h2c", json!({"a": 1})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let echo: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["bodyBytes"], 7);
+    let r = sc.record_for("rid-h2c").await;
+    assert_eq!(r.request_parameters.as_ref().unwrap()["a"], 1);
+    sc.stop().await;
+}
+
+#[tokio::test]
+async fn sidecar_websocket_passes_through_and_is_recorded_once() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let up = upstream().await;
@@ -386,7 +417,7 @@ fn pki() -> Pki {
 }
 
 #[tokio::test]
-async fn tls_with_verified_client_certificate() {
+async fn sidecar_tls_with_verified_client_certificate() {
     let up = upstream().await;
     let p = pki();
     let mut cfg = config(&up);
@@ -559,7 +590,7 @@ fn token(
 }
 
 #[tokio::test]
-async fn jwt_identities_hmac_rsa_ecdsa_and_forged() {
+async fn sidecar_jwt_identities_hmac_rsa_ecdsa_and_forged() {
     use jsonwebtoken::Algorithm;
     let up = upstream().await;
     let keys = jwt_keys();
@@ -678,7 +709,7 @@ async fn jwt_identities_hmac_rsa_ecdsa_and_forged() {
 }
 
 #[tokio::test]
-async fn trusted_auth_proxy_header_and_forwarded_for() {
+async fn sidecar_trusted_auth_proxy_header_and_forwarded_for() {
     let up = upstream().await;
     let mut cfg = config(&up);
     cfg.identity = IdentityConfig {
@@ -746,7 +777,9 @@ fn filler() -> Record {
     );
     r.user_identity = Some(Default::default());
     // Random text, so that it stays large after the buffer's zstd.
-    let pad: String = (0..1500).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let pad: String = (0..1500)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     r.request_parameters = Some(json!({ "pad": pad }));
     r
 }
@@ -772,7 +805,7 @@ fn clear(b: &groundtrail_agent::buffer::Buffer) {
 }
 
 #[tokio::test]
-async fn fail_open_serves_and_the_loss_reaches_the_trail() {
+async fn sidecar_fail_open_serves_and_the_loss_reaches_the_trail() {
     let up = upstream().await;
     let (buffer, dir) = full_buffer(FullPolicy::DropNewest).await;
     let sc = start_with(config(&up), buffer.clone(), dir).await;
@@ -805,7 +838,7 @@ async fn fail_open_serves_and_the_loss_reaches_the_trail() {
 }
 
 #[tokio::test]
-async fn fail_open_with_a_blocked_buffer_counts_its_own_losses() {
+async fn sidecar_fail_open_with_a_blocked_buffer_counts_its_own_losses() {
     let up = upstream().await;
     let (buffer, dir) = full_buffer(FullPolicy::Block).await;
     let mut cfg = config(&up);
@@ -835,7 +868,7 @@ async fn fail_open_with_a_blocked_buffer_counts_its_own_losses() {
 }
 
 #[tokio::test]
-async fn fail_closed_refuses_before_forwarding_when_the_buffer_is_full() {
+async fn sidecar_fail_closed_refuses_before_forwarding_when_the_buffer_is_full() {
     for policy in [FullPolicy::DropNewest, FullPolicy::Block] {
         let up = upstream().await;
         let (buffer, dir) = full_buffer(policy).await;

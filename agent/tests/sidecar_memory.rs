@@ -6,6 +6,7 @@
 //! The test checks memory, not time. It lives in its own test binary so that no other test's
 //! allocations share the counter.
 
+#[allow(dead_code)]
 mod sidecar_common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -56,7 +57,7 @@ const SIZE: u64 = 100 * MB;
 const BOUND: isize = 24 * MB as isize;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_megabytes_each_way_never_sit_in_memory() {
+async fn sidecar_hundred_megabytes_each_way_never_sit_in_memory() {
     let up = upstream().await;
     let sc = start(
         config(&up),

@@ -138,7 +138,7 @@ impl Resolver {
                         continue;
                     };
                     match v.verify(token) {
-                        Ok(claims) => match self.from_claims(v.config(), &claims) {
+                        Ok(claims) => match self.identity_from_claims(v.config(), &claims) {
                             Some(id) => return self.done(id, "jwt", rejected),
                             None => rejected.push(json!({
                                 "source": "jwt",
@@ -211,7 +211,11 @@ impl Resolver {
         }
     }
 
-    fn from_claims(&self, c: &JwtConfig, claims: &Map<String, Value>) -> Option<UserIdentity> {
+    fn identity_from_claims(
+        &self,
+        c: &JwtConfig,
+        claims: &Map<String, Value>,
+    ) -> Option<UserIdentity> {
         let principal = claim_str(claims, &c.principal_claim)?;
         let user = claim_str(claims, &c.user_name_claim).unwrap_or_else(|| principal.clone());
         let role = c.role_claim.as_deref().and_then(|r| claim_str(claims, r));

@@ -224,10 +224,10 @@ impl JwtVerifier {
         let mut last = String::from("UnknownKey");
         let mut tried = false;
         for k in candidates {
-            if let (Some(want), Some(have)) = (&header.kid, &k.kid) {
-                if want != have {
-                    continue;
-                }
+            if let (Some(want), Some(have)) = (&header.kid, &k.kid)
+                && want != have
+            {
+                continue;
             }
             tried = true;
             let mut v = Validation::new(k.alg);

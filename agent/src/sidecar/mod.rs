@@ -577,6 +577,37 @@ mod tests {
         );
     }
 
+    /// The Kubernetes example's config map must stay loadable: its `[sidecar]` table by
+    /// [`SidecarConfig`], everything else by the agent's own config.
+    #[test]
+    fn kubernetes_example_config_parses() {
+        let yaml = include_str!("../../../packaging/kubernetes/sidecar-example.yaml");
+        let mut toml_text = String::new();
+        let mut inside = false;
+        for line in yaml.lines() {
+            if line.trim_end() == "  agent.toml: |" {
+                inside = true;
+                continue;
+            }
+            if inside {
+                if line == "---" {
+                    break;
+                }
+                toml_text.push_str(line.strip_prefix("    ").unwrap_or(""));
+                toml_text.push('\n');
+            }
+        }
+        let mut table: toml::Table = toml::from_str(&toml_text).unwrap();
+        let sidecar = table.remove("sidecar").expect("a [sidecar] table");
+        let c: SidecarConfig = sidecar.try_into().unwrap();
+        assert_eq!(c.routes.len(), 4);
+        routes::RouteTable::compile(&c.routes).unwrap();
+        c.upstream_parts().unwrap();
+        c.trusted().unwrap();
+        let rest: crate::config::Config = toml::Value::Table(table).try_into().unwrap();
+        assert!(!rest.sources.auth_log.enabled);
+    }
+
     #[test]
     fn validation_names_the_field() {
         let bad = |f: &dyn Fn(&mut SidecarConfig)| {

@@ -321,10 +321,10 @@ impl<B: Body> Tap<B> {
             return;
         }
         self.finished = true;
-        if let Some(c) = &self.capture {
-            if let Ok(mut c) = c.lock() {
-                c.complete = complete;
-            }
+        if let Some(c) = &self.capture
+            && let Ok(mut c) = c.lock()
+        {
+            c.complete = complete;
         }
         if let Some(f) = self.on_finish.take() {
             f(complete, error);
@@ -349,10 +349,10 @@ where
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    if let Some(c) = &this.capture {
-                        if let Ok(mut c) = c.lock() {
-                            c.push(d);
-                        }
+                    if let Some(c) = &this.capture
+                        && let Ok(mut c) = c.lock()
+                    {
+                        c.push(d);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -624,10 +624,10 @@ pub(crate) async fn handle(
             parts.headers.remove(h);
         }
     }
-    if parts.headers.get(header::HOST).is_none() {
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, h);
-        }
+    if parts.headers.get(header::HOST).is_none()
+        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(header::HOST, h);
     }
     if sh.forward_xff {
         let prior = parts
@@ -680,7 +680,7 @@ pub(crate) async fn handle(
             Ok(uri) => {
                 parts.uri = uri;
                 let fut = sh.client.request(Request::from_parts(parts, body));
-                let res = match sh.upstream_timeout {
+                match sh.upstream_timeout {
                     Some(t) => match tokio::time::timeout(t, fut).await {
                         Ok(r) => r.map_err(|e| bad_gateway(&e)),
                         Err(_) => Err((
@@ -690,8 +690,7 @@ pub(crate) async fn handle(
                         )),
                     },
                     None => fut.await.map_err(|e| bad_gateway(&e)),
-                };
-                res
+                }
             }
         }
     };
@@ -721,21 +720,19 @@ pub(crate) async fn handle(
 
     let status = resp.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        if let Some(client_up) = client_upgrade {
-            let upstream_up = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::join!(client_up, upstream_up) {
-                    (Ok(c), Ok(u)) => {
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                    }
-                    (c, u) => {
-                        tracing::debug!(client = ?c.err(), upstream = ?u.err(), "upgrade not completed")
-                    }
+    if switching && let Some(client_up) = client_upgrade {
+        let upstream_up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::join!(client_up, upstream_up) {
+                (Ok(c), Ok(u)) => {
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
                 }
-            });
-        }
+                (c, u) => {
+                    tracing::debug!(client = ?c.err(), upstream = ?u.err(), "upgrade not completed")
+                }
+            }
+        });
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);

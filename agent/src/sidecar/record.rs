@@ -146,10 +146,11 @@ impl RecordBuilder {
     pub fn build(&self, req: &RequestInfo, out: &Outcome, write_ahead: Option<&str>) -> Record {
         let mut r = self.base(req);
         r.request_parameters = Some(self.request_parameters(req, out.request_body.as_ref()));
-        if self.record_response && (200..300).contains(&out.status) {
-            if let Some(v) = out.response_body.as_ref().and_then(|c| self.body_value(c)) {
-                r.response_elements = Some(v);
-            }
+        if self.record_response
+            && (200..300).contains(&out.status)
+            && let Some(v) = out.response_body.as_ref().and_then(|c| self.body_value(c))
+        {
+            r.response_elements = Some(v);
         }
         if let Some((code, msg)) = &out.proxy_error {
             r.error_code = Some(truncate(code, MAX_SHORT_FIELD_BYTES));
@@ -234,30 +235,31 @@ impl RecordBuilder {
                 m.insert(k, v);
             }
         }
-        if let Some(c) = body {
-            if c.json && c.total > 0 {
-                if c.overflow || !c.complete {
-                    let marker = if c.overflow {
-                        omitted(
-                            c.total,
-                            c.limit,
-                            "request body over the limit; only path and query parameters are kept",
-                        )
-                    } else {
-                        json!({"omitted": true, "originalSize": c.total, "reason": "request body incomplete; only path and query parameters are kept"})
-                    };
-                    if let Value::Object(marker) = marker {
-                        m.extend(marker);
-                    }
+        if let Some(c) = body
+            && c.json
+            && c.total > 0
+        {
+            if c.overflow || !c.complete {
+                let marker = if c.overflow {
+                    omitted(
+                        c.total,
+                        c.limit,
+                        "request body over the limit; only path and query parameters are kept",
+                    )
                 } else {
-                    match serde_json::from_slice::<Value>(&c.bytes) {
-                        Ok(Value::Object(o)) => m.extend(o),
-                        Ok(other) => {
-                            m.insert("body".into(), other);
-                        }
-                        Err(_) => {
-                            m.insert("bodyNotJson".into(), json!(true));
-                        }
+                    json!({"omitted": true, "originalSize": c.total, "reason": "request body incomplete; only path and query parameters are kept"})
+                };
+                if let Value::Object(marker) = marker {
+                    m.extend(marker);
+                }
+            } else {
+                match serde_json::from_slice::<Value>(&c.bytes) {
+                    Ok(Value::Object(o)) => m.extend(o),
+                    Ok(other) => {
+                        m.insert("body".into(), other);
+                    }
+                    Err(_) => {
+                        m.insert("bodyNotJson".into(), json!(true));
                     }
                 }
             }

@@ -232,13 +232,14 @@ impl RouteTable {
             for res in &r.resources {
                 let pieces = parse_template(&res.arn).map_err(err)?;
                 for p in &pieces {
-                    if let Piece::Var(v) = p {
-                        if !BUILTINS.contains(&v.as_str()) && !params.contains(&v.as_str()) {
-                            return Err(err(format!(
-                                "ARN template {:?} uses {{{v}}}, which is neither a parameter of the path nor one of {{partition}}, {{region}}, {{account}}, {{host}}",
-                                res.arn
-                            )));
-                        }
+                    if let Piece::Var(v) = p
+                        && !BUILTINS.contains(&v.as_str())
+                        && !params.contains(&v.as_str())
+                    {
+                        return Err(err(format!(
+                            "ARN template {:?} uses {{{v}}}, which is neither a parameter of the path nor one of {{partition}}, {{region}}, {{account}}, {{host}}",
+                            res.arn
+                        )));
                     }
                 }
                 resources.push((res.resource_type.clone(), pieces));
@@ -258,10 +259,10 @@ impl RouteTable {
     pub fn resolve(&self, method: &str, path: &str, ctx: &ArnContext) -> RouteMatch {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         for route in &self.routes {
-            if let Some(m) = &route.method {
-                if m != method {
-                    continue;
-                }
+            if let Some(m) = &route.method
+                && m != method
+            {
+                continue;
             }
             if let Some(raw) = match_segments(&route.segments, &parts) {
                 let params: Vec<(String, String)> = raw
@@ -386,12 +387,14 @@ fn looks_like_id(seg: &str) -> bool {
     if b.len() >= 16 && b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-') {
         return true;
     }
+    if seg.contains('%') {
+        return true; // encoded names are data, not API structure
+    }
     let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
     b.len() >= 12
         && digits >= 2
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
-        || seg.contains('%')
 }
 
 /// Decodes `%XX` escapes (and, with `plus`, `+` as space); invalid escapes stay as they are.

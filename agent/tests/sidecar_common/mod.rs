@@ -1,6 +1,5 @@
 //! Test support for the sidecar: a real upstream (hyper), the agent's real buffer (sled on
 //! disk) as the sink, and the sidecar itself on a port-0 listener.
-#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -198,6 +197,10 @@ async fn upstream_handle(
             .body(empty_body())
             .unwrap());
     }
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        return Ok(json_response(StatusCode::OK, json!({"late": true})));
+    }
     if path == "/upload" {
         let mut body = req.into_body();
         let (mut total, mut ok) = (0u64, true);
@@ -247,6 +250,7 @@ async fn upstream_handle(
     }
     // Echo: what arrived.
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let mut headers = serde_json::Map::new();
     for (k, v) in req.headers() {
         headers.insert(
@@ -262,7 +266,7 @@ async fn upstream_handle(
         .unwrap_or_default();
     Ok(json_response(
         StatusCode::OK,
-        json!({"method": method, "path": path, "query": query, "bodyBytes": body.len(), "headers": headers, "ok": true, "secretToken": "upstream-secret"}),
+        json!({"method": method, "version": version, "path": path, "query": query, "bodyBytes": body.len(), "headers": headers, "ok": true, "secretToken": "upstream-secret"}),
     ))
 }
 
@@ -283,9 +287,9 @@ pub async fn upstream() -> Upstream {
             let u = u.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| upstream_handle(req, u.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
+                // HTTP/1.1 (with upgrades) and h2c, like a real application server.
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
                     .await;
             });
         }
@@ -297,7 +301,7 @@ pub async fn upstream() -> Upstream {
 pub struct Sidecar {
     pub addr: SocketAddr,
     pub buffer: Buffer,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     stop: Option<tokio::sync::broadcast::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), SidecarError>>>,
 }
@@ -340,7 +344,7 @@ pub async fn start_with(cfg: SidecarConfig, buffer: Buffer, dir: tempfile::TempD
     Sidecar {
         addr,
         buffer,
-        dir,
+        _dir: dir,
         stop: Some(tx),
         task: Some(task),
     }
