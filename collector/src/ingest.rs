@@ -13,7 +13,24 @@
 //!    `eventID` yield one copy), then flush. Only then `200` with a [`BatchResponse`].
 //!
 //! Every refusal is an [`ErrorResponse`] with a CloudTrail-style code, and means that nothing
-//! of the batch was written, so the agent can fix or resend it as a whole.
+//! of the batch was written, so the agent can fix or resend it as a whole:
+//!
+//! | status | `__type` | when | `line` |
+//! |---|---|---|---|
+//! | 400 | `InvalidData` | not JSON, a wrong type, a bad format (`eventTime`, `eventID`, ...), a broken zstd stream, bad sequence headers | for record errors |
+//! | 400 | `FieldNotFound` | a required member missing or empty | yes |
+//! | 400 | `FieldTooLong` | a member over CloudTrail's size cap (`userAgent`, `requestParameters`, ...) | yes |
+//! | 401 | `UnrecognizedClientException` | mTLS on and the certificate names no agent | no |
+//! | 403 | `AccessDeniedException` | agent not in `[[agents]]`; or a record's account/region it may not write | for records |
+//! | 408 | `RequestTimeout` | the body did not arrive in time | no |
+//! | 413 | `RequestEntityTooLarge` | body over `max_body_bytes`, or over `max_decompressed_bytes` once inflated | no |
+//! | 413 | `RecordTooLarge` | one line over `max_record_bytes` | yes |
+//! | 413 | `LimitExceededException` | more than `max_batch_records` records | the first one too many |
+//! | 415 | `UnsupportedMediaTypeException` | `Content-Type` not `application/x-ndjson`, or `Content-Encoding` not zstd/identity | no |
+//! | 500 | `InternalFailure` | the journal failed; nothing was committed, retry | no |
+//!
+//! Without client certificates a connection from an unknown CA never gets this far: the TLS
+//! handshake fails.
 
 use std::collections::HashMap;
 use std::io::Read;
