@@ -29,8 +29,8 @@
 //! | 415 | `UnsupportedMediaTypeException` | `Content-Type` not `application/x-ndjson`, or `Content-Encoding` not zstd/identity | no |
 //! | 500 | `InternalFailure` | the journal failed; nothing was committed, retry | no |
 //!
-//! Without client certificates a connection from an unknown CA never gets this far: the TLS
-//! handshake fails.
+//! With `client_ca` set, a client without a certificate from that CA never gets this far: the
+//! TLS handshake fails.
 
 use std::collections::HashMap;
 use std::io::Read;
