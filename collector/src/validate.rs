@@ -1284,6 +1284,12 @@ enum Inflated {
 /// it are "unexpected data"; a truncated stream is not an error there (its partial output then
 /// fails the hash comparison), a corrupt one is.
 fn inflate_sha256(body: &[u8]) -> Inflated {
+    // zlib refuses a wrong magic, method or reserved flag as soon as it sees the byte, even in
+    // a body too short for a whole header (flate2 would only report the short header).
+    const HEADER: [u8; 3] = [0x1f, 0x8b, 0x08];
+    if body.iter().zip(HEADER).any(|(&b, h)| b != h) || body.get(3).is_some_and(|f| f & 0xe0 != 0) {
+        return Inflated::Corrupt;
+    }
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut decoder = flate2::bufread::GzDecoder::new(body);
     let mut buf = vec![0u8; 64 * 1024];
@@ -1628,8 +1634,8 @@ mod tests {
         let mut two = std::fs::read(f.path(&f.logs[0])).unwrap();
         two.extend(gzip(b"more"));
         std::fs::write(f.path(&f.logs[0]), two).unwrap();
-        // Not gzip at all.
-        std::fs::write(f.path(&f.logs[2]), b"{\"Records\":[]}").unwrap();
+        // Not gzip at all (shorter than a gzip header: zlib still refuses the magic).
+        std::fs::write(f.path(&f.logs[2]), b"not gzip").unwrap();
         let (code, _out, err) = f.validate().await;
         assert_eq!(code, 1);
         assert_eq!(

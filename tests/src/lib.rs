@@ -93,7 +93,11 @@ pub fn moto_server(test: &str) -> Option<PathBuf> {
 }
 
 /// A built binary of the workspace (`target/<profile>/<name>`), next to this test executable.
+/// `GROUNDTRAIL_BIN_DIR` overrides the directory.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("GROUNDTRAIL_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test>-<hash>
     let dir = exe
