@@ -15,7 +15,7 @@
 //!   format.
 //! - login: pam's `session opened`/`closed`, `FAILED LOGIN` (ConsoleLogin, Logout).
 //! - shadow-utils and pam for accounts: useradd, userdel, usermod, groupadd, groupdel,
-//!   gpasswd, passwd, chpasswd, chage, chfn (iam.<domain>).
+//!   gpasswd, passwd, chpasswd, chage, chfn (`iam.<domain>`).
 //!
 //! Principals: the line's actor where it names one (sshd's user, sudo's invoking user, su's
 //! `by`, gpasswd's `by`); account tools that do not say who ran them are attributed to `root`
