@@ -118,6 +118,9 @@ pub struct TailOptions {
     pub poll_interval: Duration,
     /// Records per `append` at most (a burst becomes several appends).
     pub batch_max: usize,
+    /// After a file event, wait this long before reading, so that a trickle of lines becomes
+    /// one append (one durable flush) instead of one per line.
+    pub batch_delay: Duration,
     /// Lines longer than this are skipped (counted by the caller's `on_oversize`).
     pub max_line: usize,
     /// Without a checkpoint, start at the end of the existing file instead of its beginning.
@@ -134,6 +137,7 @@ impl Default for TailOptions {
         TailOptions {
             poll_interval: Duration::from_millis(250),
             batch_max: 2000,
+            batch_delay: Duration::from_millis(100),
             max_line: 256 * 1024,
             start_at_end: false,
             rotate_grace: Duration::from_secs(1),
@@ -316,7 +320,12 @@ impl Follower {
             }
             tokio::select! {
                 _ = shutdown.recv() => return Ok(self.stats),
-                _ = notify.notified() => {}
+                _ = notify.notified() => {
+                    tokio::select! {
+                        _ = shutdown.recv() => return Ok(self.stats),
+                        _ = tokio::time::sleep(self.opts.batch_delay) => {}
+                    }
+                }
                 _ = tokio::time::sleep(self.opts.poll_interval) => {}
             }
         }

@@ -28,6 +28,7 @@ impl LineHandler for Echo {
 fn opts() -> TailOptions {
     TailOptions {
         poll_interval: Duration::from_millis(20),
+        batch_delay: Duration::from_millis(5),
         rotate_grace: Duration::from_millis(100),
         idle_flush: Duration::from_millis(100),
         ..TailOptions::default()
