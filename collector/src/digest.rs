@@ -4,7 +4,9 @@
 //!
 //! - **Every interval, a digest.** For each chain, a digest is written `digest_interval` after
 //!   the previous one ends (the first one `digest_interval` after the chain's first delivered
-//!   file), also when nothing was delivered in between, as CloudTrail does.
+//!   file), also when nothing was delivered in between, as CloudTrail does. With `[trail]
+//!   account_id` set, the chain of that account and the home region starts at start-up, so an
+//!   idle trail has digests too.
 //! - **Every delivered file is listed exactly once.** A digest lists the files delivered to its
 //!   destination since the previous digest; recording it removes them from the waiting set in
 //!   the same atomic journal batch that moves the chain head ([`Journal::record_digest`]).
@@ -63,6 +65,10 @@ pub struct DigestWriter {
     home_region: String,
     interval: Duration,
     targets: Vec<DigestTarget>,
+    /// A chain that exists from the start, before any file: the trail's own account and home
+    /// region, so an idle trail still gets its digests (as CloudTrail's does), counted from
+    /// `started`.
+    seed: Option<((String, String), DateTime<Utc>)>,
 }
 
 impl std::fmt::Debug for DigestWriter {
@@ -100,7 +106,20 @@ impl DigestWriter {
             home_region,
             interval,
             targets,
+            seed: None,
         }
+    }
+
+    /// Makes (`account`, `region`) a chain of every destination from `started` on, even before
+    /// any file is delivered for it.
+    pub fn with_seed(
+        mut self,
+        account: &str,
+        region: &str,
+        started: DateTime<Utc>,
+    ) -> DigestWriter {
+        self.seed = Some(((account.to_string(), region.to_string()), started));
+        self
     }
 
     fn interval(&self) -> chrono::Duration {
@@ -202,8 +221,15 @@ impl DigestWriter {
         let mut written = 0;
         for target in &self.targets {
             let mut wrote_here = false;
-            for ((account, region), chain) in self.journal.chains(&target.name)? {
-                let due = self.due_at(&chain).is_some_and(|at| at <= now)
+            let mut chains = self.journal.chains(&target.name)?;
+            if let Some((pair, _)) = &self.seed {
+                chains.entry(pair.clone()).or_default();
+            }
+            for ((account, region), chain) in chains {
+                let seeded = self.seed.as_ref().and_then(|((a, r), started)| {
+                    (a == &account && r == &region).then(|| *started + self.interval())
+                });
+                let due = self.due_at(&chain).or(seeded).is_some_and(|at| at <= now)
                     || (force && !chain.waiting.is_empty());
                 if !due {
                     continue;
@@ -399,6 +425,23 @@ mod tests {
             Some(q[1].1.signature.as_str())
         );
         assert_eq!(third.log_files.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_seeded_chain_gets_digests_before_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, w, _) = setup(dir.path());
+        let w = w.with_seed("111122223333", "us-east-1", t(0));
+        assert_eq!(w.write_due(t(3599), false).await.unwrap(), 0);
+        assert_eq!(w.write_due(t(3600), false).await.unwrap(), 1);
+        let q = journal.pending_digests("local").unwrap();
+        let doc: DigestDocument = serde_json::from_str(&q[0].1.document).unwrap();
+        assert!(doc.log_files.is_empty());
+        assert_eq!(doc.digest_start_time, "2026-01-01T00:00:00Z");
+        assert_eq!(doc.previous_digest_signature, None);
+        // From then on the persisted head drives it.
+        assert_eq!(w.write_due(t(5000), false).await.unwrap(), 0);
+        assert_eq!(w.write_due(t(7200), false).await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -143,7 +143,7 @@ pub async fn serve(
         let s = shutdown.clone();
         background.push(tokio::spawn(async move { d.run(s).await }));
     }
-    let digests = Arc::new(DigestWriter::new(
+    let digests = DigestWriter::new(
         journal.clone(),
         key.clone(),
         layout,
@@ -159,7 +159,16 @@ pub async fn serve(
                 wake: w.clone(),
             })
             .collect(),
-    ));
+    );
+    let digests = Arc::new(if config.trail.account_id.is_empty() {
+        digests
+    } else {
+        digests.with_seed(
+            &config.trail.account_id,
+            &config.trail.home_region,
+            groundtrail_common::time::now_secs(),
+        )
+    });
     {
         let digests = digests.clone();
         let s = shutdown.clone();
