@@ -474,7 +474,12 @@ impl Ev<'_> {
         let op = l.text("op").unwrap_or_default();
         let ids = &self.env.ids;
         // The per-database steps are duplicates of the main step.
-        if op.contains("gshadow") || op.contains("shadow group") || op.is_empty() {
+        if op.contains("gshadow")
+            || op.contains("shadow group")
+            || op.contains("home directory")
+            || op.contains("mail file")
+            || op.is_empty()
+        {
             return Parsed::Ignored;
         }
         let group = || {
@@ -508,6 +513,9 @@ impl Ev<'_> {
         };
         let exe = l.text("exe").unwrap_or_default();
         let mut r = self.rec(l, "iam", name, "AwsApiCall");
+        if r.error_code.is_some() {
+            r.error_code = Some("Failed".into());
+        }
         let person = self.name(l, "auid").or_else(|| self.name(l, "uid"));
         r.user_identity = Some(match &person {
             Some(p) => ids.user(p),

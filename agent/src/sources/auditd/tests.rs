@@ -241,6 +241,35 @@ type=SERVICE_STOP msg=audit(1700000006.100:507): pid=1 uid=0 auid=4294967295 ses
     assert_eq!(out[7].error_code.as_deref(), Some("ServiceFailed"));
 }
 
+/// Account-management records of older and newer shadow-utils (`tool format`).
+#[test]
+fn tool_format_account_management() {
+    let text = "\
+type=USER_CHAUTHTOK msg=audit(1700000100.000:600): pid=7 uid=0 auid=1000 ses=3 msg='op=adding user to group acct=\"bob\" exe=\"/usr/sbin/useradd\" hostname=? addr=? terminal=pts/0 res=success'
+type=USER_CHAUTHTOK msg=audit(1700000100.100:601): pid=7 uid=0 auid=1000 ses=3 msg='op=adding user to shadow group acct=\"bob\" exe=\"/usr/sbin/useradd\" hostname=? addr=? terminal=pts/0 res=success'
+type=USER_CHAUTHTOK msg=audit(1700000100.200:602): pid=7 uid=0 auid=1000 ses=3 msg='op=adding home directory acct=\"bob\" exe=\"/usr/sbin/useradd\" hostname=? addr=? terminal=pts/0 res=success'
+type=USER_MGMT msg=audit(1700000100.300:603): pid=8 uid=0 auid=1000 ses=3 msg='op=changing-shell acct=\"bob\" exe=\"/usr/sbin/usermod\" hostname=? addr=? terminal=pts/0 res=success'
+type=GRP_MGMT msg=audit(1700000100.400:604): pid=9 uid=0 auid=1000 ses=3 msg='op=modify-group acct=\"docker\" exe=\"/usr/sbin/groupmod\" hostname=? addr=? terminal=pts/0 res=success'
+type=ADD_USER msg=audit(1700000100.500:605): pid=10 uid=0 auid=1000 ses=3 msg='op=adding user id=1001 exe=\"/usr/sbin/useradd\" hostname=? addr=? terminal=pts/0 res=failed'
+";
+    let out = run(text, true);
+    let names: Vec<&str> = out.iter().map(|r| r.event_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["AddUserToGroup", "UpdateUser", "UpdateGroup", "CreateUser"]
+    );
+    assert_eq!(
+        out[0].request_parameters.as_ref().unwrap()["userName"],
+        "bob"
+    );
+    assert_eq!(
+        out[2].request_parameters.as_ref().unwrap()["groupName"],
+        "docker"
+    );
+    assert_eq!(out[3].error_code.as_deref(), Some("Failed"));
+    assert_eq!(out[3].error_message.as_deref(), Some("adding user failed"));
+}
+
 #[test]
 fn malformed_lines_are_counted_and_groups_survive() {
     let before = STATS.snapshot();
