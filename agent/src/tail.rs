@@ -557,7 +557,12 @@ impl Follower {
             return self.append(None).await;
         };
         let Some(id) = cur.id.clone() else {
-            return Ok(());
+            // A new file without a complete first line yet: store records flushed from the
+            // previous file now, keeping the old checkpoint (a re-read yields the same IDs).
+            if self.records.is_empty() {
+                return Ok(());
+            }
+            return self.append(None).await;
         };
         if self.records.is_empty() && !force && cur.buf.is_empty() && cur.offset == 0 {
             return Ok(());
