@@ -324,3 +324,83 @@ async fn start_at_end_skips_existing_content_only() {
     task.await.unwrap().unwrap();
     assert_eq!(lines_of(&sink), ["new 1"]);
 }
+
+/// A multi-line group open at shutdown holds the checkpoint back to its first line: after a
+/// restart the whole group is read again and becomes one record.
+#[tokio::test]
+async fn open_group_survives_restart() {
+    use crate::sources::auditd::AuditHandler;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let env = Arc::new(crate::sources::testutil::env());
+    let sink = MemorySink::new();
+    let slow_idle = TailOptions {
+        idle_flush: Duration::from_secs(3600),
+        ..opts()
+    };
+    // Shortened from real lines (beats' rhel6 USER_CMD, laurel's shell-proc-trace execve).
+    append(
+        &path,
+        &[
+            "type=USER_CMD msg=audit(1489519256.192:19600329): user pid=4151 uid=497 auid=700 ses=11988 msg='cwd=\"/\" cmd=2F62696E2F6C73 terminal=? res=success'".to_string(),
+            "type=SYSCALL msg=audit(1682609045.530:29242): arch=c000003e syscall=59 success=yes exit=0 items=3 ppid=71505 pid=71507 auid=1000 uid=1000 tty=pts7 ses=3 comm=\"grep\" exe=\"/usr/bin/grep\" key=(null)".to_string(),
+            "type=EXECVE msg=audit(1682609045.530:29242): argc=2 a0=\"grep\" a1=\"baz\"".to_string(),
+        ],
+    );
+    let run = |sink: &Arc<MemorySink>| {
+        let (stop, rx) = broadcast::channel(1);
+        let f = Follower::new(
+            &path,
+            "auditd:test",
+            "host1",
+            sink.clone(),
+            slow_idle.clone(),
+        );
+        let env = env.clone();
+        let task = tokio::spawn(async move {
+            let mut h = AuditHandler::new(env, true);
+            f.run(&mut h, Shutdown::new(rx)).await
+        });
+        Running { stop, task }
+    };
+    let r = run(&sink);
+    // The USER_CMD closes when the SYSCALL (another serial) arrives; the execve stays open.
+    wait(&sink, 1).await;
+    r.stop().await;
+    let ck: TailCheckpoint =
+        serde_json::from_slice(&sink.checkpoint("auditd:test").unwrap()).unwrap();
+    let first_len = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .len() as u64
+        + 1;
+    assert_eq!(
+        ck.offset, first_len,
+        "checkpoint held at the open group's first line"
+    );
+    append(
+        &path,
+        &["type=EOE msg=audit(1682609045.530:29242): ".to_string()],
+    );
+    let r = run(&sink);
+    wait(&sink, 2).await;
+    r.stop().await;
+    let names: Vec<String> = sink
+        .records()
+        .iter()
+        .map(|r| format!("{} {}", r.event_source, r.event_name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "sudo.onprem.internal RunCommand",
+            "exec.onprem.internal RunCommand"
+        ]
+    );
+    assert_eq!(
+        sink.records()[1].request_parameters.as_ref().unwrap()["command"],
+        "grep baz"
+    );
+}
