@@ -787,7 +787,7 @@ mod tests {
                 .unwrap();
             f.write_all(text.as_bytes()).unwrap();
         };
-        // Real lines (elastic/beats samples).
+        // beats sample lines (the USER_CMD one shortened: uid 0, cmd /bin/ls).
         append(
             "auth.log",
             "Feb 21 21:56:12 localhost sshd[3430]: Invalid user test from 10.0.2.2\n",
