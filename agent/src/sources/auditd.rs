@@ -284,6 +284,7 @@ pub fn parse_event(env: &Env, ev: &AuditEvent, execve: bool) -> Parsed {
         "ADD_USER" | "DEL_USER" | "ADD_GROUP" | "DEL_GROUP" | "USER_CHAUTHTOK" | "USER_MGMT"
         | "GRP_MGMT" | "GRP_CHAUTHTOK" => c.account(primary),
         "SERVICE_START" | "SERVICE_STOP" => c.service(primary),
+        "SOFTWARE_UPDATE" => c.software(primary),
         "EXECVE" if execve => c.execve(),
         "EXECVE" => Parsed::Ignored,
         _ => Parsed::Ignored,
@@ -569,6 +570,46 @@ impl Ev<'_> {
             r.error_message = Some(truncate(&format!("{unit}: {name} failed"), 1024));
         }
         r.resources = Some(vec![self.env.ids.service_resource(&unit)]);
+        Parsed::Record(Box::new(r))
+    }
+
+    /// rpm's audit record of a package transaction element: who (auid) installed what.
+    fn software(&self, l: &AuditLine) -> Parsed {
+        let Some(sw) = l.text("sw") else {
+            return Parsed::Malformed;
+        };
+        let op = l.text("op").unwrap_or_default();
+        let name = if op.contains("remove") || op.contains("erase") {
+            "RemovePackage"
+        } else if op.contains("update") || op.contains("upgrade") {
+            "UpgradePackage"
+        } else {
+            "InstallPackage"
+        };
+        let mut r = self.rec(l, "packages", name, "AwsApiCall");
+        if r.error_code.is_some() {
+            r.error_code = Some("PackageError".into());
+        }
+        if let Some(comm) = l.text("comm") {
+            r.user_agent = Some(truncate(&comm, 1024));
+        }
+        let (pkg, version, arch) = super::packages::split_nevra(&sw);
+        let mut p = Map::new();
+        p.insert("packageName".into(), json!(pkg));
+        if let Some(v) = version {
+            p.insert("version".into(), json!(v));
+        }
+        if let Some(a) = arch {
+            p.insert("architecture".into(), json!(a));
+        }
+        if let Some(t) = l.text("sw_type") {
+            p.insert("packageType".into(), json!(t));
+        }
+        if let Some(g) = l.text("gpg_res") {
+            p.insert("gpgResult".into(), json!(g));
+        }
+        r.request_parameters = Some(Value::Object(p));
+        r.resources = Some(vec![self.env.ids.package_resource(&pkg)]);
         Parsed::Record(Box::new(r))
     }
 

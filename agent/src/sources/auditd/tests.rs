@@ -11,6 +11,9 @@ use crate::tail::FileId;
 const RHEL6: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_rhel6.log");
 const USERADD: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_useradd.log");
 const CENT7: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_cent7_node.log");
+const EXECVE_HEX: &str =
+    include_str!("../../../tests/fixtures/audit/beats_auditd_execve_hex_arg.log");
+const EXCERPT: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_test_excerpt.log");
 
 /// Feeds a whole file through the grouping handler, then flushes (end of input).
 fn run(text: &str, execve: bool) -> Vec<Record> {
@@ -180,6 +183,37 @@ fn beats_cent7_services_by_the_system() {
             Some("Groundtrail::Host::Service")
         );
     }
+}
+
+#[test]
+fn beats_execve_and_software_update() {
+    // A lone EXECVE (no SYSCALL, no EOE, no final newline): closed at the end of input.
+    let out = run(EXECVE_HEX, true);
+    assert_eq!(out.len(), 1);
+    let p = out[0].request_parameters.as_ref().unwrap();
+    assert_eq!(p["command"], r#"sh -c echo \"arg hex encoded\""#);
+    assert_eq!(p["argv"][2], r#"echo \"arg hex encoded\""#);
+    assert_eq!(out[0].event_time, "2022-11-28T06:01:53Z");
+
+    let out = run(EXCERPT, true);
+    let names: Vec<&str> = out.iter().map(|r| r.event_name.as_str()).collect();
+    assert_eq!(names, ["InstallPackage", "RunCommand"]);
+    let sw = &out[0];
+    assert_eq!(sw.event_source, "packages.onprem.internal");
+    // auid 1000 (alice in the test passwd) ran yum as root.
+    assert_eq!(who(sw), "arn:aws:sts::123456789012:assumed-role/root/alice");
+    assert_eq!(sw.user_agent.as_deref(), Some("yum"));
+    assert_eq!(
+        sw.request_parameters,
+        Some(
+            serde_json::json!({"packageName": "gcc", "version": "4.8.5-39.el7", "architecture": "x86_64", "packageType": "rpm", "gpgResult": "1"})
+        )
+    );
+    // An unquoted, non-hex argument (ausearch -i style) stays as written.
+    assert_eq!(
+        out[1].request_parameters.as_ref().unwrap()["command"],
+        "top"
+    );
 }
 
 /// Shapes with no permissively licensed sample, in the format auditd/pam/sshd write them.
