@@ -5,8 +5,8 @@
 //! damaged buffer, a drop policy, a reinstalled host), and that loss itself is written to the
 //! trail as an `AgentSequenceGap` record — in the same journal batch as the records that
 //! revealed it, so the gap is committed exactly when its evidence is. An agent silent for
-//! longer than `[monitoring] agent_silence` gets one `AgentSilent` record until it speaks
-//! again. Both go to the agent's last account and region, with `eventSource`
+//! longer than `[monitoring] agent_silence` (counted from the collector's own start at the
+//! earliest) gets one `AgentSilent` record until it speaks again. Both go to the agent's last account and region, with `eventSource`
 //! `groundtrail.<domain>`.
 //!
 //! The tracker's mutex is held across "read state, decide, commit": two batches of one agent
@@ -31,6 +31,9 @@ pub struct AgentTracker {
     /// `groundtrail.<domain>`: the eventSource of audit records.
     source: String,
     silence: Duration,
+    /// When this collector started: silence is counted from here at the earliest, so a
+    /// collector that was itself down does not blame every agent for the gap it caused.
+    started: DateTime<Utc>,
 }
 
 impl AgentTracker {
@@ -44,6 +47,7 @@ impl AgentTracker {
             agents: Mutex::new(journal.agents()?),
             source: format!("groundtrail.{domain}"),
             silence,
+            started: groundtrail_common::time::now_secs(),
         })
     }
 
@@ -149,7 +153,10 @@ impl AgentTracker {
             let Some(seen) = parse_json_time(&state.last_seen) else {
                 continue;
             };
-            if state.silent_reported || state.account.is_empty() || now - seen <= limit {
+            if state.silent_reported
+                || state.account.is_empty()
+                || now - seen.max(self.started) <= limit
+            {
                 continue;
             }
             records.push(self.audit_record(
@@ -247,6 +254,35 @@ mod tests {
             .commit_batch(&journal, "web-1", Some((6, 6)), vec![record(6)], t(2))
             .unwrap();
         assert_eq!((out.committed.len(), out.duplicates), (0, 1));
+    }
+
+    #[test]
+    fn silence_counts_from_collector_start_at_the_earliest() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j")).unwrap();
+        let tracker = AgentTracker::load(&journal, "x", Duration::from_secs(60)).unwrap();
+        // Last seen long before this collector started (it was down).
+        let long_ago = Utc::now() - chrono::Duration::days(3);
+        tracker
+            .commit_batch(&journal, "web-1", None, vec![record(1)], long_ago)
+            .unwrap();
+        let tracker = AgentTracker::load(&journal, "x", Duration::from_secs(60)).unwrap();
+        let started = tracker.started;
+        assert!(
+            tracker
+                .check_silence(&journal, started + chrono::Duration::seconds(30))
+                .unwrap()
+                .committed
+                .is_empty()
+        );
+        assert_eq!(
+            tracker
+                .check_silence(&journal, started + chrono::Duration::seconds(61))
+                .unwrap()
+                .committed
+                .len(),
+            1
+        );
     }
 
     #[test]
