@@ -30,6 +30,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use groundtrail_common::Record;
@@ -251,7 +252,35 @@ fn find_rotated(path: &Path, id: &FileId) -> Option<PathBuf> {
     None
 }
 
-/// Statistics a follower keeps (per instance; sources add them to their counters).
+/// Counters over all followers of the process, for the metrics page
+/// (`groundtrail_tail_{lines,oversize,rotations,truncations}_total`).
+#[derive(Debug, Default)]
+pub struct TailTotals {
+    pub lines: AtomicU64,
+    pub oversize: AtomicU64,
+    pub rotations: AtomicU64,
+    pub truncations: AtomicU64,
+}
+
+/// See [`TailTotals`].
+pub static TOTALS: TailTotals = TailTotals {
+    lines: AtomicU64::new(0),
+    oversize: AtomicU64::new(0),
+    rotations: AtomicU64::new(0),
+    truncations: AtomicU64::new(0),
+};
+
+/// A copy of [`TOTALS`] as `(lines, oversize, rotations, truncations)` in a [`TailStats`].
+pub fn totals() -> TailStats {
+    TailStats {
+        lines: TOTALS.lines.load(Ordering::Relaxed),
+        oversize: TOTALS.oversize.load(Ordering::Relaxed),
+        rotations: TOTALS.rotations.load(Ordering::Relaxed),
+        truncations: TOTALS.truncations.load(Ordering::Relaxed),
+    }
+}
+
+/// Statistics a follower keeps (per instance; [`TOTALS`] sums all followers).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TailStats {
     pub lines: u64,
@@ -429,6 +458,7 @@ impl Follower {
                 || (changed && cur.id.as_ref().is_some_and(|id| !same_head(&cur.file, id)));
             if truncated {
                 self.stats.truncations += 1;
+                TOTALS.truncations.fetch_add(1, Ordering::Relaxed);
                 handler.flush(&mut self.records);
                 handler.reset();
                 let cur = self.cur.as_mut().expect("checked above");
@@ -453,6 +483,7 @@ impl Follower {
                 handler.flush(&mut self.records);
                 handler.reset();
                 self.stats.rotations += 1;
+                TOTALS.rotations.fetch_add(1, Ordering::Relaxed);
                 let next = Open::at(&self.path, 0).ok();
                 self.cur = next;
                 self.commit(handler.pending_from(), true).await?;
@@ -525,6 +556,7 @@ impl Follower {
                     line = &line[..line.len() - 1];
                 }
                 self.stats.lines += 1;
+                TOTALS.lines.fetch_add(1, Ordering::Relaxed);
                 let at = LineRef {
                     host: &self.host,
                     file: &id,
@@ -539,6 +571,7 @@ impl Follower {
         if cur.buf.len() > self.opts.max_line {
             // An over-long line: drop what we have and skip to its end.
             self.stats.oversize += 1;
+            TOTALS.oversize.fetch_add(1, Ordering::Relaxed);
             cur.offset += cur.buf.len() as u64;
             cur.buf.clear();
             cur.skipping = true;
