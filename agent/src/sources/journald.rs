@@ -183,6 +183,7 @@ pub fn spawn(
     mut shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut warned = false;
         loop {
             let cursor = sink
                 .checkpoint(SOURCE_KEY)
@@ -202,9 +203,11 @@ pub fn spawn(
                         return;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "journald: cannot run journalctl; retrying");
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!(error = %e, "journald: cannot run journalctl; retrying every 5 s");
                 }
+                Err(e) => tracing::debug!(error = %e, "journald: cannot run journalctl"),
             }
             tokio::select! {
                 _ = shutdown.recv() => return,
