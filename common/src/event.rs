@@ -318,16 +318,16 @@ impl Record {
             }
         }
         fn sized(member: &'static str, v: &Option<Value>, limit: usize) -> Result<(), RecordError> {
-            if let Some(v) = v {
-                if !v.is_null() {
-                    let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
-                    if size > limit {
-                        return Err(RecordError::TooLong {
-                            member,
-                            size,
-                            limit,
-                        });
-                    }
+            if let Some(v) = v
+                && !v.is_null()
+            {
+                let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+                if size > limit {
+                    return Err(RecordError::TooLong {
+                        member,
+                        size,
+                        limit,
+                    });
                 }
             }
             Ok(())
