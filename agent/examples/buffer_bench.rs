@@ -30,7 +30,10 @@ fn main() {
         )
     };
     let sample = record(0).to_json();
-    println!("record: {} bytes of JSON; {n} appends per run", sample.len());
+    println!(
+        "record: {} bytes of JSON; {n} appends per run",
+        sample.len()
+    );
 
     // 1. Raw sled: insert one value of the same size, flush, per append.
     {
@@ -38,10 +41,21 @@ fn main() {
         let tree = db.open_tree("t").expect("tree");
         let t = Instant::now();
         for i in 0..n {
-            tree.insert(i.to_be_bytes(), sample.as_slice()).expect("insert");
+            tree.insert(i.to_be_bytes(), sample.as_slice())
+                .expect("insert");
             db.flush().expect("flush");
         }
         report("raw sled insert + flush", n, t.elapsed());
+        // The same, as the buffer writes it: one batch of record + sequence meta, then flush.
+        let t = Instant::now();
+        for i in n..2 * n {
+            let mut batch = sled::Batch::default();
+            batch.insert(&i.to_be_bytes(), sample.as_slice());
+            batch.insert(b"mnext_seq", &(i + 1).to_be_bytes());
+            tree.apply_batch(batch).expect("batch");
+            db.flush().expect("flush");
+        }
+        report("raw sled batch (value + meta key) + flush", n, t.elapsed());
     }
 
     let opts = BufferOptions {
@@ -60,13 +74,18 @@ fn main() {
     }
     // 3. Buffer: 100 records per append (a source flushing a burst of log lines).
     {
-        let (b, _) = Buffer::open(&dir.path().join("hundred"), opts.clone(), id.clone()).expect("open");
+        let (b, _) =
+            Buffer::open(&dir.path().join("hundred"), opts.clone(), id.clone()).expect("open");
         let batch: Vec<_> = (0..100).map(record).collect();
         let t = Instant::now();
         for _ in 0..n / 100 {
             b.try_append(&batch, None).expect("append");
         }
-        report("buffer, 100 records per append (records/s)", n / 100 * 100, t.elapsed());
+        report(
+            "buffer, 100 records per append (records/s)",
+            n / 100 * 100,
+            t.elapsed(),
+        );
     }
     // 4. Buffer: 4 concurrent appenders, 1 record each (group commit shares flushes).
     {
@@ -83,7 +102,11 @@ fn main() {
                 });
             }
         });
-        report("buffer, 4 concurrent appenders, 1 record each", n / 4 * 4, t.elapsed());
+        report(
+            "buffer, 4 concurrent appenders, 1 record each",
+            n / 4 * 4,
+            t.elapsed(),
+        );
     }
 }
 

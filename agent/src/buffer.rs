@@ -44,7 +44,7 @@
 //! |---|---|
 //! | `r` + seq (u64 big-endian) | record: `0x01`, append time (unix ms, u64 BE), zstd frame (with content checksum) of the record's compact JSON |
 //! | `c` + source name (UTF-8) | the source's checkpoint, opaque bytes |
-//! | `m` `next_seq` | next sequence number to assign (u64 BE) |
+//! | `m` `next_seq` | a lower bound of the next sequence number (u64 BE): written at open and whenever numbers are used up without a record key (drops, corrupt entries removed); appends do not write it, the next number is the highest of it, the last `r` key + 1, the last `x` key + 1 and `acked` + 1 |
 //! | `m` `acked` | highest commit point acknowledged by the collector (u64 BE) |
 //! | `m` `loss` | pending loss not yet written as records (JSON [`PendingLoss`]) |
 //! | `x` + seq (u64 BE) | a record the collector refused, moved aside (same value format) |
@@ -53,7 +53,7 @@
 //!
 //! # What is durable when
 //!
-//! - after `append` returns `Ok`: its records, checkpoint, and `next_seq`;
+//! - after `append` returns `Ok`: its records and checkpoint (and so its sequence numbers);
 //! - after `append` returns `Dropped`: the drop is in the pending loss and `next_seq` moved;
 //! - after `ack_up_to` returns: the deletion (a crash before it only means a re-send, which the
 //!   collector de-duplicates by `eventID`);
@@ -505,7 +505,13 @@ impl Buffer {
                 None => bad_keys.push(k),
             }
         }
-        let set_aside = tree.scan_prefix([K_ASIDE]).count() as u64;
+        let mut set_aside = 0u64;
+        let mut last_aside = 0u64;
+        for item in tree.scan_prefix([K_ASIDE]) {
+            let (k, _) = item?;
+            set_aside += 1;
+            last_aside = last_aside.max(seq_of(&k).unwrap_or(0));
+        }
         let stored_next = tree.get(META_NEXT_SEQ)?.and_then(|v| u64_of(&v));
         let acked = tree.get(META_ACKED)?.and_then(|v| u64_of(&v)).unwrap_or(0);
         let mut loss: PendingLoss = match tree.get(META_LOSS)? {
@@ -526,6 +532,7 @@ impl Buffer {
             stored_next
                 .unwrap_or(1)
                 .max(last_seq.saturating_add(1))
+                .max(last_aside.saturating_add(1))
                 .max(acked.saturating_add(1))
         };
         if !bad_keys.is_empty() {
@@ -703,7 +710,7 @@ impl Buffer {
         if let Some(cp) = checkpoint {
             batch.insert(ckey(&cp.source), cp.state.as_slice());
         }
-        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
+        // No `next_seq` write: the record keys themselves carry the numbering (see open).
         self.inner.tree.apply_batch(batch)?;
         let range = (!records.is_empty()).then(|| (seq - records.len() as u64, seq - 1));
         st.next_seq = seq;
@@ -775,7 +782,6 @@ impl Buffer {
             seq += 1;
         }
         batch.remove(META_LOSS);
-        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
         self.inner.tree.apply_batch(batch)?;
         st.next_seq = seq;
         st.bytes += bytes;
@@ -899,6 +905,8 @@ impl Buffer {
         }
         loss.ranges_truncated = truncated;
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
+        // The removed keys may have been the highest: keep their numbers used.
+        batch.insert(META_NEXT_SEQ, &st.next_seq.to_be_bytes());
         self.inner.tree.apply_batch(batch)?;
         st.loss = loss;
         st.bytes = st.bytes.saturating_sub(freed);

@@ -352,9 +352,10 @@ async fn assert_exactly_once(store: &Store, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_survive_kill9_exactly_once() {
     const CALLS: usize = 40;
+    let started = chrono::Utc::now();
     let dir = tempdir();
     let trail = dir.path().join("trail");
-    let collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let mut collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
     let url = format!("http://{}", collector.addr);
     let mut agent = Agent::start(
         &dir.path().join("agent"),
@@ -410,6 +411,18 @@ async fn acknowledged_events_survive_kill9_exactly_once() {
         (!records_named(&store, "AgentStop").await.is_empty()).then_some(())
     })
     .await;
+    // The trail still validates end to end.
+    let status = collector.sigterm().await;
+    assert!(status.success(), "collector exit {status}");
+    let mut args = vec![
+        "--trail-arn".to_string(),
+        TRAIL_ARN.into(),
+        "--config".into(),
+        collector.config_path.display().to_string(),
+        "--verbose".into(),
+    ];
+    args.extend(window(started));
+    groundtrail_validate(&args).assert_valid("validate-logs after the agent's kill -9");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
