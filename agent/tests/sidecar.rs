@@ -490,6 +490,52 @@ async fn sidecar_tls_with_verified_client_certificate() {
         "client_cert"
     );
 
+    // HTTP/2 over TLS (ALPN h2), as browsers and gRPC-style clients connect.
+    let mut h2tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(vec![p.client_cert.clone()], p.client_key.clone_key())
+        .unwrap();
+    h2tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(h2tls));
+    let tcp = tokio::net::TcpStream::connect(sc.addr).await.unwrap();
+    let stream = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("https://orders.example.internal/orders/9")
+                .header("x-request-id", "rid-tls-h2")
+                .body(empty_body())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = sc.record_for("rid-tls-h2").await;
+    assert_eq!(
+        r.additional_event_data.as_ref().unwrap()["protocol"],
+        "HTTP/2"
+    );
+    assert_eq!(
+        r.tls_details
+            .as_ref()
+            .unwrap()
+            .client_provided_host_header
+            .as_deref(),
+        Some("orders.example.internal")
+    );
+    assert_eq!(
+        r.user_identity.as_ref().unwrap().user_name.as_deref(),
+        Some("svc-billing")
+    );
+
     // Without a client certificate the handshake fails: nothing reaches the upstream.
     let hits = up.hits();
     let anon = rustls::ClientConfig::builder()
