@@ -577,6 +577,49 @@ mod tests {
         );
     }
 
+    struct NoSink;
+    impl RecordSink for NoSink {
+        fn append(
+            &self,
+            _: Vec<groundtrail_common::Record>,
+            _: Option<crate::sink::Checkpoint>,
+        ) -> crate::sink::BoxFuture<'_, Result<(), crate::sink::SinkError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn checkpoint(&self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn run_reports_a_busy_address_and_bad_config() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ctx = crate::sources::testutil::ctx();
+        let (_tx, rx) = tokio::sync::broadcast::channel(1);
+        let config = SidecarConfig {
+            listen: taken.local_addr().unwrap(),
+            ..SidecarConfig::default()
+        };
+        let e = run(
+            config,
+            ctx.clone(),
+            Arc::new(NoSink),
+            Shutdown::new(rx.resubscribe()),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, SidecarError::Bind { .. }), "{e}");
+        let config = SidecarConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: "ftp://x".into(),
+            ..SidecarConfig::default()
+        };
+        let e = run(config, ctx, Arc::new(NoSink), Shutdown::new(rx))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("upstream"), "{e}");
+    }
+
     /// The Kubernetes example's config map must stay loadable: its `[sidecar]` table by
     /// [`SidecarConfig`], everything else by the agent's own config.
     #[test]
