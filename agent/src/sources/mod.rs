@@ -739,6 +739,108 @@ mod tests {
         }
     }
 
+    /// The follower on the agent's real sled buffer: records and checkpoint are stored
+    /// together, so after the buffer is closed and reopened (an agent restart) the auth log
+    /// resumes exactly where it was: every line once.
+    #[tokio::test]
+    async fn restart_on_the_real_buffer_neither_loses_nor_repeats() {
+        use crate::buffer::{Buffer, BufferOptions};
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("auth.log");
+        let line = |i: u32| {
+            format!(
+                "Feb 20 08:35:{:02} slave22 sshd[{}]: Failed password for root from 216.160.83.57 port 29160 ssh2\n",
+                i % 60,
+                5774 + i
+            )
+        };
+        let write = |range: std::ops::Range<u32>| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            for i in range {
+                f.write_all(line(i).as_bytes()).unwrap();
+            }
+        };
+        let open = || {
+            let opts = BufferOptions {
+                max_bytes: 64 * 1024 * 1024,
+                full_policy: crate::config::FullPolicy::Block,
+                flush_delay: std::time::Duration::ZERO,
+            };
+            let id = crate::agent_events::AgentIdentity {
+                host: "web1".into(),
+                account_id: "123456789012".into(),
+                region: "onprem-1".into(),
+                domain: "onprem.internal".into(),
+                partition: "aws".into(),
+            };
+            Arc::new(
+                Buffer::open(&dir.path().join("buffer"), opts, id)
+                    .unwrap()
+                    .0,
+            )
+        };
+        fn sshd_records(b: &Buffer) -> Vec<Record> {
+            b.read_from(0, 100_000, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|e| Record::from_json(&e.json).unwrap())
+                .filter(|r| r.event_source.starts_with("sshd."))
+                .collect()
+        }
+        async fn run_until(config: &SourcesConfig, buffer: Arc<Buffer>, n: usize) {
+            let (stop, rx) = tokio::sync::broadcast::channel(1);
+            let tasks = spawn_all(config, &testutil::ctx(), buffer.clone(), Shutdown::new(rx));
+            tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                while sshd_records(&buffer).len() < n {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap();
+            let _ = stop.send(());
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        let config = SourcesConfig {
+            auth_log: AuthLogConfig {
+                path: Some(log.clone()),
+                ..AuthLogConfig::default()
+            },
+            auditd: AuditdConfig {
+                enabled: false,
+                ..AuditdConfig::default()
+            },
+            packages: PackagesConfig {
+                enabled: false,
+                ..PackagesConfig::default()
+            },
+            fim: FimConfig {
+                enabled: false,
+                ..FimConfig::default()
+            },
+            ..SourcesConfig::default()
+        };
+        write(0..500);
+        let buffer = open();
+        run_until(&config, buffer.clone(), 500).await;
+        drop(buffer);
+        // Written while the agent is down.
+        write(500..800);
+        let buffer = open();
+        run_until(&config, buffer.clone(), 800).await;
+        let records = sshd_records(&buffer);
+        assert_eq!(records.len(), 800);
+        let ids: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids.len(), 800);
+    }
+
     /// spawn_all with real files: lines appended to an auth log, an audit log and a dpkg log
     /// come out as records of the right sources, with checkpoints stored.
     #[tokio::test]
