@@ -4,6 +4,7 @@
 //! everything that crosses between them — the CloudTrail record, the batch protocol, the key names
 //! and digest format of the trail, the TLS setup — lives here and nowhere else.
 
+pub mod audit_events;
 pub mod event;
 pub mod shutdown;
 pub mod time;
