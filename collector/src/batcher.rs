@@ -114,6 +114,8 @@ pub struct Batcher {
     /// Woken when a file is closed, one per destination's delivery task.
     wake: Vec<Arc<Notify>>,
     open: HashMap<(String, String), OpenFile>,
+    /// Event history and its retention: every record added is indexed there first.
+    history: Option<(Arc<crate::history::History>, Duration)>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -141,6 +143,38 @@ impl Batcher {
             destinations,
             wake,
             open: HashMap::new(),
+            history: None,
+        }
+    }
+
+    /// Writes every record added to `history` (events older than `retention` skipped).
+    pub fn with_history(
+        mut self,
+        history: Arc<crate::history::History>,
+        retention: Duration,
+    ) -> Batcher {
+        self.history = Some((history, retention));
+        self
+    }
+
+    /// Indexes records in the history. A failure is logged, not returned: the history is a
+    /// read model, and a broken index must not stop the trail.
+    async fn index(&self, records: &[PendingRecord]) {
+        let Some((history, retention)) = &self.history else {
+            return;
+        };
+        let cutoff = (groundtrail_common::time::now_secs().timestamp().max(0) as u64)
+            .saturating_sub(retention.as_secs());
+        let history = history.clone();
+        let jsons: Vec<Vec<u8>> = records.iter().map(|r| r.json.clone()).collect();
+        let done = tokio::task::spawn_blocking(move || {
+            history.insert(jsons.iter().map(|j| j.as_slice()), cutoff)
+        })
+        .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("event history: {e}"),
+            Err(e) => tracing::error!("event history task: {e}"),
         }
     }
 
@@ -155,6 +189,7 @@ impl Batcher {
     /// (and over its size bound) until a later close succeeds, rather than leaving records
     /// pending in the journal with no open file to carry them. The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
+        self.index(&records).await;
         let now = Instant::now();
         let mut first_error = None;
         for r in records {
@@ -223,6 +258,13 @@ impl Batcher {
                 }));
             }
         };
+        // The history entries of these records become durable before the file is recorded:
+        // a crash after this point cannot leave filed records out of the history.
+        if let Some((history, _)) = &self.history
+            && let Err(e) = history.flush().await
+        {
+            tracing::error!("event history flush: {e}");
+        }
         let (account, region) = part;
         let key = self.layout.log_file_key(
             account,

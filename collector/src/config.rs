@@ -34,6 +34,117 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// Where the trail is delivered. Empty: one local directory, `groundtrail-data/trail`.
     pub destinations: Vec<DestinationConfig>,
+    /// The CloudTrail-compatible API (control plane and `cloudtrail-data`) on the listener.
+    pub api: ApiConfig,
+    /// Event history behind `LookupEvents`.
+    pub history: HistoryConfig,
+    /// Webhooks told about every delivered log file (a trail's SNS notification).
+    pub notifications: Vec<NotificationConfig>,
+}
+
+/// `[api]`: the CloudTrail API on the same listener as ingest (`POST /` with `X-Amz-Target`,
+/// and `POST /PutAuditEvents`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Access keys whose SigV4 signatures are accepted. Empty: only loopback clients, read
+    /// scope only, and their signatures are not checked (so the AWS CLI works with any
+    /// credentials against the embedded default); `PutAuditEvents` then needs a key.
+    pub access_keys: Vec<AccessKeyConfig>,
+    /// A signed request whose `X-Amz-Date` is further than this from the collector's clock is
+    /// refused (replay window). AWS uses 5 minutes.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            access_keys: Vec::new(),
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[[api.access_keys]]`
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    /// The key id clients put in `Credential=` (`AKIA...` style, any non-empty ASCII word).
+    pub access_key_id: String,
+    /// The shared secret. Keep the config file private when it holds one.
+    pub secret_access_key: String,
+    /// What the key may do: `read` (LookupEvents, ListPublicKeys, DescribeTrails, GetTrail,
+    /// GetTrailStatus) and/or `write` (PutAuditEvents).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<Scope>,
+    /// For `write`: the account events must name as `recipientAccountId`. Empty: the trail's
+    /// `account_id`.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl std::fmt::Debug for AccessKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret (configs end up in logs and panics).
+        f.debug_struct("AccessKeyConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("scopes", &self.scopes)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_scopes() -> Vec<Scope> {
+    vec![Scope::Read]
+}
+
+/// A permission of an access key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Event history, public keys, trail description and status.
+    Read,
+    /// `PutAuditEvents`.
+    Write,
+}
+
+/// `[history]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Directory of the history store (sled). Default: `history` beside the journal.
+    pub path: Option<PathBuf>,
+    /// Management events older than this (by `eventTime`) are dropped. CloudTrail keeps 90 days.
+    pub retention: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            path: None,
+            retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// `[[notifications]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// `http://` URL that receives `POST {"s3Bucket": ..., "s3ObjectKey": [...]}` for every
+    /// delivered log file, retried until it answers 2xx. Plain HTTP only (a local relay or
+    /// a loopback service; put TLS in front of it if it must cross the network).
+    pub url: String,
+    /// Name in logs and in the journal's queue; defaults to the URL.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl NotificationConfig {
+    /// The queue name in the journal.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.clone())
+    }
 }
 
 /// `[server]`
@@ -322,6 +433,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Where the history store lives: `[history] path`, or `history` beside the journal.
+    pub fn history_path(&self) -> PathBuf {
+        match &self.history.path {
+            Some(p) => p.clone(),
+            None => self.journal.path.with_file_name("history"),
+        }
+    }
+
     /// The destinations in effect: the configured ones, or the embedded local default.
     pub fn effective_destinations(&self) -> Vec<DestinationConfig> {
         if self.destinations.is_empty() {
@@ -404,6 +523,53 @@ impl Config {
             }
             if let Some(bad) = a.regions.iter().find(|x| !is_region(x)) {
                 bail!("[[agents]] {}: region {bad:?} is not a region name", a.name);
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for k in &self.api.access_keys {
+            if k.access_key_id.is_empty()
+                || k.access_key_id.len() > 128
+                || !k.access_key_id.bytes().all(|c| c.is_ascii_alphanumeric())
+            {
+                bail!(
+                    "[[api.access_keys]] access_key_id {:?} must be 1-128 letters and digits",
+                    k.access_key_id
+                );
+            }
+            if !ids.insert(k.access_key_id.clone()) {
+                bail!("[[api.access_keys]] {} appears twice", k.access_key_id);
+            }
+            if k.secret_access_key.len() < 16 {
+                bail!(
+                    "[[api.access_keys]] {}: secret_access_key must be at least 16 characters",
+                    k.access_key_id
+                );
+            }
+            if k.scopes.is_empty() {
+                bail!("[[api.access_keys]] {}: scopes is empty", k.access_key_id);
+            }
+            if let Some(a) = &k.account
+                && !is_account_id(a)
+            {
+                bail!(
+                    "[[api.access_keys]] {}: account {a:?} is not 12 digits",
+                    k.access_key_id
+                );
+            }
+        }
+        if self.history.retention.is_zero() {
+            bail!("[history] retention must be positive");
+        }
+        let mut hooks = std::collections::HashSet::new();
+        for n in &self.notifications {
+            if !n.url.starts_with("http://") || n.url.len() <= "http://".len() {
+                bail!("[[notifications]] url {:?} must be an http:// URL", n.url);
+            }
+            if n.url.parse::<http::Uri>().is_err() {
+                bail!("[[notifications]] url {:?} is not a URL", n.url);
+            }
+            if !hooks.insert(n.name()) {
+                bail!("[[notifications]] {:?} appears twice", n.name());
             }
         }
         let mut names = std::collections::HashSet::new();

@@ -52,6 +52,9 @@ pub struct Deliverer {
     destination: Arc<dyn Destination>,
     /// Woken when there is something new to deliver.
     wake: Arc<Notify>,
+    /// Webhooks to tell about each delivered log file, and the notifier's wake-up.
+    notify: Vec<String>,
+    notifier: Option<Arc<Notify>>,
 }
 
 impl Deliverer {
@@ -64,6 +67,27 @@ impl Deliverer {
             journal,
             destination,
             wake,
+            notify: Vec::new(),
+            notifier: None,
+        }
+    }
+
+    /// Queues a notification for each of `webhooks` whenever a log file is delivered, and
+    /// wakes `notifier`.
+    pub fn with_notifications(mut self, webhooks: Vec<String>, notifier: Arc<Notify>) -> Deliverer {
+        self.notify = webhooks;
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Records a status value for `GetTrailStatus`; a failure here only loses the status.
+    fn status(&self, name: &str, value: Option<&str>) {
+        let r = match value {
+            Some(v) => self.journal.set_status(name, v),
+            None => self.journal.clear_status(name),
+        };
+        if let Err(e) = r {
+            tracing::debug!("delivery status: {e}");
         }
     }
 
@@ -91,16 +115,23 @@ impl Deliverer {
                 .destination
                 .put(&entry.key, Bytes::from(gzip), &Metadata::new())
                 .await;
+            let now = groundtrail_common::time::now_secs();
+            let now_text = now.timestamp().to_string();
+            self.status("LatestDeliveryAttemptTime", Some(&now_text));
             if let Err(e) = put {
                 self.failed(&entry.key, &e);
+                self.status("LatestDeliveryError", Some(&e.to_string()));
+                self.status("LatestDeliveryAttemptSucceeded", None);
                 return Err(e.into());
             }
-            self.journal.mark_delivered(
-                id,
-                &name,
-                self.destination.bucket(),
-                groundtrail_common::time::now_secs(),
-            )?;
+            self.journal
+                .mark_delivered(id, &name, self.destination.bucket(), now, &self.notify)?;
+            self.status("LatestDeliveryTime", Some(&now_text));
+            self.status("LatestDeliveryAttemptSucceeded", Some(&now_text));
+            self.status("LatestDeliveryError", None);
+            if let Some(n) = &self.notifier {
+                n.notify_one();
+            }
             LogFileDelivered {
                 destination: &name,
                 key: &entry.key,
@@ -119,9 +150,13 @@ impl Deliverer {
                 .await
             {
                 self.failed(&digest.key, &e);
+                self.status("LatestDigestDeliveryError", Some(&e.to_string()));
                 return Err(e.into());
             }
             self.journal.digest_uploaded(&name, id)?;
+            let now_text = groundtrail_common::time::now_secs().timestamp().to_string();
+            self.status("LatestDigestDeliveryTime", Some(&now_text));
+            self.status("LatestDigestDeliveryError", None);
             DigestDelivered {
                 destination: &name,
                 key: &digest.key,

@@ -329,7 +329,7 @@ mod tests {
         let id = journal
             .close_file(&entry, b"gz", &[], &["local".into()])
             .unwrap();
-        journal.mark_delivered(id, "local", "bkt", at).unwrap();
+        journal.mark_delivered(id, "local", "bkt", at, &[]).unwrap();
     }
 
     fn t(secs: i64) -> DateTime<Utc> {

@@ -75,6 +75,8 @@ impl Refusal {
 pub struct Peer {
     /// The verified client certificate's name, when mTLS is on.
     pub certificate_name: Option<String>,
+    /// Whether the peer's address is a loopback address (the API's unsigned read access).
+    pub loopback: bool,
 }
 
 /// The ingest endpoint's state.
@@ -412,6 +414,30 @@ impl Ingest {
             duplicates: outcome.duplicates,
             commit_point: seq.map(|(_, last)| last),
         })
+    }
+}
+
+impl Ingest {
+    /// Commits records that arrived some other way than an agent batch (`PutAuditEvents`)
+    /// through the same path: dedup and journal commit, flush, then the batcher. Returns the
+    /// outcome only once the records are durable.
+    pub async fn commit_records(
+        self: &Arc<Self>,
+        records: Vec<groundtrail_common::Record>,
+    ) -> Result<crate::journal::CommitOutcome, crate::journal::JournalError> {
+        let journal = self.journal.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            journal.commit(&records, &[], groundtrail_common::time::now_secs())
+        })
+        .await
+        .map_err(|e| crate::journal::JournalError::Other(e.to_string()))??;
+        self.journal.flush().await?;
+        if !outcome.committed.is_empty()
+            && self.batcher.send(outcome.committed.clone()).await.is_err()
+        {
+            tracing::debug!("batcher gone; records stay pending in the journal");
+        }
+        Ok(outcome)
     }
 }
 

@@ -55,6 +55,8 @@
 //! | `h/<dest>\0<account>\0<region>` | [`ChainHead`] JSON | the newest digest of that chain |
 //! | `q/<dest>\0<digest u64>` | [`PendingDigest`] JSON | a signed digest not yet uploaded |
 //! | `a/<agent>` | [`AgentState`] JSON | an agent's last sequence number and last contact |
+//! | `n/<webhook>\0<id u64>` | notification JSON | a delivered log file not yet announced to that webhook |
+//! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
 //!
 //! Sequence numbers (`seq`, `file`, `digest`) come from sled's `generate_id`, which never
 //! repeats across restarts.
@@ -424,13 +426,17 @@ impl Journal {
     }
 
     /// Marks file `id` delivered to `destination` (bucket `bucket`): removes its marker, adds it
-    /// to that chain's next digest, and drops the bytes when no destination is left.
+    /// to that chain's next digest, queues its notification for each webhook in `notify`
+    /// (invariant: a delivered file is announced to every webhook, even across a crash, because
+    /// the queue entry is written in the same batch), and drops the bytes when no destination
+    /// is left.
     pub fn mark_delivered(
         &self,
         id: u64,
         destination: &str,
         bucket: &str,
         delivered_at: DateTime<Utc>,
+        notify: &[String],
     ) -> Result<()> {
         let _g = self.guard();
         let marker = key(b"x/", &[&be(id), destination.as_bytes()]);
@@ -463,6 +469,19 @@ impl Journal {
         gk.push(0);
         gk.extend_from_slice(&be(id));
         batch.insert(gk, encode(&delivered));
+        if !notify.is_empty() {
+            let body = encode(&serde_json::json!({
+                "s3Bucket": bucket,
+                "s3ObjectKey": [entry.key],
+            }));
+            for hook in notify {
+                let mut nk = b"n/".to_vec();
+                nk.extend_from_slice(hook.as_bytes());
+                nk.push(0);
+                nk.extend_from_slice(&be(self.db.generate_id()?));
+                batch.insert(nk, body.clone());
+            }
+        }
         let others = self
             .db
             .scan_prefix(key(b"x/", &[&be(id)]))
@@ -577,6 +596,58 @@ impl Journal {
         qk.extend_from_slice(&be(id));
         self.db.remove(qk)?;
         Ok(())
+    }
+
+    /// Notifications queued for `webhook`, oldest first: (queue key, JSON body).
+    pub fn pending_notifications(
+        &self,
+        webhook: &str,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut prefix = b"n/".to_vec();
+        prefix.extend_from_slice(webhook.as_bytes());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(&prefix).take(limit) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a notification once its webhook answered 2xx.
+    pub fn notification_sent(&self, queue_key: &[u8]) -> Result<()> {
+        if queue_key.starts_with(b"n/") {
+            self.db.remove(queue_key)?;
+        }
+        Ok(())
+    }
+
+    /// Records a delivery status value (`LatestDeliveryTime`, `LatestDeliveryError`, ...).
+    /// Not flushed on its own: it is informational and rides on the next flush.
+    pub fn set_status(&self, name: &str, value: &str) -> Result<()> {
+        self.db
+            .insert(key(b"s/", &[name.as_bytes()]), value.as_bytes())?;
+        Ok(())
+    }
+
+    /// Removes a delivery status value (an error that no longer holds).
+    pub fn clear_status(&self, name: &str) -> Result<()> {
+        self.db.remove(key(b"s/", &[name.as_bytes()]))?;
+        Ok(())
+    }
+
+    /// Every delivery status value.
+    pub fn status(&self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.scan_prefix(b"s/") {
+            let (k, v) = item?;
+            out.insert(
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+        Ok(out)
     }
 
     /// Every known agent's state.
@@ -735,21 +806,24 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].1.key, "k1");
         assert_eq!(j.file_body(a[0].0).unwrap(), b"gz");
-        j.mark_delivered(file_id, "a", "bucket-a", t(5)).unwrap();
+        j.mark_delivered(file_id, "a", "bucket-a", t(5), &[])
+            .unwrap();
         assert!(j.undelivered("a").unwrap().is_empty());
         assert_eq!(
             j.undelivered("b").unwrap().len(),
             1,
             "b still gets the bytes"
         );
-        j.mark_delivered(file_id, "b", "bucket-b", t(6)).unwrap();
+        j.mark_delivered(file_id, "b", "bucket-b", t(6), &[])
+            .unwrap();
         assert!(j.undelivered("b").unwrap().is_empty());
         assert!(j.db.get(key(b"b/", &[&be(file_id)])).unwrap().is_none());
         let chains = j.chains("a").unwrap();
         let chain = &chains[&("111122223333".to_string(), "us-east-1".to_string())];
         assert_eq!(chain.waiting[&file_id].entry.s3_bucket, "bucket-a");
         // Marking twice is harmless.
-        j.mark_delivered(file_id, "a", "bucket-a", t(7)).unwrap();
+        j.mark_delivered(file_id, "a", "bucket-a", t(7), &[])
+            .unwrap();
         assert_eq!(j.chains("a").unwrap().len(), 1);
     }
 
@@ -767,7 +841,7 @@ mod tests {
             let f = j
                 .close_file(&entry("k1"), b"gz", &[out.committed[0].seq], &["a".into()])
                 .unwrap();
-            j.mark_delivered(f, "a", "bkt", t(1)).unwrap();
+            j.mark_delivered(f, "a", "bkt", t(1), &[]).unwrap();
             let head = ChainHead {
                 end_time: "2026-01-01T01:00:00Z".into(),
                 bucket: "bkt".into(),

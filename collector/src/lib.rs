@@ -16,18 +16,23 @@
 //! chain's guarantees. [`service::serve`] wires the parts and owns the shutdown order.
 
 pub mod agents;
+pub mod api;
+pub mod audit;
 pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod destination;
 pub mod digest;
+pub mod history;
 pub mod ingest;
 pub mod internal_events;
 pub mod journal;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod server;
 pub mod service;
+pub mod sigv4;
 pub mod validate;

@@ -5,7 +5,9 @@
 //! in-flight request (hyper's graceful shutdown) and closes, and [`run`] returns only when
 //! the last connection task is gone — so when it returns, nothing can still be committing.
 //!
-//! Routes: `POST /v1/events` (see [`crate::ingest`]) and `GET /metrics` (Prometheus text).
+//! Routes: `POST /v1/events` (see [`crate::ingest`]), `GET /metrics` (Prometheus text), and
+//! the CloudTrail API (see [`crate::api`]): `POST /` with `X-Amz-Target`, and
+//! `POST /PutAuditEvents`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::{Api, MAX_API_BODY_BYTES};
 use crate::ingest::{Ingest, Peer, Refusal};
 use crate::metrics::metrics;
 
@@ -40,6 +43,7 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
+    api: Arc<Api>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     mut shutdown: Shutdown,
@@ -69,6 +73,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let ingest = ingest.clone();
+        let api = api.clone();
         let tls = tls.clone();
         let conn_shutdown = shutdown.clone();
         let done_tx = done_tx.clone();
@@ -85,14 +90,21 @@ pub async fn run(
                                 .and_then(groundtrail_common::tls::certificate_name);
                             let peer = Peer {
                                 certificate_name: name,
+                                loopback: addr.ip().is_loopback(),
                             };
-                            serve_connection(tls_stream, peer, ingest, conn_shutdown).await;
+                            serve_connection(tls_stream, peer, ingest, api, conn_shutdown).await;
                         }
                         Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, Peer::default(), ingest, conn_shutdown).await,
+                None => {
+                    let peer = Peer {
+                        certificate_name: None,
+                        loopback: addr.ip().is_loopback(),
+                    };
+                    serve_connection(stream, peer, ingest, api, conn_shutdown).await
+                }
             }
             drop(permit);
             drop(done_tx);
@@ -102,15 +114,21 @@ pub async fn run(
     let _ = done.recv().await;
 }
 
-async fn serve_connection<S>(stream: S, peer: Peer, ingest: Arc<Ingest>, mut shutdown: Shutdown)
-where
+async fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
+    ingest: Arc<Ingest>,
+    api: Arc<Api>,
+    mut shutdown: Shutdown,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |req| {
         let ingest = ingest.clone();
+        let api = api.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(route(req, &ingest, &peer).await) }
+        async move { Ok::<_, Infallible>(route(req, &ingest, &api, &peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -156,7 +174,17 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     )
 }
 
-async fn route(req: Request<Incoming>, ingest: &Arc<Ingest>, peer: &Peer) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    ingest: &Arc<Ingest>,
+    api: &Arc<Api>,
+    peer: &Peer,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    if Api::is_api_request(&parts) {
+        return api_request(parts, body, api, peer).await;
+    }
+    let req = Request::from_parts(parts, body);
     match (req.method(), req.uri().path()) {
         (&Method::POST, wire::EVENTS_PATH) => events(req, ingest, peer).await,
         (&Method::GET, "/metrics") => {
@@ -241,6 +269,64 @@ async fn events(
         Ok(ok) => json_response(StatusCode::OK, serde_json::to_vec(&ok).unwrap_or_default()),
         Err(r) => refusal_response(&r),
     }
+}
+
+async fn api_request(
+    parts: http::request::Parts,
+    body: Incoming,
+    api: &Arc<Api>,
+    peer: &Peer,
+) -> Response<Full<Bytes>> {
+    let api_error = |status: StatusCode, code: &str, message: &str| {
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(
+                serde_json::json!({"__type": code, "message": message}).to_string(),
+            )))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    };
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(body, MAX_API_BODY_BYTES).collect(),
+    )
+    .await;
+    let body = match read {
+        Err(_) => {
+            return api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "the body did not arrive in time",
+            );
+        }
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "ValidationException",
+                    &format!(
+                        "the request is larger than {} bytes (PutAuditEvents takes at most 1 MB)",
+                        MAX_API_BODY_BYTES
+                    ),
+                );
+            }
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                &e.to_string(),
+            );
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let (status, body, content_type) = api.handle(&parts, body, peer.loopback).await;
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 fn refused(agent: &str, r: Refusal) -> Response<Full<Bytes>> {

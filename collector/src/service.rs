@@ -23,13 +23,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 use crate::agents::AgentTracker;
+use crate::api::Api;
 use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::digest::{DigestTarget, DigestWriter};
+use crate::history::History;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
 use crate::keys::{KeyError, load_or_generate};
+use crate::notify::Notifier;
 
 /// Why `serve` could not start (or stopped uncleanly).
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,10 @@ pub enum ServeError {
         "refusing to serve plaintext on {0}, which is not a loopback address: set [server] tls_cert and tls_key"
     )]
     Plaintext(std::net::SocketAddr),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiSetupError),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -62,6 +69,7 @@ pub async fn serve(
         return Err(ServeError::Plaintext(addr));
     }
     let journal = Arc::new(Journal::open(&config.journal.path)?);
+    let history = Arc::new(History::open(&config.history_path())?);
     let (key, generated) = load_or_generate(&config.signing.key_file)?;
     if generated {
         tracing::warn!(
@@ -120,7 +128,8 @@ pub async fn serve(
         config.trail.log_file_max_bytes,
         names.clone(),
         wakes.clone(),
-    );
+    )
+    .with_history(history.clone(), config.history.retention.get());
     let reloaded = journal.pending()?;
     if !reloaded.is_empty() {
         tracing::info!(
@@ -132,10 +141,21 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel(1024);
     let batcher_task = tokio::spawn(batcher.run(rx, shutdown.clone()));
 
+    let notify_wake = Arc::new(Notify::new());
     let deliverers: Vec<Arc<Deliverer>> = destinations
         .iter()
         .zip(&wakes)
-        .map(|(d, w)| Arc::new(Deliverer::new(journal.clone(), d.clone(), w.clone())))
+        .map(|(d, w)| {
+            let d = Deliverer::new(journal.clone(), d.clone(), w.clone());
+            Arc::new(if config.notifications.is_empty() {
+                d
+            } else {
+                d.with_notifications(
+                    config.notifications.iter().map(|n| n.name()).collect(),
+                    notify_wake.clone(),
+                )
+            })
+        })
         .collect();
     let mut background = Vec::new();
     for d in &deliverers {
@@ -174,6 +194,19 @@ pub async fn serve(
         let s = shutdown.clone();
         background.push(tokio::spawn(async move { digests.run(s).await }));
     }
+    if !config.notifications.is_empty() {
+        let notifier = Notifier::new(
+            journal.clone(),
+            config.notifications.clone(),
+            notify_wake.clone(),
+        );
+        background.push(tokio::spawn(notifier.run(shutdown.clone())));
+    }
+    background.push(tokio::spawn(expire_history(
+        history.clone(),
+        config.history.retention.get(),
+        shutdown.clone(),
+    )));
     background.push(tokio::spawn(expire_dedup(
         journal.clone(),
         config.journal.dedup_window.get(),
@@ -201,6 +234,18 @@ pub async fn serve(
         config.server.client_ca.is_some(),
         tx,
     ));
+    let api = Arc::new(Api::new(
+        &config,
+        &key,
+        journal.clone(),
+        history.clone(),
+        Some(ingest.clone()),
+    )?);
+    if config.api.access_keys.is_empty() {
+        tracing::info!(
+            "CloudTrail API: no [[api.access_keys]], so loopback clients may read (unsigned) and PutAuditEvents is off"
+        );
+    }
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         tls = tls.is_some(),
@@ -211,6 +256,7 @@ pub async fn serve(
     crate::server::run(
         listener,
         ingest.clone(),
+        api,
         tls,
         config.server.max_connections,
         shutdown,
@@ -257,6 +303,38 @@ async fn drain(deliverers: &[Arc<Deliverer>], deadline: tokio::time::Instant) ->
     let results =
         futures_util::future::join_all(deliverers.iter().map(|d| d.drain(deadline))).await;
     results.into_iter().all(|ok| ok)
+}
+
+/// Drops history events older than the retention, every minute (in slices of 10,000 so a
+/// large expiry does not hold the store).
+async fn expire_history(history: Arc<History>, retention: Duration, mut shutdown: Shutdown) {
+    loop {
+        let cutoff = (groundtrail_common::time::now_secs().timestamp().max(0) as u64)
+            .saturating_sub(retention.as_secs());
+        loop {
+            let h = history.clone();
+            match tokio::task::spawn_blocking(move || h.expire(cutoff, 10_000)).await {
+                Ok(Ok(10_000)) => continue,
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => {
+                    tracing::debug!(expired = n, "event history pruned");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("event history expiry: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!("event history expiry task: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
 }
 
 /// Forgets `eventID`s older than the dedup window, every tenth of it (at most every minute).

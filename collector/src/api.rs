@@ -1,0 +1,855 @@
+//! The CloudTrail-compatible API, on the collector's listener beside `/v1/events`, so the
+//! unmodified AWS CLI and SDKs work against the collector with `--endpoint-url`:
+//!
+//! - control plane (awsJson1_1): `POST /` with `X-Amz-Target:
+//!   com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Operation>`, SigV4 service
+//!   `cloudtrail`: `ListPublicKeys`, `DescribeTrails`, `GetTrail`, `GetTrailStatus`,
+//!   `LookupEvents`;
+//! - `cloudtrail-data` (REST-JSON): `POST /PutAuditEvents?channelArn=...[&externalId=...]`,
+//!   SigV4 service `cloudtrail-data` (see [`crate::api::Api::put_audit_events`]).
+//!
+//! Errors are `{"__type": "<code>", "message": "..."}` with AWS's codes, which botocore turns
+//! into the same `ClientError`s the CLI prints for real CloudTrail.
+//! Authentication is [`crate::sigv4`]: read operations need the `read` scope, PutAuditEvents
+//! `write`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use groundtrail_common::trail::SigningKey;
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::config::{Config, Scope};
+use crate::history::{Attribute, History, Query};
+use crate::ingest::Ingest;
+use crate::journal::Journal;
+use crate::sigv4::{ApiError, Caller, Verifier};
+
+/// `X-Amz-Target` prefix of the control-plane operations.
+pub const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
+/// The REST path of `PutAuditEvents`.
+pub const PUT_AUDIT_EVENTS_PATH: &str = "/PutAuditEvents";
+/// Largest request body the API reads (PutAuditEvents' 1 MB plus room for the JSON around it
+/// is checked by the operation itself; this bounds memory).
+pub const MAX_API_BODY_BYTES: usize = 1024 * 1024 + 64 * 1024;
+/// Longest `AttributeValue`, counting `_`, space, `,` and newline double as AWS does.
+const MAX_ATTRIBUTE_VALUE: usize = 2000;
+
+/// A public key as `ListPublicKeys` lists it.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub der: Vec<u8>,
+    pub fingerprint: String,
+    pub valid_from: DateTime<Utc>,
+    /// `None`: the current key, valid until now (and on).
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+/// Everything the API answers from.
+pub struct Api {
+    config: Config,
+    keys: Vec<PublicKey>,
+    journal: Arc<Journal>,
+    history: Arc<History>,
+    verifier: Verifier,
+    started: DateTime<Utc>,
+    ingest: Option<Arc<Ingest>>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+/// Why the API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error("[[signing.retired_keys]] {path}: {why}")]
+    RetiredKey { path: String, why: String },
+}
+
+/// The DER of a PKCS#1 `RSA PUBLIC KEY` PEM (what `keygen` prints).
+pub fn public_key_der_from_pem(text: &str) -> Result<Vec<u8>, String> {
+    let begin = "-----BEGIN RSA PUBLIC KEY-----";
+    let end = "-----END RSA PUBLIC KEY-----";
+    let start = text
+        .find(begin)
+        .ok_or("no \"-----BEGIN RSA PUBLIC KEY-----\" block (PKCS#1, as keygen prints it)")?;
+    let rest = &text[start + begin.len()..];
+    let stop = rest.find(end).ok_or("the PEM block is not terminated")?;
+    let b64: String = rest[..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the PEM body is not base64: {e}"))
+}
+
+impl Api {
+    /// Builds the API for `config`: the current signing key (valid since its file was
+    /// written) and every retired key with its configured window.
+    pub fn new(
+        config: &Config,
+        key: &SigningKey,
+        journal: Arc<Journal>,
+        history: Arc<History>,
+        ingest: Option<Arc<Ingest>>,
+    ) -> Result<Api, ApiSetupError> {
+        let now = groundtrail_common::time::now_secs();
+        let current_from = std::fs::metadata(&config.signing.key_file)
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or(now)
+            .min(now);
+        let mut keys = vec![PublicKey {
+            der: key.public_key_der().to_vec(),
+            fingerprint: key.fingerprint().to_string(),
+            valid_from: current_from,
+            valid_until: None,
+        }];
+        for r in &config.signing.retired_keys {
+            let path = r.public_key_file.display().to_string();
+            let err = |why: String| ApiSetupError::RetiredKey {
+                path: path.clone(),
+                why,
+            };
+            let text =
+                std::fs::read_to_string(&r.public_key_file).map_err(|e| err(e.to_string()))?;
+            let der = public_key_der_from_pem(&text).map_err(err)?;
+            let from =
+                groundtrail_common::time::parse_json_time(&r.valid_from).ok_or_else(|| {
+                    err(format!(
+                        "valid_from {:?} is not YYYY-MM-DDTHH:MM:SSZ",
+                        r.valid_from
+                    ))
+                })?;
+            let until =
+                groundtrail_common::time::parse_json_time(&r.valid_until).ok_or_else(|| {
+                    err(format!(
+                        "valid_until {:?} is not YYYY-MM-DDTHH:MM:SSZ",
+                        r.valid_until
+                    ))
+                })?;
+            keys.push(PublicKey {
+                fingerprint: groundtrail_common::trail::fingerprint(&der),
+                der,
+                valid_from: from,
+                valid_until: Some(until),
+            });
+        }
+        Ok(Api {
+            config: config.clone(),
+            keys,
+            journal,
+            history,
+            verifier: Verifier::new(&config.api.access_keys, config.api.max_clock_skew.get()),
+            started: now,
+            ingest,
+        })
+    }
+
+    /// Whether a request is for the API (rather than ingest or metrics).
+    pub fn is_api_request(parts: &http::request::Parts) -> bool {
+        let path = parts.uri.path();
+        (path == "/" && parts.headers.contains_key("x-amz-target")) || path == PUT_AUDIT_EVENTS_PATH
+    }
+
+    /// Answers one API request whose body was read. `loopback`: the peer's address.
+    pub async fn handle(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        loopback: bool,
+    ) -> (StatusCode, Vec<u8>, &'static str) {
+        let result = if parts.uri.path() == PUT_AUDIT_EVENTS_PATH {
+            self.put_audit_events(parts, body, loopback)
+                .await
+                .map(|v| (v, "application/json"))
+        } else {
+            self.control(parts, &body, loopback)
+                .map(|v| (v, "application/x-amz-json-1.1"))
+        };
+        match result {
+            Ok((v, ct)) => (
+                StatusCode::OK,
+                serde_json::to_vec(&v).unwrap_or_default(),
+                ct,
+            ),
+            Err(e) => {
+                tracing::info!(code = e.code, "API request refused: {}", e.message);
+                let ct = if parts.uri.path() == PUT_AUDIT_EVENTS_PATH {
+                    "application/json"
+                } else {
+                    "application/x-amz-json-1.1"
+                };
+                (e.status, e.body(), ct)
+            }
+        }
+    }
+
+    fn verify(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        service: &str,
+        loopback: bool,
+    ) -> Result<Caller, ApiError> {
+        self.verifier
+            .verify(parts, body, service, loopback, SystemTime::now())
+    }
+
+    fn control(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        loopback: bool,
+    ) -> Result<Value, ApiError> {
+        if parts.method != http::Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the CloudTrail API takes POST",
+            ));
+        }
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
+            ApiError::bad(
+                "UnknownOperationException",
+                format!("X-Amz-Target {target:?} is not a CloudTrail operation"),
+            )
+        })?;
+        let caller = self.verify(parts, body, "cloudtrail", loopback)?;
+        let input: Map<String, Value> = if body.is_empty() {
+            Map::new()
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(ApiError::bad(
+                        "SerializationException",
+                        "the request body must be a JSON object",
+                    ));
+                }
+                Err(e) => {
+                    return Err(ApiError::bad(
+                        "SerializationException",
+                        format!("the request body is not JSON: {e}"),
+                    ));
+                }
+            }
+        };
+        caller.require(Scope::Read)?;
+        match op {
+            "ListPublicKeys" => self.list_public_keys(&input),
+            "DescribeTrails" => Ok(self.describe_trails(&input)),
+            "GetTrail" => self.get_trail(&input),
+            "GetTrailStatus" => self.get_trail_status(&input),
+            "LookupEvents" => self.lookup_events(&input),
+            other => Err(ApiError::bad(
+                "UnknownOperationException",
+                format!("{other} is not supported by this collector"),
+            )),
+        }
+    }
+
+    /// The trail's account: `[trail] account_id`, else the first account with a chain.
+    fn account(&self) -> String {
+        if !self.config.trail.account_id.is_empty() {
+            return self.config.trail.account_id.clone();
+        }
+        let dest = self
+            .config
+            .effective_destinations()
+            .first()
+            .map(|d| d.name())
+            .unwrap_or_default();
+        self.journal
+            .chains(&dest)
+            .ok()
+            .and_then(|c| c.keys().next().map(|(a, _)| a.clone()))
+            .unwrap_or_else(|| "000000000000".into())
+    }
+
+    /// The trail ARN.
+    pub fn trail_arn(&self) -> String {
+        let t = &self.config.trail;
+        format!(
+            "arn:{}:cloudtrail:{}:{}:trail/{}",
+            t.partition,
+            t.home_region,
+            self.account(),
+            t.name
+        )
+    }
+
+    fn bucket(&self) -> String {
+        use crate::config::DestinationConfig;
+        match self.config.effective_destinations().first() {
+            Some(DestinationConfig::Local { bucket, .. }) => bucket.clone(),
+            Some(DestinationConfig::S3 { bucket, .. }) => bucket.clone(),
+            None => String::new(),
+        }
+    }
+
+    fn trail(&self) -> Value {
+        let t = &self.config.trail;
+        let mut v = json!({
+            "Name": t.name,
+            "S3BucketName": self.bucket(),
+            "IncludeGlobalServiceEvents": true,
+            "IsMultiRegionTrail": true,
+            "HomeRegion": t.home_region,
+            "TrailARN": self.trail_arn(),
+            "LogFileValidationEnabled": true,
+            "HasCustomEventSelectors": false,
+            "HasInsightSelectors": false,
+            "IsOrganizationTrail": t.organization_id.is_some(),
+        });
+        if !t.s3_key_prefix.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.insert("S3KeyPrefix".into(), json!(t.s3_key_prefix));
+        }
+        v
+    }
+
+    /// Whether `name` (a trail name or ARN) is this trail.
+    fn is_ours(&self, name: &str) -> bool {
+        name == self.config.trail.name || name == self.trail_arn()
+    }
+
+    fn describe_trails(&self, input: &Map<String, Value>) -> Value {
+        let wanted: Vec<&str> = input
+            .get("trailNameList")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if wanted.is_empty() || wanted.iter().any(|n| self.is_ours(n)) {
+            json!({"trailList": [self.trail()]})
+        } else {
+            json!({"trailList": []})
+        }
+    }
+
+    fn named_trail(&self, input: &Map<String, Value>) -> Result<(), ApiError> {
+        let name = input
+            .get("Name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad("InvalidParameterException", "Name is required"))?;
+        if self.is_ours(name) {
+            Ok(())
+        } else {
+            Err(ApiError::bad(
+                "TrailNotFoundException",
+                format!("Unknown trail: {name} for the user: {}", self.account()),
+            ))
+        }
+    }
+
+    fn get_trail(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        self.named_trail(input)?;
+        Ok(json!({"Trail": self.trail()}))
+    }
+
+    fn get_trail_status(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        self.named_trail(input)?;
+        let status = self.journal.status().map_err(internal)?;
+        let mut out = Map::new();
+        out.insert("IsLogging".into(), json!(true));
+        out.insert("StartLoggingTime".into(), json!(self.started.timestamp()));
+        out.insert(
+            "TimeLoggingStarted".into(),
+            json!(groundtrail_common::time::json_time(self.started)),
+        );
+        for (name, value) in &status {
+            let v = match value.parse::<i64>() {
+                Ok(n) => json!(n),
+                Err(_) => json!(value),
+            };
+            out.insert(name.clone(), v);
+        }
+        if let Some(t) = status
+            .get("LatestDeliveryAttemptTime")
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+        {
+            out.insert(
+                "LatestDeliveryAttemptTime".into(),
+                json!(groundtrail_common::time::json_time(t)),
+            );
+        }
+        if let Some(t) = status
+            .get("LatestDeliveryAttemptSucceeded")
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+        {
+            out.insert(
+                "LatestDeliveryAttemptSucceeded".into(),
+                json!(groundtrail_common::time::json_time(t)),
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn list_public_keys(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        let now = groundtrail_common::time::now_secs();
+        let start = time_param(input, "StartTime")?;
+        let end = time_param(input, "EndTime")?;
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(ApiError::bad(
+                "InvalidTimeRangeException",
+                "StartTime must be before EndTime",
+            ));
+        }
+        let list: Vec<Value> = self
+            .keys
+            .iter()
+            .filter(|k| {
+                let until = k.valid_until.unwrap_or(now).timestamp() as f64;
+                let from = k.valid_from.timestamp() as f64;
+                // The current key is always listed: it signs every digest from now on.
+                k.valid_until.is_none()
+                    || (start.is_none_or(|s| until >= s) && end.is_none_or(|e| from <= e))
+            })
+            .map(|k| {
+                json!({
+                    "Value": base64::engine::general_purpose::STANDARD.encode(&k.der),
+                    "ValidityStartTime": k.valid_from.timestamp(),
+                    "ValidityEndTime": k.valid_until.unwrap_or(now).timestamp(),
+                    "Fingerprint": k.fingerprint,
+                })
+            })
+            .collect();
+        Ok(json!({"PublicKeyList": list}))
+    }
+
+    fn lookup_events(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        let req = LookupRequest::parse(input)?;
+        if req.insight {
+            return Ok(json!({"Events": []}));
+        }
+        let now = groundtrail_common::time::now_secs().timestamp().max(0) as u64;
+        let retention = self.config.history.retention.get().as_secs();
+        let binding = req.binding();
+        let (start, end, after) = match &req.next_token {
+            Some(token) => {
+                let t = NextToken::decode(token).ok_or_else(invalid_token)?;
+                if t.binding != binding {
+                    return Err(invalid_token());
+                }
+                (t.start, t.end, Some(t.after))
+            }
+            None => {
+                let end = req.end.unwrap_or(now);
+                let start = req.start.unwrap_or(now.saturating_sub(retention));
+                (start, end, None)
+            }
+        };
+        let query = Query {
+            attribute: req.attribute.clone(),
+            start,
+            end,
+            max_results: req.max_results,
+            after,
+        };
+        let page = self.history.lookup(&query).map_err(internal)?;
+        let events: Vec<Value> = page
+            .events
+            .iter()
+            .map(|(s, json)| {
+                let mut e = Map::new();
+                e.insert("EventId".into(), json!(s.event_id));
+                if let Some(v) = &s.event_name {
+                    e.insert("EventName".into(), json!(v));
+                }
+                if let Some(v) = &s.read_only {
+                    e.insert("ReadOnly".into(), json!(v));
+                }
+                if let Some(v) = &s.access_key_id {
+                    e.insert("AccessKeyId".into(), json!(v));
+                }
+                e.insert("EventTime".into(), json!(s.event_time));
+                if let Some(v) = &s.event_source {
+                    e.insert("EventSource".into(), json!(v));
+                }
+                if let Some(v) = &s.username {
+                    e.insert("Username".into(), json!(v));
+                }
+                let resources: Vec<Value> = s
+                    .resources
+                    .iter()
+                    .map(|(t, n)| {
+                        let mut r = Map::new();
+                        if let Some(t) = t {
+                            r.insert("ResourceType".into(), json!(t));
+                        }
+                        if let Some(n) = n {
+                            r.insert("ResourceName".into(), json!(n));
+                        }
+                        Value::Object(r)
+                    })
+                    .collect();
+                e.insert("Resources".into(), Value::Array(resources));
+                e.insert(
+                    "CloudTrailEvent".into(),
+                    json!(String::from_utf8_lossy(json)),
+                );
+                Value::Object(e)
+            })
+            .collect();
+        let mut out = Map::new();
+        out.insert("Events".into(), Value::Array(events));
+        if let Some(after) = page.next {
+            out.insert(
+                "NextToken".into(),
+                json!(
+                    NextToken {
+                        binding,
+                        start,
+                        end,
+                        after
+                    }
+                    .encode()
+                ),
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// `PutAuditEvents` (REST-JSON, service `cloudtrail-data`).
+    pub async fn put_audit_events(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        loopback: bool,
+    ) -> Result<Value, ApiError> {
+        if parts.method != http::Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "PutAuditEvents takes POST",
+            ));
+        }
+        let caller = self.verify(parts, &body, "cloudtrail-data", loopback)?;
+        caller.require(Scope::Write)?;
+        let Some(ingest) = &self.ingest else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "InternalFailure",
+                "the collector is not accepting events",
+            ));
+        };
+        crate::audit::put_audit_events(
+            ingest,
+            &self.config,
+            &caller,
+            parts.uri.query().unwrap_or_default(),
+            &body,
+        )
+        .await
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("API: {e}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        "the collector could not answer; retry later",
+    )
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::bad(
+        "InvalidNextTokenException",
+        "Invalid NextToken: it was not issued for these parameters",
+    )
+}
+
+/// A timestamp parameter: epoch seconds (what botocore sends for awsJson) or an ISO string.
+fn time_param(input: &Map<String, Value>, name: &str) -> Result<Option<f64>, ApiError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad("ValidationException", format!("{name} is not a time"))),
+        Some(Value::String(s)) => groundtrail_common::time::parse_json_time(s)
+            .map(|t| Some(t.timestamp() as f64))
+            .ok_or_else(|| ApiError::bad("ValidationException", format!("{name} is not a time"))),
+        Some(_) => Err(ApiError::bad(
+            "ValidationException",
+            format!("{name} is not a time"),
+        )),
+    }
+}
+
+/// A parsed `LookupEvents` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupRequest {
+    pub attribute: Option<(Attribute, String)>,
+    /// Epoch seconds, inclusive.
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    pub max_results: usize,
+    pub next_token: Option<String>,
+    /// `EventCategory: insight` (no Insights events here: always empty).
+    pub insight: bool,
+}
+
+fn weighted_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            if matches!(c, '_' | ' ' | ',' | '\n') {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+impl LookupRequest {
+    /// Checks the input with `LookupEvents`' rules and error codes.
+    pub fn parse(input: &Map<String, Value>) -> Result<LookupRequest, ApiError> {
+        let attrs_err = |m: String| ApiError::bad("InvalidLookupAttributesException", m);
+        let attribute = match input.get("LookupAttributes") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(list)) => {
+                if list.len() > 1 {
+                    return Err(attrs_err(
+                        "You cannot have more than one lookup attribute.".into(),
+                    ));
+                }
+                match list.first() {
+                    None => None,
+                    Some(item) => {
+                        let key = item
+                            .get("AttributeKey")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        let attr = Attribute::parse(key).ok_or_else(|| {
+                            attrs_err(format!(
+                                "AttributeKey {key:?} is not one of {}",
+                                Attribute::ALL.join(", ")
+                            ))
+                        })?;
+                        let value = item
+                            .get("AttributeValue")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if value.is_empty() || weighted_len(value) > MAX_ATTRIBUTE_VALUE {
+                            return Err(attrs_err(format!(
+                                "AttributeValue must be 1-{MAX_ATTRIBUTE_VALUE} characters"
+                            )));
+                        }
+                        Some((attr, value.to_string()))
+                    }
+                }
+            }
+            Some(_) => return Err(attrs_err("LookupAttributes must be a list".into())),
+        };
+        let secs = |f: Option<f64>| f.map(|f| f.floor() as u64);
+        let start_f = time_param(input, "StartTime")?;
+        let end_f = time_param(input, "EndTime")?;
+        if let (Some(s), Some(e)) = (start_f, end_f)
+            && s > e
+        {
+            return Err(ApiError::bad(
+                "InvalidTimeRangeException",
+                "Start time must be earlier than end time.",
+            ));
+        }
+        // An end with a fraction still includes events of that whole second.
+        let start = start_f.map(|f| f.ceil() as u64);
+        let end = secs(end_f);
+        let max_results = match input.get("MaxResults") {
+            None | Some(Value::Null) => 50,
+            Some(v) => match v.as_i64() {
+                Some(n @ 1..=50) => n as usize,
+                _ => {
+                    return Err(ApiError::bad(
+                        "InvalidMaxResultsException",
+                        "MaxResults must be between 1 and 50",
+                    ));
+                }
+            },
+        };
+        let insight = match input.get("EventCategory") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "insight" => true,
+            Some(other) => {
+                return Err(ApiError::bad(
+                    "InvalidEventCategoryException",
+                    format!("EventCategory {other} is not valid; the only value is insight"),
+                ));
+            }
+        };
+        let next_token = match input.get("NextToken") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(invalid_token()),
+        };
+        Ok(LookupRequest {
+            attribute,
+            start,
+            end,
+            max_results,
+            next_token,
+            insight,
+        })
+    }
+
+    /// A digest of the parameters a token must be reused with (the attribute and the
+    /// explicitly given times; MaxResults may change between pages, as in AWS).
+    fn binding(&self) -> String {
+        let mut s = String::new();
+        if let Some((a, v)) = &self.attribute {
+            s += &format!("{}\0{v}", *a as u8);
+        }
+        s += &format!("\0{:?}\0{:?}", self.start, self.end);
+        groundtrail_common::trail::sha256_hex(s.as_bytes())[..32].to_string()
+    }
+}
+
+/// The opaque `NextToken`: the parameters it belongs to, the effective time range (so a
+/// default `EndTime` of "now" does not move between pages) and where the page ended.
+#[derive(Debug, Clone, PartialEq)]
+struct NextToken {
+    binding: String,
+    start: u64,
+    end: u64,
+    after: Vec<u8>,
+}
+
+impl NextToken {
+    fn encode(&self) -> String {
+        let v = json!({
+            "b": self.binding,
+            "s": self.start,
+            "e": self.end,
+            "a": hex::encode(&self.after),
+        });
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    fn decode(token: &str) -> Option<NextToken> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()?;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        Some(NextToken {
+            binding: v.get("b")?.as_str()?.to_string(),
+            start: v.get("s")?.as_u64()?,
+            end: v.get("e")?.as_u64()?,
+            after: hex::decode(v.get("a")?.as_str()?).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<LookupRequest, ApiError> {
+        LookupRequest::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn lookup_parameters_get_aws_error_codes() {
+        let ok = parse(json!({})).unwrap();
+        assert_eq!(ok.max_results, 50);
+        assert_eq!(
+            parse(json!({"MaxResults": 51})).unwrap_err().code,
+            "InvalidMaxResultsException"
+        );
+        assert_eq!(
+            parse(json!({"MaxResults": 0})).unwrap_err().code,
+            "InvalidMaxResultsException"
+        );
+        assert_eq!(
+            parse(json!({"StartTime": 10, "EndTime": 5}))
+                .unwrap_err()
+                .code,
+            "InvalidTimeRangeException"
+        );
+        assert_eq!(
+            parse(json!({"LookupAttributes": [
+                {"AttributeKey": "EventName", "AttributeValue": "a"},
+                {"AttributeKey": "EventName", "AttributeValue": "b"}]}))
+            .unwrap_err()
+            .code,
+            "InvalidLookupAttributesException"
+        );
+        assert_eq!(
+            parse(json!({"LookupAttributes": [{"AttributeKey": "Nope", "AttributeValue": "a"}]}))
+                .unwrap_err()
+                .code,
+            "InvalidLookupAttributesException"
+        );
+        let long = "_".repeat(1001);
+        assert_eq!(
+            parse(
+                json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": long}]})
+            )
+            .unwrap_err()
+            .code,
+            "InvalidLookupAttributesException"
+        );
+        for key in Attribute::ALL {
+            let r =
+                parse(json!({"LookupAttributes": [{"AttributeKey": key, "AttributeValue": "v"}]}))
+                    .unwrap();
+            assert!(r.attribute.is_some());
+        }
+        assert_eq!(
+            parse(json!({"EventCategory": "data"})).unwrap_err().code,
+            "InvalidEventCategoryException"
+        );
+    }
+
+    #[test]
+    fn tokens_round_trip_and_are_bound_to_the_parameters() {
+        let a = parse(
+            json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "x"}]}),
+        )
+        .unwrap();
+        let b = parse(
+            json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "y"}]}),
+        )
+        .unwrap();
+        assert_ne!(a.binding(), b.binding());
+        let t = NextToken {
+            binding: a.binding(),
+            start: 1,
+            end: 2,
+            after: vec![0, 1, 255],
+        };
+        assert_eq!(NextToken::decode(&t.encode()), Some(t));
+        assert_eq!(NextToken::decode("not a token"), None);
+    }
+
+    #[test]
+    fn retired_key_pem_reads_back() {
+        let key = SigningKey::generate().unwrap();
+        let der = public_key_der_from_pem(&key.public_key_pem()).unwrap();
+        assert_eq!(der, key.public_key_der());
+        assert!(public_key_der_from_pem("junk").is_err());
+    }
+}

@@ -1,0 +1,607 @@
+//! Event history: the management events of the last `[history] retention` (90 days by
+//! default), indexed for `LookupEvents`.
+//!
+//! # Layout
+//!
+//! Its own sled database (not the journal: history is a read model that can lag or be rebuilt,
+//! the journal is the durable truth). One tree, so that one `Batch` writes an event and all of
+//! its index entries atomically:
+//!
+//! | key | value |
+//! |---|---|
+//! | `e/<eventID>` | `eventTime` (u64 BE seconds) + the record's JSON |
+//! | `i/<attr u8><value>\0<!eventTime u64 BE><eventID>` | empty |
+//!
+//! `attr` 0 is "no attribute" (every event, with an empty value); 1-8 are the eight lookup
+//! attributes ([`Attribute`]). The time is stored inverted (`u64::MAX - t`) so that a forward
+//! range scan yields newest first, the order `LookupEvents` returns. A lookup of one attribute
+//! value and a time range is therefore one range scan of exactly the matching entries:
+//! `[attr][value]\0[!end]` ..= `[attr][value]\0[!start]`, no scan over other events. Expiry
+//! walks the attribute-0 entries from the oldest end.
+//!
+//! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
+//! finds nothing, as it could not match a real CloudTrail value anyway.
+//!
+//! # When events are written
+//!
+//! The batcher writes each record here as it receives it from the journal commit path (ingest,
+//! PutAuditEvents, the collector's own audit records), before the record can be in a closed
+//! log file, and records reloaded from the journal at start-up are written again (writing is
+//! idempotent, keyed by `eventID`). So an event is visible to `LookupEvents` shortly after its
+//! commit was acknowledged, and no later than the close of its log file; the history is
+//! flushed before a log file is recorded closed, so a crash cannot lose history entries of
+//! filed records.
+//!
+//! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
+//! not `false`) are kept, as in CloudTrail's event history.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Why a history operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+type Result<T> = std::result::Result<T, HistoryError>;
+
+/// The eight lookup attributes of `LookupEvents`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attribute {
+    EventId = 1,
+    EventName = 2,
+    ReadOnly = 3,
+    Username = 4,
+    ResourceType = 5,
+    ResourceName = 6,
+    EventSource = 7,
+    AccessKeyId = 8,
+}
+
+impl Attribute {
+    /// Parses the API's `AttributeKey`.
+    pub fn parse(key: &str) -> Option<Attribute> {
+        Some(match key {
+            "EventId" => Attribute::EventId,
+            "EventName" => Attribute::EventName,
+            "ReadOnly" => Attribute::ReadOnly,
+            "Username" => Attribute::Username,
+            "ResourceType" => Attribute::ResourceType,
+            "ResourceName" => Attribute::ResourceName,
+            "EventSource" => Attribute::EventSource,
+            "AccessKeyId" => Attribute::AccessKeyId,
+            _ => return None,
+        })
+    }
+
+    pub const ALL: [&'static str; 8] = [
+        "EventId",
+        "EventName",
+        "ReadOnly",
+        "Username",
+        "ResourceType",
+        "ResourceName",
+        "EventSource",
+        "AccessKeyId",
+    ];
+}
+
+/// What `LookupEvents` shows of an event, besides the record itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub event_id: String,
+    pub event_name: Option<String>,
+    pub read_only: Option<String>,
+    pub access_key_id: Option<String>,
+    pub event_time: u64,
+    pub event_source: Option<String>,
+    pub username: Option<String>,
+    /// `(ResourceType, ResourceName)`.
+    pub resources: Vec<(Option<String>, Option<String>)>,
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_str().filter(|s| !s.is_empty())
+}
+
+/// Reads a record's lookup fields; `None` when it is not a history event (not management,
+/// no `eventID`, no parseable `eventTime`).
+pub fn summarize(record: &Value) -> Option<Summary> {
+    let category = record.get("eventCategory").and_then(Value::as_str);
+    let management = match category {
+        Some(c) => c == "Management",
+        None => record.get("managementEvent").and_then(Value::as_bool) != Some(false),
+    };
+    if !management {
+        return None;
+    }
+    let event_id = str_at(record, &["eventID"])?.to_string();
+    let time = str_at(record, &["eventTime"])?;
+    let event_time =
+        u64::try_from(groundtrail_common::time::parse_json_time(time)?.timestamp()).ok()?;
+    let ui = record.get("userIdentity").unwrap_or(&Value::Null);
+    // CloudTrail's `Username`: the user name, else the session or principal name.
+    let username = str_at(ui, &["userName"])
+        .or_else(|| str_at(ui, &["sessionContext", "sessionIssuer", "userName"]))
+        .or_else(|| str_at(ui, &["arn"]).and_then(|a| a.rsplit('/').next()))
+        .or_else(|| str_at(ui, &["principalId"]))
+        .map(str::to_string);
+    let resources = record
+        .get("resources")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|r| {
+                    (
+                        str_at(r, &["type"]).map(str::to_string),
+                        str_at(r, &["ARN"]).map(str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Summary {
+        event_id,
+        event_name: str_at(record, &["eventName"]).map(str::to_string),
+        read_only: record
+            .get("readOnly")
+            .and_then(Value::as_bool)
+            .map(|b| b.to_string()),
+        access_key_id: str_at(ui, &["accessKeyId"]).map(str::to_string),
+        event_time,
+        event_source: str_at(record, &["eventSource"]).map(str::to_string),
+        username,
+        resources,
+    })
+}
+
+impl Summary {
+    /// Every (attribute, value) this event is found by, including attribute 0.
+    fn index_values(&self) -> Vec<(u8, &str)> {
+        let mut out = vec![
+            (0u8, ""),
+            (Attribute::EventId as u8, self.event_id.as_str()),
+        ];
+        for (a, v) in [
+            (Attribute::EventName, &self.event_name),
+            (Attribute::ReadOnly, &self.read_only),
+            (Attribute::Username, &self.username),
+            (Attribute::EventSource, &self.event_source),
+            (Attribute::AccessKeyId, &self.access_key_id),
+        ] {
+            if let Some(v) = v {
+                out.push((a as u8, v.as_str()));
+            }
+        }
+        for (t, n) in &self.resources {
+            if let Some(t) = t {
+                out.push((Attribute::ResourceType as u8, t.as_str()));
+            }
+            if let Some(n) = n {
+                out.push((Attribute::ResourceName as u8, n.as_str()));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|(_, v)| !v.contains('\0'));
+        out
+    }
+}
+
+fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + value.len() + 1 + 8 + 36);
+    k.extend_from_slice(b"i/");
+    k.push(attr);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn index_key(attr: u8, value: &str, time: u64, id: &str) -> Vec<u8> {
+    let mut k = index_prefix(attr, value);
+    k.extend_from_slice(&(u64::MAX - time).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn event_key(id: &str) -> Vec<u8> {
+    let mut k = b"e/".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// A lookup: at most one attribute, an inclusive time range, a page size, and where the
+/// previous page stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub attribute: Option<(Attribute, String)>,
+    /// Inclusive bounds, epoch seconds.
+    pub start: u64,
+    pub end: u64,
+    pub max_results: usize,
+    /// The position after the last event of the previous page ([`Page::next`]).
+    pub after: Option<Vec<u8>>,
+}
+
+/// One page of results, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// (summary, record JSON)
+    pub events: Vec<(Summary, Vec<u8>)>,
+    /// Position to resume from (the index key suffix of the last event), if more may follow.
+    pub next: Option<Vec<u8>>,
+}
+
+/// The history store.
+pub struct History {
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").finish_non_exhaustive()
+    }
+}
+
+impl History {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: &Path) -> Result<History> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| HistoryError::Sled(e.into()))?;
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        Ok(History { db })
+    }
+
+    /// Adds the history events among `records` (JSON each) that are not older than
+    /// `not_before` and not already present. One atomic batch. Returns how many were added.
+    pub fn insert<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+        not_before: u64,
+    ) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut added = 0;
+        let mut seen = std::collections::HashSet::new();
+        for json in records {
+            let Ok(v) = serde_json::from_slice::<Value>(json) else {
+                continue;
+            };
+            let Some(s) = summarize(&v) else { continue };
+            if s.event_time < not_before
+                || !seen.insert(s.event_id.clone())
+                || self.db.contains_key(event_key(&s.event_id))?
+            {
+                continue;
+            }
+            let mut value = s.event_time.to_be_bytes().to_vec();
+            value.extend_from_slice(json);
+            batch.insert(event_key(&s.event_id), value);
+            for (attr, val) in s.index_values() {
+                batch.insert(index_key(attr, val, s.event_time, &s.event_id), &[][..]);
+            }
+            added += 1;
+        }
+        if added > 0 {
+            self.db.apply_batch(batch)?;
+        }
+        Ok(added)
+    }
+
+    /// Makes every insert so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Answers one page of `q` from the index of its attribute.
+    pub fn lookup(&self, q: &Query) -> Result<Page> {
+        let (attr, value) = match &q.attribute {
+            Some((a, v)) => (*a as u8, v.as_str()),
+            None => (0, ""),
+        };
+        let mut page = Page {
+            events: Vec::new(),
+            next: None,
+        };
+        if value.contains('\0') || q.start > q.end || q.max_results == 0 {
+            return Ok(page);
+        }
+        let prefix = index_prefix(attr, value);
+        let mut from = prefix.clone();
+        from.extend_from_slice(&(u64::MAX - q.end).to_be_bytes());
+        let mut to = prefix.clone();
+        to.extend_from_slice(&(u64::MAX - q.start).to_be_bytes());
+        to.push(0xff);
+        if let Some(after) = &q.after {
+            let mut resume = prefix.clone();
+            resume.extend_from_slice(after);
+            resume.push(0); // strictly after the last key returned
+            if resume > from {
+                from = resume;
+            }
+        }
+        if from > to {
+            return Ok(page);
+        }
+        for item in self.db.range(from..=to) {
+            let (k, _) = item?;
+            let Some(rest) = k.get(prefix.len()..) else {
+                continue;
+            };
+            if rest.len() < 8 {
+                continue;
+            }
+            if page.events.len() == q.max_results {
+                // One more exists: the page ends at the previous key.
+                page.next = page
+                    .events
+                    .last()
+                    .map(|(s, _)| resume_point(s.event_time, &s.event_id));
+                break;
+            }
+            let id = String::from_utf8_lossy(&rest[8..]).into_owned();
+            let Some(stored) = self.db.get(event_key(&id))? else {
+                continue; // expired between the index read and this one
+            };
+            if stored.len() < 8 {
+                continue;
+            }
+            let json = stored[8..].to_vec();
+            let Ok(v) = serde_json::from_slice::<Value>(&json) else {
+                continue;
+            };
+            let Some(s) = summarize(&v) else { continue };
+            page.events.push((s, json));
+        }
+        Ok(page)
+    }
+
+    /// Removes events with `eventTime` before `cutoff` (epoch seconds), at most `limit` per
+    /// call (so one call holds nothing for long). Returns how many were removed.
+    pub fn expire(&self, cutoff: u64, limit: usize) -> Result<usize> {
+        let prefix = index_prefix(0, "");
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        // Oldest first: the end of the attribute-0 range.
+        for item in self.db.scan_prefix(&prefix).rev() {
+            let (k, _) = item?;
+            let Some(rest) = k.get(prefix.len()..) else {
+                continue;
+            };
+            let Some(inv) = rest.get(..8).and_then(|b| b.try_into().ok()) else {
+                continue;
+            };
+            let time = u64::MAX - u64::from_be_bytes(inv);
+            if time >= cutoff || n >= limit {
+                break;
+            }
+            let id = String::from_utf8_lossy(&rest[8..]).into_owned();
+            if let Some(stored) = self.db.get(event_key(&id))?
+                && let Ok(v) = serde_json::from_slice::<Value>(&stored[8.min(stored.len())..])
+                && let Some(s) = summarize(&v)
+            {
+                for (attr, val) in s.index_values() {
+                    batch.remove(index_key(attr, val, s.event_time, &s.event_id));
+                }
+            }
+            batch.remove(k);
+            batch.remove(event_key(&id));
+            n += 1;
+        }
+        if n > 0 {
+            self.db.apply_batch(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn resume_point(time: u64, id: &str) -> Vec<u8> {
+    let mut k = (u64::MAX - time).to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(n: u64, name: &str, user: &str, read_only: bool) -> Vec<u8> {
+        let t = 1_800_000_000 + n;
+        serde_json::to_vec(&json!({
+            "eventVersion": "1.11",
+            "userIdentity": {"type": "IAMUser", "userName": user, "accessKeyId": format!("AK{user}")},
+            "eventTime": groundtrail_common::time::json_time(
+                chrono::DateTime::from_timestamp(t as i64, 0).unwrap()),
+            "eventSource": "sudo.onprem.internal",
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            "eventID": format!("00000000-0000-4000-8000-{n:012}"),
+            "readOnly": read_only,
+            "resources": [{"type": "AWS::Host::Unit", "ARN": format!("arn:aws:host:::unit/u{}", n % 3)}],
+            "eventType": "AwsApiCall",
+            "eventCategory": "Management",
+        }))
+        .unwrap()
+    }
+
+    fn q(attribute: Option<(Attribute, &str)>, start: u64, end: u64, max: usize) -> Query {
+        Query {
+            attribute: attribute.map(|(a, v)| (a, v.to_string())),
+            start: 1_800_000_000 + start,
+            end: 1_800_000_000 + end,
+            max_results: max,
+            after: None,
+        }
+    }
+
+    fn ids(p: &Page) -> Vec<u64> {
+        p.events
+            .iter()
+            .map(|(s, _)| s.event_id[24..].parse().unwrap())
+            .collect()
+    }
+
+    fn store() -> (tempfile::TempDir, History) {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let recs: Vec<Vec<u8>> = (0..30)
+            .map(|n| {
+                rec(
+                    n,
+                    if n % 2 == 0 { "Even" } else { "Odd" },
+                    if n < 10 { "alice" } else { "bob" },
+                    n % 5 == 0,
+                )
+            })
+            .collect();
+        assert_eq!(h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap(), 30);
+        // Idempotent.
+        assert_eq!(h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap(), 0);
+        (dir, h)
+    }
+
+    #[test]
+    fn each_attribute_and_time_range_from_its_index_newest_first() {
+        let (_d, h) = store();
+        let all = h.lookup(&q(None, 0, 100, 50)).unwrap();
+        assert_eq!(ids(&all), (0..30).rev().collect::<Vec<_>>());
+        assert!(all.next.is_none());
+        let odd = h
+            .lookup(&q(Some((Attribute::EventName, "Odd")), 5, 9, 50))
+            .unwrap();
+        assert_eq!(ids(&odd), vec![9, 7, 5], "inclusive bounds");
+        let alice = h
+            .lookup(&q(Some((Attribute::Username, "alice")), 0, 100, 50))
+            .unwrap();
+        assert_eq!(alice.events.len(), 10);
+        let ro = h
+            .lookup(&q(Some((Attribute::ReadOnly, "true")), 0, 100, 50))
+            .unwrap();
+        assert_eq!(ids(&ro), vec![25, 20, 15, 10, 5, 0]);
+        let by_id = h
+            .lookup(&q(
+                Some((Attribute::EventId, "00000000-0000-4000-8000-000000000007")),
+                0,
+                100,
+                50,
+            ))
+            .unwrap();
+        assert_eq!(ids(&by_id), vec![7]);
+        let unit = h
+            .lookup(&q(
+                Some((Attribute::ResourceName, "arn:aws:host:::unit/u1")),
+                0,
+                100,
+                50,
+            ))
+            .unwrap();
+        assert_eq!(unit.events.len(), 10);
+        let ty = h
+            .lookup(&q(
+                Some((Attribute::ResourceType, "AWS::Host::Unit")),
+                0,
+                100,
+                50,
+            ))
+            .unwrap();
+        assert_eq!(ty.events.len(), 30);
+        let src = h
+            .lookup(&q(
+                Some((Attribute::EventSource, "sudo.onprem.internal")),
+                3,
+                3,
+                50,
+            ))
+            .unwrap();
+        assert_eq!(ids(&src), vec![3]);
+        let ak = h
+            .lookup(&q(Some((Attribute::AccessKeyId, "AKbob")), 0, 100, 50))
+            .unwrap();
+        assert_eq!(ak.events.len(), 20);
+        // A prefix of a value is not a match.
+        let none = h
+            .lookup(&q(Some((Attribute::Username, "ali")), 0, 100, 50))
+            .unwrap();
+        assert!(none.events.is_empty());
+    }
+
+    #[test]
+    fn paging_visits_every_event_once() {
+        let (_d, h) = store();
+        let mut query = q(Some((Attribute::Username, "bob")), 0, 100, 7);
+        let mut seen = Vec::new();
+        loop {
+            let page = h.lookup(&query).unwrap();
+            assert!(page.events.len() <= 7);
+            seen.extend(ids(&page));
+            match page.next {
+                Some(n) => query.after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (10..30).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn expiry_removes_old_events_and_their_index_entries() {
+        let (_d, h) = store();
+        assert_eq!(h.expire(1_800_000_000 + 10, 3).unwrap(), 3);
+        assert_eq!(h.expire(1_800_000_000 + 10, 1000).unwrap(), 7);
+        assert_eq!(h.expire(1_800_000_000 + 10, 1000).unwrap(), 0);
+        let alice = h
+            .lookup(&q(Some((Attribute::Username, "alice")), 0, 100, 50))
+            .unwrap();
+        assert!(alice.events.is_empty());
+        // No index entry of an expired event is left behind.
+        let left = h.db.scan_prefix(b"i/").count();
+        let per_event = 8; // attr 0, id, name, read-only, user, source, key, type, name: 9 minus none
+        assert!(left >= 20 * per_event, "{left}");
+        for item in h.db.scan_prefix(b"i/") {
+            let (k, _) = item.unwrap();
+            let id = String::from_utf8_lossy(&k[k.len() - 36..]).into_owned();
+            assert!(h.db.contains_key(event_key(&id)).unwrap(), "{id}");
+        }
+        // Events older than the cutoff are not added again.
+        assert_eq!(
+            h.insert([rec(1, "Odd", "alice", false).as_slice()], 1_800_000_010)
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn only_management_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let mut v: Value = serde_json::from_slice(&rec(1, "X", "a", false)).unwrap();
+        v["eventCategory"] = json!("Data");
+        assert_eq!(
+            h.insert([serde_json::to_vec(&v).unwrap().as_slice()], 0)
+                .unwrap(),
+            0
+        );
+        v["eventCategory"] = json!("ActivityAuditLog");
+        assert_eq!(
+            h.insert([serde_json::to_vec(&v).unwrap().as_slice()], 0)
+                .unwrap(),
+            0
+        );
+    }
+}

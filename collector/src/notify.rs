@@ -1,0 +1,148 @@
+//! Webhook notifications of delivered log files, the way a trail notifies its SNS topic:
+//! `POST <url>` with CloudTrail's notification JSON
+//! `{"s3Bucket": "<bucket>", "s3ObjectKey": ["<key>"]}` (`content-type: application/json`).
+//!
+//! Durable and at-least-once: the notification is queued in the journal in the same atomic
+//! batch that marks the file delivered ([`crate::journal::Journal::mark_delivered`]), and leaves
+//! the queue only after the webhook answered 2xx. Each webhook has its own queue, sent in
+//! order; a failure (connection error, timeout, non-2xx) is retried with backoff (capped at a
+//! minute) without holding up the other webhooks, also across restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use groundtrail_common::shutdown::Shutdown;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+
+use crate::config::NotificationConfig;
+use crate::delivery::backoff;
+use crate::journal::Journal;
+
+/// A whole attempt (connect, send, answer) must finish within this.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends queued notifications to every configured webhook.
+pub struct Notifier {
+    journal: Arc<Journal>,
+    hooks: Vec<NotificationConfig>,
+    wake: Arc<Notify>,
+}
+
+impl Notifier {
+    pub fn new(
+        journal: Arc<Journal>,
+        hooks: Vec<NotificationConfig>,
+        wake: Arc<Notify>,
+    ) -> Notifier {
+        Notifier {
+            journal,
+            hooks,
+            wake,
+        }
+    }
+
+    /// Runs until shutdown: one task per webhook.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut tasks = Vec::new();
+        for hook in self.hooks {
+            let journal = self.journal.clone();
+            let wake = self.wake.clone();
+            let s = shutdown.clone();
+            tasks.push(tokio::spawn(run_hook(journal, hook, wake, s)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn run_hook(
+    journal: Arc<Journal>,
+    hook: NotificationConfig,
+    wake: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
+    let name = hook.name();
+    let mut failures = 0u32;
+    while !shutdown.is_shutdown() {
+        let wait = match send_pending(&journal, &hook, &name).await {
+            Ok(()) => {
+                failures = 0;
+                None
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let d = backoff(failures);
+                tracing::warn!(webhook = %name, "notification failed, retry in {d:?}: {e}");
+                Some(d)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = wake.notified(), if wait.is_none() => {}
+            _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(5))) => {}
+        }
+    }
+}
+
+/// Sends this webhook's queue in order until it is empty or a send fails.
+async fn send_pending(
+    journal: &Journal,
+    hook: &NotificationConfig,
+    name: &str,
+) -> Result<(), String> {
+    loop {
+        let batch = journal
+            .pending_notifications(name, 100)
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (key, body) in batch {
+            post(&hook.url, body).await?;
+            journal.notification_sent(&key).map_err(|e| e.to_string())?;
+            tracing::debug!(webhook = %name, "notification sent");
+        }
+    }
+}
+
+/// One POST; Ok only for a 2xx answer.
+pub async fn post(url: &str, body: Vec<u8>) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let host = uri.host().ok_or_else(|| format!("{url} has no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_else(|| host.to_string());
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| format!("connect {authority}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::post(path)
+            .header(http::header::HOST, &authority)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, "groundtrail-collector")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {status}"))
+        }
+    };
+    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("{url} did not answer within {ATTEMPT_TIMEOUT:?}"))?
+}
