@@ -639,9 +639,16 @@ async fn bad_put_audit_events_inputs_get_their_error_codes() {
     let dir = tempdir();
     // No collector needed: the answers come from the agent once events are durable locally.
     let adir = dir.path().join("agent");
+    let (app_port, metrics_port) = (free_port(), free_port());
     let agent = Agent::start(
         &adir,
-        &agent_config(&adir, &["http://127.0.0.1:9".into()], ""),
+        &agent_config(
+            &adir,
+            &["http://127.0.0.1:9".into()],
+            &format!(
+                "[app_events]\nhttp_listen = \"127.0.0.1:{app_port}\"\n[control]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"
+            ),
+        ),
     )
     .await;
     let edit = |id: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
@@ -739,12 +746,51 @@ async fn bad_put_audit_events_inputs_get_their_error_codes() {
     let (ok, resp) = agent.put(&[app_event("bad id!")]).await;
     assert!(!ok);
     assert_eq!(resp["__type"], "ValidationException", "{resp}");
+    // The same endpoint on the loopback HTTP listener, and metrics on theirs.
+    let body = json!({"auditEvents": [app_event("http-1"), {"id": "http-2", "eventData": "[]"}]})
+        .to_string();
+    let (code, answer) = http_exchange(
+        app_port,
+        &format!(
+            "POST /PutAuditEvents?channelArn=arn%3Aaws%3Acloudtrail%3Aus-east-1%3A{ACCOUNT}%3Achannel%2Fweb HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["successful"][0]["id"], "http-1", "{answer}");
+    assert_eq!(answer["failed"][0]["errorCode"], "InvalidData", "{answer}");
+    let (code, metrics) = http_exchange(
+        metrics_port,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("groundtrail_agent_app_events_accepted_total 3"),
+        "{metrics}"
+    );
     let st = agent.status().await;
     assert_eq!(
         st["buffer"]["appendedTotal"].as_u64().unwrap(),
-        2 + 1,
-        "two events and AgentStart"
+        3 + 1,
+        "three good events and AgentStart"
     );
+}
+
+/// One HTTP/1.1 exchange over loopback TCP: (status, body).
+fn http_exchange(port: u16, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
 }
 
 /// A CA, a server certificate for 127.0.0.1, and client certificates, made with openssl.
