@@ -85,6 +85,8 @@ const _: () =
     assert!(META_NEXT_SEQ[0] == K_META && META_ACKED[0] == K_META && META_LOSS[0] == K_META);
 const VALUE_VERSION: u8 = 1;
 const VALUE_HEADER: usize = 9;
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// A decompressed record larger than this is treated as corrupt (records are <= 256 KB).
 const MAX_DECODED: usize = 16 * 1024 * 1024;
 /// Most sequence ranges kept per loss kind; beyond, only counts grow (`rangesTruncated`).
@@ -422,7 +424,15 @@ fn is_environment_error(e: &sled::Error) -> bool {
 fn try_open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
     let dir = dir.to_path_buf();
     // sled 0.34 panics on some kinds of damage instead of returning an error.
-    match std::panic::catch_unwind(move || sled::Config::new().path(dir).open()) {
+    // sled's default page cache is 1 GiB; the agent must stay small on edge devices, and the
+    // buffer is read once, front to back, so a small cache costs nothing.
+    let open = move || {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+    };
+    match std::panic::catch_unwind(open) {
         Ok(r) => r,
         Err(panic) => {
             let why = panic
