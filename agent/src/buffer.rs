@@ -1552,6 +1552,31 @@ mod tests {
         assert_eq!(p["records"][0]["eventID"], json_of(&entries[1])["eventID"]);
     }
 
+    /// The `RecordSink` face that sources use: stored means durable with its checkpoint;
+    /// dropped means nothing of the call was stored and the loss was counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn record_sink_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 64 * 1024, FullPolicy::DropNewest);
+        let sink: Arc<dyn RecordSink> = Arc::new(b.clone());
+        sink.append(vec![rec(1)], Some(cp("auth", "10")))
+            .await
+            .unwrap();
+        assert_eq!(sink.checkpoint("auth"), Some(b"10".to_vec()));
+        fill(&b);
+        let err = sink
+            .append(vec![rec(2), rec(3)], Some(cp("auth", "20")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::Dropped { dropped: 2 }), "{err}");
+        assert_eq!(sink.checkpoint("auth"), Some(b"10".to_vec()));
+        b.close();
+        assert!(matches!(
+            sink.append(vec![rec(4)], None).await.unwrap_err(),
+            SinkError::Closed
+        ));
+    }
+
     /// Invariant 6: the byte accounting matches what is stored, across reopen.
     #[test]
     fn byte_accounting_survives_reopen() {
