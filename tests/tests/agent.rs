@@ -918,7 +918,7 @@ async fn wrong_client_certificate_is_refused_right_one_delivers() {
     };
     // The rogue agent: its certificate is from another CA.
     let rdir = dir.path().join("rogue");
-    let rogue_cfg = agent_config(&rdir, &[url.clone()], "")
+    let rogue_cfg = agent_config(&rdir, std::slice::from_ref(&url), "")
         .replace("[shipper]", &format!("{}\n[shipper]", tls("rogue")));
     let rogue = Agent::start(&rdir, &rogue_cfg).await;
     let (ok, resp) = rogue.put(&[app_event("rogue-1")]).await;
