@@ -25,6 +25,9 @@ pub enum Command {
     Pki(PkiArgs),
     /// Check the trail's log files and digest chain, like `aws cloudtrail validate-logs`.
     ValidateLogs(Box<crate::validate::Args>),
+    /// Look up management events in the collector's event history, like
+    /// `aws cloudtrail lookup-events` (same flags, same output).
+    LookupEvents(Box<crate::lookup_cli::Args>),
 }
 
 /// `serve`

@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod internal_events;
 pub mod journal;
 pub mod keys;
+pub mod lookup_cli;
 pub mod metrics;
 pub mod notify;
 pub mod pki;

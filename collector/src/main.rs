@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let code = groundtrail_collector::validate::run(*args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
+        Command::LookupEvents(args) => groundtrail_collector::lookup_cli::run(*args).await,
     }
 }
 

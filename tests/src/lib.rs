@@ -218,6 +218,8 @@ pub struct Spec {
     pub agents: Vec<(String, Vec<String>, Vec<String>)>,
     /// Extra TOML lines for `[limits]`, e.g. `max_batch_records = 10`.
     pub limits: Vec<String>,
+    /// TOML appended at the end of the file (e.g. `[[api.access_keys]]`, `[[notifications]]`).
+    pub extra_toml: String,
 }
 
 impl Spec {
@@ -230,6 +232,7 @@ impl Spec {
             tls: None,
             agents: vec![],
             limits: vec![],
+            extra_toml: String::new(),
         }
     }
 
@@ -284,6 +287,8 @@ impl Spec {
                 }
             }
         }
+        t += "\n";
+        t += &self.extra_toml;
         t
     }
 }
@@ -937,6 +942,17 @@ pub fn aws_validate(
     s3_endpoint: &str,
     args: &[String],
 ) -> Validation {
+    aws_validate_at(aws, &cloudtrail.url(), s3_endpoint, args)
+}
+
+/// Runs the unmodified `aws cloudtrail validate-logs <args>` with its CloudTrail client at
+/// `cloudtrail_url` (e.g. the collector itself) and its S3 client at `s3_endpoint`.
+pub fn aws_validate_at(
+    aws: &Path,
+    cloudtrail_url: &str,
+    s3_endpoint: &str,
+    args: &[String],
+) -> Validation {
     let out = Command::new(aws)
         .args([
             "cloudtrail",
@@ -945,7 +961,7 @@ pub fn aws_validate(
             REGION,
             "--endpoint-url",
         ])
-        .arg(cloudtrail.url())
+        .arg(cloudtrail_url)
         .args(args)
         .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -960,6 +976,24 @@ pub fn aws_validate(
         .output()
         .expect("run aws cloudtrail validate-logs");
     Validation::from(out)
+}
+
+/// Runs the unmodified `aws <args>` with the given credentials (no config files, no profile,
+/// nothing that could reach AWS) and returns its output.
+pub fn aws_run(aws: &Path, args: &[&str], access_key_id: &str, secret: &str) -> Output {
+    Command::new(aws)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run aws")
 }
 
 // ------------------------------------------------------------------------------------------
