@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p groundtrail-agent --bench sidecar            # full run (~40 s)
 //! SIDECAR_BENCH_QUICK=1 cargo bench -p groundtrail-agent --bench sidecar
+//! SIDECAR_BENCH_WORKERS=1 cargo bench -p groundtrail-agent --bench sidecar   # tokio workers
 //! ```
 //!
 //! Setup, all in this process on loopback: a minimal hyper upstream answering `200 ok`, the
@@ -184,8 +185,13 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let quick = std::env::var_os("SIDECAR_BENCH_QUICK").is_some();
+    // SIDECAR_BENCH_WORKERS: tokio worker threads (default 2, the machine's cores).
+    let workers = std::env::var("SIDECAR_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
@@ -231,7 +237,9 @@ fn main() {
         let (d50, d99, s50, s99) = (pct(&ld, 0.5), pct(&ld, 0.99), pct(&ls, 0.5), pct(&ls, 0.99));
         let added50 = ms(s50) - ms(d50);
         let added99 = ms(s99) - ms(d99);
-        println!("sidecar benchmark (loopback, 2 tokio workers, same process; records to the real buffer)");
+        println!(
+            "sidecar benchmark (loopback, {workers} tokio workers, same process; records to the real buffer)"
+        );
         println!();
         println!("latency, 1 keep-alive connection, {} requests each, interleaved:", ld.len());
         println!("  direct   p50 {:.3} ms   p99 {:.3} ms", ms(d50), ms(d99));
