@@ -218,6 +218,8 @@ pub struct Spec {
     pub agents: Vec<(String, Vec<String>, Vec<String>)>,
     /// Extra TOML lines for `[limits]`, e.g. `max_batch_records = 10`.
     pub limits: Vec<String>,
+    /// Extra TOML lines for `[trail]`, e.g. `s3_key_prefix = "audit"`.
+    pub trail: Vec<String>,
     /// TOML appended at the end of the file (e.g. `[[api.access_keys]]`, `[[notifications]]`).
     pub extra_toml: String,
 }
@@ -232,6 +234,7 @@ impl Spec {
             tls: None,
             agents: vec![],
             limits: vec![],
+            trail: vec![],
             extra_toml: String::new(),
         }
     }
@@ -257,6 +260,10 @@ impl Spec {
             "\n[trail]\nname = \"{TRAIL}\"\nhome_region = \"{REGION}\"\naccount_id = \"{ACCOUNT}\"\nlog_file_interval = \"{}\"\ndigest_interval = \"{}\"\n",
             self.log_file_interval, self.digest_interval
         );
+        for l in &self.trail {
+            t += l;
+            t += "\n";
+        }
         t += &format!(
             "\n[signing]\nkey_file = {}\n",
             q(&dir.join("signing-key.pem"))
@@ -964,6 +971,7 @@ pub fn aws_validate_at(
         .arg(cloudtrail_url)
         .args(args)
         .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
+        .env("AWS_ENDPOINT_URL_ORGANIZATIONS", cloudtrail_url)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_DEFAULT_REGION", REGION)
@@ -1076,6 +1084,18 @@ fn stub_answer(
     let (status, body) = match target.rsplit('.').next() {
         Some("DescribeTrails") => (200, answers.0.clone()),
         Some("ListPublicKeys") => (200, answers.1.clone()),
+        Some("DescribeOrganization") => {
+            let org = answers.0["trailList"][0]["OrganizationId"].clone();
+            (
+                200,
+                serde_json::json!({ "Organization": {
+                    "Id": org,
+                    "Arn": format!("arn:aws:organizations::{ACCOUNT}:organization/{}", org.as_str().unwrap_or_default()),
+                    "MasterAccountId": ACCOUNT,
+                    "FeatureSet": "ALL",
+                }}),
+            )
+        }
         _ => (
             400,
             serde_json::json!({"__type": "UnknownOperationException", "message": target}),
@@ -1097,6 +1117,17 @@ impl Drop for CloudTrailStub {
             let _ = t.join();
         }
     }
+}
+
+/// The DescribeTrails entry of an organization trail with a key prefix. (`OrganizationId` is
+/// not a DescribeTrails member; the stub reads it to answer DescribeOrganization.)
+pub fn org_trail_description(bucket: &str, prefix: &str, organization_id: &str) -> Value {
+    let mut t = trail_description(bucket);
+    t["S3KeyPrefix"] = prefix.into();
+    t["IsOrganizationTrail"] = true.into();
+    t["IsMultiRegionTrail"] = true.into();
+    t["OrganizationId"] = organization_id.into();
+    t
 }
 
 /// The DescribeTrails entry of the test trail in `bucket`.

@@ -766,3 +766,93 @@ async fn mtls_names_the_agent_and_refuses_strangers() {
     args.extend(window(started));
     groundtrail_validate(&args).assert_valid("mTLS trail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_trail_with_prefix_validates_per_region_with_both_validators() {
+    const TEST: &str = "organization_trail_with_prefix_validates_per_region_with_both_validators";
+    const ORG: &str = "o-abcdefghij";
+    const PREFIX: &str = "audit/prod";
+    const OTHER_REGION: &str = "eu-west-1";
+    let Some(endpoint) = s3_endpoint(TEST) else {
+        return;
+    };
+    let aws = aws_cli(TEST);
+    let started = Utc::now();
+    let tmp = tempdir();
+    let bucket = unique_bucket("org-trail");
+    let store = create_bucket(&endpoint, &bucket).await;
+    let mut spec = Spec::new(Dest::S3 {
+        bucket: bucket.clone(),
+        endpoint: endpoint.clone(),
+    });
+    spec.trail = vec![
+        format!("s3_key_prefix = \"{PREFIX}\""),
+        format!("organization_id = \"{ORG}\""),
+    ];
+    let mut c = Collector::start(&tmp.path().join("collector"), spec).await;
+    let mut sent = records(10);
+    sent.extend((0..10).map(|_| record(ACCOUNT, OTHER_REGION)));
+    let reply = c.client().post_records(&sent).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    store.wait_delivered(&event_ids(&sent)).await;
+    let status = c.sigterm().await;
+    assert!(status.success(), "{}", c.log());
+    assert_exactly_once(&store, &sent).await;
+    for key in store.keys().await {
+        assert!(
+            key.starts_with(&format!("{PREFIX}/AWSLogs/{ORG}/{ACCOUNT}/")),
+            "{key} is outside the organization layout"
+        );
+    }
+
+    let stub = CloudTrailStub::start(org_trail_description(&bucket, PREFIX, ORG), &c.public_key());
+    for region in [REGION, OTHER_REGION] {
+        // No --s3-bucket: bucket, prefix and organization come from the trail (the config for
+        // groundtrail, DescribeTrails + DescribeOrganization for the AWS CLI).
+        let mut args = vec![
+            "--trail-arn".to_string(),
+            TRAIL_ARN.into(),
+            "--account-id".into(),
+            ACCOUNT.into(),
+            "--region".into(),
+            region.into(),
+            "--verbose".into(),
+        ];
+        args.extend(window(started));
+        let mut ours_args = args.clone();
+        ours_args.extend(["--config".to_string(), c.config_path.display().to_string()]);
+        let ours = groundtrail_validate(&ours_args);
+        ours.assert_valid(&format!("groundtrail, region {region}"));
+        assert!(
+            ours.stdout
+                .contains(&format!("/CloudTrail-Digest/{region}/")),
+            "{}",
+            ours.stdout
+        );
+        if let Some(aws) = &aws {
+            let theirs = aws_validate(aws, &stub, &endpoint, &args);
+            assert_eq!(
+                (theirs.code, &theirs.stdout, &theirs.stderr),
+                (ours.code, &ours.stdout, &ours.stderr),
+                "region {region}: the AWS CLI and groundtrail disagree"
+            );
+        }
+    }
+
+    // An organization trail needs the member account, as with the AWS CLI.
+    let mut args = vec![
+        "--trail-arn".to_string(),
+        TRAIL_ARN.into(),
+        "--config".into(),
+        c.config_path.display().to_string(),
+    ];
+    args.extend(window(started));
+    let v = groundtrail_validate(&args);
+    assert_eq!(v.code, 255, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stderr
+            .contains("Missing required parameter for organization trail: '--account-id'"),
+        "{}",
+        v.stderr
+    );
+}
