@@ -561,8 +561,14 @@ struct Hook {
 
 impl Hook {
     async fn start(fail_first: usize) -> Hook {
+        Hook::start_on(0, fail_first).await
+    }
+
+    async fn start_on(port: u16, fail_first: usize) -> Hook {
         use http_body_util::BodyExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let attempts = Arc::new(Mutex::new(0usize));
         let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -666,4 +672,45 @@ async fn webhook_gets_every_delivered_log_file_despite_early_failures() {
         c.log().contains("notification failed"),
         "the early failures were retried"
     );
+}
+
+/// Notifications are queued in the journal: a webhook that is down while files are delivered,
+/// a `kill -9` of the collector, a restart, and the webhook still gets every log file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_queue_survives_kill_9() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spec, store) = local_spec(dir.path());
+    spec.extra_toml = format!("[[notifications]]\nurl = \"http://127.0.0.1:{port}/hook\"\n");
+    let mut c = Collector::start(dir.path(), spec).await;
+    let recs = records(3);
+    assert_eq!(c.client().post_records(&recs).await.unwrap().status, 200);
+    store
+        .wait_delivered(&groundtrail_tests::event_ids(&recs))
+        .await;
+    wait_for("a failed notification attempt", || {
+        let log = c.log();
+        async move { log.contains("notification failed").then_some(()) }
+    })
+    .await;
+    c.kill9();
+    let hook = Hook::start_on(port, 0).await;
+    c.spawn().await;
+    let logs = store.log_keys().await;
+    let accepted = hook.accepted.clone();
+    wait_for("every log file notified after the restart", || {
+        let accepted = accepted.clone();
+        let logs = logs.clone();
+        async move {
+            let keys: std::collections::BTreeSet<String> = accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v["s3ObjectKey"].as_array().cloned().unwrap_or_default())
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+            logs.iter().all(|l| keys.contains(l)).then_some(())
+        }
+    })
+    .await;
 }
