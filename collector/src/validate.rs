@@ -1173,42 +1173,34 @@ impl Validator<'_> {
     async fn download_log(&mut self, log: &Value) -> anyhow::Result<()> {
         let bucket = py_str(log.get("s3Bucket"));
         let key = py_str(log.get("s3Object"));
-        let line = |what: &str| format!("Log file\ts3://{bucket}/{key}\tINVALID: {what}");
-        let outcome: Result<(), String> = async {
-            let store = self.stores.get(&bucket).await.map_err(|e| e.to_string())?;
-            match store.get(&key).await {
-                Ok(None) => Err(line("not found")),
-                Err(e @ DestinationError::Refused { .. }) => Err(format!("\u{0}{e}")),
-                Err(_) => Err(line("invalid format")),
-                Ok(Some(object)) => match inflate_sha256(&object.body) {
-                    Inflated::Trailing => {
-                        Err(line("unexpected data after end of compressed stream"))
-                    }
-                    Inflated::Corrupt => Err(line("invalid format")),
-                    Inflated::Hash(h) => {
-                        if log.get("hashValue").and_then(Value::as_str) == Some(h.as_str()) {
-                            Ok(())
-                        } else if log.get("hashValue").is_none() {
-                            Err(line("invalid format"))
-                        } else {
-                            Err(line("hash value doesn't match"))
-                        }
-                    }
+        // A store that refuses (the AWS CLI re-raises ClientErrors other than NoSuchKey) ends
+        // the run; any other failure to read is "invalid format", as there.
+        let store = self.stores.get(&bucket).await?;
+        let problem = match store.get(&key).await {
+            Ok(None) => Some("not found"),
+            Err(e @ DestinationError::Refused { .. }) => return Err(e.into()),
+            Err(_) => Some("invalid format"),
+            Ok(Some(object)) => match inflate_sha256(&object.body) {
+                Inflated::Trailing => Some("unexpected data after end of compressed stream"),
+                Inflated::Corrupt => Some("invalid format"),
+                Inflated::Hash(h) => match log.get("hashValue") {
+                    None => Some("invalid format"),
+                    Some(v) if v.as_str() == Some(h.as_str()) => None,
+                    Some(_) => Some("hash value doesn't match"),
                 },
-            }
-        }
-        .await;
-        match outcome {
-            Ok(()) => {
+            },
+        };
+        match problem {
+            None => {
                 self.counts.valid_logs += 1;
                 self.write_status(&format!("Log file\ts3://{bucket}/{key}\tvalid"), false);
             }
-            Err(abort) if abort.starts_with('\u{0}') || !abort.starts_with("Log file\t") => {
-                bail!("{}", abort.trim_start_matches('\u{0}'));
-            }
-            Err(message) => {
+            Some(what) => {
                 self.counts.invalid_logs += 1;
-                self.write_status(&message, true);
+                self.write_status(
+                    &format!("Log file\ts3://{bucket}/{key}\tINVALID: {what}"),
+                    true,
+                );
             }
         }
         if let Some(pb) = &self.progress {
