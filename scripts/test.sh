@@ -71,5 +71,6 @@ unset AWS_PROFILE AWS_SESSION_TOKEN || true
 # --- build and test ------------------------------------------------------------------------
 log "cargo build --bins"
 cargo build --workspace --bins
-log "cargo test --workspace"
-cargo test --workspace "$@"
+# --no-fail-fast: every test binary runs and prints its summary, even after a failure.
+log "cargo test --workspace --no-fail-fast $*"
+cargo test --workspace --no-fail-fast "$@"
