@@ -23,8 +23,11 @@ command -v "$PYTHON" >/dev/null || { echo "python3 is needed for the S3 test ser
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
 # --- install (idempotent; ~30 s cold) -------------------------------------------------------
-venv_has() { # venv package version
-  [ -x "$1/bin/python" ] && "$1/bin/python" -m pip show "$2" 2>/dev/null | grep -qx "Version: $3"
+venv_has() { # venv package version (no pipe into grep -q: with pipefail, SIGPIPE would say "no")
+  local info
+  [ -x "$1/bin/python" ] || return 1
+  info=$("$1/bin/python" -m pip show "$2" 2>/dev/null) || return 1
+  grep -qx "Version: $3" <<<"$info"
 }
 if ! venv_has "$S3_VENV" moto "$MOTO_VERSION"; then
   log "installing moto[server]==$MOTO_VERSION into $S3_VENV"
