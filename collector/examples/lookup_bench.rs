@@ -31,6 +31,9 @@ use groundtrail_common::trail::SigningKey;
 use serde_json::{Value, json};
 
 const BATCH: usize = 1000;
+
+/// Builds the i-th LookupEvents input of one kind of query.
+type QueryMaker = Box<dyn Fn(u64) -> Value>;
 const RETENTION: u64 = 90 * 24 * 3600;
 const USERS: usize = 2000;
 const NAMES: usize = 60;
@@ -67,7 +70,7 @@ fn record(n: u64, total: u64, now: u64) -> Vec<u8> {
         "requestParameters": {"command": "/usr/bin/systemctl restart nginx", "cwd": "/root"},
         "responseElements": null,
         "eventID": event_id(n),
-        "readOnly": n % 4 == 0,
+        "readOnly": n.is_multiple_of(4),
         "resources": [{
             "accountId": "111122223333",
             "type": "AWS::Host::Unit",
@@ -128,7 +131,7 @@ async fn main() {
                     .insert(batch.iter().map(|r| r.as_slice()), 0)
                     .expect("insert");
                 n += threads * BATCH as u64;
-                if t == 0 && (n / BATCH as u64) % 500 == 0 {
+                if t == 0 && (n / BATCH as u64).is_multiple_of(500) {
                     eprintln!("  {n} / {total} events written");
                 }
             }
@@ -153,7 +156,7 @@ async fn main() {
     let api = Api::new(&config, &key, journal, history.clone(), None).expect("api");
     let p = parts("LookupEvents");
     let hour_start = now - RETENTION / 2;
-    let kinds: Vec<(&str, Box<dyn Fn(u64) -> Value>)> = vec![
+    let kinds: Vec<(&str, QueryMaker)> = vec![
         (
             "Username, whole retention, first 50",
             Box::new(|i| {

@@ -47,6 +47,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    /// A second listener that serves only the API (not agent ingest), with the server's TLS
+    /// certificate but no client certificates — needed when `[server] client_ca` (mTLS) is set,
+    /// because the AWS CLI and SDKs present no client certificate. Unset: the API is served on
+    /// `[server] listen` only. Non-loopback needs `[server] tls_cert`/`tls_key`.
+    pub listen: Option<SocketAddr>,
     /// Access keys whose SigV4 signatures are accepted. Empty: only loopback clients, read
     /// scope only, and their signatures are not checked (so the AWS CLI works with any
     /// credentials against the embedded default); `PutAuditEvents` then needs a key.
@@ -59,6 +64,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
+            listen: None,
             access_keys: Vec::new(),
             max_clock_skew: Duration::from_secs(300),
         }
@@ -557,6 +563,16 @@ impl Config {
                 );
             }
         }
+        if let Some(l) = self.api.listen {
+            if l == self.server.listen {
+                bail!("[api] listen {l} is [server] listen; leave it unset to share the listener");
+            }
+            if self.server.tls_cert.is_none() && !l.ip().is_loopback() {
+                bail!(
+                    "[api] listen = {l} is not a loopback address: set [server] tls_cert and tls_key to listen on the network"
+                );
+            }
+        }
         if self.history.retention.is_zero() {
             bail!("[history] retention must be positive");
         }
@@ -749,6 +765,54 @@ sse_kms_key_id = "alias/trail"
         .unwrap();
         assert_eq!(c.destinations.len(), 2);
         assert_eq!(c.destinations[1].name(), "s3:trail");
+    }
+
+    #[test]
+    fn api_history_and_notifications() {
+        let c = Config::parse(
+            r#"
+[api]
+listen = "127.0.0.1:7481"
+max_clock_skew = "2m"
+[[api.access_keys]]
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "0123456789abcdef"
+scopes = ["read", "write"]
+account = "123456789012"
+[history]
+retention = "30d"
+[[notifications]]
+url = "http://127.0.0.1:9000/hook"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.api.access_keys[0].scopes, vec![Scope::Read, Scope::Write]);
+        assert_eq!(c.history.retention.get().as_secs(), 30 * 86_400);
+        assert_eq!(
+            c.history_path(),
+            PathBuf::from("groundtrail-data/collector/history")
+        );
+        assert!(!format!("{:?}", c.api.access_keys[0]).contains("0123456789abcdef"));
+        for (bad, why) in [
+            (
+                "[[api.access_keys]]\naccess_key_id = \"A\"\nsecret_access_key = \"short\"\n",
+                "16",
+            ),
+            (
+                "[[api.access_keys]]\naccess_key_id = \"A-B\"\nsecret_access_key = \"0123456789abcdef\"\n",
+                "letters",
+            ),
+            (
+                "[[api.access_keys]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\nscopes = [\"admin\"]\n",
+                "admin",
+            ),
+            ("[[notifications]]\nurl = \"https://x\"\n", "http://"),
+            ("[api]\nlisten = \"0.0.0.0:7481\"\n", "loopback"),
+            ("[history]\nretention = \"0s\"\n", "retention"),
+        ] {
+            let err = format!("{:#}", Config::parse(bad).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

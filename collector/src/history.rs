@@ -9,15 +9,19 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e/<eventID>` | `eventTime` (u64 BE seconds) + the record's JSON |
-//! | `i/<attr u8><value>\0<!eventTime u64 BE><eventID>` | empty |
+//! | `s/<eventID>` | the event's number `n` (u64 BE, from sled's `generate_id`) |
+//! | `e/<n u64 BE>` | `eventTime` (u64 BE seconds) + the record's JSON, zstd-compressed |
+//! | `i/<attr u8><value>\0<!eventTime u64 BE><n u64 BE>` | empty |
 //!
-//! `attr` 0 is "no attribute" (every event, with an empty value); 1-8 are the eight lookup
-//! attributes ([`Attribute`]). The time is stored inverted (`u64::MAX - t`) so that a forward
-//! range scan yields newest first, the order `LookupEvents` returns. A lookup of one attribute
-//! value and a time range is therefore one range scan of exactly the matching entries:
-//! `[attr][value]\0[!end]` ..= `[attr][value]\0[!start]`, no scan over other events. Expiry
-//! walks the attribute-0 entries from the oldest end.
+//! `attr` 0 is "no attribute" (every event, with an empty value); 2-8 are the lookup attributes
+//! ([`Attribute`]); `EventId` is answered from `s/` (one get), so it needs no index entry. The
+//! time is stored inverted (`u64::MAX - t`) so that a forward range scan yields newest first,
+//! the order `LookupEvents` returns. A lookup of one attribute value and a time range is
+//! therefore one range scan of exactly the matching entries: `[attr][value]\0[!end]` ..=
+//! `[attr][value]\0[!start]`, no scan over other events. Expiry walks the attribute-0 entries
+//! from the oldest end. The 8-byte event number instead of the 36-character `eventID` in every
+//! index key, the compressed records and sled's low-space mode keep the bytes per event down
+//! (see the `lookup_bench` example).
 //!
 //! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
 //! finds nothing, as it could not match a real CloudTrail value anyway.
@@ -165,10 +169,8 @@ pub fn summarize(record: &Value) -> Option<Summary> {
 impl Summary {
     /// Every (attribute, value) this event is found by, including attribute 0.
     fn index_values(&self) -> Vec<(u8, &str)> {
-        let mut out = vec![
-            (0u8, ""),
-            (Attribute::EventId as u8, self.event_id.as_str()),
-        ];
+        // EventId is answered from `s/`, not from an index entry.
+        let mut out = vec![(0u8, "")];
         for (a, v) in [
             (Attribute::EventName, &self.event_name),
             (Attribute::ReadOnly, &self.read_only),
@@ -204,17 +206,32 @@ fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
     k
 }
 
-fn index_key(attr: u8, value: &str, time: u64, id: &str) -> Vec<u8> {
+fn index_key(attr: u8, value: &str, time: u64, n: u64) -> Vec<u8> {
     let mut k = index_prefix(attr, value);
     k.extend_from_slice(&(u64::MAX - time).to_be_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn id_key(id: &str) -> Vec<u8> {
+    let mut k = b"s/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn event_key(id: &str) -> Vec<u8> {
+fn event_key(n: u64) -> Vec<u8> {
     let mut k = b"e/".to_vec();
-    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
     k
+}
+
+/// Largest record JSON read back (CloudTrail's record limit is 256 KB; this leaves room).
+const MAX_RECORD: usize = 4 * 1024 * 1024;
+/// zstd level of stored records: fast, and most of the gain on small JSON.
+const ZSTD_LEVEL: i32 = 3;
+
+fn u64_at(b: &[u8]) -> Option<u64> {
+    b.get(..8)?.try_into().ok().map(u64::from_be_bytes)
 }
 
 /// A lookup: at most one attribute, an inclusive time range, a page size, and where the
@@ -258,6 +275,7 @@ impl History {
         }
         let db = sled::Config::new()
             .path(path)
+            .mode(sled::Mode::LowSpace)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
         Ok(History { db })
@@ -280,15 +298,20 @@ impl History {
             let Some(s) = summarize(&v) else { continue };
             if s.event_time < not_before
                 || !seen.insert(s.event_id.clone())
-                || self.db.contains_key(event_key(&s.event_id))?
+                || self.db.contains_key(id_key(&s.event_id))?
             {
                 continue;
             }
+            let Ok(packed) = zstd::bulk::compress(json, ZSTD_LEVEL) else {
+                continue;
+            };
+            let n = self.db.generate_id()?;
             let mut value = s.event_time.to_be_bytes().to_vec();
-            value.extend_from_slice(json);
-            batch.insert(event_key(&s.event_id), value);
+            value.extend_from_slice(&packed);
+            batch.insert(id_key(&s.event_id), &n.to_be_bytes()[..]);
+            batch.insert(event_key(n), value);
             for (attr, val) in s.index_values() {
-                batch.insert(index_key(attr, val, s.event_time, &s.event_id), &[][..]);
+                batch.insert(index_key(attr, val, s.event_time, n), &[][..]);
             }
             added += 1;
         }
@@ -304,8 +327,40 @@ impl History {
         Ok(())
     }
 
-    /// Answers one page of `q` from the index of its attribute.
+    /// Reads event `n`: (eventTime, JSON), `None` if gone or unreadable.
+    fn read_event(&self, n: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let Some(stored) = self.db.get(event_key(n))? else {
+            return Ok(None);
+        };
+        let Some(time) = u64_at(&stored) else {
+            return Ok(None);
+        };
+        Ok(zstd::bulk::decompress(&stored[8..], MAX_RECORD)
+            .ok()
+            .map(|json| (time, json)))
+    }
+
+    /// Answers one page of `q` from the index of its attribute (`EventId` from `s/`).
     pub fn lookup(&self, q: &Query) -> Result<Page> {
+        if let Some((Attribute::EventId, id)) = &q.attribute {
+            let mut page = Page {
+                events: Vec::new(),
+                next: None,
+            };
+            if q.after.is_some() || q.max_results == 0 {
+                return Ok(page);
+            }
+            if let Some(n) = self.db.get(id_key(id))?.as_deref().and_then(u64_at)
+                && let Some((time, json)) = self.read_event(n)?
+                && time >= q.start
+                && time <= q.end
+                && let Ok(v) = serde_json::from_slice::<Value>(&json)
+                && let Some(s) = summarize(&v)
+            {
+                page.events.push((s, json));
+            }
+            return Ok(page);
+        }
         let (attr, value) = match &q.attribute {
             Some((a, v)) => (*a as u8, v.as_str()),
             None => (0, ""),
@@ -334,34 +389,28 @@ impl History {
         if from > to {
             return Ok(page);
         }
+        let mut last: Option<Vec<u8>> = None;
         for item in self.db.range(from..=to) {
             let (k, _) = item?;
             let Some(rest) = k.get(prefix.len()..) else {
                 continue;
             };
-            if rest.len() < 8 {
+            let Some(n) = rest.get(8..).and_then(u64_at) else {
                 continue;
-            }
+            };
             if page.events.len() == q.max_results {
                 // One more exists: the page ends at the previous key.
-                page.next = page
-                    .events
-                    .last()
-                    .map(|(s, _)| resume_point(s.event_time, &s.event_id));
+                page.next = last;
                 break;
             }
-            let id = String::from_utf8_lossy(&rest[8..]).into_owned();
-            let Some(stored) = self.db.get(event_key(&id))? else {
+            let Some((_, json)) = self.read_event(n)? else {
                 continue; // expired between the index read and this one
             };
-            if stored.len() < 8 {
-                continue;
-            }
-            let json = stored[8..].to_vec();
             let Ok(v) = serde_json::from_slice::<Value>(&json) else {
                 continue;
             };
             let Some(s) = summarize(&v) else { continue };
+            last = Some(rest[..16].to_vec());
             page.events.push((s, json));
         }
         Ok(page)
@@ -386,17 +435,20 @@ impl History {
             if time >= cutoff || n >= limit {
                 break;
             }
-            let id = String::from_utf8_lossy(&rest[8..]).into_owned();
-            if let Some(stored) = self.db.get(event_key(&id))?
-                && let Ok(v) = serde_json::from_slice::<Value>(&stored[8.min(stored.len())..])
+            let Some(num) = rest.get(8..).and_then(u64_at) else {
+                continue;
+            };
+            if let Some((_, json)) = self.read_event(num)?
+                && let Ok(v) = serde_json::from_slice::<Value>(&json)
                 && let Some(s) = summarize(&v)
             {
                 for (attr, val) in s.index_values() {
-                    batch.remove(index_key(attr, val, s.event_time, &s.event_id));
+                    batch.remove(index_key(attr, val, s.event_time, num));
                 }
+                batch.remove(id_key(&s.event_id));
             }
             batch.remove(k);
-            batch.remove(event_key(&id));
+            batch.remove(event_key(num));
             n += 1;
         }
         if n > 0 {
@@ -409,12 +461,6 @@ impl History {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
-}
-
-fn resume_point(time: u64, id: &str) -> Vec<u8> {
-    let mut k = (u64::MAX - time).to_be_bytes().to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k
 }
 
 #[cfg(test)]
@@ -569,14 +615,15 @@ mod tests {
             .lookup(&q(Some((Attribute::Username, "alice")), 0, 100, 50))
             .unwrap();
         assert!(alice.events.is_empty());
-        // No index entry of an expired event is left behind.
-        let left = h.db.scan_prefix(b"i/").count();
-        let per_event = 8; // attr 0, id, name, read-only, user, source, key, type, name: 9 minus none
-        assert!(left >= 20 * per_event, "{left}");
+        // No index entry or id of an expired event is left behind.
+        let per_event = 8; // all, name, read-only, user, source, key id, resource type and name
+        assert_eq!(h.db.scan_prefix(b"i/").count(), 20 * per_event);
+        assert_eq!(h.db.scan_prefix(b"s/").count(), 20);
+        assert_eq!(h.db.scan_prefix(b"e/").count(), 20);
         for item in h.db.scan_prefix(b"i/") {
             let (k, _) = item.unwrap();
-            let id = String::from_utf8_lossy(&k[k.len() - 36..]).into_owned();
-            assert!(h.db.contains_key(event_key(&id)).unwrap(), "{id}");
+            let n = u64_at(&k[k.len() - 8..]).unwrap();
+            assert!(h.db.contains_key(event_key(n)).unwrap(), "{n}");
         }
         // Events older than the cutoff are not added again.
         assert_eq!(

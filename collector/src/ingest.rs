@@ -77,6 +77,8 @@ pub struct Peer {
     pub certificate_name: Option<String>,
     /// Whether the peer's address is a loopback address (the API's unsigned read access).
     pub loopback: bool,
+    /// Whether the connection came in on `[api] listen` (API only, no ingest).
+    pub api_only: bool,
 }
 
 /// The ingest endpoint's state.

@@ -39,13 +39,16 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request head (HTTP/1 buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves until `shutdown`, then drains connections and returns.
+/// Serves until `shutdown`, then drains connections and returns. `api_only`: serve only the
+/// CloudTrail API here (the `[api] listen` listener), not ingest or metrics.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
     api: Arc<Api>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    api_only: bool,
     mut shutdown: Shutdown,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -91,6 +94,7 @@ pub async fn run(
                             let peer = Peer {
                                 certificate_name: name,
                                 loopback: addr.ip().is_loopback(),
+                                api_only,
                             };
                             serve_connection(tls_stream, peer, ingest, api, conn_shutdown).await;
                         }
@@ -102,6 +106,7 @@ pub async fn run(
                     let peer = Peer {
                         certificate_name: None,
                         loopback: addr.ip().is_loopback(),
+                        api_only,
                     };
                     serve_connection(stream, peer, ingest, api, conn_shutdown).await
                 }
@@ -183,6 +188,13 @@ async fn route(
     let (parts, body) = req.into_parts();
     if Api::is_api_request(&parts) {
         return api_request(parts, body, api, peer).await;
+    }
+    if peer.api_only {
+        return error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "only the CloudTrail API is served on this listener",
+        );
     }
     let req = Request::from_parts(parts, body);
     match (req.method(), req.uri().path()) {

@@ -53,6 +53,11 @@ pub enum ServeError {
     History(#[from] crate::history::HistoryError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiSetupError),
+    #[error("cannot listen on [api] listen = {addr}: {source}")]
+    ApiListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -253,15 +258,55 @@ pub async fn serve(
         destinations = ?names,
         "collector listening"
     );
-    crate::server::run(
+    let api_listener = match config.api.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::ApiListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let api_tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(tls_key)) if api_listener.is_some() => {
+            Some(tokio_rustls::TlsAcceptor::from(
+                groundtrail_common::tls::server_config(cert, tls_key, None)?,
+            ))
+        }
+        _ => None,
+    };
+    let main = crate::server::run(
         listener,
         ingest.clone(),
-        api,
+        api.clone(),
         tls,
         config.server.max_connections,
-        shutdown,
-    )
-    .await;
+        false,
+        shutdown.clone(),
+    );
+    match api_listener {
+        Some(l) => {
+            tracing::info!(
+                listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                tls = api_tls.is_some(),
+                "CloudTrail API listening"
+            );
+            let second = crate::server::run(
+                l,
+                ingest.clone(),
+                api,
+                api_tls,
+                config.server.max_connections,
+                true,
+                shutdown,
+            );
+            tokio::join!(main, second);
+        }
+        None => {
+            drop(api);
+            drop(shutdown);
+            main.await;
+        }
+    }
 
     // 1. No connection is left; drop the last senders so the batcher drains and stops.
     tracing::info!("shutting down: closing open log files");

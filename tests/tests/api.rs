@@ -714,3 +714,68 @@ async fn webhook_queue_survives_kill_9() {
     })
     .await;
 }
+
+/// With mTLS on the ingest listener the AWS CLI (no client certificate) uses `[api] listen`:
+/// the same TLS certificate, no client certificate, the API only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_listener_beside_mtls_ingest() {
+    let Some(aws) = aws_cli("api_listener_beside_mtls_ingest") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let out = std::process::Command::new(bin("groundtrail-collector"))
+        .args(["pki", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut spec, _store) = local_spec(dir.path());
+    spec.tls = Some(ServerTls {
+        cert: pki.join("server.pem"),
+        key: pki.join("server.key"),
+        client_ca: Some(pki.join("ca.pem")),
+    });
+    let api_port = free_port();
+    spec.extra_toml = format!(
+        "[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n{}",
+        keys_toml()
+    );
+    let c = Collector::start(&dir.path().join("collector"), spec).await;
+    let endpoint = format!("https://localhost:{api_port}");
+    let ca = pki.join("ca.pem").display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--endpoint-url",
+            &endpoint,
+            "--ca-bundle",
+            &ca,
+            "--output",
+            "json",
+        ]);
+        aws_run(&aws, &all, READ_KEY, READ_SECRET)
+    };
+    let out = run(&["cloudtrail", "describe-trails"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trailList"][0]["TrailARN"], TRAIL_ARN);
+    // Ingest is not served there.
+    let client = IngestClient::tls(
+        std::net::SocketAddr::from(([127, 0, 0, 1], api_port)),
+        &pki.join("ca.pem"),
+        None,
+        "localhost",
+    );
+    let reply = client.post_records(&records(1)).await.unwrap();
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    drop(c);
+}
