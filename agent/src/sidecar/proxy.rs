@@ -288,70 +288,6 @@ impl CaptureBuf {
 
 type Finisher = Box<dyn FnOnce(bool, Option<String>) + Send>;
 
-/// Answers up to this size (by `Content-Length`) get their first frame fetched before the head
-/// is sent (see [`Prefetched`]).
-const PREFETCH_MAX: u64 = 64 * 1024;
-/// Longest wait for that first frame; after it the head goes out alone.
-const PREFETCH_WAIT: Duration = Duration::from_millis(20);
-
-/// A body whose first frame may already have been read. Holding at most that one frame keeps
-/// streaming intact while letting a small answer's head and body be written together.
-pub struct Prefetched<B: Body> {
-    first: Option<Result<Frame<Bytes>, B::Error>>,
-    inner: B,
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Prefetched<B> {
-    fn passthrough(inner: B) -> Prefetched<B> {
-        Prefetched { first: None, inner }
-    }
-
-    async fn new(mut inner: B) -> Prefetched<B> {
-        let first = match tokio::time::timeout(PREFETCH_WAIT, inner.frame()).await {
-            Ok(Some(frame)) => Some(frame),
-            Ok(None) | Err(_) => None,
-        };
-        Prefetched { first, inner }
-    }
-}
-
-impl<B> Body for Prefetched<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = &mut *self;
-        if let Some(f) = this.first.take() {
-            return Poll::Ready(Some(f));
-        }
-        Pin::new(&mut this.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let mut h = self.inner.size_hint();
-        if let Some(Ok(f)) = &self.first {
-            let n = f.data_ref().map(|d| d.len() as u64).unwrap_or(0);
-            // Upper first: set_lower asserts lower <= upper.
-            if let Some(u) = h.upper() {
-                h.set_upper(u + n);
-            }
-            h.set_lower(h.lower() + n);
-        }
-        h
-    }
-}
-
 /// A body that passes through while counting (and optionally capturing) its bytes, and runs a
 /// finisher once when it ends, fails or is dropped.
 pub struct Tap<B: Body> {
@@ -799,20 +735,6 @@ pub(crate) async fn handle(
         });
     }
     let (mut parts, body) = resp.into_parts();
-    // A small answer of known length: wait (briefly) for its first bytes, so head and body leave
-    // in one write instead of two. Only the first frame is held, never the body; answers of
-    // unknown length (streams, server-sent events) are not delayed at all.
-    let small = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > 0 && n <= PREFETCH_MAX);
-    let body = if small && !switching {
-        Prefetched::new(body).await
-    } else {
-        Prefetched::passthrough(body)
-    };
     strip_hop_by_hop(&mut parts.headers, switching);
     if !parts.headers.contains_key(&rid_name) {
         parts.headers.insert(rid_name.clone(), rid_value.clone());
@@ -1004,32 +926,6 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(h.get("x-secret-hop").is_none());
-    }
-
-    #[tokio::test]
-    async fn prefetched_bodies_keep_their_bytes_order_and_size() {
-        let chunks = vec![
-            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ab"))),
-            Ok(Frame::data(Bytes::from_static(b"cd"))),
-        ];
-        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-        let p = Prefetched::new(inner).await;
-        assert!(p.first.is_some() && !p.is_end_stream());
-        assert_eq!(
-            p.collect().await.unwrap().to_bytes(),
-            Bytes::from_static(b"abcd")
-        );
-        let full = Full::new(Bytes::from_static(b"hello"));
-        let p = Prefetched::new(full).await;
-        assert_eq!(
-            p.size_hint().exact(),
-            Some(5),
-            "prefetched bytes still counted"
-        );
-        assert_eq!(
-            p.collect().await.unwrap().to_bytes(),
-            Bytes::from_static(b"hello")
-        );
     }
 
     #[test]
