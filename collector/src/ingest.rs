@@ -372,48 +372,61 @@ impl Ingest {
     ) -> Result<BatchResponse, Refusal> {
         self.check_headers(agent, headers)?;
         let seq = Self::seq_range(headers)?;
-        // Decompressing, parsing 10,000 records and the dedup check are CPU work: keep them off
-        // the async workers so one big batch does not stall every other connection.
+        // Commit, flush and hand-off run as one spawned task, awaited here. hyper drops this
+        // future when the client disconnects; were that to happen between the journal commit
+        // and the batcher hand-off, the records would be durable but unknown to the running
+        // batcher until the next restart, while the agent's resend is answered "duplicate" and
+        // deleted: committed records stalled without a trace. A spawned task runs to its end
+        // whatever becomes of the request.
         let this = self.clone();
         let headers = headers.clone();
         let who = agent.to_string();
-        let (received, outcome) = tokio::task::spawn_blocking(move || {
-            let records = this.parse(&who, &headers, &body)?;
-            let received = records.len() as u64;
-            let outcome = this
-                .tracker
-                .commit_batch(
-                    &this.journal,
-                    &who,
-                    seq,
-                    records,
-                    groundtrail_common::time::now_secs(),
-                )
-                .map_err(internal)?;
-            Ok::<_, Refusal>((received, outcome))
+        let (received, committed, duplicates) = tokio::spawn(async move {
+            // Decompressing, parsing 10,000 records and the dedup check are CPU work: keep them
+            // off the async workers so one big batch does not stall every other connection.
+            let worker = this.clone();
+            let (received, outcome) = tokio::task::spawn_blocking(move || {
+                let records = worker.parse(&who, &headers, &body)?;
+                let received = records.len() as u64;
+                let outcome = worker
+                    .tracker
+                    .commit_batch(
+                        &worker.journal,
+                        &who,
+                        seq,
+                        records,
+                        groundtrail_common::time::now_secs(),
+                    )
+                    .map_err(internal)?;
+                Ok::<_, Refusal>((received, outcome))
+            })
+            .await
+            .map_err(internal)??;
+            // The commit point: nothing is acknowledged before it is on disk. A duplicate-only
+            // batch flushes too, so its 200 also covers the earlier batch that committed those
+            // ids.
+            this.journal.flush().await.map_err(internal)?;
+            let committed = outcome.committed.len() as u64;
+            if committed > 0 && this.batcher.send(outcome.committed).await.is_err() {
+                // The batcher has stopped (shutdown): the records are durable and pending, and
+                // the next start files them.
+                tracing::debug!("batcher gone; records stay pending in the journal");
+            }
+            Ok::<_, Refusal>((received, committed, outcome.duplicates))
         })
         .await
         .map_err(internal)??;
-        // The commit point: nothing is acknowledged before it is on disk. A duplicate-only batch
-        // flushes too, so its 200 also covers the earlier batch that committed those ids.
-        self.journal.flush().await.map_err(internal)?;
-        let committed = outcome.committed.len() as u64;
         BatchCommitted {
             agent,
             received,
             committed,
-            duplicates: outcome.duplicates,
+            duplicates,
         }
         .emit();
-        if !outcome.committed.is_empty() && self.batcher.send(outcome.committed).await.is_err() {
-            // The batcher has stopped (shutdown): the records are durable and pending, and the
-            // next start files them.
-            tracing::debug!("batcher gone; records stay pending in the journal");
-        }
         Ok(BatchResponse {
             // Audit records added by the collector count as committed too.
             committed,
-            duplicates: outcome.duplicates,
+            duplicates,
             commit_point: seq.map(|(_, last)| last),
         })
     }
@@ -427,19 +440,26 @@ impl Ingest {
         self: &Arc<Self>,
         records: Vec<groundtrail_common::Record>,
     ) -> Result<crate::journal::CommitOutcome, crate::journal::JournalError> {
-        let journal = self.journal.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            journal.commit(&records, &[], groundtrail_common::time::now_secs())
+        // One spawned task for the same reason as in `ingest_inner`: a dropped request must
+        // not separate the commit from the batcher hand-off.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let journal = this.journal.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                journal.commit(&records, &[], groundtrail_common::time::now_secs())
+            })
+            .await
+            .map_err(|e| crate::journal::JournalError::Other(e.to_string()))??;
+            this.journal.flush().await?;
+            if !outcome.committed.is_empty()
+                && this.batcher.send(outcome.committed.clone()).await.is_err()
+            {
+                tracing::debug!("batcher gone; records stay pending in the journal");
+            }
+            Ok(outcome)
         })
         .await
-        .map_err(|e| crate::journal::JournalError::Other(e.to_string()))??;
-        self.journal.flush().await?;
-        if !outcome.committed.is_empty()
-            && self.batcher.send(outcome.committed.clone()).await.is_err()
-        {
-            tracing::debug!("batcher gone; records stay pending in the journal");
-        }
-        Ok(outcome)
+        .map_err(|e| crate::journal::JournalError::Other(e.to_string()))?
     }
 }
 
