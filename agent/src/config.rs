@@ -109,6 +109,9 @@ pub struct Config {
     pub control: ControlSection,
     /// Host sources (auth log, sudo, packages, ...).
     pub sources: SourcesConfig,
+    /// Sidecar mode: a reverse proxy in front of a service that records every API call.
+    /// Absent (the default): no proxy runs. See docs/sidecar.md.
+    pub sidecar: Option<crate::sidecar::SidecarConfig>,
 }
 
 /// `[agent]`.
@@ -378,6 +381,11 @@ impl Config {
 
     /// Fills derived defaults (host name, socket paths) and checks every field.
     fn finish(&mut self) -> Result<(), ConfigError> {
+        if let Some(sidecar) = &self.sidecar {
+            sidecar
+                .validate()
+                .map_err(|e| invalid("sidecar", e.to_string()))?;
+        }
         let a = &mut self.agent;
         if a.host.is_empty() {
             a.host = system_hostname();

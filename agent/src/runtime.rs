@@ -240,9 +240,28 @@ pub async fn run(
     input_tasks.extend(sources::spawn_all(
         &config.sources,
         &ctx,
-        sink,
+        sink.clone(),
         Shutdown::new(input_tx.subscribe()),
     ));
+    if let Some(sidecar) = config.sidecar.clone() {
+        // Bind here, not in the task, so a taken port fails the start instead of a log line.
+        let listener = tokio::net::TcpListener::bind(sidecar.listen)
+            .await
+            .map_err(|source| RuntimeError::Listen {
+                what: format!("sidecar {}", sidecar.listen),
+                source,
+            })?;
+        tracing::info!(listen = %sidecar.listen, upstream = %sidecar.upstream, "sidecar proxy running");
+        let shutdown = Shutdown::new(input_tx.subscribe());
+        let ctx = ctx.clone();
+        input_tasks.push(tokio::spawn(async move {
+            if let Err(e) =
+                crate::sidecar::run_with_listener(sidecar, ctx, sink, listener, shutdown).await
+            {
+                tracing::error!(error = %e, "sidecar proxy stopped");
+            }
+        }));
+    }
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
 
     let reason = stop.await;
