@@ -114,7 +114,16 @@ async fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
     let now = groundtrail_common::time::now_secs().timestamp() as u64;
-    let history = Arc::new(History::open(&dir.join("history")).expect("open history"));
+    // GROUNDTRAIL_BENCH_CACHE_MB / GROUNDTRAIL_BENCH_HIGH_THROUGHPUT=1 try other sled settings.
+    let history = match std::env::var("GROUNDTRAIL_BENCH_CACHE_MB") {
+        Ok(mb) => History::open_with(
+            &dir.join("history"),
+            mb.parse::<u64>().unwrap_or(256) * 1024 * 1024,
+            std::env::var("GROUNDTRAIL_BENCH_HIGH_THROUGHPUT").as_deref() != Ok("1"),
+        ),
+        Err(_) => History::open(&dir.join("history")),
+    };
+    let history = Arc::new(history.expect("open history"));
 
     // 1. fill
     let started = Instant::now();

@@ -114,8 +114,8 @@ pub struct Batcher {
     /// Woken when a file is closed, one per destination's delivery task.
     wake: Vec<Arc<Notify>>,
     open: HashMap<(String, String), OpenFile>,
-    /// Event history and its retention: every record added is indexed there first.
-    history: Option<(Arc<crate::history::History>, Duration)>,
+    /// The event history's indexer: every record added is sent there.
+    history: Option<mpsc::Sender<crate::history::IndexMsg>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -147,34 +147,25 @@ impl Batcher {
         }
     }
 
-    /// Writes every record added to `history` (events older than `retention` skipped).
-    pub fn with_history(
-        mut self,
-        history: Arc<crate::history::History>,
-        retention: Duration,
-    ) -> Batcher {
-        self.history = Some((history, retention));
+    /// Sends every record added to the history indexer (see [`crate::history::Indexer`]).
+    pub fn with_history(mut self, indexer: mpsc::Sender<crate::history::IndexMsg>) -> Batcher {
+        self.history = Some(indexer);
         self
     }
 
-    /// Indexes records in the history. A failure is logged, not returned: the history is a
-    /// read model, and a broken index must not stop the trail.
+    /// Hands records to the history indexer. A stopped indexer is logged, not returned: the
+    /// history is a read model, and a broken index must not stop the trail.
     async fn index(&self, records: &[PendingRecord]) {
-        let Some((history, retention)) = &self.history else {
+        let Some(tx) = &self.history else {
             return;
         };
-        let cutoff = (groundtrail_common::time::now_secs().timestamp().max(0) as u64)
-            .saturating_sub(retention.as_secs());
-        let history = history.clone();
         let jsons: Vec<Vec<u8>> = records.iter().map(|r| r.json.clone()).collect();
-        let done = tokio::task::spawn_blocking(move || {
-            history.insert(jsons.iter().map(|j| j.as_slice()), cutoff)
-        })
-        .await;
-        match done {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("event history: {e}"),
-            Err(e) => tracing::error!("event history task: {e}"),
+        if tx
+            .send(crate::history::IndexMsg::Records(jsons))
+            .await
+            .is_err()
+        {
+            tracing::error!("event history indexer has stopped");
         }
     }
 
@@ -260,10 +251,16 @@ impl Batcher {
         };
         // The history entries of these records become durable before the file is recorded:
         // a crash after this point cannot leave filed records out of the history.
-        if let Some((history, _)) = &self.history
-            && let Err(e) = history.flush().await
-        {
-            tracing::error!("event history flush: {e}");
+        if let Some(tx) = &self.history {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx
+                .send(crate::history::IndexMsg::Barrier(done))
+                .await
+                .is_err()
+                || wait.await.is_err()
+            {
+                tracing::error!("event history indexer has stopped");
+            }
         }
         let (account, region) = part;
         let key = self.layout.log_file_key(

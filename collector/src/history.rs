@@ -28,13 +28,14 @@
 //!
 //! # When events are written
 //!
-//! The batcher writes each record here as it receives it from the journal commit path (ingest,
-//! PutAuditEvents, the collector's own audit records), before the record can be in a closed
-//! log file, and records reloaded from the journal at start-up are written again (writing is
-//! idempotent, keyed by `eventID`). So an event is visible to `LookupEvents` shortly after its
-//! commit was acknowledged, and no later than the close of its log file; the history is
-//! flushed before a log file is recorded closed, so a crash cannot lose history entries of
-//! filed records.
+//! The batcher hands each record to the [`Indexer`] as it receives it from the journal commit
+//! path (ingest, PutAuditEvents, the collector's own audit records), and records reloaded from
+//! the journal at start-up are handed over again (writing is idempotent, keyed by `eventID`).
+//! So an event is visible to `LookupEvents` shortly after its commit was acknowledged (the
+//! indexer runs beside ingest, so a slower index only delays visibility, up to a queue of 256
+//! batches before ingest waits), and no later than the close of its log file: before a log
+//! file is recorded closed, the batcher waits until the indexer has indexed and flushed
+//! everything sent before, so a crash cannot lose history entries of filed records.
 //!
 //! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
 //! not `false`) are kept, as in CloudTrail's event history.
@@ -225,6 +226,9 @@ fn event_key(n: u64) -> Vec<u8> {
     k
 }
 
+/// Page cache of the history store.
+const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Largest record JSON read back (CloudTrail's record limit is 256 KB; this leaves room).
 const MAX_RECORD: usize = 4 * 1024 * 1024;
 /// zstd level of stored records: fast, and most of the gain on small JSON.
@@ -268,15 +272,25 @@ impl std::fmt::Debug for History {
 }
 
 impl History {
-    /// Opens (creating) the store at `path`.
+    /// Opens (creating) the store at `path` with a 256 MiB page cache.
     pub fn open(path: &Path) -> Result<History> {
+        History::open_with(path, DEFAULT_CACHE_BYTES, true)
+    }
+
+    /// Opens with a given page cache size and sled mode (`low_space`: `Mode::LowSpace`, else
+    /// `Mode::HighThroughput`); for benchmarks and tuning.
+    pub fn open_with(path: &Path, cache_bytes: u64, low_space: bool) -> Result<History> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| HistoryError::Sled(e.into()))?;
         }
         let db = sled::Config::new()
             .path(path)
-            .mode(sled::Mode::LowSpace)
-            .cache_capacity(64 * 1024 * 1024)
+            .mode(if low_space {
+                sled::Mode::LowSpace
+            } else {
+                sled::Mode::HighThroughput
+            })
+            .cache_capacity(cache_bytes)
             .open()?;
         Ok(History { db })
     }
@@ -291,6 +305,11 @@ impl History {
         let mut batch = sled::Batch::default();
         let mut added = 0;
         let mut seen = std::collections::HashSet::new();
+        // One compression context per call, not per record (creating one costs more than
+        // compressing a record).
+        let Ok(mut compressor) = zstd::bulk::Compressor::new(ZSTD_LEVEL) else {
+            return Ok(0);
+        };
         for json in records {
             let Ok(v) = serde_json::from_slice::<Value>(json) else {
                 continue;
@@ -302,7 +321,7 @@ impl History {
             {
                 continue;
             }
-            let Ok(packed) = zstd::bulk::compress(json, ZSTD_LEVEL) else {
+            let Ok(packed) = compressor.compress(json) else {
                 continue;
             };
             let n = self.db.generate_id()?;
@@ -460,6 +479,81 @@ impl History {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// What the batcher sends the [`Indexer`].
+#[derive(Debug)]
+pub enum IndexMsg {
+    /// Record JSONs to index.
+    Records(Vec<Vec<u8>>),
+    /// Answer once everything sent before is indexed and flushed.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Indexes records into the history off the batcher's path: ingest is slowed only when the
+/// indexer is a whole queue (256 messages) behind, and a log file's close waits for a
+/// [`IndexMsg::Barrier`], which keeps "indexed and flushed before filed".
+pub struct Indexer;
+
+/// Messages queued before the batcher waits.
+const INDEX_QUEUE: usize = 256;
+/// Records inserted in one store batch at most.
+const INDEX_BATCH: usize = 5000;
+
+impl Indexer {
+    /// Starts the indexer; it stops when every sender is dropped (after draining the queue).
+    pub fn spawn(
+        history: std::sync::Arc<History>,
+        retention: std::time::Duration,
+    ) -> (
+        tokio::sync::mpsc::Sender<IndexMsg>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<IndexMsg>(INDEX_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                // Take what is queued, up to INDEX_BATCH records, into one insert.
+                let mut records = Vec::new();
+                let mut barriers = Vec::new();
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        IndexMsg::Records(r) => records.extend(r),
+                        IndexMsg::Barrier(b) => {
+                            barriers.push(b);
+                            break;
+                        }
+                    }
+                    if records.len() < INDEX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !records.is_empty() {
+                    let cutoff = (groundtrail_common::time::now_secs().timestamp().max(0) as u64)
+                        .saturating_sub(retention.as_secs());
+                    let h = history.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        h.insert(records.iter().map(|j| j.as_slice()), cutoff)
+                    })
+                    .await;
+                    match done {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!("event history: {e}"),
+                        Err(e) => tracing::error!("event history task: {e}"),
+                    }
+                }
+                if !barriers.is_empty() {
+                    if let Err(e) = history.flush().await {
+                        tracing::error!("event history flush: {e}");
+                    }
+                    for b in barriers {
+                        let _ = b.send(());
+                    }
+                }
+            }
+        });
+        (tx, task)
     }
 }
 
@@ -631,6 +725,28 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    /// The indexer inserts what it is sent and answers a barrier only after that is flushed.
+    #[tokio::test]
+    async fn indexer_barrier_follows_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = std::sync::Arc::new(History::open(&dir.path().join("h")).unwrap());
+        let (tx, task) = Indexer::spawn(h.clone(), std::time::Duration::from_secs(u64::MAX / 4));
+        for n in 0..3 {
+            tx.send(IndexMsg::Records(vec![rec(n, "X", "dora", false)]))
+                .await
+                .unwrap();
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tx.send(IndexMsg::Barrier(done)).await.unwrap();
+        wait.await.unwrap();
+        let page = h
+            .lookup(&q(Some((Attribute::Username, "dora")), 0, 100, 50))
+            .unwrap();
+        assert_eq!(ids(&page), vec![2, 1, 0]);
+        drop(tx);
+        task.await.unwrap();
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub async fn serve(
     }
     let journal = Arc::new(Journal::open(&config.journal.path)?);
     let history = Arc::new(History::open(&config.history_path())?);
+    let (indexer_tx, indexer_task) =
+        crate::history::Indexer::spawn(history.clone(), config.history.retention.get());
     let (key, generated) = load_or_generate(&config.signing.key_file)?;
     if generated {
         tracing::warn!(
@@ -134,7 +136,7 @@ pub async fn serve(
         names.clone(),
         wakes.clone(),
     )
-    .with_history(history.clone(), config.history.retention.get());
+    .with_history(indexer_tx);
     let reloaded = journal.pending()?;
     if !reloaded.is_empty() {
         tracing::info!(
@@ -319,6 +321,11 @@ pub async fn serve(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!("closing log files failed: {e}; their records stay pending"),
         Err(e) => tracing::error!("batcher task failed: {e}"),
+    }
+    // The batcher held the indexer's only sender: the indexer drains its queue and stops.
+    let _ = indexer_task.await;
+    if let Err(e) = history.flush().await {
+        tracing::error!("event history flush: {e}");
     }
     // 3-4. Deliver, write the covering digests, deliver those.
     let deadline = tokio::time::Instant::now() + config.server.shutdown_grace.get();
