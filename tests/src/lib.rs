@@ -1285,11 +1285,39 @@ impl SyntheticTrail {
         logs: Vec<groundtrail_common::trail::DigestLogFile>,
         restart: bool,
     ) -> String {
+        self.write_digest(start, end, logs, restart, None).await
+    }
+
+    /// Writes a starting backfill digest (`..._backfill.json.gz`, its own chain) whose
+    /// `backfill-generation-timestamp` metadata is `generated` (left out when `None`).
+    pub async fn backfill_digest(
+        &mut self,
+        start: &str,
+        end: &str,
+        logs: Vec<groundtrail_common::trail::DigestLogFile>,
+        generated: Option<&str>,
+    ) -> String {
+        let saved = self.prev.take();
+        let key = self
+            .write_digest(start, end, logs, true, Some(generated.map(str::to_string)))
+            .await;
+        self.prev = saved;
+        key
+    }
+
+    async fn write_digest(
+        &mut self,
+        start: &str,
+        end: &str,
+        logs: Vec<groundtrail_common::trail::DigestLogFile>,
+        restart: bool,
+        backfill: Option<Option<String>>,
+    ) -> String {
         use groundtrail_common::trail::{DigestDocument, sha256_hex, signing_string};
         let end_t = groundtrail_common::time::parse_json_time(end).expect("JSON time");
         let key = self
             .layout
-            .digest_key(ACCOUNT, REGION, TRAIL, REGION, end_t, false);
+            .digest_key(ACCOUNT, REGION, TRAIL, REGION, end_t, backfill.is_some());
         let prev = if restart { None } else { self.prev.clone() };
         let mut doc = DigestDocument {
             aws_account_id: ACCOUNT.into(),
@@ -1327,6 +1355,9 @@ impl SyntheticTrail {
         let mut md = Metadata::new();
         md.insert("signature".into(), signature.clone());
         md.insert("signature-algorithm".into(), "SHA256withRSA".into());
+        if let Some(Some(generated)) = &backfill {
+            md.insert("backfill-generation-timestamp".into(), generated.clone());
+        }
         self.store.put(&key, gzip(&bytes), &md).await;
         self.prev = Some((key.clone(), signature, hash));
         self.digests.push(key.clone());

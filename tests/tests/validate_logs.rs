@@ -314,3 +314,51 @@ async fn validators_agree_on_damaged_digests() {
     assert_eq!(v.code, 1);
     assert_eq!(v.digests(), (0, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_agree_on_backfill_digests() {
+    let Some(env) = env("validators_agree_on_backfill_digests") else {
+        return;
+    };
+    let mut s = standard(&env.endpoint, "agree-backfill", "").await;
+    // A late log file, covered by a backfill digest generated later.
+    let late = s.log(t("2026-11-01T00:20:00Z"), 2).await;
+    let good = s
+        .backfill_digest(
+            "2026-11-01T00:00:00Z",
+            "2026-11-01T01:00:00Z",
+            vec![late],
+            Some("2026-11-01T04:00:00Z"),
+        )
+        .await;
+    let v = env.compare("backfill", &s, &s.key, START);
+    v.assert_valid("backfill");
+    assert!(
+        v.stdout.contains(&format!(
+            "(backfill) Digest file\ts3://{}/{good}\tvalid",
+            s.bucket
+        )),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        v.stdout.contains("\n1/1 backfill digest files valid"),
+        "{}",
+        v.stdout
+    );
+    assert_eq!(v.logs(), (4, 4));
+
+    // Without its generation timestamp a backfill digest is "invalid format".
+    let bad = s
+        .backfill_digest("2026-11-01T01:00:00Z", "2026-11-01T02:00:00Z", vec![], None)
+        .await;
+    let v = env.compare("backfill without timestamp", &s, &s.key, START);
+    assert_eq!(v.code, 1);
+    assert_eq!(
+        v.invalid_lines(),
+        vec![format!(
+            "(backfill) {}",
+            invalid("Digest", &s.bucket, &bad, "invalid format")
+        )]
+    );
+}
