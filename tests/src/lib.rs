@@ -1364,3 +1364,158 @@ impl SyntheticTrail {
         key
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// The agent process
+
+/// The head of an agent config for the black-box tests: `[agent]` (host `host`, the test
+/// account and region, data under `dir/data`), `[collector]` and a quick `[shipper]`. Callers
+/// append their own `[sources…]`, `[sidecar]`, … tables.
+pub fn agent_config_head(dir: &Path, host: &str, collector_urls: &[String]) -> String {
+    let urls: Vec<String> = collector_urls.iter().map(|u| toml_str(u)).collect();
+    format!(
+        "[agent]\nhost = {host}\naccount_id = \"{ACCOUNT}\"\nregion = \"{REGION}\"\ndata_dir = {data}\n\n\
+         [collector]\nurls = [{urls}]\n\n\
+         [shipper]\nbatch_max_records = 50\nbatch_max_wait_ms = 200\nretry_initial_ms = 50\nretry_max_ms = 500\ndrain_timeout_ms = 2000\n\n",
+        host = toml_str(host),
+        data = toml_str(&dir.join("data").display().to_string()),
+        urls = urls.join(", "),
+    )
+}
+
+/// A running (or stopped) `groundtrail-agent run --config <dir>/agent.toml`.
+pub struct AgentProcess {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    /// Writes `config_text` to `dir/agent.toml`, starts the agent and waits until its control
+    /// socket answers `status`.
+    pub async fn start(dir: &Path, config_text: &str) -> AgentProcess {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let config_path = dir.join("agent.toml");
+        std::fs::write(&config_path, config_text).expect("write agent config");
+        let mut a = AgentProcess {
+            dir: dir.to_path_buf(),
+            config_path,
+            log_path: dir.join("agent.log"),
+            child: None,
+        };
+        a.spawn().await;
+        a
+    }
+
+    /// Starts the process again with the same config and waits until it answers.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("agent log");
+        let child = Command::new(bin("groundtrail-agent"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start groundtrail-agent");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            let answered = Command::new(bin("groundtrail-agent"))
+                .args(["status", "--config"])
+                .arg(&self.config_path)
+                .current_dir(&self.dir)
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if answered {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!("agent exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "agent not answering; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The agent's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `groundtrail-agent status` (JSON).
+    pub fn status(&self) -> Value {
+        let out = Command::new(bin("groundtrail-agent"))
+            .args(["status", "--config"])
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run groundtrail-agent status");
+        assert!(
+            out.status.success(),
+            "status failed: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    /// SIGTERM, then wait for a successful exit (the agent drains to the collector first).
+    pub async fn sigterm(&mut self) {
+        let mut child = self.child.take().expect("agent is running");
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait agent") {
+                assert!(
+                    status.success(),
+                    "agent exit {status}; log:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agent did not exit after SIGTERM; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
