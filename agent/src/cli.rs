@@ -54,18 +54,29 @@ pub enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Validate a config file and print the effective configuration.
+    /// Validate a config file (with the environment overrides applied) and print the
+    /// effective configuration; errors name the field.
     CheckConfig {
         #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the configuration reference: `--example` prints a commented example of every
+    /// field with its default, generated from the config types.
+    Config {
+        /// Print the commented example (packaging/config/agent.example.toml).
+        #[arg(long)]
+        example: bool,
+    },
 }
 
-/// The config from `--config`, or the embedded default.
+/// The config from `--config`, or the embedded default, with the environment overrides
+/// (`GROUNDTRAIL_AGENT__SECTION__FIELD`) applied.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(p) => Config::load(p).with_context(|| format!("config {}", p.display())),
-        None => Config::embedded_default().context("embedded default config"),
+        Some(p) => {
+            Config::load_with_env(Some(p)).with_context(|| format!("config {}", p.display()))
+        }
+        None => Config::load_with_env(None).context("embedded default config"),
     }
 }
 

@@ -59,6 +59,14 @@ fn main() -> ExitCode {
                 println!("{}", toml::to_string_pretty(&config)?);
                 Ok(true)
             }
+            Command::Config { example } => {
+                if !example {
+                    anyhow::bail!("say what to print: `config --example`");
+                }
+                let text = groundtrail_agent::config::example().map_err(anyhow::Error::msg)?;
+                print!("{text}");
+                Ok(true)
+            }
         }
     });
     match result {

@@ -28,6 +28,20 @@ pub enum Command {
     /// Look up management events in the collector's event history, like
     /// `aws cloudtrail lookup-events` (same flags, same output).
     LookupEvents(Box<crate::lookup_cli::Args>),
+    /// Validate a config file (with the environment overrides applied) and print the
+    /// effective configuration; errors name the field.
+    CheckConfig(ServeArgs),
+    /// Print the configuration reference: `--example` prints a commented example of every
+    /// field with its default, generated from the config types.
+    Config(ConfigArgs),
+}
+
+/// `config`
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Print the commented example (packaging/config/collector.example.toml).
+    #[arg(long)]
+    pub example: bool,
 }
 
 /// `serve`

@@ -46,18 +46,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Command::LookupEvents(args) => groundtrail_collector::lookup_cli::run(*args).await,
+        Command::CheckConfig(args) => {
+            let config = Config::load_or_default(args.config.as_deref())?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(0)
+        }
+        Command::Config(args) => {
+            if !args.example {
+                anyhow::bail!("say what to print: `config --example`");
+            }
+            let text = groundtrail_collector::config::example().map_err(anyhow::Error::msg)?;
+            print!("{text}");
+            Ok(0)
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => {
-            let c = Config::default();
-            c.validate()?;
-            c
-        }
-    };
+    let config = Config::load_or_default(args.config.as_deref())?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

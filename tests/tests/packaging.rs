@@ -1,0 +1,239 @@
+//! Packaging and the first run: the generated config reference, `check-config`, environment
+//! overrides, and (below) the systemd units, readiness notification and the .deb packages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use groundtrail_tests::{bin, workspace_root};
+
+/// Runs a workspace binary with no inherited GROUNDTRAIL_* variables plus `env`.
+fn run(name: &str, args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Output {
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GROUNDTRAIL_") && k != "GROUNDTRAIL_BIN_DIR" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    cmd.output().expect("run binary")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example_file(which: &str) -> PathBuf {
+    workspace_root().join(format!("packaging/config/{which}.example.toml"))
+}
+
+/// The checked-in references are exactly what the binaries generate from their config types:
+/// a config change without `scripts/gen-config-examples.sh` fails here.
+#[test]
+fn config_examples_are_generated_and_current() {
+    for (which, binary) in [
+        ("collector", "groundtrail-collector"),
+        ("agent", "groundtrail-agent"),
+    ] {
+        let out = run(binary, &["config", "--example"], &[], None);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{binary} config --example: {stderr}");
+        let file = example_file(which);
+        let checked_in = std::fs::read_to_string(&file).expect("read example");
+        assert!(
+            checked_in == stdout,
+            "{} is out of date: run scripts/gen-config-examples.sh",
+            file.display()
+        );
+        // Every line is a comment or blank, and the file is a valid config (the default).
+        assert!(stdout.lines().all(|l| l.is_empty() || l.starts_with('#')));
+        let out = run(
+            binary,
+            &["check-config", "--config", file.to_str().unwrap()],
+            &[],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out).1);
+    }
+}
+
+/// The example documents every field that the effective config prints.
+#[test]
+fn every_effective_field_is_in_the_example() {
+    for (which, binary) in [
+        ("collector", "groundtrail-collector"),
+        ("agent", "groundtrail-agent"),
+    ] {
+        let out = run(binary, &["check-config"], &[], None);
+        assert!(out.status.success(), "{}", text(&out).1);
+        let effective: toml::Table = toml::from_str(&text(&out).0).expect("effective config");
+        let example = std::fs::read_to_string(example_file(which)).unwrap();
+        fn walk(prefix: &str, t: &toml::Table, example: &str, missing: &mut Vec<String>) {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(sub) => {
+                        if !example.contains(&format!("#[{path}]\n")) {
+                            missing.push(path.clone());
+                        }
+                        walk(&path, sub, example, missing);
+                    }
+                    toml::Value::Array(a) if a.first().is_none_or(|v| v.is_table()) => {
+                        if !example.contains(&format!("#[[{path}]]\n")) {
+                            missing.push(path);
+                        }
+                    }
+                    _ => {
+                        if !example.contains(&format!("\n#{k} = ")) {
+                            missing.push(path);
+                        }
+                    }
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk("", &effective, &example, &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{which}: not in the example: {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn check_config_errors_are_precise() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[trail]\ndigest_intervall = \"1h\"\n").unwrap();
+    let out = run(
+        "groundtrail-collector",
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &[],
+        None,
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.toml")
+            && stderr.contains("digest_intervall")
+            && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    std::fs::write(&bad, "[server]\nlisten = \"0.0.0.0:7480\"\n").unwrap();
+    let out = run(
+        "groundtrail-collector",
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("[server] listen"), "{}", text(&out).1);
+
+    std::fs::write(&bad, "[buffer]\nmax_bytes = \"10KB\"\n").unwrap();
+    let out = run(
+        "groundtrail-agent",
+        &["check-config", "--config", bad.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("buffer.max_bytes"),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[test]
+fn environment_overrides_go_through_the_same_checks() {
+    let out = run(
+        "groundtrail-collector",
+        &["check-config"],
+        &[
+            ("GROUNDTRAIL_COLLECTOR__TRAIL__NAME", "from-env"),
+            ("GROUNDTRAIL_COLLECTOR__SERVER__MAX_CONNECTIONS", "7"),
+            ("GROUNDTRAIL_COLLECTOR__DESTINATIONS__0__TYPE", "local"),
+            ("GROUNDTRAIL_COLLECTOR__DESTINATIONS__0__PATH", "/srv/trail"),
+        ],
+        None,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let c: toml::Table = toml::from_str(&stdout).unwrap();
+    assert_eq!(c["trail"]["name"].as_str(), Some("from-env"));
+    assert_eq!(c["server"]["max_connections"].as_integer(), Some(7));
+    assert_eq!(c["destinations"][0]["path"].as_str(), Some("/srv/trail"));
+
+    // A misspelt variable is an unknown field, named with the variable.
+    let out = run(
+        "groundtrail-collector",
+        &["check-config"],
+        &[("GROUNDTRAIL_COLLECTOR__SERVER__LISEN", "127.0.0.1:1")],
+        None,
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unknown field `lisen`")
+            && stderr.contains("GROUNDTRAIL_COLLECTOR__SERVER__LISEN"),
+        "{stderr}"
+    );
+    // An override of a file's value is validated like the file.
+    let out = run(
+        "groundtrail-collector",
+        &[
+            "check-config",
+            "--config",
+            example_file("collector").to_str().unwrap(),
+        ],
+        &[("GROUNDTRAIL_COLLECTOR__SERVER__LISTEN", "0.0.0.0:7480")],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("loopback"), "{}", text(&out).1);
+
+    let out = run(
+        "groundtrail-agent",
+        &["check-config"],
+        &[
+            ("GROUNDTRAIL_AGENT__AGENT__ACCOUNT_ID", "123456789012"),
+            (
+                "GROUNDTRAIL_AGENT__COLLECTOR__URLS",
+                r#"["http://collector:7480"]"#,
+            ),
+            ("GROUNDTRAIL_AGENT__SOURCES__AUDITD__ENABLED", "false"),
+        ],
+        None,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let c: toml::Table = toml::from_str(&stdout).unwrap();
+    assert_eq!(c["agent"]["account_id"].as_str(), Some("123456789012"));
+    assert_eq!(
+        c["collector"]["urls"][0].as_str(),
+        Some("http://collector:7480")
+    );
+    assert_eq!(c["sources"]["auditd"]["enabled"].as_bool(), Some(false));
+    let out = run(
+        "groundtrail-agent",
+        &["check-config"],
+        &[("GROUNDTRAIL_AGENT__BUFFER__MAX_BYTES", "10KB")],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("buffer.max_bytes"),
+        "{}",
+        text(&out).1
+    );
+}
