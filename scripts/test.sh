@@ -41,6 +41,17 @@ if ! venv_has "$CLI_VENV" awscli "$AWSCLI_VERSION"; then
   "$CLI_VENV/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
 fi
 
+# systemd-analyze (Debian's systemd package) for the unit tests in tests/tests/packaging.rs;
+# dpkg-deb builds the .deb packages. A no-op when both are present.
+if ! command -v systemd-analyze >/dev/null || ! command -v dpkg-deb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing systemd and dpkg (systemd-analyze, dpkg-deb)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dpkg >/dev/null
+  else
+    echo "systemd-analyze and dpkg-deb are needed: apt-get install systemd dpkg" >&2; exit 1
+  fi
+fi
+
 # --- start moto on a free loopback port; stop it by PID on exit ----------------------------
 PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 MOTO_LOG=$(mktemp)

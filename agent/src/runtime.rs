@@ -263,9 +263,13 @@ pub async fn run(
         }));
     }
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
+    // systemd (Type=notify): ready once every endpoint is bound and the sources run.
+    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
+    let watchdog = tokio::spawn(groundtrail_common::sd_notify::watchdog());
 
     let reason = stop.await;
     tracing::info!(reason, "agent stopping");
+    groundtrail_common::sd_notify::notify("STOPPING=1\nSTATUS=stopping: flushing the buffer");
     let _ = input_tx.send(());
     let inputs = futures_join(input_tasks);
     if tokio::time::timeout(Duration::from_secs(5), inputs)
@@ -308,6 +312,7 @@ pub async fn run(
         depth = st.depth,
         "agent stopped; buffered records are sent after the next start"
     );
+    watchdog.abort();
     Ok(())
 }
 

@@ -71,6 +71,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received, shutting down");
+        groundtrail_common::sd_notify::notify("STOPPING=1");
         let _ = tx.send(());
     });
     groundtrail_collector::service::serve(config, listener, Shutdown::new(rx))

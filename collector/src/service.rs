@@ -276,6 +276,9 @@ pub async fn serve(
         }
         _ => None,
     };
+    // systemd (Type=notify): ready once both listeners are bound and everything runs.
+    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening");
+    let watchdog = tokio::spawn(groundtrail_common::sd_notify::watchdog());
     let main = crate::server::run(
         listener,
         ingest.clone(),
@@ -312,6 +315,7 @@ pub async fn serve(
 
     // 1. No connection is left; drop the last senders so the batcher drains and stops.
     tracing::info!("shutting down: closing open log files");
+    groundtrail_common::sd_notify::notify("STOPPING=1\nSTATUS=stopping: delivering and digesting");
     drop(ingest);
     for task in background {
         let _ = task.await;
@@ -348,6 +352,7 @@ pub async fn serve(
             "shutdown grace ran out; the rest stays in the journal for the next start"
         );
     }
+    watchdog.abort();
     Ok(())
 }
 

@@ -1,0 +1,92 @@
+//! systemd's service notification protocol (`sd_notify(3)`), for `Type=notify` units: one
+//! datagram per state change to the Unix socket named by `$NOTIFY_SOCKET`. Without that variable
+//! (not started by systemd) every call is a no-op, so the binaries behave as before.
+//!
+//! Both binaries send `READY=1` once they serve, `WATCHDOG=1` every half `WatchdogSec=` from a
+//! task on their async runtime (a wedged runtime stops the pings and systemd restarts the
+//! service), and `STOPPING=1` when a SIGTERM starts the clean stop.
+
+use std::time::Duration;
+
+/// Sends `state` (e.g. `"READY=1\nSTATUS=listening"`) to `$NOTIFY_SOCKET`. Returns whether it
+/// was sent; failures are logged, never fatal.
+pub fn notify(state: &str) -> bool {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return false;
+    };
+    match send(&path, state) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "sd_notify: cannot send {state:?}");
+            false
+        }
+    }
+}
+
+fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let sock = UnixDatagram::unbound()?;
+    let bytes = path.as_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        // An abstract-namespace socket (what systemd itself uses).
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+            return Ok(());
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = name;
+            return Err(std::io::Error::other("abstract sockets need Linux"));
+        }
+    }
+    sock.send_to(state.as_bytes(), std::path::Path::new(path))?;
+    Ok(())
+}
+
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set and
+/// `$WATCHDOG_PID` (if set) is this process.
+pub fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Sends `WATCHDOG=1` every [`watchdog_interval`] forever; returns at once when systemd asked
+/// for no watchdog. Spawn it on the runtime whose health it vouches for.
+pub async fn watchdog() {
+    let Some(every) = watchdog_interval() else {
+        return;
+    };
+    tracing::debug!(?every, "systemd watchdog enabled");
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        notify("WATCHDOG=1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sends_to_a_path_socket() {
+        let dir = std::env::temp_dir().join(format!("gt-sdnotify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        super::send(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
