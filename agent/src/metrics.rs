@@ -210,6 +210,89 @@ impl Metrics {
             "1 if the last send attempt succeeded.",
             u64::from(health.reachable == Some(true)),
         );
+        let tail = &crate::tail::TOTALS;
+        for (name, help, c) in [
+            ("lines", "Lines the file followers read.", &tail.lines),
+            (
+                "oversize",
+                "Lines skipped for being too long.",
+                &tail.oversize,
+            ),
+            (
+                "rotations",
+                "Rotations by rename followed.",
+                &tail.rotations,
+            ),
+            (
+                "truncations",
+                "Truncations (copytruncate) noticed.",
+                &tail.truncations,
+            ),
+        ] {
+            metric(
+                &format!("groundtrail_tail_{name}_total"),
+                "counter",
+                help,
+                get(c),
+            );
+        }
+        let sc = &crate::sidecar::STATS;
+        for (name, help, c) in [
+            ("requests", "Calls the sidecar received.", &sc.requests),
+            (
+                "records_written",
+                "Sidecar records the buffer confirmed.",
+                &sc.records_written,
+            ),
+            (
+                "records_lost",
+                "Sidecar records lost (and counted).",
+                &sc.records_lost,
+            ),
+            (
+                "refused",
+                "Calls refused with 503 under fail_closed.",
+                &sc.refused,
+            ),
+            (
+                "upstream_errors",
+                "Calls answered 502/504: the upstream failed.",
+                &sc.upstream_errors,
+            ),
+            (
+                "connections_refused",
+                "Connections closed at once: max_connections reached.",
+                &sc.connections_refused,
+            ),
+        ] {
+            metric(
+                &format!("groundtrail_sidecar_{name}_total"),
+                "counter",
+                help,
+                get(c),
+            );
+        }
+        // Every line (auditd: event) of every host source, by outcome: a shape no parser
+        // knows is counted here, never an error.
+        let name = "groundtrail_source_lines_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Lines each host source read, by outcome (records, ignored, unrecognized, malformed)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (source, s) in crate::sources::stats() {
+            for (outcome, v) in [
+                ("records", s.records),
+                ("ignored", s.ignored),
+                ("unrecognized", s.unrecognized),
+                ("malformed", s.malformed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{source=\"{source}\",outcome=\"{outcome}\"}} {v}"
+                );
+            }
+        }
         out
     }
 }
