@@ -1479,6 +1479,24 @@ impl AgentProcess {
         serde_json::from_slice(&out.stdout).expect("status is JSON")
     }
 
+    /// `groundtrail-agent status --metrics` (the Prometheus text).
+    pub fn metrics(&self) -> String {
+        let out = Command::new(bin("groundtrail-agent"))
+            .args(["status", "--metrics", "--config"])
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run groundtrail-agent status --metrics");
+        assert!(
+            out.status.success(),
+            "status --metrics failed: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// SIGTERM, then wait for a successful exit (the agent drains to the collector first).
     pub async fn sigterm(&mut self) {
         let mut child = self.child.take().expect("agent is running");

@@ -353,6 +353,18 @@ event_name = "CreateOrder"
     assert_eq!(r["readOnly"], false, "{r}");
     assert_eq!(r["additionalEventData"]["routeMatched"], false, "{r}");
 
+    let metrics = agent.metrics();
+    for line in [
+        "groundtrail_sidecar_requests_total 4",
+        "groundtrail_sidecar_upstream_errors_total 0",
+        "groundtrail_sidecar_records_lost_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "expected `{line}` on the metrics page:\n{metrics}"
+        );
+    }
+
     // Stop the agent (it drains), then the collector (final digest): still one record per
     // call, no secret anywhere in the delivered files, and a valid trail.
     agent.sigterm().await;

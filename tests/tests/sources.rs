@@ -329,6 +329,26 @@ fn find<'a>(records: &'a [Value], x: &Expected) -> &'a Value {
         .expect("checked present")
 }
 
+/// `groundtrail_source_lines_total` of `source` on the agent's metrics page: `records` and
+/// `ignored` as given, nothing unrecognized or malformed.
+fn assert_source_lines(agent: &AgentProcess, source: &str, records: u64, ignored: u64) {
+    let metrics = agent.metrics();
+    for (outcome, n) in [
+        ("records", records),
+        ("ignored", ignored),
+        ("unrecognized", 0),
+        ("malformed", 0),
+    ] {
+        let line = format!(
+            "groundtrail_source_lines_total{{source=\"{source}\",outcome=\"{outcome}\"}} {n}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "expected `{line}` on the metrics page:\n{metrics}"
+        );
+    }
+}
+
 fn user_arn(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:user/{HOST}/{name}")
 }
@@ -404,6 +424,10 @@ async fn appended_auth_audit_and_dpkg_lines_reach_the_trail_exactly_once_across_
         assert_eq!(r["awsRegion"], REGION, "{r}");
         assert_eq!(r["readOnly"], false, "{r}");
     }
+    // Every line is counted by outcome: the one noise line of the auth sample and dpkg's
+    // startup/status lines are ignored, not errors.
+    assert_source_lines(&agent, "auth_log", 9, 1);
+    assert_source_lines(&agent, "packages", 2, 2);
     // An ssh login with a public key: the person, from the ssh peer, on the user resource.
     let r = find(&records, &first[0]);
     assert_eq!(r["eventType"], "AwsConsoleSignIn", "{r}");
@@ -509,6 +533,9 @@ async fn appended_auth_audit_and_dpkg_lines_reach_the_trail_exactly_once_across_
         Some(1 + second.len() as u64),
         "records appended since the restart: {st}"
     );
+    // The restarted process counted only the new lines (nine sshd noise lines ignored).
+    assert_source_lines(&agent, "auth_log", 4, 9);
+    assert_source_lines(&agent, "packages", 2, 1);
     let r = find(&records, &second[1]);
     assert_eq!(r["userIdentity"]["arn"], user_arn("drewr"), "{r}");
     assert_eq!(r["responseElements"]["ConsoleLogin"], "Success", "{r}");
