@@ -429,3 +429,128 @@ fn readiness_watchdog_and_stop_are_notified() {
         );
     }
 }
+
+// --- .deb packages ---------------------------------------------------------------------------
+
+fn has_tool(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{cmd:?}: {stdout}{stderr}");
+    stdout
+}
+
+/// scripts/build-deb.sh builds both packages; their metadata, contents and maintainer scripts
+/// are right, and they install into (and purge from) a scratch root with `dpkg --root`,
+/// creating the system users and state directories there, never on this machine.
+#[test]
+fn deb_packages_build_and_install_into_a_scratch_root() {
+    if !has_tool("dpkg-deb") || !has_tool("dpkg") {
+        assert!(!groundtrail_tests::require_all(), "dpkg-deb is missing");
+        eprintln!("skipping: dpkg-deb is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let bin_dir = bin("groundtrail-collector").parent().unwrap().to_path_buf();
+    let built = ok(Command::new(workspace_root().join("scripts/build-deb.sh"))
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--fast"));
+    let debs: Vec<PathBuf> = built.lines().map(PathBuf::from).collect();
+    assert_eq!(debs.len(), 2, "{built}");
+    for (deb, pkg, conf) in [
+        (&debs[0], "groundtrail-collector", "collector"),
+        (&debs[1], "groundtrail-agent", "agent"),
+    ] {
+        let info = ok(Command::new("dpkg-deb").arg("-I").arg(deb));
+        assert!(info.contains(&format!("Package: {pkg}\n")), "{info}");
+        assert!(info.contains("conffiles"), "{info}");
+        let contents = ok(Command::new("dpkg-deb").arg("-c").arg(deb));
+        for path in [
+            format!("./usr/bin/{pkg}"),
+            format!("./lib/systemd/system/{pkg}.service"),
+            format!("./usr/lib/sysusers.d/{pkg}.conf"),
+            format!("./etc/groundtrail/{conf}.toml"),
+            format!("./usr/share/doc/{pkg}/{conf}.example.toml"),
+        ] {
+            assert!(
+                contents.contains(&format!(" {path}\n")),
+                "{path} missing:\n{contents}"
+            );
+        }
+        assert!(
+            contents.contains(&format!("-rw-r----- root/root")),
+            "{contents}"
+        );
+        let control = dir.path().join(format!("{pkg}-control"));
+        ok(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control));
+        assert_eq!(
+            std::fs::read_to_string(control.join("conffiles")).unwrap(),
+            format!("/etc/groundtrail/{conf}.toml\n")
+        );
+        for script in ["postinst", "prerm", "postrm"] {
+            ok(Command::new("sh").arg("-n").arg(control.join(script)));
+        }
+        let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+        assert!(postinst.contains("systemd-sysusers") && postinst.contains("DPKG_ROOT"));
+    }
+
+    // Install into a scratch root: the maintainer scripts run here with DPKG_ROOT set.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    let dpkg = |args: &[&str]| {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", root.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--force-not-root",
+            ])
+            .args(args);
+        ok(&mut cmd)
+    };
+    let mut install = vec!["-i"];
+    install.extend(debs.iter().map(|d| d.to_str().unwrap()));
+    dpkg(&install);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for (pkg, conf) in [
+        ("groundtrail-collector", "collector"),
+        ("groundtrail-agent", "agent"),
+    ] {
+        let uid: u32 = passwd
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{pkg}:x:")))
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("no {pkg} user in the scratch root:\n{passwd}"));
+        assert!(uid > 0 && uid < 1000, "{pkg} is not a system user: {uid}");
+        let state = std::fs::metadata(root.join(format!("var/lib/{pkg}"))).unwrap();
+        assert_eq!(state.uid(), uid);
+        assert_eq!(state.permissions().mode() & 0o777, 0o700);
+        let config = root.join(format!("etc/groundtrail/{conf}.toml"));
+        let meta = std::fs::metadata(&config).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.uid(), 0);
+        // The installed binary accepts the installed config.
+        ok(Command::new(root.join(format!("usr/bin/{pkg}")))
+            .args(["check-config", "--config"])
+            .arg(&config));
+    }
+    let status = dpkg(&["-l"]);
+    assert!(status.contains("ii  groundtrail-collector"), "{status}");
+
+    dpkg(&["--purge", "groundtrail-agent", "groundtrail-collector"]);
+    assert!(!root.join("var/lib/groundtrail-collector").exists());
+    assert!(!root.join("usr/bin/groundtrail-agent").exists());
+    assert!(!root.join("etc/groundtrail").exists());
+}
