@@ -485,10 +485,7 @@ fn deb_packages_build_and_install_into_a_scratch_root() {
                 "{path} missing:\n{contents}"
             );
         }
-        assert!(
-            contents.contains(&format!("-rw-r----- root/root")),
-            "{contents}"
-        );
+        assert!(contents.contains("-rw-r----- root/root"), "{contents}");
         let control = dir.path().join(format!("{pkg}-control"));
         ok(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control));
         assert_eq!(
