@@ -551,3 +551,142 @@ fn deb_packages_build_and_install_into_a_scratch_root() {
     assert!(!root.join("usr/bin/groundtrail-agent").exists());
     assert!(!root.join("etc/groundtrail").exists());
 }
+
+// --- containers and Kubernetes ---------------------------------------------------------------
+
+/// The TOML embedded in a manifest as the block scalar `  <key>: |` (4-space indented).
+fn embedded_toml(manifest: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        if line == format!("  {key}: |") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.is_empty() {
+                out.push('\n');
+            } else if let Some(l) = line.strip_prefix("    ") {
+                out.push_str(l);
+                out.push('\n');
+            } else {
+                break;
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no {key} block");
+    out
+}
+
+/// A small structural check (no YAML parser in the workspace): documents separated by `---`,
+/// each with apiVersion, kind and metadata.name, no tabs, balanced flow braces per line.
+fn check_manifest(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(!text.contains('\t'), "{}: tab", path.display());
+    let docs: Vec<&str> = text.split("\n---\n").skip(1).collect();
+    assert!(!docs.is_empty(), "{}: no documents", path.display());
+    for doc in &docs {
+        for key in ["apiVersion: ", "kind: ", "metadata:\n", "  name: "] {
+            assert!(
+                doc.contains(&format!("\n{key}")) || doc.starts_with(key),
+                "{}: a document without {key:?}:\n{doc}",
+                path.display()
+            );
+        }
+        for line in doc.lines() {
+            let code = line.split(" # ").next().unwrap();
+            assert_eq!(
+                code.matches('{').count(),
+                code.matches('}').count(),
+                "{}: {line}",
+                path.display()
+            );
+            assert_eq!(
+                code.matches('[').count(),
+                code.matches(']').count(),
+                "{line}"
+            );
+        }
+    }
+    text
+}
+
+#[test]
+fn kubernetes_manifests_and_their_configs_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = format!("{}/", dir.path().display());
+    // The files the configs name, where the manifests mount them.
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    std::fs::create_dir_all(dir.path().join("jwks")).unwrap();
+    for f in [
+        "ca.pem",
+        "agent.pem",
+        "agent.key",
+        "server.pem",
+        "server.key",
+    ] {
+        std::fs::write(dir.path().join("tls").join(f), "").unwrap();
+    }
+    // RFC 7517 appendix A.1's EC public key.
+    std::fs::write(
+        dir.path().join("jwks/jwks.json"),
+        r#"{"keys":[{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YilurN5NvV4vaYM1hkaW-rXbU8cWUdlJtA","alg":"ES256","kid":"1"}]}"#,
+    )
+    .unwrap();
+    let k8s = workspace_root().join("packaging/kubernetes");
+    for (manifest, key, binary) in [
+        ("collector.yaml", "collector.toml", "groundtrail-collector"),
+        ("sidecar-example.yaml", "agent.toml", "groundtrail-agent"),
+    ] {
+        let manifest_text = check_manifest(&k8s.join(manifest));
+        let config = embedded_toml(&manifest_text, key).replace("/etc/groundtrail/", &etc);
+        let file = dir.path().join(key);
+        std::fs::write(&file, config).unwrap();
+        let out = run(
+            binary,
+            &["check-config", "--config", file.to_str().unwrap()],
+            &[],
+            None,
+        );
+        assert!(out.status.success(), "{manifest}: {}", text(&out).1);
+    }
+    let collector = std::fs::read_to_string(k8s.join("collector.yaml")).unwrap();
+    for want in [
+        "kind: StatefulSet",
+        "volumeClaimTemplates:",
+        "kind: Service",
+        "replicas: 1",
+        "runAsNonRoot: true",
+        "mountPath: /var/lib/groundtrail",
+    ] {
+        assert!(collector.contains(want), "collector.yaml lacks {want}");
+    }
+    // The Containerfiles: multi-stage, distroless, non-root, config by file and environment.
+    for which in ["collector", "agent"] {
+        let path = workspace_root().join(format!("packaging/container/Containerfile.{which}"));
+        let file = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(file.matches("\nFROM ").count(), 2, "{which}: two stages");
+        assert!(file.contains("\nUSER 65532:65532\n"), "{which}: non-root");
+        assert!(
+            file.contains("GROUNDTRAIL_"),
+            "{which}: environment documented"
+        );
+        assert!(file.contains(&format!("--bin groundtrail-{which}")));
+        // Every GROUNDTRAIL_AGENT__ default the image sets is a valid override.
+        let env: Vec<(String, String)> = file
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.split_once('='))
+            .filter(|(k, _)| k.starts_with("GROUNDTRAIL_AGENT__"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if which == "agent" {
+            assert!(env.len() >= 4, "{env:?}");
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = run("groundtrail-agent", &["check-config"], &env, None);
+            assert!(out.status.success(), "{}", text(&out).1);
+        }
+    }
+}
