@@ -87,4 +87,19 @@ log "cargo build --bins"
 cargo build --workspace --bins
 # --no-fail-fast: every test binary runs and prints its summary, even after a failure.
 log "cargo test --workspace --no-fail-fast $*"
-cargo test --workspace --no-fail-fast "$@"
+# The output is kept to add up every binary's "test result:" line into one closing line.
+TEST_LOG=$(mktemp)
+set +e
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i ~ /^passed;?$/)  passed  += $(i-1)
+         if ($i ~ /^failed;?$/)  failed  += $(i-1)
+         if ($i ~ /^ignored;?$/) skipped += $(i-1)
+       }
+     }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$TEST_LOG"
+rm -f "$TEST_LOG"
+exit "$status"
