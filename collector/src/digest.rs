@@ -28,9 +28,7 @@ use chrono::{DateTime, Utc};
 use groundtrail_common::shutdown::Shutdown;
 use groundtrail_common::time::{json_time, now_secs, parse_json_time};
 use groundtrail_common::trail::digest::{HASH_ALGORITHM, SIGNATURE_ALGORITHM};
-use groundtrail_common::trail::{
-    DigestDocument, SigningError, SigningKey, TrailLayout, sha256_hex, signing_string,
-};
+use groundtrail_common::trail::{DigestDocument, SigningError, SigningKey, TrailLayout};
 use tokio::sync::Notify;
 
 use crate::internal_events::{DigestWritten, InternalEvent};
@@ -196,16 +194,11 @@ impl DigestWriter {
             log_files: chain.waiting.values().map(|f| f.entry.clone()).collect(),
         };
         document.set_event_time_bounds();
-        let bytes = document.to_bytes();
-        let sha256 = sha256_hex(&bytes);
-        let message = signing_string(
-            &document.digest_end_time,
-            &target.bucket,
-            &key,
-            &sha256,
-            head.map(|h| h.signature.as_str()),
-        );
-        let signature = self.key.sign_hex(message.as_bytes())?;
+        let groundtrail_common::trail::DigestSignature {
+            bytes,
+            sha256,
+            signature,
+        } = document.sign(&self.key)?;
         Ok(SignedDigest {
             document,
             bytes,
@@ -295,7 +288,7 @@ mod tests {
     use super::*;
     use crate::journal::FileEntry;
     use chrono::TimeZone;
-    use groundtrail_common::trail::verify_signature;
+    use groundtrail_common::trail::{sha256_hex, signing_string, verify_signature};
 
     fn setup(dir: &std::path::Path) -> (Arc<Journal>, DigestWriter, DigestTarget) {
         let journal = Arc::new(Journal::open(&dir.join("j")).unwrap());

@@ -1338,7 +1338,7 @@ mod tests {
     use crate::destination::local::LocalDestination;
     use bytes::Bytes;
     use groundtrail_common::time::{json_time, parse_json_time};
-    use groundtrail_common::trail::{DigestDocument, DigestLogFile, TrailLayout, signing_string};
+    use groundtrail_common::trail::{DigestDocument, DigestLogFile, TrailLayout};
 
     const ACCOUNT: &str = "111122223333";
     const REGION: &str = "us-east-1";
@@ -1452,21 +1452,8 @@ mod tests {
                 log_files: logs,
             };
             doc.set_event_time_bounds();
-            let bytes = doc.to_bytes();
-            let hash = sha256_hex(&bytes);
-            let sig = self
-                .key
-                .sign_hex(
-                    signing_string(
-                        end,
-                        BUCKET,
-                        &key,
-                        &hash,
-                        prev.as_ref().map(|p| p.1.as_str()),
-                    )
-                    .as_bytes(),
-                )
-                .unwrap();
+            let signed = doc.sign(&self.key).unwrap();
+            let (bytes, hash, sig) = (signed.bytes, signed.sha256, signed.signature);
             let mut md = Metadata::new();
             md.insert("signature".into(), sig.clone());
             md.insert("signature-algorithm".into(), "SHA256withRSA".into());

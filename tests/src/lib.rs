@@ -1313,7 +1313,7 @@ impl SyntheticTrail {
         restart: bool,
         backfill: Option<Option<String>>,
     ) -> String {
-        use groundtrail_common::trail::{DigestDocument, sha256_hex, signing_string};
+        use groundtrail_common::trail::DigestDocument;
         let end_t = groundtrail_common::time::parse_json_time(end).expect("JSON time");
         let key = self
             .layout
@@ -1337,21 +1337,8 @@ impl SyntheticTrail {
             log_files: logs,
         };
         doc.set_event_time_bounds();
-        let bytes = doc.to_bytes();
-        let hash = sha256_hex(&bytes);
-        let signature = self
-            .key
-            .sign_hex(
-                signing_string(
-                    end,
-                    &self.bucket,
-                    &key,
-                    &hash,
-                    prev.as_ref().map(|p| p.1.as_str()),
-                )
-                .as_bytes(),
-            )
-            .expect("sign");
+        let signed = doc.sign(&self.key).expect("sign");
+        let (bytes, hash, signature) = (signed.bytes, signed.sha256, signed.signature);
         let mut md = Metadata::new();
         md.insert("signature".into(), signature.clone());
         md.insert("signature-algorithm".into(), "SHA256withRSA".into());

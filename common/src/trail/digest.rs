@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::signing::{SigningError, SigningKey, sha256_hex, signing_string};
+
 /// Every digest is signed with this algorithm (Java's name for RSASSA-PKCS1-v1_5 + SHA-256).
 pub const SIGNATURE_ALGORITHM: &str = "SHA256withRSA";
 /// The hash algorithm named for log files and the previous digest.
@@ -34,6 +36,15 @@ pub struct DigestDocument {
     pub previous_digest_hash_algorithm: Option<String>,
     pub previous_digest_signature: Option<String>,
     pub log_files: Vec<DigestLogFile>,
+}
+
+/// A digest serialized once and signed: the bytes to gzip and store, their SHA-256 (the next
+/// digest's `previousDigestHashValue`) and the hex signature (its `x-amz-meta-signature`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestSignature {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub signature: String,
 }
 
 /// One `logFiles[]` entry: a delivered log file and the SHA-256 of its uncompressed bytes.
@@ -65,6 +76,27 @@ impl DigestDocument {
             }
         }
         out
+    }
+
+    /// Serializes the document once, hashes exactly those bytes and signs AWS's signing string
+    /// (its own end time, bucket/key and previous signature). The one place a digest is
+    /// signed, so the collector and every test trail agree on the signing string.
+    pub fn sign(&self, key: &SigningKey) -> Result<DigestSignature, SigningError> {
+        let bytes = self.to_bytes();
+        let sha256 = sha256_hex(&bytes);
+        let message = signing_string(
+            &self.digest_end_time,
+            &self.digest_s3_bucket,
+            &self.digest_s3_object,
+            &sha256,
+            self.previous_digest_signature.as_deref(),
+        );
+        let signature = key.sign_hex(message.as_bytes())?;
+        Ok(DigestSignature {
+            bytes,
+            sha256,
+            signature,
+        })
     }
 
     /// Sets `newestEventTime`/`oldestEventTime` from the listed log files (`null` when empty).
@@ -115,6 +147,29 @@ mod tests {
         assert!(text.ends_with(r#""newestEventTime":null,"oldestEventTime":null,"previousDigestS3Bucket":null,"previousDigestS3Object":null,"previousDigestHashValue":null,"previousDigestHashAlgorithm":null,"previousDigestSignature":null,"logFiles":[]}"#));
         let back: DigestDocument = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, doc());
+    }
+
+    #[test]
+    fn sign_covers_the_stored_bytes_and_the_chain() {
+        use crate::trail::verify_signature;
+        let key = SigningKey::generate().unwrap();
+        let mut d = doc();
+        d.previous_digest_signature = Some("ab".repeat(256));
+        let signed = d.sign(&key).unwrap();
+        assert_eq!(signed.bytes, d.to_bytes());
+        assert_eq!(signed.sha256, sha256_hex(&signed.bytes));
+        let message = signing_string(
+            &d.digest_end_time,
+            &d.digest_s3_bucket,
+            &d.digest_s3_object,
+            &signed.sha256,
+            d.previous_digest_signature.as_deref(),
+        );
+        assert!(verify_signature(
+            key.public_key_der(),
+            message.as_bytes(),
+            &signed.signature
+        ));
     }
 
     #[test]
