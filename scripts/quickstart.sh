@@ -7,6 +7,8 @@
 #
 #   scripts/quickstart.sh              # release build (the first one takes a few minutes)
 #   QUICKSTART_PROFILE=debug scripts/quickstart.sh
+#   QUICKSTART_BIN_DIR=target/debug QUICKSTART_DIR=/tmp/x scripts/quickstart.sh   # no build
+#                                                     (what tests/tests/packaging.rs runs)
 #
 # Everything lives in groundtrail-data/quickstart/ (replaced on each run): the two configs it
 # generates, the collector's journal and key, the agent's buffer, the trail, and both logs.
@@ -17,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PROFILE=${QUICKSTART_PROFILE:-release}
-DIR="$ROOT/groundtrail-data/quickstart"
+DIR=${QUICKSTART_DIR:-"$ROOT/groundtrail-data/quickstart"}
 ACCOUNT=123456789012
 REGION=us-east-1
 TRAIL_ARN="arn:aws:cloudtrail:$REGION:$ACCOUNT:trail/quickstart"
@@ -25,6 +27,9 @@ TRAIL_ARN="arn:aws:cloudtrail:$REGION:$ACCOUNT:trail/quickstart"
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "quickstart: $*" >&2; exit 1; }
 
+if [ -n "${QUICKSTART_BIN_DIR:-}" ]; then
+  BIN=$QUICKSTART_BIN_DIR
+else
 say "building groundtrail-collector and groundtrail-agent ($PROFILE)"
 case "$PROFILE" in
   release) cargo build --release -p groundtrail-collector -p groundtrail-agent --bins
@@ -33,13 +38,19 @@ case "$PROFILE" in
            BIN="$ROOT/target/debug" ;;
   *) die "QUICKSTART_PROFILE is release or debug" ;;
 esac
+fi
 COLLECTOR="$BIN/groundtrail-collector"
 AGENT="$BIN/groundtrail-agent"
 
 # A free loopback port.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 7480)
 
-rm -rf -- "$DIR"   # only ever groundtrail-data/quickstart under this checkout
+# Replaced on each run; a directory given in QUICKSTART_DIR must be empty or absent.
+if [ -z "${QUICKSTART_DIR:-}" ]; then
+  rm -rf -- "$DIR"
+elif [ -e "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+  die "QUICKSTART_DIR=$DIR is not empty"
+fi
 mkdir -p "$DIR"
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 

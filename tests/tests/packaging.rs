@@ -690,3 +690,34 @@ fn kubernetes_manifests_and_their_configs_are_valid() {
         }
     }
 }
+
+// --- the quickstart --------------------------------------------------------------------------
+
+/// The README's main command reaches a validated trail (with the already built binaries, in a
+/// scratch directory).
+#[test]
+fn quickstart_ends_with_a_valid_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let bin_dir = bin("groundtrail-collector").parent().unwrap().to_path_buf();
+    let out = Command::new(workspace_root().join("scripts/quickstart.sh"))
+        .env("QUICKSTART_BIN_DIR", &bin_dir)
+        .env("QUICKSTART_DIR", &qs)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [
+        "\"failed\": []",
+        "billing.example.com IssueRefund",
+        "1/1 digest files valid",
+        "log files valid",
+        "done: a validated CloudTrail trail",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "{want:?} missing:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(!stdout.contains("INVALID"), "{stdout}");
+}
