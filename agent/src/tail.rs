@@ -303,6 +303,9 @@ pub struct Follower {
     last_data: Instant,
     /// Open groups were already flushed for the current quiet period.
     idle_flushed: bool,
+    /// Why `path` could not be opened last time, so each new reason is reported once (an
+    /// agent without the rights to a log must say so, not wait in silence).
+    open_error: Option<io::ErrorKind>,
     pub stats: TailStats,
 }
 
@@ -326,6 +329,7 @@ impl Follower {
             records: Vec::new(),
             last_data: Instant::now(),
             idle_flushed: false,
+            open_error: None,
             stats: TailStats::default(),
         }
     }
@@ -406,6 +410,22 @@ impl Follower {
         }
     }
 
+    /// Logs why `path` cannot be opened, once per distinct reason: a missing file is normal
+    /// (not created yet, or a distribution without it) and said at info; anything else, such as
+    /// permission denied for an agent running without CAP_DAC_READ_SEARCH, is a warning. The
+    /// follower keeps retrying either way.
+    fn report_open_error(&mut self, e: &io::Error) {
+        if self.open_error == Some(e.kind()) {
+            return;
+        }
+        self.open_error = Some(e.kind());
+        if e.kind() == io::ErrorKind::NotFound {
+            tracing::info!(path = %self.path.display(), source = %self.source_key, "waiting for the file to appear");
+        } else {
+            tracing::warn!(path = %self.path.display(), source = %self.source_key, error = %e, "cannot read; this source records nothing until it can (retrying)");
+        }
+    }
+
     /// Without a checkpoint and asked to: skip what the file holds now (a file that appears
     /// later is read from its start). A partial last line is skipped up to its end.
     fn start_at_end(&mut self) {
@@ -431,8 +451,16 @@ impl Follower {
                     open.rotated_at = Some(Instant::now());
                     self.cur = Some(open);
                 }
-            } else if let Ok(open) = Open::at(&self.path, 0) {
-                self.cur = Some(open);
+            } else {
+                match Open::at(&self.path, 0) {
+                    Ok(open) => {
+                        if self.open_error.take().is_some() {
+                            tracing::info!(path = %self.path.display(), source = %self.source_key, "now readable");
+                        }
+                        self.cur = Some(open);
+                    }
+                    Err(e) => self.report_open_error(&e),
+                }
             }
         }
         let Some(cur) = self.cur.as_mut() else {
