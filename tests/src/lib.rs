@@ -402,23 +402,8 @@ impl Collector {
     /// SIGTERM, then wait for the exit (the collector delivers open files and writes a final
     /// digest first).
     pub async fn sigterm(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("collector is running");
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait collector") {
-                return status;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("collector did not exit after SIGTERM; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = self.child.take().expect("collector is running");
+        sigterm_and_wait(child, "collector", &|| self.log()).await
     }
 
     /// Whether the process is still running.
@@ -1486,28 +1471,13 @@ impl AgentProcess {
 
     /// SIGTERM, then wait for a successful exit (the agent drains to the collector first).
     pub async fn sigterm(&mut self) {
-        let mut child = self.child.take().expect("agent is running");
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait agent") {
-                assert!(
-                    status.success(),
-                    "agent exit {status}; log:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("agent did not exit after SIGTERM; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = self.child.take().expect("agent is running");
+        let status = sigterm_and_wait(child, "agent", &|| self.log()).await;
+        assert!(
+            status.success(),
+            "agent exit {status}; log:\n{}",
+            self.log()
+        );
     }
 
     /// `kill -9`.
@@ -1522,5 +1492,31 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit, polling; past [`DEADLINE`] the child is
+/// killed and reaped before the test fails, so no stray process outlives it. `log` supplies the
+/// process's output for the failure message.
+pub async fn sigterm_and_wait(
+    mut child: Child,
+    what: &str,
+    log: &dyn Fn() -> String,
+) -> ExitStatus {
+    // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit after SIGTERM; log:\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

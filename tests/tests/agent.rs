@@ -140,24 +140,13 @@ impl Agent {
     }
 
     async fn sigterm(&mut self) {
-        let mut child = self.child.take().expect("agent running");
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "agent exit {status}; log:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "agent did not stop");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = self.child.take().expect("agent running");
+        let status = sigterm_and_wait(child, "agent", &|| self.log_text()).await;
+        assert!(
+            status.success(),
+            "agent exit {status}; log:\n{}",
+            self.log_text()
+        );
     }
 
     fn client(&self) -> AgentClient {
