@@ -1,23 +1,30 @@
-//! LookupEvents latency (p50, p99) with a large event history, and history bytes on disk per
-//! event.
+//! History indexing rate, LookupEvents latency (p50, p99) with a large event history, and
+//! history bytes on disk per event.
 //!
 //! ```text
-//! cargo run --release -p groundtrail-collector --example lookup_bench [EVENTS] [DIR]
+//! cargo run --release -p groundtrail-collector --example lookup_bench [EVENTS] [DIR] [LIVE]
 //! ```
 //!
 //! 1. fill: EVENTS management events (default 1,000,000) spread evenly over the 90-day
-//!    retention, 2,000 users, 60 event names, 12 sources, 20,000 resources, written through
-//!    `History::insert` in batches of 1,000 (what the batcher does) from 2 threads;
-//! 2. size: the store's bytes on disk (after a flush) divided by EVENTS;
-//! 3. lookups: the API handler itself (`Api::handle`: JSON parsing, the index range scan, the
+//!    retention (one every 7.8 s at the default: the worst case for the index's packing),
+//!    2,000 users, 60 event names, 12 sources, 20,000 resources, sent to the [`Indexer`] (the
+//!    collector's own path: one task, queued batches merged into one insert) in batches of
+//!    1,000 (what the batcher sends), with a barrier (indexed and flushed) at the end;
+//! 2. live: LIVE more events (default 1,000,000) into a second store the same way, their
+//!    times as live ingest makes them (20,000 a second, ending now);
+//! 3. size: the first store's bytes on disk (after a flush) divided by EVENTS;
+//! 4. lookups: the API handler itself (`Api::handle`: JSON parsing, the index range scan, the
 //!    50 records read and shaped into the AWS answer with `CloudTrailEvent`), per kind of
 //!    query: one attribute over the whole retention (first page of 50), one attribute and a
 //!    one-hour window, EventId, no attribute and a one-hour window, and the fifth page of a
 //!    paged lookup (NextToken). The HTTP transport and SigV4 (one HMAC chain) are not in it.
 //!
-//! Reference figures printed beside the results: CloudTrail's own LookupEvents rate limit
-//! (2 requests/s per account and region, i.e. 500 ms per request) and the issue's target
-//! history size (10 million events).
+//! The records are made on the sending task (a cheap `format!`), beside the indexer, as the
+//! batcher would send them. Reference figures printed beside the results: the store before
+//! its entries were packed (one sled key per event and per index entry: 3,500 events/s, 3,474
+//! bytes/event at 300,000 events on the 2-core development machine), CloudTrail's own
+//! LookupEvents rate limit (2 requests/s per account and region, i.e. 500 ms per request)
+//! and the issue's target history size (10 million events).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +32,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use groundtrail_collector::api::{Api, TARGET_PREFIX};
 use groundtrail_collector::config::Config;
-use groundtrail_collector::history::History;
+use groundtrail_collector::history::{History, IndexMsg, Indexer};
 use groundtrail_collector::journal::Journal;
 use groundtrail_common::trail::SigningKey;
 use serde_json::{Value, json};
@@ -44,44 +51,63 @@ fn event_id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-fn record(n: u64, total: u64, now: u64) -> Vec<u8> {
-    // Newest last; evenly spread over the retention.
-    let t = now - RETENTION + (n * RETENTION / total.max(1));
+/// The n-th record, at time `t`: a realistic agent record (about 900 bytes of JSON).
+fn record(n: u64, t: u64) -> Vec<u8> {
     let user = (n as usize * 7919) % USERS;
     let time = chrono::DateTime::from_timestamp(t as i64, 0)
         .map(groundtrail_common::time::json_time)
         .unwrap_or_default();
-    serde_json::to_vec(&json!({
-        "eventVersion": "1.11",
-        "userIdentity": {
-            "type": "IAMUser",
-            "principalId": format!("AIDA{user:08}"),
-            "arn": format!("arn:aws:iam::111122223333:user/host-{}/user{user}", n % 50),
-            "accountId": "111122223333",
-            "accessKeyId": format!("AKIA{user:016}"),
-            "userName": format!("user{user}"),
-        },
-        "eventTime": time,
-        "eventSource": format!("svc{}.onprem.internal", n as usize % SOURCES),
-        "eventName": format!("Action{}", (n as usize * 31) % NAMES),
-        "awsRegion": "us-east-1",
-        "sourceIPAddress": format!("10.0.{}.{}", n % 200, n % 250),
-        "userAgent": "groundtrail-agent/0.1",
-        "requestParameters": {"command": "/usr/bin/systemctl restart nginx", "cwd": "/root"},
-        "responseElements": null,
-        "eventID": event_id(n),
-        "readOnly": n.is_multiple_of(4),
-        "resources": [{
-            "accountId": "111122223333",
-            "type": "AWS::Host::Unit",
-            "ARN": format!("arn:aws:host:::unit/unit{}", (n as usize * 13) % RESOURCES),
-        }],
-        "eventType": "AwsApiCall",
-        "managementEvent": true,
-        "recipientAccountId": "111122223333",
-        "eventCategory": "Management",
-    }))
-    .unwrap_or_default()
+    format!(
+        concat!(
+            r#"{{"eventVersion":"1.11","userIdentity":{{"type":"IAMUser","principalId":"AIDA{user:08}","#,
+            r#""arn":"arn:aws:iam::111122223333:user/host-{host}/user{user}","accountId":"111122223333","#,
+            r#""accessKeyId":"AKIA{user:016}","userName":"user{user}"}},"eventTime":"{time}","#,
+            r#""eventSource":"svc{source}.onprem.internal","eventName":"Action{name}","awsRegion":"us-east-1","#,
+            r#""sourceIPAddress":"10.0.{ip1}.{ip2}","userAgent":"groundtrail-agent/0.1","#,
+            r#""requestParameters":{{"command":"/usr/bin/systemctl restart nginx","cwd":"/root"}},"#,
+            r#""responseElements":null,"eventID":"{id}","readOnly":{ro},"resources":[{{"accountId":"111122223333","#,
+            r#""type":"AWS::Host::Unit","ARN":"arn:aws:host:::unit/unit{unit}"}}],"eventType":"AwsApiCall","#,
+            r#""managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management"}}"#
+        ),
+        user = user,
+        host = n % 50,
+        time = time,
+        source = n as usize % SOURCES,
+        name = (n as usize * 31) % NAMES,
+        ip1 = n % 200,
+        ip2 = n % 250,
+        id = event_id(n),
+        ro = n.is_multiple_of(4),
+        unit = (n as usize * 13) % RESOURCES,
+    )
+    .into_bytes()
+}
+
+/// Sends events `first..first + count` (times from `time(n)`) to a new indexer on `history`
+/// in batches of `BATCH`, then waits for a barrier. Returns the seconds taken.
+async fn index(history: &Arc<History>, first: u64, count: u64, time: impl Fn(u64) -> u64) -> f64 {
+    let started = Instant::now();
+    let (tx, task) = Indexer::spawn(
+        history.clone(),
+        std::time::Duration::from_secs(RETENTION + 86_400),
+    );
+    let mut n = first;
+    while n < first + count {
+        let end = (n + BATCH as u64).min(first + count);
+        let batch: Vec<Vec<u8>> = (n..end).map(|i| record(i, time(i))).collect();
+        tx.send(IndexMsg::Records(batch)).await.expect("indexer");
+        n = end;
+        if (n - first).is_multiple_of(250_000) {
+            eprintln!("  {} / {count} events sent", n - first);
+        }
+    }
+    let (done, wait) = tokio::sync::oneshot::channel();
+    tx.send(IndexMsg::Barrier(done)).await.expect("indexer");
+    wait.await.expect("barrier");
+    let took = started.elapsed().as_secs_f64();
+    drop(tx);
+    task.await.expect("indexer task");
+    took
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -125,32 +151,30 @@ async fn main() {
     };
     let history = Arc::new(history.expect("open history"));
 
-    // 1. fill
-    let started = Instant::now();
-    let threads = 2u64;
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let history = history.clone();
-        handles.push(std::thread::spawn(move || {
-            let mut n = t * BATCH as u64;
-            while n < total {
-                let end = (n + BATCH as u64).min(total);
-                let batch: Vec<Vec<u8>> = (n..end).map(|i| record(i, total, now)).collect();
-                history
-                    .insert(batch.iter().map(|r| r.as_slice()), 0)
-                    .expect("insert");
-                n += threads * BATCH as u64;
-                if t == 0 && (n / BATCH as u64).is_multiple_of(500) {
-                    eprintln!("  {n} / {total} events written");
-                }
-            }
-        }));
-    }
-    for h in handles {
-        h.join().expect("writer thread");
-    }
-    history.flush().await.expect("flush");
-    let fill = started.elapsed().as_secs_f64();
+    // 1. fill, spread over the retention
+    let fill = index(&history, 0, total, |n| {
+        now - RETENTION + (n * RETENTION / total.max(1))
+    })
+    .await;
+
+    // 2. live: dense times, into a second store
+    let live_total: u64 = args
+        .next()
+        .and_then(|a| a.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let live_rate = 20_000u64;
+    let live = if live_total > 0 {
+        let store = Arc::new(History::open(&dir.join("history-live")).expect("open live history"));
+        let start = now - live_total / live_rate;
+        let took = index(&store, total, live_total, |n| {
+            start + (n - total) / live_rate
+        })
+        .await;
+        let bytes = store.size_on_disk().expect("size");
+        Some((took, bytes))
+    } else {
+        None
+    };
 
     // 2. size
     let bytes = history.size_on_disk().expect("size");
@@ -204,11 +228,18 @@ async fn main() {
         ),
     ];
     println!(
-        "history: {total} events written in {fill:.1} s ({:.0} events/s, 2 threads)",
+        "indexing, spread over 90 days: {total} events in {fill:.1} s = {:.0} events/s (unpacked store: 3,500 events/s)",
         total as f64 / fill
     );
+    if let Some((took, bytes)) = live {
+        println!(
+            "indexing, live ({live_rate} events/s of event time): {live_total} events in {took:.1} s = {:.0} events/s, {:.0} bytes/event",
+            live_total as f64 / took,
+            bytes as f64 / live_total as f64
+        );
+    }
     println!(
-        "history on disk: {bytes} bytes = {:.0} bytes/event",
+        "history on disk: {bytes} bytes = {:.0} bytes/event (unpacked store: 3,474 bytes/event)",
         bytes as f64 / total as f64
     );
     println!(

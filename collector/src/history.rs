@@ -4,27 +4,52 @@
 //! # Layout
 //!
 //! Its own sled database (not the journal: history is a read model that can lag or be rebuilt,
-//! the journal is the durable truth). One tree, so that one `Batch` writes an event and all of
-//! its index entries atomically:
+//! the journal is the durable truth). One tree, so that one `Batch` writes an insert's events,
+//! their index entries and its expiry manifest atomically. sled's cost is per key (a leaf holds
+//! 16 keys; every write copies and relogs one), so records and index entries are packed into
+//! few keys per insert rather than written one key per event and attribute:
 //!
 //! | key | value |
 //! |---|---|
-//! | `s/<eventID>` | the event's number `n` (u64 BE, from sled's `generate_id`) |
-//! | `e/<n u64 BE>` | `eventTime` (u64 BE seconds) + the record's JSON, zstd-compressed |
-//! | `i/<attr u8><value>\0<!eventTime u64 BE><n u64 BE>` | empty |
+//! | `v/format` | `2` (the layout version below) |
+//! | `s/<eventID>` | the event's number `n` (u64 BE: chunk `c` << 16 \| slot) |
+//! | `e/<c u64 BE>` | a chunk of up to 64 records (16 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
+//! | `i/<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
+//! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group keys and chunk numbers |
 //!
-//! `attr` 0 is "no attribute" (every event, with an empty value); 2-8 are the lookup attributes
-//! ([`Attribute`]); `EventId` is answered from `s/` (one get), so it needs no index entry. The
-//! time is stored inverted (`u64::MAX - t`) so that a forward range scan yields newest first,
-//! the order `LookupEvents` returns. A lookup of one attribute value and a time range is
-//! therefore one range scan of exactly the matching entries: `[attr][value]\0[!end]` ..=
-//! `[attr][value]\0[!start]`, no scan over other events. Expiry walks the attribute-0 entries
-//! from the oldest end. The 8-byte event number instead of the 36-character `eventID` in every
-//! index key, the compressed records and sled's low-space mode keep the bytes per event down
-//! (see the `lookup_bench` example).
+//! `c` comes from sled's `generate_id`; the events of one insert are sorted by time before they
+//! are cut into chunks, so neighbours in time share a chunk. `attr` 0 is "no attribute" (every
+//! event, with an empty value); 2-8 are the lookup attributes ([`Attribute`]); `EventId` is
+//! answered from `s/` (one get), so it needs no index entry. Times are stored inverted
+//! (`u64::MAX - t`) so that ascending order is newest first, the order `LookupEvents` returns.
+//!
+//! An index group holds the entries of one attribute value from one insert. `M` is its newest
+//! entry's time, `n0` that entry's number (unique, as an event is in one group per value). A
+//! group spans at most `SPANS[level]` seconds (0, 8, 128, 2048 or 32768: `level` is the
+//! smallest that fits): an insert cuts a value's entries, newest first, into groups of at most
+//! 1024, and starts a new group rather than let one reach a higher level once it has 16
+//! entries. So a dense value (many events a second, live ingest) packs into level 0 groups of
+//! one second each, and a sparse one (a user seen every few minutes) into few wider groups.
+//!
+//! A lookup of one attribute value and a time range `[start, end]` is one range scan per level
+//! of exactly that value's groups, `[attr][value]\0[level][!(end + SPANS[level])]` ..=
+//! `[attr][value]\0[level][!start]` (a group newer than `end` by at most its span may hold
+//! entries up to `end`), merged newest first: an entry is returned once every level's next
+//! group is older than it. No scan over other values; the entries outside the range in the
+//! groups at both ends are skipped. Paging resumes after the last entry returned
+//! (`!eventTime` + `n`, the same 16 bytes as before the packing). Records are read by chunk,
+//! each chunk decompressed once per lookup.
+//!
+//! Expiry walks the `x/` manifests from the oldest and removes a whole insert (its `s/`,
+//! groups and chunks) once its newest event is older than the cutoff; so an event may outlive
+//! the retention by the time span of its insert (seconds, for live ingest).
 //!
 //! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
 //! finds nothing, as it could not match a real CloudTrail value anyway.
+//!
+//! A store of an older layout (no `v/format` 2: one key per event and per index entry, before
+//! the packing) is cleared when opened; the product had not shipped, so nothing migrates it,
+//! and the history fills again from what is ingested next.
 //!
 //! # When events are written
 //!
@@ -40,8 +65,14 @@
 //! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
 //! not `false`) are kept, as in CloudTrail's event history.
 
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::marker::PhantomData;
 use std::path::Path;
 
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// Why a history operation failed.
@@ -49,6 +80,8 @@ use serde_json::Value;
 pub enum HistoryError {
     #[error("history: {0}")]
     Sled(#[from] sled::Error),
+    #[error("history: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, HistoryError>;
@@ -93,7 +126,6 @@ impl Attribute {
         "AccessKeyId",
     ];
 }
-
 /// What `LookupEvents` shows of an event, besides the record itself.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Summary {
@@ -117,7 +149,8 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Reads a record's lookup fields; `None` when it is not a history event (not management,
-/// no `eventID`, no parseable `eventTime`).
+/// no `eventID`, no parseable `eventTime`). The reference for [`summarize_json`], which reads
+/// the same from the JSON text without building a `Value`.
 pub fn summarize(record: &Value) -> Option<Summary> {
     let category = record.get("eventCategory").and_then(Value::as_str);
     let management = match category {
@@ -167,6 +200,304 @@ pub fn summarize(record: &Value) -> Option<Summary> {
     })
 }
 
+/// [`summarize`] of a record's JSON text: only the lookup fields are read (borrowed where
+/// unescaped), the rest is skipped. A record this cannot read (a duplicate field, say) is
+/// read through `Value` instead, so both give the same answer for every record.
+pub fn summarize_json(json: &[u8]) -> Option<Summary> {
+    match serde_json::from_slice::<RawRecord>(json) {
+        Ok(r) => r.summary(),
+        Err(_) => summarize(&serde_json::from_slice::<Value>(json).ok()?),
+    }
+}
+
+/// A JSON string; any other JSON value reads as `None` (as `Value::as_str` would).
+#[derive(Default)]
+struct Str<'a>(Option<Cow<'a, str>>);
+
+/// A JSON boolean; anything else reads as `None`.
+#[derive(Default)]
+struct Flag(Option<bool>);
+
+/// A JSON object read as `T`; anything else reads as `None`.
+struct Obj<T>(Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+/// A JSON array of (maybe) objects; anything else reads as empty.
+struct List<T>(Vec<Option<T>>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+/// The visitor shared by the lenient readers above: `on` says what to make of each kind of
+/// JSON value; whatever it does not take is consumed and read as the default.
+struct Lenient<T>(PhantomData<T>);
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> std::result::Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> std::result::Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+macro_rules! lenient_scalars {
+    ($t:ty) => {
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<$t, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<$t, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<$t, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<$t, E> {
+            Ok(Default::default())
+        }
+        fn visit_none<E>(self) -> std::result::Result<$t, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Lenient<Str<'a>> {
+    type Value = Str<'a>;
+    lenient_scalars!(Str<'a>);
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Str<'a>, E> {
+        Ok(Str(None))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Str<'a>, E> {
+        Ok(Str(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Str<'a>, E> {
+        Ok(Str(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Str<'a>, E> {
+        Ok(Str(Some(Cow::Owned(v))))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Str<'a>, A::Error> {
+        skip_map(map).map(|_| Str(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Str<'a>, A::Error> {
+        skip_seq(seq).map(|_| Str(None))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Lenient::<Str<'a>>(PhantomData))
+    }
+}
+
+impl<'de> Visitor<'de> for Lenient<Flag> {
+    type Value = Flag;
+    lenient_scalars!(Flag);
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Flag, E> {
+        Ok(Flag(Some(v)))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Flag, E> {
+        Ok(Flag(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Flag, A::Error> {
+        skip_map(map).map(|_| Flag(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Flag, A::Error> {
+        skip_seq(seq).map(|_| Flag(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Lenient::<Flag>(PhantomData))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Lenient<Obj<T>> {
+    type Value = Obj<T>;
+    lenient_scalars!(Obj<T>);
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Obj<T>, E> {
+        Ok(Obj(None))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Obj<T>, E> {
+        Ok(Obj(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Obj<T>, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Obj<T>, A::Error> {
+        skip_seq(seq).map(|_| Obj(None))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Lenient::<Obj<T>>(PhantomData))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Lenient<List<T>> {
+    type Value = List<T>;
+    lenient_scalars!(List<T>);
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<List<T>, E> {
+        Ok(List(Vec::new()))
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<List<T>, E> {
+        Ok(List(Vec::new()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<List<T>, A::Error> {
+        skip_map(map).map(|_| List(Vec::new()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<List<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
+            out.push(item);
+        }
+        Ok(List(out))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(Lenient::<List<T>>(PhantomData))
+    }
+}
+
+/// The fields of a record [`summarize`] reads.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawRecord<'a> {
+    #[serde(rename = "eventCategory", borrow)]
+    event_category: Str<'a>,
+    #[serde(rename = "managementEvent")]
+    management_event: Flag,
+    #[serde(rename = "eventID", borrow)]
+    event_id: Str<'a>,
+    #[serde(rename = "eventTime", borrow)]
+    event_time: Str<'a>,
+    #[serde(rename = "eventName", borrow)]
+    event_name: Str<'a>,
+    #[serde(rename = "eventSource", borrow)]
+    event_source: Str<'a>,
+    #[serde(rename = "readOnly")]
+    read_only: Flag,
+    #[serde(rename = "userIdentity", borrow)]
+    user_identity: Obj<RawIdentity<'a>>,
+    #[serde(borrow)]
+    resources: List<RawResource<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawIdentity<'a> {
+    #[serde(rename = "userName", borrow)]
+    user_name: Str<'a>,
+    #[serde(rename = "sessionContext", borrow)]
+    session_context: Obj<RawSession<'a>>,
+    #[serde(borrow)]
+    arn: Str<'a>,
+    #[serde(rename = "principalId", borrow)]
+    principal_id: Str<'a>,
+    #[serde(rename = "accessKeyId", borrow)]
+    access_key_id: Str<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawSession<'a> {
+    #[serde(rename = "sessionIssuer", borrow)]
+    session_issuer: Obj<RawIssuer<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawIssuer<'a> {
+    #[serde(rename = "userName", borrow)]
+    user_name: Str<'a>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawResource<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Str<'a>,
+    #[serde(rename = "ARN", borrow)]
+    arn: Str<'a>,
+}
+
+impl Str<'_> {
+    /// The string if it is one and not empty (as `str_at`).
+    fn get(&self) -> Option<&str> {
+        self.0.as_deref().filter(|s| !s.is_empty())
+    }
+
+    fn owned(&self) -> Option<String> {
+        self.get().map(str::to_string)
+    }
+}
+
+impl RawRecord<'_> {
+    fn summary(&self) -> Option<Summary> {
+        let management = match &self.event_category.0 {
+            Some(c) => c == "Management",
+            None => self.management_event.0 != Some(false),
+        };
+        if !management {
+            return None;
+        }
+        let event_id = self.event_id.owned()?;
+        let time = self.event_time.get()?;
+        let event_time =
+            u64::try_from(groundtrail_common::time::parse_json_time(time)?.timestamp()).ok()?;
+        let ui = self.user_identity.0.as_ref();
+        let username = ui
+            .and_then(|u| {
+                u.user_name
+                    .get()
+                    .or_else(|| {
+                        u.session_context
+                            .0
+                            .as_ref()
+                            .and_then(|s| s.session_issuer.0.as_ref())
+                            .and_then(|i| i.user_name.get())
+                    })
+                    .or_else(|| u.arn.get().and_then(|a| a.rsplit('/').next()))
+                    .or_else(|| u.principal_id.get())
+            })
+            .map(str::to_string);
+        Some(Summary {
+            event_id,
+            event_name: self.event_name.owned(),
+            read_only: self.read_only.0.map(|b| b.to_string()),
+            access_key_id: ui.and_then(|u| u.access_key_id.owned()),
+            event_time,
+            event_source: self.event_source.owned(),
+            username,
+            resources: self
+                .resources
+                .0
+                .iter()
+                .map(|r| match r {
+                    Some(r) => (r.kind.owned(), r.arn.owned()),
+                    None => (None, None),
+                })
+                .collect(),
+        })
+    }
+}
+
 impl Summary {
     /// Every (attribute, value) this event is found by, including attribute 0.
     fn index_values(&self) -> Vec<(u8, &str)> {
@@ -197,9 +528,8 @@ impl Summary {
         out
     }
 }
-
 fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + value.len() + 1 + 8 + 36);
+    let mut k = Vec::with_capacity(3 + value.len() + 1 + 1 + 16);
     k.extend_from_slice(b"i/");
     k.push(attr);
     k.extend_from_slice(value.as_bytes());
@@ -207,35 +537,201 @@ fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
     k
 }
 
-fn index_key(attr: u8, value: &str, time: u64, n: u64) -> Vec<u8> {
-    let mut k = index_prefix(attr, value);
-    k.extend_from_slice(&(u64::MAX - time).to_be_bytes());
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
-
 fn id_key(id: &str) -> Vec<u8> {
-    let mut k = b"s/".to_vec();
+    let mut k = Vec::with_capacity(2 + id.len());
+    k.extend_from_slice(b"s/");
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn event_key(n: u64) -> Vec<u8> {
-    let mut k = b"e/".to_vec();
-    k.extend_from_slice(&n.to_be_bytes());
+fn chunk_key(c: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(b"e/");
+    k[2..].copy_from_slice(&c.to_be_bytes());
     k
 }
+
+const FORMAT_KEY: &[u8] = b"v/format";
+const FORMAT: &[u8] = b"2";
 
 /// Page cache of the history store.
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Largest record JSON read back (CloudTrail's record limit is 256 KB; this leaves room).
-const MAX_RECORD: usize = 4 * 1024 * 1024;
-/// zstd level of stored records: fast, and most of the gain on small JSON.
+/// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 16 KiB
+/// or one record; this leaves room).
+const MAX_CHUNK: usize = 4 * 1024 * 1024;
+/// zstd level of stored chunks: fast, and most of the gain on JSON.
 const ZSTD_LEVEL: i32 = 3;
+/// A chunk is cut at this many records or JSON bytes (a record larger than that is alone).
+const CHUNK_RECORDS: usize = 64;
+const CHUNK_BYTES: usize = 16 * 1024;
+/// The most time (seconds) between the newest and the oldest entry of an index group, per
+/// level (see the module doc).
+const SPANS: [u64; 5] = [0, 8, 128, 2048, 32768];
+/// A group is not moved to a wider level once it has this many entries...
+const GROUP_MIN: usize = 16;
+/// ...and never holds more than this.
+const GROUP_MAX: usize = 1024;
+/// Bytes of one index entry: `!eventTime` + `n`.
+const ENTRY: usize = 16;
 
 fn u64_at(b: &[u8]) -> Option<u64> {
     b.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn u32_at(b: &[u8]) -> Option<u32> {
+    b.get(..4)?.try_into().ok().map(u32::from_be_bytes)
+}
+
+fn level_of(span: u64) -> Option<usize> {
+    SPANS.iter().position(|&s| span <= s)
+}
+
+/// Cuts a value's entries (ascending: newest first) into groups, with their levels.
+fn split_groups(entries: &[(u64, u64)]) -> Vec<(u8, &[(u64, u64)])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut level = 0;
+    for i in 1..entries.len() {
+        let count = i - start;
+        let span = entries[i].0 - entries[start].0;
+        match level_of(span) {
+            Some(l) if count < GROUP_MAX && (l == level || count < GROUP_MIN) => level = l,
+            _ => {
+                out.push((level as u8, &entries[start..i]));
+                start = i;
+                level = 0;
+            }
+        }
+    }
+    if start < entries.len() {
+        out.push((level as u8, &entries[start..]));
+    }
+    out
+}
+
+/// One decompressed chunk: per slot (eventTime, start, end) in `json`.
+struct Chunk {
+    slots: Vec<(u64, usize, usize)>,
+    json: Vec<u8>,
+}
+
+impl Chunk {
+    fn decode(stored: &[u8], dctx: &mut zstd::bulk::Decompressor) -> Option<Chunk> {
+        let count = usize::from(u16::from_be_bytes(stored.get(..2)?.try_into().ok()?));
+        let total = u32_at(stored.get(2..)?)? as usize;
+        if total > MAX_CHUNK {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(count);
+        let mut at = 0;
+        let mut pos = 6;
+        for _ in 0..count {
+            let time = u64_at(stored.get(pos..)?)?;
+            let len = u32_at(stored.get(pos + 8..)?)? as usize;
+            slots.push((time, at, at + len));
+            at += len;
+            pos += 12;
+        }
+        if at != total {
+            return None;
+        }
+        let json = dctx.decompress(stored.get(pos..)?, total).ok()?;
+        (json.len() == total).then_some(Chunk { slots, json })
+    }
+
+    fn get(&self, slot: usize) -> Option<(u64, &[u8])> {
+        let &(time, a, b) = self.slots.get(slot)?;
+        Some((time, self.json.get(a..b)?))
+    }
+}
+
+/// Reads records by number within one lookup, each chunk fetched and decompressed once.
+struct Reader<'h> {
+    db: &'h sled::Db,
+    dctx: zstd::bulk::Decompressor<'static>,
+    chunks: HashMap<u64, Option<Chunk>>,
+}
+
+impl<'h> Reader<'h> {
+    fn new(db: &'h sled::Db) -> Result<Reader<'h>> {
+        Ok(Reader {
+            db,
+            dctx: zstd::bulk::Decompressor::new()?,
+            chunks: HashMap::new(),
+        })
+    }
+
+    /// Event `n`: (eventTime, JSON), `None` if gone or unreadable.
+    fn event(&mut self, n: u64) -> Result<Option<(u64, &[u8])>> {
+        let c = n >> 16;
+        if !self.chunks.contains_key(&c) {
+            let chunk = match self.db.get(chunk_key(c))? {
+                Some(stored) => Chunk::decode(&stored, &mut self.dctx),
+                None => None,
+            };
+            self.chunks.insert(c, chunk);
+        }
+        Ok(self
+            .chunks
+            .get(&c)
+            .and_then(Option::as_ref)
+            .and_then(|chunk| chunk.get((n & 0xffff) as usize)))
+    }
+}
+
+/// An insert's expiry manifest: what to remove when its newest event expires.
+#[derive(Debug, Default, PartialEq)]
+struct Manifest {
+    ids: Vec<Vec<u8>>,
+    groups: Vec<Vec<u8>>,
+    chunks: Vec<u64>,
+}
+
+impl Manifest {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for list in [&self.ids, &self.groups] {
+            out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+            for item in list {
+                out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+                out.extend_from_slice(item);
+            }
+        }
+        out.extend_from_slice(&(self.chunks.len() as u32).to_be_bytes());
+        for c in &self.chunks {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Manifest> {
+        let mut pos = 0;
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let count = u32_at(b.get(pos..)?)? as usize;
+            pos += 4;
+            for _ in 0..count {
+                let len = u32_at(b.get(pos..)?)? as usize;
+                pos += 4;
+                list.push(b.get(pos..pos + len)?.to_vec());
+                pos += len;
+            }
+        }
+        let count = u32_at(b.get(pos..)?)? as usize;
+        pos += 4;
+        let mut chunks = Vec::with_capacity(count);
+        for _ in 0..count {
+            chunks.push(u64_at(b.get(pos..)?)?);
+            pos += 8;
+        }
+        let [ids, groups] = lists;
+        Some(Manifest {
+            ids,
+            groups,
+            chunks,
+        })
+    }
 }
 
 /// A lookup: at most one attribute, an inclusive time range, a page size, and where the
@@ -256,7 +752,7 @@ pub struct Query {
 pub struct Page {
     /// (summary, record JSON)
     pub events: Vec<(Summary, Vec<u8>)>,
-    /// Position to resume from (the index key suffix of the last event), if more may follow.
+    /// Position to resume from (`!eventTime` + `n` of the last event), if more may follow.
     pub next: Option<Vec<u8>>,
 }
 
@@ -271,6 +767,25 @@ impl std::fmt::Debug for History {
     }
 }
 
+/// One level's groups of a lookup, in key order, with the next one read ahead.
+struct LevelScan {
+    iter: sled::Iter,
+    next: Option<(sled::IVec, sled::IVec)>,
+}
+
+impl LevelScan {
+    fn advance(&mut self) -> Result<()> {
+        self.next = self.iter.next().transpose()?;
+        Ok(())
+    }
+
+    /// `!M` of the next group.
+    fn next_inv(&self, prefix: usize) -> Option<u64> {
+        let (k, _) = self.next.as_ref()?;
+        k.get(prefix + 1..).and_then(u64_at)
+    }
+}
+
 impl History {
     /// Opens (creating) the store at `path` with a 256 MiB page cache.
     pub fn open(path: &Path) -> Result<History> {
@@ -278,10 +793,11 @@ impl History {
     }
 
     /// Opens with a given page cache size and sled mode (`low_space`: `Mode::LowSpace`, else
-    /// `Mode::HighThroughput`); for benchmarks and tuning.
+    /// `Mode::HighThroughput`); for benchmarks and tuning. A store of an older layout is
+    /// cleared (see the module doc).
     pub fn open_with(path: &Path, cache_bytes: u64, low_space: bool) -> Result<History> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| HistoryError::Sled(e.into()))?;
+            std::fs::create_dir_all(parent)?;
         }
         let db = sled::Config::new()
             .path(path)
@@ -292,6 +808,17 @@ impl History {
             })
             .cache_capacity(cache_bytes)
             .open()?;
+        if db.get(FORMAT_KEY)?.as_deref() != Some(FORMAT) {
+            if !db.is_empty() {
+                tracing::warn!(
+                    "event history at {} has an older layout: cleared, it fills again from new events",
+                    path.display()
+                );
+                db.clear()?;
+            }
+            db.insert(FORMAT_KEY, FORMAT)?;
+            db.flush()?;
+        }
         Ok(History { db })
     }
 
@@ -302,42 +829,96 @@ impl History {
         records: impl IntoIterator<Item = &'a [u8]>,
         not_before: u64,
     ) -> Result<usize> {
-        let mut batch = sled::Batch::default();
-        let mut added = 0;
-        let mut seen = std::collections::HashSet::new();
-        // One compression context per call, not per record (creating one costs more than
-        // compressing a record).
-        let Ok(mut compressor) = zstd::bulk::Compressor::new(ZSTD_LEVEL) else {
-            return Ok(0);
-        };
+        let mut seen = HashSet::new();
+        let mut added: Vec<(Summary, &[u8])> = Vec::new();
         for json in records {
-            let Ok(v) = serde_json::from_slice::<Value>(json) else {
+            let Some(s) = summarize_json(json) else {
                 continue;
             };
-            let Some(s) = summarize(&v) else { continue };
             if s.event_time < not_before
-                || !seen.insert(s.event_id.clone())
+                || seen.contains(s.event_id.as_str())
                 || self.db.contains_key(id_key(&s.event_id))?
             {
                 continue;
             }
-            let Ok(packed) = compressor.compress(json) else {
-                continue;
-            };
-            let n = self.db.generate_id()?;
-            let mut value = s.event_time.to_be_bytes().to_vec();
-            value.extend_from_slice(&packed);
-            batch.insert(id_key(&s.event_id), &n.to_be_bytes()[..]);
-            batch.insert(event_key(n), value);
-            for (attr, val) in s.index_values() {
-                batch.insert(index_key(attr, val, s.event_time, n), &[][..]);
+            seen.insert(s.event_id.clone());
+            added.push((s, json));
+        }
+        if added.is_empty() {
+            return Ok(0);
+        }
+        // Neighbours in time share a chunk (a time-range lookup then reads few chunks).
+        added.sort_by_key(|(s, _)| s.event_time);
+        let mut batch = sled::Batch::default();
+        let mut manifest = Manifest::default();
+        let mut numbers = Vec::with_capacity(added.len());
+        let mut cctx = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        let mut raw = Vec::with_capacity(CHUNK_BYTES * 2);
+        let mut i = 0;
+        while i < added.len() {
+            let mut j = i;
+            raw.clear();
+            while j < added.len()
+                && j - i < CHUNK_RECORDS
+                && (j == i || raw.len() + added[j].1.len() <= CHUNK_BYTES)
+            {
+                raw.extend_from_slice(added[j].1);
+                j += 1;
             }
-            added += 1;
+            let c = self.db.generate_id()?;
+            let mut value = Vec::with_capacity(6 + 12 * (j - i) + raw.len() / 3);
+            value.extend_from_slice(&((j - i) as u16).to_be_bytes());
+            value.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+            for (slot, (s, json)) in added[i..j].iter().enumerate() {
+                value.extend_from_slice(&s.event_time.to_be_bytes());
+                value.extend_from_slice(&(json.len() as u32).to_be_bytes());
+                numbers.push(c << 16 | slot as u64);
+            }
+            value.extend_from_slice(&cctx.compress(&raw)?);
+            batch.insert(&chunk_key(c)[..], value);
+            manifest.chunks.push(c);
+            i = j;
         }
-        if added > 0 {
-            self.db.apply_batch(batch)?;
+        let mut postings: HashMap<(u8, &str), Vec<(u64, u64)>> = HashMap::new();
+        for ((s, _), &n) in added.iter().zip(&numbers) {
+            let id = id_key(&s.event_id);
+            batch.insert(&id[..], &n.to_be_bytes()[..]);
+            manifest.ids.push(id);
+            for key in s.index_values() {
+                postings
+                    .entry(key)
+                    .or_default()
+                    .push((u64::MAX - s.event_time, n));
+            }
         }
-        Ok(added)
+        for ((attr, value), mut entries) in postings {
+            entries.sort_unstable();
+            let prefix = index_prefix(attr, value);
+            for (level, group) in split_groups(&entries) {
+                let mut key = Vec::with_capacity(prefix.len() + 17);
+                key.extend_from_slice(&prefix);
+                key.push(level);
+                key.extend_from_slice(&group[0].0.to_be_bytes());
+                key.extend_from_slice(&group[0].1.to_be_bytes());
+                let mut value = Vec::with_capacity(group.len() * ENTRY);
+                for (inv, n) in group {
+                    value.extend_from_slice(&inv.to_be_bytes());
+                    value.extend_from_slice(&n.to_be_bytes());
+                }
+                batch.insert(&key[..], value);
+                manifest.groups.push(key);
+            }
+        }
+        let newest = added.last().map(|(s, _)| s.event_time).unwrap_or_default();
+        let mut key = b"x/".to_vec();
+        key.extend_from_slice(&newest.to_be_bytes());
+        key.extend_from_slice(&manifest.chunks[0].to_be_bytes());
+        let raw = manifest.encode();
+        let mut value = (raw.len() as u64).to_be_bytes().to_vec();
+        value.extend_from_slice(&cctx.compress(&raw)?);
+        batch.insert(key, value);
+        self.db.apply_batch(batch)?;
+        Ok(added.len())
     }
 
     /// Makes every insert so far durable.
@@ -346,37 +927,24 @@ impl History {
         Ok(())
     }
 
-    /// Reads event `n`: (eventTime, JSON), `None` if gone or unreadable.
-    fn read_event(&self, n: u64) -> Result<Option<(u64, Vec<u8>)>> {
-        let Some(stored) = self.db.get(event_key(n))? else {
-            return Ok(None);
-        };
-        let Some(time) = u64_at(&stored) else {
-            return Ok(None);
-        };
-        Ok(zstd::bulk::decompress(&stored[8..], MAX_RECORD)
-            .ok()
-            .map(|json| (time, json)))
-    }
-
     /// Answers one page of `q` from the index of its attribute (`EventId` from `s/`).
     pub fn lookup(&self, q: &Query) -> Result<Page> {
+        let mut page = Page {
+            events: Vec::new(),
+            next: None,
+        };
+        let mut reader = Reader::new(&self.db)?;
         if let Some((Attribute::EventId, id)) = &q.attribute {
-            let mut page = Page {
-                events: Vec::new(),
-                next: None,
-            };
             if q.after.is_some() || q.max_results == 0 {
                 return Ok(page);
             }
             if let Some(n) = self.db.get(id_key(id))?.as_deref().and_then(u64_at)
-                && let Some((time, json)) = self.read_event(n)?
+                && let Some((time, json)) = reader.event(n)?
                 && time >= q.start
                 && time <= q.end
-                && let Ok(v) = serde_json::from_slice::<Value>(&json)
-                && let Some(s) = summarize(&v)
+                && let Some(s) = summarize_json(json)
             {
-                page.events.push((s, json));
+                page.events.push((s, json.to_vec()));
             }
             return Ok(page);
         }
@@ -384,93 +952,124 @@ impl History {
             Some((a, v)) => (*a as u8, v.as_str()),
             None => (0, ""),
         };
-        let mut page = Page {
-            events: Vec::new(),
-            next: None,
-        };
         if value.contains('\0') || q.start > q.end || q.max_results == 0 {
             return Ok(page);
         }
-        let prefix = index_prefix(attr, value);
-        let mut from = prefix.clone();
-        from.extend_from_slice(&(u64::MAX - q.end).to_be_bytes());
-        let mut to = prefix.clone();
-        to.extend_from_slice(&(u64::MAX - q.start).to_be_bytes());
-        to.push(0xff);
-        if let Some(after) = &q.after {
-            let mut resume = prefix.clone();
-            resume.extend_from_slice(after);
-            resume.push(0); // strictly after the last key returned
-            if resume > from {
-                from = resume;
-            }
-        }
-        if from > to {
+        // Entries are (`!eventTime`, n); a page takes those in [lo, hi], after `after`.
+        let after = match &q.after {
+            Some(a) => match (a.get(..8).and_then(u64_at), a.get(8..).and_then(u64_at)) {
+                (Some(inv), Some(n)) if a.len() == ENTRY => Some((inv, n)),
+                _ => return Ok(page),
+            },
+            None => None,
+        };
+        let lo = u64::MAX - q.end;
+        let hi = u64::MAX - q.start;
+        if after.is_some_and(|(inv, _)| inv > hi) {
             return Ok(page);
         }
-        let mut last: Option<Vec<u8>> = None;
-        for item in self.db.range(from..=to) {
-            let (k, _) = item?;
-            let Some(rest) = k.get(prefix.len()..) else {
-                continue;
+        // The newest time a returned entry can have.
+        let newest = after.map_or(q.end, |(inv, _)| q.end.min(u64::MAX - inv));
+        let prefix = index_prefix(attr, value);
+        let mut levels = Vec::with_capacity(SPANS.len());
+        for (level, span) in SPANS.iter().enumerate() {
+            let mut from = prefix.clone();
+            from.push(level as u8);
+            from.extend_from_slice(&(u64::MAX - newest.saturating_add(*span)).to_be_bytes());
+            let mut to = prefix.clone();
+            to.push(level as u8);
+            to.extend_from_slice(&hi.to_be_bytes());
+            to.extend_from_slice(&[0xff; 8]);
+            let mut scan = LevelScan {
+                iter: self.db.range(from..=to),
+                next: None,
             };
-            let Some(n) = rest.get(8..).and_then(u64_at) else {
-                continue;
-            };
-            if page.events.len() == q.max_results {
-                // One more exists: the page ends at the previous key.
-                page.next = last;
-                break;
-            }
-            let Some((_, json)) = self.read_event(n)? else {
-                continue; // expired between the index read and this one
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&json) else {
-                continue;
-            };
-            let Some(s) = summarize(&v) else { continue };
-            last = Some(rest[..16].to_vec());
-            page.events.push((s, json));
+            scan.advance()?;
+            levels.push(scan);
         }
-        Ok(page)
+        let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+        let mut last: Option<(u64, u64)> = None;
+        loop {
+            // The level whose next group is newest; nothing unread is newer than its `M`.
+            let frontier = levels
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| l.next_inv(prefix.len()).map(|inv| (inv, i)))
+                .min();
+            while let Some(&Reverse(entry)) = pending.peek() {
+                if frontier.is_some_and(|(inv, _)| entry.0 >= inv) {
+                    break;
+                }
+                pending.pop();
+                if page.events.len() == q.max_results {
+                    // One more exists: the page ends at the previous entry.
+                    page.next = last.map(|(inv, n)| {
+                        let mut b = inv.to_be_bytes().to_vec();
+                        b.extend_from_slice(&n.to_be_bytes());
+                        b
+                    });
+                    return Ok(page);
+                }
+                let Some((_, json)) = reader.event(entry.1)? else {
+                    continue; // expired between the index read and this one
+                };
+                let Some(s) = summarize_json(json) else {
+                    continue;
+                };
+                page.events.push((s, json.to_vec()));
+                last = Some(entry);
+            }
+            let Some((_, i)) = frontier else {
+                return Ok(page);
+            };
+            if let Some((_, group)) = levels[i].next.take() {
+                for e in group.chunks_exact(ENTRY) {
+                    let (Some(inv), Some(n)) = (u64_at(e), u64_at(&e[8..])) else {
+                        continue;
+                    };
+                    if inv >= lo && inv <= hi && after.is_none_or(|a| (inv, n) > a) {
+                        pending.push(Reverse((inv, n)));
+                    }
+                }
+            }
+            levels[i].advance()?;
+        }
     }
 
-    /// Removes events with `eventTime` before `cutoff` (epoch seconds), at most `limit` per
-    /// call (so one call holds nothing for long). Returns how many were removed.
+    /// Removes the inserts whose newest event is older than `cutoff` (epoch seconds), oldest
+    /// first, until at least `limit` events are removed (so one call holds nothing for long;
+    /// the last insert is taken whole). Returns how many were removed.
     pub fn expire(&self, cutoff: u64, limit: usize) -> Result<usize> {
-        let prefix = index_prefix(0, "");
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        // Oldest first: the end of the attribute-0 range.
-        for item in self.db.scan_prefix(&prefix).rev() {
-            let (k, _) = item?;
-            let Some(rest) = k.get(prefix.len()..) else {
+        let mut any = false;
+        for item in self.db.scan_prefix(b"x/") {
+            let (k, v) = item?;
+            let Some(newest) = k.get(2..).and_then(u64_at) else {
                 continue;
             };
-            let Some(inv) = rest.get(..8).and_then(|b| b.try_into().ok()) else {
-                continue;
-            };
-            let time = u64::MAX - u64::from_be_bytes(inv);
-            if time >= cutoff || n >= limit {
+            if newest >= cutoff || n >= limit {
                 break;
             }
-            let Some(num) = rest.get(8..).and_then(u64_at) else {
-                continue;
-            };
-            if let Some((_, json)) = self.read_event(num)?
-                && let Ok(v) = serde_json::from_slice::<Value>(&json)
-                && let Some(s) = summarize(&v)
+            if let Some(len) = u64_at(&v)
+                && let Ok(raw) = zstd::bulk::decompress(&v[8..], len as usize)
+                && let Some(m) = Manifest::decode(&raw)
             {
-                for (attr, val) in s.index_values() {
-                    batch.remove(index_key(attr, val, s.event_time, num));
+                for id in &m.ids {
+                    batch.remove(&id[..]);
                 }
-                batch.remove(id_key(&s.event_id));
+                for g in &m.groups {
+                    batch.remove(&g[..]);
+                }
+                for c in &m.chunks {
+                    batch.remove(&chunk_key(*c)[..]);
+                }
+                n += m.ids.len();
             }
             batch.remove(k);
-            batch.remove(event_key(num));
-            n += 1;
+            any = true;
         }
-        if n > 0 {
+        if any {
             self.db.apply_batch(batch)?;
         }
         Ok(n)
@@ -611,8 +1210,10 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap(), 30);
-        // Idempotent.
+        // Six inserts of five (the unit of expiry), the first one twice: idempotent.
+        for part in recs.chunks(5) {
+            assert_eq!(h.insert(part.iter().map(|r| r.as_slice()), 0).unwrap(), 5);
+        }
         assert_eq!(h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap(), 0);
         (dir, h)
     }
@@ -699,11 +1300,30 @@ mod tests {
         assert_eq!(seen, (10..30).rev().collect::<Vec<_>>());
     }
 
+    /// Every index entry: (attr, value, eventTime, n).
+    fn entries(h: &History) -> Vec<(u8, Vec<u8>, u64, u64)> {
+        let mut out = Vec::new();
+        for item in h.db.scan_prefix(b"i/") {
+            let (k, v) = item.unwrap();
+            let nul = 3 + k[3..].iter().position(|b| *b == 0).unwrap();
+            for e in v.chunks_exact(ENTRY) {
+                out.push((
+                    k[2],
+                    k[3..nul].to_vec(),
+                    u64::MAX - u64_at(e).unwrap(),
+                    u64_at(&e[8..]).unwrap(),
+                ));
+            }
+        }
+        out
+    }
+
     #[test]
     fn expiry_removes_old_events_and_their_index_entries() {
         let (_d, h) = store();
-        assert_eq!(h.expire(1_800_000_000 + 10, 3).unwrap(), 3);
-        assert_eq!(h.expire(1_800_000_000 + 10, 1000).unwrap(), 7);
+        // Whole inserts of five: the first is past 3, the second reaches an event at 10.
+        assert_eq!(h.expire(1_800_000_000 + 10, 3).unwrap(), 5);
+        assert_eq!(h.expire(1_800_000_000 + 10, 1000).unwrap(), 5);
         assert_eq!(h.expire(1_800_000_000 + 10, 1000).unwrap(), 0);
         let alice = h
             .lookup(&q(Some((Attribute::Username, "alice")), 0, 100, 50))
@@ -711,13 +1331,14 @@ mod tests {
         assert!(alice.events.is_empty());
         // No index entry or id of an expired event is left behind.
         let per_event = 8; // all, name, read-only, user, source, key id, resource type and name
-        assert_eq!(h.db.scan_prefix(b"i/").count(), 20 * per_event);
+        let all = entries(&h);
+        assert_eq!(all.len(), 20 * per_event);
         assert_eq!(h.db.scan_prefix(b"s/").count(), 20);
-        assert_eq!(h.db.scan_prefix(b"e/").count(), 20);
-        for item in h.db.scan_prefix(b"i/") {
-            let (k, _) = item.unwrap();
-            let n = u64_at(&k[k.len() - 8..]).unwrap();
-            assert!(h.db.contains_key(event_key(n)).unwrap(), "{n}");
+        assert_eq!(h.db.scan_prefix(b"x/").count(), 4);
+        let mut reader = Reader::new(&h.db).unwrap();
+        for (_, _, time, n) in all {
+            assert!(time >= 1_800_000_010);
+            assert_eq!(reader.event(n).unwrap().unwrap().0, time, "{n}");
         }
         // Events older than the cutoff are not added again.
         assert_eq!(
@@ -725,6 +1346,158 @@ mod tests {
                 .unwrap(),
             0
         );
+        // Expiring everything leaves only the format marker.
+        assert_eq!(h.expire(u64::MAX, 1000).unwrap(), 20);
+        assert_eq!(h.db.len(), 1);
+    }
+
+    #[test]
+    fn groups_are_cut_by_span_and_size() {
+        // Dense: 3000 entries in 3 seconds, level 0, one group per second (or 1024).
+        let dense: Vec<(u64, u64)> = (0..3000).map(|i| (100 + i / 1000, i)).collect();
+        let groups = split_groups(&dense);
+        assert!(groups.iter().all(|(l, _)| *l == 0), "{groups:?}");
+        assert_eq!(groups.iter().map(|(_, g)| g.len()).sum::<usize>(), 3000);
+        assert!(groups.iter().all(|(_, g)| g.len() <= GROUP_MAX));
+        // Sparse: one entry every 10 s, groups widen until they hold GROUP_MIN, then fill their
+        // level.
+        let sparse: Vec<(u64, u64)> = (0..100).map(|i| (i * 10, i)).collect();
+        let groups = split_groups(&sparse);
+        for (i, (level, g)) in groups.iter().enumerate() {
+            let span = g[g.len() - 1].0 - g[0].0;
+            assert_eq!(level_of(span), Some(*level as usize), "{g:?}");
+            assert!(i == groups.len() - 1 || g.len() >= GROUP_MIN, "{g:?}");
+        }
+        // Farther apart than the widest level: one entry per group.
+        let far: Vec<(u64, u64)> = (0..3).map(|i| (i * 100_000, i)).collect();
+        assert_eq!(split_groups(&far).len(), 3);
+    }
+
+    /// Lookups over many inserts of events out of order, dense and sparse in time, against
+    /// the same filter applied to the events themselves: every page newest first, each event
+    /// once, exactly the matching ones.
+    #[test]
+    fn lookups_match_a_scan_of_all_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let mut seed = 7u64;
+        let mut rand = move |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let mut all = Vec::new();
+        for n in 0..1500u64 {
+            // Half in a burst of a few seconds, half over a day.
+            let off = if n % 2 == 0 {
+                50_000 + rand(4)
+            } else {
+                rand(86_400)
+            };
+            let user = format!("u{}", rand(5));
+            let name = format!("N{}", rand(3));
+            let mut v: Value = serde_json::from_slice(&rec(n, &name, &user, false)).unwrap();
+            v["eventTime"] = json!(groundtrail_common::time::json_time(
+                chrono::DateTime::from_timestamp(1_800_000_000 + off as i64, 0).unwrap()
+            ));
+            all.push((off, n, user, name, serde_json::to_vec(&v).unwrap()));
+        }
+        let mut i = 0;
+        while i < all.len() {
+            let len = 1 + rand(300) as usize;
+            let part = &all[i..(i + len).min(all.len())];
+            h.insert(part.iter().map(|e| e.4.as_slice()), 0).unwrap();
+            i += len;
+        }
+        for round in 0..40 {
+            let attr = match round % 3 {
+                0 => None,
+                1 => Some((Attribute::Username, format!("u{}", rand(5)))),
+                _ => Some((Attribute::EventName, format!("N{}", rand(3)))),
+            };
+            let (start, end) = if round % 4 == 0 {
+                (49_999, 50_002)
+            } else {
+                let a = rand(90_000);
+                let b = rand(90_000);
+                (a.min(b), a.max(b))
+            };
+            let mut want: Vec<(u64, u64)> = all
+                .iter()
+                .filter(|(t, _, user, name, _)| {
+                    *t >= start
+                        && *t <= end
+                        && match &attr {
+                            None => true,
+                            Some((Attribute::Username, v)) => user == v,
+                            Some((_, v)) => name == v,
+                        }
+                })
+                .map(|(t, n, ..)| (*t, *n))
+                .collect();
+            want.sort_unstable_by(|a, b| b.cmp(a));
+            let mut query = Query {
+                attribute: attr.clone(),
+                start: 1_800_000_000 + start,
+                end: 1_800_000_000 + end,
+                max_results: 1 + rand(60) as usize,
+                after: None,
+            };
+            let mut got = Vec::new();
+            loop {
+                let page = h.lookup(&query).unwrap();
+                assert!(page.events.len() <= query.max_results);
+                got.extend(page.events.iter().map(|(s, _)| {
+                    (
+                        s.event_time - 1_800_000_000,
+                        s.event_id[24..].parse::<u64>().unwrap(),
+                    )
+                }));
+                match page.next {
+                    Some(n) => query.after = Some(n),
+                    None => break,
+                }
+            }
+            assert!(
+                got.windows(2).all(|w| w[0].0 >= w[1].0),
+                "newest first: {attr:?} {start}..{end}"
+            );
+            let mut sorted = got.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            assert_eq!(sorted, want, "{attr:?} {start}..{end}");
+        }
+    }
+
+    #[test]
+    fn summarize_json_reads_as_summarize() {
+        let cases = [
+            json!({"eventID": "a", "eventTime": "2027-01-15T08:00:00Z", "eventName": "X",
+                "readOnly": true, "eventSource": "s", "userIdentity": {"userName": "u\\\"q",
+                "accessKeyId": "AK"}, "resources": [{"type": "T", "ARN": "r"}, 5, {"ARN": ""}]}),
+            json!({"eventID": "b", "eventTime": "2027-01-15T08:00:00Z", "userIdentity":
+                {"sessionContext": {"sessionIssuer": {"userName": "role"}}, "arn": "a/b"}}),
+            json!({"eventID": "c", "eventTime": "2027-01-15T08:00:00Z", "userIdentity":
+                {"arn": "arn:aws:iam::1:user/x/y", "principalId": "P"}, "readOnly": "true",
+                "eventName": 5, "resources": {"type": "T"}}),
+            json!({"eventID": "d", "eventTime": "2027-01-15T08:00:00Z", "userIdentity": "x",
+                "eventCategory": "Management", "managementEvent": false}),
+            json!({"eventID": "e", "eventTime": "2027-01-15T08:00:00Z", "managementEvent": false}),
+            json!({"eventID": "f", "eventTime": "2027-01-15T08:00:00Z", "eventCategory": "Data"}),
+            json!({"eventID": "g", "eventTime": "2027-01-15T08:00:00Z", "eventCategory": 1,
+                "userIdentity": {"principalId": "P", "userName": ""}, "eventSource": null}),
+            json!({"eventID": "", "eventTime": "2027-01-15T08:00:00Z"}),
+            json!({"eventID": "h", "eventTime": "yesterday"}),
+            json!({"eventID": "i\u{e9}", "eventTime": "2027-01-15T08:00:00Z",
+                "extra": {"deep": [1, {"eventID": "no"}]}}),
+        ];
+        for case in cases {
+            let text = serde_json::to_vec(&case).unwrap();
+            assert_eq!(summarize_json(&text), summarize(&case), "{case}");
+        }
+        // A duplicate field (which the typed reading refuses) is read through `Value`.
+        let dup = br#"{"eventID": "a", "eventID": "b", "eventTime": "2027-01-15T08:00:00Z"}"#;
+        assert_eq!(summarize_json(dup).unwrap().event_id, "b");
     }
 
     /// The indexer inserts what it is sent and answers a barrier only after that is flushed.

@@ -371,7 +371,7 @@ async fn expire_history(history: Arc<History>, retention: Duration, mut shutdown
         loop {
             let h = history.clone();
             match tokio::task::spawn_blocking(move || h.expire(cutoff, 10_000)).await {
-                Ok(Ok(10_000)) => continue,
+                Ok(Ok(n)) if n >= 10_000 => continue,
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => {
                     tracing::debug!(expired = n, "event history pruned");
