@@ -9,7 +9,9 @@
 //!    covered by a completed flush.
 //! 2. **Records and checkpoint are atomic.** One append is one `sled::Batch` on one tree: after a
 //!    crash either all of its records and its checkpoint are there, or none is. A source that
-//!    resumes from its checkpoint therefore neither loses nor repeats a record.
+//!    resumes from its checkpoint therefore neither loses nor repeats a record. The records of
+//!    one append are stored together, as one *chunk* value (a few chunks for a huge append),
+//!    so that an append costs one sled insert and one zstd frame whatever its size.
 //! 3. **Sequence numbers are per host, strictly increasing, never reused** — across restarts,
 //!    crashes, and even a buffer that had to be quarantined: a fresh buffer starts at the current
 //!    time in microseconds, above anything an earlier buffer on this host can have reached.
@@ -21,7 +23,13 @@
 //! 5. **Deleted only up to the commit point.** Records leave the queue only through
 //!    [`Buffer::ack_up_to`] with the collector's commit point (everything `<=` it), or through
 //!    [`Buffer::set_aside`] (a record the collector refused, moved to a side tree, not deleted).
-//! 6. **Bounded.** The compressed records held never exceed `max_bytes` (except that one append
+//!    A chunk is deleted once *all* its records are acknowledged; until then the records
+//!    `<= acked` inside it are skipped by every reader and not counted (`m acked` is written in
+//!    the same batch as the deletions, so the two agree after a crash). Setting aside a record
+//!    inside a chunk rewrites the chunk without it (the records before it from their own key, the
+//!    records after it under the key of the next one) in the same batch that writes the `x` key.
+//! 6. **Bounded.** The compressed chunks held (a partly acknowledged chunk counts whole, as it
+//!    is stored) never exceed `max_bytes` (except that one append
 //!    is always admitted into an empty buffer, so an oversized append cannot wedge it). When full,
 //!    `block` makes appends wait for space; `drop_newest` refuses the append, counts it, and
 //!    records its sequence range.
@@ -31,7 +39,10 @@
 //!    agent's own CloudTrail records (`RecordsDropped`, `BufferCorruption`, `RecordsRejected`)
 //!    and cleared in one batch. A crash in between loses neither the loss nor its report.
 //! 8. **The agent never crash-loops on its own data.** An undecodable value is removed, counted
-//!    and reported (invariant 7) instead of failing the reader. A directory sled cannot open (or
+//!    and reported (invariant 7) instead of failing the reader: a chunk whose frame does not
+//!    decode (zstd content checksum) is lost as a whole, with the sequence range its header
+//!    names (a header that does not parse counts as one record). Values of the earlier
+//!    one-record-per-key format (`0x01`) are still read, as one-record chunks. A directory sled cannot open (or
 //!    panics on) is renamed to `<dir>.quarantined-<time>` and a fresh buffer starts, with the
 //!    loss reported. Only "locked by another process" is an error: that is another agent.
 //!
@@ -42,12 +53,12 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `r` + seq (u64 big-endian) | record: `0x01`, append time (unix ms, u64 BE), zstd frame (with content checksum) of the record's compact JSON |
+//! | `r` + seq (u64 big-endian) | chunk: the records `seq ..= seq + n - 1` of one append: `0x02`, append time (unix ms, u64 BE), `n` (u32 BE, 1..=4096), zstd frame (with content checksum and content size) of `n` times (length u32 BE, the record's compact JSON) |
 //! | `c` + source name (UTF-8) | the source's checkpoint, opaque bytes |
-//! | `m` `next_seq` | a lower bound of the next sequence number (u64 BE): written at open and whenever numbers are used up without a record key (drops, corrupt entries removed); appends do not write it, the next number is the highest of it, the last `r` key + 1, the last `x` key + 1 and `acked` + 1 |
-//! | `m` `acked` | highest commit point acknowledged by the collector (u64 BE) |
+//! | `m` `next_seq` | a lower bound of the next sequence number (u64 BE): written at open and whenever numbers are used up without a record key (drops, corrupt entries removed); appends do not write it, the next number is the highest of it, the last chunk's last record + 1, the last `x` key + 1 and `acked` + 1 |
+//! | `m` `acked` | highest commit point acknowledged by the collector (u64 BE); records `<=` it in a chunk still stored are gone |
 //! | `m` `loss` | pending loss not yet written as records (JSON [`PendingLoss`]) |
-//! | `x` + seq (u64 BE) | a record the collector refused, moved aside (same value format) |
+//! | `x` + seq (u64 BE) | a record the collector refused, moved aside (a one-record chunk) |
 //!
 //! Big-endian sequence keys make sled's byte order the sequence order.
 //!
@@ -57,9 +68,9 @@
 //! - after `append` returns `Dropped`: the drop is in the pending loss and `next_seq` moved;
 //! - after `ack_up_to` returns: the deletion (a crash before it only means a re-send, which the
 //!   collector de-duplicates by `eventID`);
-//! - the byte and record counts are not stored; they are recomputed by a key scan at open.
+//! - the byte and record counts are not stored; they are recomputed by a scan of the chunk keys
+//!   and headers at open (no decompression).
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,12 +94,23 @@ const META_ACKED: &[u8] = b"macked";
 const META_LOSS: &[u8] = b"mloss";
 const _: () =
     assert!(META_NEXT_SEQ[0] == K_META && META_ACKED[0] == K_META && META_LOSS[0] == K_META);
-const VALUE_VERSION: u8 = 1;
-const VALUE_HEADER: usize = 9;
+/// The earlier format: one record per value (still read).
+const VALUE_SINGLE: u8 = 1;
+const SINGLE_HEADER: usize = 9;
+/// A chunk: the records of one append.
+const VALUE_CHUNK: u8 = 2;
+const CHUNK_HEADER: usize = 13;
+/// Most records in one chunk; a larger append is stored as several chunks in its one batch.
+const MAX_CHUNK_RECORDS: usize = 4096;
+/// zstd level of chunks: the agent is CPU-bound long before the buffer is space-bound, and
+/// whole appends of similar JSON compress well even at level 1.
+const ZSTD_LEVEL: i32 = 1;
 /// sled's page cache.
-const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+const SLED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// A decompressed record larger than this is treated as corrupt (records are <= 256 KB).
 const MAX_DECODED: usize = 16 * 1024 * 1024;
+/// A decompressed chunk larger than this is treated as corrupt.
+const MAX_CHUNK_DECODED: usize = 256 * 1024 * 1024;
 /// Most sequence ranges kept per loss kind; beyond, only counts grow (`rangesTruncated`).
 const MAX_RANGES: usize = 64;
 /// Most refused records described in one pending loss.
@@ -284,6 +306,11 @@ struct Inner {
     opts: BufferOptions,
     id: AgentIdentity,
     state: Mutex<State>,
+    /// `State::acked`, for readers that do not take the state lock.
+    acked: AtomicU64,
+    /// One zstd context each way, reused by every append and read (not one per thread).
+    compressor: Mutex<zstd::bulk::Compressor<'static>>,
+    decompressor: Mutex<zstd::bulk::Decompressor<'static>>,
     /// Highest sequence number whose batch has been applied (not necessarily flushed).
     written: AtomicU64,
     /// Highest sequence number covered by a completed flush.
@@ -358,50 +385,49 @@ fn now_us() -> u64 {
         .unwrap_or(1)
 }
 
-thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// Encodes one record's JSON as a buffer value.
-pub fn encode_value(json: &[u8], appended_ms: u64) -> Result<Vec<u8>, BufferError> {
-    COMPRESSOR.with(|c| {
-        let mut slot = c.borrow_mut();
-        if slot.is_none() {
-            let mut z = zstd::bulk::Compressor::new(3)
-                .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
-            z.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-                .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
-            *slot = Some(z);
+/// The number of records a stored chunk holds, from its header alone; 1 when the header does
+/// not parse. Opening, acknowledging and discarding all count with this one function, so the
+/// counters stay consistent even for a damaged value.
+fn chunk_len(v: &[u8]) -> u64 {
+    if v.len() > CHUNK_HEADER && v[0] == VALUE_CHUNK {
+        let n = u64::from(u32::from_be_bytes([v[9], v[10], v[11], v[12]]));
+        if (1..=MAX_CHUNK_RECORDS as u64).contains(&n) {
+            return n;
         }
-        let z = slot.as_mut().ok_or(BufferError::Closed)?;
-        let frame = z
-            .compress(json)
-            .map_err(|e| BufferError::Storage(format!("zstd: {e}")))?;
-        let mut v = Vec::with_capacity(VALUE_HEADER + frame.len());
-        v.push(VALUE_VERSION);
-        v.extend_from_slice(&appended_ms.to_be_bytes());
-        v.extend_from_slice(&frame);
-        Ok(v)
-    })
-}
-
-/// Decodes a buffer value; `None` if it is not one (corrupt).
-pub fn decode_value(v: &[u8]) -> Option<(u64, Vec<u8>)> {
-    if v.len() <= VALUE_HEADER || v[0] != VALUE_VERSION {
-        return None;
     }
-    let appended_ms = u64_of(&v[1..VALUE_HEADER])?;
-    let json = DECOMPRESSOR.with(|d| {
-        let mut slot = d.borrow_mut();
-        if slot.is_none() {
-            *slot = zstd::bulk::Decompressor::new().ok();
-        }
-        slot.as_mut()?
-            .decompress(&v[VALUE_HEADER..], MAX_DECODED)
-            .ok()
-    })?;
-    Some((appended_ms, json))
+    1
+}
+
+/// The append time in a value's header (both formats).
+fn appended_ms_of(v: &[u8]) -> Option<u64> {
+    v.get(1..SINGLE_HEADER).and_then(u64_of)
+}
+
+/// The last sequence number of the chunk at `first` holding `n` records.
+fn chunk_last(first: u64, n: u64) -> u64 {
+    first.saturating_add(n.saturating_sub(1))
+}
+
+/// How many records of the chunk `first ..= first + n - 1` are still in the queue (`> acked`).
+fn live(first: u64, n: u64, acked: u64) -> u64 {
+    let last = chunk_last(first, n);
+    if last <= acked {
+        0
+    } else {
+        last - first.max(acked.saturating_add(1)) + 1
+    }
+}
+
+fn zstd_err(e: std::io::Error) -> BufferError {
+    BufferError::Storage(format!("zstd: {e}"))
+}
+
+/// A chunk read back that cannot be decoded: removed and reported as loss.
+struct Corrupt {
+    key: Vec<u8>,
+    first: Option<u64>,
+    n: u64,
+    len: u64,
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -425,11 +451,13 @@ fn try_open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
     let dir = dir.to_path_buf();
     // sled 0.34 panics on some kinds of damage instead of returning an error.
     // sled's default page cache is 1 GiB; the agent must stay small on edge devices, and the
-    // buffer is read once, front to back, so a small cache costs nothing.
+    // buffer is read once, front to back, so a small cache costs nothing. Every change is
+    // flushed explicitly (invariant 1), so sled's own periodic flusher thread is not needed.
     let open = move || {
         sled::Config::new()
             .path(dir)
             .cache_capacity(SLED_CACHE_BYTES)
+            .flush_every_ms(None)
             .open()
     };
     match std::panic::catch_unwind(open) {
@@ -499,7 +527,9 @@ impl Buffer {
         };
         let tree = db.open_tree(TREE)?;
 
-        // Recover the counters with a key scan; values are decoded lazily by read_from.
+        // Recover the counters with a scan of keys and chunk headers; chunks are decompressed
+        // lazily by read_from.
+        let acked = tree.get(META_ACKED)?.and_then(|v| u64_of(&v)).unwrap_or(0);
         let mut bytes = 0u64;
         let mut count = 0u64;
         let mut last_seq = 0u64;
@@ -507,10 +537,11 @@ impl Buffer {
         for item in tree.scan_prefix([K_RECORD]) {
             let (k, v) = item?;
             match seq_of(&k) {
-                Some(seq) => {
+                Some(first) => {
+                    let n = chunk_len(&v);
                     bytes += v.len() as u64;
-                    count += 1;
-                    last_seq = seq;
+                    count += live(first, n, acked);
+                    last_seq = chunk_last(first, n);
                 }
                 None => bad_keys.push(k),
             }
@@ -523,7 +554,6 @@ impl Buffer {
             last_aside = last_aside.max(seq_of(&k).unwrap_or(0));
         }
         let stored_next = tree.get(META_NEXT_SEQ)?.and_then(|v| u64_of(&v));
-        let acked = tree.get(META_ACKED)?.and_then(|v| u64_of(&v)).unwrap_or(0);
         let mut loss: PendingLoss = match tree.get(META_LOSS)? {
             Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "pending-loss entry unreadable; reporting it as corruption");
@@ -534,7 +564,7 @@ impl Buffer {
             }),
             None => PendingLoss::default(),
         };
-        let fresh = stored_next.is_none() && count == 0;
+        let fresh = stored_next.is_none() && last_seq == 0;
         let next_seq = if fresh {
             // Invariant 3: above anything an earlier buffer on this host can have reached.
             now_us().max(1)
@@ -564,6 +594,11 @@ impl Buffer {
 
         report.depth = count;
         let last = next_seq - 1;
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_err)?;
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .map_err(zstd_err)?;
+        let decompressor = zstd::bulk::Decompressor::new().map_err(zstd_err)?;
         let inner = Inner {
             db,
             tree,
@@ -577,6 +612,9 @@ impl Buffer {
                 set_aside,
                 loss,
             }),
+            acked: AtomicU64::new(acked),
+            compressor: Mutex::new(compressor),
+            decompressor: Mutex::new(decompressor),
             written: AtomicU64::new(last),
             durable: AtomicU64::new(last),
             flush_lock: Mutex::new(()),
@@ -603,6 +641,84 @@ impl Buffer {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Encodes records (compact JSON) as one chunk value.
+    fn encode_chunk<J: AsRef<[u8]>>(
+        &self,
+        jsons: &[J],
+        appended_ms: u64,
+    ) -> Result<Vec<u8>, BufferError> {
+        debug_assert!(!jsons.is_empty() && jsons.len() <= MAX_CHUNK_RECORDS);
+        let size: usize = jsons.iter().map(|j| 4 + j.as_ref().len()).sum();
+        let mut payload = Vec::with_capacity(size);
+        for j in jsons {
+            let j = j.as_ref();
+            let len = u32::try_from(j.len())
+                .map_err(|_| BufferError::Storage("record larger than 4 GiB".into()))?;
+            payload.extend_from_slice(&len.to_be_bytes());
+            payload.extend_from_slice(j);
+        }
+        let frame = self
+            .inner
+            .compressor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .compress(&payload)
+            .map_err(zstd_err)?;
+        let mut v = Vec::with_capacity(CHUNK_HEADER + frame.len());
+        v.push(VALUE_CHUNK);
+        v.extend_from_slice(&appended_ms.to_be_bytes());
+        v.extend_from_slice(&(jsons.len() as u32).to_be_bytes());
+        v.extend_from_slice(&frame);
+        Ok(v)
+    }
+
+    /// Encodes records as chunks of at most [`MAX_CHUNK_RECORDS`]: (value, records in it).
+    fn encode_chunks<J: AsRef<[u8]>>(
+        &self,
+        jsons: &[J],
+        appended_ms: u64,
+    ) -> Result<Vec<(Vec<u8>, u64)>, BufferError> {
+        jsons
+            .chunks(MAX_CHUNK_RECORDS)
+            .map(|c| Ok((self.encode_chunk(c, appended_ms)?, c.len() as u64)))
+            .collect()
+    }
+
+    /// Decodes a chunk (or an earlier one-record value): its append time and its records'
+    /// JSON in sequence order; `None` if it is not one (corrupt).
+    fn decode_chunk(&self, v: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
+        let appended_ms = appended_ms_of(v)?;
+        let mut d = self
+            .inner
+            .decompressor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match v[0] {
+            VALUE_SINGLE if v.len() > SINGLE_HEADER => {
+                let json = d.decompress(&v[SINGLE_HEADER..], MAX_DECODED).ok()?;
+                Some((appended_ms, vec![json]))
+            }
+            VALUE_CHUNK if v.len() > CHUNK_HEADER => {
+                let n = chunk_len(v) as usize;
+                if n as u32 != u32::from_be_bytes([v[9], v[10], v[11], v[12]]) {
+                    return None;
+                }
+                let payload = d.decompress(&v[CHUNK_HEADER..], MAX_CHUNK_DECODED).ok()?;
+                drop(d);
+                let mut out = Vec::with_capacity(n);
+                let mut rest = payload.as_slice();
+                while rest.len() >= 4 {
+                    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    let json = rest.get(4..4 + len)?;
+                    out.push(json.to_vec());
+                    rest = &rest[4 + len..];
+                }
+                (rest.is_empty() && out.len() == n).then_some((appended_ms, out))
+            }
+            _ => None,
+        }
     }
 
     /// Waits until every write applied so far with a sequence number `<= seq` is on disk;
@@ -646,25 +762,22 @@ impl Buffer {
         state.bytes == 0 || state.bytes.saturating_add(extra) <= self.inner.opts.max_bytes
     }
 
-    /// Encodes the pending-loss records with sequence numbers from `state.next_seq` on. Returns
-    /// the batch entries and their bytes; nothing is changed.
-    fn loss_entries(&self, state: &State, now: u64) -> Result<(Vec<Vec<u8>>, u64), BufferError> {
+    /// Encodes the pending-loss records as one chunk (to go at `state.next_seq`). Returns the
+    /// value and its record count; nothing is changed.
+    fn loss_chunk(&self, state: &State, now: u64) -> Result<Option<(Vec<u8>, u64)>, BufferError> {
         if state.loss.is_empty() {
-            return Ok((Vec::new(), 0));
+            return Ok(None);
         }
         let records = state.loss.records(
             &self.inner.id,
             self.inner.opts.full_policy,
             self.inner.opts.max_bytes,
         );
-        let mut values = Vec::with_capacity(records.len());
-        let mut bytes = 0;
-        for r in records {
-            let v = encode_value(&r.to_json(), now)?;
-            bytes += v.len() as u64;
-            values.push(v);
+        if records.is_empty() {
+            return Ok(None);
         }
-        Ok((values, bytes))
+        let jsons: Vec<Vec<u8>> = records.iter().map(Record::to_json).collect();
+        Ok(Some((self.encode_chunk(&jsons, now)?, jsons.len() as u64)))
     }
 
     /// One append attempt, without waiting (blocking I/O: call from a blocking context).
@@ -677,25 +790,25 @@ impl Buffer {
             return Err(BufferError::Closed);
         }
         let now = now_ms();
-        let mut values = Vec::with_capacity(records.len());
-        let mut new_bytes = 0u64;
-        for r in records {
-            let v = encode_value(&r.to_json(), now)?;
-            new_bytes += v.len() as u64;
-            values.push(v);
-        }
+        // Encoded before taking the state lock, so that concurrent appenders compress in
+        // parallel with each other's sled work.
+        let jsons: Vec<Vec<u8>> = records.iter().map(Record::to_json).collect();
+        let chunks = self.encode_chunks(&jsons, now)?;
+        drop(jsons);
+        let new_bytes: u64 = chunks.iter().map(|(v, _)| v.len() as u64).sum();
         let mut st = self.state();
-        let (mut loss_values, mut loss_bytes) = self.loss_entries(&st, now)?;
-        if !loss_values.is_empty() && !self.fits(&st, new_bytes + loss_bytes) {
+        let mut loss = self.loss_chunk(&st, now)?;
+        let mut loss_bytes = loss.as_ref().map_or(0, |(v, _)| v.len() as u64);
+        if loss.is_some() && !self.fits(&st, new_bytes + loss_bytes) {
             // Report the loss later (after the next ack) rather than refuse these records.
-            loss_values.clear();
+            loss = None;
             loss_bytes = 0;
         }
-        if !values.is_empty() && !self.fits(&st, new_bytes + loss_bytes) {
+        if !records.is_empty() && !self.fits(&st, new_bytes + loss_bytes) {
             return match self.inner.opts.full_policy {
                 FullPolicy::Block => Ok(Appended::Full),
                 FullPolicy::DropNewest => {
-                    let (outcome, wrote) = self.drop_locked(&mut st, values.len() as u64, now)?;
+                    let (outcome, wrote) = self.drop_locked(&mut st, records.len() as u64, now)?;
                     drop(st);
                     self.flush_now()?;
                     if wrote {
@@ -708,10 +821,10 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         let mut seq = st.next_seq;
         let mut added = 0u64;
-        for v in loss_values.into_iter().chain(values) {
+        for (v, n) in loss.into_iter().chain(chunks) {
             batch.insert(&rkey(seq), v);
-            seq += 1;
-            added += 1;
+            seq += n;
+            added += n;
         }
         let n_loss = added - records.len() as u64;
         if n_loss > 0 {
@@ -720,7 +833,7 @@ impl Buffer {
         if let Some(cp) = checkpoint {
             batch.insert(ckey(&cp.source), cp.state.as_slice());
         }
-        // No `next_seq` write: the record keys themselves carry the numbering (see open).
+        // No `next_seq` write: the chunk keys and headers carry the numbering (see open).
         self.inner.tree.apply_batch(batch)?;
         let range = (!records.is_empty()).then(|| (seq - records.len() as u64, seq - 1));
         st.next_seq = seq;
@@ -781,21 +894,21 @@ impl Buffer {
 
     /// Writes the pending loss as records if it fits. The caller flushes.
     fn write_loss_locked(&self, st: &mut State, now: u64) -> Result<bool, BufferError> {
-        let (values, bytes) = self.loss_entries(st, now)?;
-        if values.is_empty() || !self.fits(st, bytes) {
+        let Some((value, n)) = self.loss_chunk(st, now)? else {
+            return Ok(false);
+        };
+        let bytes = value.len() as u64;
+        if !self.fits(st, bytes) {
             return Ok(false);
         }
         let mut batch = sled::Batch::default();
-        let mut seq = st.next_seq;
-        for v in &values {
-            batch.insert(&rkey(seq), v.as_slice());
-            seq += 1;
-        }
+        batch.insert(&rkey(st.next_seq), value);
         batch.remove(META_LOSS);
         self.inner.tree.apply_batch(batch)?;
+        let seq = st.next_seq + n;
         st.next_seq = seq;
         st.bytes += bytes;
-        st.count += values.len() as u64;
+        st.count += n;
         st.loss = PendingLoss::default();
         self.inner.written.fetch_max(seq - 1, Ordering::AcqRel);
         Ok(true)
@@ -857,36 +970,68 @@ impl Buffer {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, BufferError> {
         let durable = self.inner.durable.load(Ordering::Acquire);
+        let start = from.max(self.inner.acked.load(Ordering::Acquire).saturating_add(1));
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut corrupt = Vec::new();
-        for item in self.inner.tree.range(rkey(from)..=rkey(u64::MAX)) {
+        // The chunk holding `start` begins at or before it.
+        let begin = match self.inner.tree.range(rkey(0)..=rkey(start)).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                if seq_of(&k).is_some() {
+                    k.to_vec()
+                } else {
+                    rkey(start).to_vec()
+                }
+            }
+            None => rkey(start).to_vec(),
+        };
+        'chunks: for item in self.inner.tree.range(begin..=rkey(u64::MAX).to_vec()) {
             let (k, v) = item?;
-            let Some(seq) = seq_of(&k) else {
-                corrupt.push((k.to_vec(), None, 0));
+            let Some(first) = seq_of(&k) else {
+                corrupt.push(Corrupt {
+                    key: k.to_vec(),
+                    first: None,
+                    n: 0,
+                    len: v.len() as u64,
+                });
                 continue;
             };
-            if seq > durable {
+            if first > durable {
                 break;
             }
-            match decode_value(&v) {
-                Some((appended_ms, json)) => {
-                    if !out.is_empty()
-                        && (out.len() >= max_records || bytes + json.len() > max_bytes)
-                    {
-                        break;
-                    }
-                    bytes += json.len();
-                    out.push(Entry {
-                        seq,
-                        appended_ms,
-                        json,
-                    });
+            let n = chunk_len(&v);
+            if chunk_last(first, n) < start {
+                continue;
+            }
+            let Some((appended_ms, jsons)) = self.decode_chunk(&v) else {
+                corrupt.push(Corrupt {
+                    key: k.to_vec(),
+                    first: Some(first),
+                    n,
+                    len: v.len() as u64,
+                });
+                continue;
+            };
+            for (seq, json) in (first..).zip(jsons) {
+                if seq < start {
+                    continue;
                 }
-                None => corrupt.push((k.to_vec(), Some(seq), v.len() as u64)),
-            }
-            if out.len() >= max_records {
-                break;
+                if seq > durable {
+                    break 'chunks;
+                }
+                if !out.is_empty() && (out.len() >= max_records || bytes + json.len() > max_bytes) {
+                    break 'chunks;
+                }
+                bytes += json.len();
+                out.push(Entry {
+                    seq,
+                    appended_ms,
+                    json,
+                });
+                if out.len() >= max_records {
+                    break 'chunks;
+                }
             }
         }
         if !corrupt.is_empty() {
@@ -895,24 +1040,36 @@ impl Buffer {
         Ok(out)
     }
 
-    fn discard_corrupt(
-        &self,
-        corrupt: Vec<(Vec<u8>, Option<u64>, u64)>,
-    ) -> Result<(), BufferError> {
+    fn discard_corrupt(&self, corrupt: Vec<Corrupt>) -> Result<(), BufferError> {
         let mut st = self.state();
         let mut loss = st.loss.clone();
         let mut batch = sled::Batch::default();
         let mut freed = 0;
+        let mut lost = 0;
         let mut truncated = loss.ranges_truncated;
-        for (key, seq, len) in &corrupt {
-            tracing::error!(seq = ?seq, "corrupt buffer entry skipped");
-            batch.remove(key.as_slice());
-            loss.corrupt += 1;
-            freed += len;
-            if let Some(s) = seq {
-                PendingLoss::add_range(&mut loss.corrupt_ranges, &mut truncated, (*s, *s));
+        for c in &corrupt {
+            tracing::error!(first_seq = ?c.first, records = c.n, "corrupt buffer entry skipped");
+            batch.remove(c.key.as_slice());
+            freed += c.len;
+            match c.first {
+                Some(first) => {
+                    let n = live(first, c.n, st.acked);
+                    if n > 0 {
+                        let last = chunk_last(first, c.n);
+                        PendingLoss::add_range(
+                            &mut loss.corrupt_ranges,
+                            &mut truncated,
+                            (last + 1 - n, last),
+                        );
+                    }
+                    lost += n;
+                    st.count = st.count.saturating_sub(n);
+                }
+                // A key that is not a chunk key: one entry, not counted in the depth.
+                None => lost += 1,
             }
         }
+        loss.corrupt += lost;
         loss.ranges_truncated = truncated;
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
         // The removed keys may have been the highest: keep their numbers used.
@@ -920,10 +1077,7 @@ impl Buffer {
         self.inner.tree.apply_batch(batch)?;
         st.loss = loss;
         st.bytes = st.bytes.saturating_sub(freed);
-        st.count = st.count.saturating_sub(corrupt.len() as u64);
-        self.inner
-            .corrupt_total
-            .fetch_add(corrupt.len() as u64, Ordering::Relaxed);
+        self.inner.corrupt_total.fetch_add(lost, Ordering::Relaxed);
         let wrote = self.write_loss_locked(&mut st, now_ms())?;
         drop(st);
         self.flush_now()?;
@@ -935,7 +1089,8 @@ impl Buffer {
     }
 
     /// Deletes every record with a sequence number `<= commit` (the collector's commit point),
-    /// then reports pending loss if there is now room. Returns the number of records deleted.
+    /// then reports pending loss if there is now room. Returns the number of records that left
+    /// the queue. A chunk only partly covered stays stored, its acknowledged records skipped.
     pub fn ack_up_to(&self, commit: u64) -> Result<u64, BufferError> {
         let mut st = self.state();
         if commit >= st.next_seq {
@@ -947,16 +1102,26 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         let mut freed = 0u64;
         let mut removed = 0u64;
+        let old = st.acked;
+        let acked = old.max(commit);
         for item in self.inner.tree.range(rkey(0)..=rkey(commit)) {
             let (k, v) = item?;
-            batch.remove(k);
-            freed += v.len() as u64;
-            removed += 1;
+            let Some(first) = seq_of(&k) else {
+                batch.remove(k);
+                freed += v.len() as u64;
+                continue;
+            };
+            let n = chunk_len(&v);
+            removed += live(first, n, old) - live(first, n, acked);
+            if chunk_last(first, n) <= acked {
+                batch.remove(k);
+                freed += v.len() as u64;
+            }
         }
-        let acked = st.acked.max(commit);
         batch.insert(META_ACKED, &acked.to_be_bytes());
         self.inner.tree.apply_batch(batch)?;
         st.acked = acked;
+        self.inner.acked.store(acked, Ordering::Release);
         st.bytes = st.bytes.saturating_sub(freed);
         st.count = st.count.saturating_sub(removed);
         let wrote = self.write_loss_locked(&mut st, now_ms())?;
@@ -978,11 +1143,48 @@ impl Buffer {
         message: &str,
     ) -> Result<bool, BufferError> {
         let mut st = self.state();
-        let Some(value) = self.inner.tree.get(rkey(seq))? else {
+        if seq <= st.acked {
+            return Ok(false);
+        }
+        let Some(item) = self.inner.tree.range(rkey(0)..=rkey(seq)).next_back() else {
             return Ok(false);
         };
-        let event_id = decode_value(&value).and_then(|(_, json)| {
-            serde_json::from_slice::<serde_json::Value>(&json)
+        let (key, value) = item?;
+        let Some(first) = seq_of(&key) else {
+            return Ok(false);
+        };
+        if chunk_last(first, chunk_len(&value)) < seq {
+            return Ok(false);
+        }
+        // An undecodable chunk cannot be split; the next read removes and reports it.
+        let Some((appended_ms, jsons)) = self.decode_chunk(&value) else {
+            return Ok(false);
+        };
+        let idx = (seq - first) as usize;
+        let mut batch = sled::Batch::default();
+        batch.remove(&key);
+        let mut kept = 0u64;
+        // The records before it (still queued) under their first key, the ones after it under
+        // the next key: the chunk without it.
+        let lo = first.max(st.acked + 1);
+        if lo < seq {
+            let v = self.encode_chunk(&jsons[(lo - first) as usize..idx], appended_ms)?;
+            kept += v.len() as u64;
+            batch.insert(&rkey(lo), v);
+        }
+        for (i, (v, n)) in self
+            .encode_chunks(&jsons[idx + 1..], appended_ms)?
+            .into_iter()
+            .enumerate()
+        {
+            let at = seq + 1 + i as u64 * MAX_CHUNK_RECORDS as u64;
+            debug_assert!(n >= 1);
+            kept += v.len() as u64;
+            batch.insert(&rkey(at), v);
+        }
+        let aside = self.encode_chunk(&jsons[idx..=idx], appended_ms)?;
+        let event_id = Some(&jsons[idx]).and_then(|json| {
+            serde_json::from_slice::<serde_json::Value>(json)
                 .ok()?
                 .get("eventID")?
                 .as_str()
@@ -1001,13 +1203,11 @@ impl Buffer {
         } else {
             loss.rejected_truncated += 1;
         }
-        let mut batch = sled::Batch::default();
-        batch.remove(&rkey(seq));
-        batch.insert(&xkey(seq), value.clone());
+        batch.insert(&xkey(seq), aside);
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
         self.inner.tree.apply_batch(batch)?;
         st.loss = loss;
-        st.bytes = st.bytes.saturating_sub(value.len() as u64);
+        st.bytes = st.bytes.saturating_sub(value.len() as u64) + kept;
         st.count = st.count.saturating_sub(1);
         st.set_aside += 1;
         self.inner.rejected_total.fetch_add(1, Ordering::Relaxed);
@@ -1026,12 +1226,12 @@ impl Buffer {
         let mut out = Vec::new();
         for item in self.inner.tree.scan_prefix([K_ASIDE]) {
             let (k, v) = item?;
-            if let (Some(seq), Some((appended_ms, json))) = (seq_of(&k), decode_value(&v)) {
-                out.push(Entry {
+            if let (Some(seq), Some((appended_ms, jsons))) = (seq_of(&k), self.decode_chunk(&v)) {
+                out.extend((seq..).zip(jsons).map(|(seq, json)| Entry {
                     seq,
                     appended_ms,
                     json,
-                });
+                }));
             }
         }
         Ok(out)
@@ -1059,16 +1259,18 @@ impl Buffer {
         self.inner.closed.store(false, Ordering::Release);
     }
 
+    /// Records in the queue (cheap: no scan).
+    pub fn depth(&self) -> u64 {
+        self.state().count
+    }
+
     /// A snapshot of the counters.
     pub fn status(&self) -> BufferStatus {
         let st = self.state();
         let (oldest_seq, oldest_age_ms) = match self.inner.tree.scan_prefix([K_RECORD]).next() {
             Some(Ok((k, v))) => {
-                let age = v
-                    .get(1..VALUE_HEADER)
-                    .and_then(u64_of)
-                    .map(|t| now_ms().saturating_sub(t));
-                (seq_of(&k), age)
+                let age = appended_ms_of(&v).map(|t| now_ms().saturating_sub(t));
+                (seq_of(&k).map(|s| s.max(st.acked + 1)), age)
             }
             _ => (None, None),
         };
@@ -1447,8 +1649,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b");
         let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
-        b.try_append(&(0..4).map(rec).collect::<Vec<_>>(), None)
-            .unwrap();
+        // One record per append: one chunk each.
+        for i in 0..4 {
+            b.try_append(&[rec(i)], None).unwrap();
+        }
         let entries = all(&b);
         let bad = entries[1].seq;
         // Damage the stored value: valid header, garbage where the zstd frame was.
@@ -1575,6 +1779,155 @@ mod tests {
             sink.append(vec![rec(4)], None).await.unwrap_err(),
             SinkError::Closed
         ));
+    }
+
+    /// Invariants 2, 5 and 6 for chunks: one append is one chunk; a partly acknowledged chunk
+    /// stays stored but its acknowledged records are neither read nor counted, across reopen;
+    /// it is deleted once fully acknowledged.
+    #[test]
+    fn partly_acknowledged_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..10).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        b.try_append(&(10..12).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        assert_eq!(b.raw_tree().scan_prefix([K_RECORD]).count(), 2);
+        let e = all(&b);
+        assert_eq!(e.len(), 12);
+        assert_eq!(b.ack_up_to(e[3].seq).unwrap(), 4);
+        assert_eq!(all(&b), e[4..].to_vec());
+        assert_eq!(
+            b.read_from(e[6].seq, 2, usize::MAX).unwrap(),
+            e[6..8].to_vec()
+        );
+        assert_eq!(b.read_from(0, 1, usize::MAX).unwrap(), e[4..5].to_vec());
+        let st = b.status();
+        assert_eq!((st.depth, st.oldest_seq), (8, Some(e[4].seq)));
+        drop(b);
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(report.depth, 8);
+        assert_eq!(all(&b), e[4..].to_vec());
+        assert_eq!(b.status().bytes, st.bytes);
+        // The first chunk goes once all of it is acknowledged; the second one stays.
+        assert_eq!(b.ack_up_to(e[10].seq).unwrap(), 7);
+        assert_eq!(b.raw_tree().scan_prefix([K_RECORD]).count(), 1);
+        assert_eq!(all(&b), e[11..].to_vec());
+        assert_eq!(b.status().depth, 1);
+        assert_eq!(b.ack_up_to(e[11].seq).unwrap(), 1);
+        let st = b.status();
+        assert_eq!((st.depth, st.bytes, st.oldest_seq), (0, 0, None));
+    }
+
+    /// Invariants 5 and 6: setting aside a record inside a partly acknowledged chunk keeps every
+    /// other record of it, in order, under consistent counters, across reopen.
+    #[test]
+    fn set_aside_inside_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..8).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        let e = all(&b);
+        b.ack_up_to(e[1].seq).unwrap();
+        assert!(b.set_aside(e[4].seq, "InvalidData", "x").unwrap());
+        assert!(!b.set_aside(e[0].seq, "InvalidData", "acked").unwrap());
+        assert_eq!(b.set_aside_records().unwrap(), vec![e[4].clone()]);
+        let want: Vec<Entry> = [2, 3, 5, 6, 7].iter().map(|&i| e[i].clone()).collect();
+        let got = all(&b);
+        assert_eq!(got[..5], want[..]);
+        assert_eq!(names(&got[5..]), vec!["RecordsRejected"]);
+        // Set aside the first and the last remaining records too.
+        assert!(b.set_aside(e[2].seq, "InvalidData", "x").unwrap());
+        assert!(b.set_aside(e[7].seq, "InvalidData", "x").unwrap());
+        let got: Vec<Entry> = all(&b).into_iter().filter(|x| x.seq <= e[7].seq).collect();
+        assert_eq!(got, vec![e[3].clone(), e[5].clone(), e[6].clone()]);
+        let st = b.status();
+        drop(b);
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        let st2 = b.status();
+        assert_eq!(
+            (st.depth, st.bytes, st.set_aside),
+            (st2.depth, st2.bytes, 3)
+        );
+        assert_eq!(b.set_aside_records().unwrap().len(), 3);
+    }
+
+    /// Invariant 8 for a chunk: a damaged frame loses the whole chunk, counted with the range
+    /// its header names (minus what was already acknowledged).
+    #[test]
+    fn corrupt_chunk_is_reported_with_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&(0..5).map(rec).collect::<Vec<_>>(), None)
+            .unwrap();
+        b.try_append(&[rec(5)], None).unwrap();
+        let e = all(&b);
+        b.ack_up_to(e[0].seq).unwrap();
+        let mut v = b.raw_tree().get(rkey(e[0].seq)).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 4..].copy_from_slice(b"\xde\xad\xbe\xef");
+        b.raw_tree().insert(rkey(e[0].seq), v).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(report.depth, 5);
+        assert_eq!(all(&b), vec![e[5].clone()]);
+        let got = all(&b);
+        assert_eq!(names(&got), vec!["TestEvent", "BufferCorruption"]);
+        let p = &json_of(&got[1])["requestParameters"];
+        assert_eq!(p["corruptEntries"], 4);
+        assert_eq!(p["seqRanges"], json!([[e[1].seq, e[4].seq]]));
+        assert_eq!(b.status().depth, 2);
+    }
+
+    /// Invariant 8: a value of the earlier one-record format is still read.
+    #[test]
+    fn earlier_one_record_values_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let (b, _) = open(&path, 1 << 20, FullPolicy::Block);
+        b.try_append(&[rec(0)], None).unwrap();
+        let seq = b.status().next_seq;
+        let json = rec(1).to_json();
+        let mut v = vec![VALUE_SINGLE];
+        v.extend_from_slice(&7u64.to_be_bytes());
+        v.extend_from_slice(&zstd::bulk::compress(&json, 3).unwrap());
+        b.raw_tree().insert(rkey(seq), v).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let (b, report) = open(&path, 1 << 20, FullPolicy::Block);
+        assert_eq!(report.depth, 2);
+        let got = all(&b);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[1].seq, got[1].appended_ms, &got[1].json),
+            (seq, 7, &json)
+        );
+        assert_eq!(b.status().next_seq, seq + 1);
+    }
+
+    /// An append larger than one chunk is several chunks in one batch, read back in order.
+    #[test]
+    fn a_huge_append_is_several_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 30, FullPolicy::Block);
+        let n = MAX_CHUNK_RECORDS + 10;
+        let Appended::Stored(Some((f, l))) = b
+            .try_append(&(0..n as u64).map(rec).collect::<Vec<_>>(), None)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(l - f + 1, n as u64);
+        assert_eq!(b.raw_tree().scan_prefix([K_RECORD]).count(), 2);
+        let e = all(&b);
+        assert_eq!(e.len(), n);
+        assert!(e.iter().enumerate().all(|(i, x)| x.seq == f + i as u64));
+        assert!(b.set_aside(f + 5, "InvalidData", "x").unwrap());
+        assert_eq!(all(&b).len(), n);
     }
 
     /// Invariant 6: the byte accounting matches what is stored, across reopen.

@@ -253,10 +253,28 @@ impl Shipper {
             if now >= due_ms {
                 return Ok(entries);
             }
-            let wait = Duration::from_millis(due_ms - now);
-            tokio::select! {
-                _ = appended => {}
-                _ = tokio::time::sleep(wait) => return self.reread(max_records, max_bytes).await,
+            // Until the batch is due, an append only matters once it can have filled the batch:
+            // judge that from the depth and the mean record size so far instead of reading the
+            // buffer again on every append (that was most of the agent's CPU at a steady trickle).
+            let per_record = bytes / entries.len();
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(due_ms - now);
+            drop(entries);
+            loop {
+                tokio::select! {
+                    _ = &mut appended => {}
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return self.reread(max_records, max_bytes).await;
+                    }
+                }
+                // Armed before looking, so that no append between the two is missed.
+                appended.set(self.buffer.appended());
+                appended.as_mut().enable();
+                let depth = usize::try_from(self.buffer.depth()).unwrap_or(usize::MAX);
+                if depth >= self.max_records
+                    || depth.saturating_mul(per_record).saturating_mul(10) >= max_bytes * 9
+                {
+                    break;
+                }
             }
         }
     }
