@@ -1098,7 +1098,7 @@ pub struct Indexer;
 /// Messages queued before the batcher waits.
 const INDEX_QUEUE: usize = 256;
 /// Records inserted in one store batch at most.
-const INDEX_BATCH: usize = 5000;
+const INDEX_BATCH: usize = 20_000;
 
 impl Indexer {
     /// Starts the indexer; it stops when every sender is dropped (after draining the queue).
