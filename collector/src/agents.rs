@@ -22,7 +22,7 @@ use groundtrail_common::{Record, UserIdentity};
 use serde_json::json;
 
 use crate::internal_events::{AgentAudit, InternalEvent};
-use crate::journal::{AgentState, CommitOutcome, Journal, JournalError};
+use crate::journal::{AgentState, CommitOutcome, Journal, JournalError, Prepared};
 
 /// Per-agent state, mirrored in the journal.
 #[derive(Debug)]
@@ -85,9 +85,15 @@ impl AgentTracker {
         journal: &Journal,
         agent: &str,
         seq: Option<(u64, u64)>,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
         now: DateTime<Utc>,
     ) -> Result<CommitOutcome, JournalError> {
+        // Serializing the records is most of the work and needs no lock: only deciding on a
+        // gap and committing must be serialized per tracker.
+        let mut prepared = Prepared::default();
+        for r in &records {
+            prepared.push(r);
+        }
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
         let old = agents.get(agent).cloned().unwrap_or_default();
         let mut state = old.clone();
@@ -110,7 +116,7 @@ impl AgentTracker {
                         prev + 1,
                         first - 1
                     ));
-                    records.push(self.audit_record(
+                    prepared.push(&self.audit_record(
                         "AgentSequenceGap",
                         &state.account,
                         &state.region,
@@ -125,7 +131,8 @@ impl AgentTracker {
             }
             state.last_seq = Some(old.last_seq.map_or(last, |p| p.max(last)));
         }
-        let outcome = journal.commit(&records, &[(agent.to_string(), state.clone())], now)?;
+        let outcome =
+            journal.commit_prepared(prepared, &[(agent.to_string(), state.clone())], now)?;
         agents.insert(agent.to_string(), state);
         if let Some(detail) = gap {
             AgentAudit {

@@ -251,6 +251,40 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// Records ready for [`Journal::commit_prepared`]: serialized, their dedup keys computed, and
+/// repeats within the batch dropped. Building it is most of a commit's CPU and needs neither
+/// the journal's lock nor the agent tracker's, so it is done before either is taken.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    records: Vec<(Vec<u8>, PendingRecord)>,
+    seen: std::collections::HashSet<Vec<u8>>,
+    duplicates: u64,
+    bytes: usize,
+}
+
+impl Prepared {
+    /// Adds a record (dropped as a duplicate if its `eventID` came earlier in this batch).
+    pub fn push(&mut self, record: &Record) {
+        let dk = dedup_key(&record.event_id);
+        if !self.seen.insert(dk.clone()) {
+            self.duplicates += 1;
+            return;
+        }
+        let pending = PendingRecord::from_record(0, record);
+        self.bytes += pending.json.len() + 1;
+        self.records.push((dk, pending));
+    }
+
+    /// Records added and not repeated.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
 /// Bits of a pending record's `seq` that hold its index inside its chunk.
 const CHUNK_INDEX_BITS: u32 = 20;
 const CHUNK_INDEX_MASK: u64 = (1 << CHUNK_INDEX_BITS) - 1;
@@ -344,25 +378,31 @@ impl Journal {
         agents: &[(String, AgentState)],
         now: DateTime<Utc>,
     ) -> Result<CommitOutcome> {
-        let mut outcome = CommitOutcome::default();
-        // Serializing is the costly part and needs no lock.
-        let mut fresh = Vec::with_capacity(records.len());
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
-        for record in records {
-            if seen.insert(record.event_id.as_bytes()) {
-                fresh.push((record, record.to_json()));
-            } else {
-                outcome.duplicates += 1;
-            }
+        let mut prepared = Prepared::default();
+        for r in records {
+            prepared.push(r);
         }
+        self.commit_prepared(prepared, agents, now)
+    }
+
+    /// [`Journal::commit`] of records already [`Prepared`] (serialized without any lock held).
+    pub fn commit_prepared(
+        &self,
+        prepared: Prepared,
+        agents: &[(String, AgentState)],
+        now: DateTime<Utc>,
+    ) -> Result<CommitOutcome> {
+        let mut outcome = CommitOutcome {
+            committed: Vec::with_capacity(prepared.records.len()),
+            duplicates: prepared.duplicates,
+        };
         let _g = self.guard();
         let now_secs = now.timestamp().max(0) as u64;
         let mut batch = sled::Batch::default();
         let chunk = self.db.generate_id()?;
-        let mut blob = Vec::new();
+        let mut blob = Vec::with_capacity(prepared.bytes);
         let mut ids = Vec::new();
-        for (record, json) in fresh {
-            let dk = dedup_key(&record.event_id);
+        for (dk, mut pending) in prepared.records {
             if self.db.contains_key(&dk)? {
                 outcome.duplicates += 1;
                 continue;
@@ -373,19 +413,14 @@ impl Journal {
                     "more than {CHUNK_INDEX_MASK} records in one commit"
                 )));
             }
-            blob.extend_from_slice(&json);
+            blob.extend_from_slice(&pending.json);
             blob.push(b'\n');
             // A member is at most 1 KiB (the record model's limit), well within a u16.
             ids.extend_from_slice(&(dk.len().min(u16::MAX as usize) as u16).to_be_bytes());
             ids.extend_from_slice(&dk[..dk.len().min(u16::MAX as usize)]);
             batch.insert(dk, &be(now_secs)[..]);
-            outcome.committed.push(PendingRecord {
-                seq: chunk << CHUNK_INDEX_BITS | index,
-                account: record.account().to_string(),
-                region: record.aws_region.clone(),
-                event_time: record.event_time.clone(),
-                json,
-            });
+            pending.seq = chunk << CHUNK_INDEX_BITS | index;
+            outcome.committed.push(pending);
         }
         if !outcome.committed.is_empty() {
             batch.insert(key(b"p/", &[&be(chunk)]), blob);
