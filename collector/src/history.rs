@@ -204,10 +204,7 @@ pub fn summarize(record: &Value) -> Option<Summary> {
 /// unescaped), the rest is skipped. A record this cannot read (a duplicate field, say) is
 /// read through `Value` instead, so both give the same answer for every record.
 pub fn summarize_json(json: &[u8]) -> Option<Summary> {
-    match serde_json::from_slice::<RawRecord>(json) {
-        Ok(r) => r.summary(),
-        Err(_) => summarize(&serde_json::from_slice::<Value>(json).ok()?),
-    }
+    Fields::read(json).map(Fields::summary)
 }
 
 /// A JSON string; any other JSON value reads as `None` (as `Value::as_str` would).
@@ -437,89 +434,88 @@ struct RawResource<'a> {
     arn: Str<'a>,
 }
 
-impl Str<'_> {
+impl<'a> Str<'a> {
     /// The string if it is one and not empty (as `str_at`).
-    fn get(&self) -> Option<&str> {
-        self.0.as_deref().filter(|s| !s.is_empty())
-    }
-
-    fn owned(&self) -> Option<String> {
-        self.get().map(str::to_string)
+    fn take(self) -> Option<Cow<'a, str>> {
+        self.0.filter(|s| !s.is_empty())
     }
 }
 
-impl RawRecord<'_> {
-    fn summary(&self) -> Option<Summary> {
-        let management = match &self.event_category.0 {
-            Some(c) => c == "Management",
-            None => self.management_event.0 != Some(false),
-        };
-        if !management {
-            return None;
+/// A record's lookup fields, borrowed from its JSON where they are not escaped: what an insert
+/// needs (without a `String` per field), and what a [`Summary`] is made of.
+struct Fields<'a> {
+    event_id: Cow<'a, str>,
+    event_time: u64,
+    event_name: Option<Cow<'a, str>>,
+    read_only: Option<bool>,
+    access_key_id: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    username: Option<Cow<'a, str>>,
+    /// `(ResourceType, ResourceName)`.
+    resources: Vec<(MaybeStr<'a>, MaybeStr<'a>)>,
+}
+
+type MaybeStr<'a> = Option<Cow<'a, str>>;
+
+/// The last `/`-separated part of an ARN, still borrowed if it was.
+fn arn_tail(arn: Cow<'_, str>) -> Cow<'_, str> {
+    match arn {
+        Cow::Borrowed(a) => Cow::Borrowed(a.rsplit('/').next().unwrap_or(a)),
+        Cow::Owned(a) => Cow::Owned(a.rsplit('/').next().unwrap_or(&a).to_string()),
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the JSON text (see [`summarize_json`]).
+    fn read(json: &'a [u8]) -> Option<Fields<'a>> {
+        match serde_json::from_slice::<RawRecord>(json) {
+            Ok(r) => r.fields(),
+            Err(_) => summarize(&serde_json::from_slice::<Value>(json).ok()?).map(Fields::from),
         }
-        let event_id = self.event_id.owned()?;
-        let time = self.event_time.get()?;
-        let event_time =
-            u64::try_from(groundtrail_common::time::parse_json_time(time)?.timestamp()).ok()?;
-        let ui = self.user_identity.0.as_ref();
-        let username = ui
-            .and_then(|u| {
-                u.user_name
-                    .get()
-                    .or_else(|| {
-                        u.session_context
-                            .0
-                            .as_ref()
-                            .and_then(|s| s.session_issuer.0.as_ref())
-                            .and_then(|i| i.user_name.get())
-                    })
-                    .or_else(|| u.arn.get().and_then(|a| a.rsplit('/').next()))
-                    .or_else(|| u.principal_id.get())
-            })
-            .map(str::to_string);
-        Some(Summary {
-            event_id,
-            event_name: self.event_name.owned(),
-            read_only: self.read_only.0.map(|b| b.to_string()),
-            access_key_id: ui.and_then(|u| u.access_key_id.owned()),
-            event_time,
-            event_source: self.event_source.owned(),
-            username,
+    }
+
+    fn summary(self) -> Summary {
+        let owned = |v: Option<Cow<str>>| v.map(Cow::into_owned);
+        Summary {
+            event_id: self.event_id.into_owned(),
+            event_name: owned(self.event_name),
+            read_only: self.read_only.map(|b| b.to_string()),
+            access_key_id: owned(self.access_key_id),
+            event_time: self.event_time,
+            event_source: owned(self.event_source),
+            username: owned(self.username),
             resources: self
                 .resources
-                .0
-                .iter()
-                .map(|r| match r {
-                    Some(r) => (r.kind.owned(), r.arn.owned()),
-                    None => (None, None),
-                })
+                .into_iter()
+                .map(|(t, n)| (owned(t), owned(n)))
                 .collect(),
-        })
+        }
     }
-}
 
-impl Summary {
     /// Every (attribute, value) this event is found by, including attribute 0.
     fn index_values(&self) -> Vec<(u8, &str)> {
         // EventId is answered from `s/`, not from an index entry.
-        let mut out = vec![(0u8, "")];
+        let mut out = Vec::with_capacity(8 + 2 * self.resources.len());
+        out.push((0u8, ""));
+        if let Some(b) = self.read_only {
+            out.push((Attribute::ReadOnly as u8, if b { "true" } else { "false" }));
+        }
         for (a, v) in [
             (Attribute::EventName, &self.event_name),
-            (Attribute::ReadOnly, &self.read_only),
             (Attribute::Username, &self.username),
             (Attribute::EventSource, &self.event_source),
             (Attribute::AccessKeyId, &self.access_key_id),
         ] {
             if let Some(v) = v {
-                out.push((a as u8, v.as_str()));
+                out.push((a as u8, v.as_ref()));
             }
         }
         for (t, n) in &self.resources {
             if let Some(t) = t {
-                out.push((Attribute::ResourceType as u8, t.as_str()));
+                out.push((Attribute::ResourceType as u8, t.as_ref()));
             }
             if let Some(n) = n {
-                out.push((Attribute::ResourceName as u8, n.as_str()));
+                out.push((Attribute::ResourceName as u8, n.as_ref()));
             }
         }
         out.sort_unstable();
@@ -528,6 +524,78 @@ impl Summary {
         out
     }
 }
+
+impl From<Summary> for Fields<'_> {
+    fn from(s: Summary) -> Self {
+        let cow = |v: Option<String>| v.map(Cow::Owned);
+        Fields {
+            event_id: Cow::Owned(s.event_id),
+            event_time: s.event_time,
+            event_name: cow(s.event_name),
+            read_only: s.read_only.map(|r| r == "true"),
+            access_key_id: cow(s.access_key_id),
+            event_source: cow(s.event_source),
+            username: cow(s.username),
+            resources: s
+                .resources
+                .into_iter()
+                .map(|(t, n)| (cow(t), cow(n)))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> RawRecord<'a> {
+    fn fields(self) -> Option<Fields<'a>> {
+        let management = match &self.event_category.0 {
+            Some(c) => c == "Management",
+            None => self.management_event.0 != Some(false),
+        };
+        if !management {
+            return None;
+        }
+        let event_id = self.event_id.take()?;
+        let time = self.event_time.take()?;
+        let event_time =
+            u64::try_from(groundtrail_common::time::parse_json_time(&time)?.timestamp()).ok()?;
+        let (username, access_key_id) = match self.user_identity.0 {
+            Some(u) => {
+                let issuer = u
+                    .session_context
+                    .0
+                    .and_then(|s| s.session_issuer.0)
+                    .and_then(|i| i.user_name.take());
+                let username = u
+                    .user_name
+                    .take()
+                    .or(issuer)
+                    .or_else(|| u.arn.take().map(arn_tail))
+                    .or_else(|| u.principal_id.take());
+                (username, u.access_key_id.take())
+            }
+            None => (None, None),
+        };
+        Some(Fields {
+            event_id,
+            event_time,
+            event_name: self.event_name.take(),
+            read_only: self.read_only.0,
+            access_key_id,
+            event_source: self.event_source.take(),
+            username,
+            resources: self
+                .resources
+                .0
+                .into_iter()
+                .map(|r| match r {
+                    Some(r) => (r.kind.take(), r.arn.take()),
+                    None => (None, None),
+                })
+                .collect(),
+        })
+    }
+}
+
 fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(3 + value.len() + 1 + 1 + 16);
     k.extend_from_slice(b"i/");
@@ -830,18 +898,18 @@ impl History {
         not_before: u64,
     ) -> Result<usize> {
         let mut seen = HashSet::new();
-        let mut added: Vec<(Summary, &[u8])> = Vec::new();
+        let mut added: Vec<(Fields, &[u8])> = Vec::new();
         for json in records {
-            let Some(s) = summarize_json(json) else {
+            let Some(s) = Fields::read(json) else {
                 continue;
             };
             if s.event_time < not_before
-                || seen.contains(s.event_id.as_str())
+                || seen.contains(s.event_id.as_ref())
                 || self.db.contains_key(id_key(&s.event_id))?
             {
                 continue;
             }
-            seen.insert(s.event_id.clone());
+            seen.insert(s.event_id.to_string());
             added.push((s, json));
         }
         if added.is_empty() {
