@@ -1,8 +1,10 @@
-//! Durable appends per second into the agent's buffer, beside the raw sled insert + flush rate
-//! on the same disk (the floor: one fsync per acknowledged append).
+//! Durable appends per second into the agent's buffer, beside raw sled on the same disk: insert
+//! + flush per value (the floor of one fsync per acknowledged append), and 100 values per batch
+//! + flush (what sled can do with the same records when an append carries many).
 //!
 //! `cargo run -p groundtrail-agent --example buffer_bench [--release] -- [N] [DIR]`
-//! (DIR defaults to a temporary directory under the current one, so it measures that disk.)
+//! (N: appends per single-record run, default 1000; the 100-record runs make N/10 appends.
+//! DIR defaults to a temporary directory under the current one, so it measures that disk.)
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use serde_json::json;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let base = args.next().unwrap_or_else(|| ".".into());
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let id = AgentIdentity {
@@ -31,11 +33,13 @@ fn main() {
     };
     let sample = record(0).to_json();
     println!(
-        "record: {} bytes of JSON; {n} appends per run",
-        sample.len()
+        "record: {} bytes of JSON; {n} single-record appends, {} appends of 100 per run",
+        sample.len(),
+        n / 10
     );
+    let hundreds = n / 10;
 
-    // 1. Raw sled: insert one value of the same size, flush, per append.
+    // 1. Raw sled, the same values (uncompressed JSON), flushed like durable appends.
     {
         let db = sled::open(dir.path().join("raw")).expect("sled");
         let tree = db.open_tree("t").expect("tree");
@@ -45,17 +49,21 @@ fn main() {
                 .expect("insert");
             db.flush().expect("flush");
         }
-        report("raw sled insert + flush", n, t.elapsed());
-        // The same, as the buffer writes it: one batch of record + sequence meta, then flush.
+        report("raw sled: insert 1 value + flush", n, t.elapsed());
         let t = Instant::now();
-        for i in n..2 * n {
+        for b in 0..hundreds {
             let mut batch = sled::Batch::default();
-            batch.insert(&i.to_be_bytes(), sample.as_slice());
-            batch.insert(b"mnext_seq", &(i + 1).to_be_bytes());
+            for i in 0..100 {
+                batch.insert(&(n + b * 100 + i).to_be_bytes(), sample.as_slice());
+            }
             tree.apply_batch(batch).expect("batch");
             db.flush().expect("flush");
         }
-        report("raw sled batch (value + meta key) + flush", n, t.elapsed());
+        report(
+            "raw sled: batch of 100 values + flush (values/s)",
+            hundreds * 100,
+            t.elapsed(),
+        );
     }
 
     let opts = BufferOptions {
@@ -63,14 +71,19 @@ fn main() {
         full_policy: FullPolicy::Block,
         flush_delay: Duration::ZERO,
     };
-    // 2. Buffer: one record per durable append (zstd, batch with seq meta, flush).
+    let stored = |b: &Buffer| {
+        let st = b.status();
+        st.bytes as f64 / st.depth.max(1) as f64
+    };
+    // 2. Buffer: one record per durable append (one chunk, one zstd frame, flush).
     {
         let (b, _) = Buffer::open(&dir.path().join("one"), opts.clone(), id.clone()).expect("open");
         let t = Instant::now();
         for i in 0..n {
             b.try_append(&[record(i)], None).expect("append");
         }
-        report("buffer, 1 record per append", n, t.elapsed());
+        report("buffer: 1 record per append", n, t.elapsed());
+        println!("{:<50} {:>10.0} B", "  stored per record", stored(&b));
     }
     // 3. Buffer: 100 records per append (a source flushing a burst of log lines).
     {
@@ -78,12 +91,27 @@ fn main() {
             Buffer::open(&dir.path().join("hundred"), opts.clone(), id.clone()).expect("open");
         let batch: Vec<_> = (0..100).map(record).collect();
         let t = Instant::now();
-        for _ in 0..n / 100 {
+        for _ in 0..hundreds {
             b.try_append(&batch, None).expect("append");
         }
         report(
-            "buffer, 100 records per append (records/s)",
-            n / 100 * 100,
+            "buffer: 100 records per append (records/s)",
+            hundreds * 100,
+            t.elapsed(),
+        );
+        println!("{:<50} {:>10.0} B", "  stored per record", stored(&b));
+        // Reading them back, as the shipper does (1000 per batch), and acknowledging.
+        let t = Instant::now();
+        let mut read = 0u64;
+        loop {
+            let got = b.read_from(0, 1000, usize::MAX).expect("read");
+            let Some(last) = got.last() else { break };
+            read += got.len() as u64;
+            b.ack_up_to(last.seq).expect("ack");
+        }
+        report(
+            "buffer: read + ack, 1000 per batch (records/s)",
+            read,
             t.elapsed(),
         );
     }
@@ -103,7 +131,7 @@ fn main() {
             }
         });
         report(
-            "buffer, 4 concurrent appenders, 1 record each",
+            "buffer: 4 concurrent appenders, 1 record each",
             n / 4 * 4,
             t.elapsed(),
         );

@@ -1264,6 +1264,11 @@ impl Buffer {
         self.state().count
     }
 
+    /// Records appended since the buffer was opened (cheap).
+    pub fn appended_total(&self) -> u64 {
+        self.inner.appended_total.load(Ordering::Relaxed)
+    }
+
     /// A snapshot of the counters.
     pub fn status(&self) -> BufferStatus {
         let st = self.state();

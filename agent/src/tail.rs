@@ -371,8 +371,10 @@ impl Follower {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())?
             .to_path_buf();
-        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            notify.notify_one();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if is_change(&res) {
+                notify.notify_one();
+            }
         })
         .ok()?;
         // A missing directory is fine: the poll interval covers it.
@@ -764,6 +766,22 @@ impl RecordSink for MemorySink {
             .lock()
             .ok()
             .and_then(|s| s.checkpoints.get(source).cloned())
+    }
+}
+
+/// Whether a watcher event can mean that a file changed. notify also reports opens, reads and
+/// read-only closes; in a directory such as `/etc` or `/var/log` those come with every process
+/// start (`/etc/ld.so.cache`) and every reader, and reacting to them cost a busy host's agent
+/// a rescan or a read per event. Errors count as changes (a rescan is the safe answer).
+pub(crate) fn is_change(res: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match res {
+        Ok(e) => match e.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        },
+        Err(_) => true,
     }
 }
 

@@ -277,8 +277,11 @@ async fn append(sink: &dyn RecordSink, records: Vec<Record>, ck: Checkpoint) -> 
 
 fn watch(paths: &[PathBuf], notify: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        notify.notify_one();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Not on opens and reads: /etc sees an open with every process start.
+        if crate::tail::is_change(&res) {
+            notify.notify_one();
+        }
     })
     .ok()?;
     let mut dirs: Vec<(PathBuf, RecursiveMode)> = Vec::new();

@@ -404,3 +404,23 @@ async fn open_group_survives_restart() {
         "grep baz"
     );
 }
+
+/// Opens and reads wake no watcher (every process start opens files in `/etc`); writes,
+/// creations, renames and errors do.
+#[test]
+fn only_changes_wake_a_watcher() {
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+    let ev = |k| Ok(notify::Event::new(k));
+    assert!(!is_change(&ev(EventKind::Access(AccessKind::Open(
+        AccessMode::Any
+    )))));
+    assert!(!is_change(&ev(EventKind::Access(AccessKind::Close(
+        AccessMode::Read
+    )))));
+    assert!(is_change(&ev(EventKind::Access(AccessKind::Close(
+        AccessMode::Write
+    )))));
+    assert!(is_change(&ev(EventKind::Modify(ModifyKind::Any))));
+    assert!(is_change(&ev(EventKind::Create(CreateKind::File))));
+    assert!(is_change(&Err(notify::Error::generic("overflow"))));
+}
