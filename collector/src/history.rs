@@ -1167,6 +1167,8 @@ pub struct Indexer;
 const INDEX_QUEUE: usize = 256;
 /// Records inserted in one store batch at most.
 const INDEX_BATCH: usize = 20_000;
+/// Record bytes merged into one insert at most (20,000 records of 5 KB would be 100 MB).
+const INDEX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 impl Indexer {
     /// Starts the indexer; it stops when every sender is dropped (after draining the queue).
@@ -1180,19 +1182,24 @@ impl Indexer {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<IndexMsg>(INDEX_QUEUE);
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                // Take what is queued, up to INDEX_BATCH records, into one insert.
+                // Take what is queued, up to INDEX_BATCH records or INDEX_BATCH_BYTES, into one
+                // insert: index groups are per insert, so larger ones pack better.
                 let mut records = Vec::new();
+                let mut bytes = 0;
                 let mut barriers = Vec::new();
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
                     match msg {
-                        IndexMsg::Records(r) => records.extend(r),
+                        IndexMsg::Records(r) => {
+                            bytes += r.iter().map(Vec::len).sum::<usize>();
+                            records.extend(r);
+                        }
                         IndexMsg::Barrier(b) => {
                             barriers.push(b);
                             break;
                         }
                     }
-                    if records.len() < INDEX_BATCH {
+                    if records.len() < INDEX_BATCH && bytes < INDEX_BATCH_BYTES {
                         next = rx.try_recv().ok();
                     }
                 }
@@ -1588,6 +1595,27 @@ mod tests {
         assert_eq!(ids(&page), vec![2, 1, 0]);
         drop(tx);
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_store_of_the_older_layout_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        {
+            let db = sled::open(&path).unwrap();
+            db.insert(b"e/\0\0\0\0\0\0\0\x01", &b"old"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.db.len(), 1);
+        assert_eq!(
+            h.insert([rec(1, "X", "a", false).as_slice()], 0).unwrap(),
+            1
+        );
+        drop(h);
+        // The current layout is kept.
+        let h = History::open(&path).unwrap();
+        assert_eq!(ids(&h.lookup(&q(None, 0, 100, 50)).unwrap()), vec![1]);
     }
 
     #[test]
