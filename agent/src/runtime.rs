@@ -124,7 +124,7 @@ pub async fn termination_signal() -> &'static str {
 }
 
 /// How often [`release_idle_memory`] looks whether the agent has gone quiet.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// Hands memory freed after a burst (startup, a backlog, a large batch) back to the system once
 /// the agent is quiet: glibc keeps freed heap pages mapped in its arenas, which was a third of
