@@ -1,0 +1,97 @@
+//! Micro benchmarks (`cargo bench -p groundtrail-bench`): the in-process pieces, each on the
+//! generator's records. No external harness: each figure is one timed pass, printed as a
+//! rate. The end-to-end figures come from `groundtrail-bench` (see BENCHMARKS.md).
+
+use std::time::Instant;
+
+use groundtrail_bench::{generator, limits};
+use groundtrail_common::Record;
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument, if any, picks benchmarks by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let n = 20_000;
+
+    let t = Instant::now();
+    let templates = generator::generate(1, n, chrono::Utc::now().timestamp());
+    let gen_secs = t.elapsed().as_secs_f64();
+    for l in generator::SizeSummary::of(&templates).lines() {
+        println!("{l}");
+    }
+    let records: Vec<Vec<u8>> = templates.iter().map(|t| t.json.clone()).collect();
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let line = |name: &str, per_s: f64, mb_s: f64| {
+        println!("{name:<48} {per_s:>12.0} records/s {mb_s:>9.1} MB/s");
+    };
+    if want("generator") {
+        line(
+            "generator",
+            n as f64 / gen_secs,
+            bytes as f64 / gen_secs / 1e6,
+        );
+    }
+    if want("gzip") {
+        let json = limits::log_file_json(&records);
+        let (g, out) = limits::gzip(&json, n);
+        line(
+            "gzip level 6 of {\"Records\":[...]}",
+            g.per_sec(),
+            g.mb_per_sec(),
+        );
+        println!("  ratio {:.1}", json.len() as f64 / out as f64);
+    }
+    if want("zstd") {
+        let t = Instant::now();
+        for c in records.chunks(1000) {
+            std::hint::black_box(groundtrail_bench::harness::zstd_batch(c));
+        }
+        let s = t.elapsed().as_secs_f64();
+        line(
+            "zstd level 3 of ndjson batches of 1000",
+            n as f64 / s,
+            bytes as f64 / s / 1e6,
+        );
+    }
+    if want("serde") {
+        let v = limits::serde_value(&records);
+        line(
+            "serde_json parse + serialize (Value)",
+            v.per_sec(),
+            v.mb_per_sec(),
+        );
+        let r = limits::serde_record(&records);
+        line(
+            "serde_json parse + validate + serialize (Record)",
+            r.per_sec(),
+            r.mb_per_sec(),
+        );
+    }
+    if want("buffer") {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let recs: Vec<Record> = records
+            .iter()
+            .take(1000)
+            .map(|r| serde_json::from_slice(r).expect("record"))
+            .collect();
+        let raw = limits::raw_sled(dir.path(), &recs, 1000).expect("sled");
+        println!(
+            "{:<48} {:>12.0} appends/s",
+            "raw sled insert + flush",
+            raw.per_sec()
+        );
+        let one =
+            limits::buffer_appends(&dir.path().join("one"), &recs, 1000, 1, 1).expect("buffer");
+        println!(
+            "{:<48} {:>12.0} appends/s",
+            "agent buffer, 1 record per append",
+            one.per_sec()
+        );
+        let b = limits::buffer_appends(&dir.path().join("b"), &recs, 100, 100, 1).expect("buffer");
+        println!(
+            "{:<48} {:>12.0} records/s",
+            "agent buffer, 100 records per append",
+            b.bytes as f64 / b.secs
+        );
+    }
+}

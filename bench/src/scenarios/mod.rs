@@ -1,0 +1,293 @@
+//! One module per scenario. Every figure a scenario reports is listed in [`EXPECTED`] (its
+//! stable id, section and label), so a failed scenario still shows each of its figures as
+//! "not measured" with the reason, and the smoke test can check that a run has them all.
+
+pub mod agent_buffer;
+pub mod agent_e2e;
+pub mod collector;
+pub mod fanin;
+pub mod footprint;
+pub mod latency;
+
+use crate::Ctx;
+use crate::report::{Goal, Report};
+
+pub const S_COLLECTOR: &str = "1. collector: records in -> delivered log files (simulated agents over the real wire protocol)";
+pub const S_AGENT: &str =
+    "2. agent: durable appends (in-process Buffer) and end to end (real agent binary)";
+pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a delivered log file";
+pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
+pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
+
+/// (scenario, figure id, section, label).
+pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "collector",
+        "collector.acked_records_per_s",
+        S_COLLECTOR,
+        "collector acknowledged (200 after journal flush)",
+    ),
+    (
+        "collector",
+        "collector.acked_mb_per_s",
+        S_COLLECTOR,
+        "collector acknowledged, input JSON",
+    ),
+    (
+        "collector",
+        "collector.delivered_records_per_s",
+        S_COLLECTOR,
+        "collector delivered (first POST -> every log file written)",
+    ),
+    (
+        "collector",
+        "collector.delivered_mb_per_s",
+        S_COLLECTOR,
+        "collector delivered, input JSON",
+    ),
+    (
+        "collector",
+        "collector.cpu_seconds",
+        S_COLLECTOR,
+        "collector CPU time for the run (user+sys)",
+    ),
+    (
+        "collector",
+        "collector.records_per_cpu_second",
+        S_COLLECTOR,
+        "collector records per CPU-second (= per core)",
+    ),
+    (
+        "collector",
+        "collector.gzip_share_percent",
+        S_COLLECTOR,
+        "collector delivered rate / raw gzip rate",
+    ),
+    (
+        "collector",
+        "collector.raw_gzip_records_per_s",
+        S_COLLECTOR,
+        "raw gzip (flate2, level 6) of the same {\"Records\":[...]}",
+    ),
+    (
+        "collector",
+        "collector.raw_gzip_mb_per_s",
+        S_COLLECTOR,
+        "raw gzip, input JSON",
+    ),
+    (
+        "collector",
+        "collector.serde_value_records_per_s",
+        S_COLLECTOR,
+        "serde_json parse + serialize (Value), same records",
+    ),
+    (
+        "collector",
+        "collector.serde_record_records_per_s",
+        S_COLLECTOR,
+        "serde_json parse + validate + serialize (Record)",
+    ),
+    (
+        "agent-buffer",
+        "agent.raw_sled_appends_per_s",
+        S_AGENT,
+        "raw sled insert + flush, 1 record each",
+    ),
+    (
+        "agent-buffer",
+        "agent.buffer_1_appends_per_s",
+        S_AGENT,
+        "agent buffer, 1 record per durable append",
+    ),
+    (
+        "agent-buffer",
+        "agent.buffer_batch_records_per_s",
+        S_AGENT,
+        "agent buffer, 100 records per durable append",
+    ),
+    (
+        "agent-buffer",
+        "agent.buffer_concurrent_appends_per_s",
+        S_AGENT,
+        "agent buffer, 4 concurrent appenders, 1 record each",
+    ),
+    (
+        "agent-e2e",
+        "agent.e2e_accepted_records_per_s",
+        S_AGENT,
+        "agent PutAuditEvents accepted (durable in its buffer)",
+    ),
+    (
+        "agent-e2e",
+        "agent.e2e_committed_records_per_s",
+        S_AGENT,
+        "agent -> collector committed (agent buffer empty)",
+    ),
+    (
+        "agent-e2e",
+        "agent.e2e_delivered_records_per_s",
+        S_AGENT,
+        "agent -> delivered log files, end to end",
+    ),
+    (
+        "latency",
+        "latency.p50_s",
+        S_LATENCY,
+        "delivery latency p50",
+    ),
+    (
+        "latency",
+        "latency.p99_s",
+        S_LATENCY,
+        "delivery latency p99",
+    ),
+    (
+        "latency",
+        "latency.max_s",
+        S_LATENCY,
+        "delivery latency max",
+    ),
+    (
+        "footprint",
+        "footprint.agent_idle_rss_mib",
+        S_FOOTPRINT,
+        "agent idle: RSS (mean over window)",
+    ),
+    (
+        "footprint",
+        "footprint.agent_idle_cpu_percent",
+        S_FOOTPRINT,
+        "agent idle: CPU",
+    ),
+    (
+        "footprint",
+        "footprint.agent_1k_rate",
+        S_FOOTPRINT,
+        "agent loaded: achieved input rate",
+    ),
+    (
+        "footprint",
+        "footprint.agent_1k_rss_mib",
+        S_FOOTPRINT,
+        "agent at 1k records/s: RSS (max over window)",
+    ),
+    (
+        "footprint",
+        "footprint.agent_1k_cpu_percent",
+        S_FOOTPRINT,
+        "agent at 1k records/s: CPU",
+    ),
+    (
+        "footprint",
+        "footprint.collector_10k_rate",
+        S_FOOTPRINT,
+        "collector loaded: achieved input rate",
+    ),
+    (
+        "footprint",
+        "footprint.collector_10k_rss_mib",
+        S_FOOTPRINT,
+        "collector at 10k records/s: RSS (max over window)",
+    ),
+    (
+        "footprint",
+        "footprint.collector_10k_cpu_percent",
+        S_FOOTPRINT,
+        "collector at 10k records/s: CPU",
+    ),
+    (
+        "fanin",
+        "fanin.1.acked_records_per_s",
+        S_FANIN,
+        "1 agent: acknowledged",
+    ),
+    (
+        "fanin",
+        "fanin.1.delivered_records_per_s",
+        S_FANIN,
+        "1 agent: delivered",
+    ),
+    (
+        "fanin",
+        "fanin.1.p99_request_ms",
+        S_FANIN,
+        "1 agent: request latency p99",
+    ),
+    (
+        "fanin",
+        "fanin.10.acked_records_per_s",
+        S_FANIN,
+        "10 agents: acknowledged",
+    ),
+    (
+        "fanin",
+        "fanin.10.delivered_records_per_s",
+        S_FANIN,
+        "10 agents: delivered",
+    ),
+    (
+        "fanin",
+        "fanin.10.p99_request_ms",
+        S_FANIN,
+        "10 agents: request latency p99",
+    ),
+    (
+        "fanin",
+        "fanin.100.acked_records_per_s",
+        S_FANIN,
+        "100 agents: acknowledged",
+    ),
+    (
+        "fanin",
+        "fanin.100.delivered_records_per_s",
+        S_FANIN,
+        "100 agents: delivered",
+    ),
+    (
+        "fanin",
+        "fanin.100.p99_request_ms",
+        S_FANIN,
+        "100 agents: request latency p99",
+    ),
+];
+
+fn lookup(id: &str) -> (&'static str, &'static str) {
+    EXPECTED
+        .iter()
+        .find(|e| e.1 == id)
+        .map(|e| (e.2, e.3))
+        .unwrap_or_else(|| panic!("figure {id} is not in EXPECTED"))
+}
+
+/// Reports a measured figure (section and label from [`EXPECTED`]).
+pub fn fig(ctx: &mut Ctx, id: &str, value: f64, unit: &str, goal: Option<Goal>, beside: &str) {
+    let (section, label) = lookup(id);
+    ctx.report
+        .value(id, section, label, value, unit, goal, beside, "");
+}
+
+/// Reports a reference rate the system cannot beat.
+pub fn limit(ctx: &mut Ctx, id: &str, value: f64, unit: &str) {
+    let (section, label) = lookup(id);
+    ctx.report.limit(id, section, label, value, unit);
+}
+
+/// Reports a figure as not measured, and why.
+pub fn not_measured(ctx: &mut Ctx, id: &str, why: &str) {
+    let (section, label) = lookup(id);
+    ctx.report.not_measured(id, section, label, why);
+}
+
+/// After a scenario failed: every figure of it not yet reported becomes "not measured".
+pub fn mark_failed(report: &mut Report, scenario: &str, why: &str) {
+    for (s, id, section, label) in EXPECTED {
+        if *s == scenario && !report.figures.iter().any(|f| f.id == *id) {
+            report.not_measured(id, section, label, &format!("scenario failed: {why}"));
+        }
+    }
+}
+
+/// Records per second and MB (10^6 bytes) per second.
+pub fn rates(records: usize, bytes: usize, secs: f64) -> (f64, f64) {
+    (records as f64 / secs, bytes as f64 / secs / 1e6)
+}
