@@ -77,12 +77,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use groundtrail_common::Record;
 use groundtrail_common::trail::DigestLogFile;
 use serde::{Deserialize, Serialize};
+
+use crate::group_flush::GroupFlush;
 
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +204,8 @@ pub struct CommitOutcome {
 /// The journal. Cheap to share behind an `Arc`; every method is safe to call concurrently.
 pub struct Journal {
     db: sled::Db,
+    /// Group commit: concurrent ingest requests share one fsync (see [`GroupFlush`]).
+    flusher: Arc<GroupFlush>,
     /// Serializes read-check-write sequences (dedup, delivery bookkeeping, digests). Each is a
     /// few in-memory sled operations; fsync happens outside it in [`Journal::flush`].
     lock: Mutex<()>,
@@ -351,6 +355,7 @@ impl Journal {
         }
         let db = sled::Config::new().path(path).open()?;
         Ok(Journal {
+            flusher: GroupFlush::new(db.clone()),
             db,
             lock: Mutex::new(()),
         })
@@ -365,7 +370,7 @@ impl Journal {
     /// Makes everything written so far durable (fsync). Nothing may be acknowledged or
     /// uploaded on the strength of a write before this returns.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        self.flusher.flush().await?;
         Ok(())
     }
 

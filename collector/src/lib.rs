@@ -24,6 +24,7 @@ pub mod config;
 pub mod delivery;
 pub mod destination;
 pub mod digest;
+pub mod group_flush;
 pub mod history;
 pub mod ingest;
 pub mod internal_events;

@@ -1,0 +1,109 @@
+//! Group commit for a sled database: many concurrent "make my writes durable" calls share one
+//! fsync, and at most one flush runs at a time.
+//!
+//! # Why not `sled::Db::flush_async`
+//!
+//! `flush_async` runs the blocking flush on sled's own small I/O thread pool, and a flush
+//! waits for log buffers whose writes are queued on that same pool. With more concurrent
+//! callers than pool threads (ten agents posting at once were enough), every pool thread sits
+//! in a flush waiting for a write that no free thread can run: the collector stopped answering,
+//! with no error. `groundtrail-bench`'s fan-in scenario found it. Here a flush is one blocking
+//! `Db::flush` on tokio's blocking pool, and concurrent callers wait for it instead of starting
+//! their own, so the sled pool only ever sees one flush.
+//!
+//! # Guarantee
+//!
+//! [`GroupFlush::flush`] returns `Ok` only after a flush that *started after the call began*
+//! has completed, so every write made before the call is durable. Flushes are numbered as they
+//! start and complete in that order (one at a time); a caller that finds a flush numbered
+//! above the count it saw on entry already completed is covered by it and returns at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Shared by every writer of one sled database.
+#[derive(Debug)]
+pub struct GroupFlush {
+    db: sled::Db,
+    /// Flushes started so far; a flush's number is the count after it started.
+    started: AtomicU64,
+    /// The number of the newest completed flush.
+    completed: AtomicU64,
+    /// Held while a flush runs: the others wait here and usually find themselves covered.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl GroupFlush {
+    pub fn new(db: sled::Db) -> Arc<GroupFlush> {
+        Arc::new(GroupFlush {
+            db,
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Makes every write made before this call durable.
+    pub async fn flush(&self) -> sled::Result<()> {
+        let seen = self.started.load(Ordering::SeqCst);
+        let _running = self.running.lock().await;
+        if self.completed.load(Ordering::SeqCst) > seen {
+            return Ok(());
+        }
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::ReportableBug(format!("flush task: {e}")))??;
+        self.completed.store(number, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many more concurrent flushers than sled has I/O threads, each after its own write: all
+    /// return, and everything written is there after a reopen. With `flush_async` in place of
+    /// `GroupFlush::flush` this hangs so hard that the runtime's own timers stop, so the work
+    /// runs on a thread of its own and the test gives up waiting on a plain channel.
+    #[test]
+    fn many_concurrent_flushes_finish_and_cover_their_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (done, finished) = std::sync::mpsc::channel();
+        let work_path = path.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let db = sled::Config::new().path(&work_path).open().unwrap();
+                let flusher = GroupFlush::new(db.clone());
+                let mut tasks = Vec::new();
+                for t in 0..64u32 {
+                    let (db, flusher) = (db.clone(), flusher.clone());
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..20u32 {
+                            let k = [t.to_be_bytes(), i.to_be_bytes()].concat();
+                            db.insert(k, vec![7u8; 4096]).unwrap();
+                            flusher.flush().await.unwrap();
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("concurrent flushes hung");
+        let db = sled::Config::new().path(&path).open().unwrap();
+        assert_eq!(db.len(), 64 * 20);
+    }
+}
