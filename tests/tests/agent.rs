@@ -288,6 +288,19 @@ fn app_event(id: &str) -> Value {
     json!({"id": id, "eventData": data.to_string()})
 }
 
+/// An event with about 1 KB of random text: the buffer compresses an append's events together,
+/// so a test that must fill it needs data that does not compress away.
+fn incompressible_app_event(id: &str) -> Value {
+    let mut event = app_event(id);
+    let mut data: Value = serde_json::from_str(event["eventData"].as_str().unwrap()).unwrap();
+    let noise: String = (0..32)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    data["requestParameters"]["noise"] = Value::String(noise);
+    event["eventData"] = Value::String(data.to_string());
+    event
+}
+
 fn successful_ids(resp: &Value) -> Vec<String> {
     resp["successful"]
         .as_array()
@@ -552,7 +565,7 @@ async fn full_buffer_under_drop_newest_records_the_gap() {
     let mut dropped = 0u64;
     for call in 0..60 {
         let events: Vec<Value> = (0..10)
-            .map(|i| app_event(&format!("d{call}-{i}")))
+            .map(|i| incompressible_app_event(&format!("d{call}-{i}")))
             .collect();
         let (ok, resp) = agent.put(&events).await;
         assert!(ok, "{resp}");
