@@ -827,6 +827,8 @@ pub struct Page {
 /// The history store.
 pub struct History {
     db: sled::Db,
+    /// Flushes without sled's `flush_async` (see [`crate::group_flush`] for why).
+    flusher: std::sync::Arc<crate::group_flush::GroupFlush>,
 }
 
 impl std::fmt::Debug for History {
@@ -887,7 +889,10 @@ impl History {
             db.insert(FORMAT_KEY, FORMAT)?;
             db.flush()?;
         }
-        Ok(History { db })
+        Ok(History {
+            flusher: crate::group_flush::GroupFlush::new(db.clone()),
+            db,
+        })
     }
 
     /// Adds the history events among `records` (JSON each) that are not older than
@@ -991,7 +996,7 @@ impl History {
 
     /// Makes every insert so far durable.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        self.flusher.flush().await?;
         Ok(())
     }
 
