@@ -21,8 +21,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let settle = ctx.secs(3.0, 0.5);
-    let idle_for = ctx.secs(15.0, 2.0);
-    let load_for = ctx.secs(20.0, 2.0);
+    let idle_for = ctx.secs(15.0, 1.0);
+    let load_for = ctx.secs(20.0, 1.0);
     let sims: Vec<String> = (0..10).map(|i| format!("sim-footprint-{i}")).collect();
     let mut names = sims.clone();
     names.push("footprint-agent".into());

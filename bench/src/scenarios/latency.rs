@@ -18,7 +18,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let interval_s: u64 = ctx.size(5, 1);
     let rate = 200usize;
     let per_tick = rate / 10;
-    let run_for = ctx.secs(30.0, 3.0);
+    let run_for = ctx.secs(30.0, 2.0);
     let data = super::agent_e2e::app_data(ctx);
     let dir = ctx.dir("latency")?;
     ctx.step("latency: starting collector and agent");
