@@ -289,6 +289,11 @@ impl Prepared {
     }
 }
 
+/// sled's page cache for the journal. sled's default is 1 GiB; the journal's hot set is the
+/// newest pending chunks and the upper levels of the dedup index, and the collector's memory
+/// is better left to the batcher's open files and the event history's cache.
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Bits of a pending record's `seq` that hold its index inside its chunk.
 const CHUNK_INDEX_BITS: u32 = 20;
 const CHUNK_INDEX_MASK: u64 = (1 << CHUNK_INDEX_BITS) - 1;
@@ -353,7 +358,10 @@ impl Journal {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| JournalError::Sled(e.into()))?;
         }
-        let db = sled::Config::new().path(path).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         Ok(Journal {
             flusher: GroupFlush::new(db.clone()),
             db,
