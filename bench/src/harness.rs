@@ -249,6 +249,23 @@ pub struct Collector {
     pub trail: PathBuf,
 }
 
+impl Collector {
+    /// SIGTERM, which makes the collector close, deliver and digest everything it holds, and
+    /// wait for its exit; anything but exit status 0 is an error carrying its log's tail.
+    /// Returns the exit (with the collector's CPU time) once everything is delivered.
+    pub fn deliver_and_exit(&mut self) -> anyhow::Result<Exit> {
+        let exit = tokio::task::block_in_place(|| self.proc.terminate(Duration::from_secs(600)))?;
+        if exit.code != 0 {
+            anyhow::bail!(
+                "collector exited {} after SIGTERM; log:\n{}",
+                exit.code,
+                self.proc.log_tail()
+            );
+        }
+        Ok(exit)
+    }
+}
+
 /// Starts `groundtrail-collector serve` with mTLS, its journal under `dir`, a local
 /// destination `dir/trail`, and `agents` allowed to write any region of the generator's
 /// accounts.
