@@ -67,8 +67,18 @@ impl Converter {
         channel: &str,
         sender: ConnInfo,
     ) -> Result<Record, EventError> {
+        self.convert_to_json(ev, channel, sender).map(|c| c.record)
+    }
+
+    /// [`Converter::convert`], also giving the record's compact JSON (what the buffer stores).
+    pub fn convert_to_json(
+        &self,
+        ev: &AuditEvent,
+        channel: &str,
+        sender: ConnInfo,
+    ) -> Result<audit_events::Converted, EventError> {
         let reserved = self.id.event_source();
-        audit_events::convert(
+        audit_events::convert_to_json(
             ev,
             channel,
             &audit_events::Context {
@@ -119,13 +129,14 @@ impl AppEvents {
         let mut records = Vec::new();
         let mut ids = Vec::new();
         for ev in &events {
-            match self.converter.convert(ev, channel, sender) {
-                Ok(r) => {
+            match self.converter.convert_to_json(ev, channel, sender) {
+                Ok(c) => {
                     ids.push(Success {
                         id: ev.id.clone(),
-                        event_id: r.event_id.clone(),
+                        event_id: c.record.event_id,
                     });
-                    records.push(r);
+                    // Stored as the JSON the conversion built (not serialized again).
+                    records.push(c.json);
                 }
                 Err(e) => resp.failed.push(Failure {
                     id: ev.id.clone(),
@@ -135,7 +146,7 @@ impl AppEvents {
             }
         }
         if !records.is_empty() {
-            match self.sink.append(records, None).await {
+            match self.sink.append_json(records, None).await {
                 Ok(()) => resp.successful = ids,
                 Err(e) => {
                     let (code, message) = match e {
@@ -320,6 +331,8 @@ mod tests {
         let entries = buffer.read_from(0, 10, usize::MAX).unwrap();
         assert_eq!(entries.len(), 1);
         let r = Record::from_json(&entries[0].json).unwrap();
+        // Stored as the conversion serialized it: exactly the record's compact JSON.
+        assert_eq!(r.to_json(), entries[0].json);
         assert_eq!(r.event_id, resp.successful[0].event_id);
         assert_eq!(r.event_category.as_deref(), Some("ActivityAuditLog"));
         assert_eq!(r.event_type, "ActivityLog");
@@ -645,6 +658,13 @@ mod tests {
             ),
             "ValidationException"
         );
+        // A list holding a call is not a call.
+        let list = format!("[{}]", json!({ "auditEvents": [event("a", &g)] }));
+        let err = ep
+            .put_audit_events(None, list.as_bytes(), ConnInfo::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "ValidationException");
         let err = ep
             .put_audit_events(None, b"{not json", ConnInfo::default())
             .await

@@ -786,15 +786,24 @@ impl Buffer {
         records: &[Record],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Appended, BufferError> {
+        let jsons: Vec<Vec<u8>> = records.iter().map(Record::to_json).collect();
+        self.try_append_json(&jsons, checkpoint)
+    }
+
+    /// [`Buffer::try_append`] of records already serialized: each one a record's compact JSON
+    /// ([`Record::to_json`]), as the collector will parse it.
+    pub fn try_append_json(
+        &self,
+        records: &[Vec<u8>],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Appended, BufferError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BufferError::Closed);
         }
         let now = now_ms();
         // Encoded before taking the state lock, so that concurrent appenders compress in
         // parallel with each other's sled work.
-        let jsons: Vec<Vec<u8>> = records.iter().map(Record::to_json).collect();
-        let chunks = self.encode_chunks(&jsons, now)?;
-        drop(jsons);
+        let chunks = self.encode_chunks(records, now)?;
         let new_bytes: u64 = chunks.iter().map(|(v, _)| v.len() as u64).sum();
         let mut st = self.state();
         let mut loss = self.loss_chunk(&st, now)?;
@@ -933,6 +942,17 @@ impl Buffer {
         records: Vec<Record>,
         checkpoint: Option<Checkpoint>,
     ) -> Result<Appended, BufferError> {
+        let jsons = records.iter().map(Record::to_json).collect();
+        drop(records);
+        self.append_json(jsons, checkpoint).await
+    }
+
+    /// [`Buffer::append`] of records already serialized (see [`Buffer::try_append_json`]).
+    pub async fn append_json(
+        &self,
+        records: Vec<Vec<u8>>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Appended, BufferError> {
         let records = Arc::new(records);
         let checkpoint = Arc::new(checkpoint);
         loop {
@@ -942,7 +962,7 @@ impl Buffer {
             let this = self.clone();
             let (r, c) = (records.clone(), checkpoint.clone());
             let outcome =
-                tokio::task::spawn_blocking(move || this.try_append(&r, c.as_ref().as_ref()))
+                tokio::task::spawn_blocking(move || this.try_append_json(&r, c.as_ref().as_ref()))
                     .await
                     .map_err(|e| BufferError::Storage(format!("append task failed: {e}")))??;
             match outcome {
@@ -1336,23 +1356,33 @@ fn quarantine_name(dir: &Path) -> PathBuf {
     candidate
 }
 
+fn sink_result(r: Result<Appended, BufferError>) -> Result<(), SinkError> {
+    match r {
+        Ok(Appended::Stored(_)) => Ok(()),
+        Ok(Appended::Dropped((first, last))) => Err(SinkError::Dropped {
+            dropped: last - first + 1,
+        }),
+        Ok(Appended::Full) => Err(SinkError::Storage("buffer full".into())),
+        Err(BufferError::Closed) => Err(SinkError::Closed),
+        Err(e) => Err(SinkError::Storage(e.to_string())),
+    }
+}
+
 impl RecordSink for Buffer {
     fn append(
         &self,
         records: Vec<Record>,
         checkpoint: Option<Checkpoint>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move {
-            match Buffer::append(self, records, checkpoint).await {
-                Ok(Appended::Stored(_)) => Ok(()),
-                Ok(Appended::Dropped((first, last))) => Err(SinkError::Dropped {
-                    dropped: last - first + 1,
-                }),
-                Ok(Appended::Full) => Err(SinkError::Storage("buffer full".into())),
-                Err(BufferError::Closed) => Err(SinkError::Closed),
-                Err(e) => Err(SinkError::Storage(e.to_string())),
-            }
-        })
+        Box::pin(async move { sink_result(Buffer::append(self, records, checkpoint).await) })
+    }
+
+    fn append_json(
+        &self,
+        records: Vec<Vec<u8>>,
+        checkpoint: Option<Checkpoint>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move { sink_result(Buffer::append_json(self, records, checkpoint).await) })
     }
 
     fn checkpoint(&self, source: &str) -> Option<Vec<u8>> {

@@ -48,6 +48,23 @@ pub trait RecordSink: Send + Sync {
         checkpoint: Option<Checkpoint>,
     ) -> BoxFuture<'_, Result<(), SinkError>>;
 
+    /// [`RecordSink::append`] of records already serialized, each one a record's compact JSON
+    /// ([`Record::to_json`]); a caller that has the JSON anyway saves serializing it again.
+    /// The default parses them back; the buffer stores them as they are.
+    fn append_json(
+        &self,
+        records: Vec<Vec<u8>>,
+        checkpoint: Option<Checkpoint>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        let parsed: Result<Vec<Record>, _> = records.iter().map(|j| Record::from_json(j)).collect();
+        match parsed {
+            Ok(records) => self.append(records, checkpoint),
+            Err(e) => {
+                Box::pin(async move { Err(SinkError::Storage(format!("not a record: {e}"))) })
+            }
+        }
+    }
+
     /// The last checkpoint stored for `source`, if any.
     fn checkpoint(&self, source: &str) -> Option<Vec<u8>>;
 }

@@ -103,6 +103,21 @@ pub fn parse_request(body: &[u8]) -> Result<Vec<AuditEvent>, RequestError> {
             body.len()
         )));
     }
+    // The common case, a well-formed call, straight into the events; anything it does not take
+    // goes the general way below, which names the problem. (A JSON array would deserialize into
+    // the struct too, but is no call: only an object takes this path.)
+    #[derive(Deserialize)]
+    struct Call {
+        #[serde(rename = "auditEvents")]
+        audit_events: Vec<AuditEvent>,
+    }
+    let is_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if is_object && let Ok(call) = serde_json::from_slice::<Call>(body) {
+        return check_events(call.audit_events);
+    }
     let v: Value = serde_json::from_slice(body).map_err(|e| RequestError {
         status: StatusCode::BAD_REQUEST,
         code: "SerializationException",
@@ -127,28 +142,55 @@ pub fn parse_request(body: &[u8]) -> Result<Vec<AuditEvent>, RequestError> {
                 "auditEvents[{i}]: {e} (each event needs string members id and eventData)"
             ))
         })?;
-        if ev.id.is_empty()
-            || ev.id.len() > 128
-            || !ev
-                .id
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
-            return Err(validation(format!(
-                "auditEvents[{i}].id {:?} must be 1-128 characters of [-_A-Za-z0-9]",
-                ev.id
-            )));
-        }
+        check_id(i, &ev.id)?;
         if !seen.insert(ev.id.clone()) {
-            return Err(RequestError {
-                status: StatusCode::BAD_REQUEST,
-                code: "DuplicatedAuditEventId",
-                message: format!("the id {:?} appears more than once in the call", ev.id),
-            });
+            return Err(duplicated(&ev.id));
         }
         events.push(ev);
     }
     Ok(events)
+}
+
+/// The request-level checks of events that all deserialized (the fast path of
+/// [`parse_request`]): the same checks in the same order as the general path.
+fn check_events(events: Vec<AuditEvent>) -> Result<Vec<AuditEvent>, RequestError> {
+    if events.is_empty() || events.len() > MAX_EVENTS {
+        return Err(validation(format!(
+            "auditEvents has {} members; it must have 1 to {MAX_EVENTS}",
+            events.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        check_id(i, &ev.id)?;
+        if !seen.insert(ev.id.as_str()) {
+            return Err(duplicated(&ev.id));
+        }
+    }
+    Ok(events)
+}
+
+/// An event's `id`: 1-128 of `[-_A-Za-z0-9]`.
+fn check_id(i: usize, id: &str) -> Result<(), RequestError> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
+        return Err(validation(format!(
+            "auditEvents[{i}].id {id:?} must be 1-128 characters of [-_A-Za-z0-9]"
+        )));
+    }
+    Ok(())
+}
+
+fn duplicated(id: &str) -> RequestError {
+    RequestError {
+        status: StatusCode::BAD_REQUEST,
+        code: "DuplicatedAuditEventId",
+        message: format!("the id {id:?} appears more than once in the call"),
+    }
 }
 
 /// Who the events are converted for.
@@ -192,13 +234,14 @@ const KNOWN: &[&str] = &[
     "additionalEventData",
 ];
 
+/// Reads a string member taken out of `eventData` (moved, not copied).
 fn string_field(
-    obj: &Map<String, Value>,
+    value: Option<Value>,
     name: &str,
     limit: usize,
     required: bool,
 ) -> Result<Option<String>, EventError> {
-    match obj.get(name) {
+    match value {
         None | Some(Value::Null) if required => Err(ev_err(
             "FieldNotFound",
             format!("eventData.{name} is required"),
@@ -208,14 +251,14 @@ fn string_field(
             "FieldNotFound",
             format!("eventData.{name} is required and must not be empty"),
         )),
-        Some(Value::String(s)) if s.chars().count() > limit => Err(ev_err(
+        Some(Value::String(s)) if s.len() > limit && s.chars().count() > limit => Err(ev_err(
             "FieldTooLong",
             format!(
                 "eventData.{name} is {} characters; at most {limit} are allowed",
                 s.chars().count()
             ),
         )),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(ev_err(
             "InvalidData",
             format!("eventData.{name} must be a string"),
@@ -223,22 +266,19 @@ fn string_field(
     }
 }
 
-fn json_field(
-    obj: &Map<String, Value>,
-    name: &str,
-    limit: usize,
-) -> Result<Option<Value>, EventError> {
-    match obj.get(name) {
+/// Checks the compact JSON size of a member taken out of `eventData` (counted, not built).
+fn json_field(value: Option<Value>, name: &str, limit: usize) -> Result<Option<Value>, EventError> {
+    match value {
         None => Ok(None),
         Some(v) => {
-            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+            let size = crate::event::json_len(&v);
             if size > limit {
                 return Err(ev_err(
                     "FieldTooLong",
                     format!("eventData.{name} is {size} bytes; at most {limit} are allowed"),
                 ));
             }
-            Ok(Some(v.clone()))
+            Ok(Some(v))
         }
     }
 }
@@ -253,6 +293,24 @@ fn parse_event_time(s: &str) -> Option<String> {
 
 /// Checks one event and turns it into a CloudTrail record for `ctx`.
 pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Record, EventError> {
+    convert_to_json(ev, channel, ctx).map(|c| c.record)
+}
+
+/// A converted event: the record and its compact JSON (what [`Record::to_json`] gives), which
+/// the conversion builds anyway to check the record's size.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub record: Record,
+    pub json: Vec<u8>,
+}
+
+/// [`convert`], also returning the record's JSON, so that a caller storing it does not
+/// serialize the record a second time.
+pub fn convert_to_json(
+    ev: &AuditEvent,
+    channel: &str,
+    ctx: &Context<'_>,
+) -> Result<Converted, EventError> {
     if let Some(sum) = &ev.event_data_checksum {
         let want = base64::engine::general_purpose::STANDARD
             .decode(sum)
@@ -270,9 +328,28 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
     let Value::Object(obj) = data else {
         return Err(ev_err("InvalidData", "eventData must be a JSON object"));
     };
+    // One pass over the members: the known ones are moved into their slots (in `KNOWN` order),
+    // the others into `unmapped`, in their order. Nothing is copied.
+    let mut known: [Option<Value>; KNOWN.len()] = Default::default();
+    let mut unmapped = Map::new();
+    for (k, v) in obj {
+        match KNOWN.iter().position(|n| *n == k) {
+            Some(i) => known[i] = Some(v),
+            None => {
+                unmapped.insert(k, v);
+            }
+        }
+    }
+    let mut take = |name: &str| {
+        KNOWN
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| known[i].take())
+    };
 
-    let version = string_field(&obj, "version", LIMIT_VERSION, true)?.unwrap_or_default();
-    let ui = match obj.get("userIdentity") {
+    let version =
+        string_field(take("version"), "version", LIMIT_VERSION, true)?.unwrap_or_default();
+    let mut ui = match take("userIdentity") {
         None | Some(Value::Null) => {
             return Err(ev_err(
                 "FieldNotFound",
@@ -293,26 +370,44 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
             .message
             .replacen("eventData.", "eventData.userIdentity.", 1),
     };
-    let identity_type = string_field(ui, "type", LIMIT_IDENTITY_TYPE, true).map_err(prefixed)?;
-    let principal_id = string_field(ui, "principalId", LIMIT_1K, true).map_err(prefixed)?;
-    let mut identity_extra = Map::new();
-    for (k, v) in ui {
-        if k != "type" && k != "principalId" {
-            identity_extra.insert(k.clone(), v.clone());
-        }
-    }
-    let user_agent = string_field(&obj, "userAgent", LIMIT_1K, false)?;
-    let event_source = string_field(&obj, "eventSource", LIMIT_1K, true)?.unwrap_or_default();
-    let event_name = string_field(&obj, "eventName", LIMIT_1K, true)?.unwrap_or_default();
-    let event_time_raw = string_field(&obj, "eventTime", 64, true)?.unwrap_or_default();
-    let uid = string_field(&obj, "UID", LIMIT_1K, true)?;
-    let request_parameters = json_field(&obj, "requestParameters", LIMIT_PARAMETERS)?;
-    let response_elements = json_field(&obj, "responseElements", LIMIT_PARAMETERS)?;
-    let additional = json_field(&obj, "additionalEventData", LIMIT_ADDITIONAL)?;
-    let error_code = string_field(&obj, "errorCode", LIMIT_ERROR, false)?;
-    let error_message = string_field(&obj, "errorMessage", LIMIT_ERROR, false)?;
-    let source_ip = string_field(&obj, "sourceIPAddress", 64, false)?;
-    let recipient = string_field(&obj, "recipientAccountId", 12, true)
+    // `shift_remove` keeps the order of the members left (they stay in `userIdentity`).
+    let identity_type = string_field(ui.shift_remove("type"), "type", LIMIT_IDENTITY_TYPE, true)
+        .map_err(prefixed)?;
+    let principal_id = string_field(
+        ui.shift_remove("principalId"),
+        "principalId",
+        LIMIT_1K,
+        true,
+    )
+    .map_err(prefixed)?;
+    let identity_extra = ui;
+    let user_agent = string_field(take("userAgent"), "userAgent", LIMIT_1K, false)?;
+    let event_source =
+        string_field(take("eventSource"), "eventSource", LIMIT_1K, true)?.unwrap_or_default();
+    let event_name =
+        string_field(take("eventName"), "eventName", LIMIT_1K, true)?.unwrap_or_default();
+    let event_time_raw =
+        string_field(take("eventTime"), "eventTime", 64, true)?.unwrap_or_default();
+    let uid = string_field(take("UID"), "UID", LIMIT_1K, true)?;
+    let request_parameters = json_field(
+        take("requestParameters"),
+        "requestParameters",
+        LIMIT_PARAMETERS,
+    )?;
+    let response_elements = json_field(
+        take("responseElements"),
+        "responseElements",
+        LIMIT_PARAMETERS,
+    )?;
+    let additional = json_field(
+        take("additionalEventData"),
+        "additionalEventData",
+        LIMIT_ADDITIONAL,
+    )?;
+    let error_code = string_field(take("errorCode"), "errorCode", LIMIT_ERROR, false)?;
+    let error_message = string_field(take("errorMessage"), "errorMessage", LIMIT_ERROR, false)?;
+    let source_ip = string_field(take("sourceIPAddress"), "sourceIPAddress", 64, false)?;
+    let recipient = string_field(take("recipientAccountId"), "recipientAccountId", 12, true)
         .map_err(|e| {
             if e.code == "FieldTooLong" {
                 ev_err(
@@ -368,12 +463,6 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
         ));
     }
 
-    let mut unmapped = Map::new();
-    for (k, v) in &obj {
-        if !KNOWN.contains(&k.as_str()) {
-            unmapped.insert(k.clone(), v.clone());
-        }
-    }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
     let mut name = Vec::new();
     for part in [
@@ -434,7 +523,8 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
     record
         .validate()
         .map_err(|e| ev_err(e.code(), e.to_string()))?;
-    let size = record.to_json().len();
+    let json = record.to_json();
+    let size = json.len();
     if size > wire::limits::MAX_RECORD_BYTES {
         return Err(ev_err(
             "FieldTooLong",
@@ -444,7 +534,7 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
             ),
         ));
     }
-    Ok(record)
+    Ok(Converted { record, json })
 }
 
 /// Decodes `%XX` escapes (and `+` as space) of a query value.

@@ -470,7 +470,7 @@ pub fn is_region(s: &str) -> bool {
 /// The length of `v`'s compact JSON, counted without building it: validation measures the
 /// nested members of every ingested record, and allocating each one's text only to take its
 /// length showed up in the collector's profile.
-fn json_len(v: &Value) -> usize {
+pub(crate) fn json_len(v: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
