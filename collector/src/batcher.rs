@@ -1,68 +1,114 @@
 //! Turns committed records into CloudTrail log files.
 //!
-//! There is one open file per (account, region), held in memory; its records are also pending
-//! in the journal, so losing the memory (a crash) loses nothing: the next start reloads them.
-//! A file closes `[trail] log_file_interval` after its first record or before its uncompressed JSON
-//! would pass `max_bytes`, whichever comes first.
+//! There is one open file per (account, region). Its records are also pending in the journal,
+//! so losing the memory (a crash) loses nothing: the next start reloads them. A file closes
+//! `[trail] log_file_interval` after its first record or before its uncompressed JSON would
+//! pass `max_bytes`, whichever comes first.
 //!
-//! Closing is where exactly-once delivery is decided. The file's bytes are built once
-//! (`{"Records":[...]}` compact, one gzip member), its key is chosen
-//! (`TrailLayout::log_file_key` with a fresh `unique16`), and key, bytes and hash are recorded
-//! in the journal in the same atomic batch that removes its records from the pending set
-//! ([`Journal::close_file`]), then flushed. Only after that can any destination see the key.
-//! A crash before the flush leaves the records pending (the file is rebuilt under a new key
-//! that was never uploaded); a crash after it re-uploads the same key with the same bytes.
+//! # Memory
+//!
+//! An open file is compressed and hashed as its records arrive: past its first 256 KiB it
+//! holds one gzip member in progress (the deflate state, about 300 KiB, and the compressed
+//! bytes so far) and a running SHA-256, never the uncompressed JSON. So a collector with many
+//! accounts and regions open holds roughly `max_bytes / gzip ratio` per busy file rather than
+//! `max_bytes` (about 6 MiB instead of 32 MiB for a full file of typical records), and at most
+//! 256 KiB per quiet one. Closing a file only finishes the member: the gzip work is spread over
+//! ingest instead of falling on the close, which is why a shutdown delivers its last files
+//! quickly. The compression runs under `block_in_place`, so the other async workers go on
+//! serving ingest meanwhile.
+//!
+//! # Exactly once
+//!
+//! Closing is where exactly-once delivery is decided. A file is first *sealed*: the member is
+//! finished (`{"Records":[...]}` compact, one gzip member) and its hash taken. Then its key is
+//! chosen (`TrailLayout::log_file_key` with a fresh `unique16`), and key, bytes and hash are
+//! recorded in the journal in the same atomic batch that removes its records from the pending
+//! set ([`Journal::close_file`]), then flushed. Only after that can any destination see the
+//! key. A crash before the flush leaves the records pending (the file is rebuilt under a new
+//! key that was never uploaded); a crash after it re-uploads the same key with the same bytes.
+//! A sealed file whose recording fails is kept, unchanged, and recorded again on the next tick;
+//! its (account, region) meanwhile opens a new file.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::digest;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use groundtrail_common::shutdown::Shutdown;
-use groundtrail_common::trail::{TrailLayout, sha256_hex, unique16};
+use groundtrail_common::trail::{TrailLayout, unique16};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::internal_events::{InternalEvent, LogFileClosed};
 use crate::journal::{FileEntry, Journal, JournalError, PendingRecord};
 
-/// The open log file of one (account, region).
-#[derive(Debug)]
+const HEAD: &[u8] = b"{\"Records\":[";
+const TAIL: &[u8] = b"]}";
+
+/// The open log file of one (account, region), compressed and hashed as records arrive.
 struct OpenFile {
     opened: Instant,
     seqs: Vec<u64>,
-    /// `{"Records":[` followed by the records so far, comma-separated.
-    body: Vec<u8>,
+    /// `{"Records":[` and the records so far, comma-separated: plain while the file is small,
+    /// then one gzip member in progress.
+    body: Body,
+    /// SHA-256 of the same uncompressed bytes.
+    sha: digest::Context,
+    /// Length of the uncompressed bytes so far.
+    json_len: usize,
     newest: String,
     oldest: String,
 }
 
-const HEAD: &[u8] = b"{\"Records\":[";
-const TAIL: &[u8] = b"]}";
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile")
+            .field("records", &self.seqs.len())
+            .field("json_len", &self.json_len)
+            .field("held", &self.body.held())
+            .finish_non_exhaustive()
+    }
+}
 
 impl OpenFile {
     fn new(now: Instant) -> OpenFile {
-        OpenFile {
+        let mut file = OpenFile {
             opened: now,
             seqs: Vec::new(),
-            body: HEAD.to_vec(),
+            body: Body::Plain(Vec::new()),
+            sha: digest::Context::new(&digest::SHA256),
+            json_len: 0,
             newest: String::new(),
             oldest: String::new(),
-        }
+        };
+        file.write(HEAD);
+        file
     }
 
-    /// The size of the finished JSON if `json` were added.
-    fn size_with(&self, json: &[u8]) -> usize {
-        self.body.len() + usize::from(!self.seqs.is_empty()) + json.len() + TAIL.len()
+    /// Adds uncompressed bytes to the member and the hash.
+    ///
+    /// Deflating into a `Vec` has no I/O that can fail, and flate2 reports an error from the
+    /// compressor only for a stream used after it was finished, which `OpenFile` never does
+    /// (sealing consumes it); so a failure here is a bug, not a condition to recover from.
+    fn write(&mut self, bytes: &[u8]) {
+        self.body.write(bytes);
+        self.sha.update(bytes);
+        self.json_len += bytes.len();
+    }
+
+    /// The size of the finished JSON if a record of `json_len` bytes were added.
+    fn size_with(&self, json_len: usize) -> usize {
+        self.json_len + usize::from(!self.seqs.is_empty()) + json_len + TAIL.len()
     }
 
     fn push(&mut self, r: &PendingRecord) {
         if !self.seqs.is_empty() {
-            self.body.push(b',');
+            self.write(b",");
         }
-        self.body.extend_from_slice(&r.json);
+        self.write(&r.json);
         self.seqs.push(r.seq);
         if self.newest.is_empty() || r.event_time > self.newest {
             self.newest = r.event_time.clone();
@@ -71,34 +117,102 @@ impl OpenFile {
             self.oldest = r.event_time.clone();
         }
     }
+
+    /// Finishes the member: the file's bytes and hash are final from here on.
+    fn seal(mut self, part: (String, String)) -> SealedFile {
+        self.write(TAIL);
+        let gzip = self.body.finish();
+        SealedFile {
+            part,
+            built: BuiltFile {
+                json_len: self.json_len,
+                gzip,
+                sha256: hex::encode(self.sha.finish()),
+            },
+            seqs: self.seqs,
+            newest: self.newest,
+            oldest: self.oldest,
+        }
+    }
 }
 
-/// A finished log file: the uncompressed JSON, its gzip and hash.
+/// Below this many bytes a file is held plain: a deflate stream costs about 300 KiB of state
+/// whatever it holds, so a collector with many quiet (account, region) files would pay that
+/// for each. Above it the compressed bytes are smaller than the plain ones would be.
+const PLAIN_LIMIT: usize = 256 << 10;
+
+/// The bytes of an open file.
+enum Body {
+    Plain(Vec<u8>),
+    Deflating(Box<GzEncoder<Vec<u8>>>),
+}
+
+impl Body {
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            Body::Plain(plain) if plain.len() + bytes.len() <= PLAIN_LIMIT => {
+                plain.extend_from_slice(bytes);
+            }
+            Body::Plain(plain) => {
+                let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+                gz.write_all(plain)
+                    .expect("deflate into memory cannot fail");
+                gz.write_all(bytes)
+                    .expect("deflate into memory cannot fail");
+                *self = Body::Deflating(Box::new(gz));
+            }
+            Body::Deflating(gz) => gz
+                .write_all(bytes)
+                .expect("deflate into memory cannot fail"),
+        }
+    }
+
+    /// The bytes held in memory (not counting the deflate state).
+    fn held(&self) -> usize {
+        match self {
+            Body::Plain(plain) => plain.len(),
+            Body::Deflating(gz) => gz.get_ref().len(),
+        }
+    }
+
+    /// The finished gzip member.
+    fn finish(self) -> Vec<u8> {
+        let gz = match self {
+            Body::Plain(plain) => {
+                let mut gz = GzEncoder::new(
+                    Vec::with_capacity(plain.len() / 4 + 64),
+                    Compression::default(),
+                );
+                gz.write_all(&plain)
+                    .expect("deflate into memory cannot fail");
+                gz
+            }
+            Body::Deflating(gz) => *gz,
+        };
+        gz.finish().expect("deflate into memory cannot fail")
+    }
+}
+
+/// A finished log file: its gzip and hash.
 #[derive(Debug, Clone)]
-pub struct BuiltFile {
-    /// `{"Records":[...]}` exactly as hashed.
-    pub json: Vec<u8>,
-    /// One gzip member of `json`.
-    pub gzip: Vec<u8>,
-    /// Hex SHA-256 of `json`.
-    pub sha256: String,
+struct BuiltFile {
+    /// Length of `{"Records":[...]}`, the bytes that were hashed and compressed.
+    json_len: usize,
+    /// One gzip member of the JSON.
+    gzip: Vec<u8>,
+    /// Hex SHA-256 of the JSON.
+    sha256: String,
 }
 
-/// Builds the bytes of a log file from its `{"Records":[...` prefix.
-pub fn build_file(mut body: Vec<u8>) -> std::io::Result<BuiltFile> {
-    body.extend_from_slice(TAIL);
-    let sha256 = sha256_hex(&body);
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(body.len() / 8 + 64),
-        Compression::default(),
-    );
-    enc.write_all(&body)?;
-    let gzip = enc.finish()?;
-    Ok(BuiltFile {
-        json: body,
-        gzip,
-        sha256,
-    })
+/// A file whose member is finished and whose records are fixed, not yet recorded in the
+/// journal.
+#[derive(Debug)]
+struct SealedFile {
+    part: (String, String),
+    built: BuiltFile,
+    seqs: Vec<u64>,
+    newest: String,
+    oldest: String,
 }
 
 /// Owns the open log files. Driven by [`Batcher::run`].
@@ -114,6 +228,8 @@ pub struct Batcher {
     /// Woken when a file is closed, one per destination's delivery task.
     wake: Vec<Arc<Notify>>,
     open: HashMap<(String, String), OpenFile>,
+    /// Sealed files the journal has not recorded yet (it failed): retried on every tick.
+    unrecorded: Vec<SealedFile>,
     /// The event history's indexer: every record added is sent there.
     history: Option<mpsc::Sender<crate::history::IndexMsg>>,
 }
@@ -122,7 +238,22 @@ impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
             .field("open", &self.open.len())
+            .field("unrecorded", &self.unrecorded.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// How long a sealed file the journal failed to record waits before the next attempt.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs CPU-bound work without stalling the async workers: on a multi-threaded runtime (the
+/// collector's) the worker hands its other tasks to the rest of the pool while `f` runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -143,6 +274,7 @@ impl Batcher {
             destinations,
             wake,
             open: HashMap::new(),
+            unrecorded: Vec::new(),
             history: None,
         }
     }
@@ -155,11 +287,11 @@ impl Batcher {
 
     /// Hands records to the history indexer. A stopped indexer is logged, not returned: the
     /// history is a read model, and a broken index must not stop the trail.
-    async fn index(&self, records: &[PendingRecord]) {
+    async fn index(&self, records: Vec<PendingRecord>) {
         let Some(tx) = &self.history else {
             return;
         };
-        let jsons: Vec<Vec<u8>> = records.iter().map(|r| r.json.clone()).collect();
+        let jsons: Vec<Vec<u8>> = records.into_iter().map(|r| r.json).collect();
         if tx
             .send(crate::history::IndexMsg::Records(jsons))
             .await
@@ -174,38 +306,62 @@ impl Batcher {
         self.open.values().map(|f| f.seqs.len()).sum()
     }
 
+    /// Bytes the open files hold in memory (compressed so far), and their uncompressed size.
+    pub fn open_bytes(&self) -> (usize, usize) {
+        self.open.values().fold((0, 0), |(gz, json), f| {
+            (gz + f.body.held(), json + f.json_len)
+        })
+    }
+
     /// Adds committed records, closing files that would grow past `max_bytes`.
     ///
-    /// Every record is added even when closing a full file fails: that file then stays open
-    /// (and over its size bound) until a later close succeeds, rather than leaving records
-    /// pending in the journal with no open file to carry them. The first error is returned.
+    /// Every record is added, in order; a full file is sealed and the record starts the next
+    /// file of its (account, region). Sealed files are then recorded; one the journal fails to
+    /// record is kept and retried (see [`Batcher::close_due`]). The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
-        self.index(&records).await;
         let now = Instant::now();
+        let max_bytes = self.max_bytes;
+        let open = &mut self.open;
+        let sealed = blocking(|| {
+            let mut sealed = Vec::new();
+            for r in &records {
+                let part = (r.account.clone(), r.region.clone());
+                let full = open
+                    .get(&part)
+                    .is_some_and(|f| !f.seqs.is_empty() && f.size_with(r.json.len()) > max_bytes);
+                if full && let Some(file) = open.remove(&part) {
+                    sealed.push(file.seal(part.clone()));
+                }
+                open.entry(part)
+                    .or_insert_with(|| OpenFile::new(now))
+                    .push(r);
+            }
+            sealed
+        });
+        // Before any of them is recorded: a file is recorded only after the history has
+        // indexed every record in it (see `record`).
+        self.index(records).await;
         let mut first_error = None;
-        for r in records {
-            let part = (r.account.clone(), r.region.clone());
-            let full = self
-                .open
-                .get(&part)
-                .is_some_and(|f| !f.seqs.is_empty() && f.size_with(&r.json) > self.max_bytes);
-            if full && let Err(e) = self.close(&part).await {
+        for file in sealed {
+            if let Err(e) = self.record(file).await {
                 first_error.get_or_insert(e);
             }
-            self.open
-                .entry(part)
-                .or_insert_with(|| OpenFile::new(now))
-                .push(&r);
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// When the next open file is due to close.
+    /// When the next open file is due to close (or a failed recording to be retried).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.open.values().map(|f| f.opened + self.interval).min()
+        let due = self.open.values().map(|f| f.opened + self.interval).min();
+        if self.unrecorded.is_empty() {
+            due
+        } else {
+            Some(due.map_or(Instant::now() + RETRY, |d| d.min(Instant::now() + RETRY)))
+        }
     }
 
-    /// Closes every file whose interval has passed.
+    /// Records sealed files whose recording failed before, then closes every file whose
+    /// interval has passed. Returns how many files were recorded.
     pub async fn close_due(&mut self, now: Instant) -> Result<usize, JournalError> {
         let due: Vec<_> = self
             .open
@@ -213,42 +369,42 @@ impl Batcher {
             .filter(|(_, f)| f.opened + self.interval <= now)
             .map(|(k, _)| k.clone())
             .collect();
-        for part in &due {
-            self.close(part).await?;
-        }
-        Ok(due.len())
+        self.close_parts(due).await
     }
 
-    /// Closes every open file (shutdown).
+    /// Closes every open file (shutdown), and records any sealed file still unrecorded.
     pub async fn close_all(&mut self) -> Result<usize, JournalError> {
         let all: Vec<_> = self.open.keys().cloned().collect();
-        for part in &all {
-            self.close(part).await?;
-        }
-        Ok(all.len())
+        self.close_parts(all).await
     }
 
-    /// Builds, records and flushes one file. On failure the file stays open (its records stay
-    /// pending in the journal either way) and the next attempt builds it afresh.
-    async fn close(&mut self, part: &(String, String)) -> Result<(), JournalError> {
-        let Some(file) = self.open.remove(part) else {
-            return Ok(());
-        };
-        if file.seqs.is_empty() {
-            return Ok(());
-        }
-        let body = file.body.clone();
-        let built = match tokio::task::spawn_blocking(move || build_file(body)).await {
-            Ok(Ok(built)) => built,
-            failed => {
-                self.open.insert(part.clone(), file);
-                return Err(JournalError::Other(match failed {
-                    Ok(Err(e)) => format!("gzip failed: {e}"),
-                    Err(e) => format!("gzip task failed: {e}"),
-                    Ok(Ok(_)) => String::new(),
-                }));
+    async fn close_parts(&mut self, parts: Vec<(String, String)>) -> Result<usize, JournalError> {
+        let mut sealed = std::mem::take(&mut self.unrecorded);
+        let open = &mut self.open;
+        blocking(|| {
+            for part in parts {
+                if let Some(file) = open.remove(&part) {
+                    sealed.push(file.seal(part));
+                }
             }
-        };
+        });
+        let mut recorded = 0;
+        let mut first_error = None;
+        for file in sealed {
+            match self.record(file).await {
+                Ok(()) => recorded += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(recorded), Err)
+    }
+
+    /// Records one sealed file in the journal and flushes. On failure the file is kept in
+    /// `unrecorded`, bytes and records unchanged (they also stay pending in the journal), and
+    /// the next tick tries again.
+    async fn record(&mut self, file: SealedFile) -> Result<(), JournalError> {
         // The history entries of these records become durable before the file is recorded:
         // a crash after this point cannot leave filed records out of the history.
         if let Some(tx) = &self.history {
@@ -262,7 +418,7 @@ impl Batcher {
                 tracing::error!("event history indexer has stopped");
             }
         }
-        let (account, region) = part;
+        let (account, region) = &file.part;
         let key = self.layout.log_file_key(
             account,
             region,
@@ -273,16 +429,16 @@ impl Batcher {
             key: key.clone(),
             account: account.clone(),
             region: region.clone(),
-            sha256: built.sha256.clone(),
+            sha256: file.built.sha256.clone(),
             newest_event_time: file.newest.clone(),
             oldest_event_time: file.oldest.clone(),
             records: file.seqs.len() as u64,
         };
-        let recorded = self
-            .journal
-            .close_file(&entry, &built.gzip, &file.seqs, &self.destinations);
-        if let Err(e) = recorded {
-            self.open.insert(part.clone(), file);
+        if let Err(e) =
+            self.journal
+                .close_file(&entry, &file.built.gzip, &file.seqs, &self.destinations)
+        {
+            self.unrecorded.push(file);
             return Err(e);
         }
         // Only a flushed key may reach a destination (invariant 4 of the journal).
@@ -290,7 +446,7 @@ impl Batcher {
         LogFileClosed {
             key: &key,
             records: entry.records,
-            bytes: built.json.len(),
+            bytes: file.built.json_len,
         }
         .emit();
         for w in &self.wake {
@@ -323,7 +479,7 @@ impl Batcher {
                     if let Err(e) = self.close_due(Instant::now()).await {
                         tracing::error!("batcher: closing a log file failed: {e}; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = tokio::time::sleep(RETRY) => {}
                             _ = shutdown.recv() => {}
                         }
                     }
@@ -338,6 +494,7 @@ impl Batcher {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use groundtrail_common::trail::sha256_hex;
     use groundtrail_common::{Record, UserIdentity};
     use std::io::Read;
 
@@ -446,5 +603,65 @@ mod tests {
             assert!(entry.records >= 1);
         }
         assert_eq!(files.iter().map(|f| f.1.records).sum::<u64>(), 5);
+    }
+
+    /// A busy open file holds its records compressed, and the member it finishes is exactly the
+    /// records' JSON, in order, between `{"Records":[` and `]}`, with the hash of those bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_files_are_held_compressed_and_finish_to_the_exact_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+        let recs: Vec<_> = (0..2000)
+            .map(|n| record(n, "us-east-1", "2026-01-01T00:00:00Z"))
+            .collect();
+        let out = journal.commit(&recs, &[], Utc::now()).unwrap();
+        let expected = {
+            let mut b = HEAD.to_vec();
+            for (i, r) in out.committed.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                b.extend_from_slice(&r.json);
+            }
+            b.extend_from_slice(TAIL);
+            b
+        };
+        let mut b = Batcher::new(
+            journal.clone(),
+            TrailLayout::default(),
+            Duration::from_secs(60),
+            32 << 20,
+            vec!["d".into()],
+            vec![],
+        );
+        // A quiet file is held plain: no deflate state for a handful of records.
+        let mut committed = out.committed;
+        let rest = committed.split_off(10);
+        b.add(std::mem::replace(&mut committed, rest))
+            .await
+            .unwrap();
+        let (held, json) = b.open_bytes();
+        assert_eq!(held, json);
+        assert!(json < PLAIN_LIMIT);
+        // The rest in several adds, as ingest hands them over.
+        while !committed.is_empty() {
+            let rest = committed.split_off(committed.len().min(300));
+            b.add(std::mem::replace(&mut committed, rest))
+                .await
+                .unwrap();
+        }
+        let (gz, json) = b.open_bytes();
+        assert_eq!(json, expected.len() - TAIL.len());
+        assert!(
+            gz * 5 < json,
+            "open file holds {gz} bytes for {json} bytes of JSON"
+        );
+        assert_eq!(b.close_all().await.unwrap(), 1);
+        let files = journal.undelivered("d").unwrap();
+        assert_eq!(files.len(), 1);
+        let body = gunzip_one_member(&journal.file_body(files[0].0).unwrap());
+        assert!(body == expected, "the member is exactly the records' JSON");
+        assert_eq!(files[0].1.sha256, sha256_hex(&expected));
+        assert_eq!(files[0].1.records, 2000);
     }
 }
