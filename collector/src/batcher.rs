@@ -88,11 +88,7 @@ impl OpenFile {
         file
     }
 
-    /// Adds uncompressed bytes to the member and the hash.
-    ///
-    /// Deflating into a `Vec` has no I/O that can fail, and flate2 reports an error from the
-    /// compressor only for a stream used after it was finished, which `OpenFile` never does
-    /// (sealing consumes it); so a failure here is a bug, not a condition to recover from.
+    /// Adds uncompressed bytes to the body and the hash.
     fn write(&mut self, bytes: &[u8]) {
         self.body.write(bytes);
         self.sha.update(bytes);
@@ -124,11 +120,9 @@ impl OpenFile {
         let gzip = self.body.finish();
         SealedFile {
             part,
-            built: BuiltFile {
-                json_len: self.json_len,
-                gzip,
-                sha256: hex::encode(self.sha.finish()),
-            },
+            json_len: self.json_len,
+            gzip,
+            sha256: hex::encode(self.sha.finish()),
             seqs: self.seqs,
             newest: self.newest,
             oldest: self.oldest,
@@ -142,6 +136,10 @@ impl OpenFile {
 const PLAIN_LIMIT: usize = 256 << 10;
 
 /// The bytes of an open file.
+///
+/// Deflating into a `Vec` has no I/O that can fail, and flate2 reports an error from the
+/// compressor only for a stream used after it was finished, which `Body` never does (`finish`
+/// consumes it); so a failure here is a bug, not a condition to recover from.
 enum Body {
     Plain(Vec<u8>),
     Deflating(Box<GzEncoder<Vec<u8>>>),
@@ -154,9 +152,7 @@ impl Body {
                 plain.extend_from_slice(bytes);
             }
             Body::Plain(plain) => {
-                let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-                gz.write_all(plain)
-                    .expect("deflate into memory cannot fail");
+                let mut gz = Body::deflating(plain);
                 gz.write_all(bytes)
                     .expect("deflate into memory cannot fail");
                 *self = Body::Deflating(Box::new(gz));
@@ -175,33 +171,25 @@ impl Body {
         }
     }
 
+    /// A gzip member in progress that starts with `plain`.
+    fn deflating(plain: &[u8]) -> GzEncoder<Vec<u8>> {
+        let mut gz = GzEncoder::new(
+            Vec::with_capacity(plain.len() / 4 + 64),
+            Compression::default(),
+        );
+        gz.write_all(plain)
+            .expect("deflate into memory cannot fail");
+        gz
+    }
+
     /// The finished gzip member.
     fn finish(self) -> Vec<u8> {
         let gz = match self {
-            Body::Plain(plain) => {
-                let mut gz = GzEncoder::new(
-                    Vec::with_capacity(plain.len() / 4 + 64),
-                    Compression::default(),
-                );
-                gz.write_all(&plain)
-                    .expect("deflate into memory cannot fail");
-                gz
-            }
+            Body::Plain(plain) => Body::deflating(&plain),
             Body::Deflating(gz) => *gz,
         };
         gz.finish().expect("deflate into memory cannot fail")
     }
-}
-
-/// A finished log file: its gzip and hash.
-#[derive(Debug, Clone)]
-struct BuiltFile {
-    /// Length of `{"Records":[...]}`, the bytes that were hashed and compressed.
-    json_len: usize,
-    /// One gzip member of the JSON.
-    gzip: Vec<u8>,
-    /// Hex SHA-256 of the JSON.
-    sha256: String,
 }
 
 /// A file whose member is finished and whose records are fixed, not yet recorded in the
@@ -209,7 +197,12 @@ struct BuiltFile {
 #[derive(Debug)]
 struct SealedFile {
     part: (String, String),
-    built: BuiltFile,
+    /// Length of `{"Records":[...]}`, the bytes that were hashed and compressed.
+    json_len: usize,
+    /// One gzip member of the JSON.
+    gzip: Vec<u8>,
+    /// Hex SHA-256 of the JSON.
+    sha256: String,
     seqs: Vec<u64>,
     newest: String,
     oldest: String,
@@ -339,25 +332,19 @@ impl Batcher {
             sealed
         });
         // Before any of them is recorded: a file is recorded only after the history has
-        // indexed every record in it (see `record`).
+        // indexed every record in it (see `record_all`).
         self.index(records).await;
-        let mut first_error = None;
-        for file in sealed {
-            if let Err(e) = self.record(file).await {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.record_all(sealed).await.map(|_| ())
     }
 
     /// When the next open file is due to close (or a failed recording to be retried).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let due = self.open.values().map(|f| f.opened + self.interval).min();
-        if self.unrecorded.is_empty() {
-            due
-        } else {
-            Some(due.map_or(Instant::now() + RETRY, |d| d.min(Instant::now() + RETRY)))
-        }
+        let retry = (!self.unrecorded.is_empty()).then(|| Instant::now() + RETRY);
+        self.open
+            .values()
+            .map(|f| f.opened + self.interval)
+            .chain(retry)
+            .min()
     }
 
     /// Records sealed files whose recording failed before, then closes every file whose
@@ -388,6 +375,29 @@ impl Batcher {
                 }
             }
         });
+        self.record_all(sealed).await
+    }
+
+    /// Records every sealed file, in order; one that fails is kept for the next tick and the
+    /// rest are still tried. Returns how many were recorded, or the first error.
+    async fn record_all(&mut self, sealed: Vec<SealedFile>) -> Result<usize, JournalError> {
+        if sealed.is_empty() {
+            return Ok(0);
+        }
+        // The history entries of these records become durable before the files are recorded
+        // (one barrier covers them all: every record was sent to the indexer before sealing):
+        // a crash after this point cannot leave filed records out of the history.
+        if let Some(tx) = &self.history {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx
+                .send(crate::history::IndexMsg::Barrier(done))
+                .await
+                .is_err()
+                || wait.await.is_err()
+            {
+                tracing::error!("event history indexer has stopped");
+            }
+        }
         let mut recorded = 0;
         let mut first_error = None;
         for file in sealed {
@@ -405,19 +415,6 @@ impl Batcher {
     /// `unrecorded`, bytes and records unchanged (they also stay pending in the journal), and
     /// the next tick tries again.
     async fn record(&mut self, file: SealedFile) -> Result<(), JournalError> {
-        // The history entries of these records become durable before the file is recorded:
-        // a crash after this point cannot leave filed records out of the history.
-        if let Some(tx) = &self.history {
-            let (done, wait) = tokio::sync::oneshot::channel();
-            if tx
-                .send(crate::history::IndexMsg::Barrier(done))
-                .await
-                .is_err()
-                || wait.await.is_err()
-            {
-                tracing::error!("event history indexer has stopped");
-            }
-        }
         let (account, region) = &file.part;
         let key = self.layout.log_file_key(
             account,
@@ -429,14 +426,14 @@ impl Batcher {
             key: key.clone(),
             account: account.clone(),
             region: region.clone(),
-            sha256: file.built.sha256.clone(),
+            sha256: file.sha256.clone(),
             newest_event_time: file.newest.clone(),
             oldest_event_time: file.oldest.clone(),
             records: file.seqs.len() as u64,
         };
-        if let Err(e) =
-            self.journal
-                .close_file(&entry, &file.built.gzip, &file.seqs, &self.destinations)
+        if let Err(e) = self
+            .journal
+            .close_file(&entry, &file.gzip, &file.seqs, &self.destinations)
         {
             self.unrecorded.push(file);
             return Err(e);
@@ -446,7 +443,7 @@ impl Batcher {
         LogFileClosed {
             key: &key,
             records: entry.records,
-            bytes: file.built.json_len,
+            bytes: file.json_len,
         }
         .emit();
         for w in &self.wake {
