@@ -203,6 +203,12 @@ impl Metrics {
             "PutAuditEvents events refused.",
             get(&self.app_events_failed),
         );
+        metric(
+            "groundtrail_records_truncated_total",
+            "counter",
+            "Records cut to fit the collector's limits before they were stored (marked in additionalEventData.groundtrailTruncated).",
+            get(&crate::sink::TRUNCATED),
+        );
         let health = self.health();
         metric(
             "groundtrail_agent_collector_reachable",

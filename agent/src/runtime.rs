@@ -228,7 +228,9 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     }
 
-    let sink: Arc<dyn RecordSink> = Arc::new(buffer.clone());
+    // Every input (PutAuditEvents, the sources, the sidecar) stores through `Fitted`: no
+    // record the collector would refuse for its size reaches the buffer.
+    let sink: Arc<dyn RecordSink> = Arc::new(crate::sink::Fitted::new(Arc::new(buffer.clone())));
     let app = Arc::new(AppEvents {
         converter: Converter { id: id.clone() },
         sink: sink.clone(),

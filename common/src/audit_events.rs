@@ -211,10 +211,12 @@ pub struct Context<'a> {
 /// Field limits of `eventData` (spec §4.3).
 const LIMIT_VERSION: usize = 256;
 const LIMIT_IDENTITY_TYPE: usize = 128;
-const LIMIT_1K: usize = 1024;
+// The caps the record itself has are the record's constants (what the collector checks), so the
+// two can never disagree.
+const LIMIT_1K: usize = crate::event::MAX_SHORT_FIELD_BYTES;
 const LIMIT_ERROR: usize = 256;
-const LIMIT_PARAMETERS: usize = 100 * 1024;
-const LIMIT_ADDITIONAL: usize = 28 * 1024;
+const LIMIT_PARAMETERS: usize = crate::event::MAX_PARAMETERS_BYTES;
+const LIMIT_ADDITIONAL: usize = crate::event::MAX_ADDITIONAL_BYTES;
 
 /// Members of `eventData` that map onto the record.
 const KNOWN: &[&str] = &[

@@ -7,6 +7,7 @@
 pub mod audit_events;
 pub mod config_doc;
 pub mod event;
+pub mod fit;
 pub mod sd_notify;
 pub mod shutdown;
 pub mod time;
