@@ -15,6 +15,12 @@
 //! `InvalidEventSource`, `Throttling`, `InternalFailure`); the good events of the same call are
 //! stored. The answer is sent only once they are durable in the buffer (one append, one flush).
 //!
+//! An application may not write under an event source the agent writes itself
+//! ([`AGENT_SERVICES`] under the configured domain: `sshd.`, `sudo.`, `su.`, `iam.`, `systemd.`,
+//! `packages.`, `files.`, `exec.`, `groundtrail.`), nor under `*.amazonaws.com`: such an event
+//! fails with `InvalidEventSource`, because a record that looks exactly like a host record
+//! (a `StopService` of `auditd.service`, a `ConsoleLogin`) would be a forgery in the trail.
+//!
 //! # Conversion (the way CloudTrail Lake ingests integration events)
 //!
 //! The sender's fields become the record's (`userIdentity.type/principalId`, `details` kept
@@ -78,7 +84,7 @@ impl Converter {
         sender: ConnInfo,
     ) -> Result<audit_events::Converted, EventError> {
         let reserved = self.id.event_source();
-        audit_events::convert_to_json(
+        let c = audit_events::convert_to_json(
             ev,
             channel,
             &audit_events::Context {
@@ -88,8 +94,56 @@ impl Converter {
                 owner: "this agent",
                 sender_uid: sender.uid,
             },
-        )
+        )?;
+        if let Some(service) = self.agent_service(&c.record.event_source) {
+            return Err(EventError {
+                code: "InvalidEventSource",
+                message: format!(
+                    "eventData.eventSource {:?} is reserved: this agent writes `{service}.{}` \
+                     records itself (reserved: {}); an application must use its own event source",
+                    c.record.event_source,
+                    self.id.domain,
+                    reserved_sources(&self.id.domain).join(", "),
+                ),
+            });
+        }
+        Ok(c)
     }
+
+    /// The agent's own service `source` names, if it is one of them (case-insensitive): an
+    /// application posting `systemd.<domain>` could otherwise write a `StopService` that looks
+    /// exactly like the host's.
+    fn agent_service(&self, source: &str) -> Option<&'static str> {
+        let lower = source.to_ascii_lowercase();
+        let (service, domain) = lower.split_once('.')?;
+        if domain != self.id.domain.to_ascii_lowercase() {
+            return None;
+        }
+        AGENT_SERVICES.iter().copied().find(|s| *s == service)
+    }
+}
+
+/// The services whose `<service>.<domain>` event sources the agent writes itself: those of the
+/// host sources (see `sources`) and of the agent's own records (`groundtrail`).
+/// PutAuditEvents refuses them (`InvalidEventSource`).
+pub const AGENT_SERVICES: &[&str] = &[
+    "sshd",
+    "sudo",
+    "su",
+    "iam",
+    "systemd",
+    "packages",
+    "files",
+    "exec",
+    "groundtrail",
+];
+
+/// [`AGENT_SERVICES`] as event sources of `domain`.
+pub fn reserved_sources(domain: &str) -> Vec<String> {
+    AGENT_SERVICES
+        .iter()
+        .map(|s| format!("{s}.{domain}"))
+        .collect()
 }
 
 /// The endpoint: converts, stores through the sink, answers.
@@ -589,6 +643,20 @@ mod tests {
                 "agentsource",
                 Box::new(|m| {
                     m.insert("eventSource".into(), json!("groundtrail.onprem.internal"));
+                }),
+                "InvalidEventSource",
+            ),
+            (
+                "hostsource",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("systemd.onprem.internal"));
+                }),
+                "InvalidEventSource",
+            ),
+            (
+                "hostsourcecase",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("SSHD.Onprem.Internal"));
                 }),
                 "InvalidEventSource",
             ),

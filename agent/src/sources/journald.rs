@@ -1,18 +1,38 @@
 //! The systemd journal, through `journalctl -o json --follow`.
 //!
 //! For hosts without an auth log (journal-only distributions, containers with a journal), and
-//! for systemd unit events. Each JSON entry is routed by `SYSLOG_IDENTIFIER`:
+//! for systemd unit events.
 //!
+//! # Which fields are believed
+//!
+//! Any local process can write a journal entry with any *user* field (`logger --journald`,
+//! `sd_journal_send`): `SYSLOG_IDENTIFIER`, `UNIT`, `JOB_TYPE`, `MESSAGE_ID` prove nothing. The
+//! fields with a leading underscore are set by journald itself from the sender's socket
+//! credentials and `/proc` (`_PID`, `_UID` — the effective uid —, `_COMM`, `_TRANSPORT`,
+//! `_SYSTEMD_UNIT`) and cannot be forged by the sender. So each kind of event is accepted only
+//! from the sender that really writes it:
+//!
+//! - systemd unit jobs and failures (`UNIT`, `JOB_TYPE`/`JOB_RESULT`, `MESSAGE_ID` d9b373ed…,
+//!   "Failed with result") of the system manager: only from `_PID=1`, `_UID=0`,
+//!   `_COMM=systemd`, `_TRANSPORT=journal` -> `StartService`, `StopService`,
+//!   `RestartService`, `ReloadService` (failed jobs carry an error), `ServiceFailed` (an
+//!   `AwsServiceEvent`). Those of a user's own manager (`USER_UNIT`) only from `_COMM=systemd`
+//!   running as that user in `_SYSTEMD_UNIT=user@<uid>.service`; the user is the principal, so
+//!   such an entry can never speak for anyone but the uid that sent it.
 //! - sshd, sudo, su, login and the account tools -> the auth-log parsers
-//!   ([`super::auth_log::parse_message`]), so the same message becomes the same record;
-//! - systemd's job results (entries with `UNIT`/`USER_UNIT`, `JOB_TYPE` and `JOB_RESULT`) ->
-//!   `StartService`, `StopService`, `RestartService`, `ReloadService` (failed jobs carry an
-//!   error), and systemd's unit failure (`MESSAGE_ID` d9b373ed…, "Failed with result") ->
-//!   `ServiceFailed` (an `AwsServiceEvent`);
-//! - everything else is ignored.
+//!   ([`super::auth_log::parse_message`]), so the same message becomes the same record. The
+//!   program is `_COMM` (journald's, not the sender's `SYSLOG_IDENTIFIER`), and the sender must
+//!   run as root (`_UID=0`: sshd's monitor, set-uid sudo/su/passwd, the account tools all do)
+//!   over `syslog`, `journal` or `stdout`. When a short-lived tool exited before journald read
+//!   its `/proc` entry, `_COMM` is missing; then `SYSLOG_IDENTIFIER` names the program, still only
+//!   for a sender with `_UID=0` (root can write anything anyway).
+//! - everything else, forged entries included, is ignored (counted as `ignored`).
 //!
 //! The checkpoint is the journal cursor of the last entry handled (`--after-cursor`); the
-//! eventID derives from host and cursor, so an entry read twice has one ID.
+//! eventID derives from host and cursor, so an entry read twice has one ID. sshd's two lines of
+//! one failed attempt (`Invalid user` then `Failed password for invalid user`) are not merged
+//! here: this source is meant for hosts without an auth log, and the merge of
+//! [`super::sshd_attempts`] needs the file follower's held-back checkpoint.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -71,17 +91,21 @@ pub fn parse_entry(env: &Env, config: &JournaldConfig, entry: &Value) -> Parsed 
     let Some(time) = Utc.timestamp_opt(usec / 1_000_000, 0).single() else {
         return Parsed::Malformed;
     };
-    let ident = field(entry, "SYSLOG_IDENTIFIER").unwrap_or_default();
     let message = field(entry, "MESSAGE").unwrap_or_default();
-    let pid = field(entry, "_PID").and_then(|p| p.parse().ok());
-    let parsed = if ident == "systemd" {
+    let trusted = Trusted::of(entry);
+    let parsed = if let Some(user_manager) = trusted.systemd_manager() {
         if config.units {
-            unit_event(env, entry, time, &message)
+            unit_event(env, entry, time, &message, user_manager)
         } else {
             Parsed::Ignored
         }
     } else if config.auth {
-        super::auth_log::parse_message(env, &ident, pid, &message, time)
+        match trusted.auth_program(entry) {
+            Some(program) => {
+                super::auth_log::parse_message(env, &program, trusted.pid, &message, time)
+            }
+            None => Parsed::Ignored,
+        }
     } else {
         Parsed::Ignored
     };
@@ -98,21 +122,107 @@ pub fn parse_entry(env: &Env, config: &JournaldConfig, entry: &Value) -> Parsed 
     }
 }
 
-fn unit_event(env: &Env, entry: &Value, time: chrono::DateTime<Utc>, message: &str) -> Parsed {
-    let (unit, user_unit) = match (field(entry, "UNIT"), field(entry, "USER_UNIT")) {
-        (Some(u), _) => (u, false),
-        (None, Some(u)) => (u, true),
-        (None, None) => return Parsed::Ignored,
+/// The fields journald sets itself (see the module docs): what an entry's sender really is.
+#[derive(Debug, Default)]
+struct Trusted {
+    pid: Option<u32>,
+    uid: Option<u32>,
+    comm: Option<String>,
+    transport: Option<String>,
+    systemd_unit: Option<String>,
+}
+
+/// The programs whose messages go to the auth-log parsers.
+const AUTH_PROGRAMS: &[&str] = &[
+    "sshd",
+    "sshd-session",
+    "sshd-auth",
+    "sudo",
+    "su",
+    "login",
+    "useradd",
+    "userdel",
+    "usermod",
+    "groupadd",
+    "groupdel",
+    "groupmod",
+    "gpasswd",
+    "passwd",
+    "chpasswd",
+    "chage",
+    "chfn",
+    "chsh",
+    "newusers",
+];
+
+impl Trusted {
+    fn of(entry: &Value) -> Trusted {
+        let num = |k: &str| field(entry, k).and_then(|v| v.parse::<u32>().ok());
+        Trusted {
+            pid: num("_PID"),
+            uid: num("_UID"),
+            comm: field(entry, "_COMM"),
+            transport: field(entry, "_TRANSPORT"),
+            systemd_unit: field(entry, "_SYSTEMD_UNIT"),
+        }
+    }
+
+    /// `Some(None)`: written by the system manager (PID 1); `Some(Some(uid))`: by the user
+    /// manager of `uid`; `None`: by anyone else, whatever it calls itself.
+    fn systemd_manager(&self) -> Option<Option<u32>> {
+        if self.comm.as_deref() != Some("systemd") || self.transport.as_deref() != Some("journal") {
+            return None;
+        }
+        match (self.pid, self.uid) {
+            (Some(1), Some(0)) => Some(None),
+            (Some(_), Some(uid))
+                if self.systemd_unit.as_deref() == Some(&format!("user@{uid}.service")) =>
+            {
+                Some(Some(uid))
+            }
+            _ => None,
+        }
+    }
+
+    /// The auth program that really sent `entry`, if it is one and ran as root.
+    fn auth_program(&self, entry: &Value) -> Option<String> {
+        if self.uid != Some(0)
+            || !matches!(
+                self.transport.as_deref(),
+                Some("syslog" | "journal" | "stdout")
+            )
+        {
+            return None;
+        }
+        let program = match &self.comm {
+            Some(c) => c.clone(),
+            None => field(entry, "SYSLOG_IDENTIFIER")?,
+        };
+        AUTH_PROGRAMS.contains(&program.as_str()).then_some(program)
+    }
+}
+
+/// A unit event of the system manager (`user_manager` `None`) or of the user manager of a uid.
+fn unit_event(
+    env: &Env,
+    entry: &Value,
+    time: chrono::DateTime<Utc>,
+    message: &str,
+    user_manager: Option<u32>,
+) -> Parsed {
+    // The system manager reports system units in `UNIT`; a user manager its own in `USER_UNIT`.
+    let unit = match user_manager {
+        None => field(entry, "UNIT"),
+        Some(_) => field(entry, "USER_UNIT"),
+    };
+    let Some(unit) = unit else {
+        return Parsed::Ignored;
     };
     let ids = &env.ids;
-    let identity = if user_unit {
+    let identity = match user_manager {
         // A user's own service manager: the user acted.
-        match field(entry, "_UID").and_then(|u| u.parse::<u32>().ok()) {
-            Some(uid) => ids.user(&env.passwd.name_or_uid(uid)),
-            None => ids.service("systemd"),
-        }
-    } else {
-        ids.service("systemd")
+        Some(uid) => ids.user(&env.passwd.name_or_uid(uid)),
+        None => ids.service("systemd"),
     };
     let (name, event_type, error) =
         if field(entry, "MESSAGE_ID").as_deref() == Some(MESSAGE_UNIT_FAILURE_RESULT) {

@@ -10,13 +10,24 @@ use super::*;
 use crate::sources::testutil::{env, rec};
 use crate::tail::MemorySink;
 
+/// An entry as journald stores it for the real program `ident`: the trusted fields
+/// (`_PID`, `_UID`, `_COMM`, `_TRANSPORT`) are those journald sets for systemd (PID 1) or for a
+/// root program logging through syslog; `extra` overrides them.
 fn entry(cursor: &str, ident: &str, msg: &str, extra: Value) -> Value {
+    let (pid, transport) = if ident == "systemd" {
+        ("1", "journal")
+    } else {
+        ("4242", "syslog")
+    };
     let mut v = json!({
         "__CURSOR": cursor,
         "__REALTIME_TIMESTAMP": "1700000000123456",
         "SYSLOG_IDENTIFIER": ident,
         "MESSAGE": msg,
-        "_PID": "4242",
+        "_PID": pid,
+        "_UID": "0",
+        "_COMM": ident,
+        "_TRANSPORT": transport,
     });
     if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
         m.extend(x);
@@ -199,7 +210,8 @@ fn systemd_unit_jobs_and_failures() {
             "c7",
             "systemd",
             "Started app.service.",
-            json!({"USER_UNIT": "app.service", "JOB_TYPE": "start", "JOB_RESULT": "done", "_UID": "1000"}),
+            json!({"USER_UNIT": "app.service", "JOB_TYPE": "start", "JOB_RESULT": "done",
+                   "_UID": "1000", "_PID": "1771", "_SYSTEMD_UNIT": "user@1000.service"}),
         ),
     ));
     assert_eq!(
@@ -218,6 +230,89 @@ fn systemd_unit_jobs_and_failures() {
             &json!({"__CURSOR": "c", "__REALTIME_TIMESTAMP": "soon"})
         ),
         Parsed::Malformed
+    );
+}
+
+/// What `logger --journald` (or `sd_journal_send`) lets any local user write: every user
+/// field of a real systemd or sshd entry, but journald's own `_PID`, `_UID`, `_COMM` say who
+/// sent it. None of these becomes a record.
+#[test]
+fn forged_entries_are_not_believed() {
+    let e = env();
+    let c = JournaldConfig::default();
+    let stop = json!({"UNIT": "auditd.service", "JOB_TYPE": "stop", "JOB_RESULT": "done"});
+    let with = |base: &Value, over: Value| {
+        let mut v = base.clone();
+        if let (Value::Object(m), Value::Object(o)) = (&mut v, over) {
+            m.extend(o);
+        }
+        v
+    };
+    // The genuine entry is a StopService.
+    let real = entry("f0", "systemd", "Stopped auditd.service.", stop.clone());
+    assert_eq!(rec(parse_entry(&e, &c, &real)).event_name, "StopService");
+    let forged = [
+        // logger --journald from an unprivileged shell.
+        json!({"_PID": "31337", "_UID": "1000", "_COMM": "logger"}),
+        // ...that renamed itself (prctl) to "systemd".
+        json!({"_PID": "31337", "_UID": "1000", "_COMM": "systemd"}),
+        // root, but not PID 1.
+        json!({"_PID": "31337", "_UID": "0", "_COMM": "logger"}),
+        // through syslog instead of the journal protocol.
+        json!({"_TRANSPORT": "syslog"}),
+        // no credentials at all.
+        json!({"_PID": null, "_UID": null, "_COMM": null}),
+    ];
+    for (i, over) in forged.into_iter().enumerate() {
+        let v = with(&real, over.clone());
+        assert_eq!(
+            parse_entry(&e, &c, &v),
+            Parsed::Ignored,
+            "forgery {i}: {over}"
+        );
+    }
+    // A user manager's entry claiming a system unit, or another user's manager.
+    let user = with(
+        &real,
+        json!({"_PID": "1771", "_UID": "1000", "_SYSTEMD_UNIT": "user@1000.service"}),
+    );
+    assert_eq!(parse_entry(&e, &c, &user), Parsed::Ignored);
+    let other = with(
+        &real,
+        json!({"USER_UNIT": "app.service", "_PID": "1771", "_UID": "1000", "_SYSTEMD_UNIT": "user@0.service"}),
+    );
+    assert_eq!(parse_entry(&e, &c, &other), Parsed::Ignored);
+    // An sshd login from a non-root sender, or from a program that only calls itself sshd.
+    let login = entry(
+        "f1",
+        "sshd",
+        "Accepted password for root from 10.0.0.1 port 1 ssh2",
+        json!({}),
+    );
+    assert_eq!(rec(parse_entry(&e, &c, &login)).event_name, "ConsoleLogin");
+    for over in [
+        json!({"_UID": "1000"}),
+        json!({"_COMM": "logger"}),
+        json!({"_UID": "1000", "_COMM": null}),
+        json!({"_TRANSPORT": "audit"}),
+    ] {
+        assert_eq!(
+            parse_entry(&e, &c, &with(&login, over.clone())),
+            Parsed::Ignored,
+            "{over}"
+        );
+    }
+    // A short-lived root tool that exited before journald read /proc: no _COMM, its
+    // SYSLOG_IDENTIFIER names it.
+    let chage = entry(
+        "f2",
+        "chage",
+        "changed password expiry for bob",
+        json!({"_COMM": null}),
+    );
+    assert_eq!(
+        rec(parse_entry(&e, &c, &chage)).event_name,
+        "UpdateLoginProfile"
     );
 }
 
