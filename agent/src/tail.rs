@@ -106,8 +106,14 @@ pub trait LineHandler: Send {
     fn pending_from(&self) -> Option<u64> {
         None
     }
-    /// The input is quiet or the file ends: emit whatever groups are open.
+    /// The file ends (rotation, truncation): emit whatever groups are open.
     fn flush(&mut self, _out: &mut Vec<Record>) {}
+    /// The input has been quiet for [`TailOptions::idle_flush`]: emit the groups that cannot
+    /// grow any more. By default all of them ([`LineHandler::flush`]); a handler whose groups
+    /// may still grow after a pause keeps those (its `pending_from` holds the checkpoint).
+    fn idle(&mut self, out: &mut Vec<Record>) {
+        self.flush(out)
+    }
     /// A new file (or truncated content) starts; drop open groups (already flushed).
     fn reset(&mut self) {}
 }
@@ -528,7 +534,7 @@ impl Follower {
             && self.last_data.elapsed() >= self.opts.idle_flush
         {
             self.idle_flushed = true;
-            handler.flush(&mut self.records);
+            handler.idle(&mut self.records);
             self.commit(handler.pending_from(), true).await?;
         }
         Ok(())

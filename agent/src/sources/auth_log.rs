@@ -6,8 +6,11 @@
 //! program (see `docs/sources.md` for every shape):
 //!
 //! - sshd: `Accepted …` / `Failed …` / `Invalid user …` (ConsoleLogin), pam's `session closed`
-//!   (Logout). pam's auth failure is the canonical failure only in the old `sshd(pam_unix)`
-//!   format, where sshd logged nothing else.
+//!   (Logout). pam's auth failure is a failure record only in the old `sshd(pam_unix)` format.
+//!   One failed attempt is one record even where sshd (and pam) write several lines for it:
+//!   `Invalid user X` followed by `Failed password for invalid user X` of the same pid, or the
+//!   old pam failure followed by sshd's `Failed`, are merged by [`sshd_attempts`]; `Failed none`
+//!   (the client asking which methods exist) is no attempt of its own.
 //! - sudo: its own `user : TTY=… ; COMMAND=…` line (RunCommand, with an error when refused),
 //!   pam's `session opened` (AssumeRole) and pam's auth failure (AssumeRole, failed).
 //! - su: its own `(to X) Y on tty`, `FAILED SU (to X) …`, `Successful su for X by Y`,
@@ -28,8 +31,9 @@ use chrono::{DateTime, Utc};
 use groundtrail_common::Record;
 use serde_json::{Map, Value, json};
 
+use super::sshd_attempts::{self, SshdLine};
 use super::syslog::{self, YearTracker};
-use super::{Env, LineParser, Parsed, SourceStats, truncate};
+use super::{Env, Parsed, SourceStats, truncate};
 use crate::tail::LineHandler;
 
 /// Counters of this source.
@@ -51,27 +55,43 @@ impl AuthLogParser {
         }
     }
 
-    /// One line -> what it is.
+    /// One line -> what it is, on its own (the merge of sshd's lines of one attempt is
+    /// [`sshd_attempts`]'s).
     pub fn parse(&mut self, line: &str) -> Parsed {
+        self.parse_with_role(line).0
+    }
+
+    /// [`AuthLogParser::parse`], plus what the merge of [`sshd_attempts`] needs (time, pid and
+    /// the line's part in an sshd connection); `None` for a line that does not parse.
+    pub fn parse_with_role(&mut self, line: &str) -> (Parsed, Option<SshdLine>) {
         let Some(l) = syslog::parse(line) else {
-            return Parsed::Malformed;
+            return (Parsed::Malformed, None);
         };
         let Some(time) = self.years.resolve(l.time, self.env.zone) else {
-            return Parsed::Malformed;
+            return (Parsed::Malformed, None);
         };
-        parse_message(&self.env, l.program, l.pid, l.message, time)
+        let parsed = parse_message(&self.env, l.program, l.pid, l.message, time);
+        let facts = SshdLine {
+            pid: l.pid,
+            role: sshd_attempts::role(l.program, l.message),
+            time,
+        };
+        (parsed, Some(facts))
     }
 }
 
-/// The handler the agent runs on the auth file.
+/// The handler the agent runs on the auth file: the parser, with sshd's lines of one attempt
+/// merged into one record ([`sshd_attempts::AttemptHandler`]).
 pub fn handler(env: Arc<Env>, path: &Path) -> Box<dyn LineHandler> {
     // The year context of a replayed file is its modification time; of a live one, now.
     let reference = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map(DateTime::<Utc>::from)
         .unwrap_or_else(|_| Utc::now());
-    let mut p = AuthLogParser::new(env, reference);
-    Box::new(LineParser::new(&STATS, move |line: &str| p.parse(line)))
+    Box::new(sshd_attempts::AttemptHandler::new(
+        AuthLogParser::new(env, reference),
+        &STATS,
+    ))
 }
 
 /// A message of `program` (syslog tag or journald `SYSLOG_IDENTIFIER`) -> what it is. Shared
@@ -271,6 +291,11 @@ impl Ctx<'_> {
                 extra.insert("PublicKey".into(), json!(truncate(k, 512)));
             }
             return self.login_record(Some(a.user), true, Some(a.ip), "sshd", extra);
+        }
+        if msg.starts_with("Failed none ") {
+            // The client asking which methods exist (the protocol's first request), not a
+            // credential tried: part of the connection's attempt, not one of its own.
+            return Parsed::Ignored;
         }
         if let Some(rest) = msg.strip_prefix("Failed ") {
             let Some((method, rest)) = rest.split_once(' ') else {

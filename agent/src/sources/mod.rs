@@ -19,6 +19,7 @@ pub mod auth_log;
 pub mod fim;
 pub mod journald;
 pub mod packages;
+pub mod sshd_attempts;
 pub mod syslog;
 
 use std::path::{Path, PathBuf};
@@ -731,7 +732,7 @@ mod tests {
                     let entry = serde_json::json!({
                         "__CURSOR": "c", "__REALTIME_TIMESTAMP": "1700000000000000",
                         "SYSLOG_IDENTIFIER": l.split(' ').nth(4).unwrap_or("sshd").trim_end_matches(':'),
-                        "MESSAGE": l,
+                        "MESSAGE": l, "_UID": "0", "_TRANSPORT": "syslog",
                     });
                     check(journald::parse_entry(&e, &jc, &entry));
                 }
@@ -892,7 +893,9 @@ mod tests {
         // beats sample lines (the USER_CMD one shortened: uid 0, cmd /bin/ls).
         append(
             "auth.log",
-            "Feb 21 21:56:12 localhost sshd[3430]: Invalid user test from 10.0.2.2\n",
+            // The connection's end completes the invalid user's attempt (sshd_attempts).
+            "Feb 21 21:56:12 localhost sshd[3430]: Invalid user test from 10.0.2.2\n\
+             Feb 21 21:56:13 localhost sshd[3430]: Connection closed by 10.0.2.2 port 4444 [preauth]\n",
         );
         append(
             "audit.log",

@@ -638,7 +638,7 @@ fn shared_loghub_openssh() {
     let expected_logins = text
         .lines()
         .filter(|l| {
-            l.contains("]: Failed ")
+            (l.contains("]: Failed ") && !l.contains("]: Failed none "))
                 || l.contains("]: Invalid user ")
                 || l.contains("]: Accepted ")
                 || l.contains("]: message repeated")
