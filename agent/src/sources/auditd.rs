@@ -651,6 +651,8 @@ impl Ev<'_> {
         }
         let line = sys.unwrap_or(exec);
         let mut r = self.rec(line, "exec", "RunCommand", "AwsApiCall");
+        // Readability caps only (raw bytes): the collector's limits are kept on the serialized
+        // record, escapes included, by the sink (`crate::sink::Fitted`), for every source.
         let command = truncate(&argv.join(" "), 16 * 1024);
         let mut p = Map::new();
         p.insert("command".into(), json!(command));
