@@ -661,7 +661,8 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     let notify = notify_path.display().to_string();
     let mut agent = Agent::start(
         &adir,
-        &agent_config(&data, &url, "stuck_after_ms = 1000", ""),
+        &agent_config(&data, &url, "stuck_after_ms = 1000", "")
+            .replace("batch_max_records = 50", "batch_max_records = 1000"),
         &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
     )
     .await;
@@ -676,30 +677,45 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
             .then_some(())
     })
     .await;
-    // Records wait while the collector is down; then the disk fills.
+    // Records wait while the collector is down, each its own append (so that deleting them
+    // takes more than the few bytes left in sled's last page); then the disk fills.
     collector.kill9();
-    let ids = agent
-        .put(
-            &(0..30)
-                .map(|i| app_event(&format!("d{i}"), 200))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let mut ids = Vec::new();
+    for round in 0..30 {
+        let puts = (0..10).map(|i| {
+            let e = app_event(&format!("d{round}-{i}"), 0);
+            let agent = &agent;
+            async move { agent.put(&[e]).await }
+        });
+        for got in futures_join_all(puts).await {
+            ids.extend(got);
+        }
+    }
     let fill = fs.fill();
-    let received_before =
-        wait_for_metric_start(&mut collector, "groundtrail_records_received_total").await;
+    collector.spawn().await;
     // The collector commits the batch; the agent cannot delete it. Watch for a while.
-    wait_for("the agent sees the storage failure", || async {
+    let start = Instant::now();
+    loop {
         let st = agent.status().await;
-        st["buffer"].get("storageFailure").is_some().then_some(())
-    })
-    .await;
+        if st["buffer"].get("storageFailure").is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent never saw the storage failure: {st}\nlog:\n{}\ndf: {}",
+            agent.log_text(),
+            String::from_utf8_lossy(&Command::new("df").arg(&data).output().unwrap().stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received_before =
+        collector_metric(collector.addr, "groundtrail_records_received_total").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let received = collector_metric(collector.addr, "groundtrail_records_received_total").await
         - received_before;
     assert!(
-        received <= 2 * 31,
-        "the agent re-sent its batch {received} records' worth in 4 s instead of backing off"
+        received <= 301,
+        "the agent re-sent {received} records in 4 s instead of backing off"
     );
     let st = agent.status().await;
     assert!(
@@ -757,10 +773,33 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     drop(fs);
 }
 
-/// Restarts the (killed) collector and returns its received-records counter at start.
-async fn wait_for_metric_start(collector: &mut Collector, name: &str) -> u64 {
-    collector.spawn().await;
-    collector_metric(collector.addr, name).await
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::new();
+    // Polled together: a small join without a futures dependency.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, r) in pinned.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *r = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.unwrap()));
+    out
 }
 
 /// Item 7 (agent): an ordinary I/O error from the operating system while the buffer opens
