@@ -662,7 +662,7 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     let mut agent = Agent::start(
         &adir,
         &agent_config(&data, &url, "stuck_after_ms = 1000", "")
-            .replace("batch_max_records = 50", "batch_max_records = 1000"),
+            .replace("batch_max_records = 50", "batch_max_records = 100"),
         &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
     )
     .await;
@@ -677,15 +677,20 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
             .then_some(())
     })
     .await;
-    // Records wait while the collector is down, each its own append (so that deleting them
-    // takes more than the few bytes left in sled's last page); then the disk fills.
+    // 600 records wait while the collector is down, in 300 appends (so that deleting them takes
+    // more than the few bytes left in sled's last page) and six batches (so that there is a
+    // batch after the first failed write: the one the old shipper re-sent in a loop); then the
+    // disk fills.
     collector.kill9();
     let mut ids = Vec::new();
     for round in 0..30 {
         let puts = (0..10).map(|i| {
-            let e = app_event(&format!("d{round}-{i}"), 0);
+            let e = [
+                app_event(&format!("d{round}-{i}-a"), 0),
+                app_event(&format!("d{round}-{i}-b"), 0),
+            ];
             let agent = &agent;
-            async move { agent.put(&[e]).await }
+            async move { agent.put(&e).await }
         });
         for got in futures_join_all(puts).await {
             ids.extend(got);
@@ -714,7 +719,7 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     let received = collector_metric(collector.addr, "groundtrail_records_received_total").await
         - received_before;
     assert!(
-        received <= 301,
+        received <= 200,
         "the agent re-sent {received} records in 4 s instead of backing off"
     );
     let st = agent.status().await;
