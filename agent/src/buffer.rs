@@ -53,12 +53,12 @@
 //!    a panic, a truncated file) moves the directory aside. A damaged directory is worth
 //!    setting aside; a full or flaky disk is not a reason to abandon the whole backlog.
 //! 10. **A stuck store is detected.** sled fails every write after one failed write until the
-//!    process restarts. Every failed write or flush is counted and remembered
-//!    ([`Buffer::storage_failure`]); a successful flush clears it. While writes have been failing
-//!    for longer than `stuck_after`, [`Buffer::stuck`] says so: the agent then stops its systemd
-//!    watchdog pings, so that systemd restarts it (the only way to reopen sled), and `status`
-//!    shows the error. When writes work again, the failure is written to the trail as a
-//!    `BufferStorageFailure` record (first error, failed operations, how long).
+//!     process restarts. Every failed write or flush is counted and remembered
+//!     ([`Buffer::storage_failure`]); a successful flush clears it. While writes have been failing
+//!     for longer than `stuck_after`, [`Buffer::stuck`] says so: the agent then stops its systemd
+//!     watchdog pings, so that systemd restarts it (the only way to reopen sled), and `status`
+//!     shows the error. When writes work again, the failure is written to the trail as a
+//!     `BufferStorageFailure` record (first error, failed operations, how long).
 //!
 //! # The side tree
 //!

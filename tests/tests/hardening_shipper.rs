@@ -303,9 +303,9 @@ async fn impostor(collector: std::net::SocketAddr) -> (Impostor, String) {
                     }
                     return;
                 }
-                while read_request(&mut s).await {
+                if read_request(&mut s).await {
                     let n = m.answered.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = if n % 2 == 0 {
+                    let (status, body) = if n.is_multiple_of(2) {
                         (
                             "400 Bad Request",
                             "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
@@ -322,7 +322,6 @@ async fn impostor(collector: std::net::SocketAddr) -> (Impostor, String) {
                     );
                     let _ = s.write_all(answer.as_bytes()).await;
                     let _ = s.shutdown().await;
-                    return;
                 }
             });
         }
