@@ -885,3 +885,59 @@ async fn an_os_error_while_opening_never_quarantines_the_backlog() {
     agent.spawn().await;
     wait_exactly_once(&Store::Local(trail), &ids).await;
 }
+
+/// Item 1 (collector): every error answer of the real collector on the ingest port carries
+/// `X-Groundtrail-Error: <__type>`, matching its JSON body; a `200` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collectors_error_answers_are_marked() {
+    let dir = tempdir();
+    let collector = Collector::start(
+        &dir.path().join("collector"),
+        local_spec(&dir.path().join("trail")),
+    )
+    .await;
+    let ask = |request: String| async move {
+        let mut s = tokio::net::TcpStream::connect(collector.addr)
+            .await
+            .unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let post = |ct: &str, body: &str| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let good = String::from_utf8(ndjson(&records(1))).unwrap();
+    for (request, code) in [
+        (
+            post("application/x-ndjson", "not json\n"),
+            Some("InvalidData"),
+        ),
+        (
+            post("text/plain", "x\n"),
+            Some("UnsupportedMediaTypeException"),
+        ),
+        (
+            "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+            Some("ResourceNotFoundException"),
+        ),
+        (post("application/x-ndjson", &good), None),
+    ] {
+        let answer = ask(request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let marker = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-groundtrail-error:")
+                .map(|_| l[20..].trim().to_string())
+        });
+        assert_eq!(marker.as_deref(), code, "{answer}");
+        if let Some(code) = code {
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["__type"], code, "{answer}");
+        }
+    }
+}
