@@ -581,6 +581,9 @@ impl Shipper {
     /// Offers every set-aside record to the collector again, one per request (see the module
     /// docs), and schedules the next round.
     async fn resend_round(&mut self) -> ResendReport {
+        // A round can interrupt a batch in flight: start on a fresh connection rather than one
+        // whose answer was abandoned.
+        self.conn = None;
         let mut report = ResendReport::default();
         let buffer = self.buffer.clone();
         let entries = match tokio::task::spawn_blocking(move || buffer.set_aside_records()).await {
