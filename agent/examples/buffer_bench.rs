@@ -70,6 +70,7 @@ fn main() {
         max_bytes: 1 << 30,
         full_policy: FullPolicy::Block,
         flush_delay: Duration::ZERO,
+        ..BufferOptions::default()
     };
     let stored = |b: &Buffer| {
         let st = b.status();

@@ -311,6 +311,7 @@ mod tests {
                 max_bytes: 1 << 24,
                 full_policy: FullPolicy::Block,
                 flush_delay: std::time::Duration::ZERO,
+                ..BufferOptions::default()
             },
             identity(),
         )

@@ -22,14 +22,15 @@
 //!    collector that a crash could still take back and renumber).
 //! 5. **Deleted only up to the commit point.** Records leave the queue only through
 //!    [`Buffer::ack_up_to`] with the collector's commit point (everything `<=` it), or through
-//!    [`Buffer::set_aside`] (a record the collector refused, moved to a side tree, not deleted).
+//!    [`Buffer::set_aside`] (a record the collector refused, moved to the side tree; see
+//!    "The side tree" below).
 //!    A chunk is deleted once *all* its records are acknowledged; until then the records
 //!    `<= acked` inside it are skipped by every reader and not counted (`m acked` is written in
 //!    the same batch as the deletions, so the two agree after a crash). Setting aside a record
 //!    inside a chunk rewrites the chunk without it (the records before it from their own key, the
 //!    records after it under the key of the next one) in the same batch that writes the `x` key.
 //! 6. **Bounded.** The compressed chunks held (a partly acknowledged chunk counts whole, as it
-//!    is stored) never exceed `max_bytes` (except that one append
+//!    is stored) *and the records set aside* never exceed `max_bytes` (except that one append
 //!    is always admitted into an empty buffer, so an oversized append cannot wedge it). When full,
 //!    `block` makes appends wait for space; `drop_newest` refuses the append, counts it, and
 //!    records its sequence range.
@@ -45,6 +46,41 @@
 //!    one-record-per-key format (`0x01`) are still read, as one-record chunks. A directory sled cannot open (or
 //!    panics on) is renamed to `<dir>.quarantined-<time>` and a fresh buffer starts, with the
 //!    loss reported. Only "locked by another process" is an error: that is another agent.
+//!
+//! 9. **A failing disk is an error, not damage.** An I/O error from the operating system (EIO,
+//!    EDQUOT, EMFILE, ENOSPC, EACCES, ...) while opening is returned as an error, so the agent
+//!    exits and is restarted; only sled's own verdict that the files are damaged (corruption,
+//!    a panic, a truncated file) moves the directory aside. A damaged directory is worth
+//!    setting aside; a full or flaky disk is not a reason to abandon the whole backlog.
+//! 10. **A stuck store is detected.** sled fails every write after one failed write until the
+//!     process restarts. Every failed write or flush is counted and remembered
+//!     ([`Buffer::storage_failure`]); a successful flush clears it. While writes have been failing
+//!     for longer than `stuck_after`, [`Buffer::stuck`] says so: the agent then stops its systemd
+//!     watchdog pings, so that systemd restarts it (the only way to reopen sled), and `status`
+//!     shows the error. When writes work again, the failure is written to the trail as a
+//!     `BufferStorageFailure` record (first error, failed operations, how long).
+//!
+//! # The side tree
+//!
+//! A record the collector refuses (its own marked verdict, see `shipper`) would block every
+//! later record if it stayed at the head, so it is moved to the side tree (`x` keys, under its
+//! own sequence number). The rules:
+//!
+//! - **Counted within `max_bytes`.** Its bytes count towards `max_bytes` like queued records
+//!   (`status.bytes` is everything held; `status.setAsideBytes` the side tree's part), so the
+//!   disk bound is one number.
+//! - **Bounded.** The side tree holds at most `set_aside_max_bytes` (and never more than a
+//!   quarter of `max_bytes`, whatever that says). A refused record that does not fit any more
+//!   is not kept: it leaves the queue all the same (nothing blocks the head) and its report in
+//!   the trail says `"kept": false`, so the loss is not silent.
+//! - **Reported.** Every record set aside (kept or not) is named, with the collector's error
+//!   code and message and its `eventID`, in a `RecordsRejected` record (invariant 7).
+//! - **Resent, not kept forever.** The shipper offers the records of the side tree to the
+//!   collector again (each on its own, without sequence headers, the collector de-duplicating
+//!   by `eventID`) periodically with backoff and on `groundtrail-agent resend-set-aside`; each
+//!   one the collector accepts is removed ([`Buffer::remove_set_aside`]) and counted. A record
+//!   therefore never has to be deleted by hand: once the collector accepts it (for instance
+//!   after its limits were raised), it is in the trail.
 //!
 //! # On-disk layout
 //!
@@ -92,6 +128,8 @@ const K_ASIDE: u8 = b'x';
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 const META_ACKED: &[u8] = b"macked";
 const META_LOSS: &[u8] = b"mloss";
+/// Written only to find out whether a failing store works again (invariant 10).
+const META_PROBE: &[u8] = b"mprobe";
 const _: () =
     assert!(META_NEXT_SEQ[0] == K_META && META_ACKED[0] == K_META && META_LOSS[0] == K_META);
 /// The earlier format: one record per value (still read).
@@ -115,6 +153,9 @@ const MAX_CHUNK_DECODED: usize = 256 * 1024 * 1024;
 const MAX_RANGES: usize = 64;
 /// Most refused records described in one pending loss.
 const MAX_REJECTED: usize = 64;
+/// The side tree never takes more than this share of `max_bytes` (1/4), so that refused
+/// records cannot crowd out the queue.
+const SET_ASIDE_SHARE: u64 = 4;
 
 /// What went wrong in the buffer.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +183,30 @@ pub struct BufferOptions {
     pub full_policy: FullPolicy,
     /// Group-commit window before a flush.
     pub flush_delay: Duration,
+    /// Most bytes the side tree holds (capped at a quarter of `max_bytes`).
+    pub set_aside_max_bytes: u64,
+    /// How long writes may fail before the store counts as stuck (invariant 10).
+    pub stuck_after: Duration,
+}
+
+impl Default for BufferOptions {
+    fn default() -> Self {
+        BufferOptions {
+            max_bytes: 64 * 1000 * 1000,
+            full_policy: FullPolicy::Block,
+            flush_delay: Duration::ZERO,
+            set_aside_max_bytes: 4 * 1000 * 1000,
+            stuck_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl BufferOptions {
+    /// The side tree's effective bound.
+    pub fn set_aside_limit(&self) -> u64 {
+        self.set_aside_max_bytes
+            .min(self.max_bytes / SET_ASIDE_SHARE)
+    }
 }
 
 /// A record read back from the buffer.
@@ -166,6 +231,28 @@ pub struct Rejected {
     pub event_id: Option<String>,
     pub error_code: String,
     pub message: String,
+    /// Whether it is kept in the side tree (false: the side tree was full, the record is gone).
+    #[serde(default = "yes")]
+    pub kept: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Writes to the buffer's storage that failed, until one succeeded again (invariant 10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageFailure {
+    /// The first error.
+    pub error: String,
+    /// Unix ms of the first failure.
+    pub since_ms: u64,
+    /// Failed operations (writes, flushes, deletions) so far.
+    pub failed_operations: u64,
+    /// Unix ms when a flush succeeded again (in the trail record only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_ms: Option<u64>,
 }
 
 /// A buffer directory moved aside because it could not be opened.
@@ -188,6 +275,9 @@ pub struct PendingLoss {
     pub rejected: Vec<Rejected>,
     pub rejected_truncated: u64,
     pub quarantined: Vec<Quarantined>,
+    /// A storage failure that is over, not yet written to the trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_failure: Option<StorageFailure>,
 }
 
 impl PendingLoss {
@@ -197,6 +287,7 @@ impl PendingLoss {
             && self.rejected.is_empty()
             && self.rejected_truncated == 0
             && self.quarantined.is_empty()
+            && self.storage_failure.is_none()
     }
 
     fn add_range(ranges: &mut Vec<SeqRange>, truncated: &mut bool, r: SeqRange) {
@@ -250,9 +341,16 @@ impl PendingLoss {
                     "host": id.host,
                     "count": self.rejected.len() as u64 + self.rejected_truncated,
                     "records": self.rejected,
-                    "setAside": "kept in the agent's buffer under its sequence number",
+                    "setAside": "records with kept=true wait in the agent's side tree under their sequence number and are resent when the collector accepts them (groundtrail-agent resend-set-aside)",
                 }),
             ));
+        }
+        if let Some(f) = &self.storage_failure {
+            let mut params = serde_json::to_value(f).unwrap_or_default();
+            if let Some(o) = params.as_object_mut() {
+                o.insert("host".into(), json!(id.host));
+            }
+            out.push(id.record("BufferStorageFailure", params));
         }
         out
     }
@@ -271,6 +369,19 @@ pub struct BufferStatus {
     pub oldest_age_ms: Option<u64>,
     pub last_commit_point: Option<u64>,
     pub set_aside: u64,
+    /// Bytes of the side tree (part of `bytes`).
+    pub set_aside_bytes: u64,
+    /// The side tree's bound.
+    pub set_aside_max_bytes: u64,
+    /// Refused records not kept because the side tree was full, since start.
+    pub set_aside_discarded_total: u64,
+    /// Set-aside records the collector accepted on a resend, since start.
+    pub set_aside_resent_total: u64,
+    /// Writes are failing right now (invariant 10): the first error, since when, how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_failure: Option<StorageFailure>,
+    /// Failed storage operations since start.
+    pub storage_errors_total: u64,
     pub pending_loss: PendingLoss,
     pub appended_total: u64,
     pub dropped_total: u64,
@@ -297,6 +408,7 @@ struct State {
     count: u64,
     acked: u64,
     set_aside: u64,
+    set_aside_bytes: u64,
     loss: PendingLoss,
 }
 
@@ -324,6 +436,11 @@ struct Inner {
     corrupt_total: AtomicU64,
     rejected_total: AtomicU64,
     waiting_appends: AtomicU64,
+    discarded_total: AtomicU64,
+    resent_total: AtomicU64,
+    storage_errors_total: AtomicU64,
+    /// Writes failing since (invariant 10), with the monotonic time of the first failure.
+    failing: Mutex<Option<(std::time::Instant, StorageFailure)>>,
 }
 
 /// The durable queue. Cheap to clone; all clones share one sled database.
@@ -436,13 +553,19 @@ fn is_lock_error(e: &sled::Error) -> bool {
 
 /// Errors that are not damage to our files: quarantining would not help and could hide a
 /// misconfiguration (permissions, a full or read-only disk).
+/// Any error the operating system reports (EIO, EDQUOT, EMFILE, ENOSPC, EACCES, ...) is one of
+/// these (invariant 9): only sled's own finding of damage (corruption, a panic, a file cut
+/// short) is a reason to move the backlog aside.
 fn is_environment_error(e: &sled::Error) -> bool {
     use std::io::ErrorKind::*;
     match e {
-        sled::Error::Io(io) => matches!(
-            io.kind(),
-            PermissionDenied | NotFound | StorageFull | ReadOnlyFilesystem | OutOfMemory
-        ),
+        sled::Error::Io(io) => {
+            io.raw_os_error().is_some()
+                || matches!(
+                    io.kind(),
+                    PermissionDenied | NotFound | StorageFull | ReadOnlyFilesystem | OutOfMemory
+                )
+        }
         _ => false,
     }
 }
@@ -547,12 +670,15 @@ impl Buffer {
             }
         }
         let mut set_aside = 0u64;
+        let mut set_aside_bytes = 0u64;
         let mut last_aside = 0u64;
         for item in tree.scan_prefix([K_ASIDE]) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             set_aside += 1;
+            set_aside_bytes += v.len() as u64;
             last_aside = last_aside.max(seq_of(&k).unwrap_or(0));
         }
+        bytes += set_aside_bytes;
         let stored_next = tree.get(META_NEXT_SEQ)?.and_then(|v| u64_of(&v));
         let mut loss: PendingLoss = match tree.get(META_LOSS)? {
             Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
@@ -610,6 +736,7 @@ impl Buffer {
                 count,
                 acked,
                 set_aside,
+                set_aside_bytes,
                 loss,
             }),
             acked: AtomicU64::new(acked),
@@ -626,6 +753,10 @@ impl Buffer {
             corrupt_total: AtomicU64::new(bad_keys.len() as u64),
             rejected_total: AtomicU64::new(0),
             waiting_appends: AtomicU64::new(0),
+            discarded_total: AtomicU64::new(0),
+            resent_total: AtomicU64::new(0),
+            storage_errors_total: AtomicU64::new(0),
+            failing: Mutex::new(None),
         };
         let buffer = Buffer {
             inner: Arc::new(inner),
@@ -753,13 +884,117 @@ impl Buffer {
 
     fn flush_locked(&self) -> Result<(), BufferError> {
         let target = self.inner.written.load(Ordering::Acquire);
-        self.inner.db.flush()?;
+        let r = self.inner.db.flush();
+        self.note(r)?;
         self.inner.durable.fetch_max(target, Ordering::AcqRel);
+        self.storage_recovered();
         Ok(())
     }
 
+    /// Applies a batch to the tree, noting a failure (invariant 10).
+    fn apply(&self, batch: sled::Batch) -> Result<(), BufferError> {
+        let r = self.inner.tree.apply_batch(batch);
+        self.note(r)
+    }
+
+    /// Passes a storage result on, remembering a failure (invariant 10).
+    fn note<T>(&self, r: Result<T, sled::Error>) -> Result<T, BufferError> {
+        r.map_err(|e| {
+            self.inner
+                .storage_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            let mut f = self.inner.failing.lock().unwrap_or_else(|p| p.into_inner());
+            match f.as_mut() {
+                Some((_, failure)) => failure.failed_operations += 1,
+                None => {
+                    tracing::error!(error = %e, "buffer storage failed");
+                    *f = Some((
+                        std::time::Instant::now(),
+                        StorageFailure {
+                            error: e.to_string(),
+                            since_ms: now_ms(),
+                            failed_operations: 1,
+                            recovered_ms: None,
+                        },
+                    ));
+                }
+            }
+            BufferError::from(e)
+        })
+    }
+
+    /// After a successful flush: a failure that was going on is over; it goes to the trail
+    /// with the next loss report.
+    fn storage_recovered(&self) {
+        let over = self
+            .inner
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((_, mut failure)) = over {
+            failure.recovered_ms = Some(now_ms());
+            tracing::warn!(
+                error = %failure.error,
+                failed_operations = failure.failed_operations,
+                "buffer storage works again"
+            );
+            let mut st = self.state();
+            st.loss.storage_failure = Some(failure);
+            let mut batch = sled::Batch::default();
+            batch.insert(META_LOSS, serde_json::to_vec(&st.loss).unwrap_or_default());
+            // Persisted with the next flush; reported as soon as there is room.
+            if self.inner.tree.apply_batch(batch).is_ok() {
+                let _ = self.write_loss_locked(&mut st, now_ms());
+            }
+        }
+    }
+
+    /// Writes have been failing since this failure, if they are (invariant 10).
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        self.inner
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, f)| f.clone())
+    }
+
+    /// Whether writes have been failing for longer than `stuck_after` (invariant 10): the
+    /// first error if so.
+    pub fn stuck(&self) -> Option<String> {
+        let f = self.inner.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match f.as_ref() {
+            Some((since, failure)) if since.elapsed() >= self.inner.opts.stuck_after => {
+                Some(failure.error.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// While writes are failing: one small write and a flush, to find out whether the store
+    /// works again (so an idle agent does not count as stuck after a passing error).
+    pub fn probe(&self) -> Result<(), BufferError> {
+        if self
+            .inner
+            .failing
+            .lock()
+            .map(|f| f.is_none())
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(META_PROBE, &now_ms().to_be_bytes());
+        self.apply(batch)?;
+        self.flush_now()
+    }
+
+    /// Whether `extra` bytes fit under `max_bytes` (the side tree counts, invariant 6); an
+    /// append into an empty queue always does, so that an oversized one cannot wedge it.
     fn fits(&self, state: &State, extra: u64) -> bool {
-        state.bytes == 0 || state.bytes.saturating_add(extra) <= self.inner.opts.max_bytes
+        state.bytes <= state.set_aside_bytes
+            || state.bytes.saturating_add(extra) <= self.inner.opts.max_bytes
     }
 
     /// Encodes the pending-loss records as one chunk (to go at `state.next_seq`). Returns the
@@ -843,7 +1078,7 @@ impl Buffer {
             batch.insert(ckey(&cp.source), cp.state.as_slice());
         }
         // No `next_seq` write: the chunk keys and headers carry the numbering (see open).
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         let range = (!records.is_empty()).then(|| (seq - records.len() as u64, seq - 1));
         st.next_seq = seq;
         st.bytes += new_bytes + loss_bytes;
@@ -886,7 +1121,7 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         batch.insert(META_NEXT_SEQ, &(last + 1).to_be_bytes());
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         st.next_seq = last + 1;
         st.loss = loss;
         self.inner.dropped_total.fetch_add(n, Ordering::Relaxed);
@@ -913,7 +1148,7 @@ impl Buffer {
         let mut batch = sled::Batch::default();
         batch.insert(&rkey(st.next_seq), value);
         batch.remove(META_LOSS);
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         let seq = st.next_seq + n;
         st.next_seq = seq;
         st.bytes += bytes;
@@ -1094,7 +1329,7 @@ impl Buffer {
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
         // The removed keys may have been the highest: keep their numbers used.
         batch.insert(META_NEXT_SEQ, &st.next_seq.to_be_bytes());
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         st.loss = loss;
         st.bytes = st.bytes.saturating_sub(freed);
         self.inner.corrupt_total.fetch_add(lost, Ordering::Relaxed);
@@ -1139,7 +1374,7 @@ impl Buffer {
             }
         }
         batch.insert(META_ACKED, &acked.to_be_bytes());
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         st.acked = acked;
         self.inner.acked.store(acked, Ordering::Release);
         st.bytes = st.bytes.saturating_sub(freed);
@@ -1155,7 +1390,9 @@ impl Buffer {
     }
 
     /// Moves the record `seq` out of the queue into the side tree, because the collector refuses
-    /// it (it would otherwise block every later record forever), and records that as loss.
+    /// it (it would otherwise block every later record forever), and records that as loss. When
+    /// the side tree is full, the record leaves the queue without being kept (reported with
+    /// `"kept": false`). Returns whether the record left the queue.
     pub fn set_aside(
         &self,
         seq: u64,
@@ -1203,6 +1440,8 @@ impl Buffer {
             batch.insert(&rkey(at), v);
         }
         let aside = self.encode_chunk(&jsons[idx..=idx], appended_ms)?;
+        let aside_len = aside.len() as u64;
+        let keep = st.set_aside_bytes + aside_len <= self.inner.opts.set_aside_limit();
         let event_id = Some(&jsons[idx]).and_then(|json| {
             serde_json::from_slice::<serde_json::Value>(json)
                 .ok()?
@@ -1219,17 +1458,35 @@ impl Buffer {
                 event_id,
                 error_code: error_code.to_string(),
                 message,
+                kept: keep,
             });
         } else {
             loss.rejected_truncated += 1;
         }
-        batch.insert(&xkey(seq), aside);
+        if keep {
+            batch.insert(&xkey(seq), aside);
+        } else {
+            tracing::error!(
+                seq,
+                set_aside_bytes = st.set_aside_bytes,
+                limit = self.inner.opts.set_aside_limit(),
+                "side tree full: the refused record is not kept"
+            );
+            // Its number must stay used even if it was the highest.
+            batch.insert(META_NEXT_SEQ, &st.next_seq.to_be_bytes());
+        }
         batch.insert(META_LOSS, serde_json::to_vec(&loss).unwrap_or_default());
-        self.inner.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         st.loss = loss;
         st.bytes = st.bytes.saturating_sub(value.len() as u64) + kept;
         st.count = st.count.saturating_sub(1);
-        st.set_aside += 1;
+        if keep {
+            st.bytes += aside_len;
+            st.set_aside += 1;
+            st.set_aside_bytes += aside_len;
+        } else {
+            self.inner.discarded_total.fetch_add(1, Ordering::Relaxed);
+        }
         self.inner.rejected_total.fetch_add(1, Ordering::Relaxed);
         let wrote = self.write_loss_locked(&mut st, now_ms())?;
         drop(st);
@@ -1241,7 +1498,29 @@ impl Buffer {
         Ok(true)
     }
 
-    /// The records set aside (sequence number and JSON), for inspection and tests.
+    /// Removes a set-aside record the collector has now accepted (see "The side tree").
+    /// Returns whether it was there.
+    pub fn remove_set_aside(&self, seq: u64) -> Result<bool, BufferError> {
+        let mut st = self.state();
+        let key = xkey(seq);
+        let Some(v) = self.inner.tree.get(key)? else {
+            return Ok(false);
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(&key);
+        self.apply(batch)?;
+        let len = v.len() as u64;
+        st.bytes = st.bytes.saturating_sub(len);
+        st.set_aside = st.set_aside.saturating_sub(1);
+        st.set_aside_bytes = st.set_aside_bytes.saturating_sub(len);
+        self.inner.resent_total.fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        self.flush_now()?;
+        self.inner.space.notify_waiters();
+        Ok(true)
+    }
+
+    /// The records set aside (sequence number and JSON), for inspection, resending and tests.
     pub fn set_aside_records(&self) -> Result<Vec<Entry>, BufferError> {
         let mut out = Vec::new();
         for item in self.inner.tree.scan_prefix([K_ASIDE]) {
@@ -1312,6 +1591,12 @@ impl Buffer {
             oldest_age_ms,
             last_commit_point: (st.acked > 0).then_some(st.acked),
             set_aside: st.set_aside,
+            set_aside_bytes: st.set_aside_bytes,
+            set_aside_max_bytes: self.inner.opts.set_aside_limit(),
+            set_aside_discarded_total: self.inner.discarded_total.load(Ordering::Relaxed),
+            set_aside_resent_total: self.inner.resent_total.load(Ordering::Relaxed),
+            storage_failure: self.storage_failure(),
+            storage_errors_total: self.inner.storage_errors_total.load(Ordering::Relaxed),
             pending_loss: st.loss.clone(),
             appended_total: self.inner.appended_total.load(Ordering::Relaxed),
             dropped_total: self.inner.dropped_total.load(Ordering::Relaxed),
@@ -1410,6 +1695,7 @@ mod tests {
             max_bytes,
             full_policy,
             flush_delay: Duration::ZERO,
+            ..BufferOptions::default()
         }
     }
 
@@ -1982,5 +2268,105 @@ mod tests {
         assert_eq!((st.depth, st.bytes), (st2.depth, st2.bytes));
         assert_eq!(st2.depth, 15);
         assert_eq!(st2.oldest_seq, Some(e[5].seq));
+    }
+
+    /// Invariant 9: errors the operating system reports are the environment's, never a reason
+    /// to quarantine; sled's own findings of damage are.
+    #[test]
+    fn os_errors_are_not_damage() {
+        for errno in [
+            libc::EIO,
+            libc::EDQUOT,
+            libc::EMFILE,
+            libc::ENOSPC,
+            libc::EACCES,
+        ] {
+            let e = sled::Error::Io(std::io::Error::from_raw_os_error(errno));
+            assert!(is_environment_error(&e), "errno {errno}");
+        }
+        let damage = [
+            sled::Error::Corruption { at: None, bt: () },
+            sled::Error::Unsupported("sled panicked: x".into()),
+            sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file cut short",
+            )),
+        ];
+        for e in damage {
+            assert!(!is_environment_error(&e), "{e}");
+        }
+    }
+
+    /// The side tree: bounded by `set_aside_max_bytes` (a refused record that does not fit is
+    /// reported with kept=false and leaves the queue), counted within `bytes`, and emptied by
+    /// `remove_set_aside`; the counts survive a reopen.
+    #[test]
+    fn the_side_tree_is_bounded_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let noisy = |i: u64| {
+            let noise: String = (0..40)
+                .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                .collect();
+            id().record("TestEvent", json!({ "i": i, "noise": noise }))
+        };
+        let o = BufferOptions {
+            set_aside_max_bytes: 2500,
+            ..opts(1 << 20, FullPolicy::Block)
+        };
+        let (b, _) = Buffer::open(&path, o.clone(), id()).unwrap();
+        b.try_append(&(0..4).map(noisy).collect::<Vec<_>>(), None)
+            .unwrap();
+        let e = all(&b);
+        for x in &e {
+            assert!(b.set_aside(x.seq, "InvalidData", "no").unwrap());
+        }
+        let st = b.status();
+        assert!(
+            names(&all(&b)).iter().all(|n| n == "RecordsRejected"),
+            "only the loss reports are queued"
+        );
+        assert!(st.set_aside >= 1 && st.set_aside < 4, "{st:?}");
+        assert!(st.set_aside_bytes <= 2500 && st.set_aside_bytes > 0);
+        assert_eq!(st.set_aside_discarded_total, 4 - st.set_aside);
+        let kept: Vec<bool> = b
+            .status()
+            .pending_loss
+            .rejected
+            .iter()
+            .map(|r| r.kept)
+            .collect();
+        let reported: Vec<Value> = all(&b)
+            .iter()
+            .map(json_of)
+            .filter(|r| r["eventName"] == "RecordsRejected")
+            .flat_map(|r| {
+                r["requestParameters"]["records"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        assert!(kept.is_empty(), "the loss was written as records");
+        assert_eq!(reported.len(), 4);
+        assert_eq!(
+            reported.iter().filter(|r| r["kept"] == false).count() as u64,
+            st.set_aside_discarded_total
+        );
+        let queued = st.bytes - st.set_aside_bytes;
+        drop(b);
+        let (b, _) = Buffer::open(&path, o, id()).unwrap();
+        let st2 = b.status();
+        assert_eq!(
+            (st2.set_aside, st2.set_aside_bytes, st2.bytes),
+            (st.set_aside, st.set_aside_bytes, st.bytes)
+        );
+        for x in b.set_aside_records().unwrap() {
+            assert!(b.remove_set_aside(x.seq).unwrap());
+        }
+        let st3 = b.status();
+        assert_eq!((st3.set_aside, st3.set_aside_bytes), (0, 0));
+        assert_eq!(st3.bytes, queued);
+        assert_eq!(st3.set_aside_resent_total, st.set_aside);
     }
 }

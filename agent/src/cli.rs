@@ -1,4 +1,4 @@
-//! The command line: `run`, `status`, `put-audit-events`, `check-config`.
+//! The command line: `run`, `status`, `resend-set-aside`, `put-audit-events`, `check-config`.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,16 @@ pub enum Command {
         /// Print the Prometheus metrics instead.
         #[arg(long)]
         metrics: bool,
+    },
+    /// Ask the running agent to offer the records the collector refused (its side tree) to the
+    /// collector again now, e.g. after the collector's limits were changed. Prints what came of
+    /// it (JSON); fails if the collector could not be reached.
+    ResendSetAside {
+        #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
+        config: Option<PathBuf>,
+        /// The control socket (default: from the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Send application events through the local agent, like
     /// `aws cloudtrail-data put-audit-events`.
@@ -102,6 +112,32 @@ pub async fn status(
     }
     println!("{}", String::from_utf8_lossy(&body).trim_end());
     Ok(())
+}
+
+/// `resend-set-aside`: asks the running agent for a resend round and prints its report. Returns
+/// whether the round ran to its end (the collector answered for every record).
+pub async fn resend_set_aside(
+    config: Option<&Path>,
+    socket: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let path = match socket {
+        Some(s) => s.to_path_buf(),
+        None => load_config(config)?.control_socket(),
+    };
+    let (code, body) =
+        http_util::unix_request(&path, http::Method::POST, "/resend-set-aside", Bytes::new())
+            .await
+            .context("asking the agent")?;
+    if !code.is_success() {
+        bail!(
+            "the agent answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    println!("{}", String::from_utf8_lossy(&body).trim_end());
+    let report: crate::shipper::ResendReport =
+        serde_json::from_slice(&body).context("the agent's answer")?;
+    Ok(report.error.is_none())
 }
 
 /// The `--audit-events` argument as a request body.

@@ -234,6 +234,18 @@ pub struct BufferSection {
     /// disk flush (group commit). Appends always return only after their flush; 0 flushes at
     /// once. Raise it on slow storage (SD cards) with many concurrent sources.
     pub flush_delay_ms: u64,
+    /// Most bytes of records the collector refused that the side tree keeps (to be resent once
+    /// the collector accepts them). Counted within `max_bytes`, and never more than a quarter
+    /// of it, whatever this says: refused records must not crowd out the queue. A refused
+    /// record that does not fit is not kept; the trail says so (`RecordsRejected`,
+    /// `"kept": false`).
+    #[serde(deserialize_with = "de_size")]
+    pub set_aside_max_bytes: u64,
+    /// How long (milliseconds) writes to the buffer may keep failing before the store counts as
+    /// stuck: then the agent stops its systemd watchdog pings, so that systemd restarts it
+    /// (sled fails every write after one failed write until the process restarts), and
+    /// `status` shows the error.
+    pub stuck_after_ms: u64,
 }
 
 impl Default for BufferSection {
@@ -242,6 +254,8 @@ impl Default for BufferSection {
             max_bytes: 64 * 1000 * 1000,
             full_policy: FullPolicy::Block,
             flush_delay_ms: 0,
+            set_aside_max_bytes: 4 * 1000 * 1000,
+            stuck_after_ms: 60_000,
         }
     }
 }
@@ -268,6 +282,11 @@ pub struct ShipperSection {
     pub compress: bool,
     /// On shutdown, how long (milliseconds) to keep shipping what is buffered before exiting.
     pub drain_timeout_ms: u64,
+    /// How long (milliseconds) after a record is set aside the shipper offers the side tree to
+    /// the collector again; the delay doubles (up to 16 times this) while the collector still
+    /// refuses every record, and starts over once it accepts one. `groundtrail-agent
+    /// resend-set-aside` offers them at once.
+    pub set_aside_retry_ms: u64,
 }
 
 impl Default for ShipperSection {
@@ -281,6 +300,7 @@ impl Default for ShipperSection {
             request_timeout_ms: 30_000,
             compress: true,
             drain_timeout_ms: 3_000,
+            set_aside_retry_ms: 600_000,
         }
     }
 }
@@ -591,6 +611,12 @@ impl Config {
                 format!("{} ms is above the maximum of 1000", b.flush_delay_ms),
             ));
         }
+        if b.stuck_after_ms < 1000 {
+            return Err(invalid(
+                "buffer.stuck_after_ms",
+                format!("{} ms is below the minimum of 1000", b.stuck_after_ms),
+            ));
+        }
 
         let s = &self.shipper;
         let max_records = groundtrail_common::wire::limits::MAX_BATCH_RECORDS;
@@ -629,6 +655,12 @@ impl Config {
             return Err(invalid(
                 "shipper.retry_initial_ms",
                 "must be at least 1 and at most retry_max_ms",
+            ));
+        }
+        if s.set_aside_retry_ms < 1000 {
+            return Err(invalid(
+                "shipper.set_aside_retry_ms",
+                format!("{} ms is below the minimum of 1000", s.set_aside_retry_ms),
             ));
         }
         if s.request_timeout_ms < 100 {

@@ -4,6 +4,9 @@
 //! itself; it asks the agent over `<data_dir>/control.sock` (mode 0600: only the agent's own
 //! user). `GET /status` answers JSON ([`StatusReport`]); `GET /metrics` answers the Prometheus
 //! text format, also served on a loopback TCP address when `[control] metrics_listen` is set.
+//! `POST /resend-set-aside` (`groundtrail-agent resend-set-aside`) asks the shipper to offer the
+//! side tree's records to the collector now and answers with what came of it
+//! ([`ResendReport`]); it is served on the socket only, never on the metrics address.
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use crate::agent_events::AgentIdentity;
 use crate::buffer::{Buffer, BufferStatus};
 use crate::http_util::{self, Handler};
 use crate::metrics::{CollectorHealth, Metrics};
+use crate::shipper::{ResendReport, ResendRequest};
 
 /// What `groundtrail-agent status` prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +47,8 @@ pub struct Control {
     pub buffer: Buffer,
     pub metrics: Arc<Metrics>,
     pub started: std::time::Instant,
+    /// Resend requests to the shipper.
+    pub resend: tokio::sync::mpsc::Sender<ResendRequest>,
 }
 
 impl Control {
@@ -73,11 +79,41 @@ impl Control {
         }
     }
 
+    /// Asks the shipper for a resend round and waits for its report.
+    async fn resend(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let (reply, answer) = tokio::sync::oneshot::channel::<ResendReport>();
+        if self.resend.send(reply).await.is_err() {
+            return http_util::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ShipperStopped",
+                "the shipper is not running (the agent is stopping)",
+            );
+        }
+        match answer.await {
+            Ok(report) => http_util::respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec_pretty(&report).unwrap_or_default(),
+            ),
+            Err(_) => http_util::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ShipperStopped",
+                "the shipper stopped before the round ended",
+            ),
+        }
+    }
+
     /// `/status` and `/metrics` (the control socket).
     pub fn handler(self: Arc<Self>, metrics_only: bool) -> Handler {
         Arc::new(move |req, _info| {
             let this = self.clone();
             Box::pin(async move {
+                if req.method() == Method::POST
+                    && req.uri().path() == "/resend-set-aside"
+                    && !metrics_only
+                {
+                    return this.resend().await;
+                }
                 if req.method() != Method::GET {
                     return http_util::json_error(
                         StatusCode::METHOD_NOT_ALLOWED,

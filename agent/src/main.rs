@@ -41,6 +41,9 @@ fn main() -> ExitCode {
             } => cli::status(config.as_deref(), socket.as_deref(), metrics)
                 .await
                 .map(|()| true),
+            Command::ResendSetAside { config, socket } => {
+                cli::resend_set_aside(config.as_deref(), socket.as_deref()).await
+            }
             Command::PutAuditEvents {
                 audit_events,
                 channel_arn,

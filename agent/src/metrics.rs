@@ -92,7 +92,7 @@ impl Metrics {
         metric(
             "groundtrail_agent_buffer_bytes",
             "gauge",
-            "Compressed bytes of records in the buffer.",
+            "Compressed bytes of records in the buffer (queue and side tree).",
             buffer.bytes,
         );
         metric(
@@ -146,8 +146,50 @@ impl Metrics {
         metric(
             "groundtrail_agent_rejected_records_total",
             "counter",
-            "Records the collector refused, set aside.",
+            "Records the collector refused (set aside, or not kept when the side tree was full).",
             get(&self.rejected),
+        );
+        metric(
+            "groundtrail_agent_set_aside_records",
+            "gauge",
+            "Records in the side tree (refused by the collector, waiting to be resent).",
+            buffer.set_aside,
+        );
+        metric(
+            "groundtrail_agent_set_aside_bytes",
+            "gauge",
+            "Bytes of the side tree (counted within the buffer's bytes and max_bytes).",
+            buffer.set_aside_bytes,
+        );
+        metric(
+            "groundtrail_agent_set_aside_max_bytes",
+            "gauge",
+            "The side tree's bound.",
+            buffer.set_aside_max_bytes,
+        );
+        metric(
+            "groundtrail_agent_set_aside_discarded_total",
+            "counter",
+            "Refused records not kept because the side tree was full.",
+            buffer.set_aside_discarded_total,
+        );
+        metric(
+            "groundtrail_agent_set_aside_resent_total",
+            "counter",
+            "Set-aside records the collector accepted on a resend.",
+            buffer.set_aside_resent_total,
+        );
+        metric(
+            "groundtrail_agent_buffer_storage_errors_total",
+            "counter",
+            "Failed buffer storage operations (writes, flushes, deletions).",
+            buffer.storage_errors_total,
+        );
+        metric(
+            "groundtrail_agent_buffer_storage_failing",
+            "gauge",
+            "1 while buffer writes are failing (a stuck store stops the systemd watchdog).",
+            u64::from(buffer.storage_failure.is_some()),
         );
         metric(
             "groundtrail_agent_shipped_records_total",

@@ -64,6 +64,8 @@ pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport
         max_bytes: config.buffer.max_bytes,
         full_policy: config.buffer.full_policy,
         flush_delay: Duration::from_millis(config.buffer.flush_delay_ms),
+        set_aside_max_bytes: config.buffer.set_aside_max_bytes,
+        stuck_after: Duration::from_millis(config.buffer.stuck_after_ms),
     };
     Ok(Buffer::open(&config.buffer_dir(), opts, identity(config))?)
 }
@@ -103,6 +105,8 @@ fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
         request_timeout: Duration::from_millis(s.request_timeout_ms),
         compress: s.compress,
         drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+        id: identity(config),
+        set_aside_retry: Duration::from_millis(s.set_aside_retry_ms),
     })
 }
 
@@ -180,7 +184,9 @@ pub async fn run(
     let (ship_tx, _) = broadcast::channel::<()>(1);
     let (control_tx, _) = broadcast::channel::<()>(1);
 
-    let shipper = Shipper::new(buffer.clone(), shipper_opts, metrics.clone());
+    let (resend_tx, resend_rx) = tokio::sync::mpsc::channel(4);
+    let shipper =
+        Shipper::new(buffer.clone(), shipper_opts, metrics.clone()).with_resend_requests(resend_rx);
     let shipper_task = tokio::spawn(shipper.run(Shutdown::new(ship_tx.subscribe())));
 
     let control = Arc::new(Control {
@@ -188,6 +194,7 @@ pub async fn run(
         buffer: buffer.clone(),
         metrics: metrics.clone(),
         started,
+        resend: resend_tx,
     });
     let control_path = config.control_socket();
     let listener = http_util::bind_unix(&control_path, 0o600)
@@ -301,7 +308,7 @@ pub async fn run(
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
     // systemd (Type=notify): ready once every endpoint is bound and the sources run.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
-    let watchdog = tokio::spawn(groundtrail_common::sd_notify::watchdog());
+    let watchdog = tokio::spawn(watchdog(buffer.clone()));
 
     let reason = stop.await;
     tracing::info!(reason, "agent stopping");
@@ -350,6 +357,44 @@ pub async fn run(
     );
     watchdog.abort();
     Ok(())
+}
+
+/// Sends systemd's `WATCHDOG=1` every half `WatchdogSec=` while the runtime runs *and* the
+/// buffer's storage is not stuck (buffer invariant 10): sled fails every write after one failed
+/// write until the process restarts, so a stuck store stops the pings and systemd restarts the
+/// agent. While writes fail, each tick probes the store, so a passing error clears itself.
+async fn watchdog(buffer: Buffer) {
+    let Some(every) = groundtrail_common::sd_notify::watchdog_interval() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    let mut stopped = false;
+    loop {
+        tick.tick().await;
+        if buffer.storage_failure().is_some() {
+            let b = buffer.clone();
+            let _ = tokio::task::spawn_blocking(move || b.probe()).await;
+        }
+        match buffer.stuck() {
+            Some(error) => {
+                if !stopped {
+                    stopped = true;
+                    tracing::error!(%error, "buffer storage is stuck; stopping the systemd watchdog so that systemd restarts the agent");
+                    groundtrail_common::sd_notify::notify(&format!(
+                        "STATUS=buffer storage failing: {error}"
+                    ));
+                }
+            }
+            None => {
+                if stopped {
+                    stopped = false;
+                    tracing::info!("buffer storage works again; watchdog resumed");
+                    groundtrail_common::sd_notify::notify("STATUS=running");
+                }
+                groundtrail_common::sd_notify::notify("WATCHDOG=1");
+            }
+        }
+    }
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

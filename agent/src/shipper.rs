@@ -7,23 +7,50 @@
 //! sequence numbers (records dropped or skipped), so `X-Groundtrail-Seq-First..Last` always
 //! describes a contiguous run and every gap the collector sees between batches is a real one.
 //!
+//! # Whose answer it is
+//!
+//! A `400` or `413` is a verdict on the records only when it comes from the collector: an
+//! `http://` URL pointing at a TLS port (nginx: "400 The plain HTTP request was sent to HTTPS
+//! port"), a proxy's `413`, or some other server on a wrong port answer the same status codes
+//! and say nothing about the records. So only an answer that carries the collector's marker
+//! header `X-Groundtrail-Error` *and* whose body is the collector's error JSON with the same
+//! `__type`, one of the codes the collector uses to judge records, may set a record aside.
+//! Everything else is transient: retried with backoff, and `status` says what is wrong (e.g.
+//! "answer is not from a groundtrail collector").
+//!
 //! # How answers are handled
 //!
 //! | answer | meaning | what the shipper does |
 //! |---|---|---|
-//! | `200` | durable in the collector's journal | delete up to `commitPoint` (at most the batch's last seq) |
-//! | `400`/`422` naming a `line` | that record is invalid; nothing of the batch was written | set that record aside (see below), send the rest again at once |
-//! | `400`/`422` without a line | something in the batch is invalid | re-send one record per batch until the culprit is named, then set it aside |
-//! | `413` | batch too large | halve the batch size and send again; a single record still too large is set aside |
-//! | `401`/`403` | this agent is not allowed (certificate, account, region) | retry with backoff, forever, and say so in `status`: it is a configuration problem, and setting records aside would turn every record into a loss |
-//! | `429`, `5xx`, other `4xx`, connection errors, timeouts | transient | retry with jittered exponential backoff, failing over to the next URL |
+//! | `200` with the collector's JSON | durable in the collector's journal | delete up to `commitPoint` (at most the batch's last seq); if the deletion fails (disk), retry the deletion with backoff, never re-send the batch in a loop |
+//! | marked `400`/`422` (`InvalidData`, `FieldNotFound`, `FieldTooLong`) naming a `line` | that record is invalid; nothing of the batch was written | set that record aside (see below), send the rest again at once |
+//! | the same without a line | something in the batch is invalid | re-send one record per batch until the culprit is named, then set it aside |
+//! | marked `413` (`RequestEntityTooLarge`, `RecordTooLarge`, `LimitExceededException`) | batch too large | halve the batch size and send again; a single record still too large is set aside |
+//! | marked `401`/`403` | this agent is not allowed (certificate, account, region) | retry with backoff, forever, and say so in `status`: it is a configuration problem, and setting records aside would turn every record into a loss |
+//! | any answer without the marker (or whose body is not the collector's error JSON), `429`, `5xx`, other `4xx`, connection errors, timeouts | transient, or not the collector | retry with jittered exponential backoff, failing over to the next URL |
 //!
 //! **Why a refused record is set aside instead of retried:** the collector has judged it, and it
 //! will judge it the same way next time; retrying would block every later record behind it
 //! forever (head-of-line blocking), which is worse than the loss of one record. The record is not
-//! deleted: [`Buffer::set_aside`] moves it to a side tree of the buffer where an operator can
-//! inspect it, and the refusal (sequence number, `eventID`, the collector's error code and
-//! message) becomes a `RecordsRejected` record in the trail, so the loss is never silent.
+//! deleted: [`Buffer::set_aside`] moves it to the buffer's side tree (bounded, counted within
+//! `max_bytes`; see the `buffer` module), and the refusal (sequence number, `eventID`, the
+//! collector's error code and message) becomes a `RecordsRejected` record in the trail, so the
+//! loss is never silent.
+//!
+//! **The agent's own records are never set aside.** They are the trail's account of loss
+//! (`RecordsRejected`, `RecordsDropped`, ...) and of the agent itself; setting one aside would
+//! produce another `RecordsRejected`, refused in turn. The agent builds them within the
+//! collector's default limits; if a collector still refuses one (limits set below them), it
+//! stays at the head and is retried with backoff, and `status` names it: a configuration to fix,
+//! not a record to drop.
+//!
+//! **Set-aside records are offered again.** `set_aside_retry_ms` after a record is set aside
+//! (and after each later round, the interval doubling up to 16 times that while the collector
+//! still refuses them all), and at once on `groundtrail-agent resend-set-aside`, the shipper
+//! sends each set-aside record on its own (no sequence headers: its number lies behind the
+//! commit point; the collector de-duplicates by `eventID`). One the collector accepts is removed
+//! from the side tree; one it still refuses stays; an unreachable collector ends the round.
+//! A round runs between batches, so it never holds up the head of the buffer for long.
 //!
 //! During an outage the shipper retries forever (the delay is capped at `retry_max_ms`) while the
 //! buffer grows to its limit; then the buffer's full policy applies. Nothing is deleted that the
@@ -43,8 +70,42 @@ use rand::RngExt;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent_events::AgentIdentity;
 use crate::buffer::{Buffer, Entry};
 use crate::metrics::Metrics;
+
+/// The collector's error codes that judge the records of a batch (`400`/`422`).
+const RECORD_VERDICTS: &[&str] = &["InvalidData", "FieldNotFound", "FieldTooLong"];
+/// The collector's error codes that say the batch or a record is too large (`413`).
+const SIZE_VERDICTS: &[&str] = &[
+    "RequestEntityTooLarge",
+    "RecordTooLarge",
+    "LimitExceededException",
+];
+
+/// What a resend round of the side tree came to (printed by `groundtrail-agent
+/// resend-set-aside`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResendReport {
+    /// Set-aside records offered to the collector.
+    pub offered: u64,
+    /// Accepted and removed from the side tree.
+    pub accepted: u64,
+    /// Refused again by the collector (kept).
+    pub still_refused: u64,
+    /// Records left in the side tree.
+    pub remaining: u64,
+    /// Why the round stopped early (collector unreachable, buffer error), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A request for a resend round, answered when it is done.
+pub type ResendRequest = oneshot::Sender<ResendReport>;
 
 /// A parsed collector URL: `http(s)://host[:port][/base]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +187,10 @@ pub struct ShipperOptions {
     pub request_timeout: Duration,
     pub compress: bool,
     pub drain_timeout: Duration,
+    /// Whose records are the agent's own (never set aside).
+    pub id: AgentIdentity,
+    /// First delay before set-aside records are offered again (doubles up to 16 times).
+    pub set_aside_retry: Duration,
 }
 
 /// What one send attempt came to.
@@ -150,11 +215,24 @@ pub struct Shipper {
     failures: u32,
     /// Current batch size cap (shrinks after a 413 or while looking for a bad record).
     max_records: usize,
+    /// `resend-set-aside` requests (from the control socket).
+    resend_rx: Option<mpsc::Receiver<ResendRequest>>,
+    /// When the side tree is next offered to the collector, if it holds records.
+    next_resend: Option<tokio::time::Instant>,
+    /// The current delay between resend rounds (backoff while the collector refuses).
+    resend_interval: Duration,
+    /// Refusals of the agent's own record at the head since the last commit (its backoff).
+    held: u32,
 }
 
 impl Shipper {
     pub fn new(buffer: Buffer, opts: ShipperOptions, metrics: Arc<Metrics>) -> Shipper {
         let max_records = opts.batch_max_records.max(1);
+        let resend_interval = opts.set_aside_retry;
+        // Records set aside in an earlier run are offered again soon after the start (the
+        // collector's limits may have been changed in between).
+        let next_resend = (buffer.status().set_aside > 0)
+            .then(|| tokio::time::Instant::now() + Duration::from_secs(5).min(resend_interval));
         Shipper {
             buffer,
             opts,
@@ -163,17 +241,52 @@ impl Shipper {
             conn: None,
             failures: 0,
             max_records,
+            resend_rx: None,
+            next_resend,
+            resend_interval,
+            held: 0,
         }
+    }
+
+    /// Serves `resend-set-aside` requests from `rx`.
+    pub fn with_resend_requests(mut self, rx: mpsc::Receiver<ResendRequest>) -> Shipper {
+        self.resend_rx = Some(rx);
+        self
     }
 
     /// Ships until `stop` fires, then keeps shipping what is buffered (without waiting for
     /// batches to fill) for at most `drain_timeout`. A batch in flight when `stop` fires stays
     /// in the buffer and is sent again (the collector drops duplicates by `eventID`).
     pub async fn run(mut self, mut stop: Shutdown) {
+        let mut resend_rx = self.resend_rx.take();
         loop {
+            let due = self.next_resend;
             tokio::select! {
                 biased;
                 _ = stop.recv() => break,
+                req = async {
+                    match resend_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match req {
+                        Some(reply) => {
+                            let report = self.resend_round().await;
+                            let _ = reply.send(report);
+                        }
+                        // The control socket has gone: no more requests.
+                        None => resend_rx = None,
+                    }
+                }
+                _ = async {
+                    match due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.resend_round().await;
+                }
                 r = self.step(false) => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "cannot read the buffer");
@@ -299,15 +412,13 @@ impl Shipper {
 
     /// Sends one batch until the collector has decided about it (committed, or a record set
     /// aside). Retries transient failures forever, with backoff and failover.
-    async fn ship(&mut self, batch: &[Entry]) {
-        let first = batch[0].seq;
-        let last = batch[batch.len() - 1].seq;
+    fn body(&self, batch: &[Entry]) -> Bytes {
         let mut body = Vec::with_capacity(batch.iter().map(|e| e.json.len() + 1).sum());
         for e in batch {
             body.extend_from_slice(&e.json);
             body.push(b'\n');
         }
-        let body = if self.opts.compress {
+        if self.opts.compress {
             match zstd::bulk::compress(&body, 3) {
                 Ok(z) => Bytes::from(z),
                 Err(e) => {
@@ -317,30 +428,117 @@ impl Shipper {
             }
         } else {
             Bytes::from(body)
-        };
+        }
+    }
+
+    /// One request with the request timeout.
+    async fn attempt(&mut self, body: Bytes, seq: Option<(u64, u64)>) -> Outcome {
+        match tokio::time::timeout(self.opts.request_timeout, self.send(body, seq)).await {
+            Ok(o) => o,
+            Err(_) => {
+                self.conn = None;
+                Outcome::Retry(format!(
+                    "no answer within {} ms",
+                    self.opts.request_timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    /// Whether `json` is one of the agent's own records (never set aside).
+    fn is_own(&self, json: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Source<'a> {
+            #[serde(rename = "eventSource", borrow)]
+            event_source: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_slice::<Source>(json)
+            .ok()
+            .and_then(|s| s.event_source)
+            .is_some_and(|s| s == self.opts.id.event_source())
+    }
+
+    /// The collector refused the record `entry`: set it aside, unless it is one of the agent's
+    /// own (then it is held at the head and retried with backoff; see the module docs).
+    async fn refused(&mut self, entry: &Entry, err: &ErrorResponse) {
+        if self.is_own(&entry.json) {
+            let why = format!(
+                "the collector refuses the agent's own record (seq {}): {}: {}; it is kept at the head of the buffer and retried: the collector's limits are below what the agent produces",
+                entry.seq, err.code, err.message
+            );
+            tracing::error!("{why}");
+            self.held = self.held.saturating_add(1);
+            Metrics::add(&self.metrics.retries, 1);
+            self.metrics.update_health(|h| h.last_error = Some(why));
+            tokio::time::sleep(self.backoff_after(self.held)).await;
+            return;
+        }
+        tracing::error!(seq = entry.seq, code = %err.code, message = %err.message,
+            "collector refused a record; setting it aside");
+        self.set_aside(entry.seq, err).await;
+    }
+
+    /// Counts a failed attempt, shows it in `status`, fails over and backs off.
+    async fn transient_failure(&mut self, why: String) {
+        Metrics::add(&self.metrics.retries, 1);
+        self.failures = self.failures.saturating_add(1);
+        let url = self.opts.urls[self.url].raw.clone();
+        tracing::warn!(url = %url, error = %why, failures = self.failures, "send failed; will retry");
+        self.metrics.update_health(|h| {
+            h.url = Some(url);
+            h.reachable = Some(false);
+            h.last_error = Some(why);
+            h.consecutive_failures += 1;
+        });
+        // Fail over.
+        self.conn = None;
+        self.url = (self.url + 1) % self.opts.urls.len();
+        tokio::time::sleep(self.backoff()).await;
+    }
+
+    /// Deletes up to `commit`, retrying the deletion (not the batch) with backoff while the
+    /// buffer's storage fails: re-sending a committed batch in a loop would only hammer the
+    /// collector with duplicates while the disk is full.
+    async fn ack_with_backoff(&mut self, commit: u64) {
+        let mut attempts = 0u32;
         loop {
-            let outcome = match tokio::time::timeout(
-                self.opts.request_timeout,
-                self.send(body.clone(), first, last),
-            )
-            .await
-            {
-                Ok(o) => o,
-                Err(_) => {
-                    self.conn = None;
-                    Outcome::Retry(format!(
-                        "no answer within {} ms",
-                        self.opts.request_timeout.as_millis()
-                    ))
+            match self.ack(commit).await {
+                Ok(_) => {
+                    if attempts > 0 {
+                        tracing::info!(
+                            commit,
+                            attempts,
+                            "committed records deleted from the buffer after storage errors"
+                        );
+                        self.metrics.update_health(|h| h.last_error = None);
+                    }
+                    return;
                 }
-            };
+                Err(e) => {
+                    attempts = attempts.saturating_add(1);
+                    let why = format!(
+                        "cannot delete committed records (up to seq {commit}) from the buffer: {e}; retrying the deletion, not the batch"
+                    );
+                    tracing::error!(attempts, "{why}");
+                    self.metrics.update_health(|h| h.last_error = Some(why));
+                    tokio::time::sleep(self.backoff_after(attempts)).await;
+                }
+            }
+        }
+    }
+
+    async fn ship(&mut self, batch: &[Entry]) {
+        let first = batch[0].seq;
+        let last = batch[batch.len() - 1].seq;
+        let body = self.body(batch);
+        loop {
+            let outcome = self.attempt(body.clone(), Some((first, last))).await;
             match outcome {
                 Outcome::Committed(resp) => {
                     let commit = resp.commit_point.unwrap_or(last).min(last);
+                    self.held = 0;
                     self.record_success(batch, &resp, commit, body.len());
-                    if let Err(e) = self.ack(commit).await {
-                        tracing::error!(error = %e, commit, "cannot delete committed records");
-                    }
+                    self.ack_with_backoff(commit).await;
                     if self.max_records < self.opts.batch_max_records {
                         self.max_records = (self.max_records * 2).min(self.opts.batch_max_records);
                     }
@@ -348,18 +546,13 @@ impl Shipper {
                 }
                 Outcome::BadLine(line, err) if line >= 1 && line <= batch.len() => {
                     self.mark_answered();
-                    let seq = batch[line - 1].seq;
-                    tracing::error!(seq, code = %err.code, message = %err.message,
-                        "collector refused a record; setting it aside");
-                    self.set_aside(seq, &err).await;
+                    self.refused(&batch[line - 1], &err).await;
                     return;
                 }
                 Outcome::BadLine(_, err) | Outcome::BadBatch(err) => {
                     self.mark_answered();
                     if batch.len() == 1 {
-                        tracing::error!(seq = first, code = %err.code, message = %err.message,
-                            "collector refused a record; setting it aside");
-                        self.set_aside(first, &err).await;
+                        self.refused(&batch[0], &err).await;
                     } else {
                         tracing::warn!(code = %err.code, message = %err.message,
                             "collector refused the batch without naming a record; sending one record per batch to find it");
@@ -370,7 +563,7 @@ impl Shipper {
                 Outcome::TooLarge(err) => {
                     self.mark_answered();
                     if batch.len() == 1 {
-                        self.set_aside(first, &err).await;
+                        self.refused(&batch[0], &err).await;
                     } else {
                         self.max_records = (batch.len() / 2).max(1);
                         tracing::warn!(
@@ -380,24 +573,77 @@ impl Shipper {
                     }
                     return;
                 }
+                Outcome::Retry(why) => self.transient_failure(why).await,
+            }
+        }
+    }
+
+    /// Offers every set-aside record to the collector again, one per request (see the module
+    /// docs), and schedules the next round.
+    async fn resend_round(&mut self) -> ResendReport {
+        // A round can interrupt a batch in flight: start on a fresh connection rather than one
+        // whose answer was abandoned.
+        self.conn = None;
+        let mut report = ResendReport::default();
+        let buffer = self.buffer.clone();
+        let entries = match tokio::task::spawn_blocking(move || buffer.set_aside_records()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
+                report.error = Some(format!("cannot read the side tree: {e}"));
+                Vec::new()
+            }
+            Err(e) => {
+                report.error = Some(format!("side-tree read task failed: {e}"));
+                Vec::new()
+            }
+        };
+        for entry in entries {
+            report.offered += 1;
+            let body = self.body(std::slice::from_ref(&entry));
+            match self.attempt(body, None).await {
+                Outcome::Committed(resp) => {
+                    self.mark_answered();
+                    Metrics::add(&self.metrics.shipped_records, resp.committed);
+                    Metrics::add(&self.metrics.shipped_duplicates, resp.duplicates);
+                    let buffer = self.buffer.clone();
+                    let seq = entry.seq;
+                    match tokio::task::spawn_blocking(move || buffer.remove_set_aside(seq)).await {
+                        Ok(Ok(_)) => {
+                            report.accepted += 1;
+                            tracing::info!(seq, "a set-aside record was accepted on resend");
+                        }
+                        Ok(Err(e)) => {
+                            report.error = Some(format!("cannot remove seq {seq}: {e}"));
+                            break;
+                        }
+                        Err(e) => {
+                            report.error = Some(format!("remove task failed: {e}"));
+                            break;
+                        }
+                    }
+                }
+                Outcome::BadLine(_, err) | Outcome::BadBatch(err) | Outcome::TooLarge(err) => {
+                    self.mark_answered();
+                    tracing::info!(seq = entry.seq, code = %err.code, message = %err.message,
+                        "a set-aside record is still refused; keeping it");
+                    report.still_refused += 1;
+                }
                 Outcome::Retry(why) => {
-                    Metrics::add(&self.metrics.retries, 1);
-                    self.failures = self.failures.saturating_add(1);
-                    let url = self.opts.urls[self.url].raw.clone();
-                    tracing::warn!(url = %url, error = %why, failures = self.failures, "send failed; will retry");
-                    self.metrics.update_health(|h| {
-                        h.url = Some(url);
-                        h.reachable = Some(false);
-                        h.last_error = Some(why);
-                        h.consecutive_failures += 1;
-                    });
-                    // Fail over.
                     self.conn = None;
-                    self.url = (self.url + 1) % self.opts.urls.len();
-                    tokio::time::sleep(self.backoff()).await;
+                    report.error = Some(why);
+                    break;
                 }
             }
         }
+        report.remaining = self.buffer.status().set_aside;
+        self.resend_interval = if report.accepted > 0 || report.offered == 0 {
+            self.opts.set_aside_retry
+        } else {
+            (self.resend_interval * 2).min(self.opts.set_aside_retry * 16)
+        };
+        self.next_resend =
+            (report.remaining > 0).then(|| tokio::time::Instant::now() + self.resend_interval);
+        report
     }
 
     fn mark_answered(&mut self) {
@@ -440,8 +686,12 @@ impl Shipper {
             .map_err(|e| crate::buffer::BufferError::Storage(format!("ack task failed: {e}")))?
     }
 
-    async fn set_aside(&self, seq: u64, err: &ErrorResponse) {
+    async fn set_aside(&mut self, seq: u64, err: &ErrorResponse) {
         Metrics::add(&self.metrics.rejected, 1);
+        if self.next_resend.is_none() {
+            self.resend_interval = self.opts.set_aside_retry;
+            self.next_resend = Some(tokio::time::Instant::now() + self.resend_interval);
+        }
         let buffer = self.buffer.clone();
         let (code, message) = (err.code.clone(), err.message.clone());
         let r = tokio::task::spawn_blocking(move || buffer.set_aside(seq, &code, &message)).await;
@@ -455,7 +705,12 @@ impl Shipper {
     /// Jittered exponential backoff: a random delay between half and all of
     /// `min(retry_max, retry_initial * 2^failures)` ("equal jitter": spread out, never zero).
     fn backoff(&self) -> Duration {
-        let exp = self.failures.saturating_sub(1).min(20);
+        self.backoff_after(self.failures)
+    }
+
+    /// [`Shipper::backoff`] after `failures` failures.
+    fn backoff_after(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(20);
         let cap = self
             .opts
             .retry_initial
@@ -483,7 +738,7 @@ impl Shipper {
         Ok(conn)
     }
 
-    async fn send(&mut self, body: Bytes, first: u64, last: u64) -> Outcome {
+    async fn send(&mut self, body: Bytes, seq: Option<(u64, u64)>) -> Outcome {
         let url = self.opts.urls[self.url].clone();
         let mut req = http::Request::builder()
             .method("POST")
@@ -491,9 +746,12 @@ impl Shipper {
             .header(http::header::HOST, &url.authority)
             .header(http::header::CONTENT_TYPE, wire::NDJSON)
             .header(http::header::CONTENT_LENGTH, body.len())
-            .header(wire::HEADER_AGENT, &self.opts.agent_name)
-            .header(wire::HEADER_SEQ_FIRST, first)
-            .header(wire::HEADER_SEQ_LAST, last);
+            .header(wire::HEADER_AGENT, &self.opts.agent_name);
+        if let Some((first, last)) = seq {
+            req = req
+                .header(wire::HEADER_SEQ_FIRST, first)
+                .header(wire::HEADER_SEQ_LAST, last);
+        }
         if self.opts.compress {
             req = req.header(http::header::CONTENT_ENCODING, "zstd");
         }
@@ -513,6 +771,11 @@ impl Shipper {
             }
         };
         let status = resp.status();
+        let marker = resp
+            .headers()
+            .get(wire::HEADER_ERROR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = match Limited::new(resp.into_body(), 1 << 20).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -520,27 +783,40 @@ impl Shipper {
                 return Outcome::Retry(format!("reading the answer ({status}): {e}"));
             }
         };
-        classify(status, &body)
+        classify(status, marker.as_deref(), &body)
     }
 }
 
-/// Maps an HTTP answer to what the shipper does with it (see the module table).
-fn classify(status: http::StatusCode, body: &[u8]) -> Outcome {
-    let text = || String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
+/// Maps an HTTP answer to what the shipper does with it (see the module docs): `marker` is the
+/// answer's `X-Groundtrail-Error` header. Only an answer the collector marked, whose body is its
+/// error JSON with the same code, may judge records.
+fn classify(status: http::StatusCode, marker: Option<&str>, body: &[u8]) -> Outcome {
+    let text = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     if status == http::StatusCode::OK {
         return match serde_json::from_slice::<BatchResponse>(body) {
             Ok(r) => Outcome::Committed(r),
-            Err(e) => Outcome::Retry(format!("200 with an unreadable answer ({e}): {}", text())),
+            Err(e) => Outcome::Retry(format!(
+                "200 with an unreadable answer ({e}): answer is not from a groundtrail collector? {}",
+                text()
+            )),
         };
     }
-    let err = serde_json::from_slice::<ErrorResponse>(body)
-        .unwrap_or_else(|_| ErrorResponse::new(format!("Http{}", status.as_u16()), text()));
+    let err = match (marker, serde_json::from_slice::<ErrorResponse>(body)) {
+        (Some(code), Ok(err)) if err.code == code => err,
+        _ => {
+            return Outcome::Retry(format!(
+                "{status}: answer is not from a groundtrail collector (no {} header with its error JSON); check the collector URL (http or https, host, port, a proxy in between): {}",
+                wire::HEADER_ERROR,
+                text()
+            ));
+        }
+    };
     match status.as_u16() {
-        400 | 422 => match err.line {
+        400 | 422 if RECORD_VERDICTS.contains(&err.code.as_str()) => match err.line {
             Some(line) => Outcome::BadLine(line, err),
             None => Outcome::BadBatch(err),
         },
-        413 => Outcome::TooLarge(err),
+        413 if SIZE_VERDICTS.contains(&err.code.as_str()) => Outcome::TooLarge(err),
         401 | 403 => Outcome::Retry(format!(
             "{status}: the collector refuses this agent ({}: {}); check its certificate and the collector's authorization config",
             err.code, err.message
@@ -628,33 +904,86 @@ mod tests {
     fn classifies_answers() {
         use http::StatusCode as S;
         assert!(matches!(
-            classify(S::OK, br#"{"committed":2,"duplicates":0,"commitPoint":7}"#),
+            classify(
+                S::OK,
+                None,
+                br#"{"committed":2,"duplicates":0,"commitPoint":7}"#
+            ),
             Outcome::Committed(BatchResponse {
                 commit_point: Some(7),
                 ..
             })
         ));
+        let bad_line = br#"{"__type":"InvalidData","message":"x","line":3}"#;
         assert!(matches!(
-            classify(
-                S::BAD_REQUEST,
-                br#"{"__type":"InvalidData","message":"x","line":3}"#
-            ),
+            classify(S::BAD_REQUEST, Some("InvalidData"), bad_line),
             Outcome::BadLine(3, _)
         ));
         assert!(matches!(
-            classify(S::BAD_REQUEST, br#"{"__type":"InvalidData","message":"x"}"#),
+            classify(
+                S::BAD_REQUEST,
+                Some("InvalidData"),
+                br#"{"__type":"InvalidData","message":"x"}"#
+            ),
             Outcome::BadBatch(_)
         ));
         assert!(matches!(
-            classify(S::PAYLOAD_TOO_LARGE, b""),
+            classify(
+                S::PAYLOAD_TOO_LARGE,
+                Some("RequestEntityTooLarge"),
+                br#"{"__type":"RequestEntityTooLarge","message":"x"}"#
+            ),
             Outcome::TooLarge(_)
         ));
-        assert!(matches!(classify(S::FORBIDDEN, b"{}"), Outcome::Retry(_)));
         assert!(matches!(
-            classify(S::SERVICE_UNAVAILABLE, b"oops"),
+            classify(S::FORBIDDEN, None, b"{}"),
             Outcome::Retry(_)
         ));
-        assert!(matches!(classify(S::OK, b"not json"), Outcome::Retry(_)));
+        assert!(matches!(
+            classify(S::SERVICE_UNAVAILABLE, None, b"oops"),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            classify(S::OK, None, b"not json"),
+            Outcome::Retry(_)
+        ));
+    }
+
+    /// Only the collector's marked error JSON judges records: the same status and even the same
+    /// body without the marker, a marker that disagrees with the body, or a code that is not a
+    /// verdict on records, are all retried.
+    #[test]
+    fn unmarked_answers_never_judge_records() {
+        use http::StatusCode as S;
+        let nginx = b"<html><head><title>400 The plain HTTP request was sent to HTTPS port</title></head></html>";
+        let bad_line = br#"{"__type":"InvalidData","message":"x","line":3}"#;
+        let too_large = br#"{"__type":"RequestEntityTooLarge","message":"x"}"#;
+        for (status, marker, body) in [
+            (S::BAD_REQUEST, None, &nginx[..]),
+            (S::BAD_REQUEST, None, &bad_line[..]),
+            (S::BAD_REQUEST, Some("InvalidData"), &nginx[..]),
+            (S::BAD_REQUEST, Some("FieldTooLong"), &bad_line[..]),
+            (S::UNPROCESSABLE_ENTITY, None, &bad_line[..]),
+            (
+                S::PAYLOAD_TOO_LARGE,
+                None,
+                &b"<html>413 Request Entity Too Large</html>"[..],
+            ),
+            (S::PAYLOAD_TOO_LARGE, None, &too_large[..]),
+            (
+                S::BAD_REQUEST,
+                Some("RequestTimeout"),
+                &br#"{"__type":"RequestTimeout","message":"x"}"#[..],
+            ),
+        ] {
+            match classify(status, marker, body) {
+                Outcome::Retry(why) => assert!(
+                    marker.is_some() || why.contains("not from a groundtrail collector"),
+                    "{why}"
+                ),
+                other => panic!("{status} {marker:?}: {other:?}"),
+            }
+        }
     }
 }
 
@@ -725,8 +1054,18 @@ mod scripted_collector_tests {
         let n = fake.received.lock().unwrap().len();
         let (status, body) = (fake.script)(n, &rec);
         fake.received.lock().unwrap().push(rec);
+        // Marked like the collector's own error answers, unless the script answers as
+        // something else (a body that is not the error JSON).
+        let marker = (status != 200)
+            .then(|| serde_json::from_str::<ErrorResponse>(&body).ok())
+            .flatten()
+            .map(|e| e.code);
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        if let Some(code) = marker {
+            r.headers_mut()
+                .insert(wire::HEADER_ERROR, code.parse().unwrap());
+        }
         r
     }
 
@@ -785,6 +1124,7 @@ mod scripted_collector_tests {
                 max_bytes: 1 << 24,
                 full_policy: FullPolicy::Block,
                 flush_delay: Duration::ZERO,
+                ..BufferOptions::default()
             },
             id(),
         )
@@ -804,13 +1144,20 @@ mod scripted_collector_tests {
             request_timeout: Duration::from_secs(10),
             compress: true,
             drain_timeout: Duration::from_millis(100),
+            id: id(),
+            set_aside_retry: Duration::from_secs(3600),
         };
         (buffer, opts)
     }
 
+    /// Records of some other source (not the agent's own, which are never set aside).
     fn recs(n: u64) -> Vec<Record> {
+        let other = AgentIdentity {
+            domain: "app.example".into(),
+            ..id()
+        };
         (0..n)
-            .map(|i| id().record("TestEvent", json!({"i": i})))
+            .map(|i| other.record("TestEvent", json!({"i": i})))
             .collect()
     }
 
@@ -1019,5 +1366,124 @@ mod scripted_collector_tests {
         ship_until_empty(&buffer, opts).await;
         assert!(buffer.set_aside_records().unwrap().is_empty());
         assert_eq!(fake.received.lock().unwrap().len(), 3);
+    }
+
+    /// A 400 or 413 that is not the collector's (no marker, not its JSON) keeps every record in
+    /// the buffer: retried with backoff, nothing set aside, and all of it delivered once the
+    /// answers are the collector's again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unmarked_refusal_is_retried_not_judged() {
+        let (fake, url) = serve(Box::new(|n, r| match n {
+            0..4 => (
+                400,
+                "<html>400 The plain HTTP request was sent to HTTPS port</html>".into(),
+            ),
+            4..8 => (413, "<html>413 Request Entity Too Large</html>".into()),
+            _ => ok(r),
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        buffer.try_append(&recs(5), None).unwrap();
+        let m = ship_until_empty(&buffer, opts).await;
+        assert!(buffer.set_aside_records().unwrap().is_empty());
+        assert_eq!(m.rejected.load(Ordering::Relaxed), 0);
+        assert!(m.retries.load(Ordering::Relaxed) >= 8);
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(got.len(), 9);
+        assert!(
+            got.iter().all(|b| b.records.len() == 5),
+            "never narrowed down"
+        );
+    }
+
+    /// The agent's own record refused by the collector is held at the head (retried with
+    /// backoff), never set aside: setting it aside would write a `RecordsRejected` refused in
+    /// turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agents_own_records_are_never_set_aside() {
+        let (fake, url) = serve(Box::new(|n, r| {
+            if n < 3 {
+                (
+                    400,
+                    json!({"__type": "FieldTooLong", "message": "too long", "line": 1}).to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        let own: Vec<Record> = (0..2)
+            .map(|i| id().record("TestEvent", json!({"i": i})))
+            .collect();
+        buffer.try_append(&own, None).unwrap();
+        let m = ship_until_empty(&buffer, opts).await;
+        assert!(buffer.set_aside_records().unwrap().is_empty());
+        assert_eq!(m.rejected.load(Ordering::Relaxed), 0);
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(got.len(), 4);
+        assert_eq!(all_i(&fake)[6..], [0, 1]);
+    }
+
+    /// A record set aside is offered again on request; once the collector accepts it, it leaves
+    /// the side tree (and its bytes the buffer's count).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_set_aside_record_is_resent_on_request() {
+        let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = accept.clone();
+        let (fake, url) = serve(Box::new(move |_, r| {
+            let refuse = !a.load(Ordering::SeqCst)
+                && r.records.iter().any(|v| v["requestParameters"]["i"] == 1);
+            if refuse {
+                (
+                    400,
+                    json!({"__type": "InvalidData", "message": "no", "line": 1}).to_string(),
+                )
+            } else {
+                ok(r)
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 1);
+        buffer.try_append(&recs(3), None).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = broadcast::channel(1);
+        let (req_tx, req_rx) = mpsc::channel(1);
+        let task = tokio::spawn(
+            Shipper::new(buffer.clone(), opts, metrics.clone())
+                .with_resend_requests(req_rx)
+                .run(Shutdown::new(rx)),
+        );
+        for _ in 0..3000 {
+            if buffer.status().depth == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(buffer.status().set_aside, 1);
+        assert!(buffer.status().set_aside_bytes > 0);
+        let ask = |req_tx: mpsc::Sender<ResendRequest>| async move {
+            let (reply, answer) = oneshot::channel();
+            req_tx.send(reply).await.unwrap();
+            answer.await.unwrap()
+        };
+        let r = ask(req_tx.clone()).await;
+        assert_eq!(
+            (r.offered, r.accepted, r.still_refused, r.remaining),
+            (1, 0, 1, 1)
+        );
+        accept.store(true, Ordering::SeqCst);
+        let r = ask(req_tx.clone()).await;
+        assert_eq!((r.offered, r.accepted, r.remaining), (1, 1, 0));
+        let st = buffer.status();
+        assert_eq!((st.set_aside, st.set_aside_bytes), (0, 0));
+        let _ = tx.send(());
+        task.await.unwrap();
+        let resent = fake.received.lock().unwrap().last().unwrap().clone();
+        assert_eq!(resent.records[0]["requestParameters"]["i"], 1);
+        assert_eq!((resent.first, resent.last), (0, 0), "no sequence headers");
     }
 }

@@ -114,6 +114,7 @@ fn options() -> BufferOptions {
         max_bytes: 1 << 30,
         full_policy: FullPolicy::Block,
         flush_delay: Duration::ZERO,
+        ..BufferOptions::default()
     }
 }
 

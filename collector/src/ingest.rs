@@ -29,6 +29,10 @@
 //! | 415 | `UnsupportedMediaTypeException` | `Content-Type` not `application/x-ndjson`, or `Content-Encoding` not zstd/identity | no |
 //! | 500 | `InternalFailure` | the journal failed; nothing was committed, retry | no |
 //!
+//! Every error answer is rendered by [`error_response`], which sets `X-Groundtrail-Error: <code>`
+//! ([`wire::HEADER_ERROR`]): the agent judges records only on an answer that carries it, so a
+//! `400`/`413` from a proxy or a TLS port spoken to in plain HTTP is never taken for a verdict.
+//!
 //! With `client_ca` set, a client without a certificate from that CA never gets this far: the
 //! TLS handshake fails.
 
@@ -55,7 +59,29 @@ pub struct Refusal {
     pub body: ErrorResponse,
 }
 
+/// The HTTP answer for an [`ErrorResponse`]: JSON, marked with `X-Groundtrail-Error` (the one
+/// place error answers to agents are rendered, so none goes out unmarked).
+pub fn error_response(
+    status: StatusCode,
+    body: &ErrorResponse,
+) -> http::Response<http_body_util::Full<Bytes>> {
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let code = http::HeaderValue::from_str(&body.code)
+        .unwrap_or_else(|_| http::HeaderValue::from_static("InvalidCode"));
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(wire::HEADER_ERROR, code)
+        .body(http_body_util::Full::new(Bytes::from(json)))
+        .unwrap_or_else(|_| http::Response::new(http_body_util::Full::new(Bytes::new())))
+}
+
 impl Refusal {
+    /// The HTTP answer (see [`error_response`]).
+    pub fn response(&self) -> http::Response<http_body_util::Full<Bytes>> {
+        error_response(self.status, &self.body)
+    }
+
     fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
         Refusal {
             status,

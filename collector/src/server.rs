@@ -169,14 +169,11 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 fn refusal_response(r: &Refusal) -> Response<Full<Bytes>> {
-    json_response(r.status, serde_json::to_vec(&r.body).unwrap_or_default())
+    r.response()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(
-        status,
-        serde_json::to_vec(&ErrorResponse::new(code, message)).unwrap_or_default(),
-    )
+    crate::ingest::error_response(status, &ErrorResponse::new(code, message))
 }
 
 async fn route(

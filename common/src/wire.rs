@@ -15,7 +15,9 @@
 //! The collector answers `200` with a [`BatchResponse`] only once every record of the batch is
 //! durable in its journal (the commit point); the agent may then delete up to `commitPoint`.
 //! Anything else is an [`ErrorResponse`] and means nothing of the batch was written, so the
-//! agent may send the same batch again: duplicates are dropped by `eventID`.
+//! agent may send the same batch again: duplicates are dropped by `eventID`. Every error answer
+//! of the collector carries `X-Groundtrail-Error: <code>` ([`HEADER_ERROR`]), so that the agent
+//! can tell the collector's verdict from a proxy's or a wrong port's.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,11 @@ pub const HEADER_AGENT: &str = "x-groundtrail-agent";
 pub const HEADER_SEQ_FIRST: &str = "x-groundtrail-seq-first";
 /// The sequence number of the batch's last record.
 pub const HEADER_SEQ_LAST: &str = "x-groundtrail-seq-last";
+/// Set by the collector on every error answer it renders, to the answer's `__type` code. The
+/// agent judges records only on an answer that carries it: a `400` or `413` from anything else
+/// (a TLS port answering plain HTTP, a proxy, a wrong port) says nothing about the records and
+/// must not make the agent set them aside.
+pub const HEADER_ERROR: &str = "x-groundtrail-error";
 
 /// Default limits, shared so the agent never builds a batch the collector would refuse.
 pub mod limits {

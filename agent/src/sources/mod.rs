@@ -771,6 +771,7 @@ mod tests {
                 max_bytes: 64 * 1024 * 1024,
                 full_policy: crate::config::FullPolicy::Block,
                 flush_delay: std::time::Duration::ZERO,
+                ..BufferOptions::default()
             };
             let id = crate::agent_events::AgentIdentity {
                 host: "web1".into(),

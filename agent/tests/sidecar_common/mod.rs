@@ -311,6 +311,7 @@ pub fn buffer_opts(max_bytes: u64, full_policy: FullPolicy) -> BufferOptions {
         max_bytes,
         full_policy,
         flush_delay: Duration::ZERO,
+        ..BufferOptions::default()
     }
 }
 
