@@ -706,6 +706,7 @@ mod tests {
             max_record_bytes: 2000,
             max_body_bytes: 100_000,
             max_decompressed_bytes: 50_000,
+            ..LimitsConfig::default()
         };
         let agents = [AgentConfig {
             name: "web-1".into(),
