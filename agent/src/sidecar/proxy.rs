@@ -846,13 +846,9 @@ pub(crate) async fn serve_io<I>(
         let answer = handle(req, info.clone(), sh.clone());
         async move {
             let response = answer.await?;
-            Ok::<_, Infallible>(response.map(move |body| {
-                body.map_frame(move |frame| {
-                    let _held = &in_flight;
-                    frame
-                })
-                .boxed_unsync()
-            }))
+            Ok::<_, Infallible>(
+                response.map(move |body| crate::http_util::Tracked::new(body, in_flight)),
+            )
         }
     });
     let builder = match alpn.as_deref() {
