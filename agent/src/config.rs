@@ -140,6 +140,9 @@ pub struct Config {
     pub app_events: AppEventsSection,
     /// The local control socket (`groundtrail-agent status`) and metrics.
     pub control: ControlSection,
+    /// Limits of the local HTTP servers (PutAuditEvents socket and listener, control socket,
+    /// metrics listener).
+    pub local_http: LocalHttpSection,
     /// Host sources (auth log, sudo, packages, ...).
     pub sources: SourcesConfig,
     /// Sidecar mode: a reverse proxy in front of a service that records every API call.
@@ -329,6 +332,35 @@ pub struct ControlSection {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// `[local_http]`: each local server (the PutAuditEvents socket, its HTTP listener, the control
+/// socket, the metrics listener) bounds its connections by these, so that a local process
+/// holding silent sockets cannot lock out the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalHttpSection {
+    /// Most connections one server serves at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// A connection must send its first request head within this of being accepted (and a
+    /// later head within this of its first byte), in milliseconds.
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight is closed this long after its last answer, in
+    /// milliseconds.
+    pub idle_timeout_ms: u64,
+    /// A request (its body and the answer) must complete within this, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LocalHttpSection {
+    fn default() -> Self {
+        LocalHttpSection {
+            max_connections: 64,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 60_000,
+        }
+    }
+}
+
 /// A size: an integer (bytes) or a string with a unit (`B`, `KB`, `MB`, `GB`, `TB` are powers of
 /// 1000; `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024; case-insensitive, spaces allowed).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -490,6 +522,19 @@ impl Config {
             sidecar
                 .validate()
                 .map_err(|e| invalid("sidecar", e.to_string()))?;
+        }
+        let l = &self.local_http;
+        if l.max_connections == 0 {
+            return Err(invalid("local_http.max_connections", "must be at least 1"));
+        }
+        for (field, ms) in [
+            ("local_http.header_timeout_ms", l.header_timeout_ms),
+            ("local_http.idle_timeout_ms", l.idle_timeout_ms),
+            ("local_http.request_timeout_ms", l.request_timeout_ms),
+        ] {
+            if ms < 100 {
+                return Err(invalid(field, format!("{ms} is too short: at least 100")));
+            }
         }
         let a = &mut self.agent;
         if a.host.is_empty() {

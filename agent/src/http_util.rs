@@ -1,5 +1,14 @@
 //! The agent's small local HTTP servers (app events, control socket, metrics) and the client the
 //! CLI uses to talk to a running agent over its Unix sockets. HTTP/1.1 only, hyper 1.
+//!
+//! Each server is bounded like the collector's listener (see
+//! [`groundtrail_common::connections`]): at most `[local_http] max_connections` connections
+//! at once (further ones wait in the kernel's accept queue), a connection that sends no
+//! request head within `header_timeout_ms` or stays idle `idle_timeout_ms` after its last
+//! answer is closed, and a request (body and answer) must complete within
+//! `request_timeout_ms`. So a local process that opens sockets and stays silent cannot stop
+//! `groundtrail-agent status` or other applications' PutAuditEvents calls for more than a
+//! header timeout.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -7,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use groundtrail_common::connections::{Activity, Admission, ConnectionLimiter, Timeouts};
 use groundtrail_common::shutdown::Shutdown;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -81,28 +91,118 @@ pub async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> 
     Ok(listener)
 }
 
-fn serve_io<I>(io: I, info: ConnInfo, handler: Handler)
+/// A response body that holds its request's in-flight guard until hyper drops it (written out
+/// or abandoned), and passes frames, size hint and end of stream through unchanged, so that a
+/// sized body keeps its `Content-Length`.
+pub struct Tracked<B> {
+    inner: B,
+    _in_flight: groundtrail_common::connections::InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, in_flight: groundtrail_common::connections::InFlight) -> Tracked<B> {
+        Tracked {
+            inner,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a local server bounds its connections.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    limiter: Arc<ConnectionLimiter>,
+    timeouts: Timeouts,
+}
+
+impl Limits {
+    /// From `[local_http]`. Each server gets its own slots.
+    pub fn new(c: &crate::config::LocalHttpSection) -> Limits {
+        Limits {
+            // Every peer of a local server is this host: only the total counts.
+            limiter: Arc::new(ConnectionLimiter::new(c.max_connections, c.max_connections)),
+            timeouts: Timeouts {
+                header: Duration::from_millis(c.header_timeout_ms),
+                body: Duration::from_millis(c.request_timeout_ms),
+                idle: Duration::from_millis(c.idle_timeout_ms),
+                ..Timeouts::default()
+            },
+        }
+    }
+}
+
+fn serve_io<I>(io: I, info: ConnInfo, handler: Handler, admission: Admission, limits: &Limits)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let timeouts = limits.timeouts;
     tokio::spawn(async move {
+        let _admission = admission;
+        let activity = Activity::new(&timeouts);
+        let watch = activity.clone();
         let service = hyper::service::service_fn(move |req| {
             let h = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(h(req, info).await) }
+            let in_flight = activity.begin();
+            async move {
+                let response = match tokio::time::timeout(timeouts.body, h(req, info)).await {
+                    Ok(r) => r,
+                    Err(_) => json_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "RequestTimeout",
+                        "the request did not complete in time",
+                    ),
+                };
+                Ok::<_, std::convert::Infallible>(
+                    response.map(move |body| Tracked::new(body, in_flight)),
+                )
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(timeouts.header)
             .serve_connection(TokioIo::new(io), service);
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "local connection ended");
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => if let Err(e) = r {
+                tracing::debug!(error = %e, "local connection ended");
+            },
+            _ = watch.expired() => tracing::debug!("closing a silent local connection"),
         }
     });
 }
 
 /// Serves `handler` on a Unix socket until `shutdown`.
-pub async fn serve_unix(listener: UnixListener, handler: Handler, mut shutdown: Shutdown) {
+pub async fn serve_unix(
+    listener: UnixListener,
+    handler: Handler,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.recv() => return,
+            s = limits.limiter.slot() => s,
+        };
         tokio::select! {
             _ = shutdown.recv() => return,
             accepted = listener.accept() => match accepted {
@@ -112,7 +212,9 @@ pub async fn serve_unix(listener: UnixListener, handler: Handler, mut shutdown: 
                         uid: cred.map(|c| c.uid()),
                         pid: cred.and_then(|c| c.pid()),
                     };
-                    serve_io(stream, info, handler.clone());
+                    if let Ok(admission) = limits.limiter.admit(slot, None) {
+                        serve_io(stream, info, handler.clone(), admission, &limits);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -124,12 +226,25 @@ pub async fn serve_unix(listener: UnixListener, handler: Handler, mut shutdown: 
 }
 
 /// Serves `handler` on a TCP listener until `shutdown`.
-pub async fn serve_tcp(listener: TcpListener, handler: Handler, mut shutdown: Shutdown) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    handler: Handler,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.recv() => return,
+            s = limits.limiter.slot() => s,
+        };
         tokio::select! {
             _ = shutdown.recv() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_io(stream, ConnInfo::default(), handler.clone()),
+                Ok((stream, addr)) => {
+                    if let Ok(admission) = limits.limiter.admit(slot, Some(addr.ip())) {
+                        serve_io(stream, ConnInfo::default(), handler.clone(), admission, &limits);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -206,6 +206,7 @@ pub async fn run(
     let mut control_tasks = vec![tokio::spawn(http_util::serve_unix(
         listener,
         control.clone().handler(false),
+        http_util::Limits::new(&config.local_http),
         Shutdown::new(control_tx.subscribe()),
     ))];
     if let Some(addr) = config.control.metrics_listen {
@@ -218,6 +219,7 @@ pub async fn run(
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),
+            http_util::Limits::new(&config.local_http),
             Shutdown::new(control_tx.subscribe()),
         )));
     }
@@ -254,6 +256,7 @@ pub async fn run(
     let mut input_tasks = vec![tokio::spawn(http_util::serve_unix(
         listener,
         app.clone().handler(),
+        http_util::Limits::new(&config.local_http),
         Shutdown::new(input_tx.subscribe()),
     ))];
     if let Some(addr) = config.app_events.http_listen {
@@ -266,6 +269,7 @@ pub async fn run(
         input_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             app.clone().handler(),
+            http_util::Limits::new(&config.local_http),
             Shutdown::new(input_tx.subscribe()),
         )));
     }

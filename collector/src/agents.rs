@@ -11,6 +11,18 @@
 //!
 //! The tracker's mutex is held across "read state, decide, commit": two batches of one agent
 //! cannot both see the old sequence number.
+//!
+//! No header can switch gap detection off. The numbers are the sender's claim: a batch that
+//! jumps far ahead (say `X-Groundtrail-Seq-Last: 18446744073709551615`) is itself a gap and
+//! written as one, and when the agent's next new records come with numbers below the last
+//! one seen (the forged jump was not the agent's, or the host was reinstalled and counts from
+//! 1 again) the tracker writes an `AgentSequenceReset` record and counts on from those
+//! numbers, so later gaps are seen again. Resends of records already committed (all
+//! duplicates) move nothing.
+//!
+//! The tracker holds at most `[limits] max_agents` names: each is state kept for ever, and
+//! without client certificates any sender can invent names. A batch from a new name beyond
+//! that is refused ([`TrackError::TooManyAgents`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -24,6 +36,16 @@ use serde_json::json;
 use crate::internal_events::{AgentAudit, InternalEvent};
 use crate::journal::{AgentState, CommitOutcome, Journal, JournalError, Prepared};
 
+/// Why a batch could not be committed by the tracker.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A new agent name while `max` are tracked already.
+    #[error("the collector already tracks {0} agents ([limits] max_agents)")]
+    TooManyAgents(usize),
+}
+
 /// Per-agent state, mirrored in the journal.
 #[derive(Debug)]
 pub struct AgentTracker {
@@ -34,6 +56,18 @@ pub struct AgentTracker {
     /// When this collector started: silence is counted from here at the earliest, so a
     /// collector that was itself down does not blame every agent for the gap it caused.
     started: DateTime<Utc>,
+    /// Most agent names tracked.
+    max_agents: usize,
+}
+
+/// Whether any of `records` is not yet in the journal (a resend of committed records is not).
+fn has_new(journal: &Journal, records: &[Record]) -> Result<bool, JournalError> {
+    for r in records {
+        if !journal.is_known(&r.event_id)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl AgentTracker {
@@ -48,7 +82,25 @@ impl AgentTracker {
             source: format!("groundtrail.{domain}"),
             silence,
             started: groundtrail_common::time::now_secs(),
+            max_agents: usize::MAX,
         })
+    }
+
+    /// Caps the number of agent names tracked (`[limits] max_agents`). Names already in the
+    /// journal stay tracked even beyond it.
+    pub fn with_max_agents(mut self, max: usize) -> AgentTracker {
+        self.max_agents = max.max(1);
+        self
+    }
+
+    /// Whether a batch from `agent` can be tracked (it is known, or there is room for it).
+    pub fn admits(&self, agent: &str) -> Result<(), TrackError> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if agents.contains_key(agent) || agents.len() < self.max_agents {
+            Ok(())
+        } else {
+            Err(TrackError::TooManyAgents(self.max_agents))
+        }
     }
 
     fn audit_record(
@@ -87,7 +139,7 @@ impl AgentTracker {
         seq: Option<(u64, u64)>,
         records: Vec<Record>,
         now: DateTime<Utc>,
-    ) -> Result<CommitOutcome, JournalError> {
+    ) -> Result<CommitOutcome, TrackError> {
         // Serializing the records is most of the work and needs no lock: only deciding on a
         // gap and committing must be serialized per tracker.
         let mut prepared = Prepared::default();
@@ -95,6 +147,9 @@ impl AgentTracker {
             prepared.push(r);
         }
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if !agents.contains_key(agent) && agents.len() >= self.max_agents {
+            return Err(TrackError::TooManyAgents(self.max_agents));
+        }
         let old = agents.get(agent).cloned().unwrap_or_default();
         let mut state = old.clone();
         if let Some(first) = records.first() {
@@ -103,41 +158,68 @@ impl AgentTracker {
         }
         state.last_seen = json_time(now);
         state.silent_reported = false;
-        let mut gap = None;
+        let mut audit = None;
         if let Some((first, last)) = seq {
-            if let Some(prev) = old.last_seq
-                && first > prev.saturating_add(1)
-                && !state.account.is_empty()
-            {
-                {
-                    let missing = first - prev - 1;
-                    gap = Some(format!(
-                        "records {}..={} ({missing}) never arrived",
-                        prev + 1,
-                        first - 1
-                    ));
-                    prepared.push(&self.audit_record(
-                        "AgentSequenceGap",
-                        &state.account,
-                        &state.region,
-                        json!({
-                            "agent": agent,
-                            "firstMissingSequence": prev + 1,
-                            "lastMissingSequence": first - 1,
-                            "missingCount": missing,
-                        }),
-                    ));
+            state.last_seq = Some(match old.last_seq {
+                None => last,
+                Some(prev) if first > prev.saturating_add(1) => {
+                    if !state.account.is_empty() {
+                        let missing = first - prev - 1;
+                        audit = Some((
+                            "AgentSequenceGap",
+                            format!(
+                                "records {}..={} ({missing}) never arrived",
+                                prev + 1,
+                                first - 1
+                            ),
+                        ));
+                        prepared.push(&self.audit_record(
+                            "AgentSequenceGap",
+                            &state.account,
+                            &state.region,
+                            json!({
+                                "agent": agent,
+                                "firstMissingSequence": prev + 1,
+                                "lastMissingSequence": first - 1,
+                                "missingCount": missing,
+                            }),
+                        ));
+                    }
+                    last
                 }
-            }
-            state.last_seq = Some(old.last_seq.map_or(last, |p| p.max(last)));
+                // Wholly below the last number seen, yet new records: the numbering went
+                // back (a reinstalled agent, or an earlier batch's numbers were not the
+                // agent's). Count on from here so that later gaps are seen again.
+                Some(prev) if last < prev && has_new(journal, &records)? => {
+                    if !state.account.is_empty() {
+                        audit = Some((
+                            "AgentSequenceReset",
+                            format!("sequence went back from {prev} to {first}..={last}"),
+                        ));
+                        prepared.push(&self.audit_record(
+                            "AgentSequenceReset",
+                            &state.account,
+                            &state.region,
+                            json!({
+                                "agent": agent,
+                                "previousLastSequence": prev,
+                                "firstSequence": first,
+                                "lastSequence": last,
+                            }),
+                        ));
+                    }
+                    last
+                }
+                Some(prev) => prev.max(last),
+            });
         }
         let outcome =
             journal.commit_prepared(prepared, &[(agent.to_string(), state.clone())], now)?;
         agents.insert(agent.to_string(), state);
-        if let Some(detail) = gap {
+        if let Some((event_name, detail)) = audit {
             AgentAudit {
                 agent,
-                event_name: "AgentSequenceGap",
+                event_name,
                 detail: &detail,
             }
             .emit();
@@ -261,6 +343,73 @@ mod tests {
             .commit_batch(&journal, "web-1", Some((6, 6)), vec![record(6)], t(2))
             .unwrap();
         assert_eq!((out.committed.len(), out.duplicates), (0, 1));
+    }
+
+    #[test]
+    fn a_forged_huge_sequence_number_does_not_switch_gap_detection_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j")).unwrap();
+        let tracker = AgentTracker::load(&journal, "x", Duration::from_secs(60)).unwrap();
+        let names = |out: &CommitOutcome| -> Vec<String> {
+            out.committed
+                .iter()
+                .map(|p| Record::from_json(&p.json).unwrap().event_name)
+                .collect()
+        };
+        tracker
+            .commit_batch(&journal, "web-1", Some((1, 1)), vec![record(1)], t(0))
+            .unwrap();
+        // The forgery is itself reported as a gap.
+        let out = tracker
+            .commit_batch(
+                &journal,
+                "web-1",
+                Some((u64::MAX, u64::MAX)),
+                vec![record(2)],
+                t(1),
+            )
+            .unwrap();
+        assert_eq!(names(&out), ["T", "AgentSequenceGap"]);
+        // The real agent goes on from 2: the reset is recorded once and counting resumes.
+        let out = tracker
+            .commit_batch(&journal, "web-1", Some((2, 2)), vec![record(3)], t(2))
+            .unwrap();
+        assert_eq!(names(&out), ["T", "AgentSequenceReset"]);
+        let out = tracker
+            .commit_batch(&journal, "web-1", Some((3, 3)), vec![record(4)], t(3))
+            .unwrap();
+        assert_eq!(names(&out), ["T"]);
+        // ... so a real gap afterwards is seen.
+        let out = tracker
+            .commit_batch(&journal, "web-1", Some((9, 9)), vec![record(5)], t(4))
+            .unwrap();
+        assert_eq!(names(&out), ["T", "AgentSequenceGap"]);
+        // A resend of committed records moves nothing.
+        let out = tracker
+            .commit_batch(&journal, "web-1", Some((3, 3)), vec![record(4)], t(5))
+            .unwrap();
+        assert!(out.committed.is_empty());
+        let out = tracker
+            .commit_batch(&journal, "web-1", Some((10, 10)), vec![record(6)], t(6))
+            .unwrap();
+        assert_eq!(names(&out), ["T"]);
+    }
+
+    #[test]
+    fn new_agent_names_stop_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j")).unwrap();
+        let tracker = AgentTracker::load(&journal, "x", Duration::from_secs(60))
+            .unwrap()
+            .with_max_agents(1);
+        tracker
+            .commit_batch(&journal, "a", None, vec![record(1)], t(0))
+            .unwrap();
+        assert!(matches!(
+            tracker.commit_batch(&journal, "b", None, vec![record(2)], t(0)),
+            Err(TrackError::TooManyAgents(1))
+        ));
+        assert!(tracker.admits("a").is_ok() && tracker.admits("b").is_err());
     }
 
     #[test]

@@ -148,7 +148,8 @@ impl Api {
             keys,
             journal,
             history,
-            verifier: Verifier::new(&config.api.access_keys, config.api.max_clock_skew.get()),
+            verifier: Verifier::new(&config.api.access_keys, config.api.max_clock_skew.get())
+                .with_unsigned_loopback_reads(config.api.allow_unsigned_loopback_reads),
             started: now,
             ingest,
         })

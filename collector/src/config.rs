@@ -78,10 +78,16 @@ pub struct ApiConfig {
     /// because the AWS CLI and SDKs present no client certificate. Unset: the API is served on
     /// `[server] listen` only. Non-loopback needs `[server] tls_cert`/`tls_key`.
     pub listen: Option<SocketAddr>,
-    /// Access keys whose SigV4 signatures are accepted. Empty: only loopback clients, read
-    /// scope only, and their signatures are not checked (so the AWS CLI works with any
-    /// credentials against the embedded default); `PutAuditEvents` then needs a key.
+    /// Access keys whose SigV4 signatures are accepted. Empty: no request is authenticated,
+    /// so the API answers only what `allow_unsigned_loopback_reads` lets through, and
+    /// `PutAuditEvents` is off.
     pub access_keys: Vec<AccessKeyConfig>,
+    /// With no `access_keys`: let clients on a loopback address read (LookupEvents,
+    /// ListPublicKeys, DescribeTrails, GetTrail, GetTrailStatus) without a signature check, so
+    /// the AWS CLI works with any credentials. Off by default: behind a same-host proxy, a
+    /// tunnel or a mesh sidecar every client is a loopback peer, and the trail would be open to
+    /// all of them. The quickstart turns it on; the packaged configs leave it off.
+    pub allow_unsigned_loopback_reads: bool,
     /// A signed request whose `X-Amz-Date` is further than this from the collector's clock is
     /// refused (replay window). AWS uses 5 minutes.
     pub max_clock_skew: Duration,
@@ -92,6 +98,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: None,
             access_keys: Vec::new(),
+            allow_unsigned_loopback_reads: false,
             max_clock_skew: Duration::from_secs(300),
         }
     }
@@ -170,6 +177,16 @@ pub struct NotificationConfig {
     /// Name in logs and in the journal's queue; defaults to the URL.
     #[serde(default)]
     pub name: Option<String>,
+    /// Most notifications kept queued (in the journal) while the webhook does not answer.
+    /// When a new one would exceed this, the oldest queued ones are dropped, counted in
+    /// `groundtrail_notifications_dropped_total`, logged as an error and noted in
+    /// `GetTrailStatus` (`LatestNotificationError`); the log files they named stay in the trail.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+fn default_max_queued() -> usize {
+    100_000
 }
 
 impl NotificationConfig {
@@ -194,6 +211,23 @@ pub struct ServerConfig {
     pub client_ca: Option<PathBuf>,
     /// Most connections served at once; further ones wait in the accept queue.
     pub max_connections: usize,
+    /// Most connections served at once from one peer IP address; more are closed at once, so
+    /// that one host cannot take every slot.
+    pub max_connections_per_peer: usize,
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A connection's first request headers (including the HTTP/2 preface) must arrive within
+    /// this of it being accepted; a later HTTP/1 request head within this of its first byte.
+    /// Silent connections are closed after it, so they cannot hold connection slots.
+    pub header_timeout: Duration,
+    /// A request body must arrive within this (a slow sender holds a slot and memory).
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed this long after its last response
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// HTTP/2: ping a peer silent this long, and close the connection when the ping is not
+    /// answered within the same time.
+    pub http2_keepalive: Duration,
     /// On SIGTERM/SIGINT, how long to keep trying to deliver the last log files and their
     /// digest before exiting anyway. Whatever is not delivered by then stays in the journal
     /// and goes out on the next start, so this only bounds how long a stop can take.
@@ -208,6 +242,12 @@ impl Default for ServerConfig {
             tls_key: None,
             client_ca: None,
             max_connections: 1024,
+            max_connections_per_peer: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+            http2_keepalive: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -225,6 +265,19 @@ pub struct LimitsConfig {
     pub max_batch_records: usize,
     /// Largest single record, in bytes (CloudTrail's own limit is 256 KB).
     pub max_record_bytes: usize,
+    /// Memory for request bodies being read at once, over all connections, in bytes (ingest
+    /// and API). A body reserves its `Content-Length` (or `max_body_bytes` when it has none)
+    /// before it is read; when the budget is spent the request is refused with 503
+    /// `ThrottlingException` and the client retries. At least `max_body_bytes`.
+    pub max_body_bytes_in_flight: usize,
+    /// Most distinct agent names the collector tracks (sequence numbers, silence). A batch
+    /// from a new name beyond this is refused with 429 `LimitExceededException`; raise it or
+    /// list the agents in `[[agents]]`.
+    pub max_agents: usize,
+    /// Most (account, region) pairs the trail holds; each has an open log file and a digest
+    /// chain signed every interval for ever. A record for a new pair beyond this is refused with
+    /// 403 `LimitExceededException` (naming its line).
+    pub max_account_regions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -235,7 +288,70 @@ impl Default for LimitsConfig {
             max_decompressed_bytes: limits::MAX_DECOMPRESSED_BYTES,
             max_batch_records: limits::MAX_BATCH_RECORDS,
             max_record_bytes: limits::MAX_RECORD_BYTES,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
+            max_agents: 10_000,
+            max_account_regions: 1_000,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// Checks every limit against the range the collector can work with, naming the field: a
+    /// limit that makes every batch impossible (or that code downstream cannot honour) is a
+    /// configuration error at startup, not a refusal of every request later.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        const KIB: usize = 1024;
+        const GIB: usize = 1024 * 1024 * 1024;
+        let ranges: [(&str, usize, usize, usize); 7] = [
+            ("max_body_bytes", self.max_body_bytes, KIB, GIB),
+            (
+                "max_decompressed_bytes",
+                self.max_decompressed_bytes,
+                4 * KIB,
+                4 * GIB,
+            ),
+            ("max_batch_records", self.max_batch_records, 1, 1_000_000),
+            (
+                "max_record_bytes",
+                self.max_record_bytes,
+                KIB,
+                64 * 1024 * KIB,
+            ),
+            (
+                "max_body_bytes_in_flight",
+                self.max_body_bytes_in_flight,
+                KIB,
+                64 * GIB,
+            ),
+            ("max_agents", self.max_agents, 1, 10_000_000),
+            (
+                "max_account_regions",
+                self.max_account_regions,
+                1,
+                1_000_000,
+            ),
+        ];
+        for (field, value, min, max) in ranges {
+            if value < min || value > max {
+                bail!("[limits] {field} = {value} is out of range: {min} to {max}");
+            }
+        }
+        if self.max_record_bytes > self.max_decompressed_bytes {
+            bail!(
+                "[limits] max_record_bytes = {} is larger than max_decompressed_bytes = {}: no batch could hold such a record",
+                self.max_record_bytes,
+                self.max_decompressed_bytes
+            );
+        }
+        if self.max_body_bytes_in_flight < self.max_body_bytes {
+            bail!(
+                "[limits] max_body_bytes_in_flight = {} is smaller than max_body_bytes = {}: a full-size batch could never be read",
+                self.max_body_bytes_in_flight,
+                self.max_body_bytes
+            );
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +622,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration in effect as TOML, for `check-config`, with every secret replaced by
+    /// `<redacted>`: the output ends up in terminals, tickets and CI logs.
+    pub fn redacted_toml(&self) -> anyhow::Result<String> {
+        let mut value = toml::Value::try_from(self)?;
+        redact(&mut value);
+        Ok(toml::to_string_pretty(&value)?)
+    }
+
     /// Where the history store lives: `[history] path`, or `history` beside the journal.
     pub fn history_path(&self) -> PathBuf {
         match &self.history.path {
@@ -543,6 +667,21 @@ impl Config {
         if s.max_connections == 0 {
             bail!("[server] max_connections must be at least 1");
         }
+        if s.max_connections_per_peer == 0 {
+            bail!("[server] max_connections_per_peer must be at least 1");
+        }
+        for (field, d) in [
+            ("handshake_timeout", s.handshake_timeout),
+            ("header_timeout", s.header_timeout),
+            ("body_timeout", s.body_timeout),
+            ("idle_timeout", s.idle_timeout),
+            ("http2_keepalive", s.http2_keepalive),
+        ] {
+            if d.get() < std::time::Duration::from_millis(100) {
+                bail!("[server] {field} = {d} is too short: at least 100ms");
+            }
+        }
+        self.limits.validate()?;
         let domain = &self.monitoring.domain;
         if domain.is_empty()
             || !domain
@@ -651,6 +790,12 @@ impl Config {
             if n.url.parse::<http::Uri>().is_err() {
                 bail!("[[notifications]] url {:?} is not a URL", n.url);
             }
+            if n.max_queued == 0 {
+                bail!(
+                    "[[notifications]] {:?}: max_queued must be at least 1",
+                    n.name()
+                );
+            }
             if !hooks.insert(n.name()) {
                 bail!("[[notifications]] {:?} appears twice", n.name());
             }
@@ -682,6 +827,25 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Fields whose values are secrets.
+const SECRET_FIELDS: &[&str] = &["secret_access_key"];
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                if SECRET_FIELDS.contains(&k.as_str()) {
+                    *v = toml::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
     }
 }
 
@@ -880,6 +1044,33 @@ url = "http://127.0.0.1:9000/hook"
             let err = format!("{:#}", Config::parse(bad).unwrap_err());
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn every_limit_is_checked_and_named() {
+        for (bad, field) in [
+            ("max_decompressed_bytes = 100", "max_decompressed_bytes"),
+            ("max_body_bytes = 0", "max_body_bytes"),
+            ("max_batch_records = 0", "max_batch_records"),
+            ("max_record_bytes = 10", "max_record_bytes"),
+            ("max_agents = 0", "max_agents"),
+            ("max_account_regions = 0", "max_account_regions"),
+            (
+                "max_body_bytes_in_flight = 2048",
+                "max_body_bytes_in_flight",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::parse(&format!("[limits]\n{bad}\n")).unwrap_err()
+            );
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::parse("[server]\nheader_timeout = \"0s\"\n").unwrap_err()
+        );
+        assert!(err.contains("header_timeout"), "{err}");
     }
 
     #[test]

@@ -22,10 +22,13 @@
 //! | 400 | `FieldTooLong` | a member over CloudTrail's size cap (`userAgent`, `requestParameters`, ...) | yes |
 //! | 401 | `UnrecognizedClientException` | mTLS on and the certificate names no agent | no |
 //! | 403 | `AccessDeniedException` | agent not in `[[agents]]`; or a record's account/region it may not write | for records |
+//! | 403 | `LimitExceededException` | a record for a new (account, region) pair while `[limits] max_account_regions` are held | yes |
 //! | 408 | `RequestTimeout` | the body did not arrive in time | no |
 //! | 413 | `RequestEntityTooLarge` | body over `max_body_bytes`, or over `max_decompressed_bytes` once inflated | no |
 //! | 413 | `RecordTooLarge` | one line over `max_record_bytes` | yes |
 //! | 413 | `LimitExceededException` | more than `max_batch_records` records | the first one too many |
+//! | 429 | `LimitExceededException` | a new agent name while `[limits] max_agents` are tracked | no |
+//! | 503 | `ThrottlingException` | the memory budget for bodies in flight (`[limits] max_body_bytes_in_flight`) is spent; retry (`Retry-After`) | no |
 //! | 415 | `UnsupportedMediaTypeException` | `Content-Type` not `application/x-ndjson`, or `Content-Encoding` not zstd/identity | no |
 //! | 500 | `InternalFailure` | the journal failed; nothing was committed, retry | no |
 //!
@@ -36,9 +39,9 @@
 //! With `client_ca` set, a client without a certificate from that CA never gets this far: the
 //! TLS handshake fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use groundtrail_common::Record;
@@ -46,7 +49,7 @@ use groundtrail_common::wire::{self, BatchResponse, ErrorResponse};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 
-use crate::agents::AgentTracker;
+use crate::agents::{AgentTracker, TrackError};
 use crate::config::{AgentConfig, LimitsConfig};
 use crate::internal_events::{BatchCommitted, BatchRefused, InternalEvent};
 use crate::journal::{Journal, PendingRecord};
@@ -117,6 +120,8 @@ pub struct Ingest {
     /// Whether client certificates are required (then they, not headers, name the agent).
     mtls: bool,
     batcher: mpsc::Sender<Vec<PendingRecord>>,
+    /// The (account, region) pairs the trail holds, at most `max_account_regions`.
+    pairs: Mutex<HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -153,7 +158,44 @@ impl Ingest {
             allowed,
             mtls,
             batcher,
+            pairs: Mutex::default(),
         }
+    }
+
+    /// Adds pairs the trail already holds (digest chains, agents' last pairs) to the count of
+    /// `max_account_regions`, at startup.
+    pub fn seed_pairs(&self, pairs: impl IntoIterator<Item = (String, String)>) {
+        let mut held = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        held.extend(pairs);
+    }
+
+    /// Takes room for every new (account, region) pair of a batch at once, or refuses it at
+    /// the line of the first pair that does not fit (then nothing is taken).
+    fn admit_pairs(&self, records: &[Record], lines: &[usize]) -> Result<(), Refusal> {
+        let mut held = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new: HashSet<(&str, &str)> = HashSet::new();
+        // Most batches hold one pair: look each up once, not once per record.
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        for (record, line) in records.iter().zip(lines) {
+            let pair = (record.account(), record.aws_region.as_str());
+            if !seen.insert(pair) || held.contains(&(pair.0.to_string(), pair.1.to_string())) {
+                continue;
+            }
+            if held.len() + new.len() >= self.limits.max_account_regions {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "LimitExceededException",
+                    format!(
+                        "the trail already holds {} (account, region) pairs ([limits] max_account_regions); account {} region {} is not among them",
+                        self.limits.max_account_regions, pair.0, pair.1
+                    ),
+                )
+                .at_line(*line));
+            }
+            new.insert(pair);
+        }
+        held.extend(new.into_iter().map(|(a, r)| (a.to_string(), r.to_string())));
+        Ok(())
     }
 
     /// The journal (for metrics).
@@ -198,6 +240,7 @@ impl Ingest {
                 format!("agent {agent:?} is not listed in [[agents]]"),
             ));
         }
+        self.tracker.admits(agent).map_err(track_refusal)?;
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -257,7 +300,8 @@ impl Ingest {
         self.body_too_large()
     }
 
-    /// Decompresses (if zstd), parses and authorizes a batch. Pure: writes nothing.
+    /// Decompresses (if zstd), parses and authorizes a batch, and takes room for its new
+    /// (account, region) pairs. Writes nothing.
     pub fn parse(
         &self,
         agent: &str,
@@ -276,6 +320,7 @@ impl Ingest {
         };
         let rules = self.allowed.as_ref().and_then(|a| a.get(agent));
         let mut records = Vec::new();
+        let mut lines = Vec::new();
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {
             let n = i + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -332,7 +377,9 @@ impl Ingest {
                 }
             }
             records.push(record);
+            lines.push(n);
         }
+        self.admit_pairs(&records, &lines)?;
         Ok(records)
     }
 
@@ -423,7 +470,7 @@ impl Ingest {
                         records,
                         groundtrail_common::time::now_secs(),
                     )
-                    .map_err(internal)?;
+                    .map_err(track_refusal)?;
                 Ok::<_, Refusal>((received, outcome))
             })
             .await
@@ -499,6 +546,19 @@ fn record_error_code(e: &groundtrail_common::RecordError) -> &'static str {
     }
 }
 
+fn track_refusal(e: TrackError) -> Refusal {
+    match e {
+        TrackError::TooManyAgents(max) => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "LimitExceededException",
+            format!(
+                "the collector already tracks {max} agent names ([limits] max_agents); raise it or list the agent in [[agents]]"
+            ),
+        ),
+        TrackError::Journal(e) => internal(e),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Refusal {
     tracing::error!("ingest: {e}");
     Refusal::new(
@@ -517,7 +577,7 @@ pub fn decompress_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
     };
     let mut decoder = zstd::stream::read::Decoder::new(body).map_err(bad)?;
     let limit = cap.saturating_add(1);
-    let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(4).clamp(4096, limit));
+    let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(4).max(4096).min(limit));
     loop {
         if out.len() == out.capacity() {
             if out.len() >= limit {
@@ -672,6 +732,7 @@ mod tests {
             max_record_bytes: 2000,
             max_body_bytes: 100_000,
             max_decompressed_bytes: 50_000,
+            ..LimitsConfig::default()
         };
         let agents = [AgentConfig {
             name: "web-1".into(),

@@ -814,6 +814,22 @@ impl Journal {
         Ok(())
     }
 
+    /// Drops the oldest notifications queued for `webhook` beyond the newest `keep`. Returns
+    /// how many were dropped (the caller reports them: this is a loss, never a silent one).
+    pub fn trim_notifications(&self, webhook: &str, keep: usize) -> Result<u64> {
+        let mut prefix = b"n/".to_vec();
+        prefix.extend_from_slice(webhook.as_bytes());
+        prefix.push(0);
+        let queued = self.db.scan_prefix(&prefix).keys().count();
+        let excess = queued.saturating_sub(keep);
+        let mut batch = sled::Batch::default();
+        for k in self.db.scan_prefix(&prefix).keys().take(excess) {
+            batch.remove(k?);
+        }
+        self.db.apply_batch(batch)?;
+        Ok(excess as u64)
+    }
+
     /// Records a delivery status value (`LatestDeliveryTime`, `LatestDeliveryError`, ...).
     /// Not flushed on its own: it is informational and rides on the next flush.
     pub fn set_status(&self, name: &str, value: &str) -> Result<()> {

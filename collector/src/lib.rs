@@ -19,6 +19,7 @@ pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod batcher;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod delivery;

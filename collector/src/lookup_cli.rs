@@ -5,7 +5,8 @@
 //! `--max-results` or `--next-token` is given, in which case it makes one call and prints the
 //! answer as is, `NextToken` included. Requests are signed with SigV4 (service `cloudtrail`) when
 //! `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set, and sent unsigned otherwise (enough
-//! for a collector on loopback with no `[[api.access_keys]]`).
+//! for a collector on loopback with no `[[api.access_keys]]` and
+//! `[api] allow_unsigned_loopback_reads = true`).
 
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -48,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::LookupEvents(args) => groundtrail_collector::lookup_cli::run(*args).await,
         Command::CheckConfig(args) => {
             let config = Config::load_or_default(args.config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&config)?);
+            print!("{}", config.redacted_toml()?);
             Ok(0)
         }
         Command::Config(args) => {

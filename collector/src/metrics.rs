@@ -29,6 +29,10 @@ pub struct Metrics {
     pub digests_written: AtomicU64,
     /// Audit records written about agents (gaps, silence).
     pub agent_audit_records: AtomicU64,
+    /// Connections closed at once because their peer held `max_connections_per_peer`.
+    pub connections_refused: AtomicU64,
+    /// Queued webhook notifications dropped because a queue reached `max_queued`.
+    pub notifications_dropped: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -47,6 +51,10 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        Self::add(&self.connections_refused, 1);
     }
 
     pub(crate) fn refused(&self, code: &str) {
@@ -123,6 +131,18 @@ impl Metrics {
             "groundtrail_agent_audit_records_total",
             "AgentSequenceGap and AgentSilent records written.",
             get(&self.agent_audit_records),
+        );
+        counter(
+            &mut out,
+            "groundtrail_connections_refused_total",
+            "Connections closed at once: their peer address held max_connections_per_peer.",
+            get(&self.connections_refused),
+        );
+        counter(
+            &mut out,
+            "groundtrail_notifications_dropped_total",
+            "Queued webhook notifications dropped because the queue reached max_queued.",
+            get(&self.notifications_dropped),
         );
         let _ = writeln!(
             out,

@@ -7,6 +7,14 @@
 //! the queue only after the webhook answered 2xx. Each webhook has its own queue, sent in
 //! order; a failure (connection error, timeout, non-2xx) is retried with backoff (capped at a
 //! minute) without holding up the other webhooks, also across restarts.
+//!
+//! Bounded: a webhook that never answers would otherwise grow its queue by one entry per
+//! delivered file for ever. Before each round of sending, a queue longer than the webhook's
+//! `max_queued` loses its oldest entries. That is a loss, so it is never silent: each drop is
+//! logged as an error, counted in `groundtrail_notifications_dropped_total`, and named in
+//! `GetTrailStatus` as `LatestNotificationError` until a later notification gets through. The
+//! log files those notifications named are in the trail regardless (a notification only says
+//! that a file arrived; the digest chain is what proves the set of files).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +76,7 @@ async fn run_hook(
     let name = hook.name();
     let mut failures = 0u32;
     while !shutdown.is_shutdown() {
+        trim(&journal, &hook, &name);
         let wait = match send_pending(&journal, &hook, &name).await {
             Ok(()) => {
                 failures = 0;
@@ -88,6 +97,26 @@ async fn run_hook(
     }
 }
 
+/// The status name under which dropped notifications are reported.
+const DROPPED_STATUS: &str = "LatestNotificationError";
+
+/// Keeps the queue within `max_queued`, reporting what it drops.
+fn trim(journal: &Journal, hook: &NotificationConfig, name: &str) {
+    match journal.trim_notifications(name, hook.max_queued) {
+        Ok(0) => {}
+        Ok(dropped) => {
+            crate::metrics::Metrics::add(&crate::metrics::metrics().notifications_dropped, dropped);
+            let message = format!(
+                "{dropped} queued notifications for webhook {name} dropped: the queue reached max_queued = {} while the webhook did not answer",
+                hook.max_queued
+            );
+            tracing::error!(webhook = %name, dropped, "{message}");
+            let _ = journal.set_status(DROPPED_STATUS, &message);
+        }
+        Err(e) => tracing::warn!(webhook = %name, "cannot trim the notification queue: {e}"),
+    }
+}
+
 /// Sends this webhook's queue in order until it is empty or a send fails.
 async fn send_pending(
     journal: &Journal,
@@ -104,6 +133,7 @@ async fn send_pending(
         for (key, body) in batch {
             post(&hook.url, body).await?;
             journal.notification_sent(&key).map_err(|e| e.to_string())?;
+            let _ = journal.clear_status(DROPPED_STATUS);
             tracing::debug!(webhook = %name, "notification sent");
         }
     }

@@ -1,9 +1,18 @@
-//! The HTTP(S) listener, after tokio-rs/mini-redis: an accept loop that takes a permit from a
-//! [`Semaphore`] before each accept (so at most `max_connections` are served at once and the
+//! The HTTP(S) listener, after tokio-rs/mini-redis: an accept loop that takes a connection
+//! slot before each accept (so at most `[server] max_connections` are served at once and the
 //! rest wait in the kernel's queue), one task per connection, and a [`Shutdown`] that every
 //! task watches. On shutdown the loop stops accepting, each connection finishes its
 //! in-flight request (hyper's graceful shutdown) and closes, and [`run`] returns only when
 //! the last connection task is gone — so when it returns, nothing can still be committing.
+//!
+//! No one can hold the collector's connections by opening sockets and staying silent (see
+//! [`groundtrail_common::connections`]): one peer address holds at most
+//! `max_connections_per_peer` of them, and every phase of a connection has a timer — the TLS
+//! handshake (`handshake_timeout`), the first request's headers or HTTP/2 preface and later
+//! HTTP/1 heads (`header_timeout`), the body (`body_timeout`), the silence after a response
+//! (`idle_timeout`), and an HTTP/2 peer that stops answering pings (`http2_keepalive`). On TLS
+//! the protocol is the one ALPN chose, so hyper reads no preface to guess it. Request bodies in
+//! flight share one memory budget (`[limits] max_body_bytes_in_flight`, [`BodyBudget`]).
 //!
 //! Routes: `POST /v1/events` (see [`crate::ingest`]), `GET /metrics` (Prometheus text), and
 //! the CloudTrail API (see [`crate::api`]): `POST /` with `X-Amz-Target`, and
@@ -14,52 +23,76 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use groundtrail_common::connections::{Activity, ConnectionLimiter, Timeouts};
 use groundtrail_common::shutdown::Shutdown;
 use groundtrail_common::wire::{self, ErrorResponse};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, MAX_API_BODY_BYTES};
+use crate::budget::BodyBudget;
+use crate::config::Config;
 use crate::ingest::{Ingest, Peer, Refusal};
 use crate::metrics::metrics;
 
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers must arrive within this (slowloris).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The whole body must arrive within this (a slow sender holds a connection slot).
-const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request head (HTTP/1 buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// What every listener of one collector shares: its connection limits and timers, and the
+/// memory budget for bodies.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    pub timeouts: Timeouts,
+    pub budget: Arc<BodyBudget>,
+}
+
+impl Settings {
+    /// From `[server]` and `[limits]`.
+    pub fn from_config(config: &Config) -> Settings {
+        let s = &config.server;
+        Settings {
+            max_connections: s.max_connections,
+            max_connections_per_peer: s.max_connections_per_peer,
+            timeouts: Timeouts {
+                handshake: s.handshake_timeout.get(),
+                header: s.header_timeout.get(),
+                body: s.body_timeout.get(),
+                idle: s.idle_timeout.get(),
+                keepalive: s.http2_keepalive.get(),
+            },
+            budget: Arc::new(BodyBudget::new(config.limits.max_body_bytes_in_flight)),
+        }
+    }
+}
+
 /// Serves until `shutdown`, then drains connections and returns. `api_only`: serve only the
 /// CloudTrail API here (the `[api] listen` listener), not ingest or metrics.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     listener: TcpListener,
     ingest: Arc<Ingest>,
     api: Arc<Api>,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    settings: Settings,
     api_only: bool,
     mut shutdown: Shutdown,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    let limiter =
+        ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_peer);
+    let settings = Arc::new(settings);
     // Each connection task holds a sender; when all are dropped, `done.recv()` returns None.
     let (done_tx, mut done) = mpsc::channel::<()>(1);
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let slot = tokio::select! {
+            p = limiter.slot() => p,
             _ = shutdown.recv() => break,
         };
         let (stream, addr) = tokio::select! {
@@ -74,29 +107,49 @@ pub async fn run(
             },
             _ = shutdown.recv() => break,
         };
+        let admission = match limiter.admit(slot, Some(addr.ip())) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::info!(%addr, "connection closed at once: {why}");
+                metrics().connection_refused();
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let ingest = ingest.clone();
         let api = api.clone();
         let tls = tls.clone();
+        let settings = settings.clone();
         let conn_shutdown = shutdown.clone();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
+            // Timed from the accept: a TLS handshake counts against the header timeout too.
+            let activity = Activity::new(&settings.timeouts);
+            let handshake = settings.timeouts.handshake;
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let name = tls_stream
-                                .get_ref()
-                                .1
+                            let session = tls_stream.get_ref().1;
+                            let name = session
                                 .peer_certificates()
                                 .and_then(|c| c.first())
                                 .and_then(groundtrail_common::tls::certificate_name);
+                            let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
                             let peer = Peer {
                                 certificate_name: name,
                                 loopback: addr.ip().is_loopback(),
                                 api_only,
                             };
-                            serve_connection(tls_stream, peer, ingest, api, conn_shutdown).await;
+                            let conn = Connection {
+                                peer,
+                                alpn,
+                                ingest,
+                                api,
+                                settings,
+                                activity,
+                            };
+                            conn.serve(tls_stream, conn_shutdown).await;
                         }
                         Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
@@ -108,10 +161,18 @@ pub async fn run(
                         loopback: addr.ip().is_loopback(),
                         api_only,
                     };
-                    serve_connection(stream, peer, ingest, api, conn_shutdown).await
+                    let conn = Connection {
+                        peer,
+                        alpn: None,
+                        ingest,
+                        api,
+                        settings,
+                        activity,
+                    };
+                    conn.serve(stream, conn_shutdown).await
                 }
             }
-            drop(permit);
+            drop(admission);
             drop(done_tx);
         });
     }
@@ -119,44 +180,125 @@ pub async fn run(
     let _ = done.recv().await;
 }
 
-async fn serve_connection<S>(
-    stream: S,
+/// One accepted connection.
+struct Connection {
     peer: Peer,
+    /// The protocol TLS's ALPN settled on (`h2`, `http/1.1`); `None` without TLS or ALPN.
+    alpn: Option<Vec<u8>>,
     ingest: Arc<Ingest>,
     api: Arc<Api>,
-    mut shutdown: Shutdown,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = Arc::new(peer);
-    let service = hyper::service::service_fn(move |req| {
-        let ingest = ingest.clone();
-        let api = api.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, Infallible>(route(req, &ingest, &api, &peer).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!("connection ended: {e}");
+    settings: Arc<Settings>,
+    activity: Activity,
+}
+
+impl Connection {
+    async fn serve<S>(self, stream: S, mut shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            peer,
+            alpn,
+            ingest,
+            api,
+            settings,
+            activity,
+        } = self;
+        let peer = Arc::new(peer);
+        let timeouts = settings.timeouts;
+        let watch = activity.clone();
+        let service = hyper::service::service_fn(move |req| {
+            // In flight from its headers until the response body is dropped (written out).
+            let in_flight = activity.begin();
+            let ingest = ingest.clone();
+            let api = api.clone();
+            let peer = peer.clone();
+            let settings = settings.clone();
+            async move {
+                let response = route(req, &ingest, &api, &peer, &settings).await;
+                Ok::<_, Infallible>(response.map(move |body| Tracked::new(body, in_flight)))
+            }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .keep_alive_interval(Some(timeouts.keepalive))
+            .keep_alive_timeout(timeouts.keepalive);
+        // On TLS, ALPN already chose: no preface to read and guess from.
+        let builder = match alpn.as_deref() {
+            Some(b"h2") => builder.http2_only(),
+            Some(b"http/1.1") => builder.http1_only(),
+            _ => builder,
+        };
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let silent = tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                }
+                return;
+            }
+            _ = watch.expired() => true,
+            _ = shutdown.recv() => false,
+        };
+        // HTTP/2: GOAWAY; HTTP/1: close once the request in flight (if any) is answered.
+        conn.as_mut().graceful_shutdown();
+        if silent {
+            tracing::debug!("closing a silent connection");
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+        } else {
+            // An in-flight request finishes, but a peer that then keeps the connection open
+            // is not waited for beyond the idle timer.
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = watch.expired() => {}
             }
         }
-        _ = shutdown.recv() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+    }
+}
+
+/// A response body that holds its request's in-flight guard until hyper drops it (written out
+/// or abandoned), and passes frames, size hint and end of stream through unchanged, so that a
+/// sized body keeps its `Content-Length`.
+struct Tracked<B> {
+    inner: B,
+    _in_flight: groundtrail_common::connections::InFlight,
+}
+
+impl<B> Tracked<B> {
+    fn new(inner: B, in_flight: groundtrail_common::connections::InFlight) -> Tracked<B> {
+        Tracked {
+            inner,
+            _in_flight: in_flight,
         }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -181,10 +323,11 @@ async fn route(
     ingest: &Arc<Ingest>,
     api: &Arc<Api>,
     peer: &Peer,
+    settings: &Settings,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     if Api::is_api_request(&parts) {
-        return api_request(parts, body, api, peer).await;
+        return api_request(parts, body, api, peer, settings).await;
     }
     if peer.api_only {
         return error(
@@ -195,7 +338,7 @@ async fn route(
     }
     let req = Request::from_parts(parts, body);
     match (req.method(), req.uri().path()) {
-        (&Method::POST, wire::EVENTS_PATH) => events(req, ingest, peer).await,
+        (&Method::POST, wire::EVENTS_PATH) => events(req, ingest, peer, settings).await,
         (&Method::GET, "/metrics") => {
             let (pending, undelivered) = ingest.journal().backlog();
             let text = metrics().render(&[
@@ -232,6 +375,7 @@ async fn events(
     req: Request<Incoming>,
     ingest: &Arc<Ingest>,
     peer: &Peer,
+    settings: &Settings,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let agent = match ingest.agent_name(peer, &parts.headers) {
@@ -242,8 +386,16 @@ async fn events(
     if let Err(r) = ingest.check_headers(&agent, &parts.headers) {
         return refused(&agent, r);
     }
+    // Held until the batch is answered: the body and what is parsed from it stay in memory.
+    let Some(_reserved) = settings
+        .budget
+        .reserve(declared_length(&parts.headers, ingest.max_body_bytes()))
+    else {
+        return with_retry_after(refused(&agent, budget_spent()));
+    };
+    let body_timeout = settings.timeouts.body;
     let read = tokio::time::timeout(
-        BODY_TIMEOUT,
+        body_timeout,
         Limited::new(body, ingest.max_body_bytes()).collect(),
     )
     .await;
@@ -254,7 +406,7 @@ async fn events(
                 status: StatusCode::REQUEST_TIMEOUT,
                 body: ErrorResponse::new(
                     "RequestTimeout",
-                    format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+                    format!("the body did not arrive within {}s", body_timeout.as_secs()),
                 ),
             },
         );
@@ -280,11 +432,41 @@ async fn events(
     }
 }
 
+/// What a body will take: its `Content-Length` when it declares one within `max`, else `max`
+/// (a chunked body is read up to `max`).
+fn declared_length(headers: &HeaderMap, max: usize) -> usize {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(max, |n| n.min(max))
+}
+
+fn budget_spent() -> Refusal {
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        body: ErrorResponse::new(
+            "ThrottlingException",
+            "the collector is reading as many request bodies as its memory budget \
+             ([limits] max_body_bytes_in_flight) allows; retry later",
+        ),
+    }
+}
+
+fn with_retry_after(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 async fn api_request(
     parts: http::request::Parts,
     body: Incoming,
     api: &Arc<Api>,
     peer: &Peer,
+    settings: &Settings,
 ) -> Response<Full<Bytes>> {
     let api_error = |status: StatusCode, code: &str, message: &str| {
         Response::builder()
@@ -295,8 +477,19 @@ async fn api_request(
             )))
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
     };
+    let Some(_reserved) = settings
+        .budget
+        .reserve(declared_length(&parts.headers, MAX_API_BODY_BYTES))
+    else {
+        let b = budget_spent().body;
+        return with_retry_after(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &b.code,
+            &b.message,
+        ));
+    };
     let read = tokio::time::timeout(
-        BODY_TIMEOUT,
+        settings.timeouts.body,
         Limited::new(body, MAX_API_BODY_BYTES).collect(),
     )
     .await;

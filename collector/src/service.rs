@@ -220,11 +220,14 @@ pub async fn serve(
         shutdown.clone(),
     )));
 
-    let tracker = Arc::new(AgentTracker::load(
-        &journal,
-        &config.monitoring.domain,
-        config.monitoring.agent_silence.get(),
-    )?);
+    let tracker = Arc::new(
+        AgentTracker::load(
+            &journal,
+            &config.monitoring.domain,
+            config.monitoring.agent_silence.get(),
+        )?
+        .with_max_agents(config.limits.max_agents),
+    );
     background.push(tokio::spawn(watch_silence(
         journal.clone(),
         tracker.clone(),
@@ -241,6 +244,17 @@ pub async fn serve(
         config.server.client_ca.is_some(),
         tx,
     ));
+    // The pairs the trail already holds count against `[limits] max_account_regions`.
+    for name in &names {
+        ingest.seed_pairs(journal.chains(name)?.into_keys());
+    }
+    ingest.seed_pairs(
+        journal
+            .agents()?
+            .into_values()
+            .filter(|a| !a.account.is_empty())
+            .map(|a| (a.account, a.region)),
+    );
     let api = Arc::new(Api::new(
         &config,
         &key,
@@ -249,9 +263,15 @@ pub async fn serve(
         Some(ingest.clone()),
     )?);
     if config.api.access_keys.is_empty() {
-        tracing::info!(
-            "CloudTrail API: no [[api.access_keys]], so loopback clients may read (unsigned) and PutAuditEvents is off"
-        );
+        if config.api.allow_unsigned_loopback_reads {
+            tracing::info!(
+                "CloudTrail API: no [[api.access_keys]]; loopback clients may read unsigned ([api] allow_unsigned_loopback_reads) and PutAuditEvents is off"
+            );
+        } else {
+            tracing::info!(
+                "CloudTrail API: no [[api.access_keys]], so every API request is refused; add a key or set [api] allow_unsigned_loopback_reads"
+            );
+        }
     }
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -279,12 +299,13 @@ pub async fn serve(
     // systemd (Type=notify): ready once both listeners are bound and everything runs.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening");
     let watchdog = tokio::spawn(groundtrail_common::sd_notify::watchdog());
+    let settings = crate::server::Settings::from_config(&config);
     let main = crate::server::run(
         listener,
         ingest.clone(),
         api.clone(),
         tls,
-        config.server.max_connections,
+        settings.clone(),
         false,
         shutdown.clone(),
     );
@@ -295,15 +316,8 @@ pub async fn serve(
                 tls = api_tls.is_some(),
                 "CloudTrail API listening"
             );
-            let second = crate::server::run(
-                l,
-                ingest.clone(),
-                api,
-                api_tls,
-                config.server.max_connections,
-                true,
-                shutdown,
-            );
+            let second =
+                crate::server::run(l, ingest.clone(), api, api_tls, settings, true, shutdown);
             tokio::join!(main, second);
         }
         None => {

@@ -15,9 +15,12 @@
 //! | wrong signature (wrong secret, altered request), wrong service in the scope, `X-Amz-Date` more than `[api] max_clock_skew` away (a replay) | `InvalidSignatureException` |
 //! | a valid key without the needed scope | `AccessDeniedException` |
 //!
-//! With no `[[api.access_keys]]` configured, loopback clients get the read scope without a
-//! signature check (see [`Verifier::verify`]); that is what lets the embedded default answer
-//! `aws cloudtrail validate-logs --endpoint-url http://127.0.0.1:7480` with any credentials.
+//! With no `[[api.access_keys]]` configured, every request is refused
+//! (`UnrecognizedClientException`) unless `[api] allow_unsigned_loopback_reads` is on: then
+//! loopback clients get the read scope without a signature check (see [`Verifier::verify`]),
+//! which lets the quickstart answer `aws cloudtrail validate-logs --endpoint-url
+//! http://127.0.0.1:7480` with any credentials. It is off by default because "loopback" is
+//! everyone behind a same-host proxy, a tunnel or a mesh sidecar.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -93,6 +96,8 @@ impl Caller {
 pub struct Verifier {
     keys: HashMap<String, AccessKeyConfig>,
     max_skew: Duration,
+    /// `[api] allow_unsigned_loopback_reads`.
+    unsigned_loopback_reads: bool,
 }
 
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
@@ -170,7 +175,15 @@ impl Verifier {
                 .map(|k| (k.access_key_id.clone(), k.clone()))
                 .collect(),
             max_skew,
+            unsigned_loopback_reads: false,
         }
+    }
+
+    /// Lets loopback clients read unsigned when no keys are configured
+    /// (`[api] allow_unsigned_loopback_reads`).
+    pub fn with_unsigned_loopback_reads(mut self, allow: bool) -> Verifier {
+        self.unsigned_loopback_reads = allow;
+        self
     }
 
     /// Whether any access key is configured.
@@ -193,7 +206,7 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<Caller, ApiError> {
         if self.keys.is_empty() {
-            if loopback {
+            if loopback && self.unsigned_loopback_reads {
                 return Ok(Caller {
                     access_key_id: None,
                     scopes: vec![Scope::Read],
@@ -202,7 +215,11 @@ impl Verifier {
             }
             return Err(ApiError::denied(
                 "UnrecognizedClientException",
-                "no [[api.access_keys]] are configured; only loopback clients may read",
+                if self.unsigned_loopback_reads {
+                    "no [[api.access_keys]] are configured; only loopback clients may read"
+                } else {
+                    "no [[api.access_keys]] are configured and [api] allow_unsigned_loopback_reads is off: configure an access key to use the API"
+                },
             ));
         }
         let Some(auth) = parts.headers.get(http::header::AUTHORIZATION) else {
@@ -645,9 +662,16 @@ mod tests {
     }
 
     #[test]
-    fn without_keys_only_loopback_reads() {
-        let v = Verifier::new(&[], Duration::from_secs(300));
+    fn without_keys_nothing_unless_unsigned_loopback_reads_are_allowed() {
         let bare = http::Request::post("/").body(()).unwrap().into_parts().0;
+        let off = Verifier::new(&[], Duration::from_secs(300));
+        assert_eq!(
+            off.verify(&bare, b"", "cloudtrail", true, t0())
+                .unwrap_err()
+                .code,
+            "UnrecognizedClientException"
+        );
+        let v = Verifier::new(&[], Duration::from_secs(300)).with_unsigned_loopback_reads(true);
         let c = v.verify(&bare, b"", "cloudtrail", true, t0()).unwrap();
         c.require(Scope::Read).unwrap();
         assert!(c.require(Scope::Write).is_err());

@@ -6,6 +6,7 @@
 
 pub mod audit_events;
 pub mod config_doc;
+pub mod connections;
 pub mod event;
 pub mod fit;
 pub mod sd_notify;

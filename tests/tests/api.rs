@@ -387,11 +387,12 @@ async fn aws_validate_logs_against_the_collector_with_no_stub() {
     let bucket = unique_bucket(test);
     let store = create_bucket(&endpoint, &bucket).await;
     let dir = tempfile::tempdir().unwrap();
-    // No access keys: loopback clients read unsigned, so any credentials work.
-    let spec = Spec::new(Dest::S3 {
+    // No access keys, unsigned loopback reads allowed: any credentials work.
+    let mut spec = Spec::new(Dest::S3 {
         bucket: bucket.clone(),
         endpoint: endpoint.clone(),
     });
+    spec.extra_toml = "[api]\nallow_unsigned_loopback_reads = true\n".into();
     let c = Collector::start(dir.path(), spec).await;
     let started = chrono::Utc::now();
     let recs = records(5);

@@ -173,8 +173,17 @@ pub struct SidecarConfig {
     pub max_pending_records: usize,
     /// Most simultaneous client connections; further ones are closed at once.
     pub max_connections: usize,
-    /// Longest wait for a request's headers, seconds (slowloris guard).
+    /// Most simultaneous connections from one peer IP address; further ones are closed at
+    /// once. Behind a load balancer every connection comes from its address: keep this at
+    /// `max_connections` there.
+    pub max_connections_per_peer: usize,
+    /// Longest wait for a request's headers, seconds (slowloris guard): for a connection's
+    /// first request (including the HTTP/2 preface) counted from the accept.
     pub header_read_timeout_secs: u64,
+    /// A connection with no call in flight is closed this long after its last answer,
+    /// seconds (HTTP/1 keep-alive and HTTP/2 alike; HTTP/2 peers are also pinged at this
+    /// interval and dropped when they stop answering).
+    pub idle_timeout_secs: u64,
     /// Longest TLS handshake, seconds.
     pub tls_handshake_timeout_secs: u64,
     /// At shutdown, how long open connections may finish their calls, seconds.
@@ -207,7 +216,9 @@ impl Default for SidecarConfig {
             fail_closed_timeout_ms: 2000,
             max_pending_records: 4096,
             max_connections: 4096,
+            max_connections_per_peer: 4096,
             header_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
             tls_handshake_timeout_secs: 10,
             drain_timeout_secs: 10,
             forward_xff: true,
@@ -279,6 +290,16 @@ impl SidecarConfig {
         }
         if let Some(t) = &self.tls {
             groundtrail_common::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())?;
+        }
+        if self.max_connections == 0 || self.max_connections_per_peer == 0 {
+            return Err(SidecarError::Config(
+                "max_connections and max_connections_per_peer must be at least 1".into(),
+            ));
+        }
+        if self.header_read_timeout_secs == 0 || self.idle_timeout_secs == 0 {
+            return Err(SidecarError::Config(
+                "header_read_timeout_secs and idle_timeout_secs must be at least 1".into(),
+            ));
         }
         HeaderName::from_bytes(self.request_id_header.as_bytes()).map_err(|_| {
             SidecarError::Config(format!(
@@ -450,13 +471,24 @@ pub async fn run_with_listener(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs.max(1)))
         .keep_alive(true);
+    let timeouts = groundtrail_common::connections::Timeouts {
+        handshake: Duration::from_secs(config.tls_handshake_timeout_secs.max(1)),
+        header: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+        idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        keepalive: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        ..Default::default()
+    };
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
-    let handshake = Duration::from_secs(config.tls_handshake_timeout_secs.max(1));
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(timeouts.keepalive))
+        .keep_alive_timeout(timeouts.keepalive);
+    let handshake = timeouts.handshake;
+    let limiter = Arc::new(groundtrail_common::connections::ConnectionLimiter::new(
+        config.max_connections,
+        config.max_connections_per_peer,
+    ));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
     tracing::info!(
@@ -481,19 +513,25 @@ pub async fn run_with_listener(
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    STATS.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    drop(stream);
-                    continue;
+                let admission = match limiter.try_slot().and_then(|slot| limiter.admit(slot, Some(peer.ip()))) {
+                    Ok(a) => a,
+                    Err(why) => {
+                        tracing::debug!(%peer, "sidecar connection closed at once: {why}");
+                        STATS.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let (sh, b, drain, tls) = (shared.clone(), builder.clone(), drain_rx.clone(), tls.clone());
                 conns.spawn(async move {
-                    let _permit = permit;
+                    let _admission = admission;
+                    // Timed from the accept: the handshake counts against the header timeout.
+                    let activity = groundtrail_common::connections::Activity::new(&timeouts);
                     match tls {
                         None => {
                             let info = proxy::ConnInfo { peer, tls: None };
-                            proxy::serve_io(stream, info, sh, b, drain).await;
+                            proxy::serve_io(stream, info, sh, b, None, activity, drain).await;
                         }
                         Some(acceptor) => {
                             let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -504,8 +542,9 @@ pub async fn run_with_listener(
                                 }
                                 Err(_) => return,
                             };
+                            let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                             let info = proxy::ConnInfo { peer, tls: Some(proxy::tls_info(s.get_ref().1)) };
-                            proxy::serve_io(s, info, sh, b, drain).await;
+                            proxy::serve_io(s, info, sh, b, alpn, activity, drain).await;
                         }
                     }
                 });

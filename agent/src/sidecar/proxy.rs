@@ -823,31 +823,59 @@ async fn send_upgrade(
         .map_err(|e| fail("request", &e))
 }
 
-/// Serves one accepted connection (TLS already done) until it ends or the drain signal.
+/// Serves one accepted connection (TLS already done) until it ends, falls silent (`activity`:
+/// no first request within the header timeout, or idle after its last answer) or the drain
+/// signal. On TLS, `alpn` (the protocol ALPN chose) fixes HTTP/1 or HTTP/2 up front.
 pub(crate) async fn serve_io<I>(
     io: I,
     info: ConnInfo,
     sh: Arc<Shared>,
-    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    alpn: Option<Vec<u8>>,
+    activity: groundtrail_common::connections::Activity,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
-    let svc = hyper::service::service_fn(move |req| handle(req, info.clone(), sh.clone()));
+    let watch = activity.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        // A call is in flight until its response body is dropped: a long download or stream
+        // is never cut by the idle timer.
+        let in_flight = activity.begin();
+        let answer = handle(req, info.clone(), sh.clone());
+        async move {
+            let response = answer.await?;
+            Ok::<_, Infallible>(
+                response.map(move |body| crate::http_util::Tracked::new(body, in_flight)),
+            )
+        }
+    });
+    let builder = match alpn.as_deref() {
+        Some(b"h2") => builder.http2_only(),
+        Some(b"http/1.1") => builder.http1_only(),
+        _ => builder,
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let silent = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "sidecar connection ended with an error");
             }
             return;
         }
-        _ = drain.wait_for(|d| *d) => {}
-    }
+        _ = watch.expired() => true,
+        _ = drain.wait_for(|d| *d) => false,
+    };
     conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    if silent {
+        tracing::debug!("sidecar: closing a silent connection");
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+    } else {
+        // The drain timeout in the accept loop bounds how long open calls may take.
+        let _ = conn.await;
+    }
 }
 
 #[cfg(test)]
