@@ -151,7 +151,10 @@ impl Template {
         let source = v["eventSource"]
             .as_str()
             .unwrap_or("app")
-            .replace(".amazonaws.com", ".platform.example.com");
+            .replace(".amazonaws.com", ".platform.example.com")
+            // The agent's own sources (`sshd.onprem.internal`, ...) are reserved: an
+            // application posting them is refused (InvalidEventSource).
+            .replace(".onprem.internal", ".app.example.com");
         let mut ui = v["userIdentity"].as_object().cloned().unwrap_or_default();
         let typ = ui.remove("type").unwrap_or(json!("AppUser"));
         let principal = ui

@@ -43,6 +43,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let sent: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     let seen: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stops the watcher on every way out of this function, an early `?` included: a
+    // blocking task still looping would keep the runtime (and the bench) from exiting.
+    let _stop_watcher = StopOnDrop(stop.clone());
     let watcher = {
         let (seen, stop, trail) = (seen.clone(), stop.clone(), collector.trail.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -157,4 +160,13 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "",
     );
     Ok(())
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
