@@ -17,6 +17,14 @@
 //! has completed, so every write made before the call is durable. Flushes are numbered as they
 //! start and complete in that order (one at a time); a caller that finds a flush numbered
 //! above the count it saw on entry already completed is covered by it and returns at once.
+//!
+//! # A stuck store
+//!
+//! sled keeps the first I/O error of its write path (a full disk, EIO) as a global error and
+//! fails every later operation with it until the database is opened again (sled 0.34:
+//! `Config::set_global_error`, reset only by `open`). A failed flush is therefore followed at
+//! once by a second one: when that fails too, the store is *stuck* for the life of the process
+//! and [`GroupFlush::stuck`] says so with the error. [`crate::store_health`] acts on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +39,8 @@ pub struct GroupFlush {
     completed: AtomicU64,
     /// Held while a flush runs: the others wait here and usually find themselves covered.
     running: tokio::sync::Mutex<()>,
+    /// The error that left the store stuck (see the module doc), once it is.
+    stuck: std::sync::OnceLock<String>,
 }
 
 impl GroupFlush {
@@ -40,7 +50,13 @@ impl GroupFlush {
             started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             running: tokio::sync::Mutex::new(()),
+            stuck: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The error that left the store stuck, once a flush and the retry right after it failed.
+    pub fn stuck(&self) -> Option<&str> {
+        self.stuck.get().map(String::as_str)
     }
 
     /// Makes every write made before this call durable.
@@ -52,11 +68,26 @@ impl GroupFlush {
         }
         let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| sled::Error::ReportableBug(format!("flush task: {e}")))??;
-        self.completed.store(number, Ordering::SeqCst);
-        Ok(())
+        let result = tokio::task::spawn_blocking(move || match db.flush() {
+            Ok(n) => Ok(n),
+            // Retry once: a store that fails again keeps failing (see the module doc).
+            Err(first) => db.flush().map_err(|again| (first, Some(again))),
+        })
+        .await
+        .map_err(|e| (sled::Error::ReportableBug(format!("flush task: {e}")), None))
+        .and_then(|r| r);
+        match result {
+            Ok(_) => {
+                self.completed.store(number, Ordering::SeqCst);
+                Ok(())
+            }
+            Err((first, again)) => {
+                if let Some(again) = again {
+                    let _ = self.stuck.set(again.to_string());
+                }
+                Err(first)
+            }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub digests_written: AtomicU64,
     /// Audit records written about agents (gaps, silence).
     pub agent_audit_records: AtomicU64,
+    /// Stores (journal, history) found stuck: each one stops the watchdog and the process.
+    pub stores_stuck: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -123,6 +125,12 @@ impl Metrics {
             "groundtrail_agent_audit_records_total",
             "AgentSequenceGap and AgentSilent records written.",
             get(&self.agent_audit_records),
+        );
+        counter(
+            &mut out,
+            "groundtrail_stores_stuck_total",
+            "Journal or history found failing every write (the collector then restarts).",
+            get(&self.stores_stuck),
         );
         let _ = writeln!(
             out,

@@ -1,0 +1,193 @@
+//! A stuck store (journal or event history) restarts the collector, and the trail says so.
+//!
+//! sled keeps the first I/O error of its write path (a full disk, EIO) and fails every later
+//! operation with it until the database is opened again (see [`crate::group_flush`], which
+//! notices it). Before this module a collector whose disk had filled up once kept running and
+//! kept feeding the systemd watchdog, while refusing every batch with a 500 until someone
+//! restarted it by hand, even after the disk had room again.
+//!
+//! # Guarantee
+//!
+//! Once the journal or the history is stuck, [`watch`] (within half a second):
+//! 1. reports it: an error log line and `groundtrail_stores_stuck_total` ([`StoreStuck`]);
+//! 2. makes [`healthy`] false, which stops the `WATCHDOG=1` pings for good
+//!    ([`groundtrail_common::sd_notify::watchdog_while`]) and tells systemd why (`STATUS=`);
+//! 3. writes a marker file beside the journal ([`marker_path`]) when the disk still takes those
+//!    few bytes, so that the next start commits a `CollectorStoreFailed` audit record to the
+//!    trail ([`take_marker`]) — the trail shows the outage, not only a log that may be gone;
+//! 4. stops the collector, which then exits non-zero (`serve` returns
+//!    [`crate::service::ServeError::StoreStuck`]): `Restart=on-failure` (or the stopped
+//!    watchdog, whichever comes first) starts a fresh process, which opens the store again.
+//!
+//! Nothing acknowledged is lost on the way: the journal is crash-safe, a record was answered
+//! `200` only after a flush that succeeded, and what was refused is resent by its agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use groundtrail_common::{Record, UserIdentity};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::history::History;
+use crate::internal_events::{InternalEvent, StoreStuck};
+use crate::journal::Journal;
+
+/// How often [`watch`] looks.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// Which store is stuck, and the error it keeps failing with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stuck {
+    /// `journal` or `history`.
+    pub store: String,
+    pub error: String,
+    /// When it was noticed (CloudTrail JSON time).
+    pub at: String,
+}
+
+/// The stuck store, if either is.
+pub fn stuck(journal: &Journal, history: &History) -> Option<(&'static str, String)> {
+    journal
+        .stuck()
+        .map(|e| ("journal", e.to_string()))
+        .or_else(|| history.stuck().map(|e| ("history", e.to_string())))
+}
+
+/// Whether both stores still take writes: the systemd watchdog's health check.
+pub fn healthy(journal: &Journal, history: &History) -> bool {
+    stuck(journal, history).is_none()
+}
+
+/// The marker a stuck store leaves for the next start: `<journal>.stuck.json`.
+pub fn marker_path(journal_path: &Path) -> PathBuf {
+    let mut name = journal_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "journal".into());
+    name.push(".stuck.json");
+    journal_path.with_file_name(name)
+}
+
+/// Waits until `external` fires (a normal stop: returns `None`) or a store is stuck (does
+/// steps 1-3 of the module doc and returns it). Either way it then tells everyone to stop
+/// through `stop`.
+pub async fn watch(
+    journal: Arc<Journal>,
+    history: Arc<History>,
+    marker: PathBuf,
+    mut external: groundtrail_common::shutdown::Shutdown,
+    stop: broadcast::Sender<()>,
+) -> Option<Stuck> {
+    let found = loop {
+        tokio::select! {
+            _ = external.recv() => break None,
+            _ = tokio::time::sleep(EVERY) => {
+                if let Some((store, error)) = stuck(&journal, &history) {
+                    break Some(Stuck {
+                        store: store.to_string(),
+                        error,
+                        at: groundtrail_common::time::json_time(
+                            groundtrail_common::time::now_secs(),
+                        ),
+                    });
+                }
+            }
+        }
+    };
+    if let Some(s) = &found {
+        StoreStuck {
+            store: &s.store,
+            error: &s.error,
+        }
+        .emit();
+        groundtrail_common::sd_notify::notify(&format!(
+            "STATUS=the {} store fails every write ({}); restarting",
+            s.store, s.error
+        ));
+        // The disk may be full: a marker that cannot be written only costs the audit record.
+        match serde_json::to_vec(s).map(|b| std::fs::write(&marker, b)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                path = %marker.display(),
+                "cannot leave the stuck-store marker for the next start: {e}"
+            ),
+            Err(e) => tracing::warn!("stuck-store marker: {e}"),
+        }
+    }
+    let _ = stop.send(());
+    found
+}
+
+/// Reads (and removes) the marker a stuck store left, as the `CollectorStoreFailed` record to
+/// commit. `None` when there is no marker. Without an account (`[trail] account_id` empty)
+/// there is no chain to put the record in: the marker is logged and removed.
+pub fn take_marker(marker: &Path, domain: &str, account: &str, region: &str) -> Option<Record> {
+    let bytes = std::fs::read(marker).ok()?;
+    let _ = std::fs::remove_file(marker);
+    let found: Stuck = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(path = %marker.display(), "unreadable stuck-store marker: {e}");
+            return None;
+        }
+    };
+    tracing::warn!(
+        store = %found.store,
+        at = %found.at,
+        "the previous run stopped because the {} store failed every write: {}",
+        found.store,
+        found.error
+    );
+    if account.is_empty() {
+        return None;
+    }
+    let source = format!("groundtrail.{domain}");
+    let mut r = Record::new(
+        source.clone(),
+        "CollectorStoreFailed",
+        "AwsServiceEvent",
+        region,
+        account,
+    );
+    r.user_identity = Some(UserIdentity {
+        identity_type: Some("AWSService".into()),
+        invoked_by: Some(source.clone()),
+        ..UserIdentity::default()
+    });
+    r.source_ip_address = Some(source.clone());
+    r.user_agent = Some(source);
+    r.read_only = Some(false);
+    r.request_parameters = Some(json!({
+        "store": found.store,
+        "error": found.error,
+        "noticedAt": found.at,
+    }));
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_becomes_one_audit_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker_path(&dir.path().join("journal"));
+        assert_eq!(marker, dir.path().join("journal.stuck.json"));
+        let s = Stuck {
+            store: "journal".into(),
+            error: "No space left on device".into(),
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        std::fs::write(&marker, serde_json::to_vec(&s).unwrap()).unwrap();
+        let r = take_marker(&marker, "onprem.internal", "111122223333", "us-east-1").unwrap();
+        assert_eq!(r.event_name, "CollectorStoreFailed");
+        assert_eq!(r.event_source, "groundtrail.onprem.internal");
+        assert_eq!(r.request_parameters.as_ref().unwrap()["store"], "journal");
+        assert!(!marker.exists());
+        assert!(take_marker(&marker, "onprem.internal", "111122223333", "us-east-1").is_none());
+    }
+}
