@@ -24,10 +24,16 @@
 //! fails every later operation with it until the database is opened again (sled 0.34:
 //! `Config::set_global_error`, reset only by `open`). A failed flush is therefore followed at
 //! once by a second one: when that fails too, the store is *stuck* for the life of the process
-//! and [`GroupFlush::stuck`] says so with the error. [`crate::store_health`] acts on it.
+//! and [`GroupFlush::stuck`] says so with the error. A write can also fail before any flush
+//! (sled reserves log space when a batch is applied, and a full disk refuses it there): after
+//! [`STUCK_AFTER`] I/O failures of the journal's commits in a row, with no success between
+//! them, the store counts as stuck too. [`crate::store_health`] acts on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Consecutive failed writes ([`GroupFlush::write_failed`]) after which a store is stuck.
+pub const STUCK_AFTER: u32 = 3;
 
 /// Shared by every writer of one sled database.
 #[derive(Debug)]
@@ -41,6 +47,8 @@ pub struct GroupFlush {
     running: tokio::sync::Mutex<()>,
     /// The error that left the store stuck (see the module doc), once it is.
     stuck: std::sync::OnceLock<String>,
+    /// Failed writes in a row (see the module doc).
+    failed_writes: std::sync::atomic::AtomicU32,
 }
 
 impl GroupFlush {
@@ -51,7 +59,22 @@ impl GroupFlush {
             completed: AtomicU64::new(0),
             running: tokio::sync::Mutex::new(()),
             stuck: std::sync::OnceLock::new(),
+            failed_writes: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// A write (an applied batch) of this store succeeded.
+    pub fn write_succeeded(&self) {
+        self.failed_writes.store(0, Ordering::SeqCst);
+    }
+
+    /// A write of this store failed; the [`STUCK_AFTER`]th I/O failure in a row makes it stuck.
+    pub fn write_failed(&self, error: &sled::Error) {
+        if matches!(error, sled::Error::Io(_))
+            && self.failed_writes.fetch_add(1, Ordering::SeqCst) + 1 >= STUCK_AFTER
+        {
+            let _ = self.stuck.set(error.to_string());
+        }
     }
 
     /// The error that left the store stuck, once a flush and the retry right after it failed.

@@ -1455,16 +1455,18 @@ mod tests {
         assert_eq!(seen, (10..30).rev().collect::<Vec<_>>());
     }
 
-    /// Every index entry: (attr, value, eventTime, n).
+    /// Every index entry: (attr, value, eventTime, n), of every region.
     fn entries(h: &History) -> Vec<(u8, Vec<u8>, u64, u64)> {
         let mut out = Vec::new();
         for item in h.db.scan_prefix(b"i/") {
             let (k, v) = item.unwrap();
-            let nul = 3 + k[3..].iter().position(|b| *b == 0).unwrap();
+            // i/<region>\0<attr><value>\0...
+            let a = 2 + k[2..].iter().position(|b| *b == 0).unwrap() + 1;
+            let nul = a + 1 + k[a + 1..].iter().position(|b| *b == 0).unwrap();
             for e in v.chunks_exact(ENTRY) {
                 out.push((
-                    k[2],
-                    k[3..nul].to_vec(),
+                    k[a],
+                    k[a + 1..nul].to_vec(),
                     u64::MAX - u64_at(e).unwrap(),
                     u64_at(&e[8..]).unwrap(),
                 ));
@@ -1501,9 +1503,10 @@ mod tests {
                 .unwrap(),
             0
         );
-        // Expiring everything leaves only the format marker.
+        // Expiring everything leaves only the format marker and the region registry.
         assert_eq!(h.expire(u64::MAX, 1000).unwrap(), 20);
-        assert_eq!(h.db.len(), 1);
+        assert_eq!(h.db.len(), 2);
+        assert!(h.db.contains_key(region_key("us-east-1")).unwrap());
     }
 
     #[test]

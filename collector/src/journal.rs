@@ -466,7 +466,13 @@ impl Journal {
         for (name, state) in agents {
             batch.insert(key(b"a/", &[name.as_bytes()]), encode(state));
         }
-        self.db.apply_batch(batch)?;
+        match self.db.apply_batch(batch) {
+            Ok(()) => self.flusher.write_succeeded(),
+            Err(e) => {
+                self.flusher.write_failed(&e);
+                return Err(e.into());
+            }
+        }
         Ok(outcome)
     }
 

@@ -8,7 +8,13 @@
 //!
 //! # Guarantee
 //!
-//! Once the journal or the history is stuck, [`watch`] (within half a second):
+//! A store is found stuck by the flush that fails (twice, see [`crate::group_flush`]). Ingest
+//! flushes after every commit, but a write can also fail without a flush of ours — sled's own
+//! background flusher meets the full disk first, and every later commit then fails before
+//! reaching a flush — so [`watch`] also flushes both stores once a second (cheap when nothing
+//! is dirty), which is how such a store gets found.
+//!
+//! Once the journal or the history is stuck, [`watch`] (within about a second):
 //! 1. reports it: an error log line and `groundtrail_stores_stuck_total` ([`StoreStuck`]);
 //! 2. makes [`healthy`] false, which stops the `WATCHDOG=1` pings for good
 //!    ([`groundtrail_common::sd_notify::watchdog_while`]) and tells systemd why (`STATUS=`);
@@ -37,6 +43,8 @@ use crate::journal::Journal;
 
 /// How often [`watch`] looks.
 const EVERY: Duration = Duration::from_millis(250);
+/// Every how many looks it flushes both stores (see the module doc).
+const PROBE_EVERY: u32 = 4;
 
 /// Which store is stuck, and the error it keeps failing with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,10 +89,17 @@ pub async fn watch(
     mut external: groundtrail_common::shutdown::Shutdown,
     stop: broadcast::Sender<()>,
 ) -> Option<Stuck> {
+    let mut looks = 0u32;
     let found = loop {
         tokio::select! {
             _ = external.recv() => break None,
             _ = tokio::time::sleep(EVERY) => {
+                looks = looks.wrapping_add(1);
+                if looks % PROBE_EVERY == 0 {
+                    // Errors are for the stuck check below; callers log their own.
+                    let _ = journal.flush().await;
+                    let _ = history.flush().await;
+                }
                 if let Some((store, error)) = stuck(&journal, &history) {
                     break Some(Stuck {
                         store: store.to_string(),

@@ -18,12 +18,18 @@ use groundtrail_tests::*;
 use serde_json::Value;
 
 /// `groundtrail-collector serve --config <c's config>` as the harness runs it, for tests that
-/// need their own environment or a tracer in front.
-fn serve_command(program: &Path, pre_args: &[&str], c: &Collector) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(pre_args)
-        .arg(bin("groundtrail-collector"))
-        .arg("serve")
+/// need their own environment or a tracer in front (`tracer`: the program and its arguments
+/// before the collector's command line).
+fn serve_command(tracer: Option<(&Path, &[&str])>, c: &Collector) -> Command {
+    let mut cmd = match tracer {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin("groundtrail-collector"));
+            cmd
+        }
+        None => Command::new(bin("groundtrail-collector")),
+    };
+    cmd.arg("serve")
         .arg("--config")
         .arg(&c.config_path)
         .current_dir(&c.dir)
@@ -117,23 +123,20 @@ async fn local_destination_fsyncs_every_directory_it_creates() {
 
     let trace = dir.path().join("strace.txt");
     let trace_arg = trace.display().to_string();
-    let mut child = serve_command(
-        &strace,
-        &[
-            "-f",
-            "-qq",
-            "-y",
-            "-e",
-            "trace=fsync,fdatasync",
-            "-o",
-            &trace_arg,
-        ],
-        &c,
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("start strace");
+    let strace_args = [
+        "-f",
+        "-qq",
+        "-y",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-o",
+        &trace_arg,
+    ];
+    let mut child = serve_command(Some((&strace, &strace_args)), &c)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start strace");
     wait_listening(c.addr, &mut child, "traced collector");
     let recs = records(3);
     assert_eq!(c.client().post_records(&recs).await.unwrap().status, 200);
@@ -150,7 +153,9 @@ async fn local_destination_fsyncs_every_directory_it_creates() {
     let text = std::fs::read_to_string(&trace).unwrap();
     let synced: BTreeSet<PathBuf> = text
         .lines()
-        .filter(|l| l.contains("fsync(") && l.trim_end().ends_with("= 0"))
+        // With -f a call may be split into "<unfinished ...>" and "<... resumed>" lines: the
+        // first one names the descriptor.
+        .filter(|l| l.contains("fsync(") && !l.contains("= -1"))
         .filter_map(|l| {
             let start = l.find('<')? + 1;
             let end = l[start..].find('>')? + start;
@@ -181,7 +186,7 @@ async fn local_destination_fsyncs_every_directory_it_creates() {
 /// Starts `serve` with `c`'s config and expects it to refuse (exit non-zero before listening);
 /// returns its stderr.
 fn expect_refused(c: &Collector) -> String {
-    let mut child = serve_command(&bin("groundtrail-collector"), &[], c)
+    let mut child = serve_command(None, c)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -224,10 +229,11 @@ async fn a_missing_or_replaced_signing_key_is_refused_once_digests_exist() {
         }),
     )
     .await;
-    let old = c.public_key();
     let recs = records(4);
     assert_eq!(c.client().post_records(&recs).await.unwrap().status, 200);
     store.wait_delivered(&event_ids(&recs)).await;
+    // Read only now: the port accepts connections before the key is generated.
+    let old = c.public_key();
     assert!(c.sigterm().await.success());
 
     // 1. The key is gone: no new key, a message that says how to restore or rotate.
@@ -271,17 +277,17 @@ async fn a_missing_or_replaced_signing_key_is_refused_once_digests_exist() {
     );
     std::fs::write(&c.config_path, config).unwrap();
     c.spawn().await;
-    assert!(
-        c.log().contains("digest signing key rotated"),
-        "{}",
-        c.log()
-    );
     let new = c.public_key();
     assert_ne!(new.fingerprint(), old.fingerprint());
     let more = records(3);
     assert_eq!(c.client().post_records(&more).await.unwrap().status, 200);
     store.wait_delivered(&event_ids(&more)).await;
     assert!(c.sigterm().await.success());
+    assert!(
+        c.log().contains("digest signing key rotated"),
+        "{}",
+        c.log()
+    );
 
     let fingerprints: BTreeSet<String> = store
         .digests()
@@ -373,7 +379,7 @@ async fn a_full_journal_disk_stops_the_watchdog_and_the_process_and_is_recorded(
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let log = dir.path().join("stuck.log");
-    let mut child = serve_command(&bin("groundtrail-collector"), &[], &c)
+    let mut child = serve_command(None, &c)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
         .stdout(Stdio::null())
@@ -414,8 +420,15 @@ async fn a_full_journal_disk_stops_the_watchdog_and_the_process_and_is_recorded(
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(refused, "the full journal kept taking batches\n{text}");
 
-    // The process stops by itself, non-zero, and the pings stopped before it did.
-    let status = wait_exit(&mut child, Duration::from_secs(30));
+    // Agents keep sending; the process stops by itself, non-zero, and the pings stopped
+    // before it did.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(30) {
+        let batch: Vec<Value> = (0..20).map(|_| big_record()).collect();
+        let _ = c.client().post_records(&batch).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(5));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let status = status.unwrap_or_else(|| panic!("still running with a stuck journal\n{text}"));
     assert!(!status.success(), "{text}");
