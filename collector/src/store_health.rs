@@ -21,7 +21,8 @@
 //! 3. writes a marker file beside the journal ([`marker_path`]) when the disk still takes those
 //!    few bytes, so that the next start commits a `CollectorStoreFailed` audit record to the
 //!    trail ([`take_marker`]) — the trail shows the outage, not only a log that may be gone;
-//! 4. stops the collector, which then exits non-zero (`serve` returns
+//! 4. stops the collector (exiting after 15 s regardless, as an in-flight request may wait on
+//!    a flush that never returns), which then exits non-zero (`serve` returns
 //!    [`crate::service::ServeError::StoreStuck`]): `Restart=on-failure` (or the stopped
 //!    watchdog, whichever comes first) starts a fresh process, which opens the store again.
 //!
@@ -45,6 +46,12 @@ use crate::journal::Journal;
 const EVERY: Duration = Duration::from_millis(250);
 /// Every how many looks it flushes both stores (see the module doc).
 const PROBE_EVERY: u32 = 4;
+/// A probe flush that has not finished after this long means a wedged store (sled's flush can
+/// block for good on a full disk), which is as stuck as one that fails.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+/// After a stuck store stopped the collector, the process exits after this long even if the
+/// clean stop has not finished (an in-flight request may wait on that blocked flush forever).
+const FORCE_EXIT_AFTER: Duration = Duration::from_secs(15);
 
 /// Which store is stuck, and the error it keeps failing with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,12 +102,17 @@ pub async fn watch(
             _ = external.recv() => break None,
             _ = tokio::time::sleep(EVERY) => {
                 looks = looks.wrapping_add(1);
-                if looks % PROBE_EVERY == 0 {
+                let mut found = stuck(&journal, &history);
+                if found.is_none() && looks % PROBE_EVERY == 0 {
                     // Errors are for the stuck check below; callers log their own.
-                    let _ = journal.flush().await;
-                    let _ = history.flush().await;
+                    if tokio::time::timeout(PROBE_LIMIT, journal.flush()).await.is_err() {
+                        found = Some(("journal", format!("a flush did not finish within {PROBE_LIMIT:?}")));
+                    } else if tokio::time::timeout(PROBE_LIMIT, history.flush()).await.is_err() {
+                        found = Some(("history", format!("a flush did not finish within {PROBE_LIMIT:?}")));
+                    }
+                    found = found.or_else(|| stuck(&journal, &history));
                 }
-                if let Some((store, error)) = stuck(&journal, &history) {
+                if let Some((store, error)) = found {
                     break Some(Stuck {
                         store: store.to_string(),
                         error,
@@ -131,6 +143,15 @@ pub async fn watch(
             ),
             Err(e) => tracing::warn!("stuck-store marker: {e}"),
         }
+        // The clean stop may wait on a flush that never returns: exit regardless.
+        let store = s.store.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(FORCE_EXIT_AFTER);
+            tracing::error!(
+                "the {store} store is stuck and the clean stop did not finish in {FORCE_EXIT_AFTER:?}: exiting"
+            );
+            std::process::exit(1);
+        });
     }
     let _ = stop.send(());
     found
