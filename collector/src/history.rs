@@ -620,6 +620,9 @@ impl<'a> RawRecord<'a> {
     }
 }
 
+/// (region, attribute, value) of one index posting list, borrowed from the inserted records.
+type PostingKey<'a> = (&'a str, u8, &'a str);
+
 fn index_prefix(region: &str, attr: u8, value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + region.len() + value.len() + 1 + 1 + 16);
     k.extend_from_slice(b"i/");
@@ -991,7 +994,7 @@ impl History {
             manifest.chunks.push(c);
             i = j;
         }
-        let mut postings: HashMap<(&str, u8, &str), Vec<(u64, u64)>> = HashMap::new();
+        let mut postings: HashMap<PostingKey, Vec<(u64, u64)>> = HashMap::new();
         let mut regions = HashSet::new();
         for ((s, _), &n) in added.iter().zip(&numbers) {
             let id = id_key(&s.event_id);

@@ -103,7 +103,7 @@ pub async fn watch(
             _ = tokio::time::sleep(EVERY) => {
                 looks = looks.wrapping_add(1);
                 let mut found = stuck(&journal, &history);
-                if found.is_none() && looks % PROBE_EVERY == 0 {
+                if found.is_none() && looks.is_multiple_of(PROBE_EVERY) {
                     // Errors are for the stuck check below; callers log their own.
                     if tokio::time::timeout(PROBE_LIMIT, journal.flush()).await.is_err() {
                         found = Some(("journal", format!("a flush did not finish within {PROBE_LIMIT:?}")));
