@@ -42,13 +42,15 @@ if ! venv_has "$CLI_VENV" awscli "$AWSCLI_VERSION"; then
 fi
 
 # systemd-analyze (Debian's systemd package) for the unit tests in tests/tests/packaging.rs;
-# dpkg-deb builds the .deb packages. A no-op when both are present.
-if ! command -v systemd-analyze >/dev/null || ! command -v dpkg-deb >/dev/null; then
+# dpkg-deb builds the .deb packages; strace observes the collector's fsyncs in
+# tests/tests/hardening_collector.rs. A no-op when all three are present.
+if ! command -v systemd-analyze >/dev/null || ! command -v dpkg-deb >/dev/null \
+   || ! command -v strace >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing systemd and dpkg (systemd-analyze, dpkg-deb)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dpkg >/dev/null
+    log "installing systemd, dpkg and strace (systemd-analyze, dpkg-deb, strace)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dpkg strace >/dev/null
   else
-    echo "systemd-analyze and dpkg-deb are needed: apt-get install systemd dpkg" >&2; exit 1
+    echo "systemd-analyze, dpkg-deb and strace are needed: apt-get install systemd dpkg strace" >&2; exit 1
   fi
 fi
 

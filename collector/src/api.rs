@@ -255,7 +255,7 @@ impl Api {
             "DescribeTrails" => Ok(self.describe_trails(&input)),
             "GetTrail" => self.get_trail(&input),
             "GetTrailStatus" => self.get_trail_status(&input),
-            "LookupEvents" => self.lookup_events(&input),
+            "LookupEvents" => self.lookup_events(&input, request_region(parts)),
             other => Err(ApiError::bad(
                 "UnknownOperationException",
                 format!("{other} is not supported by this collector"),
@@ -293,11 +293,26 @@ impl Api {
         )
     }
 
+    /// The destination `DescribeTrails`/`GetTrail` report: the first S3 destination, else the
+    /// first one. `aws cloudtrail validate-logs --endpoint-url <collector>` reads the digests
+    /// and log files from `S3BucketName` with S3 calls, so naming a local directory's bucket
+    /// there (a name no S3 endpoint has) makes it fail with NoSuchBucket whenever a reachable
+    /// bucket exists. The key prefix is the trail's `[trail] s3_key_prefix`, the same for every
+    /// destination.
+    fn reported_destination(&self) -> Option<crate::config::DestinationConfig> {
+        use crate::config::DestinationConfig;
+        let all = self.config.effective_destinations();
+        all.iter()
+            .find(|d| matches!(d, DestinationConfig::S3 { .. }))
+            .or_else(|| all.first())
+            .cloned()
+    }
+
     fn bucket(&self) -> String {
         use crate::config::DestinationConfig;
-        match self.config.effective_destinations().first() {
-            Some(DestinationConfig::Local { bucket, .. }) => bucket.clone(),
-            Some(DestinationConfig::S3 { bucket, .. }) => bucket.clone(),
+        match self.reported_destination() {
+            Some(DestinationConfig::Local { bucket, .. }) => bucket,
+            Some(DestinationConfig::S3 { bucket, .. }) => bucket,
             None => String::new(),
         }
     }
@@ -436,14 +451,20 @@ impl Api {
         Ok(json!({"PublicKeyList": list}))
     }
 
-    fn lookup_events(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+    /// `LookupEvents`, answered with the events of `region` (see [`request_region`]), or of
+    /// every region when the request names none.
+    fn lookup_events(
+        &self,
+        input: &Map<String, Value>,
+        region: Option<String>,
+    ) -> Result<Value, ApiError> {
         let req = LookupRequest::parse(input)?;
         if req.insight {
             return Ok(json!({"Events": []}));
         }
         let now = groundtrail_common::time::now_secs().timestamp().max(0) as u64;
         let retention = self.config.history.retention.get().as_secs();
-        let binding = req.binding();
+        let binding = req.binding(region.as_deref());
         let (start, end, after) = match &req.next_token {
             Some(token) => {
                 let t = NextToken::decode(token).ok_or_else(invalid_token)?;
@@ -464,6 +485,7 @@ impl Api {
             end,
             max_results: req.max_results,
             after,
+            region,
         };
         let page = self.history.lookup(&query).map_err(internal)?;
         let events: Vec<Value> = page
@@ -561,6 +583,38 @@ impl Api {
         )
         .await
     }
+}
+
+/// Header naming the region of an unsigned request (`groundtrail-collector lookup-events`
+/// without credentials sends its `--region` here); a signed request's scope takes precedence.
+pub const REGION_HEADER: &str = "x-groundtrail-region";
+
+/// The region a request was sent to, which `LookupEvents` answers for (as AWS's regional
+/// endpoints do): the region of the SigV4 credential scope (`Credential=<key>/<date>/<region>/
+/// <service>/aws4_request`; when the request was verified, that region is signed), else the
+/// [`REGION_HEADER`] of an unsigned request, else none (every region).
+pub fn request_region(parts: &http::request::Parts) -> Option<String> {
+    let from_scope = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 "))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|p| p.trim().strip_prefix("Credential="))
+        })
+        .and_then(|c| c.split('/').nth(2))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    from_scope.or_else(|| {
+        parts
+            .headers
+            .get(REGION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -714,10 +768,13 @@ impl LookupRequest {
         })
     }
 
-    /// A digest of the parameters a token must be reused with (the attribute and the
-    /// explicitly given times; MaxResults may change between pages, as in AWS).
-    fn binding(&self) -> String {
-        let mut s = String::new();
+    /// A digest of the parameters a token must be reused with (the region, the attribute and
+    /// the explicitly given times; MaxResults may change between pages, as in AWS).
+    fn binding(&self, region: Option<&str>) -> String {
+        let mut s = match region {
+            Some(r) => format!("r{r}\0"),
+            None => String::new(),
+        };
         if let Some((a, v)) = &self.attribute {
             s += &format!("{}\0{v}", *a as u8);
         }
@@ -835,15 +892,47 @@ mod tests {
             json!({"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "y"}]}),
         )
         .unwrap();
-        assert_ne!(a.binding(), b.binding());
+        assert_ne!(a.binding(None), b.binding(None));
+        assert_ne!(a.binding(Some("us-east-1")), a.binding(Some("eu-west-1")));
+        assert_ne!(a.binding(Some("us-east-1")), a.binding(None));
         let t = NextToken {
-            binding: a.binding(),
+            binding: a.binding(None),
             start: 1,
             end: 2,
             after: vec![0, 1, 255],
         };
         assert_eq!(NextToken::decode(&t.encode()), Some(t));
         assert_eq!(NextToken::decode("not a token"), None);
+    }
+
+    #[test]
+    fn the_region_is_the_credential_scope_else_the_header() {
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::post("/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let signed = "AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/cloudtrail/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+        assert_eq!(
+            request_region(&req(&[("authorization", signed)])).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            request_region(&req(&[
+                ("authorization", signed),
+                (REGION_HEADER, "us-east-1")
+            ]))
+            .as_deref(),
+            Some("eu-west-1"),
+            "the signed scope wins"
+        );
+        assert_eq!(
+            request_region(&req(&[(REGION_HEADER, "us-east-1")])).as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(request_region(&req(&[])), None);
     }
 
     #[test]

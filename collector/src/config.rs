@@ -420,9 +420,12 @@ impl Default for TrailConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SigningConfig {
     /// PKCS#8 PEM RSA key that signs digests; must not be group/world readable. When it does not
-    /// exist, `serve` creates it (mode 0600) and logs its fingerprint.
+    /// exist on a fresh start, `serve` creates it (mode 0600) and logs its fingerprint; once the
+    /// journal holds digests, a missing or different key is refused (restore it, or rotate by
+    /// listing the old public key under `retired_keys`).
     pub key_file: PathBuf,
-    /// Public keys of earlier signing keys, still listed so that old digests validate.
+    /// Public keys of earlier signing keys, still listed so that old digests validate. Listing
+    /// the key the journal's chains were signed with is what allows a new `key_file`.
     pub retired_keys: Vec<RetiredKey>,
 }
 

@@ -17,9 +17,23 @@
 //! has completed, so every write made before the call is durable. Flushes are numbered as they
 //! start and complete in that order (one at a time); a caller that finds a flush numbered
 //! above the count it saw on entry already completed is covered by it and returns at once.
+//!
+//! # A stuck store
+//!
+//! sled keeps the first I/O error of its write path (a full disk, EIO) as a global error and
+//! fails every later operation with it until the database is opened again (sled 0.34:
+//! `Config::set_global_error`, reset only by `open`). A failed flush is therefore followed at
+//! once by a second one: when that fails too, the store is *stuck* for the life of the process
+//! and [`GroupFlush::stuck`] says so with the error. A write can also fail before any flush
+//! (sled reserves log space when a batch is applied, and a full disk refuses it there): after
+//! [`STUCK_AFTER`] I/O failures of the journal's commits in a row, with no success between
+//! them, the store counts as stuck too. [`crate::store_health`] acts on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Consecutive failed writes ([`GroupFlush::write_failed`]) after which a store is stuck.
+pub const STUCK_AFTER: u32 = 3;
 
 /// Shared by every writer of one sled database.
 #[derive(Debug)]
@@ -31,6 +45,10 @@ pub struct GroupFlush {
     completed: AtomicU64,
     /// Held while a flush runs: the others wait here and usually find themselves covered.
     running: tokio::sync::Mutex<()>,
+    /// The error that left the store stuck (see the module doc), once it is.
+    stuck: std::sync::OnceLock<String>,
+    /// Failed writes in a row (see the module doc).
+    failed_writes: std::sync::atomic::AtomicU32,
 }
 
 impl GroupFlush {
@@ -40,7 +58,28 @@ impl GroupFlush {
             started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             running: tokio::sync::Mutex::new(()),
+            stuck: std::sync::OnceLock::new(),
+            failed_writes: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// A write (an applied batch) of this store succeeded.
+    pub fn write_succeeded(&self) {
+        self.failed_writes.store(0, Ordering::SeqCst);
+    }
+
+    /// A write of this store failed; the [`STUCK_AFTER`]th I/O failure in a row makes it stuck.
+    pub fn write_failed(&self, error: &sled::Error) {
+        if matches!(error, sled::Error::Io(_))
+            && self.failed_writes.fetch_add(1, Ordering::SeqCst) + 1 >= STUCK_AFTER
+        {
+            let _ = self.stuck.set(error.to_string());
+        }
+    }
+
+    /// The error that left the store stuck, once a flush and the retry right after it failed.
+    pub fn stuck(&self) -> Option<&str> {
+        self.stuck.get().map(String::as_str)
     }
 
     /// Makes every write made before this call durable.
@@ -52,11 +91,26 @@ impl GroupFlush {
         }
         let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| sled::Error::ReportableBug(format!("flush task: {e}")))??;
-        self.completed.store(number, Ordering::SeqCst);
-        Ok(())
+        let result = tokio::task::spawn_blocking(move || match db.flush() {
+            Ok(n) => Ok(n),
+            // Retry once: a store that fails again keeps failing (see the module doc).
+            Err(first) => db.flush().map_err(|again| (first, Some(again))),
+        })
+        .await
+        .map_err(|e| (sled::Error::ReportableBug(format!("flush task: {e}")), None))
+        .and_then(|r| r);
+        match result {
+            Ok(_) => {
+                self.completed.store(number, Ordering::SeqCst);
+                Ok(())
+            }
+            Err((first, again)) => {
+                if let Some(again) = again {
+                    let _ = self.stuck.set(again.to_string());
+                }
+                Err(first)
+            }
+        }
     }
 }
 

@@ -11,10 +11,11 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `v/format` | `2` (the layout version below) |
+//! | `v/format` | `3` (the layout version below) |
 //! | `s/<eventID>` | the event's number `n` (u64 BE: chunk `c` << 16 \| slot) |
 //! | `e/<c u64 BE>` | a chunk of up to 64 records (16 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
-//! | `i/<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
+//! | `i/<awsRegion>\0<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
+//! | `r/<awsRegion>` | empty: a region with indexed events (never removed; a handful of keys) |
 //! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group keys and chunk numbers |
 //!
 //! `c` comes from sled's `generate_id`; the events of one insert are sorted by time before they
@@ -31,9 +32,17 @@
 //! entries. So a dense value (many events a second, live ingest) packs into level 0 groups of
 //! one second each, and a sparse one (a user seen every few minutes) into few wider groups.
 //!
-//! A lookup of one attribute value and a time range `[start, end]` is one range scan per level
-//! of exactly that value's groups, `[attr][value]\0[level][!(end + SPANS[level])]` ..=
-//! `[attr][value]\0[level][!start]` (a group newer than `end` by at most its span may hold
+//! **Regions.** `LookupEvents` is regional on AWS: it answers with the events of the region the
+//! request was sent to. So every index key starts with the event's `awsRegion` (`""` when it
+//! has none), and a lookup for one region reads only that region's groups: no event of another
+//! region is read and filtered out. A lookup for every region (an unsigned request, see
+//! [`crate::api`]) merges the scans of each region in the `r/` registry exactly as it merges
+//! levels. An `EventId` lookup checks the one event's region. An event whose `awsRegion`
+//! contains a NUL is found by `EventId` only.
+//!
+//! A lookup of one region, attribute value and time range `[start, end]` is one range scan per
+//! level of exactly that value's groups, `[region]\0[attr][value]\0[level][!(end + SPANS[level])]` ..=
+//! `[region]\0[attr][value]\0[level][!start]` (a group newer than `end` by at most its span may hold
 //! entries up to `end`), merged newest first: an entry is returned once every level's next
 //! group is older than it. No scan over other values; the entries outside the range in the
 //! groups at both ends are skipped. Paging resumes after the last entry returned
@@ -47,8 +56,8 @@
 //! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
 //! finds nothing, as it could not match a real CloudTrail value anyway.
 //!
-//! A store of an older layout (no `v/format` 2: one key per event and per index entry, before
-//! the packing) is cleared when opened; the product had not shipped, so nothing migrates it,
+//! A store of an older layout (no `v/format` 3: layout 1 had one key per event and per index
+//! entry, layout 2 index keys without the region) is cleared when opened; the product had not shipped, so nothing migrates it,
 //! and the history fills again from what is ingested next.
 //!
 //! # When events are written
@@ -138,6 +147,8 @@ pub struct Summary {
     pub username: Option<String>,
     /// `(ResourceType, ResourceName)`.
     pub resources: Vec<(Option<String>, Option<String>)>,
+    /// `awsRegion`: `LookupEvents` answers with one region's events, as AWS does.
+    pub region: Option<String>,
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -197,6 +208,7 @@ pub fn summarize(record: &Value) -> Option<Summary> {
         event_source: str_at(record, &["eventSource"]).map(str::to_string),
         username,
         resources,
+        region: str_at(record, &["awsRegion"]).map(str::to_string),
     })
 }
 
@@ -394,6 +406,8 @@ struct RawRecord<'a> {
     user_identity: Obj<RawIdentity<'a>>,
     #[serde(borrow)]
     resources: List<RawResource<'a>>,
+    #[serde(rename = "awsRegion", borrow)]
+    aws_region: Str<'a>,
 }
 
 #[derive(Default, Deserialize)]
@@ -453,6 +467,8 @@ struct Fields<'a> {
     username: Option<Cow<'a, str>>,
     /// `(ResourceType, ResourceName)`.
     resources: Vec<(MaybeStr<'a>, MaybeStr<'a>)>,
+    /// `awsRegion`.
+    region: Option<Cow<'a, str>>,
 }
 
 type MaybeStr<'a> = Option<Cow<'a, str>>;
@@ -489,7 +505,13 @@ impl<'a> Fields<'a> {
                 .into_iter()
                 .map(|(t, n)| (owned(t), owned(n)))
                 .collect(),
+            region: owned(self.region),
         }
+    }
+
+    /// The region part of this event's index keys (`""` without `awsRegion`).
+    fn index_region(&self) -> &str {
+        self.region.as_deref().unwrap_or("")
     }
 
     /// Every (attribute, value) this event is found by, including attribute 0.
@@ -541,6 +563,7 @@ impl From<Summary> for Fields<'_> {
                 .into_iter()
                 .map(|(t, n)| (cow(t), cow(n)))
                 .collect(),
+            region: cow(s.region),
         }
     }
 }
@@ -592,13 +615,19 @@ impl<'a> RawRecord<'a> {
                     None => (None, None),
                 })
                 .collect(),
+            region: self.aws_region.take(),
         })
     }
 }
 
-fn index_prefix(attr: u8, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(3 + value.len() + 1 + 1 + 16);
+/// (region, attribute, value) of one index posting list, borrowed from the inserted records.
+type PostingKey<'a> = (&'a str, u8, &'a str);
+
+fn index_prefix(region: &str, attr: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + region.len() + value.len() + 1 + 1 + 16);
     k.extend_from_slice(b"i/");
+    k.extend_from_slice(region.as_bytes());
+    k.push(0);
     k.push(attr);
     k.extend_from_slice(value.as_bytes());
     k.push(0);
@@ -620,7 +649,15 @@ fn chunk_key(c: u64) -> [u8; 10] {
 }
 
 const FORMAT_KEY: &[u8] = b"v/format";
-const FORMAT: &[u8] = b"2";
+const FORMAT: &[u8] = b"3";
+/// Prefix of the region registry: `r/<awsRegion>` for every region with indexed events.
+const REGION_PREFIX: &[u8] = b"r/";
+
+fn region_key(region: &str) -> Vec<u8> {
+    let mut k = REGION_PREFIX.to_vec();
+    k.extend_from_slice(region.as_bytes());
+    k
+}
 
 /// Page cache of the history store.
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -813,6 +850,9 @@ pub struct Query {
     pub max_results: usize,
     /// The position after the last event of the previous page ([`Page::next`]).
     pub after: Option<Vec<u8>>,
+    /// Only events of this `awsRegion` (AWS answers with the region the request was sent
+    /// to); `None`: every region.
+    pub region: Option<String>,
 }
 
 /// One page of results, newest first.
@@ -841,6 +881,8 @@ impl std::fmt::Debug for History {
 struct LevelScan {
     iter: sled::Iter,
     next: Option<(sled::IVec, sled::IVec)>,
+    /// Length of the (region, attribute, value) prefix of its keys.
+    prefix: usize,
 }
 
 impl LevelScan {
@@ -850,9 +892,9 @@ impl LevelScan {
     }
 
     /// `!M` of the next group.
-    fn next_inv(&self, prefix: usize) -> Option<u64> {
+    fn next_inv(&self) -> Option<u64> {
         let (k, _) = self.next.as_ref()?;
-        k.get(prefix + 1..).and_then(u64_at)
+        k.get(self.prefix + 1..).and_then(u64_at)
     }
 }
 
@@ -952,21 +994,30 @@ impl History {
             manifest.chunks.push(c);
             i = j;
         }
-        let mut postings: HashMap<(u8, &str), Vec<(u64, u64)>> = HashMap::new();
+        let mut postings: HashMap<PostingKey, Vec<(u64, u64)>> = HashMap::new();
+        let mut regions = HashSet::new();
         for ((s, _), &n) in added.iter().zip(&numbers) {
             let id = id_key(&s.event_id);
             batch.insert(&id[..], &n.to_be_bytes()[..]);
             manifest.ids.push(id);
-            for key in s.index_values() {
+            let region = s.index_region();
+            if region.contains('\0') {
+                continue; // not indexable (the prefix would break); found by EventId only
+            }
+            regions.insert(region);
+            for (attr, value) in s.index_values() {
                 postings
-                    .entry(key)
+                    .entry((region, attr, value))
                     .or_default()
                     .push((u64::MAX - s.event_time, n));
             }
         }
-        for ((attr, value), mut entries) in postings {
+        for region in regions {
+            batch.insert(region_key(region), &b""[..]);
+        }
+        for ((region, attr, value), mut entries) in postings {
             entries.sort_unstable();
-            let prefix = index_prefix(attr, value);
+            let prefix = index_prefix(region, attr, value);
             for (level, group) in split_groups(&entries) {
                 let mut key = Vec::with_capacity(prefix.len() + 17);
                 key.extend_from_slice(&prefix);
@@ -994,6 +1045,11 @@ impl History {
         Ok(added.len())
     }
 
+    /// The error that left the store stuck (see [`crate::store_health`]), once it is.
+    pub fn stuck(&self) -> Option<&str> {
+        self.flusher.stuck()
+    }
+
     /// Makes every insert so far durable.
     pub async fn flush(&self) -> Result<()> {
         self.flusher.flush().await?;
@@ -1016,6 +1072,9 @@ impl History {
                 && time >= q.start
                 && time <= q.end
                 && let Some(s) = summarize_json(json)
+                && q.region
+                    .as_ref()
+                    .is_none_or(|r| s.region.as_deref().unwrap_or("") == r)
             {
                 page.events.push((s, json.to_vec()));
             }
@@ -1025,7 +1084,11 @@ impl History {
             Some((a, v)) => (*a as u8, v.as_str()),
             None => (0, ""),
         };
-        if value.contains('\0') || q.start > q.end || q.max_results == 0 {
+        if value.contains('\0')
+            || q.region.as_ref().is_some_and(|r| r.contains('\0'))
+            || q.start > q.end
+            || q.max_results == 0
+        {
             return Ok(page);
         }
         // Entries are (`!eventTime`, n); a page takes those in [lo, hi], after `after`.
@@ -1043,22 +1106,36 @@ impl History {
         }
         // The newest time a returned entry can have.
         let newest = after.map_or(q.end, |(inv, _)| q.end.min(u64::MAX - inv));
-        let prefix = index_prefix(attr, value);
-        let mut levels = Vec::with_capacity(SPANS.len());
-        for (level, span) in SPANS.iter().enumerate() {
-            let mut from = prefix.clone();
-            from.push(level as u8);
-            from.extend_from_slice(&(u64::MAX - newest.saturating_add(*span)).to_be_bytes());
-            let mut to = prefix.clone();
-            to.push(level as u8);
-            to.extend_from_slice(&hi.to_be_bytes());
-            to.extend_from_slice(&[0xff; 8]);
-            let mut scan = LevelScan {
-                iter: self.db.range(from..=to),
-                next: None,
-            };
-            scan.advance()?;
-            levels.push(scan);
+        // One region's value is one key range per level; every region (no region asked for)
+        // is the same for each region in the registry, merged like the levels.
+        let regions: Vec<String> = match &q.region {
+            Some(r) => vec![r.clone()],
+            None => self
+                .db
+                .scan_prefix(REGION_PREFIX)
+                .keys()
+                .map(|k| k.map(|k| String::from_utf8_lossy(&k[REGION_PREFIX.len()..]).into()))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let mut levels = Vec::with_capacity(SPANS.len() * regions.len());
+        for region in &regions {
+            let prefix = index_prefix(region, attr, value);
+            for (level, span) in SPANS.iter().enumerate() {
+                let mut from = prefix.clone();
+                from.push(level as u8);
+                from.extend_from_slice(&(u64::MAX - newest.saturating_add(*span)).to_be_bytes());
+                let mut to = prefix.clone();
+                to.push(level as u8);
+                to.extend_from_slice(&hi.to_be_bytes());
+                to.extend_from_slice(&[0xff; 8]);
+                let mut scan = LevelScan {
+                    iter: self.db.range(from..=to),
+                    next: None,
+                    prefix: prefix.len(),
+                };
+                scan.advance()?;
+                levels.push(scan);
+            }
         }
         let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
         let mut last: Option<(u64, u64)> = None;
@@ -1067,7 +1144,7 @@ impl History {
             let frontier = levels
                 .iter()
                 .enumerate()
-                .filter_map(|(i, l)| l.next_inv(prefix.len()).map(|inv| (inv, i)))
+                .filter_map(|(i, l)| l.next_inv().map(|inv| (inv, i)))
                 .min();
             while let Some(&Reverse(entry)) = pending.peek() {
                 if frontier.is_some_and(|(inv, _)| entry.0 >= inv) {
@@ -1267,6 +1344,7 @@ mod tests {
             end: 1_800_000_000 + end,
             max_results: max,
             after: None,
+            region: None,
         }
     }
 
@@ -1380,16 +1458,18 @@ mod tests {
         assert_eq!(seen, (10..30).rev().collect::<Vec<_>>());
     }
 
-    /// Every index entry: (attr, value, eventTime, n).
+    /// Every index entry: (attr, value, eventTime, n), of every region.
     fn entries(h: &History) -> Vec<(u8, Vec<u8>, u64, u64)> {
         let mut out = Vec::new();
         for item in h.db.scan_prefix(b"i/") {
             let (k, v) = item.unwrap();
-            let nul = 3 + k[3..].iter().position(|b| *b == 0).unwrap();
+            // i/<region>\0<attr><value>\0...
+            let a = 2 + k[2..].iter().position(|b| *b == 0).unwrap() + 1;
+            let nul = a + 1 + k[a + 1..].iter().position(|b| *b == 0).unwrap();
             for e in v.chunks_exact(ENTRY) {
                 out.push((
-                    k[2],
-                    k[3..nul].to_vec(),
+                    k[a],
+                    k[a + 1..nul].to_vec(),
                     u64::MAX - u64_at(e).unwrap(),
                     u64_at(&e[8..]).unwrap(),
                 ));
@@ -1426,9 +1506,10 @@ mod tests {
                 .unwrap(),
             0
         );
-        // Expiring everything leaves only the format marker.
+        // Expiring everything leaves only the format marker and the region registry.
         assert_eq!(h.expire(u64::MAX, 1000).unwrap(), 20);
-        assert_eq!(h.db.len(), 1);
+        assert_eq!(h.db.len(), 2);
+        assert!(h.db.contains_key(region_key("us-east-1")).unwrap());
     }
 
     #[test]
@@ -1477,17 +1558,19 @@ mod tests {
             };
             let user = format!("u{}", rand(5));
             let name = format!("N{}", rand(3));
+            let region = REGIONS[rand(3) as usize];
             let mut v: Value = serde_json::from_slice(&rec(n, &name, &user, false)).unwrap();
             v["eventTime"] = json!(groundtrail_common::time::json_time(
                 chrono::DateTime::from_timestamp(1_800_000_000 + off as i64, 0).unwrap()
             ));
-            all.push((off, n, user, name, serde_json::to_vec(&v).unwrap()));
+            v["awsRegion"] = json!(region);
+            all.push((off, n, user, name, region, serde_json::to_vec(&v).unwrap()));
         }
         let mut i = 0;
         while i < all.len() {
             let len = 1 + rand(300) as usize;
             let part = &all[i..(i + len).min(all.len())];
-            h.insert(part.iter().map(|e| e.4.as_slice()), 0).unwrap();
+            h.insert(part.iter().map(|e| e.5.as_slice()), 0).unwrap();
             i += len;
         }
         for round in 0..40 {
@@ -1503,11 +1586,14 @@ mod tests {
                 let b = rand(90_000);
                 (a.min(b), a.max(b))
             };
+            // One region (AWS's answer) or, for every other round, all of them.
+            let region = (round % 2 == 1).then(|| REGIONS[rand(3) as usize]);
             let mut want: Vec<(u64, u64)> = all
                 .iter()
-                .filter(|(t, _, user, name, _)| {
+                .filter(|(t, _, user, name, r, _)| {
                     *t >= start
                         && *t <= end
+                        && region.is_none_or(|want| want == *r)
                         && match &attr {
                             None => true,
                             Some((Attribute::Username, v)) => user == v,
@@ -1523,6 +1609,7 @@ mod tests {
                 end: 1_800_000_000 + end,
                 max_results: 1 + rand(60) as usize,
                 after: None,
+                region: region.map(str::to_string),
             };
             let mut got = Vec::new();
             loop {
@@ -1545,8 +1632,42 @@ mod tests {
             );
             let mut sorted = got.clone();
             sorted.sort_unstable_by(|a, b| b.cmp(a));
-            assert_eq!(sorted, want, "{attr:?} {start}..{end}");
+            assert_eq!(sorted, want, "{attr:?} {region:?} {start}..{end}");
         }
+    }
+
+    const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", ""];
+
+    #[test]
+    fn a_region_reads_only_its_own_events_also_by_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let recs: Vec<Vec<u8>> = (0..6)
+            .map(|n| {
+                let mut v: Value = serde_json::from_slice(&rec(n, "X", "a", false)).unwrap();
+                v["awsRegion"] = json!(if n < 4 { "us-east-1" } else { "eu-west-1" });
+                serde_json::to_vec(&v).unwrap()
+            })
+            .collect();
+        h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap();
+        let mut query = q(Some((Attribute::EventName, "X")), 0, 100, 50);
+        query.region = Some("eu-west-1".into());
+        assert_eq!(ids(&h.lookup(&query).unwrap()), vec![5, 4]);
+        query.region = Some("us-east-1".into());
+        assert_eq!(ids(&h.lookup(&query).unwrap()), vec![3, 2, 1, 0]);
+        query.region = Some("ap-south-1".into());
+        assert!(h.lookup(&query).unwrap().events.is_empty());
+        query.region = None;
+        assert_eq!(h.lookup(&query).unwrap().events.len(), 6);
+        let mut by_id = q(
+            Some((Attribute::EventId, "00000000-0000-4000-8000-000000000005")),
+            0,
+            100,
+            50,
+        );
+        assert_eq!(ids(&h.lookup(&by_id).unwrap()), vec![5]);
+        by_id.region = Some("us-east-1".into());
+        assert!(h.lookup(&by_id).unwrap().events.is_empty());
     }
 
     #[test]

@@ -179,3 +179,23 @@ impl InternalEvent for AgentAudit<'_> {
         add(&metrics().agent_audit_records, 1);
     }
 }
+
+/// The journal or the history fails every write until the process restarts
+/// (see [`crate::store_health`]).
+#[derive(Debug)]
+pub struct StoreStuck<'a> {
+    pub store: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for StoreStuck<'_> {
+    fn emit(self) {
+        tracing::error!(
+            store = self.store,
+            "the {} store fails every write ({}): stopping the systemd watchdog and restarting",
+            self.store,
+            self.error
+        );
+        add(&metrics().stores_stuck, 1);
+    }
+}

@@ -60,6 +60,7 @@
 //! | `a/<agent>` | [`AgentState`] JSON | an agent's last sequence number and last contact |
 //! | `n/<webhook>\0<id u64>` | notification JSON | a delivered log file not yet announced to that webhook |
 //! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
+//! | `k/signing` | [`SigningKeyRecord`] JSON | the key that signs the digest chains (public part only), so a missing or changed key file is noticed at start-up |
 //!
 //! Sequence numbers (`chunk`, `file`, `digest`) come from sled's `generate_id`, which never
 //! repeats across restarts. A pending record's `seq` is `chunk << 20 | index in the chunk`, so
@@ -167,6 +168,19 @@ pub struct ChainHead {
     pub sha256: String,
     /// Its hex signature.
     pub signature: String,
+}
+
+/// The signing key the journal's digest chains are signed with: its public half, so that a
+/// start-up with a missing or different key file can be refused and the old public key handed
+/// back for `[[signing.retired_keys]]` (see [`crate::keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    /// MD5 fingerprint of the PKCS#1 DER public key (as in digests).
+    pub fingerprint: String,
+    /// The public key as PEM (`RSA PUBLIC KEY`, PKCS#1).
+    pub public_key_pem: String,
+    /// When the collector first signed with it (CloudTrail JSON time).
+    pub since: String,
 }
 
 /// A signed digest recorded before its upload: exactly these bytes go out, however often.
@@ -375,6 +389,12 @@ impl Journal {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The error that left the journal stuck (every write fails until the process restarts;
+    /// see [`crate::store_health`]), once it is.
+    pub fn stuck(&self) -> Option<&str> {
+        self.flusher.stuck()
+    }
+
     /// Makes everything written so far durable (fsync). Nothing may be acknowledged or
     /// uploaded on the strength of a write before this returns.
     pub async fn flush(&self) -> Result<()> {
@@ -446,7 +466,13 @@ impl Journal {
         for (name, state) in agents {
             batch.insert(key(b"a/", &[name.as_bytes()]), encode(state));
         }
-        self.db.apply_batch(batch)?;
+        match self.db.apply_batch(batch) {
+            Ok(()) => self.flusher.write_succeeded(),
+            Err(e) => {
+                self.flusher.write_failed(&e);
+                return Err(e.into());
+            }
+        }
         Ok(outcome)
     }
 
@@ -855,6 +881,28 @@ impl Journal {
             );
         }
         Ok(out)
+    }
+
+    /// Whether any digest was ever signed into this journal: a chain head or a signed digest
+    /// waiting for upload exists.
+    pub fn has_digests(&self) -> Result<bool> {
+        Ok(self.db.scan_prefix(b"h/").next().transpose()?.is_some()
+            || self.db.scan_prefix(b"q/").next().transpose()?.is_some())
+    }
+
+    /// The key the digest chains are signed with, if one was recorded.
+    pub fn signing_key(&self) -> Result<Option<SigningKeyRecord>> {
+        match self.db.get(b"k/signing")? {
+            Some(v) => Ok(Some(decode(b"k/signing", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the key the digest chains are signed with from now on. Not durable until
+    /// [`Journal::flush`].
+    pub fn set_signing_key(&self, record: &SigningKeyRecord) -> Result<()> {
+        self.db.insert(b"k/signing", encode(record))?;
+        Ok(())
     }
 
     /// Every known agent's state.

@@ -38,4 +38,5 @@ pub mod pki;
 pub mod server;
 pub mod service;
 pub mod sigv4;
+pub mod store_health;
 pub mod validate;

@@ -7,6 +7,11 @@
 //! `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set, and sent unsigned otherwise (enough
 //! for a collector on loopback with no `[[api.access_keys]]` and
 //! `[api] allow_unsigned_loopback_reads = true`).
+//!
+//! `--region` means what it means to the AWS CLI: the answer holds that region's events only
+//! (LookupEvents is regional). Signed, it is the signature scope's region; unsigned, it is sent
+//! in the `X-Groundtrail-Region` header. Without `--region`, `AWS_REGION` or
+//! `AWS_DEFAULT_REGION`, it is `us-east-1`.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -41,7 +46,8 @@ pub struct Args {
     /// The collector's URL.
     #[arg(long, default_value = "http://127.0.0.1:7480")]
     pub endpoint_url: String,
-    /// Region of the signature scope.
+    /// Only this region's events, as with the AWS CLI (the signature scope's region; default
+    /// `AWS_DEFAULT_REGION`, else us-east-1).
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
     /// CA bundle (PEM) to verify an https endpoint.
@@ -250,6 +256,8 @@ impl Client {
             )
             .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
             headers.extend(signed);
+        } else {
+            headers.push((crate::api::REGION_HEADER.into(), self.region.clone()));
         }
         let mut req = http::Request::post("/");
         for (k, v) in &headers {

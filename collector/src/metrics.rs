@@ -33,6 +33,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Queued webhook notifications dropped because a queue reached `max_queued`.
     pub notifications_dropped: AtomicU64,
+    /// Stores (journal, history) found stuck: each one stops the watchdog and the process.
+    pub stores_stuck: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -143,6 +145,12 @@ impl Metrics {
             "groundtrail_notifications_dropped_total",
             "Queued webhook notifications dropped because the queue reached max_queued.",
             get(&self.notifications_dropped),
+        );
+        counter(
+            &mut out,
+            "groundtrail_stores_stuck_total",
+            "Journal or history found failing every write (the collector then restarts).",
+            get(&self.stores_stuck),
         );
         let _ = writeln!(
             out,

@@ -13,6 +13,11 @@
 //!    delivered the same way;
 //! 5. the journal is flushed. What could not be delivered in time stays in the journal and
 //!    goes out on the next start.
+//!
+//! A stuck store (the journal or the history failing every write, see [`crate::store_health`])
+//! stops the collector the same way, without steps 3-4 (nothing can be recorded delivered), and
+//! `serve` then returns [`ServeError::StoreStuck`] so that the process exits non-zero and is
+//! restarted; the next start records the outage in the trail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +36,7 @@ use crate::digest::{DigestTarget, DigestWriter};
 use crate::history::History;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
-use crate::keys::{KeyError, load_or_generate};
+use crate::keys::{KeyError, KeyOutcome, provide as provide_key};
 use crate::notify::Notifier;
 
 /// Why `serve` could not start (or stopped uncleanly).
@@ -58,14 +63,22 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "the {store} store failed every write ({error}); stopped so that a fresh process can open it again (free disk space if it is full)"
+    )]
+    StoreStuck { store: String, error: String },
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
-    shutdown: Shutdown,
+    external: Shutdown,
 ) -> Result<(), ServeError> {
+    // Everything stops on this: the caller's signal, or a stuck store (`store_health::watch`
+    // forwards either). Returning early drops the sender, which also stops every task.
+    let (stop_tx, stop_rx) = tokio::sync::broadcast::channel(1);
+    let shutdown = Shutdown::new(stop_rx);
     // `Config::validate` checks the configured address; this checks the socket actually given.
     if config.server.tls_cert.is_none()
         && let Ok(addr) = listener.local_addr()
@@ -77,17 +90,42 @@ pub async fn serve(
     let history = Arc::new(History::open(&config.history_path())?);
     let (indexer_tx, indexer_task) =
         crate::history::Indexer::spawn(history.clone(), config.history.retention.get());
-    let (key, generated) = load_or_generate(&config.signing.key_file)?;
-    if generated {
-        tracing::warn!(
+    // Refuses a missing or changed key once digests exist (see `crate::keys`).
+    let (key, outcome) = provide_key(
+        &config.signing.key_file,
+        &journal,
+        &config.signing.retired_keys,
+    )?;
+    journal.flush().await?;
+    match outcome {
+        KeyOutcome::Generated => tracing::warn!(
             path = %config.signing.key_file.display(),
             fingerprint = key.fingerprint(),
             "generated a new digest signing key"
-        );
-    } else {
-        tracing::info!(fingerprint = key.fingerprint(), "digest signing key loaded");
+        ),
+        KeyOutcome::Loaded => {
+            tracing::info!(fingerprint = key.fingerprint(), "digest signing key loaded")
+        }
+        KeyOutcome::Rotated { previous } => tracing::warn!(
+            fingerprint = key.fingerprint(),
+            previous = %previous,
+            "digest signing key rotated: the chains continue under the new key, the previous one is listed as retired"
+        ),
     }
     let key = Arc::new(key);
+
+    // A stuck store stopped the previous run: say so in the trail (committed before the
+    // pending records are reloaded, so it is filed with them).
+    let marker = crate::store_health::marker_path(&config.journal.path);
+    if let Some(record) = crate::store_health::take_marker(
+        &marker,
+        &config.monitoring.domain,
+        &config.trail.account_id,
+        &config.trail.home_region,
+    ) {
+        journal.commit(&[record], &[], groundtrail_common::time::now_secs())?;
+        journal.flush().await?;
+    }
 
     let mut destinations = Vec::new();
     for d in config.effective_destinations() {
@@ -296,9 +334,22 @@ pub async fn serve(
         }
         _ => None,
     };
-    // systemd (Type=notify): ready once both listeners are bound and everything runs.
+    let store_watch = tokio::spawn(crate::store_health::watch(
+        journal.clone(),
+        history.clone(),
+        marker,
+        external,
+        stop_tx,
+    ));
+    // systemd (Type=notify): ready once both listeners are bound and everything runs; the
+    // watchdog is fed only while both stores take writes.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening");
-    let watchdog = tokio::spawn(groundtrail_common::sd_notify::watchdog());
+    let watchdog = {
+        let (journal, history) = (journal.clone(), history.clone());
+        tokio::spawn(groundtrail_common::sd_notify::watchdog_while(move || {
+            crate::store_health::healthy(&journal, &history)
+        }))
+    };
     let settings = crate::server::Settings::from_config(&config);
     let main = crate::server::run(
         listener,
@@ -345,16 +396,28 @@ pub async fn serve(
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");
     }
-    // 3-4. Deliver, write the covering digests, deliver those.
-    let deadline = tokio::time::Instant::now() + config.server.shutdown_grace.get();
-    let all_files = drain(&deliverers, deadline).await;
-    if let Err(e) = digests
-        .write_due(groundtrail_common::time::now_secs(), true)
-        .await
-    {
-        tracing::error!("final digest failed: {e}");
+    let stuck = store_watch.await.ok().flatten();
+    // 3-4. Deliver, write the covering digests, deliver those (not with a stuck store: no
+    // delivery or digest can be recorded, the next process does it).
+    let (mut all_files, mut all_digests) = (false, false);
+    if stuck.is_none() {
+        let deadline = tokio::time::Instant::now() + config.server.shutdown_grace.get();
+        all_files = drain(&deliverers, deadline).await;
+        if let Err(e) = digests
+            .write_due(groundtrail_common::time::now_secs(), true)
+            .await
+        {
+            tracing::error!("final digest failed: {e}");
+        }
+        all_digests = drain(&deliverers, deadline).await;
     }
-    let all_digests = drain(&deliverers, deadline).await;
+    if let Some(s) = stuck {
+        watchdog.abort();
+        return Err(ServeError::StoreStuck {
+            store: s.store,
+            error: s.error,
+        });
+    }
     journal.flush().await?;
     if all_files && all_digests {
         tracing::info!("shutdown complete: everything delivered");

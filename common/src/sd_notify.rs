@@ -4,7 +4,10 @@
 //!
 //! Both binaries send `READY=1` once they serve, `WATCHDOG=1` every half `WatchdogSec=` from a
 //! task on their async runtime (a wedged runtime stops the pings and systemd restarts the
-//! service), and `STOPPING=1` when a SIGTERM starts the clean stop.
+//! service), and `STOPPING=1` when a SIGTERM starts the clean stop. A live runtime is not
+//! enough to be healthy: [`watchdog_while`] stops the pings for good once its health check
+//! fails (the collector's stuck journal, see `groundtrail_collector::store_health`), so systemd
+//! restarts a process that runs but can no longer do its work.
 
 use std::time::Duration;
 
@@ -62,6 +65,12 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Sends `WATCHDOG=1` every [`watchdog_interval`] forever; returns at once when systemd asked
 /// for no watchdog. Spawn it on the runtime whose health it vouches for.
 pub async fn watchdog() {
+    watchdog_while(|| true).await
+}
+
+/// [`watchdog`], but each ping is sent only while `healthy()` holds; the first time it does not,
+/// the pings stop for good (systemd then restarts the service after `WatchdogSec=`).
+pub async fn watchdog_while(healthy: impl Fn() -> bool) {
     let Some(every) = watchdog_interval() else {
         return;
     };
@@ -69,6 +78,10 @@ pub async fn watchdog() {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if !healthy() {
+            tracing::error!("unhealthy: no more systemd watchdog pings");
+            return;
+        }
         notify("WATCHDOG=1");
     }
 }

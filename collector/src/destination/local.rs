@@ -11,12 +11,21 @@
 //! object the collector was told is stored survives a power cut. Metadata is written before the
 //! object, so an object is never visible without its metadata (a retried put rewrites both).
 //!
+//! Directories are durable too: every directory a put (or `open`) creates is made durable by
+//! fsyncing the directory that holds it, from the first one that already existed down to the
+//! new leaf ([`create_dirs_durably`]). Fsyncing only the leaf is not enough: after a power cut
+//! the new `2026/01/02` folder could be gone with every file in it, although the journal had
+//! already dropped those files and a signed digest lists them. Creation and those fsyncs happen
+//! under one lock per destination, so a put that finds a directory another put is still
+//! creating waits until it is durable instead of reporting success early.
+//!
 //! Keys are checked before they touch the file system: a key with an empty, `.` or `..`
 //! segment, a leading `/`, a backslash or a NUL is refused, so no key can escape the root.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -33,6 +42,8 @@ pub struct LocalDestination {
     name: String,
     root: PathBuf,
     bucket: String,
+    /// Held while directories are created and fsynced (see the module doc).
+    dirs: Arc<Mutex<()>>,
 }
 
 impl LocalDestination {
@@ -41,12 +52,13 @@ impl LocalDestination {
     /// a bucket of that name.
     pub fn open(name: String, path: &Path, bucket: String) -> anyhow::Result<LocalDestination> {
         use anyhow::Context;
-        fs::create_dir_all(path)
+        create_dirs_durably(path)
             .with_context(|| format!("cannot create destination directory {}", path.display()))?;
         Ok(LocalDestination {
             name,
             root: path.to_path_buf(),
             bucket,
+            dirs: Arc::new(Mutex::new(())),
         })
     }
 
@@ -85,7 +97,11 @@ impl LocalDestination {
         let dir = path
             .parent()
             .ok_or_else(|| self.refused(format!("key {key:?} has no parent directory")))?;
-        fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        {
+            // A poisoned lock guards no data: the file system is the state.
+            let _g = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            create_dirs_durably(dir).map_err(|e| self.io(e))?;
+        }
         let meta_json = serde_json::to_vec(metadata).map_err(|e| self.io(io::Error::other(e)))?;
         let meta_path = PathBuf::from(format!("{}{METADATA_SUFFIX}", path.display()));
         write_atomic(&meta_path, &meta_json).map_err(|e| self.io(e))?;
@@ -238,6 +254,38 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and its missing parents, and makes each new directory durable: every new
+/// directory is fsynced (so the entry of the next one down is on disk) and so is the existing
+/// directory above the topmost new one (so that one's entry is). Returns the directories it
+/// fsynced, top down (empty when `dir` existed), which the tests check.
+fn create_dirs_durably(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    // Walk up to the first directory that exists; everything below it is new.
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    fs::create_dir_all(dir)?;
+    let top = &missing[missing.len() - 1];
+    let existing = match top.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut synced = vec![existing];
+    synced.extend(missing.into_iter().rev());
+    for d in &synced {
+        sync_dir(d)?;
+    }
+    Ok(synced)
+}
+
 impl Destination for LocalDestination {
     fn name(&self) -> &str {
         &self.name
@@ -356,6 +404,27 @@ mod tests {
         assert_eq!(d.list("a/b/", Some("a/b/10")).await.unwrap(), ["a/b/2"]);
         assert_eq!(d.list("", None).await.unwrap().len(), 6);
         assert!(d.list("nope/deeper/", None).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn new_directories_and_the_one_above_them_are_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = dir.path().join("a/b/c");
+        let synced = create_dirs_durably(&leaf).unwrap();
+        assert_eq!(
+            synced,
+            [
+                dir.path().to_path_buf(),
+                dir.path().join("a"),
+                dir.path().join("a/b"),
+                leaf.clone(),
+            ]
+        );
+        assert!(leaf.is_dir());
+        // Only what is new: `a/b` exists now, so `a/b` (its parent) and `a/b/d` are synced.
+        let synced = create_dirs_durably(&dir.path().join("a/b/d")).unwrap();
+        assert_eq!(synced, [dir.path().join("a/b"), dir.path().join("a/b/d")]);
+        assert!(create_dirs_durably(&leaf).unwrap().is_empty());
     }
 
     #[tokio::test]
