@@ -77,6 +77,12 @@ impl GroupFlush {
         }
     }
 
+    /// Marks the store stuck from outside (a probe flush that never returned, see
+    /// [`crate::store_health`]); the first error set stays.
+    pub fn mark_stuck(&self, error: String) {
+        let _ = self.stuck.set(error);
+    }
+
     /// The error that left the store stuck, once a flush and the retry right after it failed.
     pub fn stuck(&self) -> Option<&str> {
         self.stuck.get().map(String::as_str)
@@ -91,14 +97,30 @@ impl GroupFlush {
         }
         let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || match db.flush() {
-            Ok(n) => Ok(n),
-            // Retry once: a store that fails again keeps failing (see the module doc).
-            Err(first) => db.flush().map_err(|again| (first, Some(again))),
-        })
-        .await
-        .map_err(|e| (sled::Error::ReportableBug(format!("flush task: {e}")), None))
-        .and_then(|r| r);
+        let result = tokio::task::spawn_blocking(move || flush_twice(&db))
+            .await
+            .map_err(|e| (sled::Error::ReportableBug(format!("flush task: {e}")), None))
+            .and_then(|r| r);
+        self.finish(number, result)
+    }
+
+    /// [`GroupFlush::flush`] for a thread outside the tokio runtime (the store-health
+    /// watch): blocks the calling thread, which must not be a runtime thread.
+    pub fn flush_blocking(&self) -> sled::Result<()> {
+        let seen = self.started.load(Ordering::SeqCst);
+        let _running = self.running.blocking_lock();
+        if self.completed.load(Ordering::SeqCst) > seen {
+            return Ok(());
+        }
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        self.finish(number, flush_twice(&self.db))
+    }
+
+    fn finish(
+        &self,
+        number: u64,
+        result: Result<usize, (sled::Error, Option<sled::Error>)>,
+    ) -> sled::Result<()> {
         match result {
             Ok(_) => {
                 self.completed.store(number, Ordering::SeqCst);
@@ -111,6 +133,15 @@ impl GroupFlush {
                 Err(first)
             }
         }
+    }
+}
+
+/// One blocking flush, retried once: a store that fails again keeps failing (see the module
+/// doc).
+fn flush_twice(db: &sled::Db) -> Result<usize, (sled::Error, Option<sled::Error>)> {
+    match db.flush() {
+        Ok(n) => Ok(n),
+        Err(first) => db.flush().map_err(|again| (first, Some(again))),
     }
 }
 

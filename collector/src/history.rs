@@ -1056,6 +1056,18 @@ impl History {
         Ok(())
     }
 
+    /// Marks the store stuck (see [`crate::store_health`]): a probe that did not finish.
+    pub fn mark_stuck(&self, error: String) {
+        self.flusher.mark_stuck(error);
+    }
+
+    /// The store-health probe, for a thread outside the runtime: a blocking flush
+    /// ([`crate::group_flush::GroupFlush::flush_blocking`]).
+    pub fn probe_blocking(&self) -> Result<()> {
+        self.flusher.flush_blocking()?;
+        Ok(())
+    }
+
     /// Answers one page of `q` from the index of its attribute (`EventId` from `s/`).
     pub fn lookup(&self, q: &Query) -> Result<Page> {
         let mut page = Page {

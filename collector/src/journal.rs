@@ -402,6 +402,20 @@ impl Journal {
         Ok(())
     }
 
+    /// Marks the store stuck (see [`crate::store_health`]): a probe that did not finish.
+    pub fn mark_stuck(&self, error: String) {
+        self.flusher.mark_stuck(error);
+    }
+
+    /// The store-health probe, for a thread outside the runtime: waits for the journal's lock
+    /// (a commit blocked inside sled holds it for good) and releases it at once, then flushes
+    /// ([`GroupFlush::flush_blocking`]). A probe that does not return is a wedged journal.
+    pub fn probe_blocking(&self) -> Result<()> {
+        drop(self.guard());
+        self.flusher.flush_blocking()?;
+        Ok(())
+    }
+
     /// Writes `records` that are not duplicates, and the given agent states, in one atomic
     /// batch. Duplicates are `eventID`s already in the index or repeated earlier in `records`.
     /// Not durable until [`Journal::flush`].

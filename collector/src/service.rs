@@ -67,6 +67,8 @@ pub enum ServeError {
         "the {store} store failed every write ({error}); stopped so that a fresh process can open it again (free disk space if it is full)"
     )]
     StoreStuck { store: String, error: String },
+    #[error("cannot start the store-health thread: {0}")]
+    StoreWatch(std::io::Error),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -75,8 +77,8 @@ pub async fn serve(
     listener: TcpListener,
     external: Shutdown,
 ) -> Result<(), ServeError> {
-    // Everything stops on this: the caller's signal, or a stuck store (`store_health::watch`
-    // forwards either). Returning early drops the sender, which also stops every task.
+    // Everything stops on this: the caller's signal, or a stuck store (`store_health::spawn`'s
+    // watch sends either). Returning early drops the sender, which also stops every task.
     let (stop_tx, stop_rx) = tokio::sync::broadcast::channel(1);
     let shutdown = Shutdown::new(stop_rx);
     // `Config::validate` checks the configured address; this checks the socket actually given.
@@ -334,15 +336,12 @@ pub async fn serve(
         }
         _ => None,
     };
-    let store_watch = tokio::spawn(crate::store_health::watch(
-        journal.clone(),
-        history.clone(),
-        marker,
-        external,
-        stop_tx,
-    ));
+    let store_watch =
+        crate::store_health::spawn(journal.clone(), history.clone(), marker, external, stop_tx)
+            .map_err(ServeError::StoreWatch)?;
     // systemd (Type=notify): ready once both listeners are bound and everything runs; the
-    // watchdog is fed only while both stores take writes.
+    // watchdog is fed only while both stores take writes. The pinger stays a tokio task (unlike
+    // the store watch): a runtime wedged on a blocked store must stop the pings too.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening");
     let watchdog = {
         let (journal, history) = (journal.clone(), history.clone());
@@ -396,7 +395,7 @@ pub async fn serve(
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");
     }
-    let stuck = store_watch.await.ok().flatten();
+    let stuck = store_watch.finish().await;
     // 3-4. Deliver, write the covering digests, deliver those (not with a stuck store: no
     // delivery or digest can be recorded, the next process does it).
     let (mut all_files, mut all_digests) = (false, false);

@@ -11,20 +11,32 @@
 //! A store is found stuck by the flush that fails (twice, see [`crate::group_flush`]). Ingest
 //! flushes after every commit, but a write can also fail without a flush of ours — sled's own
 //! background flusher meets the full disk first, and every later commit then fails before
-//! reaching a flush — so [`watch`] also flushes both stores once a second (cheap when nothing
-//! is dirty), which is how such a store gets found.
+//! reaching a flush — so the watch also probes both stores once a second (cheap when nothing
+//! is dirty), which is how such a store gets found. On a full disk sled can also *block* for
+//! good inside a write or a flush instead of failing; a probe that has not finished after
+//! [`PROBE_LIMIT`] (10 s) counts as stuck too. The journal's probe first waits for the
+//! journal's lock, which a commit blocked inside sled keeps.
 //!
-//! Once the journal or the history is stuck, [`watch`] (within about a second):
+//! The watch ([`spawn`]) runs on an OS thread of its own, not as a tokio task, and each probe
+//! runs on a helper thread that it waits for with a time limit: a blocked write can hold every
+//! runtime worker (other journal writers wait on the journal's lock there), and the watch must
+//! still act then. Once the journal or the history is stuck, the watch (within about a second,
+//! or [`PROBE_LIMIT`] for a blocked store):
 //! 1. reports it: an error log line and `groundtrail_stores_stuck_total` ([`StoreStuck`]);
-//! 2. makes [`healthy`] false, which stops the `WATCHDOG=1` pings for good
-//!    ([`groundtrail_common::sd_notify::watchdog_while`]) and tells systemd why (`STATUS=`);
-//! 3. writes a marker file beside the journal ([`marker_path`]) when the disk still takes those
-//!    few bytes, so that the next start commits a `CollectorStoreFailed` audit record to the
-//!    trail ([`take_marker`]) — the trail shows the outage, not only a log that may be gone;
-//! 4. stops the collector (exiting after 15 s regardless, as an in-flight request may wait on
-//!    a flush that never returns), which then exits non-zero (`serve` returns
-//!    [`crate::service::ServeError::StoreStuck`]): `Restart=on-failure` (or the stopped
-//!    watchdog, whichever comes first) starts a fresh process, which opens the store again.
+//! 2. stops the `WATCHDOG=1` pings and tells systemd why (`STATUS=`): the store (a blocked
+//!    one is marked so) makes [`healthy`] false, which ends the pings for good
+//!    ([`groundtrail_common::sd_notify::watchdog_while`]); a blocked store has usually wedged
+//!    the runtime before that, and the pinger is deliberately a tokio task so that a wedged
+//!    runtime stops the pings as well;
+//! 3. writes a marker file beside the journal ([`marker_path`]) when that disk still takes
+//!    those few bytes, so that the next start commits a `CollectorStoreFailed` audit record to
+//!    the trail ([`take_marker`]) — the trail shows the outage, not only a log that may be gone;
+//! 4. stops the collector, which then exits non-zero (`serve` returns
+//!    [`crate::service::ServeError::StoreStuck`]); if the clean stop has not finished after
+//!    [`FORCE_EXIT_AFTER`] (15 s: an in-flight request may wait on a flush that never returns,
+//!    or the runtime may not run at all) the process exits with status 1 regardless.
+//!    `Restart=on-failure` (or the stopped watchdog, whichever comes first) starts a fresh
+//!    process, which opens the store again.
 //!
 //! Nothing acknowledged is lost on the way: the journal is crash-safe, a record was answered
 //! `200` only after a flush that succeeded, and what was refused is resent by its agent.
@@ -42,7 +54,7 @@ use crate::history::History;
 use crate::internal_events::{InternalEvent, StoreStuck};
 use crate::journal::Journal;
 
-/// How often [`watch`] looks.
+/// How often the watch looks.
 const EVERY: Duration = Duration::from_millis(250);
 /// Every how many looks it flushes both stores (see the module doc).
 const PROBE_EVERY: u32 = 4;
@@ -86,75 +98,155 @@ pub fn marker_path(journal_path: &Path) -> PathBuf {
     journal_path.with_file_name(name)
 }
 
-/// Waits until `external` fires (a normal stop: returns `None`) or a store is stuck (does
-/// steps 1-3 of the module doc and returns it). Either way it then tells everyone to stop
-/// through `stop`.
-pub async fn watch(
+/// The running watch (see [`spawn`]).
+#[derive(Debug)]
+pub struct Watch {
+    /// Dropped by [`Watch::finish`]: the thread ends at its next look.
+    quit: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Option<Stuck>>,
+}
+
+impl Watch {
+    /// Ends the watch once the collector has stopped; the stuck store that stopped it, if one
+    /// did (also one found stuck during the clean stop).
+    pub async fn finish(self) -> Option<Stuck> {
+        let Watch { quit, thread } = self;
+        drop(quit);
+        // The thread may be in a probe flush: wait for it off the async workers.
+        tokio::task::spawn_blocking(move || thread.join().ok().flatten())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Starts the watch on an OS thread of its own (see the module doc: a tokio task would stop
+/// with a wedged runtime). When `external` fires (a normal stop) it tells everyone to stop
+/// through `stop` and keeps watching until [`Watch::finish`]; when a store is stuck it does
+/// steps 1-4 of the module doc and ends. Must be called inside the runtime (the forwarding of
+/// `external` is a task).
+pub fn spawn(
     journal: Arc<Journal>,
     history: Arc<History>,
     marker: PathBuf,
     mut external: groundtrail_common::shutdown::Shutdown,
     stop: broadcast::Sender<()>,
+) -> std::io::Result<Watch> {
+    let (quit, quit_rx) = std::sync::mpsc::channel::<()>();
+    let to_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("store-health".into())
+        .spawn(move || run(&journal, &history, &marker, &quit_rx, &to_stop))?;
+    tokio::spawn(async move {
+        external.recv().await;
+        let _ = stop.send(());
+    });
+    Ok(Watch { quit, thread })
+}
+
+/// The watch thread's loop: a look every [`EVERY`] until `quit` is dropped or a store is stuck.
+fn run(
+    journal: &Arc<Journal>,
+    history: &Arc<History>,
+    marker: &Path,
+    quit: &std::sync::mpsc::Receiver<()>,
+    stop: &broadcast::Sender<()>,
 ) -> Option<Stuck> {
     let mut looks = 0u32;
-    let found = loop {
-        tokio::select! {
-            _ = external.recv() => break None,
-            _ = tokio::time::sleep(EVERY) => {
-                looks = looks.wrapping_add(1);
-                let mut found = stuck(&journal, &history);
-                if found.is_none() && looks.is_multiple_of(PROBE_EVERY) {
-                    // Errors are for the stuck check below; callers log their own.
-                    if tokio::time::timeout(PROBE_LIMIT, journal.flush()).await.is_err() {
-                        found = Some(("journal", format!("a flush did not finish within {PROBE_LIMIT:?}")));
-                    } else if tokio::time::timeout(PROBE_LIMIT, history.flush()).await.is_err() {
-                        found = Some(("history", format!("a flush did not finish within {PROBE_LIMIT:?}")));
-                    }
-                    found = found.or_else(|| stuck(&journal, &history));
-                }
-                if let Some((store, error)) = found {
-                    break Some(Stuck {
-                        store: store.to_string(),
-                        error,
-                        at: groundtrail_common::time::json_time(
-                            groundtrail_common::time::now_secs(),
-                        ),
-                    });
-                }
-            }
+    let (store, error) = loop {
+        match quit.recv_timeout(EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return None,
+        }
+        looks = looks.wrapping_add(1);
+        let mut found = stuck(journal, history);
+        if found.is_none() && looks.is_multiple_of(PROBE_EVERY) {
+            found = probe(journal, history);
+        }
+        if let Some(found) = found {
+            break found;
         }
     };
-    if let Some(s) = &found {
-        StoreStuck {
-            store: &s.store,
-            error: &s.error,
-        }
-        .emit();
-        groundtrail_common::sd_notify::notify(&format!(
-            "STATUS=the {} store fails every write ({}); restarting",
-            s.store, s.error
-        ));
-        // The disk may be full: a marker that cannot be written only costs the audit record.
-        match serde_json::to_vec(s).map(|b| std::fs::write(&marker, b)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
-                path = %marker.display(),
-                "cannot leave the stuck-store marker for the next start: {e}"
-            ),
-            Err(e) => tracing::warn!("stuck-store marker: {e}"),
-        }
-        // The clean stop may wait on a flush that never returns: exit regardless.
-        let store = s.store.clone();
-        std::thread::spawn(move || {
+    // A blocked store is not marked by sled: mark it, so that [`healthy`] is false (and the
+    // pings stop) also where the runtime still runs.
+    match store {
+        "journal" => journal.mark_stuck(error.clone()),
+        _ => history.mark_stuck(error.clone()),
+    }
+    let s = Stuck {
+        store: store.to_string(),
+        error,
+        at: groundtrail_common::time::json_time(groundtrail_common::time::now_secs()),
+    };
+    StoreStuck {
+        store: &s.store,
+        error: &s.error,
+    }
+    .emit();
+    groundtrail_common::sd_notify::notify(&format!(
+        "STATUS=the {} store fails every write ({}); restarting",
+        s.store, s.error
+    ));
+    // The disk may be full: a marker that cannot be written only costs the audit record.
+    match serde_json::to_vec(&s).map(|b| std::fs::write(marker, b)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(
+            path = %marker.display(),
+            "cannot leave the stuck-store marker for the next start: {e}"
+        ),
+        Err(e) => tracing::warn!("stuck-store marker: {e}"),
+    }
+    // A sync send: it reaches the tasks whenever the runtime runs them.
+    let _ = stop.send(());
+    // The clean stop may wait on a flush that never returns, or never run at all (a wedged
+    // runtime): exit regardless. A thread of its own, as `finish` joins this one.
+    let name = s.store.clone();
+    let _ = std::thread::Builder::new()
+        .name("store-stuck-exit".into())
+        .spawn(move || {
             std::thread::sleep(FORCE_EXIT_AFTER);
             tracing::error!(
-                "the {store} store is stuck and the clean stop did not finish in {FORCE_EXIT_AFTER:?}: exiting"
+                "the {name} store failed every write and the clean stop did not finish in {FORCE_EXIT_AFTER:?}: exiting"
             );
             std::process::exit(1);
         });
+    Some(s)
+}
+
+/// Flushes both stores on a helper thread, each within [`PROBE_LIMIT`]; the stuck one, if
+/// either is (failed twice, or did not finish: sled can block for good on a full disk, and a
+/// journal commit blocked inside sled keeps the journal's lock, which the probe waits for).
+/// A probe that did not finish leaves its helper thread blocked; the process exits soon.
+fn probe(journal: &Arc<Journal>, history: &Arc<History>) -> Option<(&'static str, String)> {
+    let (done, finished) = std::sync::mpsc::channel();
+    let (j, h) = (journal.clone(), history.clone());
+    let spawned = std::thread::Builder::new()
+        .name("store-probe".into())
+        .spawn(move || {
+            // Errors are for the stuck check below; the stores' users log their own.
+            let _ = j.probe_blocking();
+            let _ = done.send(());
+            let _ = h.probe_blocking();
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("store-health probe: cannot start a thread: {e}");
+        return stuck(journal, history);
     }
-    let _ = stop.send(());
-    found
+    for store in ["journal", "history"] {
+        match finished.recv_timeout(PROBE_LIMIT) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Some((
+                    store,
+                    format!("a flush did not finish within {PROBE_LIMIT:?}"),
+                ));
+            }
+            // The probe panicked: nothing to conclude from it.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    stuck(journal, history)
 }
 
 /// Reads (and removes) the marker a stuck store left, as the `CollectorStoreFailed` record to

@@ -39,9 +39,12 @@ impl Shutdown {
 }
 
 impl Clone for Shutdown {
+    /// A clone starts where the new receiver starts (after everything already sent), so a
+    /// signal sent but not yet received by `self` is carried over here: otherwise a clone made
+    /// just after the signal would wait for a second one that never comes.
     fn clone(&self) -> Shutdown {
         Shutdown {
-            is_shutdown: self.is_shutdown,
+            is_shutdown: self.is_shutdown || !self.notify.is_empty(),
             notify: self.notify.resubscribe(),
         }
     }
@@ -60,5 +63,16 @@ mod tests {
         a.recv().await;
         b.recv().await;
         assert!(a.is_shutdown() && b.is_shutdown());
+    }
+    #[tokio::test]
+    async fn a_clone_made_after_the_signal_still_stops() {
+        let (tx, rx) = broadcast::channel(1);
+        let a = Shutdown::new(rx);
+        tx.send(()).unwrap();
+        let mut b = a.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(5), b.recv())
+            .await
+            .expect("the clone missed the signal");
+        drop(tx);
     }
 }
