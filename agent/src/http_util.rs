@@ -91,43 +91,6 @@ pub async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> 
     Ok(listener)
 }
 
-/// A response body that holds its request's in-flight guard until hyper drops it (written out
-/// or abandoned), and passes frames, size hint and end of stream through unchanged, so that a
-/// sized body keeps its `Content-Length`.
-pub struct Tracked<B> {
-    inner: B,
-    _in_flight: groundtrail_common::connections::InFlight,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(inner: B, in_flight: groundtrail_common::connections::InFlight) -> Tracked<B> {
-        Tracked {
-            inner,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// How a local server bounds its connections.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -172,9 +135,9 @@ where
                         "the request did not complete in time",
                     ),
                 };
-                Ok::<_, std::convert::Infallible>(
-                    response.map(move |body| Tracked::new(body, in_flight)),
-                )
+                Ok::<_, std::convert::Infallible>(response.map(move |body| {
+                    groundtrail_common::connections::Tracked::new(body, in_flight)
+                }))
             }
         });
         let conn = hyper::server::conn::http1::Builder::new()

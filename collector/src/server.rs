@@ -216,7 +216,9 @@ impl Connection {
             let settings = settings.clone();
             async move {
                 let response = route(req, &ingest, &api, &peer, &settings).await;
-                Ok::<_, Infallible>(response.map(move |body| Tracked::new(body, in_flight)))
+                Ok::<_, Infallible>(response.map(move |body| {
+                    groundtrail_common::connections::Tracked::new(body, in_flight)
+                }))
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -262,43 +264,6 @@ impl Connection {
                 _ = watch.expired() => {}
             }
         }
-    }
-}
-
-/// A response body that holds its request's in-flight guard until hyper drops it (written out
-/// or abandoned), and passes frames, size hint and end of stream through unchanged, so that a
-/// sized body keeps its `Content-Length`.
-struct Tracked<B> {
-    inner: B,
-    _in_flight: groundtrail_common::connections::InFlight,
-}
-
-impl<B> Tracked<B> {
-    fn new(inner: B, in_flight: groundtrail_common::connections::InFlight) -> Tracked<B> {
-        Tracked {
-            inner,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

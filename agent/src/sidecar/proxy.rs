@@ -839,18 +839,19 @@ pub(crate) async fn serve_io<I>(
 {
     let info = Arc::new(info);
     let watch = activity.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        // A call is in flight until its response body is dropped: a long download or stream
-        // is never cut by the idle timer.
-        let in_flight = activity.begin();
-        let answer = handle(req, info.clone(), sh.clone());
-        async move {
-            let response = answer.await?;
-            Ok::<_, Infallible>(
-                response.map(move |body| crate::http_util::Tracked::new(body, in_flight)),
-            )
-        }
-    });
+    let svc =
+        hyper::service::service_fn(move |req| {
+            // A call is in flight until its response body is dropped: a long download or stream
+            // is never cut by the idle timer.
+            let in_flight = activity.begin();
+            let answer = handle(req, info.clone(), sh.clone());
+            async move {
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(move |body| {
+                    groundtrail_common::connections::Tracked::new(body, in_flight)
+                }))
+            }
+        });
     let builder = match alpn.as_deref() {
         Some(b"h2") => builder.http2_only(),
         Some(b"http/1.1") => builder.http1_only(),
