@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use groundtrail_agent::cli::{self, Cli, Command};
 use groundtrail_agent::runtime;
@@ -31,7 +32,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => {
                 let config = cli::load_config(config.as_deref())?;
-                runtime::run(config, runtime::termination_signal()).await?;
+                // Installed before anything listens (see `termination_signal`).
+                let signal = groundtrail_common::shutdown::termination_signal()
+                    .context("cannot install the SIGTERM/SIGINT handlers")?;
+                runtime::run(config, signal).await?;
                 Ok(true)
             }
             Command::Status {

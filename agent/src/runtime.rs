@@ -110,23 +110,6 @@ fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
     })
 }
 
-/// Waits for SIGTERM or SIGINT; returns the signal's name.
-pub async fn termination_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Cannot install handlers: run until killed.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
-
 /// How often [`release_idle_memory`] looks whether the agent has gone quiet.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 

@@ -64,41 +64,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load_or_default(args.config.as_deref())?;
+    // Before the bind: a SIGTERM must find its handler as soon as the port answers.
+    let signal = groundtrail_common::shutdown::termination_signal()
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let (tx, rx) = tokio::sync::broadcast::channel(1);
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received, shutting down");
+        let name = signal.await;
+        tracing::info!("{name} received, shutting down");
         groundtrail_common::sd_notify::notify("STOPPING=1");
         let _ = tx.send(());
     });
     groundtrail_collector::service::serve(config, listener, Shutdown::new(rx))
         .await
         .context("collector failed")
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

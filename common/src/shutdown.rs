@@ -5,7 +5,28 @@
 //! and `select!`s on [`Shutdown::recv`] beside its real work. Dropping the sender also counts as
 //! the signal, so a task can never miss it by subscribing late.
 
+use std::future::Future;
+
 use tokio::sync::broadcast;
+
+/// Installs the SIGTERM and SIGINT handlers *now* and returns a future that resolves with the
+/// name of the first of them that arrives.
+///
+/// Call it before binding any listener. A handler installed later (say, on the first poll of a
+/// spawned task) leaves a window in which the process already answers connections, so a
+/// supervisor or test may consider it up, but a SIGTERM still has its default action: the
+/// process dies on the spot, without its clean stop (no final delivery, no final digest).
+pub fn termination_signal() -> std::io::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
 
 /// Listens for the shutdown signal.
 #[derive(Debug)]
@@ -53,6 +74,22 @@ impl Clone for Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handler is in place when `termination_signal` returns, before its future is first
+    /// polled: a SIGTERM sent in between would otherwise kill this test process.
+    #[tokio::test]
+    async fn the_handler_is_installed_before_the_first_poll() {
+        let signal = termination_signal().expect("install handlers");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let name = tokio::time::timeout(std::time::Duration::from_secs(10), signal)
+            .await
+            .expect("the signal arrived");
+        assert_eq!(name, "SIGTERM");
+    }
 
     #[tokio::test]
     async fn dropping_the_sender_stops_everyone() {
