@@ -376,7 +376,8 @@ async fn a_full_journal_disk_stops_the_watchdog_and_the_process_and_is_recorded(
         }),
     )
     .await;
-    assert!(c.sigterm().await.success());
+    let status = c.sigterm().await;
+    assert!(status.success(), "first stop: {status}; log:\n{}", c.log());
 
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
