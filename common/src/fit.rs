@@ -314,32 +314,32 @@ fn at_path<'a>(mut v: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
     Some(v)
 }
 
-/// The path and escaped size of the largest string in `v` that is longer than
-/// [`MIN_STRING_KEEP`].
-fn largest_string(v: &Value) -> Option<(Vec<Seg>, usize)> {
-    fn walk(v: &Value, path: &mut Vec<Seg>, best: &mut Option<(Vec<Seg>, usize)>) {
+/// The path and size of the value in `v` (any depth) that `size` rates largest; values it
+/// rates `None` are passed over (their children are still looked at). Ties keep the first.
+fn largest_by(v: &Value, size: &impl Fn(&Value) -> Option<usize>) -> Option<(Vec<Seg>, usize)> {
+    fn walk(
+        v: &Value,
+        size: &impl Fn(&Value) -> Option<usize>,
+        path: &mut Vec<Seg>,
+        best: &mut Option<(Vec<Seg>, usize)>,
+    ) {
+        if let Some(n) = size(v)
+            && best.as_ref().is_none_or(|(_, b)| n > *b)
+        {
+            *best = Some((path.clone(), n));
+        }
         match v {
-            Value::String(s) => {
-                // Cheap upper bound first: most strings are short.
-                if s.len() * 6 <= MIN_STRING_KEEP {
-                    return;
-                }
-                let n = escaped_len(s);
-                if n > MIN_STRING_KEEP && best.as_ref().is_none_or(|(_, b)| n > *b) {
-                    *best = Some((path.clone(), n));
-                }
-            }
             Value::Array(a) => {
                 for (i, e) in a.iter().enumerate() {
                     path.push(Seg::Index(i));
-                    walk(e, path, best);
+                    walk(e, size, path, best);
                     path.pop();
                 }
             }
             Value::Object(m) => {
                 for (k, e) in m {
                     path.push(Seg::Key(k.clone()));
-                    walk(e, path, best);
+                    walk(e, size, path, best);
                     path.pop();
                 }
             }
@@ -347,45 +347,33 @@ fn largest_string(v: &Value) -> Option<(Vec<Seg>, usize)> {
         }
     }
     let mut best = None;
-    walk(v, &mut Vec::new(), &mut best);
+    walk(v, size, &mut Vec::new(), &mut best);
     best
+}
+
+/// The path and escaped size of the largest string in `v` that is longer than
+/// [`MIN_STRING_KEEP`].
+fn largest_string(v: &Value) -> Option<(Vec<Seg>, usize)> {
+    largest_by(v, &|v| {
+        let Value::String(s) = v else { return None };
+        // Cheap upper bound first: most strings are short.
+        if s.len() * 6 <= MIN_STRING_KEEP {
+            return None;
+        }
+        Some(escaped_len(s)).filter(|n| *n > MIN_STRING_KEEP)
+    })
 }
 
 /// The path and size of the largest array or object in `v` with more than one element.
 fn largest_container(v: &Value) -> Option<(Vec<Seg>, usize)> {
-    fn walk(v: &Value, path: &mut Vec<Seg>, best: &mut Option<(Vec<Seg>, usize)>) {
+    largest_by(v, &|v| {
         let len = match v {
             Value::Array(a) => a.len(),
             Value::Object(m) => m.len(),
-            _ => return,
+            _ => return None,
         };
-        if len > 1 {
-            let n = json_len(v);
-            if best.as_ref().is_none_or(|(_, b)| n > *b) {
-                *best = Some((path.clone(), n));
-            }
-        }
-        match v {
-            Value::Array(a) => {
-                for (i, e) in a.iter().enumerate() {
-                    path.push(Seg::Index(i));
-                    walk(e, path, best);
-                    path.pop();
-                }
-            }
-            Value::Object(m) => {
-                for (k, e) in m {
-                    path.push(Seg::Key(k.clone()));
-                    walk(e, path, best);
-                    path.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut best = None;
-    walk(v, &mut Vec::new(), &mut best);
-    best
+        (len > 1).then(|| json_len(v))
+    })
 }
 
 /// Shrinks `v` until its compact JSON is at most `limit` bytes (see the module docs for the
