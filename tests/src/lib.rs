@@ -1360,6 +1360,7 @@ pub struct AgentProcess {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -1367,6 +1368,16 @@ impl AgentProcess {
     /// Writes `config_text` to `dir/agent.toml`, starts the agent and waits until its control
     /// socket answers `status`.
     pub async fn start(dir: &Path, config_text: &str) -> AgentProcess {
+        AgentProcess::start_with_env(dir, config_text, &[]).await
+    }
+
+    /// [`AgentProcess::start`] with extra environment variables for the agent process (kept
+    /// for every later [`AgentProcess::spawn`]), e.g. `NOTIFY_SOCKET`.
+    pub async fn start_with_env(
+        dir: &Path,
+        config_text: &str,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config_path = dir.join("agent.toml");
         std::fs::write(&config_path, config_text).expect("write agent config");
@@ -1374,6 +1385,10 @@ impl AgentProcess {
             dir: dir.to_path_buf(),
             config_path,
             log_path: dir.join("agent.log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         a.spawn().await;
@@ -1393,6 +1408,7 @@ impl AgentProcess {
             .arg(&self.config_path)
             .current_dir(&self.dir)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -1429,6 +1445,23 @@ impl AgentProcess {
     }
 
     /// The agent's combined stdout and stderr so far.
+    /// Runs `groundtrail-agent <args> --config <config>` without blocking the runtime; its
+    /// JSON output if it succeeded.
+    pub async fn cli(&self, args: &[&str]) -> Option<Value> {
+        let out = tokio::process::Command::new(bin("groundtrail-agent"))
+            .current_dir(&self.dir)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -7,7 +7,7 @@
 //! later forwards the same connections to the real collector byte for byte.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -68,136 +68,32 @@ enabled = false
     )
 }
 
-/// A running (or stopped) `groundtrail-agent run`.
-struct Agent {
-    dir: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl Agent {
-    async fn start(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Agent {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, config_text).unwrap();
-        let mut a = Agent {
-            dir: dir.to_path_buf(),
-            config,
-            log: dir.join("agent.log"),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            child: None,
-        };
-        a.spawn().await;
-        a
-    }
-
-    fn command(&self) -> Command {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut c = Command::new(bin("groundtrail-agent"));
-        c.args(["run", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        c
-    }
-
-    async fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        self.child = Some(self.command().spawn().expect("start groundtrail-agent"));
-        let start = Instant::now();
-        loop {
-            if self.cli(&["status"]).await.is_some() {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!("agent exited with {status}; log:\n{}", self.log_text());
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "agent not answering; log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Runs `groundtrail-agent <args> --config <config>`; its JSON output if it succeeded.
-    async fn cli(&self, args: &[&str]) -> Option<Value> {
-        let out = tokio::process::Command::new(bin("groundtrail-agent"))
-            .current_dir(&self.dir)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .await
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    async fn status(&self) -> Value {
-        match self.cli(&["status"]).await {
-            Some(v) => v,
-            None => panic!("status failed; log:\n{}", self.log_text()),
-        }
-    }
-
-    /// PutAuditEvents through the CLI; the eventIDs of the accepted events.
-    async fn put(&self, events: &[Value]) -> Vec<String> {
-        let file = self
-            .dir
-            .join(format!("events-{}.json", uuid::Uuid::new_v4()));
-        std::fs::write(&file, Value::Array(events.to_vec()).to_string()).unwrap();
-        let arg = format!("file://{}", file.display());
-        let resp = self
-            .cli(&["put-audit-events", "--audit-events", &arg])
-            .await
-            .unwrap_or_else(|| panic!("put-audit-events failed; log:\n{}", self.log_text()));
-        assert_eq!(resp["failed"], json!([]), "{resp}");
-        resp["successful"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["eventID"].as_str().unwrap().to_string())
-            .collect()
+/// `status` through the control socket (without blocking the runtime).
+async fn status(agent: &AgentProcess) -> Value {
+    match agent.cli(&["status"]).await {
+        Some(v) => v,
+        None => panic!("status failed; log:\n{}", agent.log()),
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// PutAuditEvents through the CLI; the eventIDs of the accepted events.
+async fn put(agent: &AgentProcess, events: &[Value]) -> Vec<String> {
+    let file = agent
+        .dir
+        .join(format!("events-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, Value::Array(events.to_vec()).to_string()).unwrap();
+    let arg = format!("file://{}", file.display());
+    let resp = agent
+        .cli(&["put-audit-events", "--audit-events", &arg])
+        .await
+        .unwrap_or_else(|| panic!("put-audit-events failed; log:\n{}", agent.log()));
+    assert_eq!(resp["failed"], json!([]), "{resp}");
+    resp["successful"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["eventID"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// One PutAuditEvents event; `noise` bytes of random hex make it large and incompressible.
@@ -342,21 +238,23 @@ async fn answers_not_from_the_collector_never_set_records_aside() {
     let collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
     let (imp, url) = impostor(collector.addr).await;
     let adir = dir.path().join("agent");
-    let agent = Agent::start(&adir, &agent_config(&adir.join("data"), &url, "", ""), &[]).await;
-    let ids = agent
-        .put(
-            &(0..20)
-                .map(|i| app_event(&format!("e{i}"), 0))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let agent =
+        AgentProcess::start_with_env(&adir, &agent_config(&adir.join("data"), &url, "", ""), &[])
+            .await;
+    let ids = put(
+        &agent,
+        &(0..20)
+            .map(|i| app_event(&format!("e{i}"), 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     // Enough answers for the old shipper to have narrowed the batch down and set records
     // aside (it did so without backoff, one record per answer).
     wait_for("the impostor answered 12 requests", || async {
         (imp.answered.load(Ordering::SeqCst) >= 12).then_some(())
     })
     .await;
-    let st = agent.status().await;
+    let st = status(&agent).await;
     assert_eq!(st["buffer"]["setAside"], 0, "{st}");
     assert_eq!(st["shipped"]["rejected"], 0, "{st}");
     assert_eq!(
@@ -374,7 +272,7 @@ async fn answers_not_from_the_collector_never_set_records_aside() {
     imp.forward.store(true, Ordering::SeqCst);
     let store = Store::Local(trail);
     wait_exactly_once(&store, &ids).await;
-    let st = agent.status().await;
+    let st = status(&agent).await;
     assert_eq!(st["buffer"]["setAside"], 0, "{st}");
     assert!(records_named(&store, "RecordsRejected").await.is_empty());
 }
@@ -405,7 +303,7 @@ async fn the_side_tree_is_bounded_counted_and_resent_on_command() {
     let mut collector = Collector::start(&dir.path().join("collector"), spec).await;
     let url = format!("http://{}", collector.addr);
     let adir = dir.path().join("agent");
-    let agent = Agent::start(
+    let agent = AgentProcess::start_with_env(
         &adir,
         &agent_config(
             &adir.join("data"),
@@ -417,24 +315,24 @@ async fn the_side_tree_is_bounded_counted_and_resent_on_command() {
     )
     .await;
     // Four records of ~30 KB (about 16 KB each compressed): two fit the side tree's 40 KB.
-    let big = agent
-        .put(
-            &(0..4)
-                .map(|i| app_event(&format!("big{i}"), 30_000))
-                .collect::<Vec<_>>(),
-        )
-        .await;
-    let small = agent
-        .put(
-            &(0..5)
-                .map(|i| app_event(&format!("small{i}"), 0))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let big = put(
+        &agent,
+        &(0..4)
+            .map(|i| app_event(&format!("big{i}"), 30_000))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let small = put(
+        &agent,
+        &(0..5)
+            .map(|i| app_event(&format!("small{i}"), 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let store = Store::Local(trail.clone());
     wait_exactly_once(&store, &small).await;
     let st = wait_for("every record judged", || async {
-        let st = agent.status().await;
+        let st = status(&agent).await;
         (st["buffer"]["depth"] == 0 && st["shipped"]["rejected"] == 4).then_some(st)
     })
     .await;
@@ -451,7 +349,7 @@ async fn the_side_tree_is_bounded_counted_and_resent_on_command() {
     let metrics = {
         let out = tokio::process::Command::new(bin("groundtrail-agent"))
             .args(["status", "--metrics", "--config"])
-            .arg(&agent.config)
+            .arg(&agent.config_path)
             .output()
             .await
             .unwrap();
@@ -524,7 +422,7 @@ async fn the_side_tree_is_bounded_counted_and_resent_on_command() {
         "{r}"
     );
     wait_exactly_once(&store, &kept).await;
-    let st = agent.status().await;
+    let st = status(&agent).await;
     assert_eq!(st["buffer"]["setAside"], 0, "{st}");
     assert_eq!(st["buffer"]["setAsideBytes"], 0, "{st}");
     assert_eq!(st["buffer"]["setAsideResentTotal"], 2, "{st}");
@@ -542,15 +440,15 @@ async fn set_aside_records_are_resent_periodically() {
     let mut collector = Collector::start(&dir.path().join("collector"), spec).await;
     let url = format!("http://{}", collector.addr);
     let adir = dir.path().join("agent");
-    let agent = Agent::start(
+    let agent = AgentProcess::start_with_env(
         &adir,
         &agent_config(&adir.join("data"), &url, "", "set_aside_retry_ms = 1000"),
         &[],
     )
     .await;
-    let big = agent.put(&[app_event("big", 30_000)]).await;
+    let big = put(&agent, &[app_event("big", 30_000)]).await;
     wait_for("the record set aside", || async {
-        (agent.status().await["buffer"]["setAside"] == 1).then_some(())
+        (status(&agent).await["buffer"]["setAside"] == 1).then_some(())
     })
     .await;
     assert!(collector.sigterm().await.success());
@@ -559,7 +457,7 @@ async fn set_aside_records_are_resent_periodically() {
     let store = Store::Local(trail);
     wait_exactly_once(&store, &big).await;
     wait_for("the side tree empty", || async {
-        (agent.status().await["buffer"]["setAside"] == 0).then_some(())
+        (status(&agent).await["buffer"]["setAside"] == 0).then_some(())
     })
     .await;
 }
@@ -658,7 +556,7 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     let notify_path = dir.path().join("notify.sock");
     let seen = notify_socket(&notify_path);
     let notify = notify_path.display().to_string();
-    let mut agent = Agent::start(
+    let mut agent = AgentProcess::start_with_env(
         &adir,
         &agent_config(&data, &url, "stuck_after_ms = 1000", "")
             .replace("batch_max_records = 50", "batch_max_records = 100"),
@@ -689,7 +587,7 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
                 app_event(&format!("d{round}-{i}-b"), 0),
             ];
             let agent = &agent;
-            async move { agent.put(&e).await }
+            async move { put(agent, &e).await }
         });
         for got in futures_join_all(puts).await {
             ids.extend(got);
@@ -700,14 +598,14 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
     // The collector commits the batch; the agent cannot delete it. Watch for a while.
     let start = Instant::now();
     loop {
-        let st = agent.status().await;
+        let st = status(&agent).await;
         if st["buffer"].get("storageFailure").is_some() {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the agent never saw the storage failure: {st}\nlog:\n{}\ndf: {}",
-            agent.log_text(),
+            agent.log(),
             String::from_utf8_lossy(&Command::new("df").arg(&data).output().unwrap().stdout)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -721,7 +619,7 @@ async fn a_full_disk_backs_off_stops_the_watchdog_and_keeps_the_backlog() {
         received <= 200,
         "the agent re-sent {received} records in 4 s instead of backing off"
     );
-    let st = agent.status().await;
+    let st = status(&agent).await;
     assert!(
         st["buffer"]["storageErrorsTotal"].as_u64().unwrap() >= 1,
         "{st}"
@@ -818,15 +716,16 @@ async fn an_os_error_while_opening_never_quarantines_the_backlog() {
     let url = format!("http://{}", collector.addr);
     let adir = dir.path().join("agent");
     let data = adir.join("data");
-    let mut agent = Agent::start(&adir, &agent_config(&data, &url, "", ""), &[]).await;
+    let mut agent =
+        AgentProcess::start_with_env(&adir, &agent_config(&data, &url, "", ""), &[]).await;
     collector.kill9();
-    let ids = agent
-        .put(
-            &(0..10)
-                .map(|i| app_event(&format!("f{i}"), 0))
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let ids = put(
+        &agent,
+        &(0..10)
+            .map(|i| app_event(&format!("f{i}"), 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     agent.kill9();
     let mut exits = Vec::new();
     let log = adir.join("ulimit.log");
@@ -839,7 +738,7 @@ async fn an_os_error_while_opening_never_quarantines_the_backlog() {
                 "ulimit -n {limit} && exec \"$0\" run --config \"$1\""
             ))
             .arg(bin("groundtrail-agent"))
-            .arg(&agent.config)
+            .arg(&agent.config_path)
             .current_dir(&adir)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
