@@ -7,7 +7,7 @@
 //!
 //! 1. fill: EVENTS management events (default 1,000,000) spread evenly over the 90-day
 //!    retention (one every 7.8 s at the default: the worst case for the index's packing),
-//!    2,000 users, 60 event names, 12 sources, 20,000 resources, sent to the [`Indexer`] (the
+//!    2,000 users, 60 event names, 12 sources, 20,000 resources, inserted as the indexer does (the
 //!    collector's own path: one task, queued batches merged into one insert) in batches of
 //!    1,000 (what the batcher sends), with a barrier (indexed and flushed) at the end;
 //! 2. live: LIVE more events (default 1,000,000) into a second store the same way, their
@@ -33,7 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use groundtrail_collector::api::{Api, TARGET_PREFIX};
 use groundtrail_collector::config::Config;
-use groundtrail_collector::history::{History, IndexMsg, Indexer};
+use groundtrail_collector::history::History;
 use groundtrail_collector::journal::Journal;
 use groundtrail_common::trail::SigningKey;
 use serde_json::{Value, json};
@@ -84,31 +84,24 @@ fn record(n: u64, t: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Sends events `first..first + count` (times from `time(n)`) to a new indexer on `history`
-/// in batches of `BATCH`, then waits for a barrier. Returns the seconds taken.
+/// Inserts events `first..first + count` (times from `time(n)`) into `history` in batches of
+/// `BATCH`, as the indexer does, then flushes. Returns the seconds taken.
 async fn index(history: &Arc<History>, first: u64, count: u64, time: impl Fn(u64) -> u64) -> f64 {
     let started = Instant::now();
-    let (tx, task) = Indexer::spawn(
-        history.clone(),
-        std::time::Duration::from_secs(RETENTION + 86_400),
-    );
     let mut n = first;
     while n < first + count {
         let end = (n + BATCH as u64).min(first + count);
         let batch: Vec<Vec<u8>> = (n..end).map(|i| record(i, time(i))).collect();
-        tx.send(IndexMsg::Records(batch)).await.expect("indexer");
+        history
+            .insert(batch.iter().map(|r| r.as_slice()), 0)
+            .expect("insert");
         n = end;
         if (n - first).is_multiple_of(250_000) {
-            eprintln!("  {} / {count} events sent", n - first);
+            eprintln!("  {} / {count} events indexed", n - first);
         }
     }
-    let (done, wait) = tokio::sync::oneshot::channel();
-    tx.send(IndexMsg::Barrier(done)).await.expect("indexer");
-    wait.await.expect("barrier");
-    let took = started.elapsed().as_secs_f64();
-    drop(tx);
-    task.await.expect("indexer task");
-    took
+    history.flush().await.expect("flush");
+    started.elapsed().as_secs_f64()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -63,7 +63,7 @@ pub struct AgentTracker {
 /// Whether any of `records` is not yet in the journal (a resend of committed records is not).
 fn has_new(journal: &Journal, records: &[Record]) -> Result<bool, JournalError> {
     for r in records {
-        if !journal.is_known(&r.event_id)? {
+        if !journal.is_known(&r.event_time, &r.event_id)? {
             return Ok(true);
         }
     }

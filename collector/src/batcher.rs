@@ -223,8 +223,6 @@ pub struct Batcher {
     open: HashMap<(String, String), OpenFile>,
     /// Sealed files the journal has not recorded yet (it failed): retried on every tick.
     unrecorded: Vec<SealedFile>,
-    /// The event history's indexer: every record added is sent there.
-    history: Option<mpsc::Sender<crate::history::IndexMsg>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -268,29 +266,6 @@ impl Batcher {
             wake,
             open: HashMap::new(),
             unrecorded: Vec::new(),
-            history: None,
-        }
-    }
-
-    /// Sends every record added to the history indexer (see [`crate::history::Indexer`]).
-    pub fn with_history(mut self, indexer: mpsc::Sender<crate::history::IndexMsg>) -> Batcher {
-        self.history = Some(indexer);
-        self
-    }
-
-    /// Hands records to the history indexer. A stopped indexer is logged, not returned: the
-    /// history is a read model, and a broken index must not stop the trail.
-    async fn index(&self, records: Vec<PendingRecord>) {
-        let Some(tx) = &self.history else {
-            return;
-        };
-        let jsons: Vec<Vec<u8>> = records.into_iter().map(|r| r.json).collect();
-        if tx
-            .send(crate::history::IndexMsg::Records(jsons))
-            .await
-            .is_err()
-        {
-            tracing::error!("event history indexer has stopped");
         }
     }
 
@@ -331,9 +306,7 @@ impl Batcher {
             }
             sealed
         });
-        // Before any of them is recorded: a file is recorded only after the history has
-        // indexed every record in it (see `record_all`).
-        self.index(records).await;
+        drop(records);
         self.record_all(sealed).await.map(|_| ())
     }
 
@@ -384,20 +357,6 @@ impl Batcher {
         if sealed.is_empty() {
             return Ok(0);
         }
-        // The history entries of these records become durable before the files are recorded
-        // (one barrier covers them all: every record was sent to the indexer before sealing):
-        // a crash after this point cannot leave filed records out of the history.
-        if let Some(tx) = &self.history {
-            let (done, wait) = tokio::sync::oneshot::channel();
-            if tx
-                .send(crate::history::IndexMsg::Barrier(done))
-                .await
-                .is_err()
-                || wait.await.is_err()
-            {
-                tracing::error!("event history indexer has stopped");
-            }
-        }
         let mut recorded = 0;
         let mut first_error = None;
         for file in sealed {
@@ -406,6 +365,13 @@ impl Batcher {
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        if recorded > 0 {
+            // The filed records' log entries can go now that the files are durable; a failed
+            // trim only keeps them longer.
+            if let Err(e) = self.journal.trim().await {
+                tracing::error!("journal: trimming the log: {e}");
             }
         }
         first_error.map_or(Ok(recorded), Err)

@@ -77,6 +77,14 @@ impl GroupFlush {
         }
     }
 
+    /// A write that is not sled's failed with an I/O error (the journal's log): counted like
+    /// [`GroupFlush::write_failed`], so a log on a full disk makes the journal stuck too.
+    pub fn write_failed_io(&self, error: &str) {
+        if self.failed_writes.fetch_add(1, Ordering::SeqCst) + 1 >= STUCK_AFTER {
+            let _ = self.stuck.set(error.to_string());
+        }
+    }
+
     /// Marks the store stuck from outside (a probe flush that never returned, see
     /// [`crate::store_health`]); the first error set stays.
     pub fn mark_stuck(&self, error: String) {

@@ -62,14 +62,13 @@
 //!
 //! # When events are written
 //!
-//! The batcher hands each record to the [`Indexer`] as it receives it from the journal commit
-//! path (ingest, PutAuditEvents, the collector's own audit records), and records reloaded from
-//! the journal at start-up are handed over again (writing is idempotent, keyed by `eventID`).
-//! So an event is visible to `LookupEvents` shortly after its commit was acknowledged (the
-//! indexer runs beside ingest, so a slower index only delays visibility, up to a queue of 256
-//! batches before ingest waits), and no later than the close of its log file: before a log
-//! file is recorded closed, the batcher waits until the indexer has indexed and flushed
-//! everything sent before, so a crash cannot lose history entries of filed records.
+//! The [`crate::indexer`] follows the journal's log: it indexes every committed entry, records
+//! the log position it reached in this store (`v/indexed`, in the same store so it is durable
+//! with the entries it covers), and the journal does not trim the log below that position. So
+//! an event is visible to `LookupEvents` shortly after its commit was acknowledged, indexing
+//! never slows ingest (it runs behind the log, not in front of a `200` or a file's close), and
+//! a crash cannot lose history entries: the indexer resumes from its recorded position and
+//! writing is idempotent (keyed by `eventID`).
 //!
 //! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
 //! not `false`) are kept, as in CloudTrail's event history.
@@ -1241,87 +1240,21 @@ impl History {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
-}
 
-/// What the batcher sends the [`Indexer`].
-#[derive(Debug)]
-pub enum IndexMsg {
-    /// Record JSONs to index.
-    Records(Vec<Vec<u8>>),
-    /// Answer once everything sent before is indexed and flushed.
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
+    /// The journal log position below which every entry is indexed (see
+    /// [`crate::indexer`]), once one was recorded.
+    pub fn indexed_position(&self) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(b"v/indexed")?
+            .and_then(|v| v.get(..8)?.try_into().ok().map(u64::from_be_bytes)))
+    }
 
-/// Indexes records into the history off the batcher's path: ingest is slowed only when the
-/// indexer is a whole queue (256 messages) behind, and a log file's close waits for a
-/// [`IndexMsg::Barrier`], which keeps "indexed and flushed before filed".
-pub struct Indexer;
-
-/// Messages queued before the batcher waits.
-const INDEX_QUEUE: usize = 256;
-/// Records inserted in one store batch at most.
-const INDEX_BATCH: usize = 20_000;
-/// Record bytes merged into one insert at most (20,000 records of 5 KB would be 100 MB).
-const INDEX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-
-impl Indexer {
-    /// Starts the indexer; it stops when every sender is dropped (after draining the queue).
-    pub fn spawn(
-        history: std::sync::Arc<History>,
-        retention: std::time::Duration,
-    ) -> (
-        tokio::sync::mpsc::Sender<IndexMsg>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<IndexMsg>(INDEX_QUEUE);
-        let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Take what is queued, up to INDEX_BATCH records or INDEX_BATCH_BYTES, into one
-                // insert: index groups are per insert, so larger ones pack better.
-                let mut records = Vec::new();
-                let mut bytes = 0;
-                let mut barriers = Vec::new();
-                let mut next = Some(first);
-                while let Some(msg) = next.take() {
-                    match msg {
-                        IndexMsg::Records(r) => {
-                            bytes += r.iter().map(Vec::len).sum::<usize>();
-                            records.extend(r);
-                        }
-                        IndexMsg::Barrier(b) => {
-                            barriers.push(b);
-                            break;
-                        }
-                    }
-                    if records.len() < INDEX_BATCH && bytes < INDEX_BATCH_BYTES {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if !records.is_empty() {
-                    let cutoff = (groundtrail_common::time::now_secs().timestamp().max(0) as u64)
-                        .saturating_sub(retention.as_secs());
-                    let h = history.clone();
-                    let done = tokio::task::spawn_blocking(move || {
-                        h.insert(records.iter().map(|j| j.as_slice()), cutoff)
-                    })
-                    .await;
-                    match done {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::error!("event history: {e}"),
-                        Err(e) => tracing::error!("event history task: {e}"),
-                    }
-                }
-                if !barriers.is_empty() {
-                    if let Err(e) = history.flush().await {
-                        tracing::error!("event history flush: {e}");
-                    }
-                    for b in barriers {
-                        let _ = b.send(());
-                    }
-                }
-            }
-        });
-        (tx, task)
+    /// Records that every journal log entry below `position` is indexed. Durable with the
+    /// next [`History::flush`], like the entries it covers.
+    pub fn set_indexed_position(&self, position: u64) -> Result<()> {
+        self.db.insert(b"v/indexed", &position.to_be_bytes()[..])?;
+        Ok(())
     }
 }
 
@@ -1711,28 +1644,6 @@ mod tests {
         // A duplicate field (which the typed reading refuses) is read through `Value`.
         let dup = br#"{"eventID": "a", "eventID": "b", "eventTime": "2027-01-15T08:00:00Z"}"#;
         assert_eq!(summarize_json(dup).unwrap().event_id, "b");
-    }
-
-    /// The indexer inserts what it is sent and answers a barrier only after that is flushed.
-    #[tokio::test]
-    async fn indexer_barrier_follows_the_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = std::sync::Arc::new(History::open(&dir.path().join("h")).unwrap());
-        let (tx, task) = Indexer::spawn(h.clone(), std::time::Duration::from_secs(u64::MAX / 4));
-        for n in 0..3 {
-            tx.send(IndexMsg::Records(vec![rec(n, "X", "dora", false)]))
-                .await
-                .unwrap();
-        }
-        let (done, wait) = tokio::sync::oneshot::channel();
-        tx.send(IndexMsg::Barrier(done)).await.unwrap();
-        wait.await.unwrap();
-        let page = h
-            .lookup(&q(Some((Attribute::Username, "dora")), 0, 100, 50))
-            .unwrap();
-        assert_eq!(ids(&page), vec![2, 1, 0]);
-        drop(tx);
-        task.await.unwrap();
     }
 
     #[test]

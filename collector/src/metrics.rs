@@ -35,6 +35,16 @@ pub struct Metrics {
     pub notifications_dropped: AtomicU64,
     /// Stores (journal, history) found stuck: each one stops the watchdog and the process.
     pub stores_stuck: AtomicU64,
+    /// Records indexed into the event history.
+    pub history_indexed: AtomicU64,
+    /// Records the event history's indexer skipped because the log was trimmed past it (see
+    /// [`crate::indexer`]).
+    pub history_skipped: AtomicU64,
+    /// Log entries committed but not yet indexed into the event history (a gauge).
+    pub history_lag_entries: AtomicU64,
+    /// Seconds between the oldest entry not yet indexed and now, as of the indexer's last
+    /// step (a gauge; 0 when caught up).
+    pub history_lag_seconds: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -152,6 +162,32 @@ impl Metrics {
             "Journal or history found failing every write (the collector then restarts).",
             get(&self.stores_stuck),
         );
+        counter(
+            &mut out,
+            "groundtrail_history_indexed_records_total",
+            "Records indexed into the event history (LookupEvents).",
+            get(&self.history_indexed),
+        );
+        counter(
+            &mut out,
+            "groundtrail_history_skipped_records_total",
+            "Records never indexed: the log was trimmed past the history's indexer.",
+            get(&self.history_skipped),
+        );
+        for (name, help, v) in [
+            (
+                "groundtrail_history_lag_entries",
+                "Committed batches not yet indexed into the event history.",
+                get(&self.history_lag_entries),
+            ),
+            (
+                "groundtrail_history_lag_seconds",
+                "Age of the oldest committed batch not yet indexed into the event history.",
+                get(&self.history_lag_seconds),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         let _ = writeln!(
             out,
             "# HELP groundtrail_batches_refused_total Batches refused, by error code.\n# TYPE groundtrail_batches_refused_total counter"

@@ -90,8 +90,12 @@ pub async fn serve(
     }
     let journal = Arc::new(Journal::open(&config.journal.path)?);
     let history = Arc::new(History::open(&config.history_path())?);
-    let (indexer_tx, indexer_task) =
-        crate::history::Indexer::spawn(history.clone(), config.history.retention.get());
+    let indexer_task = crate::indexer::spawn(
+        journal.clone(),
+        history.clone(),
+        config.history.retention.get(),
+        shutdown.clone(),
+    );
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
         &config.signing.key_file,
@@ -175,8 +179,7 @@ pub async fn serve(
         config.trail.log_file_max_bytes,
         names.clone(),
         wakes.clone(),
-    )
-    .with_history(indexer_tx);
+    );
     let reloaded = journal.pending()?;
     if !reloaded.is_empty() {
         tracing::info!(
@@ -390,7 +393,7 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!("closing log files failed: {e}; their records stay pending"),
         Err(e) => tracing::error!("batcher task failed: {e}"),
     }
-    // The batcher held the indexer's only sender: the indexer drains its queue and stops.
+    // The indexer stops after its current step; the next start resumes from its position.
     let _ = indexer_task.await;
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");

@@ -1,20 +1,31 @@
-//! The collector's journal: durable receipt, dedup index, and the state of every file and
-//! digest between "committed to an agent" and "stored at every destination".
+//! The collector's journal: durable receipt, dedup, and the state of every file and digest
+//! between "committed to an agent" and "stored at every destination".
+//!
+//! Received records live in a [`Log`] (one entry per commit, see [`frame`]); everything else
+//! the journal knows (which records are filed, the closed files, their deliveries, the digest
+//! chains) is small metadata in one sled tree. Ingest therefore writes no per-record key: a
+//! commit is one log append, and its `200` waits for one shared fsync of the log.
 //!
 //! # Invariants
 //!
-//! 1. **A record acknowledged to an agent is durable.** Ingest writes a batch's records with
-//!    one atomic sled batch ([`Journal::commit`]) and answers `200` only after
-//!    [`Journal::flush`] returned. A crash after the `200` finds every record again, either
-//!    still pending or inside a closed log file.
-//! 2. **Each `eventID` is committed at most once per dedup window.** The dedup check and the
-//!    insert happen under one lock ([`Journal::commit`]), so two batches racing with the same
-//!    `eventID` yield one copy. The index entry is removed only after the window
-//!    ([`Journal::expire_dedup`]).
-//! 3. **A record is in exactly one place:** pending (in a `p/` chunk and not marked filed in
-//!    its `c/` entry), or inside exactly one closed file (`f/`). [`Journal::close_file`] marks
-//!    the file's records filed (dropping a chunk once all of its records are) and records the
-//!    file (its final key, its gzip bytes, its hash) in the same atomic batch.
+//! 1. **A record acknowledged to an agent is durable.** Ingest appends a batch's records as one
+//!    log entry ([`Journal::commit`]) and answers `200` only after [`Journal::sync_commits`]
+//!    (or [`Journal::flush`]) returned. A crash after the `200` finds every record again,
+//!    either still pending in the log or inside a closed log file.
+//! 2. **Each record is committed at most once per dedup window.** A record's dedup key is its
+//!    `eventTime` and `eventID` (a resend carries both unchanged). The check and the claim
+//!    happen under one lock ([`Journal::commit`]): a key is claimed *in flight* until its entry
+//!    is durable, then moves to the dedup index ([`seen`]). A key reaches the index only once
+//!    its entry is durable, so a crash can never leave an index entry for a record that was
+//!    lost (its resend would be dropped: a loss). Keys of entries not yet trimmed from the log
+//!    are inserted again when the journal opens, so the index need not be durable before the
+//!    log is trimmed, and it is made durable before every trim ([`Journal::trim`]).
+//! 3. **A record is in exactly one place:** pending (in a log entry at or above the *floor*,
+//!    and not marked filed in its `c/` entry), or inside exactly one closed file (`f/`).
+//!    [`Journal::close_file`] marks the file's records filed and records the file (its final
+//!    key, its gzip bytes, its hash) in the same atomic sled batch, which also moves the floor
+//!    past every entry whose records are all filed. The log is trimmed only below the floor and
+//!    below every reader's position ([`Journal::set_reader`]), after the sled batch is durable.
 //! 4. **A file's key never changes once recorded.** The key is chosen before the first upload
 //!    and stored with the bytes, so a retried or post-crash upload overwrites the same object
 //!    with the same bytes: no second copy, no lost file.
@@ -30,27 +41,28 @@
 //!
 //! # What is durable when
 //!
-//! Every mutating method applies one sled `Batch` (atomic: all or nothing, also across a
-//! crash) but does not fsync. Durability comes from [`Journal::flush`]. Ingest flushes before
-//! answering; the batcher and the digest writer flush after recording a file or digest, and a
-//! delivery pass flushes between reading what to upload and uploading it, so a key or a
-//! signature is never visible at a destination before it is durable here. Anything not yet
-//! flushed may be lost by a crash *as a whole batch* — and nothing built on it was made
-//! visible, so losing it is safe: the agent resends, the batcher rebuilds the file.
+//! A commit is durable when [`Journal::sync_commits`] returns (one `fdatasync` of the log,
+//! shared by concurrent callers). Every sled method applies one `Batch` (atomic: all or
+//! nothing, also across a crash) without fsync; [`Journal::flush`] makes both durable. The
+//! batcher and the digest writer flush after recording a file or digest, and a delivery pass
+//! flushes between reading what to upload and uploading it, so a key or a signature is never
+//! visible at a destination before it is durable here. Anything not yet flushed may be lost by
+//! a crash *as a whole batch*, and nothing built on it was made visible, so losing it is safe:
+//! the agent resends, the batcher rebuilds the file. Agent states travel inside the log
+//! entries and are copied to sled (`a/`) before the entries that carry them are trimmed.
 //!
 //! # On-disk layout
 //!
-//! One sled tree (the default one), so that a single `Batch` is atomic across all of it. Keys
-//! start with a one-letter kind and `/`; integers are big-endian so byte order is numeric
-//! order; `\0` separates string parts (names never contain NUL).
+//! The log's segments are in `<journal>/log/` (see [`crate::log::SegmentLog`]). The sled tree
+//! (the default one, so that a single `Batch` is atomic across all of it) holds:
 //!
 //! | key | value | meaning |
 //! |---|---|---|
-//! | `p/<chunk u64>` | the records of one commit, compact JSON, each followed by `\n` | committed records (a *chunk*) |
-//! | `c/<chunk u64>` | record count (u32), then the index (u32) of each record already filed | which records of the chunk are still pending |
-//! | `d/<eventID as 16 UUID bytes>` | received-at seconds (u64) | dedup index |
-//! | `D/<eventID>` | received-at seconds (u64) | dedup index of an `eventID` that is not a UUID (not reachable through ingest, which requires UUIDs) |
-//! | `t/<received-at u64><chunk u64>` | the chunk's dedup keys (`d/...` or `D/...`), each after its length (u16) | dedup index by age, for expiry |
+//! | `l/format` | `2` | the journal keeps its records in the log (written at creation or migration) |
+//! | `l/floor` | u64 | every log entry below it is filed completely |
+//! | `l/agents` | u64 | the `a/` entries hold the agent states of every log entry below it |
+//! | `c/<entry u64>` | record count (u32), then the index (u32) of each record already filed; or `done` | which records of a log entry at or above the floor are filed |
+//! | `d/<eventID as 16 UUID bytes>`, `D/<eventID>`, `t/...` | | the dedup index of journals from before the log (see [`seen`]) |
 //! | `f/<file u64>` | [`FileEntry`] JSON | a closed log file: key, hash, event times |
 //! | `b/<file u64>` | gzip bytes | the file's exact bytes, until every destination has them |
 //! | `x/<file u64><destination>` | empty | not yet delivered to that destination |
@@ -62,21 +74,22 @@
 //! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
 //! | `k/signing` | [`SigningKeyRecord`] JSON | the key that signs the digest chains (public part only), so a missing or changed key file is noticed at start-up |
 //!
-//! Sequence numbers (`chunk`, `file`, `digest`) come from sled's `generate_id`, which never
-//! repeats across restarts. A pending record's `seq` is `chunk << 20 | index in the chunk`, so
-//! seq order is commit order.
+//! Integers are big-endian so byte order is numeric order; `\0` separates string parts. File
+//! and digest ids come from sled's `generate_id`, which never repeats across restarts. A
+//! pending record's `seq` is `entry << 20 | index in the entry`, so seq order is commit order.
 //!
-//! # Why chunks
+//! # Upgrading a journal from before the log
 //!
-//! One commit (an agent's batch, up to 10,000 records) is one `p/` value, one `c/` and one
-//! `t/` entry, plus one `d/` entry per record. Writing each record under its own key cost three
-//! sled inserts per record, each copying its ~1 KB value through sled's page consolidation;
-//! that capped ingest at about 15,000 records/s on two cores (see BENCHMARKS.md). A chunk
-//! leaves the journal once every one of its records is in a closed file; in the common case a
-//! batch's records share one account and region and so one file, and the chunk goes in one
-//! step.
+//! Older collectors kept each commit's records as a sled value (`p/<chunk>`). Opening such a
+//! journal moves every record not yet filed into the log, then removes the old values in one
+//! batch (see [`migrate`]); a crash in between repeats the move from the start. The old dedup
+//! entries stay in sled and are still consulted until the window has passed over them.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod frame;
+mod migrate;
+pub mod seen;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +99,8 @@ use groundtrail_common::trail::DigestLogFile;
 use serde::{Deserialize, Serialize};
 
 use crate::group_flush::GroupFlush;
+use crate::log::{Log, LogError, Position, SegmentLogSettings};
+use seen::{Seen, SeenKey};
 
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +108,9 @@ pub enum JournalError {
     /// The store itself failed (I/O error, corruption).
     #[error("journal: {0}")]
     Sled(#[from] sled::Error),
+    /// The log of received records failed.
+    #[error("journal: {0}")]
+    Log(#[from] LogError),
     /// A value in the journal could not be decoded: the journal was damaged or written by an
     /// incompatible version.
     #[error("journal: damaged entry {key}: {why}")]
@@ -107,7 +125,7 @@ type Result<T> = std::result::Result<T, JournalError>;
 /// A committed record that is not yet in a closed log file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingRecord {
-    /// Its journal sequence number: `chunk << 20 | index` (see the module doc).
+    /// Its journal sequence number: `entry << 20 | index` (see the module doc).
     pub seq: u64,
     /// `recipientAccountId`.
     pub account: String,
@@ -120,13 +138,13 @@ pub struct PendingRecord {
 }
 
 impl PendingRecord {
-    fn from_record(seq: u64, record: &Record) -> PendingRecord {
+    fn from_record(seq: u64, record: &Record, json: Vec<u8>) -> PendingRecord {
         PendingRecord {
             seq,
             account: record.account().to_string(),
             region: record.aws_region.clone(),
             event_time: record.event_time.clone(),
-            json: record.to_json(),
+            json,
         }
     }
 }
@@ -215,14 +233,48 @@ pub struct CommitOutcome {
     pub duplicates: u64,
 }
 
+/// Records of one log entry, for a reader that follows the log (the event history's indexer).
+#[derive(Debug)]
+pub struct CommittedEntry {
+    /// The entry's position; the reader's next position is one more.
+    pub position: Position,
+    /// When it was received (unix seconds).
+    pub received_at: u64,
+    /// Its records' JSON, exactly as committed.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// What the journal holds in memory, under its one lock.
+#[derive(Debug, Default)]
+struct Live {
+    /// Log entries at or above the floor that still have unfiled records.
+    chunks: BTreeMap<Position, ChunkState>,
+    /// Every entry below it is filed completely (persisted as `l/floor`).
+    floor: Position,
+    /// Dedup keys claimed by entries not yet durable (invariant 2).
+    in_flight: HashSet<SeenKey>,
+    /// The same keys by entry, to move them to the index once the entry is durable.
+    in_flight_by_entry: BTreeMap<Position, (u64, Vec<SeenKey>)>,
+    /// Every agent's state as of the newest entry.
+    agents: BTreeMap<String, AgentState>,
+    /// Readers of the log and the position each has durably consumed up to.
+    readers: BTreeMap<String, Position>,
+}
+
 /// The journal. Cheap to share behind an `Arc`; every method is safe to call concurrently.
 pub struct Journal {
     db: sled::Db,
-    /// Group commit: concurrent ingest requests share one fsync (see [`GroupFlush`]).
+    /// Group commit of the sled metadata (see [`GroupFlush`]).
     flusher: Arc<GroupFlush>,
-    /// Serializes read-check-write sequences (dedup, delivery bookkeeping, digests). Each is a
-    /// few in-memory sled operations; fsync happens outside it in [`Journal::flush`].
-    lock: Mutex<()>,
+    /// The received records (see the module doc).
+    log: Arc<dyn Log>,
+    /// The dedup index.
+    seen: Seen,
+    /// Serializes read-check-write sequences (dedup, filing, delivery bookkeeping, digests)
+    /// and guards what the journal keeps in memory. fsync happens outside it.
+    live: Mutex<Live>,
+    /// The log's durable end, for readers waiting for new entries.
+    durable: tokio::sync::watch::Sender<Position>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -274,21 +326,26 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// the journal's lock nor the agent tracker's, so it is done before either is taken.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    records: Vec<(Vec<u8>, PendingRecord)>,
-    seen: std::collections::HashSet<Vec<u8>>,
+    records: Vec<(SeenKey, PendingRecord)>,
+    keys: HashSet<SeenKey>,
     duplicates: u64,
     bytes: usize,
 }
 
 impl Prepared {
-    /// Adds a record (dropped as a duplicate if its `eventID` came earlier in this batch).
+    /// Adds a record (dropped as a duplicate if it came earlier in this batch).
     pub fn push(&mut self, record: &Record) {
-        let dk = dedup_key(&record.event_id);
-        if !self.seen.insert(dk.clone()) {
+        self.push_json(record, record.to_json());
+    }
+
+    /// Adds a record whose compact JSON the caller already has (it must be `record`'s).
+    pub fn push_json(&mut self, record: &Record, json: Vec<u8>) {
+        let dk = seen::key(&record.event_time, &record.event_id);
+        if !self.keys.insert(dk.clone()) {
             self.duplicates += 1;
             return;
         }
-        let pending = PendingRecord::from_record(0, record);
+        let pending = PendingRecord::from_record(0, record, json);
         self.bytes += pending.json.len() + 1;
         self.records.push((dk, pending));
     }
@@ -303,21 +360,32 @@ impl Prepared {
     }
 }
 
-/// sled's page cache for the journal. sled's default is 1 GiB; the journal's hot set is the
-/// newest pending chunks and the upper levels of the dedup index, and the collector's memory
-/// is better left to the batcher's open files and the event history's cache.
-const CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// sled's page cache for the journal's metadata. sled's default is 1 GiB; with the records in
+/// the log, the tree holds only file, delivery and chain bookkeeping (and, for a while after an
+/// upgrade, the old dedup entries).
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Bits of a pending record's `seq` that hold its index inside its chunk.
+/// Bits of a pending record's `seq` that hold its index inside its log entry.
 const CHUNK_INDEX_BITS: u32 = 20;
 const CHUNK_INDEX_MASK: u64 = (1 << CHUNK_INDEX_BITS) - 1;
 
-/// The `c/` entry of a chunk: how many records it holds and which are already filed.
+/// How many entries a reader may fall behind the floor before the log is trimmed without it
+/// (see [`crate::indexer`]): a reader broken for good must not fill the journal's disk and stop
+/// the trail. At the agents' default of 1,000 records a batch this is 20 million records.
+const READER_MAX_LAG: u64 = 20_000;
+
+/// Log bytes read per step while replaying the log at open.
+const REPLAY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The `c/` entry of a log entry: how many records it holds and which are already filed.
 #[derive(Debug, Default, PartialEq)]
 struct ChunkState {
     records: u32,
     filed: Vec<u32>,
 }
+
+/// The `c/` value of an entry whose records are all filed.
+const DONE: &[u8] = b"done";
 
 impl ChunkState {
     /// A damaged entry decodes as "nothing filed" and never complete: its records are reloaded
@@ -340,35 +408,24 @@ impl ChunkState {
         }
         v
     }
-}
 
-/// Where `event_id` is in the dedup index. A UUID (every eventID ingest accepts) is stored as
-/// its 16 bytes: half the key of its text, and measurably cheaper for sled to look up and
-/// insert, which it does once per record.
-fn dedup_key(event_id: &str) -> Vec<u8> {
-    match uuid::Uuid::try_parse(event_id) {
-        // Only the canonical lowercase hyphenated text maps to the binary form, so that two
-        // different strings never share a key.
-        Ok(u) if event_id.len() == 36 && !event_id.bytes().any(|b| b.is_ascii_uppercase()) => {
-            key(b"d/", &[u.as_bytes()])
-        }
-        _ => key(b"D/", &[event_id.as_bytes()]),
+    fn pending(&self) -> usize {
+        (self.records as usize).saturating_sub(self.filed.len())
     }
 }
 
-/// The dedup keys of a `t/` entry: each its length (u16) and its bytes.
-fn dedup_keys(mut v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let len = u16::from_be_bytes([*v.first()?, *v.get(1)?]) as usize;
-        let id = v.get(2..2 + len)?;
-        v = &v[2 + len..];
-        Some(id)
-    })
+fn get_u64(db: &sled::Db, k: &[u8]) -> Result<Option<u64>> {
+    Ok(db.get(k)?.and_then(|v| read_be(&v)))
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path`.
+    /// Opens (creating) the journal at `path`, with its log in `path/log`.
     pub fn open(path: &Path) -> Result<Journal> {
+        Self::open_with(path, SegmentLogSettings::default())
+    }
+
+    /// [`Journal::open`] with the log's settings.
+    pub fn open_with(path: &Path, log: SegmentLogSettings) -> Result<Journal> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| JournalError::Sled(e.into()))?;
         }
@@ -376,17 +433,106 @@ impl Journal {
             .path(path)
             .cache_capacity(CACHE_BYTES)
             .open()?;
-        Ok(Journal {
-            flusher: GroupFlush::new(db.clone()),
+        let log_dir = path.join("log");
+        let log = migrate::prepare(&db, &log_dir, log)?;
+        let flusher = GroupFlush::new(db.clone());
+        let journal = Journal {
+            seen: Seen::new(db.clone(), flusher.clone()),
+            flusher,
             db,
-            lock: Mutex::new(()),
-        })
+            durable: tokio::sync::watch::Sender::new(log.durable_end()),
+            log,
+            live: Mutex::new(Live::default()),
+        };
+        journal.replay()?;
+        Ok(journal)
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Rebuilds what the journal keeps in memory from sled and the log: the unfiled entries,
+    /// the agents' states, and the dedup keys of every entry not yet trimmed (invariant 2).
+    fn replay(&self) -> Result<()> {
+        let floor = get_u64(&self.db, b"l/floor")?
+            .unwrap_or(0)
+            .max(self.log.start());
+        let agents_at = get_u64(&self.db, b"l/agents")?.unwrap_or(0);
+        let end = self.log.durable_end();
+        if floor > end {
+            return Err(JournalError::Corrupt {
+                key: "l/floor".into(),
+                why: format!(
+                    "the journal's records up to entry {floor} are gone from its log, which ends at \
+                     {end}: the log directory was replaced or deleted; restore it from a backup \
+                     (pending records would otherwise be lost)"
+                ),
+            });
+        }
+        let mut states = BTreeMap::new();
+        for item in self
+            .db
+            .range(key(b"c/", &[&be(floor)])..key(b"c/", &[&be(u64::MAX)]))
+        {
+            let (k, v) = item?;
+            if let Some(entry) = read_be(&k[2..]) {
+                states.insert(entry, v);
+            }
+        }
+        let mut live = self.guard();
+        live.floor = floor;
+        live.agents = self.stored_agents()?;
+        let mut at = floor.min(agents_at.max(self.log.start()));
+        let mut keys = Vec::new();
+        while at < end {
+            let entries = self.log.read(at, REPLAY_BYTES)?;
+            let Some(last) = entries.last() else { break };
+            at = last.position + 1;
+            for e in entries {
+                let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
+                    key: format!("log entry {}", e.position),
+                    why,
+                })?;
+                if e.position >= agents_at {
+                    for (name, state) in f.agents {
+                        live.agents.insert(name, state);
+                    }
+                }
+                if e.position < floor || f.records.is_empty() {
+                    continue;
+                }
+                for line in &f.records {
+                    match seen::key_of_json(line) {
+                        Some(k) => keys.push(k),
+                        None => tracing::error!(
+                            "journal: a record of log entry {} has no eventTime/eventID",
+                            e.position
+                        ),
+                    }
+                }
+                let state = match states.get(&e.position) {
+                    Some(v) if v.as_ref() == DONE => continue,
+                    Some(v) => ChunkState::decode(v),
+                    None => ChunkState::default(),
+                };
+                live.chunks.insert(
+                    e.position,
+                    ChunkState {
+                        records: f.records.len() as u32,
+                        filed: state.filed,
+                    },
+                );
+            }
+        }
+        drop(live);
+        self.seen.insert(
+            &keys,
+            groundtrail_common::time::now_secs().timestamp().max(0) as u64,
+        )?;
+        Ok(())
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, Live> {
         // A panic while holding the lock cannot leave sled half-written (batches are atomic),
         // so a poisoned lock is safe to take over.
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The error that left the journal stuck (every write fails until the process restarts;
@@ -395,9 +541,62 @@ impl Journal {
         self.flusher.stuck()
     }
 
-    /// Makes everything written so far durable (fsync). Nothing may be acknowledged or
-    /// uploaded on the strength of a write before this returns.
+    /// Makes every commit so far durable (one shared fsync of the log) and moves their dedup
+    /// keys to the index. What ingest waits for before its `200`.
+    pub async fn sync_commits(&self) -> Result<()> {
+        let log = self.log.clone();
+        let durable = tokio::task::spawn_blocking(move || log.sync())
+            .await
+            .map_err(|e| JournalError::Other(e.to_string()))?;
+        let durable = match durable {
+            Ok(d) => d,
+            Err(e) => {
+                self.flusher.mark_stuck(e.to_string());
+                return Err(e.into());
+            }
+        };
+        self.settle(durable)
+    }
+
+    /// The blocking [`Journal::sync_commits`].
+    fn sync_commits_blocking(&self) -> Result<()> {
+        let durable = self.log.sync().inspect_err(|e| {
+            self.flusher.mark_stuck(e.to_string());
+        })?;
+        self.settle(durable)
+    }
+
+    /// Moves the dedup keys of entries below `durable` from in flight to the index, and tells
+    /// readers the log grew.
+    fn settle(&self, durable: Position) -> Result<()> {
+        let settled = {
+            let mut live = self.guard();
+            let rest = live.in_flight_by_entry.split_off(&durable);
+            std::mem::replace(&mut live.in_flight_by_entry, rest)
+        };
+        if !settled.is_empty() {
+            for (received_at, keys) in settled.values() {
+                self.seen.insert(keys, *received_at)?;
+            }
+            let mut live = self.guard();
+            for (_, keys) in settled.values() {
+                for k in keys {
+                    live.in_flight.remove(k);
+                }
+            }
+        }
+        self.durable.send_if_modified(|d| {
+            let grew = durable > *d;
+            *d = (*d).max(durable);
+            grew
+        });
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: the log's commits and the sled metadata.
+    /// Nothing may be acknowledged or uploaded on the strength of a write before this returns.
     pub async fn flush(&self) -> Result<()> {
+        self.sync_commits().await?;
         self.flusher.flush().await?;
         Ok(())
     }
@@ -408,17 +607,19 @@ impl Journal {
     }
 
     /// The store-health probe, for a thread outside the runtime: waits for the journal's lock
-    /// (a commit blocked inside sled holds it for good) and releases it at once, then flushes
-    /// ([`GroupFlush::flush_blocking`]). A probe that does not return is a wedged journal.
+    /// (a commit blocked inside the store holds it for good) and releases it at once, then
+    /// syncs the log and flushes sled ([`GroupFlush::flush_blocking`]). A probe that does not
+    /// return is a wedged journal.
     pub fn probe_blocking(&self) -> Result<()> {
         drop(self.guard());
+        self.sync_commits_blocking()?;
         self.flusher.flush_blocking()?;
         Ok(())
     }
 
-    /// Writes `records` that are not duplicates, and the given agent states, in one atomic
-    /// batch. Duplicates are `eventID`s already in the index or repeated earlier in `records`.
-    /// Not durable until [`Journal::flush`].
+    /// Writes `records` that are not duplicates, and the given agent states, as one log entry.
+    /// Duplicates are records already in the dedup index or in flight, or repeated earlier in
+    /// `records`. Not durable until [`Journal::sync_commits`].
     pub fn commit(
         &self,
         records: &[Record],
@@ -443,129 +644,177 @@ impl Journal {
             committed: Vec::with_capacity(prepared.records.len()),
             duplicates: prepared.duplicates,
         };
-        let _g = self.guard();
         let now_secs = now.timestamp().max(0) as u64;
-        let mut batch = sled::Batch::default();
-        let chunk = self.db.generate_id()?;
+        let mut live = self.guard();
         let mut blob = Vec::with_capacity(prepared.bytes);
-        let mut ids = Vec::new();
-        for (dk, mut pending) in prepared.records {
-            if self.db.contains_key(&dk)? {
+        let mut keys = Vec::with_capacity(prepared.records.len());
+        for (dk, pending) in prepared.records {
+            if live.in_flight.contains(&dk) || self.seen.contains(&dk)? {
                 outcome.duplicates += 1;
                 continue;
             }
-            let index = outcome.committed.len() as u64;
-            if index > CHUNK_INDEX_MASK {
+            if outcome.committed.len() as u64 > CHUNK_INDEX_MASK {
                 return Err(JournalError::Other(format!(
                     "more than {CHUNK_INDEX_MASK} records in one commit"
                 )));
             }
             blob.extend_from_slice(&pending.json);
             blob.push(b'\n');
-            // A member is at most 1 KiB (the record model's limit), well within a u16.
-            ids.extend_from_slice(&(dk.len().min(u16::MAX as usize) as u16).to_be_bytes());
-            ids.extend_from_slice(&dk[..dk.len().min(u16::MAX as usize)]);
-            batch.insert(dk, &be(now_secs)[..]);
-            pending.seq = chunk << CHUNK_INDEX_BITS | index;
+            keys.push(dk);
             outcome.committed.push(pending);
         }
-        if !outcome.committed.is_empty() {
-            batch.insert(key(b"p/", &[&be(chunk)]), blob);
-            batch.insert(
-                key(b"c/", &[&be(chunk)]),
-                &(outcome.committed.len() as u32).to_be_bytes()[..],
-            );
-            batch.insert(key(b"t/", &[&be(now_secs), &be(chunk)]), ids);
+        if outcome.committed.is_empty() && agents.is_empty() {
+            return Ok(outcome);
         }
-        for (name, state) in agents {
-            batch.insert(key(b"a/", &[name.as_bytes()]), encode(state));
-        }
-        match self.db.apply_batch(batch) {
-            Ok(()) => self.flusher.write_succeeded(),
+        let entry = frame::encode(now_secs, agents, &blob);
+        let position = match self.log.append(&entry) {
+            Ok(p) => p,
             Err(e) => {
-                self.flusher.write_failed(&e);
+                self.flusher.write_failed_io(&e.to_string());
                 return Err(e.into());
             }
+        };
+        self.flusher.write_succeeded();
+        for (index, pending) in outcome.committed.iter_mut().enumerate() {
+            pending.seq = position << CHUNK_INDEX_BITS | index as u64;
+        }
+        if !keys.is_empty() {
+            live.chunks.insert(
+                position,
+                ChunkState {
+                    records: keys.len() as u32,
+                    filed: Vec::new(),
+                },
+            );
+            live.in_flight.extend(keys.iter().cloned());
+            live.in_flight_by_entry.insert(position, (now_secs, keys));
+        }
+        for (name, state) in agents {
+            live.agents.insert(name.clone(), state.clone());
         }
         Ok(outcome)
     }
 
-    /// Whether `event_id` is in the dedup index.
-    pub fn is_known(&self, event_id: &str) -> Result<bool> {
-        Ok(self.db.contains_key(dedup_key(event_id))?)
+    /// Whether a record with this `eventTime` and `eventID` was committed within the window.
+    pub fn is_known(&self, event_time: &str, event_id: &str) -> Result<bool> {
+        let k = seen::key(event_time, event_id);
+        if self.guard().in_flight.contains(&k) {
+            return Ok(true);
+        }
+        self.seen.contains(&k)
     }
 
-    /// Forgets `eventID`s received before `now - window`. Returns how many were dropped.
+    /// Forgets dedup keys received before `now - window`. Returns how many were dropped.
     pub fn expire_dedup(&self, now: DateTime<Utc>, window: std::time::Duration) -> Result<u64> {
-        let cutoff = (now.timestamp().max(0) as u64).saturating_sub(window.as_secs());
-        let mut dropped = 0;
-        loop {
-            let _g = self.guard();
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for item in self.db.scan_prefix(b"t/") {
-                let (k, ids) = item?;
-                let Some(at) = read_be(&k[2..]) else { continue };
-                if at >= cutoff || n >= 10_000 {
-                    break;
-                }
-                // The `d/` entries may have been renewed by nothing else: ids are committed once.
-                for dk in dedup_keys(&ids) {
-                    batch.remove(dk);
-                    n += 1;
-                }
-                batch.remove(k);
-            }
-            if n == 0 {
-                return Ok(dropped);
-            }
-            self.db.apply_batch(batch)?;
-            dropped += n;
-        }
+        self.seen.expire(now, window)
     }
 
     /// Every pending record, in commit order: what the batcher reloads after a restart.
     ///
-    /// An entry that no longer parses (disk damage) is logged and left where it is rather than
-    /// failing start-up: a collector that refuses to start on its own data would stop the whole
-    /// fleet's trail, and deleting the entry would lose a record silently. It stays in the
-    /// journal for an operator to inspect.
+    /// A record that no longer parses (disk damage, or a record older versions accepted) is
+    /// logged and left where it is rather than failing start-up: a collector that refuses to
+    /// start on its own data would stop the whole fleet's trail, and dropping the record would
+    /// lose it silently. Its entry stays in the log for an operator to inspect.
     pub fn pending(&self) -> Result<Vec<PendingRecord>> {
+        let chunks: BTreeMap<Position, Vec<u32>> = {
+            let live = self.guard();
+            live.chunks
+                .iter()
+                .map(|(p, s)| {
+                    let mut f = s.filed.clone();
+                    f.sort_unstable();
+                    (*p, f)
+                })
+                .collect()
+        };
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(b"p/") {
-            let (k, blob) = item?;
-            let Some(chunk) = read_be(&k[2..]) else {
-                tracing::error!(key = ?k, "journal: damaged pending key skipped");
-                continue;
-            };
-            let mut filed = match self.db.get(key(b"c/", &[&be(chunk)]))? {
-                Some(c) => ChunkState::decode(&c).filed,
-                None => {
-                    tracing::error!("journal: chunk p/{chunk} has no c/ entry; all of it reloaded");
-                    Vec::new()
-                }
-            };
-            filed.sort_unstable();
-            for (index, line) in blob.split(|b| *b == b'\n').enumerate() {
-                if line.is_empty() || filed.binary_search(&(index as u32)).is_ok() {
+        let Some(&first) = chunks.keys().next() else {
+            return Ok(out);
+        };
+        let end = self.log.durable_end();
+        let mut at = first;
+        while at < end {
+            let entries = self.log.read(at, REPLAY_BYTES)?;
+            let Some(last) = entries.last() else { break };
+            at = last.position + 1;
+            for e in entries {
+                let Some(filed) = chunks.get(&e.position) else {
                     continue;
-                }
-                let seq = chunk << CHUNK_INDEX_BITS | index as u64;
-                match Record::from_json(line) {
-                    Ok(record) => out.push(PendingRecord::from_record(seq, &record)),
-                    Err(e) => tracing::error!(
-                        "journal: pending record {index} of chunk p/{chunk} is damaged ({e}); \
-                         kept, not filed"
-                    ),
+                };
+                let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
+                    key: format!("log entry {}", e.position),
+                    why,
+                })?;
+                for (index, line) in f.records.iter().enumerate() {
+                    if filed.binary_search(&(index as u32)).is_ok() {
+                        continue;
+                    }
+                    let seq = e.position << CHUNK_INDEX_BITS | index as u64;
+                    match Record::from_json(line) {
+                        Ok(record) => {
+                            out.push(PendingRecord::from_record(seq, &record, line.to_vec()))
+                        }
+                        Err(err) => tracing::error!(
+                            "journal: pending record {index} of log entry {} is damaged ({err}); \
+                             kept, not filed",
+                            e.position
+                        ),
+                    }
                 }
             }
         }
         Ok(out)
     }
 
+    /// Committed entries at or after `from` (durable ones only), for a reader following the
+    /// log. `Err(Log(Trimmed))` when `from` was trimmed (see [`Journal::set_reader`]).
+    pub fn read_committed(&self, from: Position, max_bytes: usize) -> Result<Vec<CommittedEntry>> {
+        let mut out = Vec::new();
+        for e in self.log.read(from, max_bytes)? {
+            let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
+                key: format!("log entry {}", e.position),
+                why,
+            })?;
+            out.push(CommittedEntry {
+                position: e.position,
+                received_at: f.received_at,
+                records: f.records.iter().map(|r| r.to_vec()).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The log's durable end, as a watch: readers wait on it for new entries.
+    pub fn durable_end(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.durable.subscribe()
+    }
+
+    /// The oldest entry the log still has.
+    pub fn log_start(&self) -> Position {
+        self.log.start()
+    }
+
+    /// Bytes the log occupies on disk.
+    pub fn log_size_on_disk(&self) -> u64 {
+        self.log.size_on_disk()
+    }
+
+    /// Records that reader `name` has durably consumed every entry below `position`: the log
+    /// is not trimmed below it while the reader is registered. A reader registers with its
+    /// first call.
+    pub fn set_reader(&self, name: &str, position: Position) {
+        self.guard().readers.insert(name.to_string(), position);
+    }
+
+    /// Forgets reader `name`: the log no longer waits for it.
+    pub fn drop_reader(&self, name: &str) {
+        self.guard().readers.remove(name);
+    }
+
     /// Records a closed log file in one atomic batch: its entry and gzip bytes, an undelivered
-    /// marker per destination, and the removal of its records (`seqs`) from the pending set.
-    /// Returns the file's id. Call [`Journal::flush`] before uploading.
+    /// marker per destination, and the filing of its records (`seqs`); the floor moves past
+    /// every entry now filed completely. Returns the file's id. Call [`Journal::flush`] before
+    /// uploading, and [`Journal::trim`] after.
     pub fn close_file(
         &self,
         entry: &FileEntry,
@@ -573,7 +822,7 @@ impl Journal {
         seqs: &[u64],
         destinations: &[String],
     ) -> Result<u64> {
-        let _g = self.guard();
+        let mut live = self.guard();
         let id = self.db.generate_id()?;
         let mut batch = sled::Batch::default();
         batch.insert(key(b"f/", &[&be(id)]), encode(entry));
@@ -588,26 +837,115 @@ impl Journal {
                 .or_default()
                 .push((s & CHUNK_INDEX_MASK) as u32);
         }
+        // Computed on copies, applied to memory only once the batch is in.
+        let mut changed = Vec::new();
         for (chunk, indexes) in by_chunk {
-            let ck = key(b"c/", &[&be(chunk)]);
-            let Some(c) = self.db.get(&ck)? else {
-                // Not reachable through this API (a chunk goes only when all of it is filed);
-                // dropping the records' bookkeeping is safe, they are in this file now.
-                tracing::error!("journal: chunk p/{chunk} has no c/ entry");
-                batch.remove(key(b"p/", &[&be(chunk)]));
+            let Some(state) = live.chunks.get(&chunk) else {
+                // Already filed completely (not reachable through the batcher, which files a
+                // record once): nothing to record.
+                tracing::error!("journal: records of log entry {chunk} filed twice");
                 continue;
             };
-            let mut state = ChunkState::decode(&c);
-            state.filed.extend(indexes);
-            if state.filed.len() >= state.records as usize {
-                batch.remove(key(b"p/", &[&be(chunk)]));
+            let mut filed = state.filed.clone();
+            filed.extend(indexes);
+            filed.sort_unstable();
+            filed.dedup();
+            changed.push((
+                chunk,
+                ChunkState {
+                    records: state.records,
+                    filed,
+                },
+            ));
+        }
+        let mut after: BTreeMap<Position, usize> =
+            live.chunks.iter().map(|(p, s)| (*p, s.pending())).collect();
+        for (chunk, state) in &changed {
+            after.insert(*chunk, state.pending());
+        }
+        let floor = after
+            .iter()
+            .find(|(_, pending)| **pending > 0)
+            .map(|(p, _)| *p)
+            .unwrap_or_else(|| self.log.end())
+            .max(live.floor);
+        for (chunk, state) in &changed {
+            let ck = key(b"c/", &[&be(*chunk)]);
+            if *chunk < floor {
                 batch.remove(ck);
+            } else if state.pending() == 0 {
+                batch.insert(ck, DONE);
             } else {
                 batch.insert(ck, state.encode());
             }
         }
+        if floor > live.floor {
+            batch.insert(&b"l/floor"[..], &be(floor)[..]);
+            for k in self
+                .db
+                .range(key(b"c/", &[&be(0)])..key(b"c/", &[&be(floor)]))
+                .keys()
+            {
+                batch.remove(k?);
+            }
+        }
         self.db.apply_batch(batch)?;
+        for (chunk, state) in changed {
+            if state.pending() == 0 {
+                live.chunks.remove(&chunk);
+            } else {
+                live.chunks.insert(chunk, state);
+            }
+        }
+        live.floor = floor;
         Ok(id)
+    }
+
+    /// Lets the log go below the floor and below every reader: first the agents' states and
+    /// the dedup index are made durable (they would otherwise be rebuilt from the entries about
+    /// to go), then whole segments are deleted. Called after a flush that made the floor
+    /// durable; safe to call at any time.
+    pub async fn trim(&self) -> Result<()> {
+        let (agents, upto) = {
+            let live = self.guard();
+            (live.agents.clone(), self.log.end())
+        };
+        // The states above are those of every entry below `upto`; those entries must be
+        // durable before the states are recorded as covering them.
+        self.sync_commits().await?;
+        let mut batch = sled::Batch::default();
+        for (name, state) in &agents {
+            batch.insert(key(b"a/", &[name.as_bytes()]), encode(state));
+        }
+        batch.insert(&b"l/agents"[..], &be(upto)[..]);
+        self.db.apply_batch(batch)?;
+        self.flusher.flush().await?;
+        self.seen.persist().await?;
+        let below = {
+            let live = self.guard();
+            let floor = live.floor.min(upto);
+            live.readers
+                .values()
+                .copied()
+                .filter(|r| r.saturating_add(READER_MAX_LAG) >= floor)
+                .chain([floor])
+                .min()
+                .unwrap_or(0)
+        };
+        self.log.trim_below(below)?;
+        Ok(())
+    }
+
+    fn stored_agents(&self) -> Result<BTreeMap<String, AgentState>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.scan_prefix(b"a/") {
+            let (k, v) = item?;
+            out.insert(
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                decode(&k, &v)?,
+            );
+        }
+        Ok(out)
     }
 
     /// Files not yet delivered to `destination`, oldest first (without their bytes, so a long
@@ -921,29 +1259,12 @@ impl Journal {
 
     /// Every known agent's state.
     pub fn agents(&self) -> Result<BTreeMap<String, AgentState>> {
-        let mut out = BTreeMap::new();
-        for item in self.db.scan_prefix(b"a/") {
-            let (k, v) = item?;
-            out.insert(
-                String::from_utf8_lossy(&k[2..]).into_owned(),
-                decode(&k, &v)?,
-            );
-        }
-        Ok(out)
+        Ok(self.guard().agents.clone())
     }
 
     /// How many records are pending and files undelivered (for metrics and shutdown).
     pub fn backlog(&self) -> (usize, usize) {
-        let pending = self
-            .db
-            .scan_prefix(b"c/")
-            .values()
-            .filter_map(|v| v.ok())
-            .map(|v| {
-                let s = ChunkState::decode(&v);
-                (s.records as usize).saturating_sub(s.filed.len())
-            })
-            .sum();
+        let pending = self.guard().chunks.values().map(ChunkState::pending).sum();
         (pending, self.db.scan_prefix(b"x/").count())
     }
 }
@@ -965,6 +1286,7 @@ fn split2(bytes: &[u8]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::SegmentLog;
     use chrono::TimeZone;
     use groundtrail_common::UserIdentity;
 
@@ -977,8 +1299,15 @@ mod tests {
             account,
         );
         r.event_id = id.to_string();
+        r.event_time = TIME.to_string();
         r.user_identity = Some(UserIdentity::default());
         r
+    }
+
+    const TIME: &str = "2027-01-15T08:00:00Z";
+
+    fn known(j: &Journal, id: &str) -> bool {
+        j.is_known(TIME, id).unwrap()
     }
 
     fn id(n: u32) -> String {
@@ -1072,7 +1401,7 @@ mod tests {
         assert_eq!(j.db.scan_prefix(b"c/").count(), 0);
         // The dedup index still knows all three.
         for n in 1..=3 {
-            assert!(j.is_known(&id(n)).unwrap());
+            assert!(known(&j, &id(n)));
         }
     }
 
@@ -1085,11 +1414,12 @@ mod tests {
             .unwrap();
         j.commit(&[record(&id(2), "111122223333", "us-east-1")], &[], t(100))
             .unwrap();
+        j.sync_commits_blocking().unwrap();
         let window = std::time::Duration::from_secs(60);
         assert_eq!(j.expire_dedup(t(59), window).unwrap(), 0);
         assert_eq!(j.expire_dedup(t(61), window).unwrap(), 1);
-        assert!(!j.is_known(&id(1)).unwrap());
-        assert!(j.is_known(&id(2)).unwrap());
+        assert!(!known(&j, &id(1)));
+        assert!(known(&j, &id(2)));
     }
 
     /// An eventID that is not a canonical UUID (only internal callers can produce one) gets its
@@ -1104,12 +1434,14 @@ mod tests {
                 .commit(&[record(weird, "111122223333", "us-east-1")], &[], t(0))
                 .unwrap();
             assert_eq!(out.committed.len(), 1, "{weird}");
-            assert!(j.is_known(weird).unwrap());
+            assert!(known(&j, weird), "in flight");
+            j.sync_commits_blocking().unwrap();
+            assert!(known(&j, weird), "in the index");
         }
-        assert!(!j.is_known(&id(0xabc)).unwrap(), "upper case is another id");
+        assert!(!known(&j, &id(0xabc)), "upper case is another id");
         let window = std::time::Duration::from_secs(60);
         assert_eq!(j.expire_dedup(t(61), window).unwrap(), 3);
-        assert!(!j.is_known("not-a-uuid").unwrap());
+        assert!(!known(&j, "not-a-uuid"));
         assert_eq!(j.db.scan_prefix(b"D/").count(), 0);
     }
 
@@ -1216,12 +1548,28 @@ mod tests {
     fn a_damaged_pending_record_is_kept_but_does_not_block_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("j")).unwrap();
-        j.commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
-            .unwrap();
-        j.db.insert(key(b"p/", &[&be(u64::MAX)]), &b"{broken"[..])
-            .unwrap();
-        assert_eq!(j.pending().unwrap().len(), 1);
-        assert!(j.db.contains_key(key(b"p/", &[&be(u64::MAX)])).unwrap());
+        let good = record(&id(1), "111122223333", "us-east-1").to_json();
+        let mut lines = b"{broken\n".to_vec();
+        lines.extend_from_slice(&good);
+        lines.push(b'\n');
+        let p = j.log.append(&frame::encode(0, &[], &lines)).unwrap();
+        j.guard().chunks.insert(
+            p,
+            ChunkState {
+                records: 2,
+                filed: Vec::new(),
+            },
+        );
+        j.sync_commits_blocking().unwrap();
+        let pending = j.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].json, good);
+        assert_eq!(pending[0].seq, p << CHUNK_INDEX_BITS | 1);
+        assert_eq!(
+            j.backlog().0,
+            2,
+            "the damaged one stays counted, for an operator"
+        );
     }
 
     #[test]
@@ -1238,5 +1586,191 @@ mod tests {
         j.commit(&[], &[("web-1".into(), state.clone())], t(0))
             .unwrap();
         assert_eq!(j.agents().unwrap()["web-1"], state);
+    }
+
+    fn segments(path: &Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(path.join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Invariants 1 and 2 across a crash inside an append: the acknowledged commit is found
+    /// again; the one whose entry was torn is gone, and its key was never claimed in the index
+    /// (even though sled was flushed after it), so the agent's resend is taken, not dropped.
+    #[tokio::test]
+    async fn a_torn_append_loses_only_the_unacknowledged_commit_and_its_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        {
+            let j = Journal::open(&path).unwrap();
+            j.commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
+                .unwrap();
+            j.sync_commits().await.unwrap();
+            j.commit(&[record(&id(2), "111122223333", "us-east-1")], &[], t(1))
+                .unwrap();
+            assert!(known(&j, &id(2)), "claimed while in flight");
+            j.flusher.flush().await.unwrap();
+        }
+        // The crash: the second entry's frame is cut in the middle.
+        let seg = segments(&path).pop().unwrap();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let j = Journal::open(&path).unwrap();
+        let pending = j.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(known(&j, &id(1)));
+        assert!(!known(&j, &id(2)), "a lost record must not stay claimed");
+        let resend = j
+            .commit(&[record(&id(2), "111122223333", "us-east-1")], &[], t(2))
+            .unwrap();
+        assert_eq!(resend.committed.len(), 1);
+    }
+
+    /// Invariant 3 and the trim: the log keeps every entry at or above the floor and above a
+    /// reader's position (up to the reader bound), and lets whole segments below both go.
+    #[tokio::test]
+    async fn the_log_is_trimmed_only_below_the_floor_and_every_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let j = Journal::open_with(&path, SegmentLogSettings { segment_bytes: 512 }).unwrap();
+        let dests = ["local".to_string()];
+        let mut seqs = Vec::new();
+        for n in 0..20 {
+            let out = j
+                .commit(&[record(&id(n), "111122223333", "us-east-1")], &[], t(0))
+                .unwrap();
+            seqs.push(out.committed[0].seq);
+        }
+        j.flush().await.unwrap();
+        j.set_reader("history", 5);
+        // Entries 0..10 filed: the floor moves to 10, the reader holds the log at 5.
+        j.close_file(&entry("a"), b"gz", &seqs[..10], &dests)
+            .unwrap();
+        j.flush().await.unwrap();
+        j.trim().await.unwrap();
+        let start = j.log_start();
+        assert!(start > 0 && start <= 5, "start {start}");
+        // The reader moves on: the log may go up to the floor, never past it.
+        j.set_reader("history", 20);
+        j.trim().await.unwrap();
+        let start = j.log_start();
+        assert!(start > 5 && start <= 10, "start {start}");
+        assert_eq!(j.pending().unwrap().len(), 10);
+        // A reader that falls behind again (within the bound) holds the log where it is.
+        let before = j.log_start();
+        j.set_reader("history", 0);
+        j.close_file(&entry("b"), b"gz", &seqs[10..], &dests)
+            .unwrap();
+        j.flush().await.unwrap();
+        j.trim().await.unwrap();
+        assert_eq!(j.log_start(), before);
+        // Reopen: only the unfiled entries come back (none), positions continue.
+        drop(j);
+        let j = Journal::open_with(&path, SegmentLogSettings { segment_bytes: 512 }).unwrap();
+        assert!(j.pending().unwrap().is_empty());
+        assert_eq!(j.backlog().0, 0);
+        let out = j
+            .commit(&[record(&id(99), "111122223333", "us-east-1")], &[], t(0))
+            .unwrap();
+        assert_eq!(out.committed[0].seq >> CHUNK_INDEX_BITS, 20);
+        assert!(
+            known(&j, &id(3)),
+            "keys of trimmed entries stay in the index"
+        );
+    }
+
+    /// Agent states travel in the log entries and are copied to sled before their entries
+    /// go: a reopen finds the newest state either way.
+    #[tokio::test]
+    async fn agent_states_survive_reopen_before_and_after_a_trim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let state = |seq| AgentState {
+            last_seq: Some(seq),
+            last_seen: "2026-01-01T00:00:00Z".into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            silent_reported: false,
+        };
+        {
+            let j = Journal::open(&path).unwrap();
+            j.commit(&[], &[("web-1".into(), state(1))], t(0)).unwrap();
+            j.commit(&[], &[("web-1".into(), state(2))], t(0)).unwrap();
+            j.flush().await.unwrap();
+        }
+        {
+            let j = Journal::open(&path).unwrap();
+            assert_eq!(j.agents().unwrap()["web-1"], state(2), "from the log");
+            j.trim().await.unwrap();
+            j.commit(&[], &[("web-2".into(), state(7))], t(0)).unwrap();
+            j.flush().await.unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let agents = j.agents().unwrap();
+        assert_eq!(agents["web-1"], state(2), "from sled");
+        assert_eq!(agents["web-2"], state(7), "from the log after the copy");
+    }
+
+    /// Writes a journal as collectors before the log kept it: records as `p/` chunks.
+    fn old_journal(path: &Path) -> Vec<Vec<u8>> {
+        let db = sled::open(path).unwrap();
+        let lines: Vec<Vec<u8>> = (0..3)
+            .map(|n| record(&id(n), "111122223333", "us-east-1").to_json())
+            .collect();
+        let mut blob = Vec::new();
+        for l in &lines {
+            blob.extend_from_slice(l);
+            blob.push(b'\n');
+        }
+        db.insert(key(b"p/", &[&be(7)]), blob).unwrap();
+        // Record 1 of the chunk was filed already.
+        let mut c = 3u32.to_be_bytes().to_vec();
+        c.extend_from_slice(&1u32.to_be_bytes());
+        db.insert(key(b"c/", &[&be(7)]), c).unwrap();
+        db.insert(seen::key(TIME, &id(0)), &be(1_800_000_000)[..])
+            .unwrap();
+        db.flush().unwrap();
+        vec![lines[0].clone(), lines[2].clone()]
+    }
+
+    /// The upgrade: pending records of the old format move into the log (only the unfiled
+    /// ones), the old values go, the old dedup entries still count; an interrupted move is
+    /// redone without doubling anything.
+    #[tokio::test]
+    async fn an_old_journal_moves_its_pending_records_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let expected = old_journal(&path);
+        // An interrupted move: entries in the log, the old values still there.
+        {
+            let log = SegmentLog::open(&path.join("log"), SegmentLogSettings::default()).unwrap();
+            log.append(&frame::encode(0, &[], b"{\"half\":1}\n"))
+                .unwrap();
+            log.sync().unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let pending: Vec<Vec<u8>> = j.pending().unwrap().into_iter().map(|p| p.json).collect();
+        assert_eq!(pending, expected);
+        assert_eq!(j.db.scan_prefix(b"p/").count(), 0);
+        assert!(known(&j, &id(0)), "the old dedup entry still counts");
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(j.pending().unwrap().len(), 2, "moved once");
+        drop(j);
+        // An older collector writing `p/` again after the move is refused with what to do.
+        let db = sled::open(&path).unwrap();
+        db.insert(key(b"p/", &[&be(9)]), &b"{}\n"[..]).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let err = Journal::open(&path).unwrap_err().to_string();
+        assert!(err.contains("start the older version"), "{err}");
     }
 }
