@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod delivery;
 pub mod destination;
 pub mod digest;
