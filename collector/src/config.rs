@@ -362,15 +362,46 @@ pub struct JournalConfig {
     /// Directory of the journal (sled). Holds received records until they are delivered, the
     /// dedup index, and the digest chain heads: losing it breaks the chain.
     pub path: PathBuf,
-    /// How long an `eventID` is remembered for dedup.
+    /// How long a record (its `eventTime` and `eventID`) is remembered for dedup.
     pub dedup_window: Duration,
+    /// Memory for the dedup index's block cache (its Bloom filters, indexes and key blocks), in
+    /// bytes; at least 1 MiB. The index's memory does not grow with the window: this and
+    /// `dedup_memtable_bytes` bound it (see `collector/src/dedup.rs`).
+    pub dedup_cache_bytes: u64,
+    /// Size at which the dedup index writes its newest keys out to a sorted table, in bytes;
+    /// at least 64 KiB. In memory up to about twice this while a table is written.
+    pub dedup_memtable_bytes: u64,
+    /// Size of one segment of the journal's log of received batches, in bytes (1 MiB to
+    /// 1 GiB). The log frees disk space a whole segment at a time.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
+        let dedup = crate::dedup::DedupSettings::default();
         JournalConfig {
             path: PathBuf::from("groundtrail-data/collector/journal"),
             dedup_window: Duration::from_secs(7 * 24 * 3600),
+            dedup_cache_bytes: dedup.cache_bytes,
+            dedup_memtable_bytes: dedup.memtable_bytes,
+            log_segment_bytes: crate::log::SegmentLogSettings::default().segment_bytes,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// The journal's runtime settings.
+    pub fn settings(&self) -> crate::journal::JournalSettings {
+        crate::journal::JournalSettings {
+            log: crate::log::SegmentLogSettings {
+                segment_bytes: self.log_segment_bytes,
+            },
+            dedup: crate::dedup::DedupSettings {
+                window: self.dedup_window.get(),
+                cache_bytes: self.dedup_cache_bytes,
+                memtable_bytes: self.dedup_memtable_bytes,
+                ..crate::dedup::DedupSettings::default()
+            },
         }
     }
 }
@@ -784,6 +815,27 @@ impl Config {
         }
         if self.history.retention.is_zero() {
             bail!("[history] retention must be positive");
+        }
+        if self.journal.dedup_window.is_zero() {
+            bail!("[journal] dedup_window must be positive");
+        }
+        if self.journal.dedup_cache_bytes < 1024 * 1024 {
+            bail!(
+                "[journal] dedup_cache_bytes = {} is under 1 MiB (1048576)",
+                self.journal.dedup_cache_bytes
+            );
+        }
+        if self.journal.dedup_memtable_bytes < 64 * 1024 {
+            bail!(
+                "[journal] dedup_memtable_bytes = {} is under 64 KiB (65536)",
+                self.journal.dedup_memtable_bytes
+            );
+        }
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&self.journal.log_segment_bytes) {
+            bail!(
+                "[journal] log_segment_bytes = {} must be between 1 MiB (1048576) and 1 GiB (1073741824)",
+                self.journal.log_segment_bytes
+            );
         }
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {

@@ -88,7 +88,10 @@ pub async fn serve(
     {
         return Err(ServeError::Plaintext(addr));
     }
-    let journal = Arc::new(Journal::open(&config.journal.path)?);
+    let journal = Arc::new(Journal::open_with_settings(
+        &config.journal.path,
+        &config.journal.settings(),
+    )?);
     let history = Arc::new(History::open(&config.history_path())?);
     let indexer_task = crate::indexer::spawn(
         journal.clone(),

@@ -53,7 +53,8 @@
 //!
 //! # On-disk layout
 //!
-//! The log's segments are in `<journal>/log/` (see [`crate::log::SegmentLog`]). The sled tree
+//! The log's segments are in `<journal>/log/` (see [`crate::log::SegmentLog`]), the dedup
+//! index in `<journal>/dedup/` (see [`seen`] and [`crate::dedup`]). The sled tree
 //! (the default one, so that a single `Batch` is atomic across all of it) holds:
 //!
 //! | key | value | meaning |
@@ -62,7 +63,7 @@
 //! | `l/floor` | u64 | every log entry below it is filed completely |
 //! | `l/agents` | u64 | the `a/` entries hold the agent states of every log entry below it |
 //! | `c/<entry u64>` | record count (u32), then the index (u32) of each record already filed; or `done` | which records of a log entry at or above the floor are filed |
-//! | `d/<eventID as 16 UUID bytes>`, `D/<eventID>`, `t/...` | | the dedup index of journals from before the log (see [`seen`]) |
+//! | `d/<eventID as 16 UUID bytes>`, `D/<eventID>`, `t/...` | | the dedup index of journals from before the log, until it expires (see [`seen`]) |
 //! | `f/<file u64>` | [`FileEntry`] JSON | a closed log file: key, hash, event times |
 //! | `b/<file u64>` | gzip bytes | the file's exact bytes, until every destination has them |
 //! | `x/<file u64><destination>` | empty | not yet delivered to that destination |
@@ -242,6 +243,15 @@ pub struct CommittedEntry {
     pub received_at: u64,
     /// Its records' JSON, exactly as committed.
     pub records: Vec<Vec<u8>>,
+}
+
+/// How a journal is laid out and sized.
+#[derive(Debug, Clone, Default)]
+pub struct JournalSettings {
+    /// The log of received records.
+    pub log: SegmentLogSettings,
+    /// The dedup index (its window and memory).
+    pub dedup: crate::dedup::DedupSettings,
 }
 
 /// What the journal holds in memory, under its one lock.
@@ -424,8 +434,20 @@ impl Journal {
         Self::open_with(path, SegmentLogSettings::default())
     }
 
-    /// [`Journal::open`] with the log's settings.
+    /// [`Journal::open`] with the log's settings (and the default dedup index).
     pub fn open_with(path: &Path, log: SegmentLogSettings) -> Result<Journal> {
+        Self::open_with_settings(
+            path,
+            &JournalSettings {
+                log,
+                ..JournalSettings::default()
+            },
+        )
+    }
+
+    /// [`Journal::open`] with every setting.
+    pub fn open_with_settings(path: &Path, settings: &JournalSettings) -> Result<Journal> {
+        let log = settings.log;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| JournalError::Sled(e.into()))?;
         }
@@ -437,7 +459,7 @@ impl Journal {
         let log = migrate::prepare(&db, &log_dir, log)?;
         let flusher = GroupFlush::new(db.clone());
         let journal = Journal {
-            seen: Seen::new(db.clone(), flusher.clone()),
+            seen: Seen::open(&path.join("dedup"), &settings.dedup, db.clone())?,
             flusher,
             db,
             durable: tokio::sync::watch::Sender::new(log.durable_end()),
@@ -797,6 +819,11 @@ impl Journal {
     /// Bytes the log occupies on disk.
     pub fn log_size_on_disk(&self) -> u64 {
         self.log.size_on_disk()
+    }
+
+    /// What the dedup index holds in memory and on disk.
+    pub fn dedup_stats(&self) -> crate::dedup::DedupStats {
+        self.seen.stats()
     }
 
     /// Records that reader `name` has durably consumed every entry below `position`: the log
@@ -1405,19 +1432,36 @@ mod tests {
         }
     }
 
-    /// Invariant 2: the index forgets ids only after the window.
+    /// A journal whose dedup window is 60 s, cut into 60 partitions (expiry is exact to 1 s).
+    fn open_60s(path: &Path) -> Journal {
+        Journal::open_with_settings(
+            path,
+            &JournalSettings {
+                dedup: crate::dedup::DedupSettings {
+                    window: std::time::Duration::from_secs(60),
+                    partitions: 60,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Invariant 2: the index forgets records only after the window.
     #[test]
     fn dedup_expires_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j")).unwrap();
+        let j = open_60s(&dir.path().join("j"));
         j.commit(&[record(&id(1), "111122223333", "us-east-1")], &[], t(0))
             .unwrap();
         j.commit(&[record(&id(2), "111122223333", "us-east-1")], &[], t(100))
             .unwrap();
         j.sync_commits_blocking().unwrap();
         let window = std::time::Duration::from_secs(60);
-        assert_eq!(j.expire_dedup(t(59), window).unwrap(), 0);
-        assert_eq!(j.expire_dedup(t(61), window).unwrap(), 1);
+        j.expire_dedup(t(59), window).unwrap();
+        assert!(known(&j, &id(1)), "kept for the whole window");
+        j.expire_dedup(t(62), window).unwrap();
         assert!(!known(&j, &id(1)));
         assert!(known(&j, &id(2)));
     }
@@ -1427,7 +1471,7 @@ mod tests {
     #[test]
     fn a_non_uuid_event_id_is_deduplicated_and_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j")).unwrap();
+        let j = open_60s(&dir.path().join("j"));
         let upper = id(0xabc).to_uppercase();
         for weird in ["not-a-uuid", "0123456789abcdef", upper.as_str()] {
             let out = j
@@ -1440,9 +1484,10 @@ mod tests {
         }
         assert!(!known(&j, &id(0xabc)), "upper case is another id");
         let window = std::time::Duration::from_secs(60);
-        assert_eq!(j.expire_dedup(t(61), window).unwrap(), 3);
-        assert!(!known(&j, "not-a-uuid"));
-        assert_eq!(j.db.scan_prefix(b"D/").count(), 0);
+        j.expire_dedup(t(62), window).unwrap();
+        for weird in ["not-a-uuid", "0123456789abcdef", upper.as_str()] {
+            assert!(!known(&j, weird), "{weird}");
+        }
     }
 
     /// Invariants 3, 4, 5: closing a file moves its records out of pending atomically, keeps key
@@ -1735,7 +1780,12 @@ mod tests {
         let mut c = 3u32.to_be_bytes().to_vec();
         c.extend_from_slice(&1u32.to_be_bytes());
         db.insert(key(b"c/", &[&be(7)]), c).unwrap();
-        db.insert(seen::key(TIME, &id(0)), &be(1_800_000_000)[..])
+        // Its dedup index: one key, and the expiry entry that lists it.
+        let legacy = seen::legacy_key(&id(0));
+        db.insert(&legacy, &be(1_800_000_000)[..]).unwrap();
+        let mut listed = (legacy.len() as u16).to_be_bytes().to_vec();
+        listed.extend_from_slice(&legacy);
+        db.insert(key(b"t/", &[&be(1_800_000_000), &be(1)]), listed)
             .unwrap();
         db.flush().unwrap();
         vec![lines[0].clone(), lines[2].clone()]
@@ -1764,6 +1814,10 @@ mod tests {
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.pending().unwrap().len(), 2, "moved once");
+        // The old keys go once the window has passed over them.
+        let window = std::time::Duration::from_secs(60);
+        j.expire_dedup(t(61), window).unwrap();
+        assert!(!known(&j, &id(0)));
         drop(j);
         // An older collector writing `p/` again after the move is refused with what to do.
         let db = sled::open(&path).unwrap();
