@@ -11,6 +11,8 @@
 //!   ([`Journal::set_reader`]), which never trims the log below it. A restart resumes from the
 //!   recorded position; entries indexed twice are written once (the history is keyed by
 //!   `eventID`).
+//! - **Complete after a clean stop.** At shutdown it indexes what the log holds at that moment
+//!   (within the shutdown grace) before it ends.
 //! - **Bounded lag.** How far it is behind is reported on `/metrics`
 //!   (`groundtrail_history_lag_entries`, `groundtrail_history_lag_seconds`). The log keeps
 //!   what the indexer has not read only up to [`crate::journal`]'s reader bound: a history that
@@ -39,14 +41,45 @@ const INDEX_BATCH: usize = 20_000;
 /// How long a failed step waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Starts the indexer. It runs until `shutdown`, then finishes the step it is in.
+/// Starts the indexer. At `shutdown` it indexes what the log holds at that moment (for at
+/// most `drain`), so that a clean stop leaves the history complete, then ends.
 pub fn spawn(
     journal: Arc<Journal>,
     history: Arc<History>,
     retention: Duration,
     shutdown: Shutdown,
+    drain: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(journal, history, retention, shutdown))
+    tokio::spawn(async move {
+        run(journal.clone(), history.clone(), retention, shutdown).await;
+        let deadline = tokio::time::Instant::now() + drain;
+        let mut position = journal
+            .reader(READER)
+            .unwrap_or_else(|| journal.log_start());
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, step(&journal, &history, position, retention))
+                .await
+            {
+                Ok(Ok(Some(next))) => {
+                    position = next;
+                    journal.set_reader(READER, position);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!("event history indexer, at shutdown: {e}");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "event history: shutdown grace ran out while indexing; the next start \
+                         goes on from log entry {position}"
+                    );
+                    break;
+                }
+            }
+        }
+        report_lag(position, journal.durable_end_now());
+    })
 }
 
 async fn run(

@@ -306,6 +306,7 @@ async fn route(
         (&Method::POST, wire::EVENTS_PATH) => events(req, ingest, peer, settings).await,
         (&Method::GET, "/metrics") => {
             let (pending, undelivered) = ingest.journal().backlog();
+            let dedup = ingest.journal().dedup_stats();
             let text = metrics().render(&[
                 (
                     "groundtrail_journal_pending_records",
@@ -316,6 +317,21 @@ async fn route(
                     "groundtrail_journal_undelivered_files",
                     "Closed log files not yet stored, counted per destination.",
                     undelivered as u64,
+                ),
+                (
+                    "groundtrail_journal_log_bytes",
+                    "Bytes the journal's log of received batches occupies on disk.",
+                    ingest.journal().log_size_on_disk(),
+                ),
+                (
+                    "groundtrail_dedup_memory_bytes",
+                    "Memory the dedup index holds (memtables, block cache, pinned index blocks).",
+                    dedup.memory_bytes(),
+                ),
+                (
+                    "groundtrail_dedup_keys",
+                    "Records the dedup index remembers (fjall's estimate).",
+                    dedup.keys,
                 ),
             ]);
             Response::builder()

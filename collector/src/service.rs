@@ -98,6 +98,7 @@ pub async fn serve(
         history.clone(),
         config.history.retention.get(),
         shutdown.clone(),
+        config.server.shutdown_grace.get(),
     );
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
@@ -396,7 +397,8 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!("closing log files failed: {e}; their records stay pending"),
         Err(e) => tracing::error!("batcher task failed: {e}"),
     }
-    // The indexer stops after its current step; the next start resumes from its position.
+    // The indexer indexes what the log holds (within the grace) and stops; the next start
+    // resumes from its position.
     let _ = indexer_task.await;
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");

@@ -833,6 +833,16 @@ impl Journal {
         self.guard().readers.insert(name.to_string(), position);
     }
 
+    /// The position reader `name` last reported, if it is registered.
+    pub fn reader(&self, name: &str) -> Option<Position> {
+        self.guard().readers.get(name).copied()
+    }
+
+    /// The log's durable end now.
+    pub fn durable_end_now(&self) -> Position {
+        self.log.durable_end()
+    }
+
     /// Forgets reader `name`: the log no longer waits for it.
     pub fn drop_reader(&self, name: &str) {
         self.guard().readers.remove(name);
