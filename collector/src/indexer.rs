@@ -11,13 +11,13 @@
 //!   ([`Journal::set_reader`]), which never trims the log below it. A restart resumes from the
 //!   recorded position; entries indexed twice are written once (the history is keyed by
 //!   `eventID`).
-//! - **Complete after a clean stop.** At shutdown it indexes what the log holds at that moment
-//!   (within the shutdown grace) before it ends.
+//! - **Complete after a clean stop.** Once ingest and the batcher have stopped, [`drain`]
+//!   indexes what the log holds (within the shutdown grace) before the collector exits.
 //! - **Bounded lag.** How far it is behind is reported on `/metrics`
 //!   (`groundtrail_history_lag_entries`, `groundtrail_history_lag_seconds`). The log keeps
 //!   what the indexer has not read only up to [`crate::journal`]'s reader bound: a history that
 //!   is broken for good must not fill the journal's disk and stop the trail. Entries trimmed
-//!   before it read them are counted (`groundtrail_history_skipped_records_total`) and logged;
+//!   before it read them are counted (`groundtrail_history_skipped_batches_total`) and logged;
 //!   the trail itself is complete either way.
 
 use std::sync::Arc;
@@ -41,55 +41,24 @@ const INDEX_BATCH: usize = 20_000;
 /// How long a failed step waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Starts the indexer. At `shutdown` it indexes what the log holds at that moment (for at
-/// most `drain`), so that a clean stop leaves the history complete, then ends.
+/// Starts the indexer; it runs until `shutdown`. It registers as a reader of the journal
+/// before it returns, so nothing trims the log below its position in between.
 pub fn spawn(
     journal: Arc<Journal>,
     history: Arc<History>,
     retention: Duration,
     shutdown: Shutdown,
-    drain: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        run(journal.clone(), history.clone(), retention, shutdown).await;
-        let deadline = tokio::time::Instant::now() + drain;
-        let mut position = journal
-            .reader(READER)
-            .unwrap_or_else(|| journal.log_start());
-        while tokio::time::Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline, step(&journal, &history, position, retention))
-                .await
-            {
-                Ok(Ok(Some(next))) => {
-                    position = next;
-                    journal.set_reader(READER, position);
-                }
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    tracing::error!("event history indexer, at shutdown: {e}");
-                    break;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "event history: shutdown grace ran out while indexing; the next start \
-                         goes on from log entry {position}"
-                    );
-                    break;
-                }
-            }
-        }
-        report_lag(position, journal.durable_end_now());
-    })
-}
-
-async fn run(
-    journal: Arc<Journal>,
-    history: Arc<History>,
-    retention: Duration,
-    mut shutdown: Shutdown,
-) {
     let start = journal.log_start();
-    let mut position = match history.indexed_position() {
+    let end = journal.durable_end_now();
+    let position = match history.indexed_position() {
+        Ok(Some(p)) if p > end => {
+            tracing::warn!(
+                "event history: indexed up to log entry {p}, past the journal's end ({end}): \
+                 the journal was replaced; indexing its log from the start"
+            );
+            start
+        }
         Ok(Some(p)) => p,
         // A new (or cleared) history: everything the log still has.
         Ok(None) => start,
@@ -101,6 +70,51 @@ async fn run(
         }
     };
     journal.set_reader(READER, position);
+    tokio::spawn(run(journal, history, retention, shutdown, position))
+}
+
+/// At a clean stop, once ingest and the batcher are done: indexes what the log holds (for at
+/// most `grace`), so that the history is complete when the collector exits.
+pub async fn drain(
+    journal: &Arc<Journal>,
+    history: &Arc<History>,
+    retention: Duration,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut position = journal
+        .reader(READER)
+        .unwrap_or_else(|| journal.log_start());
+    loop {
+        match tokio::time::timeout_at(deadline, step(journal, history, position, retention)).await {
+            Ok(Ok(Some(next))) => {
+                position = next;
+                journal.set_reader(READER, position);
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                tracing::error!("event history indexer, at shutdown: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "event history: shutdown grace ran out while indexing; the next start goes \
+                     on from log entry {position}"
+                );
+                break;
+            }
+        }
+    }
+    report_lag(position, journal.durable_end_now());
+}
+
+async fn run(
+    journal: Arc<Journal>,
+    history: Arc<History>,
+    retention: Duration,
+    mut shutdown: Shutdown,
+    mut position: u64,
+) {
     let mut durable = journal.durable_end();
     loop {
         if shutdown.is_shutdown() {
@@ -122,7 +136,7 @@ async fn run(
                      will not find their records, the trail has them"
                 );
                 metrics()
-                    .history_skipped
+                    .history_skipped_batches
                     .fetch_add(start.saturating_sub(position), Ordering::Relaxed);
                 position = start;
                 journal.set_reader(READER, position);

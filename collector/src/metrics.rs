@@ -37,9 +37,9 @@ pub struct Metrics {
     pub stores_stuck: AtomicU64,
     /// Records indexed into the event history.
     pub history_indexed: AtomicU64,
-    /// Records the event history's indexer skipped because the log was trimmed past it (see
-    /// [`crate::indexer`]).
-    pub history_skipped: AtomicU64,
+    /// Committed batches the event history's indexer skipped because the log was trimmed past
+    /// it (see [`crate::indexer`]).
+    pub history_skipped_batches: AtomicU64,
     /// Log entries committed but not yet indexed into the event history (a gauge).
     pub history_lag_entries: AtomicU64,
     /// Seconds between the oldest entry not yet indexed and now, as of the indexer's last
@@ -170,9 +170,9 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "groundtrail_history_skipped_records_total",
-            "Records never indexed: the log was trimmed past the history's indexer.",
-            get(&self.history_skipped),
+            "groundtrail_history_skipped_batches_total",
+            "Committed batches never indexed: the log was trimmed past the history's indexer.",
+            get(&self.history_skipped_batches),
         );
         for (name, help, v) in [
             (

@@ -98,7 +98,6 @@ pub async fn serve(
         history.clone(),
         config.history.retention.get(),
         shutdown.clone(),
-        config.server.shutdown_grace.get(),
     );
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
@@ -397,9 +396,16 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!("closing log files failed: {e}; their records stay pending"),
         Err(e) => tracing::error!("batcher task failed: {e}"),
     }
-    // The indexer indexes what the log holds (within the grace) and stops; the next start
-    // resumes from its position.
+    // Ingest and the batcher are done: the indexer indexes what the log holds (within the
+    // grace) and stops; the next start resumes from its position.
     let _ = indexer_task.await;
+    crate::indexer::drain(
+        &journal,
+        &history,
+        config.history.retention.get(),
+        config.server.shutdown_grace.get(),
+    )
+    .await;
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");
     }
@@ -519,7 +525,10 @@ async fn watch_silence(
             continue;
         }
         if let Err(e) = journal.flush().await {
+            // Not durable: the batcher must not file them (the journal restarts and finds
+            // them, or not, in its log).
             tracing::error!("agent silence check: {e}");
+            continue;
         }
         let _ = batcher.send(outcome.committed).await;
     }

@@ -73,6 +73,7 @@
 //! | `a/<agent>` | [`AgentState`] JSON | an agent's last sequence number and last contact |
 //! | `n/<webhook>\0<id u64>` | notification JSON | a delivered log file not yet announced to that webhook |
 //! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
+//! | `z/<entry u64><index u32>` | the record's bytes | a pending record that could no longer be read, set aside for an operator (logged) |
 //! | `k/signing` | [`SigningKeyRecord`] JSON | the key that signs the digest chains (public part only), so a missing or changed key file is noticed at start-up |
 //!
 //! Integers are big-endian so byte order is numeric order; `\0` separates string parts. File
@@ -281,10 +282,13 @@ pub struct Journal {
     /// The dedup index.
     seen: Seen,
     /// Serializes read-check-write sequences (dedup, filing, delivery bookkeeping, digests)
-    /// and guards what the journal keeps in memory. fsync happens outside it.
+    /// and guards what the journal keeps in memory. fsync happens outside it, except when an
+    /// append starts a new log segment (the full one is fsynced first: once per 64 MiB).
     live: Mutex<Live>,
     /// The log's durable end, for readers waiting for new entries.
     durable: tokio::sync::watch::Sender<Position>,
+    /// Held by a settle from taking keys out of flight until they are in the index.
+    settling: Mutex<()>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -465,6 +469,7 @@ impl Journal {
             durable: tokio::sync::watch::Sender::new(log.durable_end()),
             log,
             live: Mutex::new(Live::default()),
+            settling: Mutex::new(()),
         };
         journal.replay()?;
         Ok(journal)
@@ -489,19 +494,36 @@ impl Journal {
             });
         }
         let mut states = BTreeMap::new();
+        let mut stale = sled::Batch::default();
+        let mut any_stale = false;
         for item in self
             .db
             .range(key(b"c/", &[&be(floor)])..key(b"c/", &[&be(u64::MAX)]))
         {
             let (k, v) = item?;
-            if let Some(entry) = read_be(&k[2..]) {
-                states.insert(entry, v);
+            match read_be(&k[2..]) {
+                // Bookkeeping of an entry that never became durable (a crash took it): the
+                // position will be reused by a new entry, which this must not describe.
+                Some(entry) if entry >= end => {
+                    stale.remove(k);
+                    any_stale = true;
+                }
+                Some(entry) => {
+                    states.insert(entry, v);
+                }
+                None => {}
             }
+        }
+        if any_stale {
+            self.db.apply_batch(stale)?;
+            self.db.flush()?;
         }
         let mut live = self.guard();
         live.floor = floor;
         live.agents = self.stored_agents()?;
-        let mut at = floor.min(agents_at.max(self.log.start()));
+        // Every entry still in the log: their dedup keys may not have been persisted (see
+        // invariant 2), and the agents' states of those at or above `l/agents`.
+        let mut at = self.log.start();
         let mut keys = Vec::new();
         while at < end {
             let entries = self.log.read(at, REPLAY_BYTES)?;
@@ -517,7 +539,7 @@ impl Journal {
                         live.agents.insert(name, state);
                     }
                 }
-                if e.position < floor || f.records.is_empty() {
+                if f.records.is_empty() {
                     continue;
                 }
                 for line in &f.records {
@@ -528,6 +550,9 @@ impl Journal {
                             e.position
                         ),
                     }
+                }
+                if e.position < floor {
+                    continue;
                 }
                 let state = match states.get(&e.position) {
                     Some(v) if v.as_ref() == DONE => continue,
@@ -591,6 +616,8 @@ impl Journal {
     /// Moves the dedup keys of entries below `durable` from in flight to the index, and tells
     /// readers the log grew.
     fn settle(&self, durable: Position) -> Result<()> {
+        // Held until the keys are in the index (see `trim`).
+        let _settling = self.settling.lock().unwrap_or_else(|p| p.into_inner());
         let settled = {
             let mut live = self.guard();
             let rest = live.in_flight_by_entry.split_off(&durable);
@@ -750,6 +777,7 @@ impl Journal {
                 .collect()
         };
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         let Some(&first) = chunks.keys().next() else {
             return Ok(out);
         };
@@ -776,16 +804,63 @@ impl Journal {
                         Ok(record) => {
                             out.push(PendingRecord::from_record(seq, &record, line.to_vec()))
                         }
-                        Err(err) => tracing::error!(
-                            "journal: pending record {index} of log entry {} is damaged ({err}); \
-                             kept, not filed",
-                            e.position
-                        ),
+                        Err(err) => {
+                            tracing::error!(
+                                "journal: pending record {index} of log entry {} cannot be read \
+                                 ({err}); set aside as z/{}/{index} in the journal for an operator",
+                                e.position,
+                                e.position
+                            );
+                            damaged.push((e.position, index as u32, line.to_vec()));
+                        }
                     }
                 }
             }
         }
+        self.set_aside(damaged)?;
         Ok(out)
+    }
+
+    /// Moves records that can no longer be read out of the pending set into `z/<entry><index>`
+    /// (their bytes, kept for an operator): left pending, one such record would hold the floor,
+    /// and with it every later log segment, for good.
+    fn set_aside(&self, damaged: Vec<(Position, u32, Vec<u8>)>) -> Result<()> {
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let mut live = self.guard();
+        let mut batch = sled::Batch::default();
+        let mut changed = BTreeMap::new();
+        for (position, index, line) in damaged {
+            batch.insert(key(b"z/", &[&be(position), &index.to_be_bytes()]), line);
+            let Some(state) = live.chunks.get(&position) else {
+                continue;
+            };
+            let state = changed.entry(position).or_insert_with(|| ChunkState {
+                records: state.records,
+                filed: state.filed.clone(),
+            });
+            if !state.filed.contains(&index) {
+                state.filed.push(index);
+            }
+        }
+        for (position, state) in &changed {
+            let ck = key(b"c/", &[&be(*position)]);
+            if state.pending() == 0 {
+                batch.insert(ck, DONE);
+            } else {
+                batch.insert(ck, state.encode());
+            }
+        }
+        self.db.apply_batch(batch)?;
+        for (position, state) in changed {
+            if state.pending() == 0 {
+                live.chunks.remove(&position);
+            } else {
+                live.chunks.insert(position, state);
+            }
+        }
+        Ok(())
     }
 
     /// Committed entries at or after `from` (durable ones only), for a reader following the
@@ -904,7 +979,9 @@ impl Journal {
             .iter()
             .find(|(_, pending)| **pending > 0)
             .map(|(p, _)| *p)
-            .unwrap_or_else(|| self.log.end())
+            // Not `end`: an entry appended but not yet durable (a duplicate-only batch waiting
+            // for its fsync) must not end up below a durable floor.
+            .unwrap_or_else(|| self.log.durable_end())
             .max(live.floor);
         for (chunk, state) in &changed {
             let ck = key(b"c/", &[&be(*chunk)]);
@@ -943,9 +1020,10 @@ impl Journal {
     /// to go), then whole segments are deleted. Called after a flush that made the floor
     /// durable; safe to call at any time.
     pub async fn trim(&self) -> Result<()> {
-        let (agents, upto) = {
+        let (agents, upto, floor) = {
             let live = self.guard();
-            (live.agents.clone(), self.log.end())
+            // The floor as made durable by the flush below, not as a later close_file moves it.
+            (live.agents.clone(), self.log.end(), live.floor)
         };
         // The states above are those of every entry below `upto`; those entries must be
         // durable before the states are recorded as covering them.
@@ -957,10 +1035,13 @@ impl Journal {
         batch.insert(&b"l/agents"[..], &be(upto)[..]);
         self.db.apply_batch(batch)?;
         self.flusher.flush().await?;
+        // A settle that took keys out of flight before our sync must have put them in the
+        // index before it is persisted.
+        drop(self.settling.lock().unwrap_or_else(|p| p.into_inner()));
         self.seen.persist().await?;
         let below = {
             let live = self.guard();
-            let floor = live.floor.min(upto);
+            let floor = floor.min(upto);
             live.readers
                 .values()
                 .copied()
@@ -1620,11 +1701,16 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].json, good);
         assert_eq!(pending[0].seq, p << CHUNK_INDEX_BITS | 1);
-        assert_eq!(
-            j.backlog().0,
-            2,
-            "the damaged one stays counted, for an operator"
-        );
+        // Set aside with its bytes, so that it does not hold the floor (and the log) forever.
+        assert_eq!(j.backlog().0, 1);
+        let kept =
+            j.db.get(key(b"z/", &[&be(p), &0u32.to_be_bytes()]))
+                .unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"{broken"[..]));
+        j.close_file(&entry("a"), b"gz", &[pending[0].seq], &["d".to_string()])
+            .unwrap();
+        assert_eq!(j.backlog().0, 0);
+        assert!(j.guard().floor > p, "the floor moved past the entry");
     }
 
     #[test]

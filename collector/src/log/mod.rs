@@ -16,10 +16,12 @@
 //! 3. **Durable entries stay, byte for byte, until trimmed.** [`Log::trim_below`] is the only
 //!    way an entry leaves, and it may keep more than asked (whole segments are dropped), never
 //!    less.
-//! 4. **A failed sync is final.** After an I/O error the log refuses every later write and sync
-//!    with the same error (after a failed fsync the kernel may have dropped the dirty pages, so
-//!    a later "successful" fsync proves nothing); [`crate::store_health`] restarts the
-//!    collector, which reopens the log and finds exactly the entries that reached the disk.
+//! 4. **A failed sync is final.** After a failed fsync the log refuses every later append and
+//!    sync with the same error (the kernel may have dropped the dirty pages, so a later
+//!    "successful" fsync would prove nothing); [`crate::store_health`] restarts the collector,
+//!    which reopens the log and finds exactly the entries that reached the disk. A failed
+//!    append (a full disk) is not final: nothing advanced, and the next append overwrites what
+//!    it left. The journal counts such failures towards a stuck store.
 
 mod segments;
 

@@ -131,7 +131,9 @@ fn scan(file: &File, path: &Path, verify: bool) -> Result<(Vec<u64>, u64), LogEr
             .map_err(|e| io(path, e))?;
         let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as u64;
         let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
-        if at + HEADER + len > size {
+        // An empty entry is never appended, so a zero length is what a crash leaves when the
+        // file grew but its data never reached the disk (a tail of zeros), not a frame.
+        if len == 0 || at + HEADER + len > size {
             break;
         }
         if verify {
@@ -152,7 +154,13 @@ impl SegmentLog {
     /// Opens the log in `dir` (creating it), recovering the newest segment's tail (see the
     /// module doc).
     pub fn open(dir: &Path, settings: SegmentLogSettings) -> Result<SegmentLog, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            // The new directory's entry must survive a power loss with what goes into it.
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+        }
         let mut firsts = Vec::new();
         for item in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
             let item = item.map_err(|e| io(dir, e))?;
@@ -306,6 +314,10 @@ impl Log for SegmentLog {
         self.check()?;
         if data.len() > MAX_ENTRY {
             return Err(LogError::TooLarge(data.len()));
+        }
+        if data.is_empty() {
+            // A zero length marks a torn tail (see `scan`).
+            return Err(LogError::TooLarge(0));
         }
         let mut w = self.writer();
         let full = w
@@ -464,7 +476,6 @@ impl Log for SegmentLog {
     fn trim_below(&self, position: Position) -> Result<(), LogError> {
         let mut w = self.writer();
         let firsts: Vec<Position> = w.segments.keys().copied().collect();
-        let mut removed = false;
         for pair in firsts.windows(2) {
             let (first, next_first) = (pair[0], pair[1]);
             if next_first > position {
@@ -479,15 +490,12 @@ impl Log for SegmentLog {
                         return Err(io(&self.dir, e));
                     }
                 }
-                removed = true;
+                // Oldest first, each removal durable before the next: a crash can bring back
+                // only a prefix of the removed segments, never leave a hole (which `open`
+                // refuses).
+                fsync_dir(&self.dir)?;
                 self.start.store(next_first, Ordering::SeqCst);
             }
-        }
-        drop(w);
-        if removed {
-            // Not needed for correctness (a segment that comes back after a crash is below
-            // the journal's floor and skipped), but it frees the space for good.
-            fsync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -613,6 +621,14 @@ mod tests {
         let all = log.read(0, usize::MAX).unwrap();
         assert_eq!(all.len(), 6);
         assert_eq!(all[5].data, b"next");
+        drop(log);
+        // A power loss after the file grew but before its data was written: zeros.
+        let size = std::fs::metadata(&seg_path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg_path).unwrap();
+        f.write_all_at(&[0u8; 64], size).unwrap();
+        let log = SegmentLog::open(dir.path(), SegmentLogSettings::default()).unwrap();
+        assert_eq!(log.end(), 6, "zeros are no entries");
+        assert_eq!(std::fs::metadata(&seg_path).unwrap().len(), size);
     }
 
     #[test]
