@@ -33,8 +33,9 @@ use groundtrail_common::shutdown::Shutdown;
 /// The journal reader name the indexer registers as.
 pub const READER: &str = "history";
 
-/// Log bytes read per step at most.
-const READ_BYTES: usize = 32 * 1024 * 1024;
+/// Log bytes read per step at most (held twice while a step runs: the entries and their
+/// records).
+const READ_BYTES: usize = 8 * 1024 * 1024;
 /// Records inserted in one store batch at most: index groups are per insert, so larger ones
 /// pack better, and one insert is one flush.
 const INDEX_BATCH: usize = 20_000;
