@@ -864,4 +864,107 @@ mod tests {
             Err(DedupError::ReceivedAt(_))
         ));
     }
+    /// (`VmRSS`, `VmHWM`) of this process in bytes.
+    fn rss() -> (u64, u64) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Resident bytes the default settings may add to the process, all parts together: the
+    /// cache, up to 5 memtables at twice fjall's count (skiplist towers and allocator slack),
+    /// and a fixed allowance for pinned top-level indexes, threads and allocator arenas.
+    fn resident_bound(s: &DedupSettings) -> u64 {
+        s.cache_bytes + 10 * s.memtable_bytes + 16 * 1024 * 1024
+    }
+
+    /// The child of [`memory_stays_bounded`]: 5M keys with the default settings, in a
+    /// process of its own so that its RSS is the index's alone.
+    #[test]
+    #[ignore = "run by memory_stays_bounded in a child process"]
+    fn memory_child() {
+        let Ok(dir) = std::env::var("GROUNDTRAIL_DEDUP_MEMORY_DIR") else {
+            return;
+        };
+        let settings = DedupSettings::default();
+        let n = 5_000_000u64;
+        let before = rss().0;
+        let idx = DedupIndex::open(Path::new(&dir), &settings).unwrap();
+        let (mut max_stats, mut max_rss, mut max_pinned) = (0u64, 0u64, 0u64);
+        for b in 0..n / 1000 {
+            let keys: Vec<DedupKey> = (b * 1000..(b + 1) * 1000)
+                .map(|i| DedupKey::new(&time(BASE + i / 10_000 + mix(i) % 300 - 150), &id(4, i)))
+                .collect();
+            for k in &keys {
+                assert!(!idx.contains(k).unwrap());
+            }
+            // 10,000 records a second: 500 s, one partition, as in a busy day's stretch.
+            idx.insert(&keys, BASE + b / 10).unwrap();
+            if b % 250 == 249 {
+                let s = idx.stats();
+                assert!(s.cache_bytes <= settings.cache_bytes, "{s:?}");
+                assert!(s.memtable_bytes <= 5 * settings.memtable_bytes, "{s:?}");
+                max_stats = max_stats.max(s.memory_bytes());
+                max_pinned = max_pinned.max(s.pinned_bytes);
+                max_rss = max_rss.max(rss().0.saturating_sub(before));
+            }
+        }
+        let s = idx.stats();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "DEDUP-MEMORY {n} keys: stats max {:.1} MiB (pinned max {:.2} MiB), RSS growth max {:.1} MiB, \
+             peak RSS {:.1} MiB, bound {:.1} MiB, disk {:.1} MiB, {} tables, final {s:?}",
+            mib(max_stats),
+            mib(max_pinned),
+            mib(max_rss),
+            mib(rss().1),
+            mib(resident_bound(&settings)),
+            mib(s.disk_bytes),
+            idx.partitions
+                .read()
+                .unwrap()
+                .iter()
+                .map(|p| p.keyspace.table_count())
+                .sum::<usize>(),
+        );
+        assert!(max_stats <= resident_bound(&settings), "{max_stats}");
+        assert!(
+            max_rss <= resident_bound(&settings),
+            "RSS grew by {max_rss}"
+        );
+    }
+
+    /// Memory stays within the settings' bound over 5M keys, by fjall's count and by the
+    /// process's RSS.
+    #[test]
+    fn memory_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "dedup::tests::memory_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("GROUNDTRAIL_DEDUP_MEMORY_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("DEDUP-MEMORY"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in stdout.lines().filter(|l| l.contains("DEDUP-MEMORY")) {
+            println!("{line}");
+        }
+    }
 }
