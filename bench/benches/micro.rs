@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use groundtrail_bench::{generator, limits};
+use groundtrail_bench::{dedup, generator, limits};
+use groundtrail_collector::dedup::DedupSettings;
 use groundtrail_common::Record;
 
 fn main() {
@@ -93,5 +94,46 @@ fn main() {
             "agent buffer, 100 records per append",
             b.bytes as f64 / b.secs
         );
+    }
+    // `-- dedup` runs both stores; `-- dedup-fjall` or `-- dedup-sled` one, for a clean RSS.
+    for n in [1_000_000, 10_000_000] {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let name = format!("dedup-fjall {}M: contains miss + insert", n / 1_000_000);
+        if want(&name) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let r = dedup::fjall(dir.path(), n, &DedupSettings::default()).expect("fjall");
+            let s = r.stats.unwrap_or_default();
+            println!(
+                "{name:<48} {:>8.2} us/record (CPU {:.2} us)  hit {:.2} us  RSS +{:.0} MiB (peak {:.0})  disk {:.0} MiB",
+                r.us_per_key(),
+                r.cpu_us_per_key(),
+                r.hit_secs_per_key * 1e6,
+                mib(r.rss_growth),
+                mib(r.rss_peak),
+                mib(r.disk_bytes)
+            );
+            println!(
+                "  stats: memtables {:.1} MiB, cache {:.1} MiB, pinned {:.2} MiB, {} keys, {} partitions",
+                mib(s.memtable_bytes),
+                mib(s.cache_bytes),
+                mib(s.pinned_bytes),
+                s.keys,
+                s.partitions
+            );
+        }
+        let name = format!("dedup-sled {}M: contains miss + insert", n / 1_000_000);
+        if want(&name) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let r = dedup::sled(dir.path(), n).expect("sled");
+            println!(
+                "{name:<48} {:>8.2} us/record (CPU {:.2} us)  hit {:.2} us  RSS +{:.0} MiB (peak {:.0})  disk {:.0} MiB",
+                r.us_per_key(),
+                r.cpu_us_per_key(),
+                r.hit_secs_per_key * 1e6,
+                mib(r.rss_growth),
+                mib(r.rss_peak),
+                mib(r.disk_bytes)
+            );
+        }
     }
 }

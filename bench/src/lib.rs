@@ -5,6 +5,7 @@
 
 #![recursion_limit = "512"]
 
+pub mod dedup;
 pub mod generator;
 pub mod harness;
 pub mod limits;
