@@ -89,7 +89,11 @@ pub async fn serve(
         return Err(ServeError::Plaintext(addr));
     }
     let journal = Arc::new(Journal::open(&config.journal.path)?);
-    let history = Arc::new(History::open(&config.history_path())?);
+    let history = Arc::new(History::open_with(
+        &config.history_path(),
+        config.history.cache_bytes,
+        true,
+    )?);
     let (indexer_tx, indexer_task) =
         crate::history::Indexer::spawn(history.clone(), config.history.retention.get());
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
