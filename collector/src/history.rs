@@ -14,7 +14,7 @@
 //! | `v/format` | `4` (the layout version below) |
 //! | `s/<eventTime u64 BE><c0 u64 BE>` | the events of one insert at one second: entries of (eventID hash u64 BE, `n` u64 BE), ascending; what makes an insert idempotent |
 //! | `h/<b u8><c0 u64 BE>` | the eventIDs of one insert whose hash's top byte is `b`: entries of (hash u64 BE, `n` u64 BE), ascending |
-//! | `e/<c u64 BE>` | a chunk of up to 64 records (16 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
+//! | `e/<c u64 BE>` | a chunk of up to 256 records (64 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
 //! | `i/<awsRegion>\0<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
 //! | `r/<awsRegion>` | empty: a region with indexed events (never removed; a handful of keys) |
 //! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group and `h/` keys and chunk numbers |
@@ -697,15 +697,17 @@ fn region_key(region: &str) -> Vec<u8> {
 /// Page cache of the history store.
 const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 16 KiB
+/// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 64 KiB
 /// or one record; this leaves room).
 const MAX_CHUNK: usize = 4 * 1024 * 1024;
 /// zstd level of stored chunks: the fastest, and most of the gain on JSON (level 3 took 5% of
 /// an insert for a few percent less disk).
 const ZSTD_LEVEL: i32 = 1;
 /// A chunk is cut at this many records or JSON bytes (a record larger than that is alone).
-const CHUNK_RECORDS: usize = 64;
-const CHUNK_BYTES: usize = 16 * 1024;
+/// (64 KiB: sled copies a leaf on every write, so fewer, larger chunk keys made inserts
+/// faster; a lookup page decompresses at most 50 chunks.)
+const CHUNK_RECORDS: usize = 256;
+const CHUNK_BYTES: usize = 64 * 1024;
 /// The most time (seconds) between the newest and the oldest entry of an index group, per
 /// level (see the module doc).
 const SPANS: [u64; 5] = [0, 8, 128, 2048, 32768];

@@ -247,7 +247,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let total = stages[1].1;
     let dir = ctx.dir("history")?;
     let cache = groundtrail_collector::config::HistoryConfig::default().cache_bytes;
-    let h = Arc::new(History::open_with(&dir.join("history"), cache, true)?);
+    // As the collector opens it (sled's low-space mode); `=1`: sled's high-throughput mode.
+    let low_space =
+        std::env::var("GROUNDTRAIL_BENCH_HISTORY_HIGH_THROUGHPUT").as_deref() != Ok("1");
+    let h = Arc::new(History::open_with(&dir.join("history"), cache, low_space)?);
     let values = Arc::new(Values::of(&ctx.templates));
     let end = chrono::Utc::now().timestamp();
     let start = end - SPAN_SECS;
