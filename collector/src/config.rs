@@ -155,11 +155,12 @@ pub struct HistoryConfig {
     pub path: Option<PathBuf>,
     /// Management events older than this (by `eventTime`) are dropped. CloudTrail keeps 90 days.
     pub retention: Duration,
-    /// Bytes of the history store's page cache (sled's `cache_capacity`). It is most of the
-    /// history's share of the collector's memory (sled can overshoot it by a few MiB), and
-    /// it holds the index groups and record chunks of recent lookups; the default (48 MiB)
-    /// fits a collector budget of 256 MiB and keeps LookupEvents first pages well under
-    /// 50 ms with 10 million events. 4 MiB to 16 GiB.
+    /// Bytes of the history store's page cache (sled's `cache_capacity`). It bounds what sled
+    /// means to keep, not the process: under heavy indexing sled and the allocator go well
+    /// beyond it (the history bench's process reached 894 MiB RSS with 48 MiB). It holds the index groups and record chunks of recent lookups; the default (48 MiB)
+    /// fits a collector budget of 256 MiB and kept LookupEvents first pages at p99 32 ms over
+    /// a mix of queries with 10 million events (`groundtrail-bench --only history`).
+    /// 4 MiB to 16 GiB.
     pub cache_bytes: u64,
 }
 
@@ -171,7 +172,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             path: None,
             retention: Duration::from_secs(90 * 24 * 3600),
-            cache_bytes: 48 * 1024 * 1024,
+            cache_bytes: crate::history::DEFAULT_CACHE_BYTES,
         }
     }
 }

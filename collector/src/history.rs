@@ -694,8 +694,9 @@ fn region_key(region: &str) -> Vec<u8> {
     k
 }
 
-/// Page cache of the history store.
-const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Page cache of the history store opened by [`History::open`]: `[history] cache_bytes`'s
+/// default.
+pub const DEFAULT_CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
 /// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 64 KiB
 /// or one record; this leaves room).
@@ -937,7 +938,8 @@ impl LevelScan {
 }
 
 impl History {
-    /// Opens (creating) the store at `path` with a 256 MiB page cache.
+    /// Opens (creating) the store at `path` with a 48 MiB page cache (the collector opens it
+    /// with `[history] cache_bytes`, through [`History::open_with`]).
     pub fn open(path: &Path) -> Result<History> {
         History::open_with(path, DEFAULT_CACHE_BYTES, true)
     }

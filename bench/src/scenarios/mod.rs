@@ -283,33 +283,33 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "history",
-        "history.10m.index_events_per_s",
+        "history.3m.index_events_per_s",
         S_HISTORY,
-        "1M -> 10M events: indexing (insert + flush)",
+        "1M -> 3M events: indexing (insert + flush)",
     ),
     (
         "history",
-        "history.10m.index_mb_per_s",
+        "history.3m.index_mb_per_s",
         S_HISTORY,
-        "1M -> 10M events: indexing, record JSON",
+        "1M -> 3M events: indexing, record JSON",
     ),
     (
         "history",
-        "history.10m.bytes_per_event",
+        "history.3m.bytes_per_event",
         S_HISTORY,
-        "10M events: store on disk per event",
+        "3M events: store on disk per event",
     ),
     (
         "history",
-        "history.10m.lookup_p50_ms",
+        "history.3m.lookup_p50_ms",
         S_HISTORY,
-        "10M events: LookupEvents page p50 (query mix)",
+        "3M events: LookupEvents page p50 (query mix)",
     ),
     (
         "history",
-        "history.10m.lookup_p99_ms",
+        "history.3m.lookup_p99_ms",
         S_HISTORY,
-        "10M events: LookupEvents page p99 (query mix)",
+        "3M events: LookupEvents page p99 (query mix)",
     ),
 ];
 
