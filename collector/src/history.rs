@@ -996,7 +996,7 @@ impl History {
             if s.event_time < not_before || !seen.insert((s.event_time, s.event_id.clone())) {
                 continue;
             }
-            if !stored.contains_key(&s.event_time) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = stored.entry(s.event_time) {
                 let mut at: HashMap<u64, Vec<u64>> = HashMap::new();
                 for item in self.db.scan_prefix(second_prefix(s.event_time)).values() {
                     for e in item?.chunks_exact(ENTRY) {
@@ -1005,7 +1005,7 @@ impl History {
                         }
                     }
                 }
-                stored.insert(s.event_time, at);
+                slot.insert(at);
             }
             // A hash stored at this second is this event only if its record says so.
             let mut present = false;

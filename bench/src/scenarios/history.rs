@@ -38,9 +38,12 @@ const ROUNDS: usize = 60;
 const INDEX_GOAL: f64 = 40_000.0;
 const P99_GOAL_MS: f64 = 50.0;
 
+/// (region, value) pairs of one lookup attribute (`None`: no attribute).
+type AttrValues = (Option<Attribute>, Vec<(String, String)>);
+
 /// Attribute values seen in the generator's records, with their regions.
 struct Values {
-    by_attr: Vec<(Option<Attribute>, Vec<(String, String)>)>,
+    by_attr: Vec<AttrValues>,
 }
 
 impl Values {
@@ -54,8 +57,7 @@ impl Values {
             Some(Attribute::AccessKeyId),
             Some(Attribute::ReadOnly),
         ];
-        let mut by_attr: Vec<(Option<Attribute>, Vec<(String, String)>)> =
-            kinds.iter().map(|k| (*k, Vec::new())).collect();
+        let mut by_attr: Vec<AttrValues> = kinds.iter().map(|k| (*k, Vec::new())).collect();
         for t in templates {
             let Some(s) = summarize_json(&t.json) else {
                 continue;
