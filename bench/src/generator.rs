@@ -104,6 +104,8 @@ impl Rng {
 pub struct Template {
     pub json: Vec<u8>,
     id_at: usize,
+    /// Where its `eventTime` value (20 characters, `YYYY-MM-DDTHH:MM:SSZ`) sits.
+    time_at: usize,
     /// `eventSource` (for the mix summary).
     pub source: String,
     pub account: String,
@@ -119,9 +121,21 @@ impl Template {
             .position(|w| w == marker)
             .expect("every record has an eventID")
             + marker.len();
+        let marker = b"\"eventTime\":\"";
+        let time_at = json
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("every record has an eventTime")
+            + marker.len();
+        assert_eq!(
+            json.get(time_at + 19),
+            Some(&b'Z'),
+            "eventTime of 20 characters"
+        );
         Template {
             json,
             id_at: at,
+            time_at,
             source: v["eventSource"].as_str().unwrap_or_default().to_string(),
             account: v["recipientAccountId"]
                 .as_str()
@@ -136,6 +150,16 @@ impl Template {
         assert_eq!(event_id.len(), 36);
         let mut out = self.json.clone();
         out[self.id_at..self.id_at + 36].copy_from_slice(event_id.as_bytes());
+        out
+    }
+
+    /// The record with `event_id` (as [`Template::with_id`]) and `eventTime` at `secs` (epoch
+    /// seconds): a new event of the same shape, for filling an event history over days.
+    pub fn with_id_at(&self, event_id: &str, secs: i64) -> Vec<u8> {
+        let mut out = self.with_id(event_id);
+        let time = time_str(secs);
+        assert_eq!(time.len(), 20);
+        out[self.time_at..self.time_at + 20].copy_from_slice(time.as_bytes());
         out
     }
 
@@ -1156,6 +1180,12 @@ mod tests {
         let fresh = a[0].with_id("00000000-0000-4000-8000-000000000001");
         let v: Value = serde_json::from_slice(&fresh).unwrap();
         assert_eq!(v["eventID"], "00000000-0000-4000-8000-000000000001");
+        for t in &a {
+            let moved = t.with_id_at("00000000-0000-4000-8000-000000000002", 1_700_000_061);
+            let v: Value = serde_json::from_slice(&moved).unwrap();
+            assert_eq!(v["eventTime"], "2023-11-14T22:14:21Z");
+            assert_eq!(v["eventID"], "00000000-0000-4000-8000-000000000002");
+        }
         let s = SizeSummary::of(&a);
         assert!(s.sources.len() >= 8, "{:?}", s.sources);
     }

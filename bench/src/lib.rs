@@ -22,13 +22,14 @@ use harness::{Bins, Pki};
 use report::Report;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "collector",
     "agent-buffer",
     "agent-e2e",
     "latency",
     "footprint",
     "fanin",
+    "history",
 ];
 
 /// Command-line settings.
@@ -192,6 +193,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "latency" => scenarios::latency::run(&mut ctx).await,
             "footprint" => scenarios::footprint::run(&mut ctx).await,
             "fanin" => scenarios::fanin::run(&mut ctx).await,
+            "history" => scenarios::history::run(&mut ctx).await,
             _ => unreachable!(),
         };
         if let Err(e) = r {

@@ -62,7 +62,9 @@ pub fn num(v: f64, decimals: usize) -> String {
 
 fn show(v: f64, unit: &str) -> String {
     match unit {
-        "records/s" | "appends/s" | "requests/s" => format!("{} {unit}", num(v, 0)),
+        "records/s" | "appends/s" | "requests/s" | "events/s" | "bytes/event" => {
+            format!("{} {unit}", num(v, 0))
+        }
         "records/CPU-s" => format!("{} {unit}", num(v, 0)),
         "MB/s" | "MB" => format!("{} {unit}", num(v, 1)),
         "s" => format!("{} s", num(v, 2)),

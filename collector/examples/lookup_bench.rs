@@ -138,7 +138,7 @@ async fn main() {
     let history = match std::env::var("GROUNDTRAIL_BENCH_CACHE_MB") {
         Ok(mb) => History::open_with(
             &dir.join("history"),
-            mb.parse::<u64>().unwrap_or(256) * 1024 * 1024,
+            mb.parse::<u64>().unwrap_or(48) * 1024 * 1024,
             std::env::var("GROUNDTRAIL_BENCH_HIGH_THROUGHPUT").as_deref() != Ok("1"),
         ),
         Err(_) => History::open(&dir.join("history")),

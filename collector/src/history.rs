@@ -11,17 +11,30 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `v/format` | `3` (the layout version below) |
-//! | `s/<eventID>` | the event's number `n` (u64 BE: chunk `c` << 16 \| slot) |
-//! | `e/<c u64 BE>` | a chunk of up to 64 records (16 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
+//! | `v/format` | `4` (the layout version below) |
+//! | `s/<eventTime u64 BE><c0 u64 BE>` | the events of one insert at one second: entries of (eventID hash u64 BE, `n` u64 BE), ascending; what makes an insert idempotent |
+//! | `h/<b u8><c0 u64 BE>` | the eventIDs of one insert whose hash's top byte is `b`: entries of (hash u64 BE, `n` u64 BE), ascending |
+//! | `e/<c u64 BE>` | a chunk of up to 256 records (64 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
 //! | `i/<awsRegion>\0<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
 //! | `r/<awsRegion>` | empty: a region with indexed events (never removed; a handful of keys) |
-//! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group keys and chunk numbers |
+//! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group and `h/` keys and chunk numbers |
 //!
 //! `c` comes from sled's `generate_id`; the events of one insert are sorted by time before they
 //! are cut into chunks, so neighbours in time share a chunk. `attr` 0 is "no attribute" (every
-//! event, with an empty value); 2-8 are the lookup attributes ([`Attribute`]); `EventId` is
-//! answered from `s/` (one get), so it needs no index entry. Times are stored inverted
+//! event, with an empty value); 2-8 are the lookup attributes ([`Attribute`]).
+//!
+//! **Event IDs.** sled's cost is per key and per leaf touched (each write copies a leaf), and
+//! a key per event at a random place (an eventID is a random UUID) touches one leaf per event,
+//! which with millions of events is no longer in the cache: with the chunks, that was most of
+//! an insert's time. So eventIDs are packed per insert like the index: `s/` by second (an
+//! insert writes one key per second it spans, beside the newest keys of the tree) and `h/` by
+//! the top byte of the eventID's hash (256 keys at most per insert). An event is the same one
+//! when its `eventID` *and* `eventTime` are (a record handed over again, the only source of
+//! repeats, has both): an insert reads the `s/` keys of each second it holds once, and an
+//! eventID whose hash is there is a repeat only if the stored record's `eventID` is the same.
+//! An `EventId` lookup, which knows no time, is one prefix scan of its `h/` byte (about 1/256
+//! of the inserts' keys, side by side), then a read of the few records whose hash matches,
+//! compared by `eventID`. Times are stored inverted
 //! (`u64::MAX - t`) so that ascending order is newest first, the order `LookupEvents` returns.
 //!
 //! An index group holds the entries of one attribute value from one insert. `M` is its newest
@@ -50,14 +63,15 @@
 //! each chunk decompressed once per lookup.
 //!
 //! Expiry walks the `x/` manifests from the oldest and removes a whole insert (its `s/`,
-//! groups and chunks) once its newest event is older than the cutoff; so an event may outlive
+//! `h/`, groups and chunks) once its newest event is older than the cutoff; so an event may outlive
 //! the retention by the time span of its insert (seconds, for live ingest).
 //!
 //! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
 //! finds nothing, as it could not match a real CloudTrail value anyway.
 //!
-//! A store of an older layout (no `v/format` 3: layout 1 had one key per event and per index
-//! entry, layout 2 index keys without the region) is cleared when opened; the product had not shipped, so nothing migrates it,
+//! A store of an older layout (no `v/format` 4: layout 1 had one key per event and per index
+//! entry, layout 2 index keys without the region, layout 3 `s/` keys by eventID alone) is
+//! cleared when opened; the product had not shipped, so nothing migrates it,
 //! and the history fills again from what is ingested next.
 //!
 //! # When events are written
@@ -68,7 +82,7 @@
 //! an event is visible to `LookupEvents` shortly after its commit was acknowledged, indexing
 //! never slows ingest (it runs behind the log, not in front of a `200` or a file's close), and
 //! a crash cannot lose history entries: the indexer resumes from its recorded position and
-//! writing is idempotent (keyed by `eventID`).
+//! writing is idempotent (keyed by `eventID` and `eventTime`).
 //!
 //! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
 //! not `false`) are kept, as in CloudTrail's event history.
@@ -633,11 +647,32 @@ fn index_prefix(region: &str, attr: u8, value: &str) -> Vec<u8> {
     k
 }
 
-fn id_key(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + id.len());
-    k.extend_from_slice(b"s/");
-    k.extend_from_slice(id.as_bytes());
+/// Prefix of one second's `s/` keys: `s/<eventTime u64 BE>`.
+fn second_prefix(time: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(b"s/");
+    k[2..].copy_from_slice(&time.to_be_bytes());
     k
+}
+
+/// FNV-1a of an eventID, then murmur3's 64-bit finalizer (FNV alone leaves the top byte, the
+/// `h/` bucket, nearly blind to an ID's last characters). Stored (in `s/` and `h/`), so it must
+/// never change within a layout. A collision only costs a record read: the eventID is
+/// compared on the record itself.
+fn id_hash(id: &str) -> u64 {
+    let mut h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Prefix of the eventID buckets: `h/<top byte of id_hash>`.
+fn id_bucket_prefix(hash: u64) -> [u8; 3] {
+    [b'h', b'/', (hash >> 56) as u8]
 }
 
 fn chunk_key(c: u64) -> [u8; 10] {
@@ -648,7 +683,7 @@ fn chunk_key(c: u64) -> [u8; 10] {
 }
 
 const FORMAT_KEY: &[u8] = b"v/format";
-const FORMAT: &[u8] = b"3";
+const FORMAT: &[u8] = b"4";
 /// Prefix of the region registry: `r/<awsRegion>` for every region with indexed events.
 const REGION_PREFIX: &[u8] = b"r/";
 
@@ -658,17 +693,21 @@ fn region_key(region: &str) -> Vec<u8> {
     k
 }
 
-/// Page cache of the history store.
-const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Page cache of the history store opened by [`History::open`]: `[history] cache_bytes`'s
+/// default.
+pub const DEFAULT_CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
-/// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 16 KiB
+/// Largest chunk JSON read back (CloudTrail's record limit is 256 KB, a chunk holds 64 KiB
 /// or one record; this leaves room).
 const MAX_CHUNK: usize = 4 * 1024 * 1024;
-/// zstd level of stored chunks: fast, and most of the gain on JSON.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of stored chunks: the fastest, and most of the gain on JSON (level 3 took 5% of
+/// an insert for a few percent less disk).
+const ZSTD_LEVEL: i32 = 1;
 /// A chunk is cut at this many records or JSON bytes (a record larger than that is alone).
-const CHUNK_RECORDS: usize = 64;
-const CHUNK_BYTES: usize = 16 * 1024;
+/// (64 KiB: sled copies a leaf on every write, so fewer, larger chunk keys made inserts
+/// faster; a lookup page decompresses at most 50 chunks.)
+const CHUNK_RECORDS: usize = 256;
+const CHUNK_BYTES: usize = 64 * 1024;
 /// The most time (seconds) between the newest and the oldest entry of an index group, per
 /// level (see the module doc).
 const SPANS: [u64; 5] = [0, 8, 128, 2048, 32768];
@@ -898,7 +937,8 @@ impl LevelScan {
 }
 
 impl History {
-    /// Opens (creating) the store at `path` with a 256 MiB page cache.
+    /// Opens (creating) the store at `path` with a 48 MiB page cache (the collector opens it
+    /// with `[history] cache_bytes`, through [`History::open_with`]).
     pub fn open(path: &Path) -> Result<History> {
         History::open_with(path, DEFAULT_CACHE_BYTES, true)
     }
@@ -943,20 +983,45 @@ impl History {
         records: impl IntoIterator<Item = &'a [u8]>,
         not_before: u64,
     ) -> Result<usize> {
+        // What is stored at each second of this insert (`s/`: eventID hashes), read once.
+        let mut stored: HashMap<u64, HashMap<u64, Vec<u64>>> = HashMap::new();
+        let mut reader = Reader::new(&self.db)?;
         let mut seen = HashSet::new();
         let mut added: Vec<(Fields, &[u8])> = Vec::new();
         for json in records {
             let Some(s) = Fields::read(json) else {
                 continue;
             };
-            if s.event_time < not_before
-                || seen.contains(s.event_id.as_ref())
-                || self.db.contains_key(id_key(&s.event_id))?
-            {
+            if s.event_time < not_before || !seen.insert((s.event_time, s.event_id.clone())) {
                 continue;
             }
-            seen.insert(s.event_id.to_string());
-            added.push((s, json));
+            if let std::collections::hash_map::Entry::Vacant(slot) = stored.entry(s.event_time) {
+                let mut at: HashMap<u64, Vec<u64>> = HashMap::new();
+                for item in self.db.scan_prefix(second_prefix(s.event_time)).values() {
+                    for e in item?.chunks_exact(ENTRY) {
+                        if let (Some(hash), Some(n)) = (u64_at(e), u64_at(&e[8..])) {
+                            at.entry(hash).or_default().push(n);
+                        }
+                    }
+                }
+                slot.insert(at);
+            }
+            // A hash stored at this second is this event only if its record says so.
+            let mut present = false;
+            for &n in stored[&s.event_time]
+                .get(&id_hash(&s.event_id))
+                .map_or(&[][..], Vec::as_slice)
+            {
+                if let Some((_, old)) = reader.event(n)?
+                    && summarize_json(old).is_some_and(|o| o.event_id == s.event_id)
+                {
+                    present = true;
+                    break;
+                }
+            }
+            if !present {
+                added.push((s, json));
+            }
         }
         if added.is_empty() {
             return Ok(0);
@@ -995,10 +1060,12 @@ impl History {
         }
         let mut postings: HashMap<PostingKey, Vec<(u64, u64)>> = HashMap::new();
         let mut regions = HashSet::new();
+        let mut buckets: Vec<(u64, u64)> = Vec::with_capacity(added.len());
+        let mut seconds: Vec<(u64, u64, u64)> = Vec::with_capacity(added.len());
         for ((s, _), &n) in added.iter().zip(&numbers) {
-            let id = id_key(&s.event_id);
-            batch.insert(&id[..], &n.to_be_bytes()[..]);
-            manifest.ids.push(id);
+            let hash = id_hash(&s.event_id);
+            buckets.push((hash, n));
+            seconds.push((s.event_time, hash, n));
             let region = s.index_region();
             if region.contains('\0') {
                 continue; // not indexable (the prefix would break); found by EventId only
@@ -1013,6 +1080,32 @@ impl History {
         }
         for region in regions {
             batch.insert(region_key(region), &b""[..]);
+        }
+        // The eventIDs by second (for the next insert's dedup): one key per second.
+        seconds.sort_unstable();
+        for second in seconds.chunk_by(|a, b| a.0 == b.0) {
+            let mut key = second_prefix(second[0].0).to_vec();
+            key.extend_from_slice(&numbers[0].to_be_bytes());
+            let mut value = Vec::with_capacity(second.len() * ENTRY);
+            for (_, hash, n) in second {
+                value.extend_from_slice(&hash.to_be_bytes());
+                value.extend_from_slice(&n.to_be_bytes());
+            }
+            batch.insert(&key[..], value);
+            manifest.ids.push(key);
+        }
+        // The eventIDs by hash: one key per bucket with events in this insert.
+        buckets.sort_unstable();
+        for bucket in buckets.chunk_by(|a, b| a.0 >> 56 == b.0 >> 56) {
+            let mut key = id_bucket_prefix(bucket[0].0).to_vec();
+            key.extend_from_slice(&numbers[0].to_be_bytes());
+            let mut value = Vec::with_capacity(bucket.len() * ENTRY);
+            for (hash, n) in bucket {
+                value.extend_from_slice(&hash.to_be_bytes());
+                value.extend_from_slice(&n.to_be_bytes());
+            }
+            batch.insert(&key[..], value);
+            manifest.groups.push(key);
         }
         for ((region, attr, value), mut entries) in postings {
             entries.sort_unstable();
@@ -1078,16 +1171,33 @@ impl History {
             if q.after.is_some() || q.max_results == 0 {
                 return Ok(page);
             }
-            if let Some(n) = self.db.get(id_key(id))?.as_deref().and_then(u64_at)
-                && let Some((time, json)) = reader.event(n)?
-                && time >= q.start
-                && time <= q.end
-                && let Some(s) = summarize_json(json)
-                && q.region
-                    .as_ref()
-                    .is_none_or(|r| s.region.as_deref().unwrap_or("") == r)
-            {
-                page.events.push((s, json.to_vec()));
+            // Every insert's bucket of this hash, newest insert first; the first event found
+            // with this eventID (newest first) in the range and region is the answer.
+            let hash = id_hash(id);
+            let mut candidates = Vec::new();
+            for item in self.db.scan_prefix(id_bucket_prefix(hash)).values().rev() {
+                let entries = item?;
+                for e in entries.chunks_exact(ENTRY) {
+                    if u64_at(e) == Some(hash)
+                        && let Some(n) = u64_at(&e[8..])
+                    {
+                        candidates.push(n);
+                    }
+                }
+            }
+            for n in candidates {
+                if let Some((time, json)) = reader.event(n)?
+                    && time >= q.start
+                    && time <= q.end
+                    && let Some(s) = summarize_json(json)
+                    && s.event_id == *id
+                    && q.region
+                        .as_ref()
+                        .is_none_or(|r| s.region.as_deref().unwrap_or("") == r)
+                {
+                    page.events.push((s, json.to_vec()));
+                    break;
+                }
             }
             return Ok(page);
         }
@@ -1457,6 +1567,84 @@ mod tests {
         assert!(h.db.contains_key(region_key("us-east-1")).unwrap());
     }
 
+    /// `s/` and `h/` hold this hash: it must never change (FNV-1a 64 test vectors, whose
+    /// values are 0xcbf29ce484222325, 0xaf63dc4c8601ec8c and 0x85944171f73967e8, through
+    /// murmur3's fmix64).
+    #[test]
+    fn id_hash_is_fnv1a_64_then_fmix64() {
+        assert_eq!(id_hash(""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(id_hash("a"), 0x82a2_a958_a9be_ce5b);
+        assert_eq!(id_hash("foobar"), 0x2c22_1949_22d1_672b);
+    }
+
+    fn event_id(n: u64) -> String {
+        format!("00000000-0000-4000-8000-{n:012}")
+    }
+
+    /// EventId through the `h/` buckets, over inserts of every size (so each bucket holds
+    /// keys of many inserts); a record handed over again is not added, the same eventID at
+    /// another time is another event, and a hash match alone is no answer.
+    #[test]
+    fn event_id_lookups_over_many_inserts_and_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let recs: Vec<Vec<u8>> = (0..600).map(|n| rec(n, "X", "a", false)).collect();
+        let (mut i, mut size) = (0, 1);
+        while i < recs.len() {
+            let end = (i + size).min(recs.len());
+            let part = &recs[i..end];
+            assert_eq!(
+                h.insert(part.iter().map(|r| r.as_slice()), 0).unwrap(),
+                part.len()
+            );
+            i = end;
+            size = size % 40 + 1;
+        }
+        assert!(h.db.scan_prefix(b"h/").count() > 256);
+        let by_id = |id: &str, start: u64| {
+            ids(&h
+                .lookup(&q(Some((Attribute::EventId, id)), start, 1000, 50))
+                .unwrap())
+        };
+        for n in 0..600 {
+            assert_eq!(by_id(&event_id(n), 0), vec![n], "{n}");
+        }
+        assert!(by_id(&event_id(5), 6).is_empty(), "outside the time range");
+        assert!(by_id(&event_id(600), 0).is_empty());
+        // Handed over again: nothing added.
+        assert_eq!(h.insert(recs.iter().map(|r| r.as_slice()), 0).unwrap(), 0);
+        // The same eventID at another time is another event.
+        let mut v: Value = serde_json::from_slice(&recs[5]).unwrap();
+        v["eventTime"] = json!("2027-01-16T08:00:00Z");
+        let again = serde_json::to_vec(&v).unwrap();
+        assert_eq!(h.insert([again.as_slice()], 0).unwrap(), 1);
+        assert_eq!(h.insert([again.as_slice()], 0).unwrap(), 0);
+        let times = |start: u64, end: u64| {
+            let mut query = q(Some((Attribute::EventId, &event_id(5))), 0, 0, 50);
+            (query.start, query.end) = (1_800_000_000 + start, 1_800_000_000 + end);
+            let page = h.lookup(&query).unwrap();
+            page.events
+                .iter()
+                .map(|(s, _)| s.event_time - 1_800_000_000)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(times(0, 1000), vec![5]);
+        assert_eq!(times(86_000, 87_000), vec![86_400]);
+        // A hash match alone is not an answer: the record's eventID is compared.
+        let fake = id_hash("not-an-event");
+        let n7 = entries(&h)
+            .into_iter()
+            .find(|(a, _, t, _)| *a == 0 && *t == 1_800_000_007)
+            .unwrap()
+            .3;
+        let mut key = id_bucket_prefix(fake).to_vec();
+        key.extend_from_slice(&u64::MAX.to_be_bytes());
+        h.db.insert(key, [fake.to_be_bytes(), n7.to_be_bytes()].concat())
+            .unwrap();
+        assert!(by_id("not-an-event", 0).is_empty());
+        assert_eq!(by_id(&event_id(7), 0), vec![7]);
+    }
+
     #[test]
     fn groups_are_cut_by_span_and_size() {
         // Dense: 3000 entries in 3 seconds, level 0, one group per second (or 1024).
@@ -1657,6 +1845,18 @@ mod tests {
         }
         let h = History::open(&path).unwrap();
         assert_eq!(h.db.len(), 1);
+        drop(h);
+        // Layout 3 (`s/` keyed by eventID alone) too.
+        {
+            let db = sled::open(&path).unwrap();
+            db.insert(FORMAT_KEY, &b"3"[..]).unwrap();
+            db.insert(b"s/00000000-0000-4000-8000-000000000001", &[0u8; 8][..])
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.db.len(), 1);
+        assert_eq!(h.db.get(FORMAT_KEY).unwrap().as_deref(), Some(FORMAT));
         assert_eq!(
             h.insert([rec(1, "X", "a", false).as_slice()], 0).unwrap(),
             1

@@ -92,7 +92,11 @@ pub async fn serve(
         &config.journal.path,
         &config.journal.settings(),
     )?);
-    let history = Arc::new(History::open(&config.history_path())?);
+    let history = Arc::new(History::open_with(
+        &config.history_path(),
+        config.history.cache_bytes,
+        true,
+    )?);
     let indexer_task = crate::indexer::spawn(
         journal.clone(),
         history.clone(),

@@ -7,6 +7,7 @@ pub mod agent_e2e;
 pub mod collector;
 pub mod fanin;
 pub mod footprint;
+pub mod history;
 pub mod latency;
 
 use crate::Ctx;
@@ -18,6 +19,7 @@ pub const S_AGENT: &str =
 pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a delivered log file";
 pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
 pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
+pub const S_HISTORY: &str = "6. event history: indexing and LookupEvents first pages (in-process History, generator records)";
 
 /// (scenario, figure id, section, label).
 pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
@@ -248,6 +250,66 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "fanin.100.p99_request_ms",
         S_FANIN,
         "100 agents: request latency p99",
+    ),
+    (
+        "history",
+        "history.1m.index_events_per_s",
+        S_HISTORY,
+        "1M events: indexing (insert + flush)",
+    ),
+    (
+        "history",
+        "history.1m.index_mb_per_s",
+        S_HISTORY,
+        "1M events: indexing, record JSON",
+    ),
+    (
+        "history",
+        "history.1m.bytes_per_event",
+        S_HISTORY,
+        "1M events: store on disk per event",
+    ),
+    (
+        "history",
+        "history.1m.lookup_p50_ms",
+        S_HISTORY,
+        "1M events: LookupEvents page p50 (query mix)",
+    ),
+    (
+        "history",
+        "history.1m.lookup_p99_ms",
+        S_HISTORY,
+        "1M events: LookupEvents page p99 (query mix)",
+    ),
+    (
+        "history",
+        "history.3m.index_events_per_s",
+        S_HISTORY,
+        "1M -> 3M events: indexing (insert + flush)",
+    ),
+    (
+        "history",
+        "history.3m.index_mb_per_s",
+        S_HISTORY,
+        "1M -> 3M events: indexing, record JSON",
+    ),
+    (
+        "history",
+        "history.3m.bytes_per_event",
+        S_HISTORY,
+        "3M events: store on disk per event",
+    ),
+    (
+        "history",
+        "history.3m.lookup_p50_ms",
+        S_HISTORY,
+        "3M events: LookupEvents page p50 (query mix)",
+    ),
+    (
+        "history",
+        "history.3m.lookup_p99_ms",
+        S_HISTORY,
+        "3M events: LookupEvents page p99 (query mix)",
     ),
 ];
 
