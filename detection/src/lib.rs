@@ -10,4 +10,5 @@
 //! The crate is pure: a rule is parsed once and evaluated against a `serde_json::Value`; no I/O,
 //! no clock. Counting, thresholds and alert delivery belong to the collector.
 
+pub mod event_pattern;
 pub mod filter_pattern;
