@@ -5,10 +5,13 @@
 //! - [`filter_pattern`]: CloudWatch Logs JSON filter patterns, including the Security Hub
 //!   CloudWatch.1-14 (CIS) patterns shipped verbatim;
 //! - [`event_pattern`]: EventBridge event patterns, over records wrapped the way EventBridge
-//!   delivers CloudTrail events.
+//!   delivers CloudTrail events;
+//! - [`sigma`]: Sigma rules for the AWS CloudTrail logsource, with the SigmaHQ rules vendored.
 //!
-//! The crate is pure: a rule is parsed once and evaluated against a `serde_json::Value`; no I/O,
-//! no clock. Counting, thresholds and alert delivery belong to the collector.
+//! The crate is pure apart from reading rule files: a rule is parsed once and evaluated against a
+//! `serde_json::Value`; no network, no clock. Counting, thresholds and alert delivery belong
+//! to the collector.
 
 pub mod event_pattern;
 pub mod filter_pattern;
+pub mod sigma;
