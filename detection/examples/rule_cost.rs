@@ -6,7 +6,7 @@
 //! Prints nanoseconds per record for each rule set (all rules of the set evaluated on every
 //! record) and how many matches it found, so a change that breaks matching shows up too.
 
-use groundtrail_detection::event_pattern::{EventPattern, wrap_cloudtrail};
+use groundtrail_detection::event_pattern::{EventPattern, cloudtrail_envelope};
 use groundtrail_detection::filter_pattern::pack::cis_cloudwatch;
 use groundtrail_detection::sigma::load_dir;
 use serde_json::{Value, json};
@@ -28,7 +28,7 @@ fn record(i: usize) -> Value {
     let (source, name) = names[i % names.len()];
     json!({
         "eventVersion": "1.09",
-        "userIdentity": {"type": if i % 97 == 0 { "Root" } else { "IAMUser" },
+        "userIdentity": {"type": if i.is_multiple_of(97) { "Root" } else { "IAMUser" },
                          "principalId": "AIDAEXAMPLE", "arn": "arn:aws:iam::123456789012:user/alice",
                          "accountId": "123456789012", "accessKeyId": "AKIAEXAMPLE", "userName": "alice"},
         "eventTime": "2026-12-07T04:00:00Z",
@@ -37,12 +37,12 @@ fn record(i: usize) -> Value {
         "awsRegion": "us-east-1",
         "sourceIPAddress": format!("198.51.100.{}", i % 250),
         "userAgent": "aws-cli/2.15.0 Python/3.11.6 Linux/6.5 exe/x86_64",
-        "errorCode": if i % 13 == 0 { Value::from("AccessDenied") } else { Value::Null },
+        "errorCode": if i.is_multiple_of(13) { Value::from("AccessDenied") } else { Value::Null },
         "requestParameters": {"bucketName": "logs", "key": format!("obj/{i}")},
         "responseElements": null,
         "requestID": format!("req-{i}"),
         "eventID": format!("00000000-0000-4000-8000-{i:012}"),
-        "readOnly": i % 2 == 0,
+        "readOnly": i.is_multiple_of(2),
         "eventType": if name == "ConsoleLogin" { "AwsConsoleSignIn" } else { "AwsApiCall" },
         "managementEvent": true,
         "recipientAccountId": "123456789012",
@@ -61,7 +61,10 @@ fn time<F: FnMut(&Value) -> usize>(label: &str, records: &[Value], mut f: F) {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000);
     let records: Vec<Value> = (0..n).map(record).collect();
 
     let cis = cis_cloudwatch().expect("CIS pack");
@@ -91,10 +94,16 @@ fn main() {
     time("CIS filter patterns (14)", &records, |r| {
         cis.iter().filter(|rule| rule.pattern.matches(r)).count()
     });
-    time("EventBridge patterns (14), wrap included", &records, |r| {
-        let event = wrap_cloudtrail(r);
-        eb.iter().filter(|p| p.matches(&event)).count()
-    });
+    time(
+        "EventBridge patterns (14), envelope included",
+        &records,
+        |r| {
+            let envelope = cloudtrail_envelope(r);
+            eb.iter()
+                .filter(|p| p.matches_in_envelope(&envelope, r))
+                .count()
+        },
+    );
     time("SigmaHQ CloudTrail rules (57)", &records, |r| {
         sigma.iter().filter(|rule| rule.matches(r)).count()
     });

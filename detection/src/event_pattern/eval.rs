@@ -42,15 +42,48 @@ pub(super) fn node_matches(node: &Node, value: Option<&Json>) -> bool {
         .all(|group| group.iter().any(|alt| node_matches(alt, value)))
 }
 
-fn leaf_matches(matchers: &[Matcher], child: Option<&Json>) -> bool {
-    let mut leaves = Vec::new();
-    if let Some(v) = child {
-        collect_leaves(v, &mut leaves);
-    }
-    matchers.iter().any(|m| match m {
-        Matcher::Exists(want) => leaves.is_empty() != *want,
-        m => leaves.iter().any(|v| leaf_match(m, v)),
+/// [`node_matches`] against `envelope` with `record` as its `detail`, without building the
+/// combined event (which would copy the whole record).
+pub(super) fn envelope_matches(node: &Node, envelope: &Json, record: &Json) -> bool {
+    node.fields.iter().all(|(key, field)| {
+        let child = if key == "detail" {
+            Some(record)
+        } else {
+            envelope.get(key)
+        };
+        match field {
+            Field::Nested(inner) => node_matches(inner, child),
+            Field::Leaf(matchers) => leaf_matches(matchers, child),
+        }
+    }) && node.ors.iter().all(|group| {
+        group
+            .iter()
+            .any(|alt| envelope_matches(alt, envelope, record))
     })
+}
+
+fn leaf_matches(matchers: &[Matcher], child: Option<&Json>) -> bool {
+    match child {
+        // The common case, a single leaf, without collecting.
+        Some(leaf @ (Json::String(_) | Json::Number(_) | Json::Bool(_) | Json::Null)) => {
+            matchers.iter().any(|m| match m {
+                Matcher::Exists(want) => *want,
+                m => leaf_match(m, leaf),
+            })
+        }
+        // No leaf at all: absent, or an object.
+        None | Some(Json::Object(_)) => {
+            matchers.iter().any(|m| matches!(m, Matcher::Exists(false)))
+        }
+        Some(array) => {
+            let mut leaves = Vec::new();
+            collect_leaves(array, &mut leaves);
+            matchers.iter().any(|m| match m {
+                Matcher::Exists(want) => leaves.is_empty() != *want,
+                m => leaves.iter().any(|v| leaf_match(m, v)),
+            })
+        }
+    }
 }
 
 fn collect_leaves<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {

@@ -21,7 +21,7 @@ mod eval;
 mod wrap;
 
 pub use ast::{AnythingBut, Cmp, Field, Glob, Matcher, Node};
-pub use wrap::{detail_type, source, wrap_cloudtrail};
+pub use wrap::{cloudtrail_envelope, detail_type, source, wrap_cloudtrail};
 
 /// A pattern that is not valid, with the path of the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +62,19 @@ impl EventPattern {
     }
 
     /// True if the CloudTrail record, wrapped as EventBridge delivers it, matches.
+    /// Builds the envelope without copying the record.
     pub fn matches_record(&self, record: &serde_json::Value) -> bool {
-        self.matches(&wrap_cloudtrail(record))
+        self.matches_in_envelope(&cloudtrail_envelope(record), record)
+    }
+
+    /// As [`Self::matches_record`], with the envelope built once by [`cloudtrail_envelope`] and
+    /// shared by every pattern evaluated on the record.
+    pub fn matches_in_envelope(
+        &self,
+        envelope: &serde_json::Value,
+        record: &serde_json::Value,
+    ) -> bool {
+        eval::envelope_matches(&self.root, envelope, record)
     }
 
     /// The compiled pattern.

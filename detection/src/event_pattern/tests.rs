@@ -507,3 +507,31 @@ fn cloudtrail_pattern_against_wrapped_record() {
     // Unwrapped, the envelope fields are missing.
     assert!(!rule.matches(&r));
 }
+
+// matches_record / matches_in_envelope skip copying the record into the envelope; they must
+// agree with matching the fully wrapped event, including `$or` and `detail` at the top.
+#[test]
+fn envelope_matching_agrees_with_the_wrapped_event() {
+    let patterns = [
+        json!({"source": ["aws.iam"], "detail": {"eventName": ["CreateAccessKey"]}}),
+        json!({"$or": [{"detail": {"eventName": ["Nope"]}}, {"source": ["aws.iam"]}]}),
+        json!({"$or": [{"detail": {"eventName": ["Nope"]}}, {"source": ["aws.sts"]}]}),
+        json!({"detail": [{"exists": false}]}),
+        json!({"detail": {"tags": ["x"]}, "detail-type": [{"prefix": "AWS API"}]}),
+        json!({"id": [{"exists": true}], "resources": [{"exists": false}]}),
+        json!({"detail": {"nothere": [{"exists": false}]}}),
+    ];
+    let record = cloudtrail_call();
+    let envelope = cloudtrail_envelope(&record);
+    assert!(envelope.get("detail").is_none());
+    let wrapped = wrap_cloudtrail(&record);
+    let mut hits = 0;
+    for pattern in &patterns {
+        let p = p(pattern.clone());
+        let want = p.matches(&wrapped);
+        assert_eq!(p.matches_record(&record), want, "{pattern}");
+        assert_eq!(p.matches_in_envelope(&envelope, &record), want, "{pattern}");
+        hits += usize::from(want);
+    }
+    assert_eq!(hits, 6);
+}

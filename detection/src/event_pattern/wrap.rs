@@ -34,6 +34,14 @@ pub fn source(event_source: &str) -> String {
 
 /// The EventBridge event for a CloudTrail record.
 pub fn wrap_cloudtrail(record: &Json) -> Json {
+    let mut event = cloudtrail_envelope(record);
+    event["detail"] = record.clone();
+    event
+}
+
+/// The envelope without `detail`, for matching many patterns with
+/// [`super::EventPattern::matches_in_envelope`] without copying the record.
+pub fn cloudtrail_envelope(record: &Json) -> Json {
     let s = |key: &str| record.get(key).and_then(Json::as_str);
     // Insights records carry their service inside insightDetails.
     let event_source = s("eventSource")
@@ -59,6 +67,5 @@ pub fn wrap_cloudtrail(record: &Json) -> Json {
         "time": s("eventTime").unwrap_or(""),
         "region": s("awsRegion").unwrap_or(""),
         "resources": [],
-        "detail": record,
     })
 }

@@ -92,6 +92,13 @@ pub enum Expr {
         op: Op,
         value: Value,
     },
+    /// `selector = "a" || selector = "b" || ...` with the same selector and exact strings,
+    /// folded by the parser so the selector is resolved once (the CIS patterns are mostly this
+    /// shape). Matches exactly as the `||` of the comparisons would.
+    OneOf {
+        selector: Selector,
+        values: Vec<String>,
+    },
     /// `selector IS NULL` and friends.
     Test { selector: Selector, test: Test },
 }

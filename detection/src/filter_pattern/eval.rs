@@ -32,6 +32,14 @@ pub(super) fn eval(expr: &Expr, record: &Json) -> bool {
                 Test::NotExists => node.is_none(),
             }
         }
+        Expr::OneOf { selector, values } => match resolve(selector, record) {
+            Some(Json::String(s)) => values.iter().any(|v| v == s),
+            Some(Json::Number(n)) => {
+                let text = n.to_string();
+                values.contains(&text)
+            }
+            _ => false,
+        },
         Expr::Compare {
             selector,
             op,

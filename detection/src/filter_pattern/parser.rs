@@ -90,7 +90,7 @@ impl Parser {
         Ok(if terms.len() == 1 {
             terms.remove(0)
         } else {
-            Expr::Or(terms)
+            fold_one_of(terms)
         })
     }
 
@@ -306,6 +306,33 @@ impl Parser {
                 })
             }
         }
+    }
+}
+
+/// Folds `||` of exact string equalities on one selector into [`Expr::OneOf`]; any other
+/// mix stays an [`Expr::Or`].
+fn fold_one_of(terms: Vec<Expr>) -> Expr {
+    let exact = |t: &Expr| match t {
+        Expr::Compare {
+            selector,
+            op: Op::Eq,
+            value: Value::Str(StrMatch::Exact(v)),
+        } => Some((selector.clone(), v.clone())),
+        _ => None,
+    };
+    let Some((first, _)) = exact(&terms[0]) else {
+        return Expr::Or(terms);
+    };
+    let mut values = Vec::with_capacity(terms.len());
+    for t in &terms {
+        match exact(t) {
+            Some((selector, v)) if selector.steps == first.steps => values.push(v),
+            _ => return Expr::Or(terms),
+        }
+    }
+    Expr::OneOf {
+        selector: first,
+        values,
     }
 }
 

@@ -252,3 +252,39 @@ fn quoted_strings_keep_escaped_quotes_and_are_never_numbers() {
     assert!(m(r#"{ $.c = "400" }"#, &json!({"c": "400"})));
     assert!(m(r#"{ $.c = "400" }"#, &json!({"c": 400})));
 }
+
+// `||` of exact equalities on one selector is folded into OneOf (resolved once); the fold must
+// not change what matches, including parenthesised terms and numbers compared as text.
+#[test]
+fn or_of_equalities_folds_without_changing_matches() {
+    let p = FilterPattern::parse(
+        "{($.eventName=CreateTrail) || ($.eventName=\"UpdateTrail\") || ($.eventName=7)}",
+    )
+    .unwrap();
+    assert!(matches!(p.expr(), Expr::Or(_)), "7 is a number, not folded");
+    let p = FilterPattern::parse("{($.eventName=CreateTrail) || ($.eventName=\"UpdateTrail\")}")
+        .unwrap();
+    let Expr::OneOf { values, .. } = p.expr() else {
+        panic!("{:?}", p.expr())
+    };
+    assert_eq!(values, &["CreateTrail", "UpdateTrail"]);
+    assert!(p.matches(&json!({"eventName": "UpdateTrail"})));
+    assert!(!p.matches(&json!({"eventName": "StopLogging"})));
+    assert!(!p.matches(&json!({"eventName": ["UpdateTrail"]})));
+    assert!(!p.matches(&json!({})));
+    // Mixed selectors, wildcards or != stay an Or.
+    for src in [
+        "{$.a = x || $.b = x}",
+        "{$.a = x* || $.a = y}",
+        "{$.a = x || $.a != y}",
+    ] {
+        assert!(
+            matches!(FilterPattern::parse(src).unwrap().expr(), Expr::Or(_)),
+            "{src}"
+        );
+    }
+    // A string value equal to a number's text still matches it.
+    let p = FilterPattern::parse("{$.n = \"404\" || $.n = \"500\"}").unwrap();
+    assert!(matches!(p.expr(), Expr::OneOf { .. }));
+    assert!(p.matches(&json!({"n": 404})));
+}
