@@ -8,7 +8,7 @@
 
 use groundtrail_detection::event_pattern::{EventPattern, cloudtrail_envelope};
 use groundtrail_detection::filter_pattern::pack::cis_cloudwatch;
-use groundtrail_detection::sigma::load_dir;
+use groundtrail_detection::sigma::{SigmaSet, load_dir};
 use serde_json::{Value, json};
 use std::hint::black_box;
 use std::path::Path;
@@ -104,7 +104,11 @@ fn main() {
                 .count()
         },
     );
-    time("SigmaHQ CloudTrail rules (57)", &records, |r| {
+    time("SigmaHQ CloudTrail rules (57), one by one", &records, |r| {
         sigma.iter().filter(|rule| rule.matches(r)).count()
+    });
+    let set = SigmaSet::new(sigma).expect("unique ids");
+    time("SigmaHQ CloudTrail rules (57), SigmaSet", &records, |r| {
+        set.matching(r).len()
     });
 }

@@ -18,7 +18,11 @@
 //! JSON text (see [`event`]).
 
 mod event;
+mod set;
 
+pub use set::SigmaSet;
+
+use event::RecordEvent;
 use rsigma_eval::compiler::{CompiledRule, compile_rule, evaluate_rule};
 use rsigma_eval::event::JsonEvent;
 use std::path::Path;
@@ -49,6 +53,14 @@ pub enum SigmaError {
         origin: String,
         /// How many detection rules it holds.
         found: usize,
+    },
+    /// Two rules of a set share an id (or, without ids, a title).
+    #[error("sigma rule {origin}: same id as {first}")]
+    Duplicate {
+        /// The later rule's file.
+        origin: String,
+        /// The earlier rule's file.
+        first: String,
     },
     /// The rule is for another log source.
     #[error(

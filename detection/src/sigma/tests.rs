@@ -246,3 +246,84 @@ fn sigmahq_rules_fire_on_crafted_records() {
     put["requestParameters"]["VersioningConfiguration"]["Status"] = json!("Enabled");
     assert!(!versioning.matches(&put));
 }
+
+/// The engine's indexed evaluation gives exactly the rules that match one by one.
+#[test]
+fn sigma_set_agrees_with_rule_by_rule() {
+    let set = SigmaSet::new(load_dir(&pack_dir()).unwrap()).unwrap();
+    let mut records = Vec::new();
+    for (source, names) in [
+        (
+            "cloudtrail.amazonaws.com",
+            &["StopLogging", "DeleteTrail", "LookupEvents"][..],
+        ),
+        (
+            "iam.amazonaws.com",
+            &[
+                "UpdateLoginProfile",
+                "CreateAccessKey",
+                "PutUserPolicy",
+                "DeleteSAMLProvider",
+            ][..],
+        ),
+        (
+            "s3.amazonaws.com",
+            &["PutBucketVersioning", "ListBuckets", "DeleteBucket"][..],
+        ),
+        (
+            "sts.amazonaws.com",
+            &["GetCallerIdentity", "GetSessionToken", "AssumeRole"][..],
+        ),
+        (
+            "ec2.amazonaws.com",
+            &[
+                "ModifyInstanceAttribute",
+                "CreateRoute",
+                "DisableEbsEncryptionByDefault",
+            ][..],
+        ),
+        (
+            "guardduty.amazonaws.com",
+            &["DeleteDetector", "UpdateDetector"][..],
+        ),
+    ] {
+        for name in names {
+            let mut r = ct(name);
+            r["eventSource"] = json!(source);
+            records.push(r.clone());
+            r["userAgent"] = json!("TruffleHog");
+            r["userIdentity"]["type"] = json!("Root");
+            r["requestParameters"] = json!({"attribute": "userData", "VersioningConfiguration": {"Status": "Suspended"}});
+            records.push(r);
+        }
+    }
+    let mut total = 0;
+    for r in &records {
+        let one_by_one: Vec<_> = set
+            .rules()
+            .iter()
+            .filter(|rule| rule.matches(r))
+            .map(|rule| &rule.origin)
+            .collect();
+        let indexed: Vec<_> = set
+            .matching(r)
+            .into_iter()
+            .map(|rule| &rule.origin)
+            .collect();
+        assert_eq!(indexed, one_by_one, "{r}");
+        total += indexed.len();
+    }
+    assert!(
+        total >= 10,
+        "only {total} matches: the records exercise too little"
+    );
+    // Duplicate ids are refused.
+    let twice = vec![
+        sigmahq("aws_root_account_usage.yml"),
+        sigmahq("aws_root_account_usage.yml"),
+    ];
+    assert!(matches!(
+        SigmaSet::new(twice),
+        Err(SigmaError::Duplicate { .. })
+    ));
+}
