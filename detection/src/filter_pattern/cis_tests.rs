@@ -469,3 +469,49 @@ fn no_rule_fires_on_a_plain_read() {
         assert!(!r.pattern.matches(&read), "{}", r.control);
     }
 }
+
+/// AWS's own example sign-in records (CloudTrail user guide, "AWS Management Console sign-in
+/// events"; copied in testdata/ with their source) against the three CIS sign-in controls, and
+/// the same records through the EventBridge and Sigma rules for the same detections.
+#[test]
+fn aws_documented_signin_records() {
+    let doc: Json = serde_json::from_str(include_str!(
+        "../../testdata/aws-console-signin-examples.json"
+    ))
+    .unwrap();
+    let r = |name: &str| doc["records"][name].clone();
+    let fired = |record: &Json| -> Vec<String> {
+        pack()
+            .into_iter()
+            .filter(|rule| rule.pattern.matches(record))
+            .map(|rule| rule.control)
+            .collect()
+    };
+    assert_eq!(fired(&r("iam_success_no_mfa")), ["CloudWatch.3"]);
+    assert!(fired(&r("iam_success_mfa")).is_empty());
+    assert_eq!(fired(&r("iam_failure")), ["CloudWatch.6"]);
+    // Root signing in: CloudWatch.1 (root usage), and not CloudWatch.3, which is for IAM users.
+    assert_eq!(fired(&r("root_success_no_mfa")), ["CloudWatch.1"]);
+    assert_eq!(fired(&r("root_failure")), ["CloudWatch.1", "CloudWatch.6"]);
+
+    use crate::event_pattern::EventPattern;
+    let eb = EventPattern::parse(
+        r#"{"source": ["aws.signin"], "detail-type": ["AWS Console Sign In via CloudTrail"],
+            "detail": {"responseElements": {"ConsoleLogin": ["Success"]},
+                       "additionalEventData": {"MFAUsed": [{"anything-but": "Yes"}]}}}"#,
+    )
+    .unwrap();
+    assert!(eb.matches_record(&r("iam_success_no_mfa")));
+    assert!(eb.matches_record(&r("root_success_no_mfa")));
+    assert!(!eb.matches_record(&r("iam_success_mfa")));
+    assert!(!eb.matches_record(&r("iam_failure")));
+
+    let sigma =
+        crate::sigma::SigmaRule::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "packs/sigma-aws-cloudtrail/aws_cloudtrail_console_login_success_without_mfa.yml",
+        ))
+        .unwrap();
+    assert!(sigma.matches(&r("iam_success_no_mfa")));
+    assert!(!sigma.matches(&r("iam_success_mfa")));
+    assert!(!sigma.matches(&r("iam_failure")));
+}
