@@ -64,6 +64,19 @@ pub enum Value {
     /// An unquoted number (`400`, `+1000`, `10e-3`), with the text as written for comparing
     /// against string fields.
     Num { value: f64, text: String },
+    /// A regex value `%...%`, matched anywhere in the string (the guide's `%AUTHORIZED%` matches
+    /// `UNAUTHORIZED REQUEST`).
+    Regex(Regex),
+}
+
+/// A compiled regex value; two are equal when their source text is.
+#[derive(Debug, Clone)]
+pub struct Regex(pub regex::Regex);
+
+impl PartialEq for Regex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 /// What a postfix test (`IS ...`, `NOT EXISTS`) asks of a selector.

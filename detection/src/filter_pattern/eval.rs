@@ -13,6 +13,10 @@
 //!   or `!=` against a JSON string compares the text as written (`$.recipientAccountId =
 //!   123456789012` against the string CloudTrail writes), and `<`, `<=`, `>`, `>=` never match a
 //!   string. A string pattern against a JSON number compares with the number's JSON text.
+//! - A regex value matches anywhere in the string (the guide's `%AUTHORIZED%` example matches
+//!   `[ERROR 401] UNAUTHORIZED REQUEST`); anchor it with `^`/`$` for a whole match. The dialect
+//!   is Rust's `regex` (RE2-like); AWS does not name its engine, and the allowed characters rule
+//!   out the constructs where engines differ most (groups, lookaround, backreferences).
 //! - An index past the end of an array, or an index into a non-array, resolves to nothing.
 
 use super::ast::{Expr, Op, Selector, Step, StrMatch, Test, Value};
@@ -74,6 +78,18 @@ fn compare(node: &Json, op: Op, value: &Value) -> bool {
                 Op::Eq => hit,
                 Op::Ne => !hit,
                 // The parser accepts only `=` and `!=` with string values.
+                _ => false,
+            }
+        }
+        Value::Regex(re) => {
+            let hit = match node {
+                Json::String(s) => re.0.is_match(s),
+                Json::Number(n) => re.0.is_match(&n.to_string()),
+                _ => false,
+            };
+            match op {
+                Op::Eq => hit,
+                Op::Ne => !hit,
                 _ => false,
             }
         }

@@ -10,8 +10,9 @@
 //! `= != < <= > >=` on numbers, `IS NULL`, `IS TRUE`, `IS FALSE`, `NOT EXISTS`, `&&`, `||`,
 //! parentheses with `() > && > ||`), plus unquoted dotted values, which the CIS patterns
 //! and the guide's `123.123.*` example use although the guide's prose asks for quotes. Where the
-//! guide is silent the choice is stated in [`eval`]'s module docs and tested. Not supported,
-//! with a parse error: regex values (`%...%`), the term and space-delimited (`[a, b]`) forms.
+//! guide is silent the choice is stated in [`eval`]'s module docs and tested. Regex values
+//! (`%...%`) follow the guide's regex syntax section. Not supported, with a parse error: the
+//! unstructured-term and space-delimited (`[a, b]`) forms, which are not JSON patterns.
 //!
 //! Each parse error carries the 1-based column (in characters) where parsing stopped.
 
@@ -20,7 +21,7 @@ mod eval;
 pub mod pack;
 mod parser;
 
-pub use ast::{Expr, Op, Selector, Step, StrMatch, Test, Value};
+pub use ast::{Expr, Op, Regex, Selector, Step, StrMatch, Test, Value};
 
 use std::fmt;
 use std::str::FromStr;

@@ -16,17 +16,22 @@
 //! An unquoted word that reads as a number (`[+-]digits[.digits][e[+-]digits]`) is a number;
 //! any other word is a string, which is how the CIS patterns' `kms.amazonaws.com` and the
 //! guide's own `123.123.*` parse. `<`, `<=`, `>`, `>=` take numbers only, as the guide's numeric
-//! section says. Keywords are upper case, as in every AWS example. Regex values (`%...%`) are
-//! rejected with a clear error rather than silently mis-matched.
+//! section says. Keywords are upper case, as in every AWS example.
+//!
+//! Regex values `%...%` follow the guide's "Supported regular expressions (regex) syntax": only
+//! ASCII letters and digits, the symbols `: _ # = @ / ; , -`, and the operators
+//! `^ $ ? [ ] { } | \ * + .`; no `(` `)`; no multi-byte characters; at most two regex values in
+//! one pattern. Spaces are also accepted, as in the CDK's own regex filter example.
 
 use super::ParseError;
-use super::ast::{Expr, Op, Selector, Step, StrMatch, Test, Value};
+use super::ast::{Expr, Op, Regex, Selector, Step, StrMatch, Test, Value};
 
 /// Parses a whole `{ ... }` pattern.
 pub(super) fn parse(text: &str) -> Result<Expr, ParseError> {
     let mut p = Parser {
         chars: text.chars().collect(),
         pos: 0,
+        regexes: 0,
     };
     p.skip_ws();
     p.expect('{', "a JSON filter pattern starts with '{'")?;
@@ -43,6 +48,8 @@ pub(super) fn parse(text: &str) -> Result<Expr, ParseError> {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Regex values seen so far (AWS allows two per pattern).
+    regexes: usize,
 }
 
 impl Parser {
@@ -135,7 +142,7 @@ impl Parser {
         if let Some(op) = self.op() {
             self.skip_ws();
             let value = self.value()?;
-            if !matches!(op, Op::Eq | Op::Ne) && matches!(value, Value::Str(_)) {
+            if !matches!(op, Op::Eq | Op::Ne) && !matches!(value, Value::Num { .. }) {
                 self.pos = start;
                 return Err(self.error("'<', '<=', '>' and '>=' compare numbers only"));
             }
@@ -264,6 +271,47 @@ impl Parser {
         Some(op)
     }
 
+    fn regex(&mut self) -> Result<Value, ParseError> {
+        let open = self.pos;
+        self.pos += 1;
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            if c == '%' {
+                break;
+            }
+            let allowed = c.is_ascii_alphanumeric() || ":_#=@/;,- ^$?[]{}|\\*+.".contains(c);
+            if !allowed {
+                let why = match c {
+                    '(' | ')' => "'(' and ')' are not allowed in a regex value".to_string(),
+                    c if !c.is_ascii() => {
+                        "multi-byte characters are not allowed in a regex value".to_string()
+                    }
+                    c => format!("{c:?} is not allowed in a regex value"),
+                };
+                return Err(self.error(why));
+            }
+            self.pos += 1;
+        }
+        if self.peek() != Some('%') {
+            self.pos = open;
+            return Err(self.error("unterminated regex value: no closing '%'"));
+        }
+        let source: String = self.chars[start..self.pos].iter().collect();
+        self.pos += 1;
+        self.regexes += 1;
+        if self.regexes > 2 {
+            self.pos = open;
+            return Err(self.error("at most 2 regex values are allowed in one pattern"));
+        }
+        match regex::Regex::new(&source) {
+            Ok(re) => Ok(Value::Regex(Regex(re))),
+            Err(e) => {
+                self.pos = open;
+                Err(self.error(format!("invalid regex: {e}")))
+            }
+        }
+    }
+
     fn value(&mut self) -> Result<Value, ParseError> {
         match self.peek() {
             Some('"') => {
@@ -288,7 +336,7 @@ impl Parser {
                 }
                 Ok(Value::Str(wildcard(&s)))
             }
-            Some('%') => Err(self.error("regex values (%...%) are not supported")),
+            Some('%') => self.regex(),
             _ => {
                 let start = self.pos;
                 while self.peek().is_some_and(|c| {

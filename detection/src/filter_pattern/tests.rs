@@ -223,7 +223,13 @@ fn parse_errors_name_the_column() {
         ("{ $.a NOT THERE }", 11, "EXISTS"),
         ("{ ($.a = 1 }", 12, "')'"),
         ("{ $.a = 1 && }", 14, "selector"),
-        ("{ $.a = %ab% }", 9, "regex"),
+        ("{ $.a = %a(b)% }", 11, "'(' and ')'"),
+        ("{ $.a = %a!% }", 11, "not allowed"),
+        ("{ $.a = %aé% }", 11, "multi-byte"),
+        ("{ $.a = %abc }", 9, "unterminated regex"),
+        ("{ $.a = %a% || $.b = %b% || $.c = %c% }", 35, "at most 2"),
+        ("{ $.a = %a{2,1}% }", 9, "invalid regex"),
+        ("{ $.a > %1% }", 7, "numbers only"),
         ("{ $.a ~ 1 }", 7, "operator"),
         ("{ $[0] = 1 }", 4, "must follow a property"),
     ];
@@ -287,4 +293,21 @@ fn or_of_equalities_folds_without_changing_matches() {
     let p = FilterPattern::parse("{$.n = \"404\" || $.n = \"500\"}").unwrap();
     assert!(matches!(p.expr(), Expr::OneOf { .. }));
     assert!(p.matches(&json!({"n": 404})));
+}
+
+// Guide, "Supported regular expressions (regex) syntax" and its JSON examples: `%...%` values
+// match anywhere in the string, case-sensitively, with = and !=.
+#[test]
+fn regex_values() {
+    let e = json!({"message": "[ERROR 401] UNAUTHORIZED REQUEST", "code": 404, "ip": "10.10.0.1"});
+    assert!(m("{ $.message = %AUTHORIZED% }", &e));
+    assert!(m("{ $.message = %^\\[ERROR 40[0-9]\\]% }", &e));
+    assert!(!m("{ $.message = %^AUTHORIZED% }", &e));
+    assert!(!m("{ $.message = %authorized% }", &e));
+    assert!(m("{ $.message != %^OK% }", &e));
+    assert!(!m("{ $.message != %AUTH% }", &e));
+    assert!(m("{ $.code = %^4[0-9]{2}$% }", &e));
+    assert!(m("{ $.ip = %10\\.10\\.0\\.1% }", &e));
+    assert!(!m("{ $.missing != %x% }", &e));
+    assert!(m("{ $.message = %gray|UNAUTH% && $.code = %4% }", &e));
 }
