@@ -1,0 +1,17 @@
+//! Detection rule languages over CloudTrail records.
+//!
+//! Why: Groundtrail records and proves, and this crate lets it also warn. It evaluates rules
+//! written in the languages CloudTrail users already have (issue 17):
+//! - [`filter_pattern`]: CloudWatch Logs JSON filter patterns, including the Security Hub
+//!   CloudWatch.1-14 (CIS) patterns shipped verbatim;
+//! - [`event_pattern`]: EventBridge event patterns, over records wrapped the way EventBridge
+//!   delivers CloudTrail events;
+//! - [`sigma`]: Sigma rules for the AWS CloudTrail logsource, with the SigmaHQ rules vendored.
+//!
+//! The crate is pure apart from reading rule files: a rule is parsed once and evaluated against a
+//! `serde_json::Value`; no network, no clock. Counting, thresholds and alert delivery belong
+//! to the collector.
+
+pub mod event_pattern;
+pub mod filter_pattern;
+pub mod sigma;
