@@ -114,11 +114,31 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A TCP port on loopback that was free a moment ago.
+///
+/// Not the kernel's choice for port 0: that port is free again once the probe closes, so two
+/// tests of one process could get the same one, and the second collector's readiness probe
+/// would then answer from the first (seen as a reset connection when the first one stopped).
+/// Ports are handed out from a process-wide counter below Linux's ephemeral range
+/// (32768-60999), which the kernel never gives to port-0 binds or outgoing connections; the
+/// start is spread by process id, and a port something else holds is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 600) * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after [`DEADLINE`].

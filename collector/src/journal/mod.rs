@@ -1923,4 +1923,116 @@ mod tests {
         let err = Journal::open(&path).unwrap_err().to_string();
         assert!(err.contains("start the older version"), "{err}");
     }
+
+    /// A batch of the kill -9 test: 50 records of ~4 KiB, so that an append takes long
+    /// enough for a kill to land inside it.
+    fn big_batch(n: u64) -> Vec<Record> {
+        (0..50)
+            .map(|i| {
+                let mut r = record(
+                    &format!("00000000-0000-4000-8000-{:012x}", n * 50 + i),
+                    "111122223333",
+                    "us-east-1",
+                );
+                r.request_parameters = Some(serde_json::json!({ "pad": "x".repeat(4000) }));
+                r
+            })
+            .collect()
+    }
+
+    /// The child of the kill -9 test: commits batches until killed, printing each one's number
+    /// once `sync_commits` returned (what ingest's `200` waits for).
+    #[test]
+    #[ignore = "run by kill9_mid_append_keeps_every_acknowledged_record"]
+    fn append_child() {
+        use std::io::Write;
+        let Ok(dir) = std::env::var("GROUNDTRAIL_JOURNAL_KILL_DIR") else {
+            return;
+        };
+        let j = Journal::open(Path::new(&dir)).unwrap();
+        let mut out = std::io::stdout().lock();
+        for n in 0.. {
+            j.commit(&big_batch(n), &[], t(0)).unwrap();
+            j.sync_commits_blocking().unwrap();
+            writeln!(out, "acked {n}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+
+    /// Invariants 1 and 2 against a real kill -9, landing at random points of a stream of
+    /// appends: every acknowledged batch is pending after the restart, each exactly once; the
+    /// batch in flight at the kill is there whole or not at all, and its resend is dropped
+    /// exactly when it is there.
+    #[test]
+    fn kill9_mid_append_keeps_every_acknowledged_record() {
+        use std::io::BufRead;
+        for round in 0..3u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("j");
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "journal::tests::append_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("GROUNDTRAIL_JOURNAL_KILL_DIR", &path)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut acked = Vec::new();
+            // A different point of the stream each round, then a kill while it appends.
+            while acked.len() < 5 + 7 * round as usize {
+                let line = lines.next().expect("the child stopped").unwrap();
+                if let Some(n) = line.strip_prefix("acked ") {
+                    acked.push(n.parse::<u64>().unwrap());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_micros(300 * round));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            for line in lines {
+                if let Some(n) = line.unwrap().strip_prefix("acked ") {
+                    acked.push(n.parse::<u64>().unwrap());
+                }
+            }
+            let j = Journal::open(&path).unwrap();
+            let pending = j.pending().unwrap();
+            let mut ids: Vec<String> = pending
+                .iter()
+                .map(|p| {
+                    let v: serde_json::Value = serde_json::from_slice(&p.json).unwrap();
+                    v["eventID"].as_str().unwrap().to_string()
+                })
+                .collect();
+            let total = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), total, "round {round}: a record is pending twice");
+            let last = *acked.last().unwrap();
+            for n in 0..=last {
+                for r in big_batch(n) {
+                    assert!(
+                        ids.binary_search(&r.event_id).is_ok(),
+                        "round {round}: acknowledged batch {n} lost"
+                    );
+                }
+            }
+            // The batch in flight: all there or none, and its resend agrees.
+            let next = big_batch(last + 1);
+            let present = next
+                .iter()
+                .filter(|r| ids.binary_search(&r.event_id).is_ok())
+                .count();
+            assert!(
+                present == 0 || present == 50,
+                "round {round}: torn batch, {present} of 50"
+            );
+            let resend = j.commit(&next, &[], t(1)).unwrap();
+            assert_eq!(resend.duplicates as usize, present, "round {round}");
+            assert_eq!(ids.len(), (last as usize + 1) * 50 + present);
+        }
+    }
 }
