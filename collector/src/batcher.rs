@@ -223,6 +223,8 @@ pub struct Batcher {
     open: HashMap<(String, String), OpenFile>,
     /// Sealed files the journal has not recorded yet (it failed): retried on every tick.
     unrecorded: Vec<SealedFile>,
+    /// Whether a trim of the journal's log is running (see `record_all`).
+    trimming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -266,6 +268,7 @@ impl Batcher {
             wake,
             open: HashMap::new(),
             unrecorded: Vec::new(),
+            trimming: Arc::default(),
         }
     }
 
@@ -368,10 +371,22 @@ impl Batcher {
             }
         }
         if recorded > 0 {
-            // The filed records' log entries can go now that the files are durable; a failed
-            // trim only keeps them longer.
-            if let Err(e) = self.journal.trim().await {
-                tracing::error!("journal: trimming the log: {e}");
+            // The filed records' log entries can go now that the files are durable. On a task
+            // of its own: a trim waits for several fsyncs, and the batcher would meanwhile stop
+            // taking records (and hold up ingest behind its queue). A failed trim only keeps
+            // the entries longer; one already running covers this one's purpose next time.
+            if !self
+                .trimming
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let journal = self.journal.clone();
+                let trimming = self.trimming.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = journal.trim().await {
+                        tracing::error!("journal: trimming the log: {e}");
+                    }
+                    trimming.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
             }
         }
         first_error.map_or(Ok(recorded), Err)

@@ -195,7 +195,11 @@ pub async fn serve(
         );
         batcher.add(reloaded).await?;
     }
-    let (tx, rx) = mpsc::channel(1024);
+    // Committed batches waiting for the batcher. Each holds its records' JSON in memory, so
+    // this bounds that memory (64 agent batches: 128 MiB at the agents' default of 1,000
+    // records); a full queue delays the next `200` (the records are already durable), it
+    // never drops anything.
+    let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
     let batcher_task = tokio::spawn(batcher.run(rx, shutdown.clone()));
 
     let notify_wake = Arc::new(Notify::new());
@@ -449,6 +453,9 @@ pub async fn serve(
     watchdog.abort();
     Ok(())
 }
+
+/// Committed batches queued for the batcher at most (see where it is used).
+const BATCHER_QUEUE: usize = 64;
 
 async fn drain(deliverers: &[Arc<Deliverer>], deadline: tokio::time::Instant) -> bool {
     let results =
