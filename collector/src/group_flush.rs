@@ -24,10 +24,10 @@
 //! fails every later operation with it until the database is opened again (sled 0.34:
 //! `Config::set_global_error`, reset only by `open`). A failed flush is therefore followed at
 //! once by a second one: when that fails too, the store is *stuck* for the life of the process
-//! and [`GroupFlush::stuck`] says so with the error. A write can also fail before any flush
-//! (sled reserves log space when a batch is applied, and a full disk refuses it there): after
-//! [`STUCK_AFTER`] I/O failures of the journal's commits in a row, with no success between
-//! them, the store counts as stuck too. [`crate::store_health`] acts on it.
+//! and [`GroupFlush::stuck`] says so with the error. A commit can also fail before any flush
+//! (the journal's log append on a full disk): after [`STUCK_AFTER`] such failures in a row,
+//! with no success between them ([`GroupFlush::write_failed`]), the store counts as stuck too.
+//! [`crate::store_health`] acts on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,18 +68,9 @@ impl GroupFlush {
         self.failed_writes.store(0, Ordering::SeqCst);
     }
 
-    /// A write of this store failed; the [`STUCK_AFTER`]th I/O failure in a row makes it stuck.
-    pub fn write_failed(&self, error: &sled::Error) {
-        if matches!(error, sled::Error::Io(_))
-            && self.failed_writes.fetch_add(1, Ordering::SeqCst) + 1 >= STUCK_AFTER
-        {
-            let _ = self.stuck.set(error.to_string());
-        }
-    }
-
-    /// A write that is not sled's failed with an I/O error (the journal's log): counted like
-    /// [`GroupFlush::write_failed`], so a log on a full disk makes the journal stuck too.
-    pub fn write_failed_io(&self, error: &str) {
+    /// A write of this store (the journal's log appends) failed with an I/O error; the
+    /// [`STUCK_AFTER`]th in a row makes it stuck, so a log on a full disk stops the collector.
+    pub fn write_failed(&self, error: &str) {
         if self.failed_writes.fetch_add(1, Ordering::SeqCst) + 1 >= STUCK_AFTER {
             let _ = self.stuck.set(error.to_string());
         }

@@ -27,7 +27,15 @@ pub struct Frame<'a> {
 /// Encodes a commit: `records` is the already-joined block of record lines, each ending in
 /// `\n`.
 pub fn encode(received_at: u64, agents: &[(String, AgentState)], records: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.len() + 64 + agents.len() * 256);
+    let mut out = start(received_at, agents, records.len());
+    out.extend_from_slice(records);
+    out
+}
+
+/// The entry's bytes up to its records, with room for `records_len` more: the committer
+/// appends each record line (and its `\n`) in place, without a second copy of the batch.
+pub fn start(received_at: u64, agents: &[(String, AgentState)], records_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records_len + 64 + agents.len() * 256);
     out.push(VERSION);
     out.extend_from_slice(&received_at.to_be_bytes());
     out.extend_from_slice(&(agents.len() as u32).to_be_bytes());
@@ -40,7 +48,6 @@ pub fn encode(received_at: u64, agents: &[(String, AgentState)], records: &[u8])
         out.extend_from_slice(&(json.len() as u32).to_be_bytes());
         out.extend_from_slice(&json);
     }
-    out.extend_from_slice(records);
     out
 }
 

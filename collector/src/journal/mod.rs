@@ -330,6 +330,14 @@ fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T> {
     })
 }
 
+/// Decodes a log entry's frame; a frame that does not decode is damage to report, by position.
+fn decode_entry(e: &crate::log::Entry) -> Result<frame::Frame<'_>> {
+    frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
+        key: format!("log entry {}", e.position),
+        why,
+    })
+}
+
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Plain structs of strings and numbers always serialize.
     serde_json::to_vec(v).unwrap_or_default()
@@ -425,6 +433,15 @@ impl ChunkState {
 
     fn pending(&self) -> usize {
         (self.records as usize).saturating_sub(self.filed.len())
+    }
+
+    /// Its `c/` value: `done` once every record is filed.
+    fn value(&self) -> Vec<u8> {
+        if self.pending() == 0 {
+            DONE.to_vec()
+        } else {
+            self.encode()
+        }
     }
 }
 
@@ -523,56 +540,63 @@ impl Journal {
         live.agents = self.stored_agents()?;
         // Every entry still in the log: their dedup keys may not have been persisted (see
         // invariant 2), and the agents' states of those at or above `l/agents`.
-        let mut at = self.log.start();
         let mut keys = Vec::new();
-        while at < end {
-            let entries = self.log.read(at, REPLAY_BYTES)?;
-            let Some(last) = entries.last() else { break };
-            at = last.position + 1;
-            for e in entries {
-                let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
-                    key: format!("log entry {}", e.position),
-                    why,
-                })?;
-                if e.position >= agents_at {
-                    for (name, state) in f.agents {
-                        live.agents.insert(name, state);
-                    }
+        self.each_frame(self.log.start(), |position, f| {
+            if position >= agents_at {
+                for (name, state) in f.agents {
+                    live.agents.insert(name, state);
                 }
-                if f.records.is_empty() {
-                    continue;
-                }
-                for line in &f.records {
-                    match seen::key_of_json(line) {
-                        Some(k) => keys.push(k),
-                        None => tracing::error!(
-                            "journal: a record of log entry {} has no eventTime/eventID",
-                            e.position
-                        ),
-                    }
-                }
-                if e.position < floor {
-                    continue;
-                }
-                let state = match states.get(&e.position) {
-                    Some(v) if v.as_ref() == DONE => continue,
-                    Some(v) => ChunkState::decode(v),
-                    None => ChunkState::default(),
-                };
-                live.chunks.insert(
-                    e.position,
-                    ChunkState {
-                        records: f.records.len() as u32,
-                        filed: state.filed,
-                    },
-                );
             }
-        }
+            for line in &f.records {
+                match seen::key_of_json(line) {
+                    Some(k) => keys.push(k),
+                    None => tracing::error!(
+                        "journal: a record of log entry {position} has no eventTime/eventID"
+                    ),
+                }
+            }
+            if f.records.is_empty() || position < floor {
+                return Ok(());
+            }
+            let state = match states.get(&position) {
+                Some(v) if v.as_ref() == DONE => return Ok(()),
+                Some(v) => ChunkState::decode(v),
+                None => ChunkState::default(),
+            };
+            live.chunks.insert(
+                position,
+                ChunkState {
+                    records: f.records.len() as u32,
+                    filed: state.filed,
+                },
+            );
+            Ok(())
+        })?;
         drop(live);
         self.seen.insert(
             &keys,
             groundtrail_common::time::now_secs().timestamp().max(0) as u64,
         )?;
+        Ok(())
+    }
+
+    /// Calls `f` with every durable log entry from `from` on, decoded, in order (read
+    /// [`REPLAY_BYTES`] at a time).
+    fn each_frame(
+        &self,
+        from: Position,
+        mut f: impl FnMut(Position, frame::Frame<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let end = self.log.durable_end();
+        let mut at = from;
+        while at < end {
+            let entries = self.log.read(at, REPLAY_BYTES)?;
+            let Some(last) = entries.last() else { break };
+            at = last.position + 1;
+            for e in &entries {
+                f(e.position, decode_entry(e)?)?;
+            }
+        }
         Ok(())
     }
 
@@ -695,7 +719,7 @@ impl Journal {
         };
         let now_secs = now.timestamp().max(0) as u64;
         let mut live = self.guard();
-        let mut blob = Vec::with_capacity(prepared.bytes);
+        let mut entry = frame::start(now_secs, agents, prepared.bytes);
         let mut keys = Vec::with_capacity(prepared.records.len());
         for (dk, pending) in prepared.records {
             if live.in_flight.contains(&dk) || self.seen.contains(&dk)? {
@@ -707,19 +731,18 @@ impl Journal {
                     "more than {CHUNK_INDEX_MASK} records in one commit"
                 )));
             }
-            blob.extend_from_slice(&pending.json);
-            blob.push(b'\n');
+            entry.extend_from_slice(&pending.json);
+            entry.push(b'\n');
             keys.push(dk);
             outcome.committed.push(pending);
         }
         if outcome.committed.is_empty() && agents.is_empty() {
             return Ok(outcome);
         }
-        let entry = frame::encode(now_secs, agents, &blob);
         let position = match self.log.append(&entry) {
             Ok(p) => p,
             Err(e) => {
-                self.flusher.write_failed_io(&e.to_string());
+                self.flusher.write_failed(&e.to_string());
                 return Err(e.into());
             }
         };
@@ -781,42 +804,29 @@ impl Journal {
         let Some(&first) = chunks.keys().next() else {
             return Ok(out);
         };
-        let end = self.log.durable_end();
-        let mut at = first;
-        while at < end {
-            let entries = self.log.read(at, REPLAY_BYTES)?;
-            let Some(last) = entries.last() else { break };
-            at = last.position + 1;
-            for e in entries {
-                let Some(filed) = chunks.get(&e.position) else {
+        self.each_frame(first, |position, f| {
+            let Some(filed) = chunks.get(&position) else {
+                return Ok(());
+            };
+            for (index, line) in f.records.iter().enumerate() {
+                if filed.binary_search(&(index as u32)).is_ok() {
                     continue;
-                };
-                let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
-                    key: format!("log entry {}", e.position),
-                    why,
-                })?;
-                for (index, line) in f.records.iter().enumerate() {
-                    if filed.binary_search(&(index as u32)).is_ok() {
-                        continue;
-                    }
-                    let seq = e.position << CHUNK_INDEX_BITS | index as u64;
-                    match Record::from_json(line) {
-                        Ok(record) => {
-                            out.push(PendingRecord::from_record(seq, &record, line.to_vec()))
-                        }
-                        Err(err) => {
-                            tracing::error!(
-                                "journal: pending record {index} of log entry {} cannot be read \
-                                 ({err}); set aside as z/{}/{index} in the journal for an operator",
-                                e.position,
-                                e.position
-                            );
-                            damaged.push((e.position, index as u32, line.to_vec()));
-                        }
+                }
+                let seq = position << CHUNK_INDEX_BITS | index as u64;
+                match Record::from_json(line) {
+                    Ok(record) => out.push(PendingRecord::from_record(seq, &record, line.to_vec())),
+                    Err(err) => {
+                        tracing::error!(
+                            "journal: pending record {index} of log entry {position} cannot be \
+                             read ({err}); set aside as z/{position}/{index} in the journal for \
+                             an operator"
+                        );
+                        damaged.push((position, index as u32, line.to_vec()));
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         self.set_aside(damaged)?;
         Ok(out)
     }
@@ -845,12 +855,7 @@ impl Journal {
             }
         }
         for (position, state) in &changed {
-            let ck = key(b"c/", &[&be(*position)]);
-            if state.pending() == 0 {
-                batch.insert(ck, DONE);
-            } else {
-                batch.insert(ck, state.encode());
-            }
+            batch.insert(key(b"c/", &[&be(*position)]), state.value());
         }
         self.db.apply_batch(batch)?;
         for (position, state) in changed {
@@ -868,10 +873,7 @@ impl Journal {
     pub fn read_committed(&self, from: Position, max_bytes: usize) -> Result<Vec<CommittedEntry>> {
         let mut out = Vec::new();
         for e in self.log.read(from, max_bytes)? {
-            let f = frame::decode(&e.data).map_err(|why| JournalError::Corrupt {
-                key: format!("log entry {}", e.position),
-                why,
-            })?;
+            let f = decode_entry(&e)?;
             out.push(CommittedEntry {
                 position: e.position,
                 received_at: f.received_at,
@@ -987,10 +989,8 @@ impl Journal {
             let ck = key(b"c/", &[&be(*chunk)]);
             if *chunk < floor {
                 batch.remove(ck);
-            } else if state.pending() == 0 {
-                batch.insert(ck, DONE);
             } else {
-                batch.insert(ck, state.encode());
+                batch.insert(ck, state.value());
             }
         }
         if floor > live.floor {

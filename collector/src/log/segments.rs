@@ -81,6 +81,16 @@ struct Writer {
     next: Position,
 }
 
+impl Writer {
+    /// The newest segment's path, for error messages.
+    fn newest_path(&self) -> PathBuf {
+        self.segments
+            .last_key_value()
+            .map(|(_, s)| s.path.clone())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     running: bool,
@@ -280,11 +290,7 @@ impl SegmentLog {
     /// Closes the newest segment (fsynced whole, as the module doc promises) and starts one at
     /// `w.next`.
     fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
-        let old = w
-            .segments
-            .last_key_value()
-            .map(|(_, s)| s.path.clone())
-            .unwrap_or_default();
+        let old = w.newest_path();
         w.file.sync_data().map_err(|e| io(&old, e))?;
         self.durable.fetch_max(w.next, Ordering::SeqCst);
         let path = self.dir.join(segment_name(w.next));
@@ -343,11 +349,7 @@ impl Log for SegmentLog {
             // Nothing advanced: the next append overwrites the partial frame. Cutting it now
             // keeps a crash before that from finding garbage after the last whole frame.
             let _ = w.file.set_len(at);
-            let path = w
-                .segments
-                .last_key_value()
-                .map(|(_, s)| s.path.clone())
-                .unwrap_or_default();
+            let path = w.newest_path();
             return Err(io(&path, e));
         }
         let position = w.next;
@@ -379,11 +381,7 @@ impl Log for SegmentLog {
             drop(st);
             let (file, end, path) = {
                 let w = self.writer();
-                let path = w
-                    .segments
-                    .last_key_value()
-                    .map(|(_, s)| s.path.clone())
-                    .unwrap_or_default();
+                let path = w.newest_path();
                 (w.file.clone(), w.next, path)
             };
             let result = file.sync_data();
