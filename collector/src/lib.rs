@@ -16,6 +16,7 @@
 //! chain's guarantees. [`service::serve`] wires the parts and owns the shutdown order.
 
 pub mod agents;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod batcher;

@@ -45,6 +45,21 @@ pub struct Metrics {
     /// Seconds between the oldest entry not yet indexed and now, as of the indexer's last
     /// step (a gauge; 0 when caught up).
     pub history_lag_seconds: AtomicU64,
+    /// Alerts newly stored by detection (silenced ones included).
+    pub alerts_raised: AtomicU64,
+    /// Alerts stored silenced, so sent to no notifier.
+    pub alerts_silenced: AtomicU64,
+    /// Per alert notifier: deliveries, failed attempts, drops, and the queue length.
+    alert_notifiers: Mutex<BTreeMap<String, AlertNotifierCounters>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AlertNotifierCounters {
+    delivered: u64,
+    failed: u64,
+    dropped: u64,
+    /// A gauge: entries in the notifier's queue.
+    queued: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -89,6 +104,41 @@ impl Metrics {
 
     pub(crate) fn delivery_error(&self, destination: &str) {
         self.destination(destination, |c| c.errors += 1);
+    }
+
+    fn alert_notifier(&self, name: &str, f: impl FnOnce(&mut AlertNotifierCounters)) {
+        let mut m = self
+            .alert_notifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f(m.entry(name.to_string()).or_default());
+    }
+
+    pub(crate) fn alert_delivered(&self, notifier: &str) {
+        self.alert_notifier(notifier, |c| c.delivered += 1);
+    }
+
+    pub(crate) fn alert_failed(&self, notifier: &str) {
+        self.alert_notifier(notifier, |c| c.failed += 1);
+    }
+
+    pub(crate) fn alert_dropped(&self, notifier: &str, n: u64) {
+        self.alert_notifier(notifier, |c| c.dropped += n);
+    }
+
+    pub(crate) fn alert_queued(&self, notifier: &str, queued: u64) {
+        self.alert_notifier(notifier, |c| c.queued = queued);
+    }
+
+    /// (delivered, failed attempts, dropped, queued) so far for an alert notifier.
+    pub fn alert_notifier_counts(&self, notifier: &str) -> (u64, u64, u64, u64) {
+        let m = self
+            .alert_notifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.get(notifier)
+            .map(|c| (c.delivered, c.failed, c.dropped, c.queued))
+            .unwrap_or_default()
     }
 
     /// Delivery errors so far for `destination`.
@@ -174,6 +224,18 @@ impl Metrics {
             "Committed batches never indexed: the log was trimmed past the history's indexer.",
             get(&self.history_skipped_batches),
         );
+        counter(
+            &mut out,
+            "groundtrail_alerts_raised_total",
+            "Alerts raised by detection and stored (silenced ones included).",
+            get(&self.alerts_raised),
+        );
+        counter(
+            &mut out,
+            "groundtrail_alerts_silenced_total",
+            "Alerts stored silenced, so sent to no notifier.",
+            get(&self.alerts_silenced),
+        );
         for (name, help, v) in [
             (
                 "groundtrail_history_lag_entries",
@@ -231,6 +293,42 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", escape(d), pick(c));
             }
         }
+        let notifiers = self
+            .alert_notifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help, kind, pick) in [
+            (
+                "groundtrail_alert_notifications_delivered_total",
+                "Alerts a notifier answered 2xx to.",
+                "counter",
+                (|c: &AlertNotifierCounters| c.delivered) as fn(&AlertNotifierCounters) -> u64,
+            ),
+            (
+                "groundtrail_alert_notifications_failed_total",
+                "Failed attempts to send an alert to a notifier (each is retried).",
+                "counter",
+                |c| c.failed,
+            ),
+            (
+                "groundtrail_alert_notifications_dropped_total",
+                "Queued alerts dropped from a notifier's queue because it reached max_queued.",
+                "counter",
+                |c| c.dropped,
+            ),
+            (
+                "groundtrail_alert_notifications_queued",
+                "Alerts queued for a notifier, not yet delivered.",
+                "gauge",
+                |c| c.queued,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (n, c) in &notifiers {
+                let _ = writeln!(out, "{name}{{notifier=\"{}\"}} {}", escape(n), pick(c));
+            }
+        }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -267,5 +365,18 @@ mod tests {
         );
         assert!(text.contains("# TYPE groundtrail_journal_pending_records gauge\ngroundtrail_journal_pending_records 7\n"));
         assert_eq!(m.delivery_errors("s3:\"x\""), 1);
+        Metrics::add(&m.alerts_raised, 2);
+        m.alert_delivered("soc");
+        m.alert_failed("soc");
+        m.alert_queued("soc", 4);
+        let text = m.render(&[]);
+        assert!(text.contains("groundtrail_alerts_raised_total 2\n"));
+        assert!(
+            text.contains("groundtrail_alert_notifications_delivered_total{notifier=\"soc\"} 1\n")
+        );
+        assert!(
+            text.contains("groundtrail_alert_notifications_failed_total{notifier=\"soc\"} 1\n")
+        );
+        assert!(text.contains("# TYPE groundtrail_alert_notifications_queued gauge\ngroundtrail_alert_notifications_queued{notifier=\"soc\"} 4\n"));
     }
 }
