@@ -310,7 +310,7 @@ mod tests {
             ("url = \"https://x/\"\nmax_queued = 0", "max_queued"),
             (
                 "url = \"https://x/\"\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"",
-                "sns only",
+                "applies to kind",
             ),
             ("url = \"https://x/\"\ncolour = \"red\"", "unknown field"),
         ] {

@@ -393,13 +393,272 @@ pub fn slack_message(a: &Alert) -> serde_json::Value {
     if a.event_ids.len() > SLACK_EVENT_IDS {
         ids.push(format!("(+{} more)", a.event_ids.len() - SLACK_EVENT_IDS));
     }
+    // Slack refuses an empty text object.
+    let summary = if a.summary.trim().is_empty() {
+        "(no summary)".to_string()
+    } else {
+        clip(&slack_escape(&a.summary), 3000)
+    };
     json!({
         "text": slack_escape(&text),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{severity}: {}", a.rule_title), 150)}},
             {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": clip(&slack_escape(&a.summary), 3000)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": summary}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&format!("eventIDs: {} · alert `{}`", ids.join(", "), slack_escape(&a.id)), 3000)}]},
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::testing::{Receiver, alert};
+    use crate::config::Duration as ConfigDuration;
+    use std::path::Path;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn cfg(dir: &Path, kind: NotifierKind, url: String, ca: Option<&Path>) -> NotifierConfig {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        NotifierConfig {
+            name: format!("n-{}", kind.as_str()),
+            kind,
+            url,
+            secret_file: Some(secret),
+            ca_file: ca.map(Path::to_path_buf),
+            topic_arn: (kind == NotifierKind::Sns)
+                .then(|| "arn:aws:sns:us-east-1:123456789012:alerts".to_string()),
+            min_severity: None,
+            timeout: ConfigDuration::from_secs(5),
+            max_queued: 10,
+        }
+    }
+
+    fn header<'a>(r: &'a crate::alerts::testing::Received, name: &str) -> &'a str {
+        r.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn webhook_over_https_is_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = Receiver::https(dir.path(), 0).await;
+        let n = Notifier::new(&cfg(
+            dir.path(),
+            NotifierKind::Webhook,
+            rx.url("https"),
+            Some(&rx.ca_file),
+        ))
+        .unwrap();
+        let a = alert("al-1", "cis-3.1", "high", "2026-12-07T10:00:00Z");
+        n.send(&a).await.unwrap();
+        let got = rx.accepted();
+        assert_eq!(got.len(), 1);
+        let r = &got[0];
+        assert_eq!(header(r, "content-type"), "application/json");
+        assert_eq!(header(r, "x-groundtrail-alert-id"), "al-1");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["version"], "1");
+        assert_eq!(body["type"], "groundtrail.alert");
+        let back: Alert = serde_json::from_value(body["alert"].clone()).unwrap();
+        assert_eq!(back, a);
+        // What a receiver does, with the raw body.
+        let sig = header(r, "x-groundtrail-signature");
+        let now = chrono::Utc::now().timestamp();
+        assert!(verify(SECRET.as_bytes(), sig, &r.body, now, 300));
+        let mut tampered = r.body.clone();
+        tampered[5] ^= 1;
+        assert!(!verify(SECRET.as_bytes(), sig, &tampered, now, 300));
+        assert!(!verify(b"another key entirely!", sig, &r.body, now, 300));
+        assert!(!verify(SECRET.as_bytes(), sig, &r.body, now + 301, 300));
+        // A known vector, checked against Python's hmac module:
+        // hmac.new(b"key", b"1700000000.{}", "sha256").hexdigest()
+        assert_eq!(
+            sign(b"key", 1_700_000_000, b"{}"),
+            "t=1700000000,v1=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"
+        );
+    }
+
+    #[tokio::test]
+    async fn sns_envelope_as_sns_posts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = Receiver::https(dir.path(), 0).await;
+        let c = cfg(
+            dir.path(),
+            NotifierKind::Sns,
+            rx.url("https"),
+            Some(&rx.ca_file),
+        );
+        let n = Notifier::new(&c).unwrap();
+        let mut a = alert("al-2", "sigma-x", "critical", "2026-12-07T10:00:00Z");
+        a.rule_title = "é".repeat(150);
+        n.send(&a).await.unwrap();
+        n.send(&a).await.unwrap();
+        let got = rx.accepted();
+        assert_eq!(got.len(), 2);
+        let r = &got[0];
+        assert_eq!(header(r, "content-type"), "text/plain; charset=UTF-8");
+        assert_eq!(header(r, "x-amz-sns-message-type"), "Notification");
+        assert_eq!(
+            header(r, "x-amz-sns-topic-arn"),
+            "arn:aws:sns:us-east-1:123456789012:alerts"
+        );
+        let id = message_id("n-sns", "al-2");
+        assert_eq!(header(r, "x-amz-sns-message-id"), id);
+        assert_eq!(
+            header(&got[1], "x-amz-sns-message-id"),
+            id,
+            "stable across retries"
+        );
+        assert_ne!(message_id("other", "al-2"), id);
+        let env: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(env["Type"], "Notification");
+        assert_eq!(env["MessageId"], id);
+        assert_eq!(env["TopicArn"], "arn:aws:sns:us-east-1:123456789012:alerts");
+        assert_eq!(env["Timestamp"], "2026-12-07T10:00:00.000Z");
+        let subject = env["Subject"].as_str().unwrap();
+        assert!(subject.len() < 100 && subject.is_ascii(), "{subject}");
+        assert!(subject.starts_with("[CRITICAL] ??"));
+        let message: Alert = serde_json::from_str(env["Message"].as_str().unwrap()).unwrap();
+        assert_eq!(message, a);
+        for absent in ["Signature", "SignatureVersion", "SigningCertURL"] {
+            assert!(env.get(absent).is_none());
+        }
+        let sig = header(r, "x-groundtrail-signature");
+        assert!(verify(
+            SECRET.as_bytes(),
+            sig,
+            &r.body,
+            chrono::Utc::now().timestamp(),
+            300
+        ));
+    }
+
+    #[tokio::test]
+    async fn slack_message_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = Receiver::https(dir.path(), 0).await;
+        let mut c = cfg(
+            dir.path(),
+            NotifierKind::Slack,
+            rx.url("https"),
+            Some(&rx.ca_file),
+        );
+        c.secret_file = None;
+        let n = Notifier::new(&c).unwrap();
+        let mut a = alert("al-3", "host-ssh-brute", "medium", "2026-12-07T10:00:00Z");
+        a.count = 12;
+        a.event_ids = (0..12).map(|i| format!("e{i}")).collect();
+        a.summary = "12 failed <ssh> logins & more".into();
+        a.group = Some(crate::alerts::AlertGroup {
+            field: "sourceIPAddress".into(),
+            value: "203.0.113.9".into(),
+        });
+        n.send(&a).await.unwrap();
+        let got = rx.accepted();
+        let r = &got[0];
+        assert!(r.headers.get(SIGNATURE_HEADER).is_none());
+        let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let text = m["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(
+                "[MEDIUM] Rule host-ssh-brute: 12 failed &lt;ssh&gt; logins &amp; more"
+            ),
+            "{text}"
+        );
+        let blocks = m["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        let fields: Vec<&str> = blocks[1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields[0], "*Severity*\nMEDIUM");
+        assert_eq!(fields[1], "*Rule*\n`host-ssh-brute`");
+        assert_eq!(fields[2], "*Count*\n12");
+        assert_eq!(fields[4], "*sourceIPAddress*\n203.0.113.9");
+        let ctx = blocks[3]["elements"][0]["text"].as_str().unwrap();
+        assert!(
+            ctx.contains("`e0`, `e1`, `e2`, `e3`, `e4`, (+7 more)"),
+            "{ctx}"
+        );
+        assert!(!ctx.contains("`e5`"));
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = Receiver::https(dir.path(), 0).await;
+        let a = alert("al-4", "r", "low", "2026-12-07T10:00:00Z");
+        let c = cfg(
+            dir.path(),
+            NotifierKind::Webhook,
+            rx.url("https"),
+            Some(&rx.ca_file),
+        );
+        // Non-2xx.
+        rx.status.store(503, std::sync::atomic::Ordering::SeqCst);
+        let err = Notifier::new(&c).unwrap().send(&a).await.unwrap_err();
+        assert!(
+            matches!(err, SendError::Status { status: 503, .. }),
+            "{err}"
+        );
+        // A certificate from a CA the notifier does not trust.
+        let other = tempfile::tempdir().unwrap();
+        crate::pki::init(other.path(), &[], false).unwrap();
+        let untrusted = cfg(
+            dir.path(),
+            NotifierKind::Webhook,
+            rx.url("https"),
+            Some(&other.path().join("ca.pem")),
+        );
+        let err = Notifier::new(&untrusted)
+            .unwrap()
+            .send(&a)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Tls { .. }), "{err}");
+        // Plain HTTP to an HTTPS port fails too, and so does a refused connection.
+        let port = rx.addr.port();
+        rx.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let c = cfg(
+            dir.path(),
+            NotifierKind::Webhook,
+            format!("http://127.0.0.1:{port}/"),
+            None,
+        );
+        let err = Notifier::new(&c).unwrap().send(&a).await.unwrap_err();
+        assert!(matches!(err, SendError::Connect { .. }), "{err}");
+        // A receiver that accepts and never answers: the attempt times out.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = cfg(
+            dir.path(),
+            NotifierKind::Webhook,
+            format!("http://127.0.0.1:{}/", silent.local_addr().unwrap().port()),
+            None,
+        );
+        c.timeout = "300ms".parse().unwrap();
+        let started = std::time::Instant::now();
+        let err = Notifier::new(&c).unwrap().send(&a).await.unwrap_err();
+        assert!(matches!(err, SendError::Timeout(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Bad secrets are refused when the notifier is built.
+        std::fs::write(dir.path().join("short"), "abc").unwrap();
+        c.secret_file = Some(dir.path().join("short"));
+        let err = Notifier::new(&c).err().unwrap().to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        c.secret_file = Some(dir.path().join("missing"));
+        let err = Notifier::new(&c).err().unwrap().to_string();
+        assert!(
+            err.contains("missing") && err.contains("n-webhook"),
+            "{err}"
+        );
+    }
 }
