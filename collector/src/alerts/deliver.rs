@@ -111,3 +111,246 @@ async fn send_pending(store: &AlertStore, notifier: &Notifier) -> Result<(), Str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::config::{NotifierConfig, NotifierKind};
+    use crate::alerts::testing::{Receiver, alert};
+    use crate::alerts::{Alert, AlertStore};
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn notifier(dir: &Path, name: &str, url: String, ca: Option<&Path>) -> Notifier {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        Notifier::new(&NotifierConfig {
+            name: name.into(),
+            kind: NotifierKind::Webhook,
+            url,
+            secret_file: Some(secret),
+            ca_file: ca.map(Path::to_path_buf),
+            topic_arn: None,
+            min_severity: None,
+            timeout: "2s".parse().unwrap(),
+            max_queued: 100_000,
+        })
+        .unwrap()
+    }
+
+    fn batch(from: usize, n: usize) -> Vec<Alert> {
+        (from..from + n)
+            .map(|i| alert(&format!("al-{i:03}"), "r", "high", "2026-12-07T10:00:00Z"))
+            .collect()
+    }
+
+    /// The alert ids a receiver accepted (2xx), in order of receipt.
+    fn accepted_ids(rx: &Receiver) -> Vec<String> {
+        rx.accepted()
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                v["alert"]["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn shutdown() -> (tokio::sync::broadcast::Sender<()>, Shutdown) {
+        let (tx, rx) = tokio::sync::broadcast::channel(1);
+        (tx, Shutdown::new(rx))
+    }
+
+    /// A receiver that answers 500, then is gone (connection refused), then is back on the
+    /// same port: afterwards it has every alert, in commit order, each accepted exactly once.
+    #[tokio::test]
+    async fn an_outage_ends_with_every_alert_in_order_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(AlertStore::open(&dir.path().join("alerts"), &["soc".to_string()]).unwrap());
+        let rx = Receiver::https(dir.path(), 0).await;
+        let port = rx.addr.port();
+        rx.status.store(500, Ordering::SeqCst);
+        let (stop, sd) = shutdown();
+        let tasks = spawn(
+            store.clone(),
+            vec![notifier(
+                dir.path(),
+                "soc",
+                rx.url("https"),
+                Some(&rx.ca_file),
+            )],
+            Arc::new(Notify::new()),
+            sd,
+        );
+        store.commit(1, batch(0, 5), vec![]).await.unwrap();
+        until("two refused attempts", 10, || rx.all().len() >= 2).await;
+        assert!(rx.accepted().is_empty());
+        // Down: nothing listens on the port.
+        rx.stop();
+        store.commit(2, batch(5, 5), vec![]).await.unwrap();
+        let failed = crate::metrics::metrics().alert_notifier_counts("soc").1;
+        until("failed connection attempts", 10, || {
+            crate::metrics::metrics().alert_notifier_counts("soc").1 >= failed + 2
+        })
+        .await;
+        let s = &store.delivery_status().unwrap()[0];
+        assert_eq!(s.pending, 10);
+        assert!(
+            s.last_error.as_deref().unwrap().contains("connect"),
+            "{s:?}"
+        );
+        // Back, on the same port and certificate.
+        let rx = Receiver::https(dir.path(), port).await;
+        store.commit(3, batch(10, 5), vec![]).await.unwrap();
+        until("every alert", 30, || accepted_ids(&rx).len() >= 15).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let want: Vec<String> = batch(0, 15).into_iter().map(|a| a.id).collect();
+        assert_eq!(accepted_ids(&rx), want);
+        let s = &store.delivery_status().unwrap()[0];
+        assert_eq!((s.pending, s.delivered_total), (0, 15));
+        // Every one signed, checked as a receiver would.
+        let now = chrono::Utc::now().timestamp();
+        for r in rx.accepted() {
+            let sig = r.headers["x-groundtrail-signature"].to_str().unwrap();
+            assert!(crate::alerts::notifier::verify(
+                SECRET.as_bytes(),
+                sig,
+                &r.body,
+                now,
+                300
+            ));
+        }
+        let _ = stop.send(());
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// One notifier down does not hold the other: it gets each alert at once.
+    #[tokio::test]
+    async fn a_down_notifier_does_not_delay_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["down".to_string(), "up".to_string()];
+        let store = Arc::new(AlertStore::open(&dir.path().join("alerts"), &names).unwrap());
+        let rx = Receiver::https(dir.path(), 0).await;
+        // A port nothing listens on.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_url = format!("http://127.0.0.1:{}/", dead.local_addr().unwrap().port());
+        drop(dead);
+        // A receiver that accepts connections and never answers, to be sure a hanging
+        // notifier holds nobody either.
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hang_url = format!("http://127.0.0.1:{}/", hang.local_addr().unwrap().port());
+        let store2 = Arc::new(AlertStore::open(&dir.path().join("alerts2"), &names).unwrap());
+        let (stop, sd) = shutdown();
+        let mut tasks = spawn(
+            store.clone(),
+            vec![
+                notifier(dir.path(), "down", dead_url, None),
+                notifier(dir.path(), "up", rx.url("https"), Some(&rx.ca_file)),
+            ],
+            Arc::new(Notify::new()),
+            sd.clone(),
+        );
+        let rx2 = Receiver::https(&dir.path().join("pki2"), 0).await;
+        tasks.extend(spawn(
+            store2.clone(),
+            vec![
+                notifier(dir.path(), "down", hang_url, None),
+                notifier(dir.path(), "up", rx2.url("https"), Some(&rx2.ca_file)),
+            ],
+            Arc::new(Notify::new()),
+            sd,
+        ));
+        for round in 0..3 {
+            let alerts = batch(round * 2, 2);
+            let started = Instant::now();
+            store
+                .commit(round as u64, alerts.clone(), vec![])
+                .await
+                .unwrap();
+            store2.commit(round as u64, alerts, vec![]).await.unwrap();
+            until("the up notifier", 5, || {
+                accepted_ids(&rx).len() == (round + 1) * 2
+                    && accepted_ids(&rx2).len() == (round + 1) * 2
+            })
+            .await;
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "round {round} took {:?}",
+                started.elapsed()
+            );
+        }
+        let want: Vec<String> = batch(0, 6).into_iter().map(|a| a.id).collect();
+        assert_eq!(accepted_ids(&rx), want);
+        assert_eq!(accepted_ids(&rx2), want);
+        for s in [&store, &store2] {
+            // The receiver records a request before it answers, and the entry leaves the
+            // queue after the answer.
+            until("the queue to empty", 5, || {
+                s.delivery_status().unwrap()[1].pending == 0
+            })
+            .await;
+            let st = s.delivery_status().unwrap();
+            assert_eq!((st[0].name.as_str(), st[0].pending), ("down", 6));
+            assert_eq!((st[1].name.as_str(), st[1].pending), ("up", 0));
+        }
+        let _ = stop.send(());
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        drop(hang);
+    }
+
+    /// Queued alerts survive the store being closed and opened again (a restart), and are
+    /// sent by the new tasks.
+    #[tokio::test]
+    async fn the_queue_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts");
+        let names = ["soc".to_string()];
+        {
+            let store = AlertStore::open(&path, &names).unwrap();
+            store.commit(1, batch(0, 4), vec![]).await.unwrap();
+        }
+        let rx = Receiver::https(dir.path(), 0).await;
+        let store = Arc::new(AlertStore::open(&path, &names).unwrap());
+        assert_eq!(store.delivery_status().unwrap()[0].pending, 4);
+        let (stop, sd) = shutdown();
+        let tasks = spawn(
+            store.clone(),
+            vec![notifier(
+                dir.path(),
+                "soc",
+                rx.url("https"),
+                Some(&rx.ca_file),
+            )],
+            Arc::new(Notify::new()),
+            sd,
+        );
+        until("the queued alerts", 10, || accepted_ids(&rx).len() >= 4).await;
+        let want: Vec<String> = batch(0, 4).into_iter().map(|a| a.id).collect();
+        assert_eq!(accepted_ids(&rx), want);
+        let _ = stop.send(());
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+}

@@ -49,13 +49,20 @@ impl Receiver {
         Receiver::start(Some(TlsAcceptor::from(config)), dir.join("ca.pem"), port).await
     }
 
-    /// Starts a plain HTTP receiver.
-    pub async fn http(port: u16) -> Receiver {
-        Receiver::start(None, PathBuf::new(), port).await
-    }
-
     async fn start(tls: Option<TlsAcceptor>, ca_file: PathBuf, port: u16) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        // Retried briefly: a port given back by a stopped receiver may linger a moment.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
