@@ -56,6 +56,14 @@ const DEFAULT_MAX_QUEUED: usize = 100_000;
 /// `list` pages hold at most this many alerts.
 pub const MAX_LIST: usize = 1000;
 
+/// One entry of the detector's window state: key, value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+/// A change to the window state: key, and the new value or `None` to delete it.
+pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
+/// What the synchronous part of a commit hands back: the new alerts, the drops per
+/// notifier, and the highest queue seq written.
+type Written = (Vec<Alert>, Vec<(String, u64)>, Option<u64>);
+
 /// Which alerts go to a notifier, and how many may wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -113,6 +121,8 @@ pub struct AlertStore {
     state: Mutex<BTreeMap<String, (u64, StatusRecord)>>,
     /// Highest queue `seq` known durable: entries above it are not handed out yet.
     durable: AtomicU64,
+    /// Highest queue `seq` written (durable or not).
+    written: AtomicU64,
     /// Notified (to all waiters) after each commit that queued something.
     queued: Notify,
 }
@@ -204,6 +214,7 @@ impl AlertStore {
             commit_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             durable: AtomicU64::new(durable),
+            written: AtomicU64::new(durable),
             queued: Notify::new(),
         })
     }
@@ -224,7 +235,7 @@ impl AlertStore {
     }
 
     /// The detector's window state as last committed.
-    pub fn window_state(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AlertError> {
+    pub fn window_state(&self) -> Result<Vec<StateEntry>, AlertError> {
         self.db
             .scan_prefix(b"w/")
             .map(|r| {
@@ -246,13 +257,18 @@ impl AlertStore {
         &self,
         position: u64,
         alerts: Vec<Alert>,
-        state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        state: Vec<StateWrite>,
     ) -> Result<Vec<Alert>, AlertError> {
         let _commit = self.commit_lock.lock().await;
         let (new, drops, max_seq) = self.write_commit(position, alerts, state)?;
-        self.db.flush_async().await?;
         if let Some(seq) = max_seq {
-            self.durable.store(seq, Ordering::SeqCst);
+            self.written.fetch_max(seq, Ordering::SeqCst);
+        }
+        self.db.flush_async().await?;
+        // Everything written so far is on disk now, including the entries of an earlier
+        // commit whose flush failed after its batch was applied.
+        let written = self.written.load(Ordering::SeqCst);
+        if self.durable.fetch_max(written, Ordering::SeqCst) < written {
             self.queued.notify_waiters();
         }
         for (name, n) in drops {
@@ -272,13 +288,12 @@ impl AlertStore {
     }
 
     /// The synchronous part of [`Self::commit`]: checks, builds and applies the batch.
-    #[allow(clippy::type_complexity)]
     fn write_commit(
         &self,
         position: u64,
         alerts: Vec<Alert>,
-        state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<(Vec<Alert>, Vec<(String, u64)>, Option<u64>), AlertError> {
+        state: Vec<StateWrite>,
+    ) -> Result<Written, AlertError> {
         let mut times = Vec::with_capacity(alerts.len());
         for a in &alerts {
             let bad = |why: &str| AlertError::InvalidAlert {
