@@ -116,7 +116,7 @@ async fn send_pending(store: &AlertStore, notifier: &Notifier) -> Result<(), Str
 mod tests {
     use super::*;
     use crate::alerts::config::{NotifierConfig, NotifierKind};
-    use crate::alerts::testing::{Receiver, alert};
+    use crate::alerts::testing::{Receiver, accepted_ids, alert};
     use crate::alerts::{Alert, AlertStore};
     use std::path::Path;
     use std::sync::atomic::Ordering;
@@ -144,17 +144,6 @@ mod tests {
     fn batch(from: usize, n: usize) -> Vec<Alert> {
         (from..from + n)
             .map(|i| alert(&format!("al-{i:03}"), "r", "high", "2026-12-07T10:00:00Z"))
-            .collect()
-    }
-
-    /// The alert ids a receiver accepted (2xx), in order of receipt.
-    fn accepted_ids(rx: &Receiver) -> Vec<String> {
-        rx.accepted()
-            .iter()
-            .map(|r| {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-                v["alert"]["id"].as_str().unwrap().to_string()
-            })
             .collect()
     }
 
@@ -317,6 +306,65 @@ mod tests {
                 .unwrap();
         }
         drop(hang);
+    }
+
+    /// Not run by default: time from `commit` returning to the receiver's receipt, one alert
+    /// per commit at a steady rate, over HTTPS (a new connection per alert).
+    /// `cargo test -p groundtrail-collector --lib alerts::deliver::tests::latency -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(AlertStore::open(&dir.path().join("alerts"), &["soc".to_string()]).unwrap());
+        let rx = Receiver::https(dir.path(), 0).await;
+        let (stop, sd) = shutdown();
+        let tasks = spawn(
+            store.clone(),
+            vec![notifier(
+                dir.path(),
+                "soc",
+                rx.url("https"),
+                Some(&rx.ca_file),
+            )],
+            Arc::new(Notify::new()),
+            sd,
+        );
+        let n = 500;
+        let rate = 50.0; // alerts per second
+        let mut committed = Vec::new();
+        let t0 = Instant::now();
+        for i in 0..n {
+            let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+            store.commit(i as u64, batch(i, 1), vec![]).await.unwrap();
+            committed.push(Instant::now());
+        }
+        until("every alert", 60, || rx.accepted().len() >= n).await;
+        let got = rx.accepted();
+        let mut lat: Vec<Duration> = committed
+            .iter()
+            .zip(&got)
+            .map(|(c, r)| r.at.saturating_duration_since(*c))
+            .collect();
+        lat.sort();
+        println!(
+            "latency over {n} alerts at {rate}/s: p50 {:?} p99 {:?} max {:?}",
+            lat[n / 2],
+            lat[n * 99 / 100],
+            lat[n - 1]
+        );
+        let t1 = Instant::now();
+        store
+            .commit(n as u64, batch(n, 1000), vec![])
+            .await
+            .unwrap();
+        until("a burst of 1000", 120, || rx.accepted().len() >= n + 1000).await;
+        println!("burst: 1000 alerts delivered in {:?}", t1.elapsed());
+        let _ = stop.send(());
+        for t in tasks {
+            t.await.unwrap();
+        }
     }
 
     /// Queued alerts survive the store being closed and opened again (a restart), and are

@@ -668,6 +668,7 @@ fn covers(s: &Silence, at: &str) -> bool {
 mod tests {
     use super::*;
     use crate::alerts::testing::alert;
+    use std::sync::Arc;
 
     fn at(min: u32, sec: u32) -> String {
         format!("2026-12-07T10:{min:02}:{sec:02}Z")
@@ -1081,5 +1082,33 @@ mod tests {
             })
             .unwrap();
         assert_eq!(listed.len(), want.len());
+        // And what was queued before the kill is delivered after it, in order.
+        drop(store);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(two(dir.path()));
+            let rx = crate::alerts::testing::Receiver::https(&dir.path().join("pki"), 0).await;
+            let cfg = crate::alerts::testing::webhook_config(dir.path(), "a", &rx);
+            let (stop, rx_stop) = tokio::sync::broadcast::channel(1);
+            let tasks = crate::alerts::deliver::spawn(
+                store.clone(),
+                vec![crate::alerts::Notifier::new(&cfg).unwrap()],
+                Arc::new(Notify::new()),
+                groundtrail_common::shutdown::Shutdown::new(rx_stop),
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while crate::alerts::testing::accepted_ids(&rx).len() < want.len() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not delivered in 30 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(crate::alerts::testing::accepted_ids(&rx), want);
+            let _ = stop.send(());
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
     }
 }

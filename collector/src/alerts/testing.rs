@@ -20,6 +20,8 @@ pub struct Received {
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
     pub status: u16,
+    /// When its body had arrived.
+    pub at: std::time::Instant,
 }
 
 /// A receiver listening on 127.0.0.1.
@@ -72,6 +74,7 @@ impl Receiver {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = tcp.set_nodelay(true);
                 let (rec, st, tls) = (rec.clone(), st.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
@@ -129,6 +132,7 @@ where
                 headers: parts.headers,
                 body,
                 status,
+                at: std::time::Instant::now(),
             });
             Ok::<_, hyper::Error>(
                 http::Response::builder()
@@ -167,4 +171,35 @@ pub fn alert(id: &str, rule: &str, severity: &str, detected_at: &str) -> Alert {
         ],
         silenced_by: None,
     }
+}
+
+/// A webhook notifier named `name` for `rx`, with a fixed secret (`SECRET`) written to `dir`.
+pub fn webhook_config(dir: &Path, name: &str, rx: &Receiver) -> crate::alerts::NotifierConfig {
+    let secret = dir.join(format!("{name}.secret"));
+    std::fs::write(&secret, SECRET).unwrap();
+    crate::alerts::NotifierConfig {
+        name: name.into(),
+        kind: crate::alerts::NotifierKind::Webhook,
+        url: rx.url("https"),
+        secret_file: Some(secret),
+        ca_file: Some(rx.ca_file.clone()),
+        topic_arn: None,
+        min_severity: None,
+        timeout: "2s".parse().unwrap(),
+        max_queued: 100_000,
+    }
+}
+
+/// The HMAC key [`webhook_config`] writes.
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// The alert ids a webhook receiver accepted (2xx), in order of receipt.
+pub fn accepted_ids(rx: &Receiver) -> Vec<String> {
+    rx.accepted()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["alert"]["id"].as_str().unwrap().to_string()
+        })
+        .collect()
 }
