@@ -290,6 +290,29 @@ mod tests {
         assert_eq!(c.notifiers[2].kind, NotifierKind::Slack);
     }
 
+    /// `config --example` renders `[detection]` from these doc comments: every field has one.
+    #[test]
+    fn documented_for_config_example() {
+        use groundtrail_common::config_doc::{Docs, render};
+        let docs = Docs::parse(&[include_str!("config.rs")]);
+        let mut c = DetectionConfig::default();
+        c.notifiers.push(NotifierConfig {
+            name: "soc".into(),
+            kind: NotifierKind::Sns,
+            url: "https://siem.example.net/hook".into(),
+            secret_file: Some("/etc/groundtrail/soc.key".into()),
+            ca_file: Some("/etc/groundtrail/ca.pem".into()),
+            topic_arn: Some("arn:aws:sns:us-east-1:123456789012:alerts".into()),
+            min_severity: Some("high".into()),
+            timeout: default_timeout(),
+            max_queued: default_max_queued(),
+        });
+        let value = toml::Table::try_from(&c).unwrap();
+        let text = render(&docs, "DetectionConfig", &value, "detection").unwrap();
+        assert!(text.contains("min_severity"), "{text}");
+        assert!(text.contains("HMAC-SHA256"), "{text}");
+    }
+
     #[test]
     fn every_bad_entry_is_named() {
         let base = |extra: &str| {

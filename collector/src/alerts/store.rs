@@ -205,6 +205,7 @@ impl AlertStore {
             metrics().alert_queued(&r.name, pending);
             state.insert(r.name.clone(), (pending, status));
         }
+        warn_orphaned_queues(&db, &routes)?;
         // Every seq generated from now on is above this one, and everything below it was read
         // from disk.
         let durable = db.generate_id()?;
@@ -483,6 +484,40 @@ impl AlertStore {
         Ok((out, None))
     }
 
+    /// Removes alerts detected before `before` (RFC 3339) that no notifier still has queued,
+    /// for retention; returns how many were removed. Silences are kept.
+    pub fn prune(&self, before: &str) -> Result<u64, AlertError> {
+        let cutoff = parse_time(before).ok_or_else(|| {
+            AlertError::InvalidQuery(format!("{before:?} is not an RFC 3339 time"))
+        })?;
+        let cutoff = u64::try_from(cutoff.timestamp_millis()).unwrap_or(0);
+        let _st = self.lock();
+        let mut queued = HashSet::new();
+        for r in self.db.scan_prefix(b"q/").values() {
+            queued.insert(r?.to_vec());
+        }
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for r in self
+            .db
+            .range(key(b"i/", &0u64.to_be_bytes())..key(b"i/", &cutoff.to_be_bytes()))
+        {
+            let (k, v) = r?;
+            let Some(nul) = v.iter().position(|b| *b == 0) else {
+                return Err(corrupt(&k, "index entry without a NUL"));
+            };
+            let id = &v[nul + 1..];
+            if queued.contains(id) {
+                continue;
+            }
+            batch.remove(k);
+            batch.remove(key(b"a/", id));
+            removed += 1;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(removed)
+    }
+
     /// One alert by id.
     pub fn get(&self, id: &str) -> Result<Option<Alert>, AlertError> {
         let k = key(b"a/", id.as_bytes());
@@ -654,6 +689,27 @@ impl AlertStore {
     pub(crate) fn queued(&self) -> &Notify {
         &self.queued
     }
+}
+
+/// Queues of notifiers no longer configured are kept (renaming a notifier back delivers
+/// them), but said out loud: nothing will send them.
+fn warn_orphaned_queues(db: &sled::Db, routes: &[Route]) -> Result<(), AlertError> {
+    let mut orphans: BTreeMap<String, u64> = BTreeMap::new();
+    for k in db.scan_prefix(b"q/").keys() {
+        let k = k?;
+        let name = k[2..].split(|b| *b == 0).next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name).into_owned();
+        if !routes.iter().any(|r| r.name == name) {
+            *orphans.entry(name).or_default() += 1;
+        }
+    }
+    for (name, n) in orphans {
+        tracing::warn!(
+            notifier = %name,
+            "{n} alerts are queued for notifier {name:?}, which is no longer configured: they will not be sent unless it is configured again"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `at` is inside the silence `[starts, ends)`.
@@ -1005,6 +1061,30 @@ mod tests {
         let store = AlertStore::open_routes(dir.path(), routes).unwrap();
         let s = &store.delivery_status().unwrap()[1];
         assert_eq!((s.pending, s.dropped_total), (3, 7));
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_what_is_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = two(dir.path());
+        let alerts: Vec<Alert> = (0..6)
+            .map(|i| alert(&format!("a{i}"), "r", "low", &at(i, 0)))
+            .collect();
+        store.commit(1, alerts, vec![]).await.unwrap();
+        // a0 and a1 delivered everywhere; a2 still queued for b.
+        for n in ["a", "b"] {
+            for (k, a) in store.pending(n, 3).unwrap() {
+                if n == "a" || a.id != "a2" {
+                    store.delivered(n, &k).unwrap();
+                }
+            }
+        }
+        assert_eq!(store.prune(&at(4, 0)).unwrap(), 2);
+        assert!(store.get("a0").unwrap().is_none());
+        assert!(store.get("a2").unwrap().is_some());
+        let (left, _) = store.list(&AlertQuery::default()).unwrap();
+        assert_eq!(ids(&left), ["a5", "a4", "a3", "a2"]);
+        assert!(store.prune("never").is_err());
     }
 
     /// Not a test on its own: the child process of `kill_9_loses_no_committed_alert`, which
