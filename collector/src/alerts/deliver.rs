@@ -36,6 +36,11 @@ pub fn spawn(
     wake: Arc<Notify>,
     shutdown: Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    for n in &notifiers {
+        if !store.routes().iter().any(|r| r.name == n.name()) {
+            tracing::warn!(notifier = %n.name(), "the alert store queues nothing for notifier {:?}: it was opened without it", n.name());
+        }
+    }
     notifiers
         .into_iter()
         .map(|n| {
@@ -125,6 +130,16 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn notifier(dir: &Path, name: &str, url: String, ca: Option<&Path>) -> Notifier {
+        notifier_with(dir, name, url, ca, "2s")
+    }
+
+    fn notifier_with(
+        dir: &Path,
+        name: &str,
+        url: String,
+        ca: Option<&Path>,
+        timeout: &str,
+    ) -> Notifier {
         let secret = dir.join("secret");
         std::fs::write(&secret, SECRET).unwrap();
         Notifier::new(&NotifierConfig {
@@ -135,7 +150,7 @@ mod tests {
             ca_file: ca.map(Path::to_path_buf),
             topic_arn: None,
             min_severity: None,
-            timeout: "2s".parse().unwrap(),
+            timeout: timeout.parse().unwrap(),
             max_queued: 100_000,
         })
         .unwrap()
@@ -259,7 +274,8 @@ mod tests {
         tasks.extend(spawn(
             store2.clone(),
             vec![
-                notifier(dir.path(), "down", hang_url, None),
+                // Hangs for 30 s per attempt: were "up" held by it, a round would take that.
+                notifier_with(dir.path(), "down", hang_url, None, "30s"),
                 notifier(dir.path(), "up", rx2.url("https"), Some(&rx2.ca_file)),
             ],
             Arc::new(Notify::new()),
@@ -279,7 +295,7 @@ mod tests {
             })
             .await;
             assert!(
-                started.elapsed() < Duration::from_secs(1),
+                started.elapsed() < Duration::from_secs(3),
                 "round {round} took {:?}",
                 started.elapsed()
             );
