@@ -8,10 +8,14 @@
 //!   delivers CloudTrail events;
 //! - [`sigma`]: Sigma rules for the AWS CloudTrail logsource, with the SigmaHQ rules vendored.
 //!
+//! - [`rules`]: rule files and built-in packs (`cis`, `host`, `sigma`) loaded into a `RuleSet`,
+//!   and the `Engine` that evaluates records in log order with threshold and sequence windows.
+//!
 //! The crate is pure apart from reading rule files: a rule is parsed once and evaluated against a
-//! `serde_json::Value`; no network, no clock. Counting, thresholds and alert delivery belong
-//! to the collector.
+//! `serde_json::Value`; no network, no clock (windows run on the records' eventTime). Alert
+//! storage and delivery belong to the collector.
 
 pub mod event_pattern;
 pub mod filter_pattern;
+pub mod rules;
 pub mod sigma;

@@ -56,7 +56,7 @@ pub(super) fn eval(expr: &Expr, record: &Json) -> bool {
 }
 
 /// Follows the selector's steps; `None` when any step is missing.
-pub(super) fn resolve<'a>(selector: &Selector, record: &'a Json) -> Option<&'a Json> {
+pub(crate) fn resolve<'a>(selector: &Selector, record: &'a Json) -> Option<&'a Json> {
     selector
         .steps
         .iter()

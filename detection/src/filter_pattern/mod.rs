@@ -68,6 +68,19 @@ impl FilterPattern {
     }
 }
 
+impl Selector {
+    /// Parses a lone selector (`$.userIdentity.arn`, `$.resources[0].ARN`), as rules name the
+    /// field they group or correlate by.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        parser::parse_selector(text)
+    }
+
+    /// The value the selector reaches in `record`, if any.
+    pub fn resolve<'a>(&self, record: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        eval::resolve(self, record)
+    }
+}
+
 impl FromStr for FilterPattern {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -45,6 +45,26 @@ pub(super) fn parse(text: &str) -> Result<Expr, ParseError> {
     Ok(expr)
 }
 
+/// Parses a lone selector such as `$.sourceIPAddress` (a rule's `group_by`), with the same
+/// syntax as inside a pattern.
+pub(super) fn parse_selector(text: &str) -> Result<Selector, ParseError> {
+    let mut p = Parser {
+        chars: text.chars().collect(),
+        pos: 0,
+        regexes: 0,
+    };
+    p.skip_ws();
+    if p.peek() != Some('$') {
+        return Err(p.error("a selector starts with '$', as in $.sourceIPAddress"));
+    }
+    let selector = p.selector()?;
+    p.skip_ws();
+    if p.pos < p.chars.len() {
+        return Err(p.error("unexpected text after the selector"));
+    }
+    Ok(selector)
+}
+
 struct Parser {
     chars: Vec<char>,
     pos: usize,

@@ -87,6 +87,11 @@ pub struct SigmaRule {
     pub id: Option<String>,
     /// The rule's `level` (`low`, `medium`, ...), if any.
     pub level: Option<String>,
+    /// The rule's `description`, if any.
+    pub description: Option<String>,
+    /// The parsed detection section, kept so the rule engine can index the rule by the event
+    /// names it requires ([`crate::rules`]).
+    pub(crate) detection: rsigma_parser::Detections,
     compiled: CompiledRule,
 }
 
@@ -125,6 +130,8 @@ impl SigmaRule {
             title: rule.title.clone(),
             id: rule.id.clone(),
             level: rule.level.as_ref().map(|l| l.as_str().to_string()),
+            description: rule.description.clone(),
+            detection: rule.detection.clone(),
             compiled,
         })
     }
