@@ -58,6 +58,9 @@ pub struct Api {
     verifier: Verifier,
     started: DateTime<Utc>,
     ingest: Option<Arc<Ingest>>,
+    /// The rule engine and its alerts, for Groundtrail's detection operations
+    /// ([`crate::detection_api`]); `None` with `[detection] enabled = false`.
+    detector: Option<Arc<crate::detector::Detector>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -152,7 +155,14 @@ impl Api {
                 .with_unsigned_loopback_reads(config.api.allow_unsigned_loopback_reads),
             started: now,
             ingest,
+            detector: None,
         })
+    }
+
+    /// Serves the detection operations from `detector`.
+    pub fn with_detector(mut self, detector: Option<Arc<crate::detector::Detector>>) -> Api {
+        self.detector = detector;
+        self
     }
 
     /// Whether a request is for the API (rather than ingest or metrics).
@@ -168,10 +178,24 @@ impl Api {
         body: Bytes,
         loopback: bool,
     ) -> (StatusCode, Vec<u8>, &'static str) {
+        let detection_op = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(crate::detection_api::TARGET_PREFIX));
         let result = if parts.uri.path() == PUT_AUDIT_EVENTS_PATH {
             self.put_audit_events(parts, body, loopback)
                 .await
                 .map(|v| (v, "application/json"))
+        } else if let Some(op) = detection_op {
+            match self.verified_input(parts, &body, loopback) {
+                Ok((caller, input)) => {
+                    crate::detection_api::handle(self.detector.as_ref(), op, &input, &caller)
+                        .await
+                        .map(|v| (v, "application/x-amz-json-1.1"))
+                }
+                Err(e) => Err(e),
+            }
         } else {
             self.control(parts, &body, loopback)
                 .map(|v| (v, "application/x-amz-json-1.1"))
@@ -229,6 +253,35 @@ impl Api {
                 format!("X-Amz-Target {target:?} is not a CloudTrail operation"),
             )
         })?;
+        let (caller, input) = self.verified_input(parts, body, loopback)?;
+        caller.require(Scope::Read)?;
+        match op {
+            "ListPublicKeys" => self.list_public_keys(&input),
+            "DescribeTrails" => Ok(self.describe_trails(&input)),
+            "GetTrail" => self.get_trail(&input),
+            "GetTrailStatus" => self.get_trail_status(&input),
+            "LookupEvents" => self.lookup_events(&input, request_region(parts)),
+            other => Err(ApiError::bad(
+                "UnknownOperationException",
+                format!("{other} is not supported by this collector"),
+            )),
+        }
+    }
+
+    /// The caller of a control-plane request (SigV4, service `cloudtrail`) and its JSON body.
+    fn verified_input(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        loopback: bool,
+    ) -> Result<(Caller, Map<String, Value>), ApiError> {
+        if parts.method != http::Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the API takes POST",
+            ));
+        }
         let caller = self.verify(parts, body, "cloudtrail", loopback)?;
         let input: Map<String, Value> = if body.is_empty() {
             Map::new()
@@ -249,18 +302,7 @@ impl Api {
                 }
             }
         };
-        caller.require(Scope::Read)?;
-        match op {
-            "ListPublicKeys" => self.list_public_keys(&input),
-            "DescribeTrails" => Ok(self.describe_trails(&input)),
-            "GetTrail" => self.get_trail(&input),
-            "GetTrailStatus" => self.get_trail_status(&input),
-            "LookupEvents" => self.lookup_events(&input, request_region(parts)),
-            other => Err(ApiError::bad(
-                "UnknownOperationException",
-                format!("{other} is not supported by this collector"),
-            )),
-        }
+        Ok((caller, input))
     }
 
     /// The trail's account: `[trail] account_id`, else the first account with a chain.

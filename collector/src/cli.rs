@@ -28,6 +28,9 @@ pub enum Command {
     /// Look up management events in the collector's event history, like
     /// `aws cloudtrail lookup-events` (same flags, same output).
     LookupEvents(Box<crate::lookup_cli::Args>),
+    /// Alerts raised by the detection rules, the rules loaded, and silences, through the
+    /// collector's API.
+    Alerts(Box<crate::alerts_cli::Args>),
     /// Validate a config file (with the environment overrides applied) and print the
     /// effective configuration; errors name the field.
     CheckConfig(ServeArgs),

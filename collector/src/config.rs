@@ -22,7 +22,7 @@ pub const ENV_PREFIX: &str = "GROUNDTRAIL_COLLECTOR";
 /// drift from the code. Fails when a field has no doc comment.
 pub fn example() -> Result<String, String> {
     use groundtrail_common::config_doc::{Docs, render};
-    let docs = Docs::parse(&[include_str!("config.rs")]);
+    let docs = Docs::parse(&[include_str!("config.rs"), include_str!("alerts/config.rs")]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
     // Show the embedded default destination where a `[[destinations]]` entry would go.
     let local =
@@ -66,6 +66,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Webhooks told about every delivered log file (a trail's SNS notification).
     pub notifications: Vec<NotificationConfig>,
+    /// Detection rules evaluated on every committed record, and where their alerts go.
+    pub detection: crate::alerts::config::DetectionConfig,
 }
 
 /// `[api]`: the CloudTrail API on the same listener as ingest (`POST /` with `X-Amz-Target`,
@@ -145,6 +147,10 @@ pub enum Scope {
     Read,
     /// `PutAuditEvents`.
     Write,
+    /// Changing how the collector watches: creating and deleting alert silences. Apart from
+    /// `write`, so that an application that may post events cannot silence the alerts about
+    /// what it posts.
+    Admin,
 }
 
 /// `[history]`
@@ -675,6 +681,11 @@ impl Config {
         Ok(toml::to_string_pretty(&value)?)
     }
 
+    /// Where the alert store lives: `alerts` beside the journal.
+    pub fn alerts_path(&self) -> PathBuf {
+        self.journal.path.with_file_name("alerts")
+    }
+
     /// Where the history store lives: `[history] path`, or `history` beside the journal.
     pub fn history_path(&self) -> PathBuf {
         match &self.history.path {
@@ -856,6 +867,9 @@ impl Config {
                 HISTORY_CACHE_BYTES.end()
             );
         }
+        self.detection
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[detection] {e}"))?;
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {
             if !n.url.starts_with("http://") || n.url.len() <= "http://".len() {
@@ -1111,8 +1125,8 @@ url = "http://127.0.0.1:9000/hook"
                 "letters",
             ),
             (
-                "[[api.access_keys]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\nscopes = [\"admin\"]\n",
-                "admin",
+                "[[api.access_keys]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\nscopes = [\"owner\"]\n",
+                "owner",
             ),
             ("[[notifications]]\nurl = \"https://x\"\n", "http://"),
             ("[api]\nlisten = \"0.0.0.0:7481\"\n", "loopback"),

@@ -9,6 +9,8 @@
 //!         -> delivery (one queue per destination, in order, retried with backoff)
 //!         -> digest (per destination+account+region chain, signed, head in the journal)
 //!         -> delivery again (the digest objects)
+//! journal -> indexer (event history, LookupEvents)
+//!         -> detector (rules; alerts stored, then queued) -> alerts::deliver (one queue per notifier)
 //! ```
 //!
 //! The journal is the only state; every other part can be rebuilt from it after a crash, which
@@ -17,6 +19,7 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod alerts_cli;
 pub mod api;
 pub mod audit;
 pub mod batcher;
@@ -26,6 +29,8 @@ pub mod config;
 pub mod dedup;
 pub mod delivery;
 pub mod destination;
+pub mod detection_api;
+pub mod detector;
 pub mod digest;
 pub mod group_flush;
 pub mod history;

@@ -88,7 +88,7 @@ fn parse_attribute(s: &str) -> anyhow::Result<Value> {
 }
 
 /// ISO 8601 (`2026-11-21T10:00:00Z`, with offset, or a date) or epoch seconds.
-fn parse_time(s: &str) -> anyhow::Result<f64> {
+pub(crate) fn parse_time(s: &str) -> anyhow::Result<f64> {
     if let Ok(n) = s.parse::<f64>() {
         return Ok(n);
     }
@@ -135,7 +135,11 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(t) = &args.next_token {
         input.insert("NextToken".into(), json!(t));
     }
-    let client = Client::new(&args)?;
+    let client = Client::new(
+        &args.endpoint_url,
+        args.region.clone(),
+        args.ca_bundle.as_deref(),
+    )?;
     let paginate = args.max_results.is_none() && args.next_token.is_none();
     let mut all = Vec::new();
     let output = loop {
@@ -171,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 /// JSON as the AWS CLI prints it (4-space indent).
-fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     use serde::Serialize;
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
@@ -180,7 +184,8 @@ fn pretty(v: &Value) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-struct Client {
+/// A SigV4-signing client of the collector's API, shared by the CLI commands that call it.
+pub(crate) struct Client {
     uri: http::Uri,
     region: String,
     credentials: Option<(String, String)>,
@@ -188,25 +193,25 @@ struct Client {
 }
 
 impl Client {
-    fn new(args: &Args) -> anyhow::Result<Client> {
-        let uri: http::Uri = args
-            .endpoint_url
+    /// A client of the API at `endpoint_url`; `region` as the AWS CLI's `--region`.
+    pub(crate) fn new(
+        endpoint_url: &str,
+        region: Option<String>,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
+        let uri: http::Uri = endpoint_url
             .parse()
-            .with_context(|| format!("--endpoint-url {:?}", args.endpoint_url))?;
+            .with_context(|| format!("--endpoint-url {endpoint_url:?}"))?;
         let tls = match uri.scheme_str() {
             Some("http") => None,
             Some("https") => {
-                let ca = args
-                    .ca_bundle
-                    .as_deref()
+                let ca = ca_bundle
                     .context("an https endpoint needs --ca-bundle (the collector's CA)")?;
                 Some(groundtrail_common::tls::client_config(ca, None)?)
             }
             _ => bail!("--endpoint-url must be http:// or https://"),
         };
-        let region = args
-            .region
-            .clone()
+        let region = region
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .unwrap_or_else(|| "us-east-1".into());
         let credentials = match (
@@ -224,7 +229,22 @@ impl Client {
         })
     }
 
-    async fn call(&self, operation: &str, input: &Value) -> anyhow::Result<(u16, Bytes)> {
+    /// Calls a CloudTrail operation; the HTTP status and the body.
+    pub(crate) async fn call(
+        &self,
+        operation: &str,
+        input: &Value,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        self.call_target(&format!("{}{operation}", crate::api::TARGET_PREFIX), input)
+            .await
+    }
+
+    /// Calls the operation `target` names (`X-Amz-Target`); the HTTP status and the body.
+    pub(crate) async fn call_target(
+        &self,
+        target: &str,
+        input: &Value,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let body = serde_json::to_vec(input)?;
         let host = self
             .uri
@@ -232,7 +252,7 @@ impl Client {
             .context("--endpoint-url has no host")?
             .as_str()
             .to_string();
-        let target = format!("{}{operation}", crate::api::TARGET_PREFIX);
+        let target = target.to_string();
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), host.clone()),
             ("content-type".into(), "application/x-amz-json-1.1".into()),

@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Command::LookupEvents(args) => groundtrail_collector::lookup_cli::run(*args).await,
+        Command::Alerts(args) => groundtrail_collector::alerts_cli::run(*args).await,
         Command::CheckConfig(args) => {
             let config = Config::load_or_default(args.config.as_deref())?;
             print!("{}", config.redacted_toml()?);

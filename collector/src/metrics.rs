@@ -51,6 +51,18 @@ pub struct Metrics {
     pub alerts_silenced: AtomicU64,
     /// Per alert notifier: deliveries, failed attempts, drops, and the queue length.
     alert_notifiers: Mutex<BTreeMap<String, AlertNotifierCounters>>,
+    /// Records the detection rules were evaluated on (see [`crate::detector`]).
+    pub detection_evaluated: AtomicU64,
+    /// Log entries trimmed before the detector evaluated them.
+    pub detection_skipped_entries: AtomicU64,
+    /// Log entries committed but not yet evaluated (a gauge).
+    pub detection_lag_entries: AtomicU64,
+    /// Age of the oldest entry not yet evaluated, as of the detector's last step (a gauge).
+    pub detection_lag_seconds: AtomicU64,
+    /// Rules loaded (a gauge).
+    pub detection_rules_loaded: AtomicU64,
+    /// Rule reloads refused (the previous rules kept running).
+    pub detection_reload_failures: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -236,7 +248,40 @@ impl Metrics {
             "Alerts stored silenced, so sent to no notifier.",
             get(&self.alerts_silenced),
         );
+        counter(
+            &mut out,
+            "groundtrail_detection_records_evaluated_total",
+            "Committed records the detection rules were evaluated on.",
+            get(&self.detection_evaluated),
+        );
+        counter(
+            &mut out,
+            "groundtrail_detection_skipped_entries_total",
+            "Committed batches never evaluated: the log was trimmed past the detector.",
+            get(&self.detection_skipped_entries),
+        );
+        counter(
+            &mut out,
+            "groundtrail_detection_reload_failures_total",
+            "Rule reloads refused; the previous rules kept running.",
+            get(&self.detection_reload_failures),
+        );
         for (name, help, v) in [
+            (
+                "groundtrail_detection_lag_entries",
+                "Committed batches not yet evaluated by the detection rules.",
+                get(&self.detection_lag_entries),
+            ),
+            (
+                "groundtrail_detection_lag_seconds",
+                "Age of the oldest committed batch not yet evaluated by the detection rules.",
+                get(&self.detection_lag_seconds),
+            ),
+            (
+                "groundtrail_detection_rules",
+                "Detection rules loaded.",
+                get(&self.detection_rules_loaded),
+            ),
             (
                 "groundtrail_history_lag_entries",
                 "Committed batches not yet indexed into the event history.",

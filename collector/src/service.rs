@@ -69,6 +69,8 @@ pub enum ServeError {
     StoreStuck { store: String, error: String },
     #[error("cannot start the store-health thread: {0}")]
     StoreWatch(std::io::Error),
+    #[error(transparent)]
+    Detection(#[from] crate::detector::DetectorError),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -103,6 +105,8 @@ pub async fn serve(
         config.history.retention.get(),
         shutdown.clone(),
     );
+    let mut background = Vec::new();
+    let detector = start_detection(&config, &journal, &shutdown, &mut background)?;
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
         &config.signing.key_file,
@@ -218,7 +222,6 @@ pub async fn serve(
             })
         })
         .collect();
-    let mut background = Vec::new();
     for d in &deliverers {
         let d = d.clone();
         let s = shutdown.clone();
@@ -309,13 +312,16 @@ pub async fn serve(
             .filter(|a| !a.account.is_empty())
             .map(|a| (a.account, a.region)),
     );
-    let api = Arc::new(Api::new(
-        &config,
-        &key,
-        journal.clone(),
-        history.clone(),
-        Some(ingest.clone()),
-    )?);
+    let api = Arc::new(
+        Api::new(
+            &config,
+            &key,
+            journal.clone(),
+            history.clone(),
+            Some(ingest.clone()),
+        )?
+        .with_detector(detector),
+    );
     if config.api.access_keys.is_empty() {
         if config.api.allow_unsigned_loopback_reads {
             tracing::info!(
@@ -461,6 +467,51 @@ async fn drain(deliverers: &[Arc<Deliverer>], deadline: tokio::time::Instant) ->
     let results =
         futures_util::future::join_all(deliverers.iter().map(|d| d.drain(deadline))).await;
     results.into_iter().all(|ok| ok)
+}
+
+/// Starts the rule engine, the alert notifiers and the rules watch (`[detection]`), unless
+/// detection is off. A rule set or a notifier that does not load stops the start with its error:
+/// a collector must not run believing it watches what it does not.
+fn start_detection(
+    config: &Config,
+    journal: &Arc<Journal>,
+    shutdown: &Shutdown,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<Arc<crate::detector::Detector>>, ServeError> {
+    use crate::detector::{Detector, DetectorError};
+    let d = &config.detection;
+    if !d.enabled {
+        tracing::info!("detection: off ([detection] enabled = false)");
+        return Ok(None);
+    }
+    let store_err = |e: crate::alerts::AlertError| DetectorError::Store(e.to_string());
+    let notifiers = d
+        .notifiers
+        .iter()
+        .map(crate::alerts::notifier::Notifier::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_err)?;
+    let store = Arc::new(
+        crate::alerts::store::AlertStore::open_for(&config.alerts_path(), d).map_err(store_err)?,
+    );
+    let wake = Arc::new(Notify::new());
+    let detector = Arc::new(Detector::new(d.clone(), store.clone(), wake.clone())?);
+    background.push(crate::detector::spawn(
+        journal.clone(),
+        detector.clone(),
+        shutdown.clone(),
+    ));
+    background.push(tokio::spawn(crate::detector::watch_rules(
+        detector.clone(),
+        shutdown.clone(),
+    )));
+    background.extend(crate::alerts::deliver::spawn(
+        store,
+        notifiers,
+        wake,
+        shutdown.clone(),
+    ));
+    Ok(Some(detector))
 }
 
 /// Drops history events older than the retention, every minute (in slices of 10,000 so a
