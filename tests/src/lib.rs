@@ -10,6 +10,8 @@
 //! - `GROUNDTRAIL_TESTS_REQUIRE_ALL=1`: a missing S3 server or AWS CLI fails the test instead
 //!   of skipping it.
 
+pub mod webhook;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -424,6 +426,16 @@ impl Collector {
     pub async fn sigterm(&mut self) -> ExitStatus {
         let child = self.child.take().expect("collector is running");
         sigterm_and_wait(child, "collector", &|| self.log()).await
+    }
+
+    /// SIGHUP (the collector reloads its detection rules).
+    pub fn sighup(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) with a pid we own; no memory is involved.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGHUP);
+            }
+        }
     }
 
     /// Whether the process is still running.

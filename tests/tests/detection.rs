@@ -17,6 +17,7 @@ const ADMIN_KEY: &str = "AKIDTESTADMIN";
 const ADMIN_SECRET: &str = "admin-secret-0123456789";
 const READ_KEY: &str = "AKIDTESTREADER";
 const READ_SECRET: &str = "reader-secret-0123456789";
+const READER: Option<(&str, &str)> = Some((READ_KEY, READ_SECRET));
 const HMAC_SECRET: &str = "whsec-test-0123456789abcdef";
 
 /// A collector spec with a local trail, the API keys, and `detection` appended.
@@ -58,7 +59,8 @@ fn stop_logging() -> Value {
     r["eventSource"] = json!("cloudtrail.amazonaws.com");
     r["eventName"] = json!("StopLogging");
     r["eventType"] = json!("AwsApiCall");
-    r["requestParameters"] = json!({"name": "arn:aws:cloudtrail:us-east-1:123456789012:trail/main"});
+    r["requestParameters"] =
+        json!({"name": "arn:aws:cloudtrail:us-east-1:123456789012:trail/main"});
     r
 }
 
@@ -100,7 +102,7 @@ fn alerts_cli(c: &Collector, args: &[&str], key: Option<(&str, &str)>) -> (i32, 
 
 /// Every stored alert (all pages), by id.
 fn stored_alerts(c: &Collector) -> BTreeMap<String, Value> {
-    let (code, v, out) = alerts_cli(c, &["list"], None);
+    let (code, v, out) = alerts_cli(c, &["list"], READER);
     assert_eq!(code, 0, "{out}");
     v["Alerts"]
         .as_array()
@@ -169,7 +171,11 @@ fn pki(dir: &Path) -> PathBuf {
         .arg(&pki)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     pki
 }
 
@@ -183,14 +189,39 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
     let base = format!("https://127.0.0.1:{}", rx.port);
     let ca = pki.join("ca.pem");
     let mut detection = String::new();
-    detection += &notifier(dir.path(), "hook", "webhook", &format!("{base}/hook"), Some(&ca));
-    detection += &notifier(dir.path(), "topic", "sns", &format!("{base}/sns"), Some(&ca));
-    detection += &notifier(dir.path(), "chat", "slack", &format!("{base}/slack"), Some(&ca));
+    detection += &notifier(
+        dir.path(),
+        "hook",
+        "webhook",
+        &format!("{base}/hook"),
+        Some(&ca),
+    );
+    detection += &notifier(
+        dir.path(),
+        "topic",
+        "sns",
+        &format!("{base}/sns"),
+        Some(&ca),
+    );
+    detection += &notifier(
+        dir.path(),
+        "chat",
+        "slack",
+        &format!("{base}/slack"),
+        Some(&ca),
+    );
     let c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;
 
     let rec = stop_logging();
     let id = event_id(&rec);
-    assert_eq!(c.client().post_records(&[rec.clone()]).await.unwrap().status, 200);
+    assert_eq!(
+        c.client()
+            .post_records(std::slice::from_ref(&rec))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let cis = wait_alert(&c, "pack:cis", &id).await;
     assert_eq!(cis["records"][0]["eventID"], json!(id), "{cis}");
     assert_eq!(
@@ -205,8 +236,7 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
         let done = ["/hook", "/sns", "/slack"].iter().all(|p| {
             wanted.iter().all(|w| {
                 got.iter().any(|r| {
-                    r.path == *p
-                        && String::from_utf8_lossy(&r.body).contains(w.as_str().unwrap())
+                    r.path == *p && String::from_utf8_lossy(&r.body).contains(w.as_str().unwrap())
                 })
             })
         });
@@ -243,7 +273,7 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
         }
     }
 
-    let (code, rules, out) = alerts_cli(&c, &["rules"], None);
+    let (code, rules, out) = alerts_cli(&c, &["rules"], READER);
     assert_eq!(code, 0, "{out}");
     let origins: Vec<String> = rules["Rules"]
         .as_array()
@@ -252,12 +282,15 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
         .map(|r| r["Origin"].as_str().unwrap().to_string())
         .collect();
     for pack in ["pack:cis", "pack:host", "pack:sigma"] {
-        assert!(origins.iter().any(|o| o.starts_with(pack)), "{pack} in {origins:?}");
+        assert!(
+            origins.iter().any(|o| o.starts_with(pack)),
+            "{pack} in {origins:?}"
+        );
     }
-    let (code, one, out) = alerts_cli(&c, &["get", cis["id"].as_str().unwrap()], None);
+    let (code, one, out) = alerts_cli(&c, &["get", cis["id"].as_str().unwrap()], READER);
     assert_eq!(code, 0, "{out}");
     assert_eq!(one["Alert"], cis);
-    let (code, _, out) = alerts_cli(&c, &["get", "no-such-rule/none"], None);
+    let (code, _, out) = alerts_cli(&c, &["get", "no-such-rule/none"], READER);
     assert_eq!(code, 255);
     assert!(out.contains("AlertNotFoundException"), "{out}");
 
@@ -266,7 +299,10 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
         metric(&metrics, "groundtrail_detection_records_evaluated_total") >= 1,
         "{metrics}"
     );
-    assert!(metric(&metrics, "groundtrail_detection_rules") >= 70, "{metrics}");
+    assert!(
+        metric(&metrics, "groundtrail_detection_rules") >= 70,
+        "{metrics}"
+    );
 }
 
 /// A threshold rule from the rules directory fires once at its count; a bad file is refused
@@ -294,7 +330,12 @@ async fn rules_dir_threshold_and_reload() {
     let b: Vec<Value> = (0..3).map(|_| failed_login("203.0.113.9")).collect();
     assert_eq!(c.client().post_records(&a).await.unwrap().status, 200);
     assert_eq!(c.client().post_records(&b).await.unwrap().status, 200);
-    let alert = wait_alert(&c, &rules.join("login.yaml").display().to_string(), &event_id(&b[2])).await;
+    let alert = wait_alert(
+        &c,
+        &rules.join("login.yaml").display().to_string(),
+        &event_id(&b[2]),
+    )
+    .await;
     assert_eq!(alert["count"], 3, "{alert}");
     assert_eq!(alert["group"]["value"], "203.0.113.9", "{alert}");
     let ids: Vec<String> = b.iter().map(event_id).collect();
@@ -325,19 +366,24 @@ async fn rules_dir_threshold_and_reload() {
     // A bad file: refused with its name; the old rule set still runs.
     std::fs::write(rules.join("zz-bad.yaml"), "rules:\n  - id: broken\n    title: x\n    severity: high\n    filter_pattern: '{ $.eventName = }'\n").unwrap();
     let last_error = wait_for("the reload error in ListRules", || {
-        let (_, v, _) = alerts_cli(&c, &["rules"], None);
+        let (_, v, _) = alerts_cli(&c, &["rules"], READER);
         async move { v["LastError"]["Message"].as_str().map(str::to_string) }
     })
     .await;
     assert!(last_error.contains("zz-bad.yaml"), "{last_error}");
     assert!(last_error.contains("broken"), "{last_error}");
-    let (_, v, _) = alerts_cli(&c, &["rules"], None);
+    let (_, v, _) = alerts_cli(&c, &["rules"], READER);
     assert_eq!(v["Rules"][0]["Id"], "login-failures", "{v}");
     let m = http_get(&c, "/metrics").await;
     assert!(metric(&m, "groundtrail_detection_reload_failures_total") >= 1);
     let c2: Vec<Value> = (0..3).map(|_| failed_login("192.0.2.99")).collect();
     assert_eq!(c.client().post_records(&c2).await.unwrap().status, 200);
-    wait_alert(&c, &rules.join("login.yaml").display().to_string(), &event_id(&c2[2])).await;
+    wait_alert(
+        &c,
+        &rules.join("login.yaml").display().to_string(),
+        &event_id(&c2[2]),
+    )
+    .await;
 
     // Fixed, and a second rule added: SIGHUP reloads at once.
     std::fs::remove_file(rules.join("zz-bad.yaml")).unwrap();
@@ -350,12 +396,24 @@ async fn rules_dir_threshold_and_reload() {
     c.sighup();
     let rec = stop_logging();
     wait_for("both rules loaded", || {
-        let (_, v, _) = alerts_cli(&c, &["rules"], None);
+        let (_, v, _) = alerts_cli(&c, &["rules"], READER);
         async move { (v["Rules"].as_array().map(Vec::len) == Some(2)).then_some(()) }
     })
     .await;
-    assert_eq!(c.client().post_records(&[rec.clone()]).await.unwrap().status, 200);
-    let a = wait_alert(&c, &rules.join("stop.json").display().to_string(), &event_id(&rec)).await;
+    assert_eq!(
+        c.client()
+            .post_records(std::slice::from_ref(&rec))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let a = wait_alert(
+        &c,
+        &rules.join("stop.json").display().to_string(),
+        &event_id(&rec),
+    )
+    .await;
     assert_eq!(a["severity"], "critical");
     assert_eq!(a["language"], "event-pattern");
     assert!(c.is_running());
@@ -405,7 +463,15 @@ async fn silences_hold_alerts_back_and_need_admin() {
     // An unknown rule is refused by name.
     let (code, _, out) = alerts_cli(
         &c,
-        &["silence", "--rule-id", "nope", "--for", "1h", "--reason", "x"],
+        &[
+            "silence",
+            "--rule-id",
+            "nope",
+            "--for",
+            "1h",
+            "--reason",
+            "x",
+        ],
         Some((ADMIN_KEY, ADMIN_SECRET)),
     );
     assert_eq!(code, 255, "{out}");
@@ -414,10 +480,20 @@ async fn silences_hold_alerts_back_and_need_admin() {
     assert_eq!(code, 0, "{out}");
     let silence = s["Silence"].clone();
     assert_eq!(silence["created_by"], ADMIN_KEY);
-    assert_eq!(silence["reason"], "planned trail maintenance, change CHG-42");
+    assert_eq!(
+        silence["reason"],
+        "planned trail maintenance, change CHG-42"
+    );
 
     let quiet = stop_logging();
-    assert_eq!(c.client().post_records(&[quiet.clone()]).await.unwrap().status, 200);
+    assert_eq!(
+        c.client()
+            .post_records(std::slice::from_ref(&quiet))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let a = wait_alert(&c, "", &event_id(&quiet)).await;
     assert_eq!(a["silenced_by"], silence["id"], "{a}");
 
@@ -428,17 +504,30 @@ async fn silences_hold_alerts_back_and_need_admin() {
     );
     assert_eq!(code, 0, "{out}");
     let loud = stop_logging();
-    assert_eq!(c.client().post_records(&[loud.clone()]).await.unwrap().status, 200);
+    assert_eq!(
+        c.client()
+            .post_records(std::slice::from_ref(&loud))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let loud_id = format!("trail-stopped/{}", event_id(&loud));
     wait_for("the alert after the silence at the webhook", || {
         let got = rx.on("/hook");
         let id = loud_id.clone();
-        async move { got.iter().any(|r| alert_of(r)["id"] == json!(id)).then_some(()) }
+        async move {
+            got.iter()
+                .any(|r| alert_of(r)["id"] == json!(id))
+                .then_some(())
+        }
     })
     .await;
     let quiet_id = format!("trail-stopped/{}", event_id(&quiet));
     assert!(
-        !rx.on("/hook").iter().any(|r| alert_of(r)["id"] == json!(quiet_id)),
+        !rx.on("/hook")
+            .iter()
+            .any(|r| alert_of(r)["id"] == json!(quiet_id)),
         "the silenced alert was not sent"
     );
 }
@@ -474,7 +563,11 @@ async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
     for _ in 0..6 {
         let batch: Vec<Value> = (0..5).map(|_| stop_logging()).collect();
         assert_eq!(c.client().post_records(&batch).await.unwrap().status, 200);
-        sent.extend(batch.iter().map(|r| format!("trail-stopped/{}", event_id(r))));
+        sent.extend(
+            batch
+                .iter()
+                .map(|r| format!("trail-stopped/{}", event_id(r))),
+        );
         tokio::time::sleep(Duration::from_secs(8)).await;
     }
     let announced = wait_for("30 alerts stored", || {
@@ -539,12 +632,20 @@ async fn kill_9_between_alert_and_delivery_loses_nothing() {
     let first: Vec<Value> = (0..20).map(|_| stop_logging()).collect();
     assert_eq!(c.client().post_records(&first).await.unwrap().status, 200);
     c.kill9();
-    want.extend(first.iter().map(|r| format!("trail-stopped/{}", event_id(r))));
+    want.extend(
+        first
+            .iter()
+            .map(|r| format!("trail-stopped/{}", event_id(r))),
+    );
     c.spawn().await;
     // 2. Killed with the alerts stored and queued, the receiver still down.
     let second: Vec<Value> = (0..20).map(|_| stop_logging()).collect();
     assert_eq!(c.client().post_records(&second).await.unwrap().status, 200);
-    want.extend(second.iter().map(|r| format!("trail-stopped/{}", event_id(r))));
+    want.extend(
+        second
+            .iter()
+            .map(|r| format!("trail-stopped/{}", event_id(r))),
+    );
     wait_for("40 alerts stored", || {
         let n = stored_alerts(&c).len();
         async move { (n == 40).then_some(()) }
