@@ -276,6 +276,18 @@ pub async fn start_collector(
     log_file_interval: &str,
     agents: &[String],
 ) -> anyhow::Result<Collector> {
+    start_collector_with(bins, pki, dir, log_file_interval, agents, "").await
+}
+
+/// As [`start_collector`], with `extra` TOML appended to the config (e.g. `[detection]`).
+pub async fn start_collector_with(
+    bins: &Bins,
+    pki: &Pki,
+    dir: &Path,
+    log_file_interval: &str,
+    agents: &[String],
+    extra: &str,
+) -> anyhow::Result<Collector> {
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let trail = dir.join("trail");
@@ -302,7 +314,7 @@ pub async fn start_collector(
         );
     }
     t += &format!(
-        "[[destinations]]\ntype = \"local\"\npath = {}\nbucket = \"bench-trail\"\n",
+        "[[destinations]]\ntype = \"local\"\npath = {}\nbucket = \"bench-trail\"\n\n{extra}",
         q(&trail)
     );
     let config = dir.join("collector.toml");

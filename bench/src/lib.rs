@@ -22,7 +22,7 @@ use harness::{Bins, Pki};
 use report::Report;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "collector",
     "agent-buffer",
     "agent-e2e",
@@ -30,6 +30,7 @@ pub const SCENARIOS: [&str; 7] = [
     "footprint",
     "fanin",
     "history",
+    "detection",
 ];
 
 /// Command-line settings.
@@ -194,6 +195,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "footprint" => scenarios::footprint::run(&mut ctx).await,
             "fanin" => scenarios::fanin::run(&mut ctx).await,
             "history" => scenarios::history::run(&mut ctx).await,
+            "detection" => scenarios::detection::run(&mut ctx).await,
             _ => unreachable!(),
         };
         if let Err(e) = r {

@@ -150,7 +150,9 @@ struct Steady {
 /// The collector at `rate` records/s for `secs`, detection on or off.
 async fn steady(ctx: &mut Ctx, on: bool, rate: usize, secs: Duration) -> anyhow::Result<Steady> {
     let label = if on { "on" } else { "off" };
-    ctx.step(format!("detection: collector at {rate} records/s, detection {label}"));
+    ctx.step(format!(
+        "detection: collector at {rate} records/s, detection {label}"
+    ));
     let dir = ctx.dir(&format!("detection-{label}"))?;
     let receiver = Receiver::start().await?;
     let extra = if on {
@@ -206,7 +208,7 @@ async fn steady(ctx: &mut Ctx, on: bool, rate: usize, secs: Duration) -> anyhow:
                     let id = rng.uuid();
                     let t = &ctx.templates[rng.next_u64() as usize % ctx.templates.len()];
                     n += 1;
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         let mut v: serde_json::Value =
                             serde_json::from_slice(&t.with_id(&id)).expect("generator JSON");
                         v["eventName"] = serde_json::json!(MARKER);

@@ -5,6 +5,7 @@
 pub mod agent_buffer;
 pub mod agent_e2e;
 pub mod collector;
+pub mod detection;
 pub mod fanin;
 pub mod footprint;
 pub mod history;
@@ -19,10 +20,53 @@ pub const S_AGENT: &str =
 pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a delivered log file";
 pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
 pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
+pub const S_DETECTION: &str = "7. detection: rule engine cost (all packs) and alert latency at a steady rate (real collector, webhook)";
 pub const S_HISTORY: &str = "6. event history: indexing and LookupEvents first pages (in-process History, generator records)";
 
 /// (scenario, figure id, section, label).
 pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "detection",
+        "detection.engine_ns_per_record",
+        S_DETECTION,
+        "engine, every pack: JSON parse + evaluate, per record (one thread)",
+    ),
+    (
+        "detection",
+        "detection.parse_ns_per_record",
+        S_DETECTION,
+        "of which the JSON parse alone",
+    ),
+    (
+        "detection",
+        "detection.collector_cpu_us_per_record_off",
+        S_DETECTION,
+        "collector CPU per record at a steady rate, detection off",
+    ),
+    (
+        "detection",
+        "detection.collector_cpu_us_per_record_on",
+        S_DETECTION,
+        "collector CPU per record at a steady rate, detection on (every pack)",
+    ),
+    (
+        "detection",
+        "detection.cpu_share_percent",
+        S_DETECTION,
+        "detection's share of the collector's per-record CPU",
+    ),
+    (
+        "detection",
+        "detection.alert_p50_ms",
+        S_DETECTION,
+        "alert latency: batch's 200 -> webhook receipt, p50",
+    ),
+    (
+        "detection",
+        "detection.alert_p99_ms",
+        S_DETECTION,
+        "alert latency: batch's 200 -> webhook receipt, p99",
+    ),
     (
         "collector",
         "collector.acked_records_per_s",
