@@ -2,6 +2,7 @@
 
 use super::file::Counting;
 use super::info::RuleInfo;
+use super::prefilter;
 use super::set::{Compiled, Envelope, RuleSet, pattern_matches};
 use super::state;
 use super::summary::{Fill, scalar_text, seconds};
@@ -233,7 +234,8 @@ fn evaluate_rule(
     out: &mut Vec<Firing>,
 ) {
     let record = ask.record;
-    let main_hit = ask.main && r.matcher.matches(record, envelope);
+    let main_hit =
+        ask.main && prefilter::all_hold(&r.requires, record) && r.matcher.matches(record, envelope);
     let entry = |t: i64| Entry {
         t,
         id: str_of(record, "eventID").to_string(),

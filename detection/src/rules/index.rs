@@ -18,7 +18,35 @@ use crate::event_pattern::{Field, Matcher, Node};
 use crate::filter_pattern::{Expr, Op, Selector, Step, StrMatch, Value as FpValue};
 use rsigma_parser::{ConditionExpr, Detection, Detections, Quantifier, SelectorPattern};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The index's maps: looked up several times per record with short keys, where std's SipHash
+/// (built against hash flooding) costs more than the rest of the lookup. The keys are the
+/// rules' own values, not attacker-chosen, so a fast multiplicative hash is enough.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// FxHash-style: rotate, xor, multiply, 8 bytes at a time.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// What a rule requires: eventName in `names`, or service in `services`, or a (dotted path,
 /// value) of `fields` (values in lower case).
@@ -307,7 +335,7 @@ fn detection_keys(d: &Detection) -> Option<Keys> {
 }
 
 /// Sigma's `selection_*` name patterns: `*` is any run of characters.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, tail)) => name.strip_prefix(head).is_some_and(|rest| {
@@ -357,7 +385,7 @@ impl Index {
                             self.fields.push(FieldIndex {
                                 steps: path.split('.').map(str::to_string).collect(),
                                 path,
-                                by_value: HashMap::new(),
+                                by_value: HashMap::default(),
                                 all: Vec::new(),
                             });
                             self.fields.len() - 1

@@ -26,6 +26,7 @@ mod file;
 mod index;
 mod info;
 mod packs;
+mod prefilter;
 mod set;
 mod state;
 mod summary;
