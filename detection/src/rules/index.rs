@@ -406,6 +406,12 @@ impl Index {
         self.always.len()
     }
 
+    /// The slots asked on every record.
+    #[cfg(test)]
+    pub(crate) fn unkeyed_slots(&self) -> &[u32] {
+        &self.always
+    }
+
     /// The slots `record` can match, sorted, without repeats.
     pub(crate) fn candidates(&self, record: &Value, out: &mut Vec<u32>) {
         out.clear();
