@@ -592,3 +592,15 @@ fn groups_per_rule_are_capped() {
         }
     );
 }
+
+/// The collector moves the engine into its evaluation task and shares rule sets across
+/// threads (reload): both must allow it.
+#[test]
+fn engine_is_send_and_rule_sets_are_shared() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<Engine>();
+    send_sync::<RuleSet>();
+    send_sync::<Firing>();
+    send_sync::<LoadError>();
+}
