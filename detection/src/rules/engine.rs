@@ -2,6 +2,7 @@
 
 use super::file::Counting;
 use super::info::RuleInfo;
+use super::prefilter;
 use super::set::{Compiled, Envelope, RuleSet, pattern_matches};
 use super::state;
 use super::summary::{Fill, scalar_text, seconds};
@@ -147,6 +148,7 @@ impl Engine {
         self.rules.index().candidates(record, &mut slots);
         let mut out = Vec::new();
         let mut envelope = Envelope::default();
+        let compiled = self.rules.compiled();
         let mut i = 0;
         while i < slots.len() {
             let rule = (slots[i] / 2) as usize;
@@ -157,97 +159,22 @@ impl Engine {
                 true
             };
             i += if main && after { 2 } else { 1 };
-            self.evaluate_rule(rule, main, after, record, t, &mut envelope, &mut out);
+            let ask = Ask {
+                main,
+                after,
+                record,
+                t,
+            };
+            evaluate_rule(
+                &compiled[rule],
+                self.windows[rule].as_mut(),
+                ask,
+                &mut envelope,
+                &mut out,
+            );
         }
         self.slots = slots;
         out
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn evaluate_rule(
-        &mut self,
-        i: usize,
-        main: bool,
-        after: bool,
-        record: &Value,
-        t: Option<i64>,
-        envelope: &mut Envelope,
-        out: &mut Vec<Firing>,
-    ) {
-        let rules = self.rules.clone();
-        let r = &rules.compiled()[i];
-        let main_hit = main && r.matcher.matches(record, envelope);
-        let event_id = str_of(record, "eventID");
-        let event_time = str_of(record, "eventTime");
-        let entry = |t: i64| Entry {
-            t,
-            id: event_id.to_string(),
-            time: event_time.to_string(),
-        };
-        match &r.counting {
-            Counting::Each => {
-                if main_hit {
-                    out.push(single(r, record));
-                }
-            }
-            Counting::Threshold {
-                period_ms,
-                group_by,
-                ..
-            } => {
-                if !main_hit {
-                    return;
-                }
-                let Some(t) = t else { return };
-                let group = match group_by {
-                    Some(sel) => match scalar_text(sel.resolve(record)) {
-                        Some(v) => Some((sel.text.clone(), v)),
-                        // CloudWatch publishes no metric for an event without the dimension.
-                        None => return,
-                    },
-                    None => None,
-                };
-                let key = group.as_ref().map_or("", |g| g.1.as_str());
-                let w = self.windows[i]
-                    .as_mut()
-                    .expect("threshold rules have windows");
-                if let Some(entries) = w.threshold(key, entry(t)) {
-                    let n = entries.len() as u64;
-                    out.push(windowed(r, record, group, entries, n, *period_ms));
-                }
-            }
-            Counting::After {
-                pattern,
-                within_ms,
-                same,
-                ..
-            } => {
-                let after_hit = after && pattern_matches(pattern, record, envelope);
-                if !(main_hit || after_hit) {
-                    return;
-                }
-                let Some(t) = t else { return };
-                let group = match same {
-                    Some(sel) => match scalar_text(sel.resolve(record)) {
-                        Some(v) => Some((sel.text.clone(), v)),
-                        None => return,
-                    },
-                    None => None,
-                };
-                let key = group.as_ref().map_or("", |g| g.1.as_str()).to_string();
-                let w = self.windows[i]
-                    .as_mut()
-                    .expect("sequence rules have windows");
-                if main_hit && let Some(mut entries) = w.take_after(&key, t) {
-                    let n = entries.len() as u64;
-                    entries.push(entry(t));
-                    out.push(windowed(r, record, group.clone(), entries, n, *within_ms));
-                }
-                if after_hit {
-                    w.push_after(&key, entry(t));
-                }
-            }
-        }
     }
 
     /// Window changes since the last call: `(key, Some(value))` to write, `(key, None)` to
@@ -283,6 +210,86 @@ impl Engine {
                 None => {
                     self.pending.insert(k, None);
                 }
+            }
+        }
+    }
+}
+
+/// What to ask one rule about one record.
+struct Ask<'a> {
+    /// Ask the rule's pattern.
+    main: bool,
+    /// Ask its `after` pattern.
+    after: bool,
+    record: &'a Value,
+    /// The record's eventTime, ms.
+    t: Option<i64>,
+}
+
+fn evaluate_rule(
+    r: &Compiled,
+    windows: Option<&mut Windows>,
+    ask: Ask<'_>,
+    envelope: &mut Envelope,
+    out: &mut Vec<Firing>,
+) {
+    let record = ask.record;
+    let main_hit =
+        ask.main && prefilter::all_hold(&r.requires, record) && r.matcher.matches(record, envelope);
+    let entry = |t: i64| Entry {
+        t,
+        id: str_of(record, "eventID").to_string(),
+        time: str_of(record, "eventTime").to_string(),
+    };
+    let group_of = |sel: &Option<crate::filter_pattern::Selector>| match sel {
+        Some(sel) => scalar_text(sel.resolve(record)).map(|v| Some((sel.text.clone(), v))),
+        None => Some(None),
+    };
+    match &r.counting {
+        Counting::Each => {
+            if main_hit {
+                out.push(single(r, record));
+            }
+        }
+        Counting::Threshold {
+            period_ms,
+            group_by,
+            ..
+        } => {
+            let (true, Some(t), Some(w)) = (main_hit, ask.t, windows) else {
+                return;
+            };
+            // CloudWatch publishes no metric for an event without the dimension: not counted.
+            let Some(group) = group_of(group_by) else {
+                return;
+            };
+            let key = group.as_ref().map_or("", |g| g.1.as_str());
+            if let Some(entries) = w.threshold(key, entry(t)) {
+                let n = entries.len() as u64;
+                out.push(windowed(r, record, group, entries, n, *period_ms));
+            }
+        }
+        Counting::After {
+            pattern,
+            within_ms,
+            same,
+            ..
+        } => {
+            let after_hit = ask.after && pattern_matches(pattern, record, envelope);
+            let (true, Some(t), Some(w)) = (main_hit || after_hit, ask.t, windows) else {
+                return;
+            };
+            let Some(group) = group_of(same) else {
+                return;
+            };
+            let key = group.as_ref().map_or("", |g| g.1.as_str()).to_string();
+            if main_hit && let Some(mut entries) = w.take_after(&key, t) {
+                let n = entries.len() as u64;
+                entries.push(entry(t));
+                out.push(windowed(r, record, group, entries, n, *within_ms));
+            }
+            if after_hit {
+                w.push_after(&key, entry(t));
             }
         }
     }

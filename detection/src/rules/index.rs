@@ -7,8 +7,9 @@
 //! is evaluated on every record it could match.
 //!
 //! A rule's [`Keys`] are derived from its pattern when the pattern *requires* them: a record
-//! can only match if its eventName is in `names` or its service (`eventSource` up to the first
-//! `.`, as EventBridge's `source` is built) is in `services`. Keys are compared in lower case,
+//! can only match if its eventName is in `names`, or its service (`eventSource` up to the first
+//! `.`, as EventBridge's `source` is built) is in `services`, or one of the `fields` (a path and
+//! a value, such as `userIdentity.type` = `root`) holds. Keys are compared in lower case,
 //! so Sigma's case-insensitive values are covered; being a superset is safe. What cannot be
 //! derived (a top-level `||` with an unkeyed branch, `!=`, wildcards, Sigma keywords) leaves
 //! the rule unkeyed: asked on every record.
@@ -17,13 +18,43 @@ use crate::event_pattern::{Field, Matcher, Node};
 use crate::filter_pattern::{Expr, Op, Selector, Step, StrMatch, Value as FpValue};
 use rsigma_parser::{ConditionExpr, Detection, Detections, Quantifier, SelectorPattern};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
-/// What a rule requires: eventName in `names`, or service in `services` (both lower case).
+/// The index's maps: looked up several times per record with short keys, where std's SipHash
+/// (built against hash flooding) costs more than the rest of the lookup. The keys are the
+/// rules' own values, not attacker-chosen, so a fast multiplicative hash is enough.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// FxHash-style: rotate, xor, multiply, 8 bytes at a time.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What a rule requires: eventName in `names`, or service in `services`, or a (dotted path,
+/// value) of `fields` (values in lower case).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
     pub names: BTreeSet<String>,
     pub services: BTreeSet<String>,
+    pub fields: BTreeSet<(String, String)>,
 }
 
 impl Keys {
@@ -41,9 +72,24 @@ impl Keys {
         }
     }
 
-    /// How many records the keys let through, roughly: a service covers many event names.
+    /// Any other field: `path` dotted, as in Sigma.
+    fn field(path: &str, v: &str) -> Option<Keys> {
+        match path {
+            "eventName" => Some(Keys::name(v)),
+            "eventSource" => Some(Keys::service_of_source(v)),
+            // An empty value may stand for an absent field (Sigma); not a key.
+            _ if v.is_empty() || path.is_empty() => None,
+            _ => Some(Keys {
+                fields: [(path.to_string(), v.to_ascii_lowercase())].into(),
+                ..Keys::default()
+            }),
+        }
+    }
+
+    /// What the keys cost and let through, roughly: a service covers many event names; another
+    /// field is a lookup on every record, so it is used only for rules with nothing better.
     fn cost(&self) -> usize {
-        self.names.len() + 20 * self.services.len()
+        self.names.len() + 20 * self.services.len() + 1000 * self.fields.len()
     }
 
     /// Both must hold: either one's keys are required (the cheaper is kept).
@@ -59,6 +105,7 @@ impl Keys {
         let (mut a, b) = (a?, b?);
         a.names.extend(b.names);
         a.services.extend(b.services);
+        a.fields.extend(b.fields);
         Some(a)
     }
 }
@@ -71,6 +118,19 @@ pub(crate) fn service_of(event_source: &str) -> &str {
 
 fn is_field(sel: &Selector, name: &str) -> bool {
     matches!(sel.steps.as_slice(), [Step::Field(f)] if f == name)
+}
+
+/// `a.b.c` of a selector made of names only.
+fn dotted(sel: &Selector) -> Option<String> {
+    let names: Option<Vec<&str>> = sel
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Field(f) if !f.contains('.') => Some(f.as_str()),
+            _ => None,
+        })
+        .collect();
+    Some(names?.join("."))
 }
 
 /// Keys a filter pattern requires.
@@ -96,7 +156,10 @@ pub(crate) fn filter_keys(expr: &Expr) -> Option<Keys> {
                     _ => None,
                 }
             } else {
-                None
+                match m {
+                    StrMatch::Exact(v) => Keys::field(&dotted(selector)?, v),
+                    _ => None,
+                }
             }
         }
         Expr::OneOf { selector, values } => {
@@ -113,7 +176,12 @@ pub(crate) fn filter_keys(expr: &Expr) -> Option<Keys> {
                     .reduce(Keys::or)
                     .flatten()
             } else {
-                None
+                let path = dotted(selector)?;
+                values
+                    .iter()
+                    .map(|v| Keys::field(&path, v))
+                    .reduce(Keys::or)
+                    .flatten()
             }
         }
         _ => None,
@@ -238,9 +306,9 @@ fn detection_keys(d: &Detection) -> Option<Keys> {
                     .modifiers
                     .iter()
                     .all(|m| *m == rsigma_parser::Modifier::Cased);
-                if !plain || !matches!(field, Some("eventName" | "eventSource")) {
+                let Some(field) = field.filter(|_| plain) else {
                     continue;
-                }
+                };
                 let values: Option<Vec<String>> = item
                     .values
                     .iter()
@@ -254,13 +322,7 @@ fn detection_keys(d: &Detection) -> Option<Keys> {
                 };
                 let k = values
                     .iter()
-                    .map(|v| {
-                        Some(if field == Some("eventName") {
-                            Keys::name(v)
-                        } else {
-                            Keys::service_of_source(v)
-                        })
-                    })
+                    .map(|v| Keys::field(field, v))
                     .reduce(Keys::or)
                     .flatten();
                 keys = Keys::and(keys, k);
@@ -273,7 +335,7 @@ fn detection_keys(d: &Detection) -> Option<Keys> {
 }
 
 /// Sigma's `selection_*` name patterns: `*` is any run of characters.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, tail)) => name.strip_prefix(head).is_some_and(|rest| {
@@ -290,7 +352,19 @@ fn glob(pattern: &str, name: &str) -> bool {
 pub(crate) struct Index {
     names: HashMap<Box<str>, Vec<u32>>,
     services: HashMap<Box<str>, Vec<u32>>,
+    fields: Vec<FieldIndex>,
     always: Vec<u32>,
+}
+
+/// Slots keyed on one other field.
+#[derive(Debug)]
+struct FieldIndex {
+    path: String,
+    steps: Vec<String>,
+    by_value: HashMap<Box<str>, Vec<u32>>,
+    /// Every slot of this field, for a record whose value there is not a string (an array, a
+    /// number, an object): the index cannot tell, so all are asked.
+    all: Vec<u32>,
 }
 
 impl Index {
@@ -304,6 +378,25 @@ impl Index {
                 for s in k.services {
                     self.services.entry(s.into()).or_default().push(slot);
                 }
+                for (path, v) in k.fields {
+                    let i = match self.fields.iter().position(|f| f.path == path) {
+                        Some(i) => i,
+                        None => {
+                            self.fields.push(FieldIndex {
+                                steps: path.split('.').map(str::to_string).collect(),
+                                path,
+                                by_value: HashMap::default(),
+                                all: Vec::new(),
+                            });
+                            self.fields.len() - 1
+                        }
+                    };
+                    let f = &mut self.fields[i];
+                    f.by_value.entry(v.into()).or_default().push(slot);
+                    if !f.all.contains(&slot) {
+                        f.all.push(slot);
+                    }
+                }
             }
         }
     }
@@ -311,6 +404,12 @@ impl Index {
     /// Number of slots asked on every record.
     pub(crate) fn unkeyed(&self) -> usize {
         self.always.len()
+    }
+
+    /// The slots asked on every record.
+    #[cfg(test)]
+    pub(crate) fn unkeyed_slots(&self) -> &[u32] {
+        &self.always
     }
 
     /// The slots `record` can match, sorted, without repeats.
@@ -328,6 +427,17 @@ impl Index {
         });
         if let Some(src) = source {
             lookup(&self.services, service_of(src), out);
+        }
+        for f in &self.fields {
+            let v = f
+                .steps
+                .iter()
+                .try_fold(record, |node, step| node.as_object()?.get(step.as_str()));
+            match v {
+                Some(Value::String(v)) => lookup(&f.by_value, v, out),
+                None | Some(Value::Null) => {}
+                Some(_) => out.extend_from_slice(&f.all),
+            }
         }
         out.sort_unstable();
         out.dedup();
@@ -368,6 +478,7 @@ mod tests {
         Some(Keys {
             names: names.iter().map(|s| s.to_string()).collect(),
             services: services.iter().map(|s| s.to_string()).collect(),
+            fields: BTreeSet::new(),
         })
     }
 
@@ -392,7 +503,15 @@ mod tests {
             keys(&["a", "b"], &["iam"])
         );
         // A branch without keys makes the whole `||` unkeyed.
-        assert_eq!(fp(r#"{ $.eventName = "A" || $.errorCode = "X" }"#), None);
+        assert_eq!(fp(r#"{ $.eventName = "A" || $.errorCode != "X" }"#), None);
+        // Other fields are keys too.
+        assert_eq!(
+            fp(r#"{ $.userIdentity.type = "Root" && $.userIdentity.invokedBy NOT EXISTS }"#),
+            Some(Keys {
+                fields: [("userIdentity.type".into(), "root".into())].into(),
+                ..Keys::default()
+            })
+        );
         assert_eq!(fp(r#"{ $.eventName = "Con*" }"#), None);
         assert_eq!(fp(r#"{ $.eventName != "A" }"#), None);
     }
@@ -427,6 +546,23 @@ mod tests {
         assert_eq!(out, [0, 2, 4]);
         ix.candidates(&serde_json::json!({"eventName": "Other"}), &mut out);
         assert_eq!(out, [0]);
+        ix.add(6, Keys::field("userIdentity.type", "Root"));
+        ix.candidates(
+            &serde_json::json!({"userIdentity": {"type": "ROOT"}}),
+            &mut out,
+        );
+        assert_eq!(out, [0, 6]);
+        ix.candidates(
+            &serde_json::json!({"userIdentity": {"type": "IAMUser"}}),
+            &mut out,
+        );
+        assert_eq!(out, [0]);
+        // Not a string there: the index cannot tell, the rule is asked.
+        ix.candidates(
+            &serde_json::json!({"userIdentity": {"type": ["Root"]}}),
+            &mut out,
+        );
+        assert_eq!(out, [0, 6]);
     }
 
     #[test]

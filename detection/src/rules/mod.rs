@@ -11,9 +11,11 @@
 //!   state) give the same firings with the same ids, `<rule id>/<eventID>` of the record that
 //!   made the rule fire. Nothing reads a clock: windows run on the records' `eventTime`.
 //! - **Exact per rule language**: the engine only decides *which* rules to ask (an index by the
-//!   eventName/eventSource a rule requires, see [`index`]); asking is the language's own
-//!   `matches`, so a rule fires in the engine exactly when it matches alone.
-//! - **Bounded state**: see [`window`]: at most `count` timestamps per group, groups dropped once
+//!   eventName, service or other exact field a rule requires, see `index.rs`, and for Sigma a
+//!   check of the fields its selection ANDs, see `prefilter.rs`); asking is the language's own
+//!   `matches`, so a rule fires in the engine exactly when it matches alone
+//!   (`tests::the_index_never_hides_a_match`).
+//! - **Bounded state**: see `window.rs`: at most `count` timestamps per group, groups dropped once
 //!   their period is over, at most [`MAX_GROUPS_PER_RULE`] groups per rule (the oldest evicted,
 //!   and counted in [`EngineStats`]).
 //! - **Persistable**: every window change is reported by [`Engine::take_state_changes`] for the
@@ -26,6 +28,7 @@ mod file;
 mod index;
 mod info;
 mod packs;
+mod prefilter;
 mod set;
 mod state;
 mod summary;
@@ -35,6 +38,7 @@ mod window;
 pub use engine::{Engine, EngineStats, Firing};
 pub use error::LoadError;
 pub use info::{Language, RuleInfo, Severity};
+pub use packs::{HOST_YAML, NAMES as PACKS};
 pub use set::RuleSet;
 pub use window::MAX_GROUPS_PER_RULE;
 

@@ -5,6 +5,7 @@ use super::file::{self, Counting, FileRules, Pattern};
 use super::index::{self, Index};
 use super::info::{Language, RuleInfo, Severity};
 use super::packs;
+use super::prefilter::{self, Requirement};
 use super::state::fingerprint;
 use super::summary::{Summary, seconds};
 use crate::event_pattern::cloudtrail_envelope;
@@ -52,6 +53,8 @@ pub(crate) struct Compiled {
     pub summary: Option<Summary>,
     /// Fingerprint of what the rule matches and counts.
     pub fingerprint: u64,
+    /// Fields a Sigma rule requires, checked before asking it ([`prefilter`]).
+    pub requires: Vec<Requirement>,
 }
 
 struct Inner {
@@ -144,6 +147,9 @@ impl RuleSet {
                     for d in defs {
                         let fp = fingerprint(&d.definition());
                         rules.push(Compiled {
+                            // A filter or event pattern reads its fields in order and stops at
+                            // the first that fails: checking them first would read them twice.
+                            requires: Vec::new(),
                             info: RuleInfo {
                                 id: d.id,
                                 title: d.title,
@@ -190,6 +196,7 @@ impl RuleSet {
                         },
                         // Sigma rules fire on each match and keep no window state.
                         fingerprint: fingerprint(&format!("sigma|{origin}")),
+                        requires: prefilter::sigma(&s.detection),
                         matcher: Matcher::Sigma(s),
                         counting: Counting::Each,
                         summary: None,

@@ -42,11 +42,20 @@ fn all_packs_load_with_unique_ids() {
         && r.origin == "pack:sigma/aws_cloudtrail_disable_logging.yml"));
     assert_eq!(Severity::High.to_string(), "high");
     assert_eq!(Language::EventPattern.to_string(), "event-pattern");
-    eprintln!(
-        "unindexed rule patterns: {} of {}",
-        set.unindexed(),
-        set.len()
-    );
+    // Only two rules are asked on every record: CloudWatch.2 (wildcard error codes) and the
+    // Sigma IMDS rule (a regex on the ARN).
+    let unkeyed: Vec<&str> = set
+        .index()
+        .unkeyed_slots()
+        .iter()
+        .map(|s| set.compiled()[(*s / 2) as usize].info.id.as_str())
+        .collect();
+    let imds = set
+        .rules()
+        .find(|r| r.origin == "pack:sigma/aws_cloudtrail_imds_malicious_usage.yml")
+        .unwrap();
+    assert_eq!(unkeyed, ["CloudWatch.2", imds.id.as_str()]);
+    assert_eq!(set.unindexed(), 2);
 }
 
 #[test]
@@ -582,4 +591,16 @@ fn groups_per_rule_are_capped() {
             evicted_groups: 10
         }
     );
+}
+
+/// The collector moves the engine into its evaluation task and shares rule sets across
+/// threads (reload): both must allow it.
+#[test]
+fn engine_is_send_and_rule_sets_are_shared() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<Engine>();
+    send_sync::<RuleSet>();
+    send_sync::<Firing>();
+    send_sync::<LoadError>();
 }
