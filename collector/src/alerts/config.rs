@@ -31,6 +31,9 @@ pub struct DetectionConfig {
     /// Where alerts are sent: each notifier gets every alert at least once, in order, from
     /// its own durable queue.
     pub notifiers: Vec<NotifierConfig>,
+    /// Stored alerts older than this (by when they were raised) are deleted, unless a
+    /// notifier still has them queued. CloudTrail's event history keeps 90 days too.
+    pub retention: Duration,
 }
 
 impl Default for DetectionConfig {
@@ -41,6 +44,7 @@ impl Default for DetectionConfig {
             packs: vec!["cis".into(), "host".into(), "sigma".into()],
             max_records: 10,
             notifiers: Vec::new(),
+            retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -70,8 +74,8 @@ pub struct NotifierConfig {
     /// `sns` only: the topic ARN written in the envelope and `x-amz-sns-topic-arn`.
     #[serde(default)]
     pub topic_arn: Option<String>,
-    /// Send only alerts at least this severe: `informational`, `low`, `medium`, `high` or
-    /// `critical`. Unset: every alert. Alerts below it are stored and listed, not sent here.
+    /// Send only alerts at least this severe: `info`, `low`, `medium`, `high` or
+    /// `critical` (Sigma's `informational` means `info`). Unset: every alert. Alerts below it are stored and listed, not sent here.
     #[serde(default)]
     pub min_severity: Option<String>,
     /// A whole attempt (connect, TLS, request, answer) must finish within this, or it counts
@@ -123,6 +127,9 @@ impl DetectionConfig {
                 "[detection] max_records = {} is more than 1000 (alerts would be too large to send)",
                 self.max_records
             ));
+        }
+        if self.retention.get() < std::time::Duration::from_secs(3600) {
+            return Err("[detection] retention must be at least 1h".into());
         }
         let mut names = BTreeSet::new();
         for n in &self.notifiers {
@@ -200,7 +207,7 @@ impl NotifierConfig {
             && severity_rank(s).is_none()
         {
             return Err(format!(
-                "{who}: min_severity {s:?} is not one of informational, low, medium, high, critical"
+                "{who}: min_severity {s:?} is not one of info, low, medium, high, critical"
             ));
         }
         if self.timeout.get().is_zero() || self.timeout.get() > MAX_TIMEOUT {

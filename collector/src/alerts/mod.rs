@@ -43,9 +43,9 @@ pub struct Alert {
     pub id: String,
     pub rule_id: String,
     pub rule_title: String,
-    /// `informational`, `low`, `medium`, `high` or `critical` (Sigma's levels).
+    /// `info`, `low`, `medium`, `high` or `critical` (the rule engine's levels).
     pub severity: String,
-    /// The rule's language (e.g. `eventbridge`, `filter`, `sigma`).
+    /// The rule's language: `filter-pattern`, `event-pattern` or `sigma`.
     pub language: String,
     /// Where the rule came from: a pack name or a file path.
     pub rule_origin: String,
@@ -108,11 +108,16 @@ pub enum AlertError {
     Notifier { name: String, why: String },
 }
 
-/// Sigma's levels, least severe first.
-pub const SEVERITIES: [&str; 5] = ["informational", "low", "medium", "high", "critical"];
+/// The rule engine's severities (`groundtrail_detection::rules::Severity`), least severe
+/// first.
+pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
 
 /// The rank of a severity (case-insensitive), `None` if it is not one of [`SEVERITIES`].
+/// Sigma's `informational` is accepted for `info`.
 pub fn severity_rank(s: &str) -> Option<usize> {
+    if s.eq_ignore_ascii_case("informational") {
+        return Some(0);
+    }
     SEVERITIES.iter().position(|l| l.eq_ignore_ascii_case(s))
 }
 
@@ -146,5 +151,22 @@ mod tests {
         assert!(!meets("low", Some("medium")));
         assert!(meets("low", None));
         assert!(meets("weird", Some("critical")));
+        // The engine writes `info`; Sigma's `informational` is the same level.
+        assert!(!meets("info", Some("low")));
+        assert!(meets("info", Some("informational")));
+        assert!(!meets("informational", Some("medium")));
+        use groundtrail_detection::rules::Severity;
+        for s in [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ] {
+            assert!(
+                severity_rank(&s.to_string()).is_some(),
+                "{s} is a known level"
+            );
+        }
     }
 }
