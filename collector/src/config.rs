@@ -867,9 +867,7 @@ impl Config {
                 HISTORY_CACHE_BYTES.end()
             );
         }
-        self.detection
-            .validate()
-            .map_err(|e| anyhow::anyhow!("[detection] {e}"))?;
+        self.detection.validate().map_err(anyhow::Error::msg)?;
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {
             if !n.url.starts_with("http://") || n.url.len() <= "http://".len() {

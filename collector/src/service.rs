@@ -505,6 +505,11 @@ fn start_detection(
         detector.clone(),
         shutdown.clone(),
     )));
+    background.push(tokio::spawn(expire_alerts(
+        store.clone(),
+        d.retention.get(),
+        shutdown.clone(),
+    )));
     background.extend(crate::alerts::deliver::spawn(
         store,
         notifiers,
@@ -512,6 +517,31 @@ fn start_detection(
         shutdown.clone(),
     ));
     Ok(Some(detector))
+}
+
+/// Deletes stored alerts older than `[detection] retention` (and no longer queued), hourly.
+async fn expire_alerts(
+    store: Arc<crate::alerts::store::AlertStore>,
+    retention: Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.recv() => return,
+        }
+        let cutoff = groundtrail_common::time::now_secs()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let before = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune(&before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "alerts past [detection] retention deleted"),
+            Ok(Err(e)) => tracing::error!("alert retention: {e}"),
+            Err(e) => tracing::error!("alert retention task: {e}"),
+        }
+    }
 }
 
 /// Drops history events older than the retention, every minute (in slices of 10,000 so a
