@@ -3,6 +3,9 @@
 //! Placeholders: `{count}` (matches in the window, 1 for a single match), `{group}` (the value
 //! of `group_by`/`same`), `{period}` (the window, e.g. `300 s`), `{title}`, and any selector
 //! `{$.userIdentity.arn}`, read from the record that made the rule fire (`-` when absent).
+//! Alternatives separated by `|` take the first one present:
+//! `{$.requestParameters.packageName | $.requestParameters.packages[0].packageName}` (records
+//! of one source can carry a value in different places).
 //! Anything else in braces is refused at load, so a typo shows then, not in an alert.
 
 use crate::filter_pattern::Selector;
@@ -21,7 +24,8 @@ enum Part {
     Group,
     Period,
     Title,
-    Field(Selector),
+    /// The first of these present in the record.
+    Field(Vec<Selector>),
 }
 
 /// What a summary is filled from.
@@ -57,7 +61,12 @@ impl Summary {
                 "period" => Part::Period,
                 "title" => Part::Title,
                 sel if sel.starts_with('$') => Part::Field(
-                    Selector::parse(sel).map_err(|e| format!("summary: {{{sel}}}: {e}"))?,
+                    sel.split('|')
+                        .map(|one| {
+                            Selector::parse(one.trim())
+                                .map_err(|e| format!("summary: {{{sel}}}: {e}"))
+                        })
+                        .collect::<Result<_, _>>()?,
                 ),
                 other => {
                     return Err(format!(
@@ -88,8 +97,12 @@ impl Summary {
                     None => out.push('-'),
                 },
                 Part::Title => out.push_str(fill.title),
-                Part::Field(sel) => out
-                    .push_str(&scalar_text(sel.resolve(fill.record)).unwrap_or_else(|| "-".into())),
+                Part::Field(sels) => out.push_str(
+                    &sels
+                        .iter()
+                        .find_map(|sel| scalar_text(sel.resolve(fill.record)))
+                        .unwrap_or_else(|| "-".into()),
+                ),
             }
         }
         out
@@ -112,5 +125,34 @@ pub(crate) fn scalar_text(v: Option<&Value>) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &str, record: &Value) -> String {
+        Summary::parse(template).unwrap().render(&Fill {
+            count: 1,
+            group: None,
+            period_ms: None,
+            title: "t",
+            record,
+        })
+    }
+
+    /// dpkg records name one package at the top, apt history records a list: one template
+    /// serves both, and a field in neither place shows `-`.
+    #[test]
+    fn alternatives_take_the_first_present() {
+        let t = "installed {$.requestParameters.packageName | $.requestParameters.packages[0].packageName}";
+        let dpkg = json!({"requestParameters": {"packageName": "curl"}});
+        let apt = json!({"requestParameters": {"packages": [{"packageName": "git"}]}});
+        assert_eq!(render(t, &dpkg), "installed curl");
+        assert_eq!(render(t, &apt), "installed git");
+        assert_eq!(render(t, &json!({})), "installed -");
+        assert!(Summary::parse("{$.a | nope}").is_err());
     }
 }
