@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Groundtrail in two minutes, on this host, as any user: builds the binaries, starts a collector
 # (loopback, a local directory trail, a generated signing key) and an agent, sends application
-# events with `groundtrail-agent put-audit-events`, shows the records arriving in the trail,
-# stops both cleanly (which delivers the last log file and signs a final digest) and checks the
-# trail with `groundtrail-collector validate-logs`, the port of `aws cloudtrail validate-logs`.
+# events with `groundtrail-agent put-audit-events`, shows the records arriving in the trail and
+# the alert a detection rule raises on them (`groundtrail-collector alerts list`), stops both
+# cleanly (which delivers the last log file and signs a final digest) and checks the trail with
+# `groundtrail-collector validate-logs`, the port of `aws cloudtrail validate-logs`.
 #
 #   scripts/quickstart.sh              # release build (the first one takes a few minutes)
 #   QUICKSTART_PROFILE=debug scripts/quickstart.sh
@@ -76,10 +77,25 @@ digest_interval = "1h"
 type = "local"
 path = "$DIR/trail"
 
+# Detection: the built-in packs, plus the rule in rules/refunds.yaml (below).
+[detection]
+rules_dir = "$DIR/rules"
+
 # The quickstart reads its own trail with the AWS CLI and any credentials. Leave this off
 # (the default) anywhere a proxy, tunnel or sidecar makes other clients loopback peers.
 [api]
 allow_unsigned_loopback_reads = true
+EOF
+mkdir -p "$DIR/rules"
+cat >"$DIR/rules/refunds.yaml" <<'EOF'
+# A CloudWatch Logs filter pattern with an alarm's threshold: three refunds by one user
+# within five minutes raise one alert. See docs/detection.md for the rule languages.
+rules:
+  - id: refund-burst
+    title: Three refunds by one user within five minutes
+    severity: medium
+    filter_pattern: '{ ($.eventSource = "billing.example.com") && ($.eventName = "IssueRefund") }'
+    threshold: { count: 3, period: 5m, group_by: $.userIdentity.principalId }
 EOF
 cat >"$DIR/agent.toml" <<EOF
 [agent]
@@ -172,6 +188,23 @@ for _ in $(seq 1 60); do
 done
 [ "$found" = 1 ] || { tail -20 "$DIR/collector.log"; die "no log file with the events appeared"; }
 show_records
+
+say "alerts raised by the detection rules (groundtrail-collector alerts list)"
+alerted=0
+for _ in $(seq 1 40); do
+  "$COLLECTOR" alerts list --endpoint-url "http://127.0.0.1:$PORT" >"$DIR/alerts.json" 2>/dev/null \
+    && grep -q '"refund-burst' "$DIR/alerts.json" && { alerted=1; break; }
+  sleep 0.25
+done
+[ "$alerted" = 1 ] || { tail -20 "$DIR/collector.log"; die "the refund-burst rule raised no alert"; }
+python3 - "$DIR/alerts.json" <<'PY' 2>/dev/null || sed 's/^/    /' "$DIR/alerts.json"
+import json, sys
+by_rule = {}
+for a in reversed(json.load(open(sys.argv[1]))["Alerts"]):  # oldest first
+    by_rule.setdefault(a["rule_id"], []).append(a)
+for rule, alerts in by_rule.items():
+    print("    %4d x [%s] %s: %s" % (len(alerts), alerts[0]["severity"], rule, alerts[0]["summary"]))
+PY
 
 say "the agent's status"
 "$AGENT" status --config "$DIR/agent.toml" >"$DIR/status.json"

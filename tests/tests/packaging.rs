@@ -710,6 +710,7 @@ fn quickstart_ends_with_a_valid_trail() {
     for want in [
         "\"failed\": []",
         "billing.example.com IssueRefund",
+        "1 x [medium] refund-burst: Three refunds by one user within five minutes: 3 matches",
         "1/1 digest files valid",
         "log files valid",
         "done: a validated CloudTrail trail",
