@@ -52,8 +52,12 @@ pub struct Engine {
     rules: RuleSet,
     /// Per rule, its windows (threshold and sequence rules only).
     windows: Vec<Option<Windows>>,
-    /// The newest eventTime seen (ms).
+    /// The newest eventTime seen (ms). Persisted with the windows (under [`state::CLOCK_KEY`]):
+    /// it decides which groups are swept, so a replay from persisted state must start from
+    /// the same clock as the original run did.
     clock: Option<i64>,
+    /// `clock` as last handed out by [`Engine::take_state_changes`].
+    clock_saved: Option<i64>,
     /// State changes not tied to a live window: deletes of dropped rules' groups.
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Evictions of windows no longer loaded.
@@ -84,6 +88,7 @@ impl Engine {
             rules,
             windows,
             clock: None,
+            clock_saved: None,
             pending: BTreeMap::new(),
             evicted_before: 0,
             slots: Vec::new(),
@@ -188,6 +193,12 @@ impl Engine {
                 out.insert(state::key(&r.info.id, &g), v);
             }
         }
+        if let Some(c) = self.clock
+            && self.clock_saved != Some(c)
+        {
+            out.insert(state::CLOCK_KEY.to_vec(), Some(c.to_be_bytes().to_vec()));
+            self.clock_saved = Some(c);
+        }
         out.into_iter().collect()
     }
 
@@ -196,6 +207,14 @@ impl Engine {
     /// [`Engine::take_state_changes`].
     pub fn restore_state(&mut self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
         for (k, v) in entries {
+            if k == state::CLOCK_KEY {
+                if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                    let c = i64::from_be_bytes(b);
+                    self.clock = Some(self.clock.map_or(c, |old| old.max(c)));
+                    self.clock_saved = self.clock;
+                }
+                continue;
+            }
             let restored = state::split_key(&k).and_then(|(id, group)| {
                 let i = self.rules.position(id)?;
                 let fp = self.rules.compiled()[i].fingerprint;

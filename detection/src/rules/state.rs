@@ -20,6 +20,10 @@ pub(crate) fn fingerprint(text: &str) -> u64 {
     h
 }
 
+/// The key of the engine's clock (the newest eventTime seen, i64 big-endian ms). It starts
+/// with NUL, which no rule id can be empty before, so it cannot be a (rule, group) key.
+pub(crate) const CLOCK_KEY: &[u8] = b"\0clock";
+
 pub(crate) fn key(rule_id: &str, group: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(rule_id.len() + 1 + group.len());
     k.extend_from_slice(rule_id.as_bytes());

@@ -16,8 +16,9 @@
 //! than its group's window is not counted.
 //!
 //! Bounds: a group keeps at most `count` timestamps (the newest; more would not change when a
-//! rule fires). A group whose newest match is older than the window, measured against the
-//! newest eventTime the engine has seen, is dropped. A rule keeps at most
+//! rule fires). A group whose newest match is older than the window plus [`LATENESS_MS`]
+//! (an hour), measured against the newest eventTime the engine has seen, is dropped: records
+//! of one group up to an hour late (an agent shipping what it buffered) still count together. A rule keeps at most
 //! [`MAX_GROUPS_PER_RULE`] groups: a new group beyond that evicts the group with the oldest
 //! newest match, and [`Windows::evicted`] counts it (an attacker spraying source addresses can
 //! make a rule forget an older, slower one; the count makes that visible).
@@ -27,6 +28,12 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Most groups one rule keeps.
 pub const MAX_GROUPS_PER_RULE: usize = 100_000;
+
+/// How far behind the newest eventTime seen a group's records may arrive and still be
+/// counted with it: an agent that was cut off ships its buffered records late, interleaved
+/// with other agents' live ones. A group is dropped only once its newest match is older than
+/// its window plus this.
+pub const LATENESS_MS: i64 = 3_600_000;
 
 /// One counted match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,10 +208,12 @@ impl Windows {
         Some(before)
     }
 
-    /// Drops groups whose newest match is out of the window at `clock`.
+    /// Drops groups whose newest match is older than the window plus [`LATENESS_MS`] at
+    /// `clock`. A match exactly at the window's start still counts (`take_after` counts
+    /// `[t - span, t]`), so the boundary itself is kept.
     pub(crate) fn sweep(&mut self, clock: i64) {
         while let Some((newest, key)) = self.ages.first() {
-            if *newest > clock - self.span {
+            if *newest >= clock - self.span - LATENESS_MS {
                 break;
             }
             let key = key.clone();
@@ -284,7 +293,11 @@ mod tests {
         w.threshold("c", e(60)); // evicts "a" (oldest newest match)
         assert_eq!(w.evicted, 1);
         assert!(w.get("a").is_none() && w.get("b").is_some());
-        w.sweep(350); // b's newest 50 <= 350 - 300
+        // b's newest (50) is exactly the window plus the lateness before 350 + LATENESS_MS:
+        // kept; one ms later it is out.
+        w.sweep(350 + LATENESS_MS);
+        assert!(w.get("b").is_some());
+        w.sweep(351 + LATENESS_MS);
         assert!(w.get("b").is_none() && w.get("c").is_some());
         let dirty = w.take_dirty();
         assert!(dirty.contains("a") && dirty.contains("b") && dirty.contains("c"));
@@ -303,5 +316,19 @@ mod tests {
         assert_eq!(w.take_after("ip", 600).unwrap().len(), 3);
         assert!(w.get("ip").is_none());
         assert!(w.take_after("ip", 600).is_none());
+    }
+
+    /// An agent cut off for half an hour ships its buffered failures late, interleaved with
+    /// live records of other groups that move the clock: they still count together.
+    #[test]
+    fn late_records_of_a_group_still_count() {
+        let mut w = Windows::new(300_000, 3);
+        let minute = 60_000;
+        let mut fired = None;
+        for i in 0..3 {
+            w.sweep(30 * minute + i * 1000); // live traffic elsewhere, 30 min ahead
+            fired = fired.or(w.threshold("late-agent", e(i * 10_000)));
+        }
+        assert_eq!(fired.map(|f| f.len()), Some(3));
     }
 }
