@@ -16,7 +16,8 @@
 //!   position with the stored window state, so the records after it are evaluated again with
 //!   the same state and raise the same alerts. Alert ids are deterministic
 //!   (`<rule id>/<eventID>`), so an alert raised again is stored and queued once. A commit
-//!   that fails rolls the in-memory state back to the store's.
+//!   that fails is retried with the same alerts, state and position until the store takes
+//!   it; nothing after it is evaluated meanwhile.
 //! - **Bounded lag.** Like the history indexer, the detector holds the log back only up to the
 //!   journal's reader bound; entries trimmed before it read them are logged and counted
 //!   (`groundtrail_detection_skipped_entries_total`). Lag is on `/metrics`.
@@ -188,27 +189,35 @@ impl Detector {
                     continue;
                 };
                 evaluated += 1;
-                for firing in engine.evaluate(&record) {
-                    alerts.push(alert(firing, &record, &now, self.config.max_records));
+                // A record that makes the engine panic must not stall detection (and hold the
+                // journal's log) for good: it is skipped, logged and counted.
+                let fired = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    engine.evaluate(&record)
+                }));
+                match fired {
+                    Ok(firings) => alerts.extend(
+                        firings
+                            .into_iter()
+                            .map(|f| alert(f, &record, &now, self.config.include_record)),
+                    ),
+                    Err(_) => {
+                        metrics()
+                            .detection_record_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            event_id = record["eventID"].as_str().unwrap_or("?"),
+                            "detection: the rule engine failed on a record; it was skipped"
+                        );
+                    }
                 }
             }
         }
         (alerts, engine.take_state_changes(), evaluated)
     }
-
-    /// Puts the in-memory engine back to the store's state (after a failed commit).
-    fn reset(&self) -> Result<(), String> {
-        let state = self.store.window_state().map_err(|e| e.to_string())?;
-        let mut engine = self.lock_engine();
-        let rules = engine.rules().clone();
-        *engine = Engine::new(rules);
-        engine.restore_state(state);
-        Ok(())
-    }
 }
 
 /// Builds the alert for one firing of a rule on `record`.
-fn alert(firing: Firing, record: &Value, now: &str, max_records: usize) -> Alert {
+fn alert(firing: Firing, record: &Value, now: &str, include_record: bool) -> Alert {
     let lookup = firing
         .event_ids
         .iter()
@@ -216,10 +225,10 @@ fn alert(firing: Firing, record: &Value, now: &str, max_records: usize) -> Alert
         .take(MAX_EVENT_IDS)
         .map(|id| json!({"LookupAttributes": [{"AttributeKey": "EventId", "AttributeValue": id}]}))
         .collect();
-    let records = if max_records == 0 {
-        Vec::new()
-    } else {
+    let records = if include_record {
         vec![record.clone()]
+    } else {
+        Vec::new()
     };
     Alert {
         id: firing.id,
@@ -281,76 +290,86 @@ async fn run(
     mut position: u64,
 ) {
     let mut durable = journal.durable_end();
+    // Evaluated and not yet stored. The engine has moved past it, so it is never evaluated
+    // again in this process: it is committed as it is, however many tries that takes.
+    let mut pending: Option<Evaluated> = None;
     loop {
         if shutdown.is_shutdown() {
             return;
         }
-        match step(&journal, &detector, position).await {
-            Ok(Some(next)) => {
-                position = next;
+        let batch = match pending.take() {
+            Some(batch) => batch,
+            None => match evaluate(&journal, &detector, position).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    report_lag(position, *durable.borrow());
+                    tokio::select! {
+                        changed = durable.changed() => if changed.is_err() { return },
+                        _ = shutdown.recv() => return,
+                    }
+                    continue;
+                }
+                Err(JournalError::Log(LogError::Trimmed(_))) => {
+                    let start = journal.log_start();
+                    tracing::error!(
+                        "detection: log entries {position}..{start} were trimmed before they \
+                         were evaluated (the detector fell behind the journal's bound); no \
+                         rule saw their records, the trail has them"
+                    );
+                    metrics()
+                        .detection_skipped_entries
+                        .fetch_add(start.saturating_sub(position), Ordering::Relaxed);
+                    position = start;
+                    journal.set_reader(READER, position);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("detection: reading the journal: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY) => {}
+                        _ = shutdown.recv() => return,
+                    }
+                    continue;
+                }
+            },
+        };
+        match commit(&detector, &batch).await {
+            Ok(()) => {
+                position = batch.next;
                 journal.set_reader(READER, position);
                 report_lag(position, *durable.borrow());
-                continue;
-            }
-            Ok(None) => report_lag(position, *durable.borrow()),
-            Err(StepError::Journal(JournalError::Log(LogError::Trimmed(_)))) => {
-                let start = journal.log_start();
-                tracing::error!(
-                    "detection: log entries {position}..{start} were trimmed before they were \
-                     evaluated (the detector fell behind the journal's bound); no rule saw \
-                     their records, the trail has them"
-                );
-                metrics()
-                    .detection_skipped_entries
-                    .fetch_add(start.saturating_sub(position), Ordering::Relaxed);
-                position = start;
-                journal.set_reader(READER, position);
-                continue;
             }
             Err(e) => {
-                tracing::error!("detection: {e}");
-                if let StepError::Store(_) = e {
-                    // The engine moved past what the store holds: back to the store's state.
-                    match detector.reset() {
-                        Ok(()) => {
-                            if let Ok(Some(p)) = detector.store.position() {
-                                position = p;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("detection: cannot restore the window state: {e}")
-                        }
-                    }
-                }
+                tracing::error!(
+                    "detection: the alert store refused a commit ({e}); retrying the same \
+                     alerts and state"
+                );
+                pending = Some(batch);
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = shutdown.recv() => return,
                 }
-                continue;
             }
-        }
-        tokio::select! {
-            changed = durable.changed() => if changed.is_err() { return },
-            _ = shutdown.recv() => return,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    #[error("{0}")]
-    Journal(#[from] JournalError),
-    #[error("alert store: {0}")]
-    Store(String),
+/// One step's evaluation, to be committed as a whole.
+struct Evaluated {
+    /// The log position after the step's entries.
+    next: u64,
+    alerts: Vec<Alert>,
+    state: Vec<StateWrite>,
+    /// Records evaluated.
+    records: u64,
 }
 
-/// Evaluates what the log has from `position`; `Ok(Some(next))` once the alerts and state for
-/// entries up to `next` are durable, `Ok(None)` when there was nothing new.
-async fn step(
+/// Evaluates what the log has from `position`; `Ok(None)` when there is nothing new.
+async fn evaluate(
     journal: &Arc<Journal>,
     detector: &Arc<Detector>,
     position: u64,
-) -> Result<Option<u64>, StepError> {
+) -> Result<Option<Evaluated>, JournalError> {
     let j = journal.clone();
     let entries = tokio::task::spawn_blocking(move || j.read_committed(position, READ_BYTES))
         .await
@@ -364,17 +383,28 @@ async fn step(
         .detection_lag_seconds
         .store(now_unix().saturating_sub(oldest), Ordering::Relaxed);
     let d = detector.clone();
-    let (alerts, state, evaluated) = tokio::task::spawn_blocking(move || d.evaluate(&entries))
+    let (alerts, state, records) = tokio::task::spawn_blocking(move || d.evaluate(&entries))
         .await
-        .map_err(|e| StepError::Store(e.to_string()))?;
+        .map_err(|e| JournalError::Other(format!("detection task: {e}")))?;
+    Ok(Some(Evaluated {
+        next,
+        alerts,
+        state,
+        records,
+    }))
+}
+
+/// Stores a step's alerts, state and position (one fsynced commit; the same batch committed
+/// again changes nothing), then counts and logs the new alerts.
+async fn commit(detector: &Arc<Detector>, batch: &Evaluated) -> Result<(), String> {
     let new = detector
         .store
-        .commit(next, alerts, state)
+        .commit(batch.next, batch.alerts.clone(), batch.state.clone())
         .await
-        .map_err(|e| StepError::Store(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     metrics()
         .detection_evaluated
-        .fetch_add(evaluated, Ordering::Relaxed);
+        .fetch_add(batch.records, Ordering::Relaxed);
     if !new.is_empty() {
         for a in &new {
             tracing::warn!(
@@ -388,7 +418,7 @@ async fn step(
         }
         detector.wake.notify_waiters();
     }
-    Ok(Some(next))
+    Ok(())
 }
 
 fn now_unix() -> u64 {
@@ -468,4 +498,48 @@ fn dir_fingerprint(dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An alert is built from a real firing: its id, rule and lookup inputs, and the record
+    /// only when `include_record` is on.
+    #[test]
+    fn an_alert_carries_the_record_unless_told_not_to() {
+        let rules = RuleSet::from_text(
+            "t.yaml",
+            "rules:\n  - id: stop\n    title: Trail stopped\n    severity: high\n    filter_pattern: '{ $.eventName = \"StopLogging\" }'\n",
+        )
+        .unwrap();
+        let mut engine = Engine::new(rules);
+        let rec = json!({
+            "eventID": "e-1", "eventTime": "2026-12-07T10:00:00Z", "eventName": "StopLogging"
+        });
+        assert!(
+            engine
+                .evaluate(&json!({"eventID": "e-0", "eventTime": "2026-12-07T10:00:00Z", "eventName": "StartLogging"}))
+                .is_empty()
+        );
+        let firing = engine.evaluate(&rec).pop().expect("the rule fires");
+        let a = alert(firing.clone(), &rec, "2026-12-07T10:00:01Z", true);
+        assert_eq!(a.id, "stop/e-1");
+        assert_eq!(
+            (a.rule_id.as_str(), a.severity.as_str(), a.language.as_str()),
+            ("stop", "high", "filter-pattern")
+        );
+        assert_eq!(a.records, vec![rec.clone()]);
+        assert_eq!(a.event_ids, vec!["e-1".to_string()]);
+        assert_eq!(
+            a.lookup,
+            vec![
+                json!({"LookupAttributes": [{"AttributeKey": "EventId", "AttributeValue": "e-1"}]})
+            ]
+        );
+        assert_eq!(a.detected_at, "2026-12-07T10:00:01Z");
+        let b = alert(firing, &rec, "2026-12-07T10:00:01Z", false);
+        assert!(b.records.is_empty());
+        assert_eq!(b.event_ids, a.event_ids);
+    }
 }

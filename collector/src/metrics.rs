@@ -63,6 +63,8 @@ pub struct Metrics {
     pub detection_rules_loaded: AtomicU64,
     /// Rule reloads refused (the previous rules kept running).
     pub detection_reload_failures: AtomicU64,
+    /// Records the rule engine failed on (skipped, logged).
+    pub detection_record_errors: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -265,6 +267,12 @@ impl Metrics {
             "groundtrail_detection_reload_failures_total",
             "Rule reloads refused; the previous rules kept running.",
             get(&self.detection_reload_failures),
+        );
+        counter(
+            &mut out,
+            "groundtrail_detection_record_errors_total",
+            "Records the rule engine failed on: skipped, and logged.",
+            get(&self.detection_record_errors),
         );
         for (name, help, v) in [
             (
