@@ -11,7 +11,7 @@
 //! | `ListRules` | read | | `Rules`, `LoadedAt`, `LastError` |
 //! | `ListSilences` | read | | `Silences` |
 //! | `CreateSilence` | admin | `RuleId`, `EndTime` or `DurationSeconds`, `StartTime` (default now), `Reason` | `Silence` |
-//! | `DeleteSilence` | admin | `SilenceId` | `Deleted` |
+//! | `DeleteSilence` | admin | `SilenceId` | `Silence` (ended now, kept with `ended_by`) |
 //! | `GetDeliveryStatus` | read | | `Notifiers` (pending, delivered, last error, last success) |
 //!
 //! A silence is recorded with who made it (the access key id, or `loopback`) and why; it
@@ -98,19 +98,20 @@ pub async fn handle(
         "DeleteSilence" => {
             caller.require(Scope::Admin)?;
             let id = string(input, "SilenceId")?.ok_or_else(|| missing("SilenceId"))?;
-            let deleted = detector
+            let now = groundtrail_common::time::now_secs();
+            let Some(ended) = detector
                 .store()
-                .remove_silence(&id)
+                .end_silence(&id, &who(caller), now)
                 .await
-                .map_err(internal)?;
-            if !deleted {
+                .map_err(internal)?
+            else {
                 return Err(ApiError::bad(
                     "SilenceNotFoundException",
                     format!("no silence {id:?}"),
                 ));
-            }
-            tracing::warn!(silence = %id, by = %who(caller), "alert silence deleted");
-            Ok(json!({"Deleted": true}))
+            };
+            tracing::warn!(silence = %id, by = %who(caller), "alert silence ended");
+            Ok(json!({"Silence": ended}))
         }
         "GetDeliveryStatus" => {
             caller.require(Scope::Read)?;
@@ -145,10 +146,12 @@ fn list_alerts(detector: &Arc<Detector>, input: &Map<String, Value>) -> Result<V
         limit,
         next_token: string(input, "NextToken")?,
     };
-    let (alerts, next) = detector
-        .store()
-        .list(&query)
-        .map_err(|e| ApiError::bad("InvalidNextTokenException", format!("ListAlerts: {e}")))?;
+    let (alerts, next) = detector.store().list(&query).map_err(|e| match e {
+        crate::alerts::AlertError::InvalidQuery(why) => {
+            ApiError::bad("InvalidNextTokenException", format!("ListAlerts: {why}"))
+        }
+        other => internal(other),
+    })?;
     let mut out = json!({"Alerts": alerts});
     if let Some(t) = next {
         out["NextToken"] = json!(t);
@@ -187,7 +190,11 @@ async fn create_silence(
                     "DurationSeconds must be a positive integer",
                 )
             })?;
-            starts + chrono::Duration::seconds(secs.min(MAX_SILENCE_SECS + 1))
+            starts
+                .checked_add_signed(chrono::Duration::seconds(secs.min(MAX_SILENCE_SECS + 1)))
+                .ok_or_else(|| {
+                    ApiError::bad("InvalidTimeRangeException", "StartTime is out of range")
+                })?
         }
         _ => {
             return Err(ApiError::bad(
@@ -217,6 +224,7 @@ async fn create_silence(
         created_by: who(caller),
         reason,
         created_at: fmt(now),
+        ended_by: None,
     };
     detector
         .store()

@@ -503,6 +503,13 @@ async fn silences_hold_alerts_back_and_need_admin() {
         Some((ADMIN_KEY, ADMIN_SECRET)),
     );
     assert_eq!(code, 0, "{out}");
+    // Ended, not forgotten: who silenced, why, and who ended it stay on record.
+    let (code, listed, out) = alerts_cli(&c, &["silences"], READER);
+    assert_eq!(code, 0, "{out}");
+    let kept = &listed["Silences"][0];
+    assert_eq!(kept["id"], silence["id"], "{listed}");
+    assert_eq!(kept["ended_by"], ADMIN_KEY, "{listed}");
+    assert_eq!(kept["reason"], silence["reason"], "{listed}");
     let loud = stop_logging();
     assert_eq!(
         c.client()

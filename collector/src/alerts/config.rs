@@ -25,9 +25,10 @@ pub struct DetectionConfig {
     /// Built-in rule packs to load: `cis` (the CIS AWS Foundations metric filters), `host`
     /// (sshd and sudo on agent hosts), `sigma` (SigmaHQ's CloudTrail rules).
     pub packs: Vec<String>,
-    /// Most matching records carried inside one alert; a count rule's alert carries the
-    /// first ones and lists every eventID it counted.
-    pub max_records: usize,
+    /// Carry the record that made a rule fire inside its alert. Off: alerts carry eventIDs
+    /// (and LookupEvents inputs) only, for receivers that must not see record contents. A
+    /// count rule's alert always lists the eventIDs it counted (up to 100).
+    pub include_record: bool,
     /// Where alerts are sent: each notifier gets every alert at least once, in order, from
     /// its own durable queue.
     pub notifiers: Vec<NotifierConfig>,
@@ -42,7 +43,7 @@ impl Default for DetectionConfig {
             enabled: true,
             rules_dir: None,
             packs: vec!["cis".into(), "host".into(), "sigma".into()],
-            max_records: 10,
+            include_record: true,
             notifiers: Vec::new(),
             retention: Duration::from_secs(90 * 24 * 3600),
         }
@@ -122,14 +123,10 @@ impl DetectionConfig {
                 return Err(format!("[detection] packs: {p:?} is listed twice"));
             }
         }
-        if self.max_records > 1000 {
-            return Err(format!(
-                "[detection] max_records = {} is more than 1000 (alerts would be too large to send)",
-                self.max_records
-            ));
-        }
-        if self.retention.get() < std::time::Duration::from_secs(3600) {
-            return Err("[detection] retention must be at least 1h".into());
+        if self.retention.get() < std::time::Duration::from_secs(3600)
+            || self.retention.get() > std::time::Duration::from_secs(10 * 366 * 24 * 3600)
+        {
+            return Err("[detection] retention must be from 1h to 3660d".into());
         }
         let mut names = BTreeSet::new();
         for n in &self.notifiers {
@@ -268,7 +265,7 @@ mod tests {
         let c = parse("").unwrap();
         assert!(c.enabled);
         assert_eq!(c.packs, ["cis", "host", "sigma"]);
-        assert_eq!(c.max_records, 10);
+        assert!(c.include_record);
         let c = parse(
             r#"
             [[notifiers]]
@@ -365,11 +362,6 @@ mod tests {
             parse("packs = [\"cis\", \"cis\"]")
                 .unwrap_err()
                 .contains("twice")
-        );
-        assert!(
-            parse("max_records = 5000")
-                .unwrap_err()
-                .contains("max_records")
         );
         // Loopback may be plain HTTP, in every spelling.
         for url in [

@@ -15,7 +15,8 @@
 //!   after a crash the detector resumes from the stored position, so records before it are
 //!   never evaluated twice, and an alert id already stored is never stored or queued again.
 //! - **At least once per notifier, in order.** A queue entry leaves only after a 2xx from
-//!   that notifier, and a crash may repeat the last attempt. See [`deliver`]. Receivers
+//!   that notifier; the removal is not fsynced at once, so a crash may repeat the deliveries
+//!   of the last half second or so. See [`deliver`]. Receivers
 //!   dedup on [`Alert::id`] (`X-Groundtrail-Alert-Id`, or SNS's `MessageId`).
 //! - **Isolated.** Each notifier has its own queue and task; a down notifier delays nobody.
 //! - **Bounded, never silently.** A queue holds at most `max_queued` entries; past it the
@@ -57,9 +58,10 @@ pub struct Alert {
     pub group: Option<AlertGroup>,
     /// Records that matched (1 for a single-record rule).
     pub count: u64,
-    /// The eventIDs of the matching records (all of them, for a count rule).
+    /// The eventIDs of the matching records, oldest first (for a count rule, the window's,
+    /// at most 100: the newest).
     pub event_ids: Vec<String>,
-    /// Up to `max_records` of the matching records themselves.
+    /// The record that made the rule fire (none with `[detection] include_record = false`).
     pub records: Vec<serde_json::Value>,
     pub summary: String,
     /// `LookupEvents` inputs that find the records, e.g.
@@ -87,6 +89,9 @@ pub struct Silence {
     pub created_by: String,
     pub reason: String,
     pub created_at: String,
+    /// Who ended the silence before its `ends` (`ends` is then when they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
 }
 
 /// Why an alert operation failed.

@@ -567,11 +567,35 @@ impl AlertStore {
         Ok(())
     }
 
-    /// Removes a silence durably; false if there was none with this id.
-    pub async fn remove_silence(&self, id: &str) -> Result<bool, AlertError> {
-        let existed = self.db.remove(key(b"x/", id.as_bytes()))?.is_some();
+    /// Ends a silence at `at` (or keeps its earlier `ends`), recording `by`; durable when it
+    /// returns. The silence stays stored as the record of who silenced what and who ended it.
+    /// `None` if there is no silence with this id.
+    pub async fn end_silence(
+        &self,
+        id: &str,
+        by: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Silence>, AlertError> {
+        let k = key(b"x/", id.as_bytes());
+        let Some(old) = self.db.get(&k)? else {
+            return Ok(None);
+        };
+        let mut s: Silence =
+            serde_json::from_slice(&old).map_err(|e| corrupt(&k, e.to_string()))?;
+        let (starts, ends) = (parse_time(&s.starts), parse_time(&s.ends));
+        if let (Some(starts), Some(ends)) = (starts, ends)
+            && at < ends
+        {
+            // A silence not yet begun ends empty: [starts, starts).
+            s.ends = at
+                .max(starts)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+        s.ended_by = Some(by.to_string());
+        let json = serde_json::to_vec(&s).map_err(|e| corrupt(&k, e.to_string()))?;
+        self.db.insert(&k, json)?;
         self.db.flush_async().await?;
-        Ok(existed)
+        Ok(Some(s))
     }
 
     /// Every recorded silence (expired ones too: they are the record of who silenced what).

@@ -145,6 +145,7 @@ async fn silences_apply_at_commit_and_are_kept() {
         created_by: "alice".into(),
         reason: "pen test".into(),
         created_at: at(0, 0),
+        ended_by: None,
     };
     store.add_silence(silence.clone()).await.unwrap();
     for (bad, want) in [
@@ -219,8 +220,27 @@ async fn silences_apply_at_commit_and_are_kept() {
     drop(store);
     let store = two(dir.path());
     assert_eq!(store.silences().unwrap(), [silence]);
-    assert!(store.remove_silence("s1").await.unwrap());
-    assert!(!store.remove_silence("s1").await.unwrap());
+    let end = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let ended = store
+        .end_silence("s1", "bob", end(&at(30, 0)))
+        .await
+        .unwrap()
+        .expect("s1 exists");
+    assert_eq!(
+        (ended.ends.as_str(), ended.ended_by.as_deref()),
+        (at(30, 0).as_str(), Some("bob"))
+    );
+    assert!(
+        store
+            .end_silence("nope", "bob", end(&at(30, 0)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Kept, as ended, across a reopen.
+    drop(store);
+    let store = two(dir.path());
+    assert_eq!(store.silences().unwrap(), [ended]);
     let new = store
         .commit(2, vec![alert("in2", "r1", "high", &at(31, 0))], vec![])
         .await
