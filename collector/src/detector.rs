@@ -407,14 +407,20 @@ async fn commit(detector: &Arc<Detector>, batch: &Evaluated) -> Result<(), Strin
         .fetch_add(batch.records, Ordering::Relaxed);
     if !new.is_empty() {
         for a in &new {
-            tracing::warn!(
-                alert = %a.id,
-                rule = %a.rule_id,
-                severity = %a.severity,
-                silenced = a.silenced_by.is_some(),
-                "alert: {}",
-                a.summary
-            );
+            // Medium and above in the log at warn; the rest (package installs, hunting rules)
+            // at debug, so that a busy host's routine alerts do not flood the log.
+            if crate::alerts::meets(&a.severity, Some("medium")) {
+                tracing::warn!(
+                    alert = %a.id,
+                    rule = %a.rule_id,
+                    severity = %a.severity,
+                    silenced = a.silenced_by.is_some(),
+                    "alert: {}",
+                    a.summary
+                );
+            } else {
+                tracing::debug!(alert = %a.id, rule = %a.rule_id, severity = %a.severity, "alert: {}", a.summary);
+            }
         }
         detector.wake.notify_waiters();
     }

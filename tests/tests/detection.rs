@@ -52,6 +52,30 @@ fn notifier(dir: &Path, name: &str, kind: &str, url: &str, ca: Option<&Path>) ->
     t
 }
 
+/// `[detection]` with only the rule `trail-stopped` (any `StopLogging`, severity high) from a
+/// rules directory under `dir`, and a webhook notifier `hook` on `http://127.0.0.1:<port>/hook`.
+fn trail_stopped_rule(dir: &Path, port: u16) -> String {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("stop.yaml"),
+        "rules:\n  - id: trail-stopped\n    title: Trail stopped\n    severity: high\n    filter_pattern: '{ $.eventName = \"StopLogging\" }'\n",
+    )
+    .unwrap();
+    let mut detection = format!(
+        "[detection]\nrules_dir = {:?}\npacks = []\n",
+        rules.display().to_string()
+    );
+    detection += &notifier(
+        dir,
+        "hook",
+        "webhook",
+        &format!("http://127.0.0.1:{port}/hook"),
+        None,
+    );
+    detection
+}
+
 /// A record the CIS pack's CloudWatch.5 (CloudTrail configuration changes) and SigmaHQ's
 /// "AWS CloudTrail Important Change" both take.
 fn stop_logging() -> Value {
@@ -300,7 +324,7 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
         "{metrics}"
     );
     assert!(
-        metric(&metrics, "groundtrail_detection_rules") >= 70,
+        metric(&metrics, "groundtrail_detection_rules") == 14 + 16 + 44,
         "{metrics}"
     );
 }
@@ -426,24 +450,7 @@ async fn rules_dir_threshold_and_reload() {
 async fn silences_hold_alerts_back_and_need_admin() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(0, None).await;
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("stop.yaml"),
-        "rules:\n  - id: trail-stopped\n    title: Trail stopped\n    severity: high\n    filter_pattern: '{ $.eventName = \"StopLogging\" }'\n",
-    )
-    .unwrap();
-    let mut detection = format!(
-        "[detection]\nrules_dir = {:?}\npacks = []\n",
-        rules.display().to_string()
-    );
-    detection += &notifier(
-        dir.path(),
-        "hook",
-        "webhook",
-        &format!("http://127.0.0.1:{}/hook", rx.port),
-        None,
-    );
+    let detection = trail_stopped_rule(dir.path(), rx.port);
     let c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;
     let silence_args = [
         "silence",
@@ -545,24 +552,7 @@ async fn silences_hold_alerts_back_and_need_admin() {
 async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("stop.yaml"),
-        "rules:\n  - id: trail-stopped\n    title: Trail stopped\n    severity: high\n    filter_pattern: '{ $.eventName = \"StopLogging\" }'\n",
-    )
-    .unwrap();
-    let mut detection = format!(
-        "[detection]\nrules_dir = {:?}\npacks = []\n",
-        rules.display().to_string()
-    );
-    detection += &notifier(
-        dir.path(),
-        "hook",
-        "webhook",
-        &format!("http://127.0.0.1:{port}/hook"),
-        None,
-    );
+    let detection = trail_stopped_rule(dir.path(), port);
     let c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;
     let down = std::time::Instant::now();
     let mut sent = Vec::new();
@@ -615,24 +605,7 @@ async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
 async fn kill_9_between_alert_and_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("stop.yaml"),
-        "rules:\n  - id: trail-stopped\n    title: Trail stopped\n    severity: high\n    filter_pattern: '{ $.eventName = \"StopLogging\" }'\n",
-    )
-    .unwrap();
-    let mut detection = format!(
-        "[detection]\nrules_dir = {:?}\npacks = []\n",
-        rules.display().to_string()
-    );
-    detection += &notifier(
-        dir.path(),
-        "hook",
-        "webhook",
-        &format!("http://127.0.0.1:{port}/hook"),
-        None,
-    );
+    let detection = trail_stopped_rule(dir.path(), port);
     let mut c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;
     let mut want = Vec::new();
     // 1. Killed at once after the 200: the detector may not have evaluated the records yet.

@@ -23,7 +23,9 @@ pub struct DetectionConfig {
     /// when it changes. Unset: only the packs.
     pub rules_dir: Option<PathBuf>,
     /// Built-in rule packs to load: `cis` (the CIS AWS Foundations metric filters), `host`
-    /// (sshd and sudo on agent hosts), `sigma` (SigmaHQ's CloudTrail rules).
+    /// (what the agent records: ssh, sudo, users, files, packages, agents), `sigma` (SigmaHQ's
+    /// CloudTrail rules of level medium and above), `sigma-low` (its low-level hunting rules,
+    /// some of which match ordinary traffic; not loaded by default).
     pub packs: Vec<String>,
     /// Carry the record that made a rule fire inside its alert. Off: alerts carry eventIDs
     /// (and LookupEvents inputs) only, for receivers that must not see record contents. A

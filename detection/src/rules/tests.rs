@@ -19,12 +19,20 @@ fn err(origin: &str, text: &str) -> String {
 
 #[test]
 fn all_packs_load_with_unique_ids() {
-    let set = packs(&["cis", "host", "sigma"]);
+    let set = packs(&["cis", "host", "sigma", "sigma-low"]);
     let n = |origin: &str| set.rules().filter(|r| r.origin.starts_with(origin)).count();
     assert_eq!(n("pack:cis"), 14);
     assert_eq!(n("pack:sigma/"), 57);
     assert_eq!(n("pack:host"), 16);
     assert_eq!(set.len(), 14 + 57 + 16);
+    // `sigma` is the rules of level medium and above, `sigma-low` the 13 others, among them
+    // the AssumeRole rule that matches any call made with an assumed role.
+    let medium_up = packs(&["sigma"]);
+    let low = packs(&["sigma-low"]);
+    assert_eq!((medium_up.len(), low.len()), (44, 13));
+    assert!(medium_up.rules().all(|r| r.severity >= Severity::Medium));
+    assert!(low.rules().all(|r| r.severity < Severity::Medium));
+    assert!(low.get("905d389b-b853-46d0-9d3d-dea0d3a3cd49").is_some());
     let cis1 = set.get("CloudWatch.1").unwrap();
     assert_eq!(
         (cis1.severity, cis1.language),
@@ -427,7 +435,7 @@ fn stream(n: usize) -> Vec<Value> {
 /// its pattern matches alone.
 #[test]
 fn the_index_never_hides_a_match() {
-    let set = packs(&["cis", "host", "sigma"]);
+    let set = packs(&["cis", "host", "sigma", "sigma-low"]);
     let records = stream(2000);
     let mut e = Engine::new(set.clone());
     let mut total = 0;
@@ -448,7 +456,7 @@ fn the_index_never_hides_a_match() {
 
 #[test]
 fn deterministic_and_resumable_from_persisted_state() {
-    let set = packs(&["cis", "host", "sigma"]);
+    let set = packs(&["cis", "host", "sigma", "sigma-low"]);
     let records = stream(3000);
     let run = |rs: &[Value], e: &mut Engine| -> Vec<String> {
         rs.iter()
@@ -493,7 +501,7 @@ fn deterministic_and_resumable_from_persisted_state() {
     let mut cold = Engine::new(set);
     let mut without = run(
         &records[..1500],
-        &mut Engine::new(packs(&["cis", "host", "sigma"])),
+        &mut Engine::new(packs(&["cis", "host", "sigma", "sigma-low"])),
     );
     without.extend(run(&records[1500..], &mut cold));
     assert_ne!(without, all);
