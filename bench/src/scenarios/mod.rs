@@ -20,7 +20,7 @@ pub const S_AGENT: &str =
 pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a delivered log file";
 pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
 pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
-pub const S_DETECTION: &str = "7. detection: rule engine cost (all packs) and alert latency at a steady rate (real collector, webhook)";
+pub const S_DETECTION: &str = "7. detection: rule engine cost (default packs) and alert latency at a steady rate (real collector, webhook)";
 pub const S_HISTORY: &str = "6. event history: indexing and LookupEvents first pages (in-process History, generator records)";
 
 /// (scenario, figure id, section, label).
@@ -29,7 +29,7 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "detection",
         "detection.engine_ns_per_record",
         S_DETECTION,
-        "engine, every pack: JSON parse + evaluate, per record (one thread)",
+        "engine, default packs: JSON parse + evaluate, per record (one thread)",
     ),
     (
         "detection",
@@ -47,7 +47,7 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "detection",
         "detection.collector_cpu_us_per_record_on",
         S_DETECTION,
-        "collector CPU per record at a steady rate, detection on (every pack)",
+        "collector CPU per record at a steady rate, detection on (default packs)",
     ),
     (
         "detection",
