@@ -71,7 +71,7 @@ fn unknown_pack_and_duplicate_ids() {
     let e = RuleSet::load(&["nope".into()], None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "pack:nope: no such built-in pack; the packs are cis, host, sigma"
+        "pack:nope: no such built-in pack; the packs are cis, host, sigma, sigma-low"
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
