@@ -274,7 +274,8 @@ pub struct ShipperSection {
     pub batch_max_bytes: u64,
     /// How long a batch may wait to fill up before it is sent anyway, in milliseconds.
     pub batch_max_wait_ms: u64,
-    /// First retry delay in milliseconds; doubles per failure, with full jitter.
+    /// First retry delay in milliseconds; doubles per failure up to `retry_max_ms`, each wait
+    /// a random time between half and all of it ("equal jitter": spread out, never zero).
     pub retry_initial_ms: u64,
     /// Longest retry delay in milliseconds: the shipper retries forever (an outage of hours is
     /// ridden out; the buffer holds the records), so this bounds how quickly it notices recovery.
