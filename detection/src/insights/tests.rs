@@ -246,6 +246,16 @@ fn a_steady_noisy_fortnight_gives_none() {
     assert!(out.is_empty(), "{out:#?}");
     assert_eq!(d.stats().counted, records.len() as u64);
     assert_eq!(d.key_count(), 3);
+    // The same data under a naive threshold (mean + 1 spread, no quantile) does fire: the
+    // silence above is the model's doing, not a detector that never judges.
+    let naive = InsightsConfig {
+        spread_factor: 1.0,
+        mean_factor: 1.0,
+        baseline_quantile: 0.0,
+        ..InsightsConfig::default()
+    };
+    let out = run(&mut Detector::new(naive).expect("valid"), &records, end);
+    assert!(out.len() > 10, "{}", out.len());
 }
 
 #[test]
