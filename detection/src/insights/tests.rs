@@ -477,3 +477,112 @@ fn bad_configs_are_rejected_by_name() {
     assert_eq!(cfg.start_after, 3);
     assert_eq!(cfg.baseline_minutes, 10_080);
 }
+
+/// Issue 18's real sample: the loghub OpenSSH log (brute force against one host, 10 Dec,
+/// about four hours) after a quiet synthetic week of ssh logins on the same host. Each
+/// `Failed password` line is one failed `ConsoleLogin` (errorCode `AccessDenied`, as the
+/// agent writes it), each `Accepted` line a successful one. Read from `../shared/host-logs`
+/// when present (its licence does not allow copying it here).
+#[test]
+fn loghub_openssh_brute_force_after_a_quiet_week_gives_error_rate_insights() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/host-logs/auth/loghub_OpenSSH_2k.log");
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        eprintln!(
+            "SKIPPED: {} not present (shared samples are optional)",
+            p.display()
+        );
+        return;
+    };
+    let login = |minute: i64, sec: u32, user: &str, failed: bool| {
+        let mut r = rec(
+            minute,
+            sec,
+            "ConsoleLogin",
+            &format!("arn:aws:iam::123456789012:user/{user}"),
+            failed.then_some("AccessDenied"),
+            false,
+        );
+        r["eventType"] = "AwsConsoleSignIn".into();
+        r
+    };
+    // 2026-12-10T00:00:00Z; the quiet week starts seven days and a bit earlier.
+    let log_day = T0 + 38 * DAY;
+    let mut records = Vec::new();
+    for m in (log_day - 7 * DAY - 120)..(log_day + 6 * 60) {
+        if m.rem_euclid(20) == 0 {
+            records.push(login(m, 5, "alice", false));
+        }
+        if m.rem_euclid(360) == 7 {
+            records.push(login(m, 9, "alice", true));
+        }
+    }
+    let mut failures = 0;
+    for line in text.lines() {
+        let (Some(time), Some(rest)) = (line.get(7..15), line.split_once("]: ").map(|x| x.1))
+        else {
+            continue;
+        };
+        let (Ok(h), Ok(mi), Ok(s)) = (
+            time[0..2].parse::<i64>(),
+            time[3..5].parse::<i64>(),
+            time[6..8].parse::<u32>(),
+        ) else {
+            continue;
+        };
+        let user = |after: &str| {
+            rest.split_once(after)
+                .and_then(|x| x.1.split(' ').next())
+                .unwrap_or("unknown")
+                .to_string()
+        };
+        if rest.starts_with("Failed password for ") {
+            let u = if rest.contains("invalid user ") {
+                user("invalid user ")
+            } else {
+                user("for ")
+            };
+            records.push(login(log_day + h * 60 + mi, s, &u, true));
+            failures += 1;
+        } else if rest.starts_with("Accepted ") {
+            records.push(login(log_day + h * 60 + mi, s, &user("for "), false));
+        }
+    }
+    records.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+    let out = run(&mut det(), &records, log_day + 6 * 60);
+    let errors: Vec<&Value> = out
+        .iter()
+        .filter(|r| r["insightDetails"]["insightType"] == "ApiErrorRateInsight")
+        .collect();
+    let starts: Vec<&&Value> = errors
+        .iter()
+        .filter(|r| r["insightDetails"]["state"] == "Start")
+        .collect();
+    eprintln!(
+        "loghub: {failures} failed logins, {} insight records, {} error-rate starts",
+        out.len(),
+        starts.len()
+    );
+    assert!(failures > 300, "{failures}");
+    assert!(!starts.is_empty(), "{out:#?}");
+    let times: Vec<&str> = starts
+        .iter()
+        .map(|s| s["eventTime"].as_str().expect("time"))
+        .collect();
+    eprintln!("loghub error-rate starts: {times:?}");
+    // Failures a minute in the log: 07:27 3, 07:28 23 (the first two unusual minutes in a
+    // row); 09:10 3, 09:11 18, ... 09:19 11 (the long burst).
+    assert_eq!(times[0], "2026-12-10T07:27:00Z");
+    assert!(times.contains(&"2026-12-10T09:10:00Z"), "{times:?}");
+    for r in &errors {
+        assert_eq!(attribution(r, "errorCode", "insight")[0].0, "AccessDenied");
+        if r["insightDetails"]["state"] == "End" {
+            assert!(
+                starts
+                    .iter()
+                    .any(|s| s["sharedEventID"] == r["sharedEventID"]),
+                "End without Start"
+            );
+        }
+    }
+}
