@@ -423,6 +423,10 @@ fn replays_and_restores_give_the_same_records() {
     }
     out.extend(d.flush_until(s.end * 60_000));
     assert!(saves > 3);
+    // One key, a week of minutes with calls: the state stays a few hundred kB.
+    let size = serde_json::to_string(&d).expect("serialize").len();
+    eprintln!("state after {} records: {size} bytes", s.records.len());
+    assert!(size < 1_000_000, "{size}");
     assert_eq!(out, first, "restored");
 }
 
