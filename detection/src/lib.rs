@@ -8,6 +8,7 @@
 //!   delivers CloudTrail events;
 //! - [`sigma`]: Sigma rules for the AWS CloudTrail logsource, with the SigmaHQ rules vendored.
 //!
+//! - [`insights`]: CloudTrail Insights records for unusual call and error rates (issue 18).
 //! - [`rules`]: rule files and built-in packs (`cis`, `host`, `sigma`) loaded into a `RuleSet`,
 //!   and the `Engine` that evaluates records in log order with threshold and sequence windows.
 //!
@@ -17,5 +18,6 @@
 
 pub mod event_pattern;
 pub mod filter_pattern;
+pub mod insights;
 pub mod rules;
 pub mod sigma;

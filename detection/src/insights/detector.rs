@@ -1,0 +1,208 @@
+//! The [`Detector`]: records in, Insights records out, in `eventTime` order.
+//!
+//! Why a watermark: CloudTrail files are roughly, not strictly, in time order, so a minute is
+//! judged only once a record `lateness_minutes` newer has been seen (or the caller says the
+//! log is complete up to a time with [`Detector::flush_until`]). Records for a judged minute
+//! are counted as late and otherwise ignored, so the output never changes after the fact.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::config::{ConfigError, InsightsConfig};
+use super::key::KeyState;
+use super::tally::Tally;
+use super::time::parse_minute;
+
+/// Counters of what the detector did not count, for the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectorStats {
+    /// Records analysed (in a call or error series).
+    pub counted: u64,
+    /// Records not analysed: Insights records, data events, no time/source/name, reads
+    /// that succeeded while reads are not in the call rate.
+    pub ignored: u64,
+    /// Records for a minute already judged.
+    pub late: u64,
+    /// Records dropped because `max_keys` keys all had an insight in progress.
+    pub dropped: u64,
+    /// Keys forgotten to stay within `max_keys` while their window still had counts.
+    pub evicted: u64,
+}
+
+/// Turns CloudTrail records into CloudTrail Insights records. Serialize it to persist it;
+/// a deserialized detector continues exactly where the serialized one was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detector {
+    config: InsightsConfig,
+    /// First minute counted: the baseline window never reaches before it.
+    hist_start: Option<i64>,
+    /// Every minute up to this one has been judged.
+    closed_through: Option<i64>,
+    /// Newest minute seen.
+    watermark: Option<i64>,
+    /// Keys by `account␟region␟source␟name`, so iteration (and output) order is fixed.
+    keys: BTreeMap<String, KeyState>,
+    stats: DetectorStats,
+}
+
+impl Detector {
+    /// A detector with no history.
+    pub fn new(config: InsightsConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            hist_start: None,
+            closed_through: None,
+            watermark: None,
+            keys: BTreeMap::new(),
+            stats: DetectorStats::default(),
+        })
+    }
+
+    /// The parameters in use.
+    pub fn config(&self) -> &InsightsConfig {
+        &self.config
+    }
+
+    /// What was left out so far.
+    pub fn stats(&self) -> DetectorStats {
+        self.stats
+    }
+
+    /// Keys currently kept.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Feeds one record (in log order); returns the Insights records of the minutes this
+    /// record closed, in `eventTime` order.
+    pub fn observe(&mut self, record: &Value) -> Vec<Value> {
+        let Some(minute) = record
+            .get("eventTime")
+            .and_then(Value::as_str)
+            .and_then(parse_minute)
+        else {
+            self.stats.ignored += 1;
+            return Vec::new();
+        };
+        let first = self.closed_through.is_none();
+        let closed = *self
+            .closed_through
+            .get_or_insert(minute - self.config.lateness_minutes - 1);
+        if minute <= closed {
+            self.stats.late += 1;
+            return Vec::new();
+        }
+        if first || self.hist_start.is_some_and(|h| minute < h) {
+            self.hist_start = Some(minute);
+        }
+        self.count(record, minute, closed);
+        if self.watermark.is_none_or(|w| minute > w) {
+            self.watermark = Some(minute);
+            return self.close_through(minute - self.config.lateness_minutes - 1);
+        }
+        Vec::new()
+    }
+
+    /// Judges every minute that ends at or before `event_time_ms` (ms since the epoch): the
+    /// caller knows no more records for them will come (e.g. the end of a delivered batch).
+    /// Only feed it times derived from the log itself if replays must give the same output.
+    pub fn flush_until(&mut self, event_time_ms: i64) -> Vec<Value> {
+        if self.closed_through.is_none() {
+            return Vec::new();
+        }
+        self.close_through(event_time_ms.div_euclid(60_000) - 1)
+    }
+
+    fn count(&mut self, record: &Value, minute: i64, closed: i64) {
+        let s = |k: &str| record.get(k).and_then(Value::as_str);
+        let insight = s("eventType") == Some("AwsCloudTrailInsight");
+        let management = s("eventCategory").is_none_or(|c| c == "Management");
+        let (Some(source), Some(name)) = (s("eventSource"), s("eventName")) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let error = s("errorCode").filter(|e| !e.is_empty());
+        let read = record.get("readOnly").and_then(Value::as_bool) == Some(true);
+        let call = self.config.call_rate_includes_reads || !read;
+        if insight || !management || (!call && error.is_none()) {
+            self.stats.ignored += 1;
+            return;
+        }
+        let parts = [
+            s("recipientAccountId").unwrap_or(""),
+            s("awsRegion").unwrap_or(""),
+            source,
+            name,
+        ];
+        let id = parts.join("\u{1f}");
+        if !self.keys.contains_key(&id) && !self.make_room(minute) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let mv = self.config.max_values;
+        let key = self
+            .keys
+            .entry(id)
+            .or_insert_with(|| KeyState::new(parts, closed));
+        key.last_active = key.last_active.max(minute);
+        let c = key.open.entry(minute).or_default();
+        let arn = record.pointer("/userIdentity/arn").and_then(Value::as_str);
+        let values = [arn, s("userAgent"), Some(error.unwrap_or("null"))];
+        if call {
+            c.calls += 1;
+            c.tallies[0].add(&values, mv);
+        }
+        if error.is_some() {
+            c.errors += 1;
+            let t: &mut Tally = &mut c.tallies[1];
+            t.add(&values, mv);
+        }
+        self.stats.counted += 1;
+    }
+
+    /// Makes room for one more key: forgets a key whose window is empty, else the longest
+    /// idle key without an open minute or run. False when every key is busy.
+    fn make_room(&mut self, minute: i64) -> bool {
+        if self.keys.len() < self.config.max_keys {
+            return true;
+        }
+        let horizon = minute - self.config.baseline_minutes - 60;
+        let victim = self
+            .keys
+            .iter()
+            .filter(|(_, k)| k.quiet())
+            .min_by_key(|(id, k)| (k.last_active, *id))
+            .map(|(id, k)| (id.clone(), k.last_active));
+        match victim {
+            Some((id, last)) => {
+                if last >= horizon {
+                    self.stats.evicted += 1;
+                }
+                self.keys.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn close_through(&mut self, through: i64) -> Vec<Value> {
+        let (Some(closed), Some(hist)) = (self.closed_through, self.hist_start) else {
+            return Vec::new();
+        };
+        if through <= closed {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let horizon = through - self.config.baseline_minutes - 60;
+        self.keys.retain(|_, k| {
+            k.close(through, hist, &self.config, &mut out);
+            !(k.quiet() && k.last_active < horizon)
+        });
+        self.closed_through = Some(through);
+        out.sort_by_key(|(m, _)| *m);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+}
