@@ -6,7 +6,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/sigma-aws-cloudtrail");
+    // The directory cargo runs this script for, read at run time: a build script compiled once
+    // and reused for a copy of the crate elsewhere (a shared target directory) must not embed
+    // the first copy's path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("packs/sigma-aws-cloudtrail");
     println!("cargo::rerun-if-changed={}", dir.display());
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("packs/sigma-aws-cloudtrail")
