@@ -259,27 +259,14 @@ pub fn spawn(
     detector: Arc<Detector>,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let start = journal.log_start();
-    let end = journal.durable_end_now();
-    let position = match detector.store.position() {
-        Ok(Some(p)) if p > end => {
-            tracing::warn!(
-                "detection: evaluated up to log entry {p}, past the journal's end ({end}): the \
-                 journal was replaced; evaluating its log from the start"
-            );
-            start
-        }
-        Ok(Some(p)) => p,
-        // A new alert store: everything the log still holds (records not yet filed).
-        Ok(None) => start,
-        Err(e) => {
-            tracing::error!(
-                "detection: cannot read the evaluated position ({e}); from the log's start"
-            );
-            start
-        }
-    };
-    journal.set_reader(READER, position);
+    // A new alert store has none: everything the log still holds (records not yet filed).
+    let recorded = detector.store.position().unwrap_or_else(|e| {
+        tracing::error!(
+            "detection: cannot read the evaluated position ({e}); from the log's start"
+        );
+        None
+    });
+    let position = journal.resume_reader(READER, recorded);
     tokio::spawn(run(journal, detector, shutdown, position))
 }
 
@@ -310,7 +297,7 @@ async fn run(
                     continue;
                 }
                 Err(JournalError::Log(LogError::Trimmed(_))) => {
-                    let start = journal.log_start();
+                    let start = journal.resume_reader(READER, None);
                     tracing::error!(
                         "detection: log entries {position}..{start} were trimmed before they \
                          were evaluated (the detector fell behind the journal's bound); no \
@@ -320,7 +307,6 @@ async fn run(
                         .detection_skipped_entries
                         .fetch_add(start.saturating_sub(position), Ordering::Relaxed);
                     position = start;
-                    journal.set_reader(READER, position);
                     continue;
                 }
                 Err(e) => {

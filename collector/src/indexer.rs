@@ -50,27 +50,14 @@ pub fn spawn(
     retention: Duration,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let start = journal.log_start();
-    let end = journal.durable_end_now();
-    let position = match history.indexed_position() {
-        Ok(Some(p)) if p > end => {
-            tracing::warn!(
-                "event history: indexed up to log entry {p}, past the journal's end ({end}): \
-                 the journal was replaced; indexing its log from the start"
-            );
-            start
-        }
-        Ok(Some(p)) => p,
-        // A new (or cleared) history: everything the log still has.
-        Ok(None) => start,
-        Err(e) => {
-            tracing::error!(
-                "event history: cannot read the indexed position ({e}); from the log's start"
-            );
-            start
-        }
-    };
-    journal.set_reader(READER, position);
+    // A new (or cleared) history has none: everything the log still has.
+    let recorded = history.indexed_position().unwrap_or_else(|e| {
+        tracing::error!(
+            "event history: cannot read the indexed position ({e}); from the log's start"
+        );
+        None
+    });
+    let position = journal.resume_reader(READER, recorded);
     tokio::spawn(run(journal, history, retention, shutdown, position))
 }
 
@@ -130,7 +117,7 @@ async fn run(
             }
             Ok(None) => report_lag(position, *durable.borrow()),
             Err(JournalError::Log(LogError::Trimmed(_))) => {
-                let start = journal.log_start();
+                let start = journal.resume_reader(READER, None);
                 tracing::error!(
                     "event history: log entries {position}..{start} were trimmed before they \
                      were indexed (the indexer fell behind the journal's bound); LookupEvents \
@@ -140,7 +127,6 @@ async fn run(
                     .history_skipped_batches
                     .fetch_add(start.saturating_sub(position), Ordering::Relaxed);
                 position = start;
-                journal.set_reader(READER, position);
                 continue;
             }
             Err(e) => {

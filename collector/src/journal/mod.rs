@@ -910,6 +910,28 @@ impl Journal {
         self.guard().readers.insert(name.to_string(), position);
     }
 
+    /// Registers reader `name` where it left off: `recorded` (the position it stored with its
+    /// own output), or the log's start when it has none, or when `recorded` is past the log's
+    /// end (the journal was replaced under it). Returns the position to read from. Called before
+    /// the reader's task starts, so nothing trims the log below it in between.
+    pub fn resume_reader(&self, name: &str, recorded: Option<Position>) -> Position {
+        let start = self.log_start();
+        let end = self.durable_end_now();
+        let position = match recorded {
+            Some(p) if p > end => {
+                tracing::warn!(
+                    "journal reader {name}: stored position {p} is past the log's end ({end}): \
+                     the journal was replaced; reading its log from the start"
+                );
+                start
+            }
+            Some(p) => p,
+            None => start,
+        };
+        self.set_reader(name, position);
+        position
+    }
+
     /// The position reader `name` last reported, if it is registered.
     pub fn reader(&self, name: &str) -> Option<Position> {
         self.guard().readers.get(name).copied()
