@@ -659,7 +659,8 @@ pub fn request_region(parts: &http::request::Parts) -> Option<String> {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+/// A failure of the collector, not of the request: logged in full, answered without details.
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("API: {e}");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -676,7 +677,7 @@ fn invalid_token() -> ApiError {
 }
 
 /// A timestamp parameter: epoch seconds (what botocore sends for awsJson) or an ISO string.
-fn time_param(input: &Map<String, Value>, name: &str) -> Result<Option<f64>, ApiError> {
+pub(crate) fn time_param(input: &Map<String, Value>, name: &str) -> Result<Option<f64>, ApiError> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n

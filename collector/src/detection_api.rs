@@ -21,11 +21,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::alerts::Silence;
 use crate::alerts::store::AlertQuery;
+use crate::api::internal;
 use crate::config::Scope;
 use crate::detector::Detector;
 use crate::sigv4::{ApiError, Caller};
@@ -249,14 +249,6 @@ fn missing(name: &str) -> ApiError {
     ApiError::bad("InvalidParameterException", format!("{name} is required"))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "InternalServerError",
-        format!("alert store: {e}"),
-    )
-}
-
 fn string(input: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -268,24 +260,14 @@ fn string(input: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiE
     }
 }
 
-/// A time as the CloudTrail API takes it: epoch seconds, or an ISO 8601 string.
+/// A time as the rest of the API takes it ([`crate::api::time_param`]: epoch seconds, or
+/// `YYYY-MM-DDTHH:MM:SSZ`).
 fn time(input: &Map<String, Value>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let bad = || {
-        ApiError::bad(
-            "InvalidTimeRangeException",
-            format!("{name} must be epoch seconds or an ISO 8601 time"),
-        )
-    };
-    match input.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .and_then(|f| DateTime::from_timestamp(f as i64, 0))
-            .map(Some)
-            .ok_or_else(bad),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| bad()),
-        Some(_) => Err(bad()),
-    }
+    crate::api::time_param(input, name)?
+        .map(|secs| {
+            DateTime::from_timestamp(secs as i64, 0).ok_or_else(|| {
+                ApiError::bad("ValidationException", format!("{name} is not a time"))
+            })
+        })
+        .transpose()
 }
