@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
-use crate::lookup_cli::{Client, parse_time, pretty};
+use crate::lookup_cli::{Client, parse_time};
 
 /// `alerts`
 #[derive(Debug, clap::Args)]
@@ -162,29 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         AlertsCommand::Status => "GetDeliveryStatus",
     };
     let target = format!("{}{op}", crate::detection_api::TARGET_PREFIX);
-    let mut all = Vec::new();
-    let output = loop {
-        let (status, body) = client
-            .call_target(&target, &Value::Object(input.clone()))
-            .await?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status != 200 {
-            let code = v["__type"].as_str().unwrap_or("Unknown");
-            let message = v["message"].as_str().unwrap_or_default();
-            eprintln!("\nAn error occurred ({code}) when calling the {op} operation: {message}");
-            return Ok(255);
-        }
-        if !paginate {
-            break v;
-        }
-        all.extend(v["Alerts"].as_array().cloned().unwrap_or_default());
-        match v["NextToken"].as_str() {
-            Some(t) => {
-                input.insert("NextToken".into(), json!(t));
-            }
-            None => break json!({"Alerts": all}),
-        }
-    };
-    println!("{}", pretty(&output));
-    Ok(0)
+    client
+        .call_and_print(&target, op, input, paginate.then_some("Alerts"))
+        .await
 }

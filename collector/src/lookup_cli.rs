@@ -140,42 +140,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         args.region.clone(),
         args.ca_bundle.as_deref(),
     )?;
-    let paginate = args.max_results.is_none() && args.next_token.is_none();
-    let mut all = Vec::new();
-    let output = loop {
-        let (status, body) = client
-            .call("LookupEvents", &Value::Object(input.clone()))
-            .await?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status != 200 {
-            let code = v["__type"].as_str().unwrap_or("Unknown");
-            let code = code.rsplit('#').next().unwrap_or(code);
-            let message = v["message"]
-                .as_str()
-                .or(v["Message"].as_str())
-                .unwrap_or_default();
-            eprintln!(
-                "\nAn error occurred ({code}) when calling the LookupEvents operation: {message}"
-            );
-            return Ok(255);
-        }
-        if !paginate {
-            break v;
-        }
-        all.extend(v["Events"].as_array().cloned().unwrap_or_default());
-        match v["NextToken"].as_str() {
-            Some(t) => {
-                input.insert("NextToken".into(), json!(t));
-            }
-            None => break json!({"Events": all}),
-        }
-    };
-    println!("{}", pretty(&output));
-    Ok(0)
+    // Like the AWS CLI: every page, merged, unless the caller asked for one page.
+    let pages = (args.max_results.is_none() && args.next_token.is_none()).then_some("Events");
+    let target = format!("{}LookupEvents", crate::api::TARGET_PREFIX);
+    client
+        .call_and_print(&target, "LookupEvents", input, pages)
+        .await
 }
 
 /// JSON as the AWS CLI prints it (4-space indent).
-pub(crate) fn pretty(v: &Value) -> String {
+fn pretty(v: &Value) -> String {
     use serde::Serialize;
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
@@ -229,14 +203,45 @@ impl Client {
         })
     }
 
-    /// Calls a CloudTrail operation; the HTTP status and the body.
-    pub(crate) async fn call(
+    /// Calls the operation `target` names (`op` in messages) and prints the answer as the AWS
+    /// CLI does; returns the exit code (0, or 255 for an API error). With `pages` (the answer's
+    /// list member), follows `NextToken` and prints every page's items merged.
+    pub(crate) async fn call_and_print(
         &self,
-        operation: &str,
-        input: &Value,
-    ) -> anyhow::Result<(u16, Bytes)> {
-        self.call_target(&format!("{}{operation}", crate::api::TARGET_PREFIX), input)
-            .await
+        target: &str,
+        op: &str,
+        mut input: Map<String, Value>,
+        pages: Option<&str>,
+    ) -> anyhow::Result<u8> {
+        let mut all = Vec::new();
+        let output = loop {
+            let (status, body) = self
+                .call_target(target, &Value::Object(input.clone()))
+                .await?;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if status != 200 {
+                let code = v["__type"].as_str().unwrap_or("Unknown");
+                let code = code.rsplit('#').next().unwrap_or(code);
+                let message = v["message"]
+                    .as_str()
+                    .or(v["Message"].as_str())
+                    .unwrap_or_default();
+                eprintln!(
+                    "\nAn error occurred ({code}) when calling the {op} operation: {message}"
+                );
+                return Ok(255);
+            }
+            let Some(list) = pages else { break v };
+            all.extend(v[list].as_array().cloned().unwrap_or_default());
+            match v["NextToken"].as_str() {
+                Some(t) => {
+                    input.insert("NextToken".into(), json!(t));
+                }
+                None => break json!({ list: all }),
+            }
+        };
+        println!("{}", pretty(&output));
+        Ok(0)
     }
 
     /// Calls the operation `target` names (`X-Amz-Target`); the HTTP status and the body.
