@@ -326,6 +326,23 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a JSON string is a TOML basic string")
 }
 
+/// `groundtrail-collector pki init --dir <dir>/pki`: a CA (`ca.pem`) and a server certificate
+/// (`server.pem`, `server.key`) for localhost and 127.0.0.1; returns the pki directory.
+pub fn pki_init(dir: &Path) -> PathBuf {
+    let pki = dir.join("pki");
+    let out = Command::new(bin("groundtrail-collector"))
+        .args(["pki", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .expect("run groundtrail-collector pki init");
+    assert!(
+        out.status.success(),
+        "pki init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pki
+}
+
 /// A running (or stopped) `groundtrail-collector serve`.
 pub struct Collector {
     pub dir: PathBuf,

@@ -724,17 +724,7 @@ async fn api_listener_beside_mtls_ingest() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let out = std::process::Command::new(bin("groundtrail-collector"))
-        .args(["pki", "init", "--dir"])
-        .arg(&pki)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pki = pki_init(dir.path());
     let (mut spec, _store) = local_spec(dir.path());
     spec.tls = Some(ServerTls {
         cert: pki.join("server.pem"),

@@ -5,7 +5,7 @@
 //! delivery, lose nothing.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -188,19 +188,9 @@ fn alert_of(r: &Received) -> Value {
     panic!("{}: not an alert: {v}", r.path)
 }
 
-fn pki(dir: &Path) -> PathBuf {
-    let pki = dir.join("pki");
-    let out = Command::new(bin("groundtrail-collector"))
-        .args(["pki", "init", "--dir"])
-        .arg(&pki)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pki
+/// Posts `records` to the collector and checks the `200`.
+async fn post_ok(c: &Collector, records: &[Value]) {
+    assert_eq!(c.client().post_records(records).await.unwrap().status, 200);
 }
 
 /// A CIS record and a Sigma match reach all three notifier kinds over HTTPS, signed; the CLI
@@ -208,7 +198,7 @@ fn pki(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_https_webhook_sns_and_slack_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
+    let pki = pki_init(dir.path());
     let rx = Receiver::start(0, Some((&pki.join("server.pem"), &pki.join("server.key")))).await;
     let base = format!("https://127.0.0.1:{}", rx.port);
     let ca = pki.join("ca.pem");
@@ -238,14 +228,7 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
 
     let rec = stop_logging();
     let id = event_id(&rec);
-    assert_eq!(
-        c.client()
-            .post_records(std::slice::from_ref(&rec))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    post_ok(&c, std::slice::from_ref(&rec)).await;
     let cis = wait_alert(&c, "pack:cis", &id).await;
     assert_eq!(cis["records"][0]["eventID"], json!(id), "{cis}");
     assert_eq!(
@@ -352,8 +335,8 @@ async fn rules_dir_threshold_and_reload() {
     // Two from one address and three from another: only the second reaches the count.
     let a: Vec<Value> = (0..2).map(|_| failed_login("198.51.100.7")).collect();
     let b: Vec<Value> = (0..3).map(|_| failed_login("203.0.113.9")).collect();
-    assert_eq!(c.client().post_records(&a).await.unwrap().status, 200);
-    assert_eq!(c.client().post_records(&b).await.unwrap().status, 200);
+    post_ok(&c, &a).await;
+    post_ok(&c, &b).await;
     let alert = wait_alert(
         &c,
         &rules.join("login.yaml").display().to_string(),
@@ -365,14 +348,7 @@ async fn rules_dir_threshold_and_reload() {
     let ids: Vec<String> = b.iter().map(event_id).collect();
     assert_eq!(alert["event_ids"], json!(ids));
     // A fourth in the window does not raise a second alert (the alarm is already on).
-    assert_eq!(
-        c.client()
-            .post_records(&[failed_login("203.0.113.9")])
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    post_ok(&c, &[failed_login("203.0.113.9")]).await;
     let evaluated = |c: &Collector| {
         let c_addr = c.addr;
         async move {
@@ -401,7 +377,7 @@ async fn rules_dir_threshold_and_reload() {
     let m = http_get(&c, "/metrics").await;
     assert!(metric(&m, "groundtrail_detection_reload_failures_total") >= 1);
     let c2: Vec<Value> = (0..3).map(|_| failed_login("192.0.2.99")).collect();
-    assert_eq!(c.client().post_records(&c2).await.unwrap().status, 200);
+    post_ok(&c, &c2).await;
     wait_alert(
         &c,
         &rules.join("login.yaml").display().to_string(),
@@ -424,14 +400,7 @@ async fn rules_dir_threshold_and_reload() {
         async move { (v["Rules"].as_array().map(Vec::len) == Some(2)).then_some(()) }
     })
     .await;
-    assert_eq!(
-        c.client()
-            .post_records(std::slice::from_ref(&rec))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    post_ok(&c, std::slice::from_ref(&rec)).await;
     let a = wait_alert(
         &c,
         &rules.join("stop.json").display().to_string(),
@@ -493,14 +462,7 @@ async fn silences_hold_alerts_back_and_need_admin() {
     );
 
     let quiet = stop_logging();
-    assert_eq!(
-        c.client()
-            .post_records(std::slice::from_ref(&quiet))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    post_ok(&c, std::slice::from_ref(&quiet)).await;
     let a = wait_alert(&c, "", &event_id(&quiet)).await;
     assert_eq!(a["silenced_by"], silence["id"], "{a}");
 
@@ -518,14 +480,7 @@ async fn silences_hold_alerts_back_and_need_admin() {
     assert_eq!(kept["ended_by"], ADMIN_KEY, "{listed}");
     assert_eq!(kept["reason"], silence["reason"], "{listed}");
     let loud = stop_logging();
-    assert_eq!(
-        c.client()
-            .post_records(std::slice::from_ref(&loud))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    post_ok(&c, std::slice::from_ref(&loud)).await;
     let loud_id = format!("trail-stopped/{}", event_id(&loud));
     wait_for("the alert after the silence at the webhook", || {
         let got = rx.on("/hook");
@@ -559,7 +514,7 @@ async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
     // Alerts keep coming while the receiver is down (nothing listens on its port).
     for _ in 0..6 {
         let batch: Vec<Value> = (0..5).map(|_| stop_logging()).collect();
-        assert_eq!(c.client().post_records(&batch).await.unwrap().status, 200);
+        post_ok(&c, &batch).await;
         sent.extend(
             batch
                 .iter()
@@ -610,7 +565,7 @@ async fn kill_9_between_alert_and_delivery_loses_nothing() {
     let mut want = Vec::new();
     // 1. Killed at once after the 200: the detector may not have evaluated the records yet.
     let first: Vec<Value> = (0..20).map(|_| stop_logging()).collect();
-    assert_eq!(c.client().post_records(&first).await.unwrap().status, 200);
+    post_ok(&c, &first).await;
     c.kill9();
     want.extend(
         first
@@ -620,7 +575,7 @@ async fn kill_9_between_alert_and_delivery_loses_nothing() {
     c.spawn().await;
     // 2. Killed with the alerts stored and queued, the receiver still down.
     let second: Vec<Value> = (0..20).map(|_| stop_logging()).collect();
-    assert_eq!(c.client().post_records(&second).await.unwrap().status, 200);
+    post_ok(&c, &second).await;
     want.extend(
         second
             .iter()

@@ -189,13 +189,7 @@ async fn silent_sockets_cannot_hold_the_connection_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let out = Command::new(bin("groundtrail-collector"))
-        .args(["pki", "init", "--dir"])
-        .arg(&pki)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let pki = pki_init(dir.path());
     let (mut spec, _store) = local_spec(&dir.path().join("c"));
     spec.tls = Some(ServerTls {
         cert: pki.join("server.pem"),
