@@ -156,6 +156,21 @@ mod tests {
         .unwrap()
     }
 
+    /// Delivery of `store`'s queue `soc` to `rx`, over HTTPS with `rx`'s CA.
+    fn deliver_to_soc(
+        dir: &Path,
+        store: &Arc<AlertStore>,
+        rx: &Receiver,
+        sd: Shutdown,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        spawn(
+            store.clone(),
+            vec![notifier(dir, "soc", rx.url("https"), Some(&rx.ca_file))],
+            Arc::new(Notify::new()),
+            sd,
+        )
+    }
+
     fn batch(from: usize, n: usize) -> Vec<Alert> {
         (from..from + n)
             .map(|i| alert(&format!("al-{i:03}"), "r", "high", "2026-12-07T10:00:00Z"))
@@ -186,17 +201,7 @@ mod tests {
         let port = rx.addr.port();
         rx.status.store(500, Ordering::SeqCst);
         let (stop, sd) = shutdown();
-        let tasks = spawn(
-            store.clone(),
-            vec![notifier(
-                dir.path(),
-                "soc",
-                rx.url("https"),
-                Some(&rx.ca_file),
-            )],
-            Arc::new(Notify::new()),
-            sd,
-        );
+        let tasks = deliver_to_soc(dir.path(), &store, &rx, sd);
         store.commit(1, batch(0, 5), vec![]).await.unwrap();
         until("two refused attempts", 10, || rx.all().len() >= 2).await;
         assert!(rx.accepted().is_empty());
@@ -337,17 +342,7 @@ mod tests {
             Arc::new(AlertStore::open(&dir.path().join("alerts"), &["soc".to_string()]).unwrap());
         let rx = Receiver::https(dir.path(), 0).await;
         let (stop, sd) = shutdown();
-        let tasks = spawn(
-            store.clone(),
-            vec![notifier(
-                dir.path(),
-                "soc",
-                rx.url("https"),
-                Some(&rx.ca_file),
-            )],
-            Arc::new(Notify::new()),
-            sd,
-        );
+        let tasks = deliver_to_soc(dir.path(), &store, &rx, sd);
         let n = 500;
         let rate = 50.0; // alerts per second
         let mut committed = Vec::new();
@@ -400,17 +395,7 @@ mod tests {
         let store = Arc::new(AlertStore::open(&path, &names).unwrap());
         assert_eq!(store.delivery_status().unwrap()[0].pending, 4);
         let (stop, sd) = shutdown();
-        let tasks = spawn(
-            store.clone(),
-            vec![notifier(
-                dir.path(),
-                "soc",
-                rx.url("https"),
-                Some(&rx.ca_file),
-            )],
-            Arc::new(Notify::new()),
-            sd,
-        );
+        let tasks = deliver_to_soc(dir.path(), &store, &rx, sd);
         until("the queued alerts", 10, || accepted_ids(&rx).len() >= 4).await;
         let want: Vec<String> = batch(0, 4).into_iter().map(|a| a.id).collect();
         assert_eq!(accepted_ids(&rx), want);
