@@ -34,7 +34,6 @@ use chrono::{DateTime, Utc};
 use groundtrail_common::shutdown::Shutdown;
 use groundtrail_detection::rules::{Engine, Firing, RuleSet};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use crate::alerts::config::DetectionConfig;
 use crate::alerts::store::{AlertStore, StateWrite};
@@ -78,7 +77,6 @@ pub struct Detector {
     engine: Mutex<Engine>,
     rules: RwLock<(RuleSet, RulesStatus)>,
     store: Arc<AlertStore>,
-    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -95,13 +93,9 @@ pub fn load_rules(
 }
 
 impl Detector {
-    /// Loads the rules and restores the window state the store kept. `wake` is notified when
-    /// new alerts are queued.
-    pub fn new(
-        config: DetectionConfig,
-        store: Arc<AlertStore>,
-        wake: Arc<Notify>,
-    ) -> Result<Detector, DetectorError> {
+    /// Loads the rules and restores the window state the store kept. (The store itself wakes
+    /// the notifiers once queued alerts are durable.)
+    pub fn new(config: DetectionConfig, store: Arc<AlertStore>) -> Result<Detector, DetectorError> {
         let rules = load_rules(&config)?;
         let mut engine = Engine::new(rules.clone());
         engine.restore_state(
@@ -122,7 +116,6 @@ impl Detector {
             engine: Mutex::new(engine),
             rules: RwLock::new((rules, status)),
             store,
-            wake,
         })
     }
 
@@ -408,7 +401,6 @@ async fn commit(detector: &Arc<Detector>, batch: &Evaluated) -> Result<(), Strin
                 tracing::debug!(alert = %a.id, rule = %a.rule_id, severity = %a.severity, "alert: {}", a.summary);
             }
         }
-        detector.wake.notify_waiters();
     }
     Ok(())
 }

@@ -494,8 +494,7 @@ fn start_detection(
     let store = Arc::new(
         crate::alerts::store::AlertStore::open_for(&config.alerts_path(), d).map_err(store_err)?,
     );
-    let wake = Arc::new(Notify::new());
-    let detector = Arc::new(Detector::new(d.clone(), store.clone(), wake.clone())?);
+    let detector = Arc::new(Detector::new(d.clone(), store.clone())?);
     background.push(crate::detector::spawn(
         journal.clone(),
         detector.clone(),
@@ -513,7 +512,6 @@ fn start_detection(
     background.extend(crate::alerts::deliver::spawn(
         store,
         notifiers,
-        wake,
         shutdown.clone(),
     ));
     Ok(Some(detector))

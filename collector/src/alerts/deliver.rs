@@ -11,14 +11,13 @@
 //! - **Isolated.** Tasks share nothing but the store: a notifier that is down, slow or
 //!   hanging (each attempt has its `timeout`) holds only its own queue, never another
 //!   notifier and never the detector or ingest, which only append to queues.
-//! - **Prompt.** A commit that queued something wakes every task (the store's own signal,
-//!   plus the `wake` handed in); without a wake-up, a task looks again every 5 s anyway.
+//! - **Prompt.** A commit that queued something wakes every task (the store signals it once
+//!   the entries are durable); without a wake-up, a task looks again every 5 s anyway.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use groundtrail_common::shutdown::Shutdown;
-use tokio::sync::Notify;
 
 use crate::alerts::{AlertStore, Notifier};
 use crate::delivery::backoff;
@@ -33,7 +32,6 @@ const BATCH: usize = 100;
 pub fn spawn(
     store: Arc<AlertStore>,
     notifiers: Vec<Notifier>,
-    wake: Arc<Notify>,
     shutdown: Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     for n in &notifiers {
@@ -43,33 +41,19 @@ pub fn spawn(
     }
     notifiers
         .into_iter()
-        .map(|n| {
-            tokio::spawn(run(
-                store.clone(),
-                Arc::new(n),
-                wake.clone(),
-                shutdown.clone(),
-            ))
-        })
+        .map(|n| tokio::spawn(run(store.clone(), Arc::new(n), shutdown.clone())))
         .collect()
 }
 
-async fn run(
-    store: Arc<AlertStore>,
-    notifier: Arc<Notifier>,
-    wake: Arc<Notify>,
-    mut shutdown: Shutdown,
-) {
+async fn run(store: Arc<AlertStore>, notifier: Arc<Notifier>, mut shutdown: Shutdown) {
     let name = notifier.name().to_string();
     let mut failures = 0u32;
     while !shutdown.is_shutdown() {
         // Registered before looking at the queue, so a commit made while this pass runs
         // wakes the wait below instead of being missed.
         let committed = store.queued().notified();
-        let woken = wake.notified();
-        tokio::pin!(committed, woken);
+        tokio::pin!(committed);
         committed.as_mut().enable();
-        woken.as_mut().enable();
         let pass = tokio::select! {
             r = send_pending(&store, &notifier) => r,
             _ = shutdown.recv() => break,
@@ -89,7 +73,6 @@ async fn run(
         tokio::select! {
             _ = shutdown.recv() => break,
             _ = &mut committed, if wait.is_none() => {}
-            _ = &mut woken, if wait.is_none() => {}
             _ = tokio::time::sleep(wait.unwrap_or(IDLE_POLL)) => {}
         }
     }
@@ -166,7 +149,6 @@ mod tests {
         spawn(
             store.clone(),
             vec![notifier(dir, "soc", rx.url("https"), Some(&rx.ca_file))],
-            Arc::new(Notify::new()),
             sd,
         )
     }
@@ -272,7 +254,6 @@ mod tests {
                 notifier(dir.path(), "down", dead_url, None),
                 notifier(dir.path(), "up", rx.url("https"), Some(&rx.ca_file)),
             ],
-            Arc::new(Notify::new()),
             sd.clone(),
         );
         let rx2 = Receiver::https(&dir.path().join("pki2"), 0).await;
@@ -283,7 +264,6 @@ mod tests {
                 notifier_with(dir.path(), "down", hang_url, None, "30s"),
                 notifier(dir.path(), "up", rx2.url("https"), Some(&rx2.ca_file)),
             ],
-            Arc::new(Notify::new()),
             sd,
         ));
         for round in 0..3 {

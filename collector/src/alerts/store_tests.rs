@@ -471,7 +471,6 @@ fn kill_9_loses_no_committed_alert() {
         let tasks = crate::alerts::deliver::spawn(
             store.clone(),
             vec![crate::alerts::Notifier::new(&cfg).unwrap()],
-            Arc::new(Notify::new()),
             groundtrail_common::shutdown::Shutdown::new(rx_stop),
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
