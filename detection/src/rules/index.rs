@@ -294,32 +294,43 @@ fn condition_keys(c: &ConditionExpr, det: &Detections) -> Option<Keys> {
     }
 }
 
+/// A Sigma detection item's field and the values it must equal, when the item says so: a
+/// named field whose values are all plain strings and that has no modifier but `cased`.
+/// (Shared with [`super::prefilter`], which derives its requirements the same way.)
+pub(crate) fn sigma_plain_values(
+    item: &rsigma_parser::DetectionItem,
+) -> Option<(&str, Vec<String>)> {
+    let name = item.field.name.as_deref()?;
+    let plain = item
+        .field
+        .modifiers
+        .iter()
+        .all(|m| *m == rsigma_parser::Modifier::Cased);
+    if !plain {
+        return None;
+    }
+    let values = item
+        .values
+        .iter()
+        .map(|v| match v {
+            rsigma_parser::value::SigmaValue::String(s) => s.as_plain(),
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>()?;
+    Some((name, values))
+}
+
 fn detection_keys(d: &Detection) -> Option<Keys> {
     match d {
         Detection::AllOf(items) => {
             let mut keys = None;
             for item in items {
-                let field = item.field.name.as_deref();
-                // Only plain values (no modifier but `cased`) say what the field must equal.
-                let plain = item
-                    .field
-                    .modifiers
-                    .iter()
-                    .all(|m| *m == rsigma_parser::Modifier::Cased);
-                let Some(field) = field.filter(|_| plain) else {
+                let Some((field, values)) = sigma_plain_values(item) else {
                     continue;
                 };
-                let values: Option<Vec<String>> = item
-                    .values
-                    .iter()
-                    .map(|v| match v {
-                        rsigma_parser::value::SigmaValue::String(s) => s.as_plain(),
-                        _ => None,
-                    })
-                    .collect();
-                let Some(values) = values.filter(|v| !v.is_empty()) else {
+                if values.is_empty() {
                     continue;
-                };
+                }
                 let k = values
                     .iter()
                     .map(|v| Keys::field(field, v))

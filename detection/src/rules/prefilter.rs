@@ -100,24 +100,8 @@ fn detection(d: &Detection) -> Vec<Requirement> {
     items
         .iter()
         .filter_map(|item| {
-            let name = item.field.name.as_deref()?;
-            let plain = item
-                .field
-                .modifiers
-                .iter()
-                .all(|m| *m == rsigma_parser::Modifier::Cased);
-            if !plain {
-                return None;
-            }
-            let values: Option<Vec<String>> = item
-                .values
-                .iter()
-                .map(|v| match v {
-                    rsigma_parser::value::SigmaValue::String(s) => s.as_plain(),
-                    _ => None,
-                })
-                .collect();
-            Requirement::new(name.split('.').map(str::to_string).collect(), values?)
+            let (name, values) = super::index::sigma_plain_values(item)?;
+            Requirement::new(name.split('.').map(str::to_string).collect(), values)
         })
         .collect()
 }
