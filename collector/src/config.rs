@@ -22,7 +22,12 @@ pub const ENV_PREFIX: &str = "GROUNDTRAIL_COLLECTOR";
 /// drift from the code. Fails when a field has no doc comment.
 pub fn example() -> Result<String, String> {
     use groundtrail_common::config_doc::{Docs, render};
-    let docs = Docs::parse(&[include_str!("config.rs"), include_str!("alerts/config.rs")]);
+    let docs = Docs::parse(&[
+        include_str!("config.rs"),
+        include_str!("alerts/config.rs"),
+        include_str!("insights/config.rs"),
+        include_str!("../../detection/src/insights/config.rs"),
+    ]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
     // Show the embedded default destination where a `[[destinations]]` entry would go.
     let local =
@@ -68,6 +73,8 @@ pub struct Config {
     pub notifications: Vec<NotificationConfig>,
     /// Detection rules evaluated on every committed record, and where their alerts go.
     pub detection: crate::alerts::config::DetectionConfig,
+    /// CloudTrail Insights: records about unusual call and error rates, beside the log files.
+    pub insights: crate::insights::config::InsightsSection,
 }
 
 /// `[api]`: the CloudTrail API on the same listener as ingest (`POST /` with `X-Amz-Target`,
@@ -868,6 +875,7 @@ impl Config {
             );
         }
         self.detection.validate().map_err(anyhow::Error::msg)?;
+        self.insights.validate().map_err(anyhow::Error::msg)?;
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {
             if !n.url.starts_with("http://") || n.url.len() <= "http://".len() {

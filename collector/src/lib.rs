@@ -36,6 +36,7 @@ pub mod group_flush;
 pub mod history;
 pub mod indexer;
 pub mod ingest;
+pub mod insights;
 pub mod internal_events;
 pub mod journal;
 pub mod keys;
