@@ -1,6 +1,9 @@
 //! Turns committed records into CloudTrail log files.
 //!
-//! There is one open file per (account, region). Its records are also pending in the journal,
+//! There is one open file per (account, region, kind): Insights records
+//! (`eventType: AwsCloudTrailInsight`) go to files of their own under `CloudTrail-Insight/`,
+//! as AWS delivers them, and are otherwise handled exactly like log files (the same journal
+//! bookkeeping, deliveries and digest chains). A file's records are also pending in the journal,
 //! so losing the memory (a crash) loses nothing: the next start reloads them. A file closes
 //! `[trail] log_file_interval` after its first record or before its uncompressed JSON would
 //! pass `max_bytes`, whichever comes first.
@@ -38,7 +41,7 @@ use aws_lc_rs::digest;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use groundtrail_common::shutdown::Shutdown;
-use groundtrail_common::trail::{TrailLayout, unique16};
+use groundtrail_common::trail::{FileKind, TrailLayout, unique16};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -47,6 +50,9 @@ use crate::journal::{FileEntry, Journal, JournalError, PendingRecord};
 
 const HEAD: &[u8] = b"{\"Records\":[";
 const TAIL: &[u8] = b"]}";
+
+/// What an open file is for: (account, region, kind).
+type Part = (String, String, FileKind);
 
 /// The open log file of one (account, region), compressed and hashed as records arrive.
 struct OpenFile {
@@ -115,7 +121,7 @@ impl OpenFile {
     }
 
     /// Finishes the member: the file's bytes and hash are final from here on.
-    fn seal(mut self, part: (String, String)) -> SealedFile {
+    fn seal(mut self, part: Part) -> SealedFile {
         self.write(TAIL);
         let gzip = self.body.finish();
         SealedFile {
@@ -196,7 +202,7 @@ impl Body {
 /// journal.
 #[derive(Debug)]
 struct SealedFile {
-    part: (String, String),
+    part: Part,
     /// Length of `{"Records":[...]}`, the bytes that were hashed and compressed.
     json_len: usize,
     /// One gzip member of the JSON.
@@ -220,7 +226,7 @@ pub struct Batcher {
     destinations: Vec<String>,
     /// Woken when a file is closed, one per destination's delivery task.
     wake: Vec<Arc<Notify>>,
-    open: HashMap<(String, String), OpenFile>,
+    open: HashMap<Part, OpenFile>,
     /// Sealed files the journal has not recorded yet (it failed): retried on every tick.
     unrecorded: Vec<SealedFile>,
     /// Whether a trim of the journal's log is running (see `record_all`).
@@ -296,7 +302,7 @@ impl Batcher {
         let sealed = blocking(|| {
             let mut sealed = Vec::new();
             for r in &records {
-                let part = (r.account.clone(), r.region.clone());
+                let part = (r.account.clone(), r.region.clone(), r.kind);
                 let full = open
                     .get(&part)
                     .is_some_and(|f| !f.seqs.is_empty() && f.size_with(r.json.len()) > max_bytes);
@@ -341,7 +347,7 @@ impl Batcher {
         self.close_parts(all).await
     }
 
-    async fn close_parts(&mut self, parts: Vec<(String, String)>) -> Result<usize, JournalError> {
+    async fn close_parts(&mut self, parts: Vec<Part>) -> Result<usize, JournalError> {
         let mut sealed = std::mem::take(&mut self.unrecorded);
         let open = &mut self.open;
         blocking(|| {
@@ -396,8 +402,9 @@ impl Batcher {
     /// `unrecorded`, bytes and records unchanged (they also stay pending in the journal), and
     /// the next tick tries again.
     async fn record(&mut self, file: SealedFile) -> Result<(), JournalError> {
-        let (account, region) = &file.part;
-        let key = self.layout.log_file_key(
+        let (account, region, kind) = &file.part;
+        let key = self.layout.file_key(
+            *kind,
             account,
             region,
             groundtrail_common::time::now_secs(),
@@ -543,6 +550,57 @@ mod tests {
         assert!(json.starts_with(b"{\"Records\":[{\"eventVersion\":\"1.11\""));
         assert_eq!(us.1.newest_event_time, "2026-01-01T00:00:05Z");
         assert_eq!(us.1.oldest_event_time, "2026-01-01T00:00:01Z");
+    }
+
+    /// An Insights record goes to an Insights file of its own region, never into a log file,
+    /// and both are recorded for delivery alike.
+    #[tokio::test]
+    async fn insights_records_get_files_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+        let mut insight = record(9, "us-east-1", "2026-01-01T00:01:00Z");
+        insight.event_type = "AwsCloudTrailInsight".into();
+        insight.event_category = Some("Insight".into());
+        insight.user_identity = None;
+        let out = journal
+            .commit(
+                &[
+                    record(1, "us-east-1", "2026-01-01T00:00:05Z"),
+                    insight,
+                    record(2, "us-east-1", "2026-01-01T00:00:07Z"),
+                ],
+                &[],
+                Utc::now(),
+            )
+            .unwrap();
+        let mut b = Batcher::new(
+            journal.clone(),
+            TrailLayout::default(),
+            Duration::from_secs(300),
+            1 << 20,
+            vec!["d".into()],
+            vec![],
+        );
+        b.add(out.committed).await.unwrap();
+        assert_eq!(b.close_all().await.unwrap(), 2);
+        let files = journal.undelivered("d").unwrap();
+        let (logs, insights): (Vec<_>, Vec<_>) = files
+            .iter()
+            .partition(|f| f.1.key.contains("/CloudTrail/"));
+        assert_eq!((logs.len(), insights.len()), (1, 1));
+        assert_eq!(logs[0].1.records, 2);
+        let i = &insights[0].1;
+        assert!(
+            i.key
+                .starts_with("AWSLogs/111122223333/CloudTrail-Insight/us-east-1/")
+                && i.key.contains("/111122223333_CloudTrail-Insight_us-east-1_"),
+            "{}",
+            i.key
+        );
+        let json = gunzip_one_member(&journal.file_body(insights[0].0).unwrap());
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["Records"][0]["eventType"], "AwsCloudTrailInsight");
+        assert_eq!(v["Records"].as_array().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -97,7 +97,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use groundtrail_common::Record;
-use groundtrail_common::trail::DigestLogFile;
+use groundtrail_common::trail::{DigestLogFile, FileKind};
 use serde::{Deserialize, Serialize};
 
 use crate::group_flush::GroupFlush;
@@ -135,6 +135,8 @@ pub struct PendingRecord {
     pub region: String,
     /// `eventTime` (CloudTrail JSON time, comparable as a string).
     pub event_time: String,
+    /// Which file it goes in: a log file, or (an Insights record) an Insights file.
+    pub kind: FileKind,
     /// The record's compact JSON, exactly as it will appear in the log file.
     pub json: Vec<u8>,
 }
@@ -146,6 +148,7 @@ impl PendingRecord {
             account: record.account().to_string(),
             region: record.aws_region.clone(),
             event_time: record.event_time.clone(),
+            kind: FileKind::of_event_type(&record.event_type),
             json,
         }
     }

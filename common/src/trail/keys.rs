@@ -5,6 +5,34 @@ use rand::RngExt;
 
 use crate::time;
 
+/// What a trail file holds, which names its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// Management and data events: `CloudTrail/`.
+    Log,
+    /// Insights events (`eventType: AwsCloudTrailInsight`): `CloudTrail-Insight/`.
+    Insight,
+}
+
+impl FileKind {
+    /// The kind of file a record with this `eventType` belongs in.
+    pub fn of_event_type(event_type: &str) -> FileKind {
+        if event_type == "AwsCloudTrailInsight" {
+            FileKind::Insight
+        } else {
+            FileKind::Log
+        }
+    }
+
+    /// The folder (and file-name part) of this kind.
+    pub fn folder(self) -> &'static str {
+        match self {
+            FileKind::Log => "CloudTrail",
+            FileKind::Insight => "CloudTrail-Insight",
+        }
+    }
+}
+
 /// Where a trail's objects go inside a bucket: the optional key prefix and, for organization
 /// trails, the `o-` id folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,8 +77,23 @@ impl TrailLayout {
         delivered: DateTime<Utc>,
         unique: &str,
     ) -> String {
+        self.file_key(FileKind::Log, account, region, delivered, unique)
+    }
+
+    /// The key of a file of `kind`: an Insights file is named like a log file with
+    /// `CloudTrail-Insight` in place of `CloudTrail`, in the folder and in the name, as AWS
+    /// delivers them (e.g. `AWSLogs/123456789015/CloudTrail-Insight/ca-central-1/2020/09/23/123456789015_CloudTrail-Insight_ca-central-1_20200923T0516Z_KL5e9VCV2SS7IqzB.json.gz`).
+    pub fn file_key(
+        &self,
+        kind: FileKind,
+        account: &str,
+        region: &str,
+        delivered: DateTime<Utc>,
+        unique: &str,
+    ) -> String {
+        let folder = kind.folder();
         format!(
-            "{}CloudTrail/{region}/{}/{account}_CloudTrail_{region}_{}_{unique}.json.gz",
+            "{}{folder}/{region}/{}/{account}_{folder}_{region}_{}_{unique}.json.gz",
             self.account_root(account),
             time::date_folders(delivered),
             time::log_key_time(delivered),
@@ -108,6 +151,29 @@ mod tests {
             key,
             "AWSLogs/111122223333/CloudTrail/us-east-2/2015/08/01/111122223333_CloudTrail_us-east-2_20150801T0210Z_Mu0KsOhtH1ar15ZZ.json.gz"
         );
+    }
+
+    /// The Insights key of an organization trail as delivered by AWS (from the AWS Secure
+    /// Environment Accelerator's documentation of its log locations).
+    #[test]
+    fn insight_key_matches_a_real_one() {
+        let t = Utc.with_ymd_and_hms(2020, 9, 23, 5, 16, 40).unwrap();
+        let layout = TrailLayout::new("o-fxozgwu6rc", Some("o-fxozgwu6rc"));
+        assert_eq!(
+            layout.file_key(
+                FileKind::Insight,
+                "123456789015",
+                "ca-central-1",
+                t,
+                "KL5e9VCV2SS7IqzB"
+            ),
+            "o-fxozgwu6rc/AWSLogs/o-fxozgwu6rc/123456789015/CloudTrail-Insight/ca-central-1/2020/09/23/123456789015_CloudTrail-Insight_ca-central-1_20200923T0516Z_KL5e9VCV2SS7IqzB.json.gz"
+        );
+        assert_eq!(
+            FileKind::of_event_type("AwsCloudTrailInsight"),
+            FileKind::Insight
+        );
+        assert_eq!(FileKind::of_event_type("AwsApiCall"), FileKind::Log);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod keys;
 pub mod signing;
 
 pub use digest::{DigestDocument, DigestLogFile, DigestSignature};
-pub use keys::{TrailLayout, unique16};
+pub use keys::{FileKind, TrailLayout, unique16};
 pub use signing::{
     SigningError, SigningKey, fingerprint, sha256_hex, signing_string, verify_signature,
 };
