@@ -17,7 +17,7 @@
 //!
 //! | status | `__type` | when | `line` |
 //! |---|---|---|---|
-//! | 400 | `InvalidData` | not JSON, a wrong type, a bad format (`eventTime`, `eventID`, ...), a broken zstd stream, bad sequence headers | for record errors |
+//! | 400 | `InvalidData` | not JSON, a wrong type, a bad format (`eventTime`, `eventID`, ...), a broken zstd stream, bad sequence headers; an Insights record (`eventType: AwsCloudTrailInsight`: only the collector writes those) | for record errors |
 //! | 400 | `FieldNotFound` | a required member missing or empty | yes |
 //! | 400 | `FieldTooLong` | a member over CloudTrail's size cap (`userAgent`, `requestParameters`, ...) | yes |
 //! | 401 | `UnrecognizedClientException` | mTLS on and the certificate names no agent | no |
@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use groundtrail_common::Record;
+use groundtrail_common::trail::FileKind;
 use groundtrail_common::wire::{self, BatchResponse, ErrorResponse};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
@@ -358,6 +359,18 @@ impl Ingest {
                 )
                 .at_line(n)
             })?;
+            if FileKind::of_event_type(&record.event_type) == FileKind::Insight {
+                // Insights records are the collector's own findings (see `crate::insights`);
+                // one sent in would land in the Insights files, signed like a real finding.
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidData",
+                    "eventType AwsCloudTrailInsight is written by the collector's Insights \
+                     detector and is not accepted from senders"
+                        .to_string(),
+                )
+                .at_line(n));
+            }
             if let Some(rules) = rules {
                 if !rules.accounts.iter().any(|a| a == record.account()) {
                     return Err(Refusal::new(
@@ -746,6 +759,18 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 format!("{good}\nnot json\n").into_bytes(),
+                headers(&[]),
+                "web-1",
+                400,
+                "InvalidData",
+                Some(2),
+            ),
+            (
+                format!(
+                    "{good}\n{}\n",
+                    good.replace("AwsApiCall", "AwsCloudTrailInsight")
+                )
+                .into_bytes(),
                 headers(&[]),
                 "web-1",
                 400,

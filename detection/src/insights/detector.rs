@@ -66,6 +66,16 @@ impl Detector {
         &self.config
     }
 
+    /// Continues with other parameters (an operator tuned the model): the counts and open
+    /// insights are kept and the new parameters judge every minute not judged yet, so a
+    /// restored detector need not spend a week rebuilding its baseline. A shorter window
+    /// forgets the minutes outside it at the next judgement.
+    pub fn reconfigure(&mut self, config: InsightsConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// What was left out so far.
     pub fn stats(&self) -> DetectorStats {
         self.stats
@@ -204,5 +214,72 @@ impl Detector {
         self.closed_through = Some(through);
         out.sort_by_key(|(m, _)| *m);
         out.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+#[cfg(test)]
+mod reconfigure_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Tuning the model keeps what was counted: the same records then give the same
+    /// judgement as a detector that had the new parameters from the start.
+    #[test]
+    fn reconfigure_keeps_the_counts_and_refuses_bad_values() {
+        let cfg = InsightsConfig {
+            baseline_minutes: 60,
+            min_history_minutes: 60,
+            ..InsightsConfig::default()
+        };
+        let rec = |minute: i64, i: u32| {
+            json!({
+                "eventTime": super::super::time::format_minute(minute)
+                    .replace(":00Z", &format!(":{:02}Z", i % 60)),
+                "eventSource": "s.onprem.internal", "eventName": "N", "awsRegion": "r-1",
+                "recipientAccountId": "123456789012", "eventType": "AwsApiCall",
+            })
+        };
+        // An hour and a half of one call a minute, then a burst of 9 a minute: unusual for
+        // the default model (threshold max(1 + 6 * 1, 2 * 1) = 7), not for the tuned one.
+        let records: Vec<_> = (0..90)
+            .map(|m| rec(m, 0))
+            .chain((90..95).flat_map(|m| (0..9).map(move |i| rec(m, i))))
+            .collect();
+        let tuned = InsightsConfig {
+            mean_factor: 10.0,
+            ..cfg.clone()
+        };
+        let mut fresh = Detector::new(tuned.clone()).unwrap();
+        let mut retuned = Detector::new(cfg).unwrap();
+        let mut out = (Vec::new(), Vec::new());
+        for (i, r) in records.iter().enumerate() {
+            if i == 45 {
+                retuned.reconfigure(tuned.clone()).unwrap();
+            }
+            out.0.extend(fresh.observe(r));
+            out.1.extend(retuned.observe(r));
+        }
+        out.0.extend(fresh.flush_until(100 * 60_000));
+        out.1.extend(retuned.flush_until(100 * 60_000));
+        assert_eq!(out.0, out.1);
+        // 9 a minute is not 10 times the mean of 1: nothing with the tuned model, while the
+        // model it was retuned from sees the burst.
+        assert!(out.0.is_empty(), "{:?}", out.0);
+        let mut untuned = Detector::new(InsightsConfig {
+            baseline_minutes: 60,
+            min_history_minutes: 60,
+            ..InsightsConfig::default()
+        })
+        .unwrap();
+        let mut seen: Vec<Value> = records.iter().flat_map(|r| untuned.observe(r)).collect();
+        seen.extend(untuned.flush_until(100 * 60_000));
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let bad = InsightsConfig {
+            start_after: 0,
+            ..tuned
+        };
+        assert!(retuned.reconfigure(bad).is_err());
+        assert_eq!(retuned.config().mean_factor, 10.0);
     }
 }
