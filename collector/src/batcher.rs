@@ -584,16 +584,16 @@ mod tests {
         b.add(out.committed).await.unwrap();
         assert_eq!(b.close_all().await.unwrap(), 2);
         let files = journal.undelivered("d").unwrap();
-        let (logs, insights): (Vec<_>, Vec<_>) = files
-            .iter()
-            .partition(|f| f.1.key.contains("/CloudTrail/"));
+        let (logs, insights): (Vec<_>, Vec<_>) =
+            files.iter().partition(|f| f.1.key.contains("/CloudTrail/"));
         assert_eq!((logs.len(), insights.len()), (1, 1));
         assert_eq!(logs[0].1.records, 2);
         let i = &insights[0].1;
         assert!(
             i.key
                 .starts_with("AWSLogs/111122223333/CloudTrail-Insight/us-east-1/")
-                && i.key.contains("/111122223333_CloudTrail-Insight_us-east-1_"),
+                && i.key
+                    .contains("/111122223333_CloudTrail-Insight_us-east-1_"),
             "{}",
             i.key
         );

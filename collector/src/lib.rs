@@ -11,6 +11,7 @@
 //!         -> delivery again (the digest objects)
 //! journal -> indexer (event history, LookupEvents)
 //!         -> detector (rules; alerts stored, then queued) -> alerts::deliver (one queue per notifier)
+//!         -> insights (unusual call and error rates) -> journal again (CloudTrail-Insight/ files)
 //! ```
 //!
 //! The journal is the only state; every other part can be rebuilt from it after a crash, which

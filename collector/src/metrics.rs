@@ -65,6 +65,17 @@ pub struct Metrics {
     pub detection_reload_failures: AtomicU64,
     /// Records the rule engine failed on (skipped, logged).
     pub detection_record_errors: AtomicU64,
+    /// Records the Insights detector read (see [`crate::insights`]).
+    pub insights_read: AtomicU64,
+    /// Insights records committed to the trail (Start and End).
+    pub insights_written: AtomicU64,
+    /// Records that came for a minute the Insights detector had already judged (a gauge of
+    /// the detector's own count, which survives restarts with its state).
+    pub insights_late: AtomicU64,
+    /// Log entries trimmed before the Insights detector read them.
+    pub insights_skipped_entries: AtomicU64,
+    /// Log entries committed but not yet read by the Insights detector (a gauge).
+    pub insights_lag_entries: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -274,7 +285,36 @@ impl Metrics {
             "Records the rule engine failed on: skipped, and logged.",
             get(&self.detection_record_errors),
         );
+        counter(
+            &mut out,
+            "groundtrail_insights_records_read_total",
+            "Committed records the Insights detector read.",
+            get(&self.insights_read),
+        );
+        counter(
+            &mut out,
+            "groundtrail_insights_written_total",
+            "Insights records (Start and End) committed to the trail.",
+            get(&self.insights_written),
+        );
+        counter(
+            &mut out,
+            "groundtrail_insights_late_records_total",
+            "Records for a minute the Insights detector had already judged: in the trail, in no rate.",
+            get(&self.insights_late),
+        );
+        counter(
+            &mut out,
+            "groundtrail_insights_skipped_entries_total",
+            "Committed batches the Insights detector never read: the log was trimmed past it.",
+            get(&self.insights_skipped_entries),
+        );
         for (name, help, v) in [
+            (
+                "groundtrail_insights_lag_entries",
+                "Committed batches not yet read by the Insights detector.",
+                get(&self.insights_lag_entries),
+            ),
             (
                 "groundtrail_detection_lag_entries",
                 "Committed batches not yet evaluated by the detection rules.",

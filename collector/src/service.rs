@@ -71,6 +71,8 @@ pub enum ServeError {
     StoreWatch(std::io::Error),
     #[error(transparent)]
     Detection(#[from] crate::detector::DetectorError),
+    #[error("[insights.model] {0}")]
+    Insights(String),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -107,6 +109,24 @@ pub async fn serve(
     );
     let mut background = Vec::new();
     let detector = start_detection(&config, &journal, &shutdown, &mut background)?;
+    // Committed batches waiting for the batcher. Each holds its records' JSON in memory, so
+    // this bounds that memory (64 agent batches: 128 MiB at the agents' default of 1,000
+    // records); a full queue delays the next `200` (the records are already durable), it
+    // never drops anything.
+    let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
+    // Registered with the journal here, before the reload below can trim the log.
+    if config.insights.enabled() {
+        background.push(
+            crate::insights::spawn(
+                journal.clone(),
+                tx.clone(),
+                config.insights.clone(),
+                &config.journal.path,
+                shutdown.clone(),
+            )
+            .map_err(|e| ServeError::Insights(e.to_string()))?,
+        );
+    }
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
         &config.signing.key_file,
@@ -199,11 +219,6 @@ pub async fn serve(
         );
         batcher.add(reloaded).await?;
     }
-    // Committed batches waiting for the batcher. Each holds its records' JSON in memory, so
-    // this bounds that memory (64 agent batches: 128 MiB at the agents' default of 1,000
-    // records); a full queue delays the next `200` (the records are already durable), it
-    // never drops anything.
-    let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
     let batcher_task = tokio::spawn(batcher.run(rx, shutdown.clone()));
 
     let notify_wake = Arc::new(Notify::new());

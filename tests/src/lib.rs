@@ -783,10 +783,26 @@ impl Store {
         keys
     }
 
+    /// Keys of Insights files (`.../CloudTrail-Insight/...`).
+    pub async fn insight_keys(&self) -> Vec<String> {
+        let mut keys = self.keys().await;
+        keys.retain(|k| k.contains("/CloudTrail-Insight/") && k.ends_with(".json.gz"));
+        keys
+    }
+
+    /// Every record in every Insights file, with the key of the file it is in.
+    pub async fn insight_records(&self) -> Vec<(String, Value)> {
+        self.records_of(self.insight_keys().await).await
+    }
+
     /// Every record in every log file, with the key of the file it is in.
     pub async fn records(&self) -> Vec<(String, Value)> {
+        self.records_of(self.log_keys().await).await
+    }
+
+    async fn records_of(&self, keys: Vec<String>) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        for key in self.log_keys().await {
+        for key in keys {
             let Some((body, _)) = self.get(&key).await else {
                 continue;
             };
