@@ -4,14 +4,16 @@
 //! - control plane (awsJson1_1): `POST /` with `X-Amz-Target:
 //!   com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Operation>`, SigV4 service
 //!   `cloudtrail`: `ListPublicKeys`, `DescribeTrails`, `GetTrail`, `GetTrailStatus`,
-//!   `LookupEvents`;
+//!   `GetInsightSelectors`, `LookupEvents` (management events, or Insights records with
+//!   `EventCategory: insight`), and `PutInsightSelectors`, which is refused: the insight
+//!   selectors are the collector's `[insights] types`, read at start-up;
 //! - `cloudtrail-data` (REST-JSON): `POST /PutAuditEvents?channelArn=...[&externalId=...]`,
 //!   SigV4 service `cloudtrail-data` (see [`crate::api::Api::put_audit_events`]).
 //!
 //! Errors are `{"__type": "<code>", "message": "..."}` with AWS's codes, which botocore turns
 //! into the same `ClientError`s the CLI prints for real CloudTrail.
 //! Authentication is [`crate::sigv4`]: read operations need the `read` scope, PutAuditEvents
-//! `write`.
+//! and PutInsightSelectors `write`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -254,12 +256,18 @@ impl Api {
             )
         })?;
         let (caller, input) = self.verified_input(parts, body, loopback)?;
-        caller.require(Scope::Read)?;
+        caller.require(if op == "PutInsightSelectors" {
+            Scope::Write
+        } else {
+            Scope::Read
+        })?;
         match op {
             "ListPublicKeys" => self.list_public_keys(&input),
             "DescribeTrails" => Ok(self.describe_trails(&input)),
             "GetTrail" => self.get_trail(&input),
             "GetTrailStatus" => self.get_trail_status(&input),
+            "GetInsightSelectors" => self.get_insight_selectors(&input),
+            "PutInsightSelectors" => Err(put_insight_selectors_refused()),
             "LookupEvents" => self.lookup_events(&input, request_region(parts)),
             other => Err(ApiError::bad(
                 "UnknownOperationException",
@@ -370,7 +378,7 @@ impl Api {
             "TrailARN": self.trail_arn(),
             "LogFileValidationEnabled": true,
             "HasCustomEventSelectors": false,
-            "HasInsightSelectors": false,
+            "HasInsightSelectors": self.config.insights.enabled(),
             "IsOrganizationTrail": t.organization_id.is_some(),
         });
         if !t.s3_key_prefix.is_empty()
@@ -400,18 +408,41 @@ impl Api {
     }
 
     fn named_trail(&self, input: &Map<String, Value>) -> Result<(), ApiError> {
-        let name = input
-            .get("Name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad("InvalidParameterException", "Name is required"))?;
+        self.trail_in(input, "Name").map(|_| ())
+    }
+
+    /// The trail name or ARN in `field` of the input, once it is this trail's.
+    fn trail_in<'i>(
+        &self,
+        input: &'i Map<String, Value>,
+        field: &str,
+    ) -> Result<&'i str, ApiError> {
+        let name = input.get(field).and_then(Value::as_str).ok_or_else(|| {
+            ApiError::bad("InvalidParameterException", format!("{field} is required"))
+        })?;
         if self.is_ours(name) {
-            Ok(())
+            Ok(name)
         } else {
             Err(ApiError::bad(
                 "TrailNotFoundException",
                 format!("Unknown trail: {name} for the user: {}", self.account()),
             ))
         }
+    }
+
+    /// `GetInsightSelectors`: `[insights] types`, in their order; with none, AWS's answer for
+    /// a trail without Insights.
+    fn get_insight_selectors(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        let name = self.trail_in(input, "TrailName")?;
+        let types = &self.config.insights.types;
+        if types.is_empty() {
+            return Err(ApiError::bad(
+                "InsightNotEnabledException",
+                format!("Trail {name} does not have Insights enabled."),
+            ));
+        }
+        let selectors: Vec<Value> = types.iter().map(|t| json!({"InsightType": t})).collect();
+        Ok(json!({"TrailARN": self.trail_arn(), "InsightSelectors": selectors}))
     }
 
     fn get_trail(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
@@ -501,9 +532,6 @@ impl Api {
         region: Option<String>,
     ) -> Result<Value, ApiError> {
         let req = LookupRequest::parse(input)?;
-        if req.insight {
-            return Ok(json!({"Events": []}));
-        }
         let now = groundtrail_common::time::now_secs().timestamp().max(0) as u64;
         let retention = self.config.history.retention.get().as_secs();
         let binding = req.binding(region.as_deref());
@@ -528,6 +556,7 @@ impl Api {
             max_results: req.max_results,
             after,
             region,
+            insight: req.insight,
         };
         let page = self.history.lookup(&query).map_err(internal)?;
         let events: Vec<Value> = page
@@ -669,6 +698,23 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// The lookup attributes AWS allows with `EventCategory: insight`.
+const INSIGHT_ATTRIBUTES: [Attribute; 3] = [
+    Attribute::EventId,
+    Attribute::EventName,
+    Attribute::EventSource,
+];
+
+/// `PutInsightSelectors`' answer: the selectors are the collector's config, not API state.
+fn put_insight_selectors_refused() -> ApiError {
+    ApiError::bad(
+        "UnsupportedOperationException",
+        "Insight selectors are set in the collector's config ([insights] types, \
+         ApiCallRateInsight and/or ApiErrorRateInsight) and applied by a restart; \
+         PutInsightSelectors cannot change them",
+    )
+}
+
 fn invalid_token() -> ApiError {
     ApiError::bad(
         "InvalidNextTokenException",
@@ -704,7 +750,8 @@ pub struct LookupRequest {
     pub end: Option<u64>,
     pub max_results: usize,
     pub next_token: Option<String>,
-    /// `EventCategory: insight` (no Insights events here: always empty).
+    /// `EventCategory: insight`: Insights records only (by `EventId`, `EventName` or
+    /// `EventSource` at most), instead of management events.
     pub insight: bool,
 }
 
@@ -796,6 +843,16 @@ impl LookupRequest {
                 ));
             }
         };
+        if insight
+            && let Some((attr, _)) = &attribute
+            && !INSIGHT_ATTRIBUTES.contains(attr)
+        {
+            return Err(attrs_err(format!(
+                "AttributeKey {:?} cannot be used with EventCategory insight; Insights events are \
+                 looked up by EventId, EventName or EventSource only",
+                attr.name()
+            )));
+        }
         let next_token = match input.get("NextToken") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -811,13 +868,17 @@ impl LookupRequest {
         })
     }
 
-    /// A digest of the parameters a token must be reused with (the region, the attribute and
-    /// the explicitly given times; MaxResults may change between pages, as in AWS).
+    /// A digest of the parameters a token must be reused with (the region, the category, the
+    /// attribute and the explicitly given times; MaxResults may change between pages, as in
+    /// AWS).
     fn binding(&self, region: Option<&str>) -> String {
         let mut s = match region {
             Some(r) => format!("r{r}\0"),
             None => String::new(),
         };
+        if self.insight {
+            s += "insight\0";
+        }
         if let Some((a, v)) = &self.attribute {
             s += &format!("{}\0{v}", *a as u8);
         }
