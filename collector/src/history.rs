@@ -2207,7 +2207,9 @@ mod tests {
             }
             h.insert(batch.iter().map(|r| r.as_slice()), 0).unwrap();
         }
-        let cases: [(Option<(Attribute, &str)>, Option<&str>, u64, u64); 4] = [
+        // (attribute, region, start, end)
+        type Case<'a> = (Option<(Attribute, &'a str)>, Option<&'a str>, u64, u64);
+        let cases: [Case; 4] = [
             (None, None, 0, 1000),
             (None, Some("us-east-1"), 5, 100),
             (Some((Attribute::EventName, "B")), None, 0, 1000),
