@@ -53,8 +53,8 @@
 //! has none), and a lookup for one region reads only that region's groups: no event of another
 //! region is read and filtered out. A lookup for every region (an unsigned request, see
 //! [`crate::api`]) merges the scans of each region in the `r/` registry (`n/` for Insights
-//! records) exactly as it merges levels. An `EventId` lookup checks the one event's region. An event whose `awsRegion`
-//! contains a NUL is found by `EventId` only.
+//! records) exactly as it merges levels. An `EventId` lookup checks the one event's region.
+//! An event whose `awsRegion` contains a NUL is found by `EventId` only.
 //!
 //! A lookup of one region, attribute value and time range `[start, end]` is one range scan per
 //! level of exactly that value's groups, `[region]\0[attr][value]\0[level][!(end + SPANS[level])]` ..=
