@@ -4,14 +4,16 @@
 //! - control plane (awsJson1_1): `POST /` with `X-Amz-Target:
 //!   com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Operation>`, SigV4 service
 //!   `cloudtrail`: `ListPublicKeys`, `DescribeTrails`, `GetTrail`, `GetTrailStatus`,
-//!   `LookupEvents`;
+//!   `GetInsightSelectors`, `LookupEvents` (management events, or Insights records with
+//!   `EventCategory: insight`), and `PutInsightSelectors`, which is refused: the insight
+//!   selectors are the collector's `[insights] types`, read at start-up;
 //! - `cloudtrail-data` (REST-JSON): `POST /PutAuditEvents?channelArn=...[&externalId=...]`,
 //!   SigV4 service `cloudtrail-data` (see [`crate::api::Api::put_audit_events`]).
 //!
 //! Errors are `{"__type": "<code>", "message": "..."}` with AWS's codes, which botocore turns
 //! into the same `ClientError`s the CLI prints for real CloudTrail.
 //! Authentication is [`crate::sigv4`]: read operations need the `read` scope, PutAuditEvents
-//! `write`.
+//! and PutInsightSelectors `write`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -254,12 +256,18 @@ impl Api {
             )
         })?;
         let (caller, input) = self.verified_input(parts, body, loopback)?;
-        caller.require(Scope::Read)?;
+        caller.require(if op == "PutInsightSelectors" {
+            Scope::Write
+        } else {
+            Scope::Read
+        })?;
         match op {
             "ListPublicKeys" => self.list_public_keys(&input),
             "DescribeTrails" => Ok(self.describe_trails(&input)),
             "GetTrail" => self.get_trail(&input),
             "GetTrailStatus" => self.get_trail_status(&input),
+            "GetInsightSelectors" => self.get_insight_selectors(&input),
+            "PutInsightSelectors" => Err(put_insight_selectors_refused()),
             "LookupEvents" => self.lookup_events(&input, request_region(parts)),
             other => Err(ApiError::bad(
                 "UnknownOperationException",
@@ -370,7 +378,7 @@ impl Api {
             "TrailARN": self.trail_arn(),
             "LogFileValidationEnabled": true,
             "HasCustomEventSelectors": false,
-            "HasInsightSelectors": false,
+            "HasInsightSelectors": self.config.insights.enabled(),
             "IsOrganizationTrail": t.organization_id.is_some(),
         });
         if !t.s3_key_prefix.is_empty()
@@ -400,18 +408,41 @@ impl Api {
     }
 
     fn named_trail(&self, input: &Map<String, Value>) -> Result<(), ApiError> {
-        let name = input
-            .get("Name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad("InvalidParameterException", "Name is required"))?;
+        self.trail_in(input, "Name").map(|_| ())
+    }
+
+    /// The trail name or ARN in `field` of the input, once it is this trail's.
+    fn trail_in<'i>(
+        &self,
+        input: &'i Map<String, Value>,
+        field: &str,
+    ) -> Result<&'i str, ApiError> {
+        let name = input.get(field).and_then(Value::as_str).ok_or_else(|| {
+            ApiError::bad("InvalidParameterException", format!("{field} is required"))
+        })?;
         if self.is_ours(name) {
-            Ok(())
+            Ok(name)
         } else {
             Err(ApiError::bad(
                 "TrailNotFoundException",
                 format!("Unknown trail: {name} for the user: {}", self.account()),
             ))
         }
+    }
+
+    /// `GetInsightSelectors`: `[insights] types`, in their order; with none, AWS's answer for
+    /// a trail without Insights.
+    fn get_insight_selectors(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
+        let name = self.trail_in(input, "TrailName")?;
+        let types = &self.config.insights.types;
+        if types.is_empty() {
+            return Err(ApiError::bad(
+                "InsightNotEnabledException",
+                format!("Trail {name} does not have Insights enabled."),
+            ));
+        }
+        let selectors: Vec<Value> = types.iter().map(|t| json!({"InsightType": t})).collect();
+        Ok(json!({"TrailARN": self.trail_arn(), "InsightSelectors": selectors}))
     }
 
     fn get_trail(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
@@ -501,9 +532,6 @@ impl Api {
         region: Option<String>,
     ) -> Result<Value, ApiError> {
         let req = LookupRequest::parse(input)?;
-        if req.insight {
-            return Ok(json!({"Events": []}));
-        }
         let now = groundtrail_common::time::now_secs().timestamp().max(0) as u64;
         let retention = self.config.history.retention.get().as_secs();
         let binding = req.binding(region.as_deref());
@@ -528,12 +556,16 @@ impl Api {
             max_results: req.max_results,
             after,
             region,
+            insight: req.insight,
         };
         let page = self.history.lookup(&query).map_err(internal)?;
         let events: Vec<Value> = page
             .events
             .iter()
             .map(|(s, json)| {
+                // An Insights record's summary has only the name and source of its
+                // insightDetails: its entry has no ReadOnly, AccessKeyId or Username, and
+                // `Resources: []`, as on AWS.
                 let mut e = Map::new();
                 e.insert("EventId".into(), json!(s.event_id));
                 if let Some(v) = &s.event_name {
@@ -669,6 +701,23 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// The lookup attributes AWS allows with `EventCategory: insight`.
+const INSIGHT_ATTRIBUTES: [Attribute; 3] = [
+    Attribute::EventId,
+    Attribute::EventName,
+    Attribute::EventSource,
+];
+
+/// `PutInsightSelectors`' answer: the selectors are the collector's config, not API state.
+fn put_insight_selectors_refused() -> ApiError {
+    ApiError::bad(
+        "UnsupportedOperationException",
+        "Insight selectors are set in the collector's config ([insights] types, \
+         ApiCallRateInsight and/or ApiErrorRateInsight) and applied by a restart; \
+         PutInsightSelectors cannot change them",
+    )
+}
+
 fn invalid_token() -> ApiError {
     ApiError::bad(
         "InvalidNextTokenException",
@@ -704,7 +753,8 @@ pub struct LookupRequest {
     pub end: Option<u64>,
     pub max_results: usize,
     pub next_token: Option<String>,
-    /// `EventCategory: insight` (no Insights events here: always empty).
+    /// `EventCategory: insight`: Insights records only (by `EventId`, `EventName` or
+    /// `EventSource` at most), instead of management events.
     pub insight: bool,
 }
 
@@ -796,6 +846,16 @@ impl LookupRequest {
                 ));
             }
         };
+        if insight
+            && let Some((attr, _)) = &attribute
+            && !INSIGHT_ATTRIBUTES.contains(attr)
+        {
+            return Err(attrs_err(format!(
+                "AttributeKey {:?} cannot be used with EventCategory insight; Insights events are \
+                 looked up by EventId, EventName or EventSource only",
+                attr.name()
+            )));
+        }
         let next_token = match input.get("NextToken") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -811,13 +871,17 @@ impl LookupRequest {
         })
     }
 
-    /// A digest of the parameters a token must be reused with (the region, the attribute and
-    /// the explicitly given times; MaxResults may change between pages, as in AWS).
+    /// A digest of the parameters a token must be reused with (the region, the category, the
+    /// attribute and the explicitly given times; MaxResults may change between pages, as in
+    /// AWS).
     fn binding(&self, region: Option<&str>) -> String {
         let mut s = match region {
             Some(r) => format!("r{r}\0"),
             None => String::new(),
         };
+        if self.insight {
+            s += "insight\0";
+        }
         if let Some((a, v)) = &self.attribute {
             s += &format!("{}\0{v}", *a as u8);
         }
@@ -976,6 +1040,320 @@ mod tests {
             Some("us-east-1")
         );
         assert_eq!(request_region(&req(&[])), None);
+    }
+
+    #[test]
+    fn insight_lookups_take_only_event_id_name_and_source() {
+        for key in Attribute::ALL {
+            let r = parse(json!({"EventCategory": "insight",
+                "LookupAttributes": [{"AttributeKey": key, "AttributeValue": "v"}]}));
+            if ["EventId", "EventName", "EventSource"].contains(&key) {
+                assert!(r.unwrap().insight, "{key}");
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e.code, "InvalidLookupAttributesException", "{key}");
+                assert_eq!(
+                    e.message,
+                    format!(
+                        "AttributeKey \"{key}\" cannot be used with EventCategory insight; \
+                         Insights events are looked up by EventId, EventName or EventSource only"
+                    )
+                );
+            }
+            // Without the category every attribute is allowed.
+            parse(json!({"LookupAttributes": [{"AttributeKey": key, "AttributeValue": "v"}]}))
+                .unwrap();
+        }
+        // A token of one category is not one of the other.
+        let m = parse(json!({})).unwrap();
+        let i = parse(json!({"EventCategory": "insight"})).unwrap();
+        assert_ne!(m.binding(None), i.binding(None));
+        assert_ne!(m.binding(Some("r")), i.binding(Some("r")));
+    }
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    /// An API over a real journal and history in `dir`, with `[insights] types` and two
+    /// keys: `AKIDREAD` (read) and `AKIDRW` (read and write).
+    fn api(dir: &std::path::Path, types: &[&str]) -> (Api, Arc<History>) {
+        let mut config = Config::default();
+        config.journal.path = dir.join("journal");
+        config.signing.key_file = dir.join("key.pem");
+        config.trail.account_id = "111122223333".into();
+        config.insights.types = types.iter().map(|t| t.to_string()).collect();
+        config.api.access_keys = [
+            ("AKIDREAD", vec![Scope::Read]),
+            ("AKIDRW", vec![Scope::Read, Scope::Write]),
+        ]
+        .into_iter()
+        .map(|(id, scopes)| crate::config::AccessKeyConfig {
+            access_key_id: id.into(),
+            secret_access_key: SECRET.into(),
+            scopes,
+            account: None,
+        })
+        .collect();
+        let journal = Arc::new(Journal::open(&config.journal.path).unwrap());
+        let history = Arc::new(History::open(&dir.join("history")).unwrap());
+        let key = SigningKey::generate().unwrap();
+        let api = Api::new(&config, &key, journal, history.clone(), None).unwrap();
+        (api, history)
+    }
+
+    /// One control-plane call as botocore makes it, signed by `key` for `region`: (status,
+    /// answer).
+    async fn call(api: &Api, key: &str, region: &str, op: &str, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let target = format!("{TARGET_PREFIX}{op}");
+        let base = [
+            ("host", "127.0.0.1:7480"),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let signed = crate::sigv4::sign_request(
+            "POST",
+            "/",
+            &base,
+            body.as_bytes(),
+            region,
+            "cloudtrail",
+            key,
+            SECRET,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut b = http::Request::post("/");
+        for (k, v) in base
+            .iter()
+            .copied()
+            .chain(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            b = b.header(k, v);
+        }
+        let parts = b.body(()).unwrap().into_parts().0;
+        let (status, out, _) = api.handle(&parts, Bytes::from(body), false).await;
+        (status.as_u16(), serde_json::from_slice(&out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn insight_selectors_are_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let (on, _) = api(
+            &dir.path().join("on"),
+            &["ApiErrorRateInsight", "ApiCallRateInsight"],
+        );
+        let arn = "arn:aws:cloudtrail:us-east-1:111122223333:trail/groundtrail";
+        for name in ["groundtrail", arn] {
+            let (status, v) = call(
+                &on,
+                "AKIDREAD",
+                "us-east-1",
+                "GetInsightSelectors",
+                json!({"TrailName": name}),
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(
+                v,
+                json!({"TrailARN": arn, "InsightSelectors": [
+                    {"InsightType": "ApiErrorRateInsight"}, {"InsightType": "ApiCallRateInsight"}]})
+            );
+        }
+        let (status, v) = call(
+            &on,
+            "AKIDREAD",
+            "us-east-1",
+            "GetInsightSelectors",
+            json!({"TrailName": "other"}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (400, Some("TrailNotFoundException"))
+        );
+        let (status, v) = call(
+            &on,
+            "AKIDREAD",
+            "us-east-1",
+            "GetInsightSelectors",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (400, Some("InvalidParameterException"))
+        );
+        let (_, v) = call(
+            &on,
+            "AKIDREAD",
+            "us-east-1",
+            "GetTrail",
+            json!({"Name": "groundtrail"}),
+        )
+        .await;
+        assert_eq!(v["Trail"]["HasInsightSelectors"], json!(true));
+        let (_, v) = call(&on, "AKIDREAD", "us-east-1", "DescribeTrails", json!({})).await;
+        assert_eq!(v["trailList"][0]["HasInsightSelectors"], json!(true));
+
+        let (off, _) = api(&dir.path().join("off"), &[]);
+        let (status, v) = call(
+            &off,
+            "AKIDREAD",
+            "us-east-1",
+            "GetInsightSelectors",
+            json!({"TrailName": "groundtrail"}),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            v,
+            json!({"__type": "InsightNotEnabledException",
+                "message": "Trail groundtrail does not have Insights enabled."})
+        );
+        let (_, v) = call(
+            &off,
+            "AKIDREAD",
+            "us-east-1",
+            "GetTrail",
+            json!({"Name": "groundtrail"}),
+        )
+        .await;
+        assert_eq!(v["Trail"]["HasInsightSelectors"], json!(false));
+        let (_, v) = call(&off, "AKIDREAD", "us-east-1", "DescribeTrails", json!({})).await;
+        assert_eq!(v["trailList"][0]["HasInsightSelectors"], json!(false));
+
+        // PutInsightSelectors needs write, and then says where the selectors are set.
+        let put = json!({"TrailName": "groundtrail",
+            "InsightSelectors": [{"InsightType": "ApiCallRateInsight"}]});
+        let (status, v) = call(
+            &on,
+            "AKIDREAD",
+            "us-east-1",
+            "PutInsightSelectors",
+            put.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (403, Some("AccessDeniedException"))
+        );
+        let (status, v) = call(&on, "AKIDRW", "us-east-1", "PutInsightSelectors", put).await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (400, Some("UnsupportedOperationException"))
+        );
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains("[insights] types") && message.contains("restart"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn lookup_events_answers_insights_only_with_their_category() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, history) = api(dir.path(), &["ApiErrorRateInsight"]);
+        let now = groundtrail_common::time::now_secs().timestamp();
+        let time = |ago: i64| {
+            groundtrail_common::time::json_time(DateTime::from_timestamp(now - ago, 0).unwrap())
+        };
+        let insight = |id: &str, ago: i64, name: &str| {
+            json!({"eventVersion": "1.07", "eventTime": time(ago), "awsRegion": "onprem-1",
+                "eventID": id, "eventType": "AwsCloudTrailInsight",
+                "recipientAccountId": "123456789012", "sharedEventID": "s-1",
+                "insightDetails": {"state": "Start", "eventSource": "sshd.onprem.internal",
+                    "eventName": name, "insightType": "ApiErrorRateInsight",
+                    "insightContext": {"statistics": {"baseline": {"average": 0.01},
+                        "insight": {"average": 40}, "insightDuration": 2,
+                        "baselineDuration": 10080}, "attributions": []}},
+                "eventCategory": "Insight"})
+        };
+        let records = [
+            insight("i-1", 300, "ConsoleLogin"),
+            insight("i-2", 200, "StartSession"),
+            json!({"eventVersion": "1.11", "eventTime": time(100), "awsRegion": "onprem-1",
+                "eventID": "m-1", "eventName": "ConsoleLogin",
+                "eventSource": "sshd.onprem.internal", "readOnly": false,
+                "userIdentity": {"type": "IAMUser", "userName": "alice", "accessKeyId": "AK"},
+                "eventType": "AwsConsoleSignIn", "eventCategory": "Management"}),
+        ];
+        let bytes: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| serde_json::to_vec(r).unwrap())
+            .collect();
+        assert_eq!(
+            history
+                .insert(bytes.iter().map(|b| b.as_slice()), 0)
+                .unwrap(),
+            3
+        );
+        let lookup = |body: Value| call(&api, "AKIDREAD", "onprem-1", "LookupEvents", body);
+        let ids = |v: &Value| {
+            v["Events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["EventId"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let (status, v) = lookup(json!({})).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(ids(&v), ["m-1"]);
+        let (_, v) = lookup(json!({"EventCategory": "insight"})).await;
+        assert_eq!(ids(&v), ["i-2", "i-1"]);
+        // An Insights event's entry: its insightDetails' name and source, no user, key or
+        // readOnly, no resources, the record itself.
+        assert_eq!(
+            v["Events"][1],
+            json!({"EventId": "i-1", "EventName": "ConsoleLogin", "EventTime": now - 300,
+                "EventSource": "sshd.onprem.internal", "Resources": [],
+                "CloudTrailEvent": records[0].to_string()})
+        );
+        let (_, v) = lookup(json!({"EventCategory": "insight", "LookupAttributes":
+            [{"AttributeKey": "EventName", "AttributeValue": "ConsoleLogin"}]}))
+        .await;
+        assert_eq!(ids(&v), ["i-1"]);
+        let (_, v) = lookup(json!({"LookupAttributes":
+            [{"AttributeKey": "EventName", "AttributeValue": "ConsoleLogin"}]}))
+        .await;
+        assert_eq!(ids(&v), ["m-1"]);
+        let (_, v) = lookup(json!({"LookupAttributes":
+            [{"AttributeKey": "EventId", "AttributeValue": "i-1"}]}))
+        .await;
+        assert_eq!(ids(&v), Vec::<String>::new());
+        let (_, v) = lookup(json!({"EventCategory": "insight", "LookupAttributes":
+            [{"AttributeKey": "EventId", "AttributeValue": "m-1"}]}))
+        .await;
+        assert_eq!(ids(&v), Vec::<String>::new());
+        let (status, v) = lookup(json!({"EventCategory": "insight", "LookupAttributes":
+            [{"AttributeKey": "Username", "AttributeValue": "alice"}]}))
+        .await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (400, Some("InvalidLookupAttributesException"))
+        );
+        // Another region's endpoint has none of them.
+        let (_, v) = call(
+            &api,
+            "AKIDREAD",
+            "us-east-1",
+            "LookupEvents",
+            json!({"EventCategory": "insight"}),
+        )
+        .await;
+        assert_eq!(ids(&v), Vec::<String>::new());
+        // Pages, and a token that belongs to its category.
+        let (_, v) = lookup(json!({"EventCategory": "insight", "MaxResults": 1})).await;
+        assert_eq!(ids(&v), ["i-2"]);
+        let token = v["NextToken"].as_str().unwrap().to_string();
+        let (status, v) = lookup(json!({"NextToken": token})).await;
+        assert_eq!(
+            (status, v["__type"].as_str()),
+            (400, Some("InvalidNextTokenException"))
+        );
+        let (_, v) = lookup(json!({"EventCategory": "insight", "NextToken": token})).await;
+        assert_eq!(ids(&v), ["i-1"]);
+        assert!(v.get("NextToken").is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Event history: the management events of the last `[history] retention` (90 days by
-//! default), indexed for `LookupEvents`.
+//! Event history: the management events and the Insights records of the last `[history]
+//! retention` (90 days by default), indexed for `LookupEvents`.
 //!
 //! # Layout
 //!
@@ -16,12 +16,15 @@
 //! | `h/<b u8><c0 u64 BE>` | the eventIDs of one insert whose hash's top byte is `b`: entries of (hash u64 BE, `n` u64 BE), ascending |
 //! | `e/<c u64 BE>` | a chunk of up to 256 records (64 KiB of JSON): count (u16 BE), JSON bytes (u32 BE), per slot `eventTime` (u64 BE seconds) and length (u32 BE), then the JSONs, concatenated and zstd-compressed as one frame |
 //! | `i/<awsRegion>\0<attr u8><value>\0<level u8><!M u64 BE><n0 u64 BE>` | a group of index entries, each `!eventTime` (u64 BE) + `n` (u64 BE), ascending |
-//! | `r/<awsRegion>` | empty: a region with indexed events (never removed; a handful of keys) |
+//! | `r/<awsRegion>` | empty: a region with indexed management events (never removed; a handful of keys) |
+//! | `n/<awsRegion>` | empty: a region with indexed Insights records (the same, for `EventCategory=insight`) |
 //! | `x/<max eventTime u64 BE><c0 u64 BE>` | an insert's expiry manifest: its length (u64 BE), then zstd of its eventIDs' `s/` keys, group and `h/` keys and chunk numbers |
 //!
 //! `c` comes from sled's `generate_id`; the events of one insert are sorted by time before they
 //! are cut into chunks, so neighbours in time share a chunk. `attr` 0 is "no attribute" (every
-//! event, with an empty value); 2-8 are the lookup attributes ([`Attribute`]).
+//! management event, with an empty value); 2-8 are the lookup attributes ([`Attribute`]).
+//! `attr` 0x80 is every Insights record, 0x82 and 0x87 their `insightDetails.eventName` and
+//! `insightDetails.eventSource` (0x80 | the attribute: see **Insights** below).
 //!
 //! **Event IDs.** sled's cost is per key and per leaf touched (each write copies a leaf), and
 //! a key per event at a random place (an eventID is a random UUID) touches one leaf per event,
@@ -49,9 +52,9 @@
 //! request was sent to. So every index key starts with the event's `awsRegion` (`""` when it
 //! has none), and a lookup for one region reads only that region's groups: no event of another
 //! region is read and filtered out. A lookup for every region (an unsigned request, see
-//! [`crate::api`]) merges the scans of each region in the `r/` registry exactly as it merges
-//! levels. An `EventId` lookup checks the one event's region. An event whose `awsRegion`
-//! contains a NUL is found by `EventId` only.
+//! [`crate::api`]) merges the scans of each region in the `r/` registry (`n/` for Insights
+//! records) exactly as it merges levels. An `EventId` lookup checks the one event's region.
+//! An event whose `awsRegion` contains a NUL is found by `EventId` only.
 //!
 //! A lookup of one region, attribute value and time range `[start, end]` is one range scan per
 //! level of exactly that value's groups, `[region]\0[attr][value]\0[level][!(end + SPANS[level])]` ..=
@@ -69,6 +72,19 @@
 //! Values containing NUL are not indexed (a NUL would break the prefix); a lookup for one
 //! finds nothing, as it could not match a real CloudTrail value anyway.
 //!
+//! **Insights.** CloudTrail Insights records (`eventCategory` `Insight`, or `eventType`
+//! `AwsCloudTrailInsight`) are kept beside the management events but never answer a
+//! management lookup, as on AWS, where `LookupEvents` returns them only with `EventCategory`
+//! `insight` and then only them. Their index groups use their own attribute codes (`attr` |
+//! 0x80: every record, `EventName` and `EventSource`, which are read from `insightDetails`,
+//! the only attributes AWS allows for them) and their regions their own registry (`n/`), so
+//! a management lookup's key ranges and region list hold no Insights record: it scans
+//! exactly what it scanned before. Their records share the chunks and their eventIDs the
+//! `s/` and `h/` keys (an insert stays one batch, and one eventID is one event whatever its
+//! category); an `EventId` lookup compares the category on the record it reads, like the
+//! eventID. This added keys but changed none, and a store of layout 4 holds no Insights
+//! record to index differently (the journal had none before), so the layout stays 4.
+//!
 //! A store of an older layout (no `v/format` 4: layout 1 had one key per event and per index
 //! entry, layout 2 index keys without the region, layout 3 `s/` keys by eventID alone) is
 //! cleared when opened; the product had not shipped, so nothing migrates it,
@@ -85,7 +101,8 @@
 //! writing is idempotent (keyed by `eventID` and `eventTime`).
 //!
 //! Only management events (`eventCategory` `Management`, or absent with `managementEvent`
-//! not `false`) are kept, as in CloudTrail's event history.
+//! not `false`) and Insights records are kept, as in CloudTrail's event history; data,
+//! network activity and CloudTrail Lake (`ActivityAuditLog`) events are not.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -137,6 +154,12 @@ impl Attribute {
         })
     }
 
+    /// The API's `AttributeKey` for this attribute.
+    pub fn name(self) -> &'static str {
+        Attribute::ALL[self as usize - 1]
+    }
+
+    /// Every `AttributeKey`, in the order of the codes (1-8).
     pub const ALL: [&'static str; 8] = [
         "EventId",
         "EventName",
@@ -162,6 +185,14 @@ pub struct Summary {
     pub resources: Vec<(Option<String>, Option<String>)>,
     /// `awsRegion`: `LookupEvents` answers with one region's events, as AWS does.
     pub region: Option<String>,
+    /// An Insights record (`EventCategory=insight`): its `event_name` and `event_source`
+    /// are `insightDetails`', and it has no user, access key, `readOnly` or resources.
+    pub insight: bool,
+}
+
+/// Whether a record of this `eventCategory` and `eventType` is an Insights record.
+fn is_insight(category: Option<&str>, event_type: Option<&str>) -> bool {
+    category == Some("Insight") || event_type == Some("AwsCloudTrailInsight")
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -172,22 +203,36 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str().filter(|s| !s.is_empty())
 }
 
-/// Reads a record's lookup fields; `None` when it is not a history event (not management,
-/// no `eventID`, no parseable `eventTime`). The reference for [`summarize_json`], which reads
-/// the same from the JSON text without building a `Value`.
+/// Reads a record's lookup fields; `None` when it is not a history event (neither management
+/// nor Insights, no `eventID`, no parseable `eventTime`). The reference for
+/// [`summarize_json`], which reads the same from the JSON text without building a `Value`.
 pub fn summarize(record: &Value) -> Option<Summary> {
     let category = record.get("eventCategory").and_then(Value::as_str);
+    let event_type = record.get("eventType").and_then(Value::as_str);
+    let insight = is_insight(category, event_type);
     let management = match category {
         Some(c) => c == "Management",
         None => record.get("managementEvent").and_then(Value::as_bool) != Some(false),
     };
-    if !management {
+    if !insight && !management {
         return None;
     }
     let event_id = str_at(record, &["eventID"])?.to_string();
     let time = str_at(record, &["eventTime"])?;
     let event_time =
         u64::try_from(groundtrail_common::time::parse_json_time(time)?.timestamp()).ok()?;
+    if insight {
+        let details = record.get("insightDetails").unwrap_or(&Value::Null);
+        return Some(Summary {
+            event_id,
+            event_name: str_at(details, &["eventName"]).map(str::to_string),
+            event_time,
+            event_source: str_at(details, &["eventSource"]).map(str::to_string),
+            region: str_at(record, &["awsRegion"]).map(str::to_string),
+            insight: true,
+            ..Summary::default()
+        });
+    }
     let ui = record.get("userIdentity").unwrap_or(&Value::Null);
     // CloudTrail's `Username`: the user name, else the session or principal name.
     let username = str_at(ui, &["userName"])
@@ -222,6 +267,7 @@ pub fn summarize(record: &Value) -> Option<Summary> {
         username,
         resources,
         region: str_at(record, &["awsRegion"]).map(str::to_string),
+        insight: false,
     })
 }
 
@@ -421,6 +467,20 @@ struct RawRecord<'a> {
     resources: List<RawResource<'a>>,
     #[serde(rename = "awsRegion", borrow)]
     aws_region: Str<'a>,
+    #[serde(rename = "eventType", borrow)]
+    event_type: Str<'a>,
+    #[serde(rename = "insightDetails", borrow)]
+    insight_details: Obj<RawInsightDetails<'a>>,
+}
+
+/// The fields of an Insights record's `insightDetails` that it is looked up by.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawInsightDetails<'a> {
+    #[serde(rename = "eventName", borrow)]
+    event_name: Str<'a>,
+    #[serde(rename = "eventSource", borrow)]
+    event_source: Str<'a>,
 }
 
 #[derive(Default, Deserialize)]
@@ -482,6 +542,8 @@ struct Fields<'a> {
     resources: Vec<(MaybeStr<'a>, MaybeStr<'a>)>,
     /// `awsRegion`.
     region: Option<Cow<'a, str>>,
+    /// An Insights record (see [`Summary::insight`]).
+    insight: bool,
 }
 
 type MaybeStr<'a> = Option<Cow<'a, str>>;
@@ -519,6 +581,7 @@ impl<'a> Fields<'a> {
                 .map(|(t, n)| (owned(t), owned(n)))
                 .collect(),
             region: owned(self.region),
+            insight: self.insight,
         }
     }
 
@@ -527,8 +590,22 @@ impl<'a> Fields<'a> {
         self.region.as_deref().unwrap_or("")
     }
 
-    /// Every (attribute, value) this event is found by, including attribute 0.
+    /// Every (attribute, value) this event is found by, including attribute 0; an Insights
+    /// record's with [`INSIGHT`] set (it has only an event name and source).
     fn index_values(&self) -> Vec<(u8, &str)> {
+        if self.insight {
+            let mut out = vec![(INSIGHT, "")];
+            for (a, v) in [
+                (Attribute::EventName, &self.event_name),
+                (Attribute::EventSource, &self.event_source),
+            ] {
+                if let Some(v) = v {
+                    out.push((INSIGHT | a as u8, v.as_ref()));
+                }
+            }
+            out.retain(|(_, v)| !v.contains('\0'));
+            return out;
+        }
         // EventId is answered from `s/`, not from an index entry.
         let mut out = Vec::with_capacity(8 + 2 * self.resources.len());
         out.push((0u8, ""));
@@ -577,23 +654,46 @@ impl From<Summary> for Fields<'_> {
                 .map(|(t, n)| (cow(t), cow(n)))
                 .collect(),
             region: cow(s.region),
+            insight: s.insight,
         }
     }
 }
 
 impl<'a> RawRecord<'a> {
     fn fields(self) -> Option<Fields<'a>> {
+        let insight = is_insight(
+            self.event_category.0.as_deref(),
+            self.event_type.0.as_deref(),
+        );
         let management = match &self.event_category.0 {
             Some(c) => c == "Management",
             None => self.management_event.0 != Some(false),
         };
-        if !management {
+        if !insight && !management {
             return None;
         }
         let event_id = self.event_id.take()?;
         let time = self.event_time.take()?;
         let event_time =
             u64::try_from(groundtrail_common::time::parse_json_time(&time)?.timestamp()).ok()?;
+        if insight {
+            let (event_name, event_source) = match self.insight_details.0 {
+                Some(d) => (d.event_name.take(), d.event_source.take()),
+                None => (None, None),
+            };
+            return Some(Fields {
+                event_id,
+                event_time,
+                event_name,
+                read_only: None,
+                access_key_id: None,
+                event_source,
+                username: None,
+                resources: Vec::new(),
+                region: self.aws_region.take(),
+                insight: true,
+            });
+        }
         let (username, access_key_id) = match self.user_identity.0 {
             Some(u) => {
                 let issuer = u
@@ -629,6 +729,7 @@ impl<'a> RawRecord<'a> {
                 })
                 .collect(),
             region: self.aws_region.take(),
+            insight: false,
         })
     }
 }
@@ -684,11 +785,25 @@ fn chunk_key(c: u64) -> [u8; 10] {
 
 const FORMAT_KEY: &[u8] = b"v/format";
 const FORMAT: &[u8] = b"4";
-/// Prefix of the region registry: `r/<awsRegion>` for every region with indexed events.
+/// Prefix of the region registry: `r/<awsRegion>` for every region with indexed management
+/// events.
 const REGION_PREFIX: &[u8] = b"r/";
+/// Prefix of the Insights records' region registry: `n/<awsRegion>`.
+const INSIGHT_REGION_PREFIX: &[u8] = b"n/";
+/// Set in the `attr` byte of an Insights record's index keys (see the module doc).
+const INSIGHT: u8 = 0x80;
 
-fn region_key(region: &str) -> Vec<u8> {
-    let mut k = REGION_PREFIX.to_vec();
+/// The region registry of management events, or of Insights records.
+fn region_prefix(insight: bool) -> &'static [u8] {
+    if insight {
+        INSIGHT_REGION_PREFIX
+    } else {
+        REGION_PREFIX
+    }
+}
+
+fn registry_key(insight: bool, region: &str) -> Vec<u8> {
+    let mut k = region_prefix(insight).to_vec();
     k.extend_from_slice(region.as_bytes());
     k
 }
@@ -891,6 +1006,10 @@ pub struct Query {
     /// Only events of this `awsRegion` (AWS answers with the region the request was sent
     /// to); `None`: every region.
     pub region: Option<String>,
+    /// Insights records (`EventCategory=insight`) instead of management events. Their
+    /// attributes are `EventId`, `EventName` and `EventSource` (of `insightDetails`); any
+    /// other finds nothing (the API refuses it first).
+    pub insight: bool,
 }
 
 /// One page of results, newest first.
@@ -1070,7 +1189,7 @@ impl History {
             if region.contains('\0') {
                 continue; // not indexable (the prefix would break); found by EventId only
             }
-            regions.insert(region);
+            regions.insert((s.insight, region));
             for (attr, value) in s.index_values() {
                 postings
                     .entry((region, attr, value))
@@ -1078,8 +1197,8 @@ impl History {
                     .push((u64::MAX - s.event_time, n));
             }
         }
-        for region in regions {
-            batch.insert(region_key(region), &b""[..]);
+        for (insight, region) in regions {
+            batch.insert(registry_key(insight, region), &b""[..]);
         }
         // The eventIDs by second (for the next insert's dedup): one key per second.
         seconds.sort_unstable();
@@ -1160,7 +1279,8 @@ impl History {
         Ok(())
     }
 
-    /// Answers one page of `q` from the index of its attribute (`EventId` from `s/`).
+    /// Answers one page of `q` from the index of its attribute (`EventId` from `h/`), of
+    /// its category only (management events, or Insights records with `q.insight`).
     pub fn lookup(&self, q: &Query) -> Result<Page> {
         let mut page = Page {
             events: Vec::new(),
@@ -1191,6 +1311,7 @@ impl History {
                     && time <= q.end
                     && let Some(s) = summarize_json(json)
                     && s.event_id == *id
+                    && s.insight == q.insight
                     && q.region
                         .as_ref()
                         .is_none_or(|r| s.region.as_deref().unwrap_or("") == r)
@@ -1205,6 +1326,14 @@ impl History {
             Some((a, v)) => (*a as u8, v.as_str()),
             None => (0, ""),
         };
+        let insight_attr = matches!(
+            q.attribute,
+            None | Some((Attribute::EventName | Attribute::EventSource, _))
+        );
+        if q.insight && !insight_attr {
+            return Ok(page); // not an attribute of Insights records
+        }
+        let attr = if q.insight { INSIGHT | attr } else { attr };
         if value.contains('\0')
             || q.region.as_ref().is_some_and(|r| r.contains('\0'))
             || q.start > q.end
@@ -1229,13 +1358,14 @@ impl History {
         let newest = after.map_or(q.end, |(inv, _)| q.end.min(u64::MAX - inv));
         // One region's value is one key range per level; every region (no region asked for)
         // is the same for each region in the registry, merged like the levels.
+        let registry = region_prefix(q.insight);
         let regions: Vec<String> = match &q.region {
             Some(r) => vec![r.clone()],
             None => self
                 .db
-                .scan_prefix(REGION_PREFIX)
+                .scan_prefix(registry)
                 .keys()
-                .map(|k| k.map(|k| String::from_utf8_lossy(&k[REGION_PREFIX.len()..]).into()))
+                .map(|k| k.map(|k| String::from_utf8_lossy(&k[registry.len()..]).into()))
                 .collect::<std::result::Result<_, _>>()?,
         };
         let mut levels = Vec::with_capacity(SPANS.len() * regions.len());
@@ -1400,6 +1530,7 @@ mod tests {
             max_results: max,
             after: None,
             region: None,
+            insight: false,
         }
     }
 
@@ -1564,7 +1695,7 @@ mod tests {
         // Expiring everything leaves only the format marker and the region registry.
         assert_eq!(h.expire(u64::MAX, 1000).unwrap(), 20);
         assert_eq!(h.db.len(), 2);
-        assert!(h.db.contains_key(region_key("us-east-1")).unwrap());
+        assert!(h.db.contains_key(registry_key(false, "us-east-1")).unwrap());
     }
 
     /// `s/` and `h/` hold this hash: it must never change (FNV-1a 64 test vectors, whose
@@ -1743,6 +1874,7 @@ mod tests {
                 max_results: 1 + rand(60) as usize,
                 after: None,
                 region: region.map(str::to_string),
+                insight: false,
             };
             let mut got = Vec::new();
             loop {
@@ -1824,6 +1956,17 @@ mod tests {
             json!({"eventID": "h", "eventTime": "yesterday"}),
             json!({"eventID": "i\u{e9}", "eventTime": "2027-01-15T08:00:00Z",
                 "extra": {"deep": [1, {"eventID": "no"}]}}),
+            // Insights records: by category or by type; their names are insightDetails'.
+            json!({"eventID": "j", "eventTime": "2027-01-15T08:00:00Z", "eventCategory": "Insight",
+                "eventName": "top", "readOnly": true, "userIdentity": {"userName": "u"},
+                "insightDetails": {"eventName": "N", "eventSource": "S", "state": "End"}}),
+            json!({"eventID": "k", "eventTime": "2027-01-15T08:00:00Z",
+                "eventType": "AwsCloudTrailInsight", "managementEvent": false,
+                "insightDetails": {"eventName": "N"}, "resources": [{"type": "T"}]}),
+            json!({"eventID": "l", "eventTime": "2027-01-15T08:00:00Z", "eventCategory": "Insight",
+                "insightDetails": "x", "awsRegion": "r"}),
+            json!({"eventID": "m", "eventTime": "2027-01-15T08:00:00Z", "eventCategory": "Insights",
+                "insightDetails": {"eventName": "N"}}),
         ];
         for case in cases {
             let text = serde_json::to_vec(&case).unwrap();
@@ -1865,6 +2008,249 @@ mod tests {
         // The current layout is kept.
         let h = History::open(&path).unwrap();
         assert_eq!(ids(&h.lookup(&q(None, 0, 100, 50)).unwrap()), vec![1]);
+    }
+
+    /// An Insights record as `detection/src/insights/record.rs` writes one (no top-level
+    /// eventName, eventSource, userIdentity or readOnly); its number `n` is its time offset.
+    fn insight(n: u64, name: &str, source: &str, region: &str) -> Vec<u8> {
+        let t = 1_800_000_000 + n;
+        serde_json::to_vec(&json!({
+            "eventVersion": "1.07",
+            "eventTime": groundtrail_common::time::json_time(
+                chrono::DateTime::from_timestamp(t as i64, 0).unwrap()),
+            "awsRegion": region,
+            "eventID": event_id(n),
+            "eventType": "AwsCloudTrailInsight",
+            "recipientAccountId": "123456789012",
+            "sharedEventID": "11111111-0000-4000-8000-000000000000",
+            "insightDetails": {
+                "state": "Start",
+                "eventSource": source,
+                "eventName": name,
+                "insightType": "ApiErrorRateInsight",
+                "insightContext": {"statistics": {"baseline": {"average": 0.01},
+                    "insight": {"average": 40}, "insightDuration": 2, "baselineDuration": 10080},
+                    "attributions": []}
+            },
+            "eventCategory": "Insight",
+        }))
+        .unwrap()
+    }
+
+    fn insight_q(attribute: Option<(Attribute, &str)>, start: u64, end: u64, max: usize) -> Query {
+        Query {
+            insight: true,
+            ..q(attribute, start, end, max)
+        }
+    }
+
+    /// Management events (0-29, store()) and Insights records (1000-1009, at times 0-9 with
+    /// a management event's name, and one in another region) side by side: each category's
+    /// lookups see only their own, by every path, and no management key range holds an
+    /// Insights record (so a management lookup scans what it did before).
+    #[test]
+    fn insights_and_management_events_are_apart() {
+        let (_d, h) = store();
+        let recs: Vec<Vec<u8>> = (0..10)
+            .map(|n| {
+                let name = if n % 2 == 0 { "ConsoleLogin" } else { "Odd" };
+                let region = if n == 9 { "eu-west-1" } else { "us-east-1" };
+                insight(1000 + n, name, "sshd.onprem.internal", region)
+            })
+            .collect();
+        // Times 1000-1009 are outside the management events' 0-29; shift into them so the
+        // two categories interleave in time and share chunks.
+        let recs: Vec<Vec<u8>> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut v: Value = serde_json::from_slice(r).unwrap();
+                v["eventTime"] = json!(groundtrail_common::time::json_time(
+                    chrono::DateTime::from_timestamp(1_800_000_000 + i as i64 * 3, 0).unwrap()
+                ));
+                serde_json::to_vec(&v).unwrap()
+            })
+            .collect();
+        let carol = rec(40, "Odd", "carol", false);
+        let mixed: Vec<&[u8]> = recs
+            .iter()
+            .map(|r| r.as_slice())
+            .chain([carol.as_slice()])
+            .collect();
+        assert_eq!(h.insert(mixed.iter().copied(), 0).unwrap(), 11);
+        assert_eq!(h.insert(mixed.iter().copied(), 0).unwrap(), 0, "idempotent");
+        let mut mgmt: Vec<u64> = (0..30).rev().collect();
+        mgmt.insert(0, 40);
+        assert_eq!(ids(&h.lookup(&q(None, 0, 100, 50)).unwrap()), mgmt);
+        assert_eq!(
+            ids(&h.lookup(&insight_q(None, 0, 100, 50)).unwrap()),
+            (1000..1010).rev().collect::<Vec<_>>()
+        );
+        // EventName on insightDetails: "Odd" is also a management name.
+        let odd = |query: Query| ids(&h.lookup(&query).unwrap());
+        assert_eq!(
+            odd(insight_q(Some((Attribute::EventName, "Odd")), 0, 100, 50)),
+            vec![1009, 1007, 1005, 1003, 1001]
+        );
+        assert_eq!(
+            odd(q(Some((Attribute::EventName, "Odd")), 0, 100, 50)),
+            [40].into_iter()
+                .chain((0..30).rev().filter(|n| n % 2 == 1))
+                .collect::<Vec<_>>()
+        );
+        assert!(odd(q(Some((Attribute::EventName, "ConsoleLogin")), 0, 100, 50)).is_empty());
+        assert_eq!(
+            odd(insight_q(
+                Some((Attribute::EventName, "ConsoleLogin")),
+                6,
+                12,
+                50
+            )),
+            vec![1004, 1002],
+            "time range"
+        );
+        assert_eq!(
+            odd(insight_q(
+                Some((Attribute::EventSource, "sshd.onprem.internal")),
+                0,
+                100,
+                50
+            ))
+            .len(),
+            10
+        );
+        assert!(
+            odd(q(
+                Some((Attribute::EventSource, "sshd.onprem.internal")),
+                0,
+                100,
+                50
+            ))
+            .is_empty()
+        );
+        assert!(
+            odd(insight_q(
+                Some((Attribute::EventSource, "sudo.onprem.internal")),
+                0,
+                100,
+                50
+            ))
+            .is_empty()
+        );
+        // Attributes an Insights record does not have.
+        assert!(odd(insight_q(Some((Attribute::Username, "alice")), 0, 100, 50)).is_empty());
+        assert!(odd(insight_q(Some((Attribute::ReadOnly, "false")), 0, 100, 50)).is_empty());
+        // Regions: the insight of eu-west-1 is in that region only, and only its registry.
+        let mut eu = insight_q(None, 0, 100, 50);
+        eu.region = Some("eu-west-1".into());
+        assert_eq!(odd(eu.clone()), vec![1009]);
+        eu.insight = false;
+        assert!(odd(eu).is_empty());
+        assert!(h.db.contains_key(registry_key(true, "eu-west-1")).unwrap());
+        assert!(!h.db.contains_key(registry_key(false, "eu-west-1")).unwrap());
+        // EventId: each category finds only its own.
+        let by_id = |n: u64, insight: bool| {
+            let mut query = q(Some((Attribute::EventId, &event_id(n))), 0, 100, 50);
+            query.insight = insight;
+            odd(query)
+        };
+        assert_eq!(by_id(1004, true), vec![1004]);
+        assert!(by_id(1004, false).is_empty());
+        assert_eq!(by_id(4, false), vec![4]);
+        assert!(by_id(4, true).is_empty());
+        // The summary of an Insights record is insightDetails' name and source, nothing else.
+        let page = h.lookup(&insight_q(None, 27, 27, 50)).unwrap();
+        let (s, json) = &page.events[0];
+        assert_eq!(
+            *s,
+            Summary {
+                event_id: event_id(1009),
+                event_name: Some("Odd".into()),
+                event_time: 1_800_000_027,
+                event_source: Some("sshd.onprem.internal".into()),
+                region: Some("eu-west-1".into()),
+                insight: true,
+                ..Summary::default()
+            }
+        );
+        assert_eq!(json, &recs[9]);
+        // Every index entry is in its category's key space.
+        for (attr, _, _, n) in entries(&h) {
+            let mut reader = Reader::new(&h.db).unwrap();
+            let (_, json) = reader.event(n).unwrap().unwrap();
+            let s = summarize_json(json).unwrap();
+            assert_eq!(s.insight, attr & INSIGHT != 0, "{attr} {}", s.event_id);
+        }
+        // Expiry removes them like any other event.
+        h.expire(u64::MAX, 1000).unwrap();
+        assert!(odd(insight_q(None, 0, 100, 50)).is_empty());
+        assert!(h.db.scan_prefix(b"e/").next().is_none());
+    }
+
+    /// Paging of Insights lookups, over many inserts interleaved with management events in
+    /// the same seconds: pages of 7 across inserts give every record once, newest first,
+    /// exactly those of the range, region and attribute.
+    #[test]
+    fn insight_lookups_page_across_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h")).unwrap();
+        let mut all = Vec::new();
+        for part in 0..12u64 {
+            let mut batch = Vec::new();
+            for i in 0..10u64 {
+                let n = part * 10 + i;
+                let name = if n % 3 == 0 { "A" } else { "B" };
+                let region = if n % 4 == 0 { "eu-west-1" } else { "us-east-1" };
+                batch.push(insight(n, name, "s", region));
+                batch.push(rec(n + 10_000, name, "u", false));
+                all.push((n, name, region));
+            }
+            h.insert(batch.iter().map(|r| r.as_slice()), 0).unwrap();
+        }
+        // (attribute, region, start, end)
+        type Case<'a> = (Option<(Attribute, &'a str)>, Option<&'a str>, u64, u64);
+        let cases: [Case; 4] = [
+            (None, None, 0, 1000),
+            (None, Some("us-east-1"), 5, 100),
+            (Some((Attribute::EventName, "B")), None, 0, 1000),
+            (
+                Some((Attribute::EventName, "A")),
+                Some("eu-west-1"),
+                0,
+                1000,
+            ),
+        ];
+        for (attr, region, start, end) in cases {
+            let mut query = insight_q(attr, start, end, 7);
+            query.region = region.map(str::to_string);
+            let mut got = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = h.lookup(&query).unwrap();
+                assert!(page.events.len() <= 7);
+                assert!(page.events.iter().all(|(s, _)| s.insight));
+                got.extend(ids(&page));
+                pages += 1;
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            let want: Vec<u64> = all
+                .iter()
+                .rev()
+                .filter(|(n, name, r)| {
+                    *n >= start
+                        && *n <= end
+                        && region.is_none_or(|want| want == *r)
+                        && attr.is_none_or(|(_, v)| v == *name)
+                })
+                .map(|(n, ..)| *n)
+                .collect();
+            assert!(want.len() > 7, "more than one page");
+            assert_eq!(got, want, "{attr:?} {region:?} {start}..{end}");
+            assert!(pages >= want.len().div_ceil(7));
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct Args {
     /// Only events at or before this time (ISO 8601 or epoch seconds).
     #[arg(long)]
     pub end_time: Option<String>,
-    /// `insight` (there are none here: always empty).
+    /// `insight`: CloudTrail Insights events instead of management events.
     #[arg(long)]
     pub event_category: Option<String>,
     /// Page size, 1-50; turns off automatic paging.
