@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use groundtrail_common::Record;
 use groundtrail_detection::insights::{Detector, InsightsConfig};
+use groundtrail_detection::rules::{Engine, Firing, RuleSet};
 use host_common::{auth_handler, run, shared};
 use serde_json::Value;
 
@@ -333,6 +334,36 @@ fn loghub_openssh_after_a_quiet_week_raises_error_rate_insights() {
                 start["eventTime"]
             );
         }
+    }
+
+    // The host pack's `insight-start` alerts once per Start, with the Start's numbers, and on
+    // nothing else of the replay (the logins fire the pack's ssh rules, not this one).
+    let mut engine = Engine::new(RuleSet::load(&["host".into()], None).unwrap());
+    let alerts: Vec<Firing> = records
+        .iter()
+        .chain(&out)
+        .flat_map(|r| engine.evaluate(r))
+        .filter(|f| f.rule.id == "insight-start")
+        .collect();
+    let ids = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        ids(alerts.iter().map(|f| f.event_ids[0].as_str()).collect()),
+        ids(starts
+            .iter()
+            .map(|r| r["eventID"].as_str().unwrap())
+            .collect())
+    );
+    for (f, s) in alerts.iter().zip(&starts) {
+        eprintln!("alert {}: {}", f.first_event_time, f.summary);
+        assert_eq!(
+            f.summary,
+            format!(
+                "{} on {source} {name}: {}/min against a baseline of {}/min",
+                detail(s, "insightType"),
+                stat(s, "insight/average"),
+                stat(s, "baseline/average")
+            )
+        );
     }
 
     // The first error-rate insight's baseline holds the quiet week's failures and only those
