@@ -8,65 +8,14 @@
 //! not be copied into the repository (its terms); it is read from `../shared/host-logs` and the
 //! test is skipped, saying so, when that folder is absent.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+mod host_common;
 
-use chrono::{TimeZone, Utc};
-use groundtrail_agent::identity::Passwd;
-use groundtrail_agent::sources::auth_log::{self, AuthLogParser};
-use groundtrail_agent::sources::sshd_attempts::AttemptHandler;
-use groundtrail_agent::sources::{Env, SourceContext, Zone, auditd};
-use groundtrail_agent::tail::{FileId, LineHandler, LineRef};
+use std::collections::BTreeMap;
+
+use groundtrail_agent::sources::auditd;
 use groundtrail_common::Record;
 use groundtrail_detection::rules::{Engine, Firing, RuleSet};
-
-fn env() -> Arc<Env> {
-    let ctx = SourceContext {
-        host: "web1".into(),
-        account_id: "123456789012".into(),
-        region: "onprem-1".into(),
-        domain: "onprem.internal".into(),
-        partition: "aws".into(),
-    };
-    Arc::new(Env::new(
-        &ctx,
-        Passwd::from_pairs(&[(0, "root"), (1000, "alice"), (500, "vagrant")]),
-        Zone::parse("UTC").unwrap(),
-    ))
-}
-
-/// Every line of `text` through `handler` as the follower feeds it (byte offsets, then the
-/// end-of-file flush).
-fn run(mut handler: Box<dyn LineHandler>, text: &str) -> Vec<Record> {
-    let file = FileId {
-        dev: 1,
-        ino: 1,
-        head_len: 1,
-        head: "0".into(),
-    };
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    for line in text.split_inclusive('\n') {
-        let at = LineRef {
-            host: "web1",
-            file: &file,
-            offset,
-        };
-        handler.line(line.trim_end_matches('\n').as_bytes(), at, &mut out);
-        offset += line.len() as u64;
-    }
-    handler.flush(&mut out);
-    out
-}
-
-fn auth_handler(year: i32) -> Box<dyn LineHandler> {
-    let reference = Utc.with_ymd_and_hms(year, 12, 31, 0, 0, 0).unwrap();
-    Box::new(AttemptHandler::new(
-        AuthLogParser::new(env(), reference),
-        &auth_log::STATS,
-    ))
-}
+use host_common::{auth_handler, env, run, shared};
 
 /// The records, shipped and parsed back, through the engine with the host pack.
 fn fire(records: &[Record]) -> Vec<Firing> {
@@ -87,22 +36,6 @@ fn by_rule(firings: &[Firing]) -> BTreeMap<&str, usize> {
         *m.entry(f.rule.id.as_str()).or_default() += 1;
     }
     m
-}
-
-fn shared(rel: &str) -> Option<String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/host-logs")
-        .join(rel);
-    match std::fs::read(&p) {
-        Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: {} not present (shared samples are optional)",
-                p.display()
-            );
-            None
-        }
-    }
 }
 
 #[test]

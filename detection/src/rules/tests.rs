@@ -23,8 +23,8 @@ fn all_packs_load_with_unique_ids() {
     let n = |origin: &str| set.rules().filter(|r| r.origin.starts_with(origin)).count();
     assert_eq!(n("pack:cis"), 14);
     assert_eq!(n("pack:sigma/"), 57);
-    assert_eq!(n("pack:host"), 16);
-    assert_eq!(set.len(), 14 + 57 + 16);
+    assert_eq!(n("pack:host"), 17);
+    assert_eq!(set.len(), 14 + 57 + 17);
     // `sigma` is the rules of level medium and above, `sigma-low` the 13 others, among them
     // the AssumeRole rule that matches any call made with an assumed role.
     let medium_up = packs(&["sigma"]);
@@ -683,3 +683,5 @@ fn a_restart_anywhere_changes_nothing() {
         assert!(resumed.1 == straight.1, "state, restart before record {at}");
     }
 }
+
+mod insight_start;
