@@ -336,14 +336,14 @@ fn loghub_openssh_after_a_quiet_week_raises_error_rate_insights() {
         }
     }
 
-    // The host pack's `insight-start` alerts once per Start, with the Start's numbers, and on
+    // The host pack's `host-insight-start` alerts once per Start, with the Start's numbers, and on
     // nothing else of the replay (the logins fire the pack's ssh rules, not this one).
     let mut engine = Engine::new(RuleSet::load(&["host".into()], None).unwrap());
     let alerts: Vec<Firing> = records
         .iter()
         .chain(&out)
         .flat_map(|r| engine.evaluate(r))
-        .filter(|f| f.rule.id == "insight-start")
+        .filter(|f| f.rule.id == "host-insight-start")
         .collect();
     let ids = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
     assert_eq!(

@@ -308,7 +308,7 @@ async fn a_burst_after_a_week_gives_one_insight_in_the_signed_trail() {
         serde_json::json!([{"InsightType": "ApiCallRateInsight"}, {"InsightType": "ApiErrorRateInsight"}])
     );
 
-    // The detection rules raise an alert on the Start (the host pack's `insight-start`).
+    // The detection rules raise an alert on the Start (the host pack's `host-insight-start`).
     let start_id = start["eventID"].as_str().unwrap().to_string();
     wait_for("an alert for the insight's start", || async {
         let out = Command::new(bin("groundtrail-collector"))
@@ -320,7 +320,7 @@ async fn a_burst_after_a_week_gives_one_insight_in_the_signed_trail() {
             .output()
             .expect("run groundtrail-collector alerts list");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains(&format!("insight-start/{start_id}"))
+        text.contains(&format!("host-insight-start/{start_id}"))
             .then_some(())
     })
     .await;

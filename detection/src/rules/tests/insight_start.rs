@@ -1,4 +1,4 @@
-//! The host pack's `insight-start` on the records of a real [`Detector`] run: a synthetic week
+//! The host pack's `host-insight-start` on the records of a real [`Detector`] run: a synthetic week
 //! of ssh logins, then two bursts of failed logins. The rule must fire once per Start, never
 //! on an End nor on the logins themselves, and its summary must carry the Start's numbers.
 
@@ -96,11 +96,11 @@ fn insight_start_fires_once_per_start_with_its_numbers() {
 
     let on_insights: Vec<&Firing> = fired
         .iter()
-        .filter(|f| f.rule.id == "insight-start")
+        .filter(|f| f.rule.id == "host-insight-start")
         .collect();
     let start_ids: Vec<String> = starts
         .iter()
-        .map(|r| format!("insight-start/{}", r["eventID"].as_str().unwrap()))
+        .map(|r| format!("host-insight-start/{}", r["eventID"].as_str().unwrap()))
         .collect();
     assert_eq!(
         on_insights.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
