@@ -39,6 +39,8 @@
 pub mod checkpoint;
 pub mod config;
 mod reader;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
