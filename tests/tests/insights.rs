@@ -63,7 +63,7 @@ fn history(now: DateTime<Utc>) -> (Vec<Value>, DateTime<Utc>) {
     while t < now - TimeDelta::minutes(1) {
         if t < burst_start && (t - start).num_minutes() % 5 == 0 {
             n += 1;
-            out.push(call(t, BURSTY, ARN, n % 7 == 0, false));
+            out.push(call(t, BURSTY, ARN, n.is_multiple_of(7), false));
         }
         for _ in 0..rng.below(4) {
             out.push(call(

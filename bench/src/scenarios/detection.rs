@@ -1,5 +1,8 @@
-//! Scenario 7: detection (issue 17).
+//! Scenario 7: detection (issue 17) and the Insights detector (issue 18).
 //!
+//! - **Insights detector, in process**: the generator's records parsed and observed one by one
+//!   (both series, the default model); nanoseconds per record, and that cost as a share of the
+//!   collector's CPU per record (detection off), an estimate of what `[insights]` adds.
 //! - **Engine, in process**: the default packs loaded (CIS, host, SigmaHQ CloudTrail medium+), the
 //!   generator's records parsed from JSON and evaluated one by one on one thread; nanoseconds
 //!   per record, and the JSON parse alone beside it.
@@ -27,9 +30,18 @@ const MARKER: &str = "GroundtrailBenchMarker";
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     engine(ctx)?;
+    let insights_ns = insights(ctx)?;
     let rate = ctx.size(5_000usize, 500);
     let secs = ctx.secs(20.0, 2.0);
     let off = steady(ctx, false, rate, secs).await?;
+    fig(
+        ctx,
+        "insights.cpu_share_percent_estimated",
+        insights_ns / (off.cpu_per_record * 1e9) * 100.0,
+        "%",
+        None,
+        "parse + detector per record over the collector's CPU per record (detection off)",
+    );
     let on = steady(ctx, true, rate, secs).await?;
     let share = (on.cpu_per_record - off.cpu_per_record) / off.cpu_per_record * 100.0;
     fig(
@@ -151,6 +163,44 @@ fn engine(ctx: &mut Ctx) -> anyhow::Result<()> {
         top.join(", ")
     ));
     Ok(())
+}
+
+/// The Insights detector in process (both series, the default model) on the generator's
+/// records: nanoseconds per record for the parse and the detector together, as the
+/// collector's Insights reader spends them. Returns that figure.
+fn insights(ctx: &mut Ctx) -> anyhow::Result<f64> {
+    use groundtrail_detection::insights::{Detector, InsightsConfig};
+    ctx.step("insights: the detector, in process");
+    let mut det = Detector::new(InsightsConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rng = Rng::new(ctx.seed ^ 0x1A51);
+    let records: Vec<Vec<u8>> = (0..ctx.size(200_000usize, 5_000))
+        .map(|_| {
+            let t = &ctx.templates[rng.next_u64() as usize % ctx.templates.len()];
+            t.with_id(&rng.uuid())
+        })
+        .collect();
+    let t = Instant::now();
+    let mut found = 0usize;
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(r)?;
+        found += det.observe(&v).len();
+    }
+    let ns = t.elapsed().as_nanos() as f64 / records.len() as f64;
+    fig(
+        ctx,
+        "insights.parse_and_detect_ns_per_record",
+        ns,
+        "ns",
+        None,
+        "",
+    );
+    ctx.report.note(format!(
+        "insights detector: {} records, {} keys, {found} Insights records, {:?}",
+        records.len(),
+        det.key_count(),
+        det.stats()
+    ));
+    Ok(ns)
 }
 
 struct Steady {

@@ -179,6 +179,7 @@ fn lookups(
                     max_results: PAGE,
                     after: None,
                     region: Some(region),
+                    insight: false,
                 };
                 let t = Instant::now();
                 let page = h.lookup(&q)?;
