@@ -46,6 +46,7 @@ pub mod lookup_cli;
 pub mod metrics;
 pub mod notify;
 pub mod pki;
+pub mod selectors;
 pub mod server;
 pub mod service;
 pub mod sigv4;
