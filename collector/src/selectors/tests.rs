@@ -259,10 +259,13 @@ fn advanced_developers_write_events_of_their_services() {
     );
 }
 
+/// An operator, its one operand, and eventNames with whether the selector takes them.
+type OperatorCase = (&'static str, &'static str, &'static [(&'static str, bool)]);
+
 #[test]
 fn advanced_each_operator() {
     let name = |n: &str| mgmt("svc", n, false);
-    let cases: [(&str, &str, &[(&str, bool)]); 6] = [
+    let cases: [OperatorCase; 6] = [
         (
             "Equals",
             "GetObject",
