@@ -8,6 +8,11 @@
 //! `[trail] log_file_interval` after its first record or before its uncompressed JSON would
 //! pass `max_bytes`, whichever comes first.
 //!
+//! Only what the trail records is filed: with event selectors put or configured, or logging
+//! stopped ([`TrailControl`]), a record the trail does not take is passed over (marked filed
+//! with no file, [`Journal::pass_over`]). With the default selectors and logging on, records
+//! are not even read.
+//!
 //! # Memory
 //!
 //! An open file is compressed and hashed as its records arrive: past its first 256 KiB it
@@ -47,6 +52,7 @@ use tokio::time::Instant;
 
 use crate::internal_events::{InternalEvent, LogFileClosed};
 use crate::journal::{FileEntry, Journal, JournalError, PendingRecord};
+use crate::trail_control::TrailControl;
 
 const HEAD: &[u8] = b"{\"Records\":[";
 const TAIL: &[u8] = b"]}";
@@ -231,6 +237,8 @@ pub struct Batcher {
     unrecorded: Vec<SealedFile>,
     /// Whether a trim of the journal's log is running (see `record_all`).
     trimming: Arc<std::sync::atomic::AtomicBool>,
+    /// What the trail records (logging, event selectors); `None`: everything.
+    control: Option<Arc<TrailControl>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -275,7 +283,15 @@ impl Batcher {
             open: HashMap::new(),
             unrecorded: Vec::new(),
             trimming: Arc::default(),
+            control: None,
         }
+    }
+
+    /// Files only what `control` says the trail records; the rest is passed over
+    /// ([`Journal::pass_over`]).
+    pub fn with_control(mut self, control: Arc<TrailControl>) -> Batcher {
+        self.control = Some(control);
+        self
     }
 
     /// Number of records in open files.
@@ -296,6 +312,22 @@ impl Batcher {
     /// file of its (account, region). Sealed files are then recorded; one the journal fails to
     /// record is kept and retried (see [`Batcher::close_due`]). The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
+        let records = match &self.control {
+            Some(c) if !c.takes_everything() => {
+                let (taken, passed): (Vec<_>, Vec<_>) =
+                    blocking(|| records.into_iter().partition(|r| c.takes(&r.json)));
+                if !passed.is_empty() {
+                    let seqs: Vec<u64> = passed.iter().map(|r| r.seq).collect();
+                    self.journal.pass_over(&seqs)?;
+                    crate::metrics::metrics()
+                        .records_passed_over
+                        .fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.trim_soon();
+                }
+                taken
+            }
+            _ => records,
+        };
         let now = Instant::now();
         let max_bytes = self.max_bytes;
         let open = &mut self.open;
@@ -377,25 +409,30 @@ impl Batcher {
             }
         }
         if recorded > 0 {
-            // The filed records' log entries can go now that the files are durable. On a task
-            // of its own: a trim waits for several fsyncs, and the batcher would meanwhile stop
-            // taking records (and hold up ingest behind its queue). A failed trim only keeps
-            // the entries longer; one already running covers this one's purpose next time.
-            if !self
-                .trimming
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                let journal = self.journal.clone();
-                let trimming = self.trimming.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = journal.trim().await {
-                        tracing::error!("journal: trimming the log: {e}");
-                    }
-                    trimming.store(false, std::sync::atomic::Ordering::SeqCst);
-                });
-            }
+            self.trim_soon();
         }
         first_error.map_or(Ok(recorded), Err)
+    }
+
+    /// Lets the filed records' log entries go. On a task of its own: a trim waits for several
+    /// fsyncs, and the batcher would meanwhile stop taking records (and hold up ingest behind
+    /// its queue). A failed trim only keeps the entries longer; one already running covers
+    /// this one's purpose next time. (A trim flushes before it deletes anything, so passed-over
+    /// records, whose filing is not flushed on its own, are durable before their entries go.)
+    fn trim_soon(&self) {
+        if !self
+            .trimming
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let journal = self.journal.clone();
+            let trimming = self.trimming.clone();
+            tokio::spawn(async move {
+                if let Err(e) = journal.trim().await {
+                    tracing::error!("journal: trimming the log: {e}");
+                }
+                trimming.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
     }
 
     /// Records one sealed file in the journal and flushes. On failure the file is kept in
@@ -601,6 +638,55 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["Records"][0]["eventType"], "AwsCloudTrailInsight");
         assert_eq!(v["Records"].as_array().unwrap().len(), 1);
+    }
+
+    /// With selectors, only the records they take are filed; the others are passed over
+    /// (pending no more, so the log can be trimmed) and counted.
+    #[tokio::test]
+    async fn records_the_selectors_do_not_take_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+        let mut other = record(2, "us-east-1", "2026-01-01T00:00:02Z");
+        other.event_source = "sshd.onprem.internal".into();
+        let out = journal
+            .commit(
+                &[
+                    record(1, "us-east-1", "2026-01-01T00:00:01Z"),
+                    other,
+                    record(3, "us-east-1", "2026-01-01T00:00:03Z"),
+                ],
+                &[],
+                Utc::now(),
+            )
+            .unwrap();
+        let input = serde_json::json!({"AdvancedEventSelectors": [{"FieldSelectors": [
+            {"Field": "eventSource", "Equals": ["t.onprem.internal"]}
+        ]}]});
+        let selectors = crate::selectors::Selectors::from_api(input.as_object().unwrap()).unwrap();
+        let control = Arc::new(
+            TrailControl::load(journal.clone(), crate::selectors::Selectors::everything()).unwrap(),
+        );
+        control.put_selectors(selectors).await.unwrap();
+        let mut b = Batcher::new(
+            journal.clone(),
+            TrailLayout::default(),
+            Duration::from_secs(300),
+            1 << 20,
+            vec!["d".into()],
+            vec![],
+        )
+        .with_control(control);
+        b.add(out.committed).await.unwrap();
+        assert_eq!(b.close_all().await.unwrap(), 1);
+        assert!(
+            journal.pending().unwrap().is_empty(),
+            "nothing left pending"
+        );
+        let files = journal.undelivered("d").unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].1.records, 2);
+        let json = gunzip_one_member(&journal.file_body(files[0].0).unwrap());
+        assert!(!String::from_utf8_lossy(&json).contains("sshd.onprem.internal"));
     }
 
     #[tokio::test]

@@ -76,6 +76,9 @@ pub struct Metrics {
     pub insights_skipped_entries: AtomicU64,
     /// Log entries committed but not yet read by the Insights detector (a gauge).
     pub insights_lag_entries: AtomicU64,
+    /// Records the trail did not record (its event selectors did not take them, or it was
+    /// not logging): in the event history, in no log file.
+    pub records_passed_over: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -284,6 +287,12 @@ impl Metrics {
             "groundtrail_detection_record_errors_total",
             "Records the rule engine failed on: skipped, and logged.",
             get(&self.detection_record_errors),
+        );
+        counter(
+            &mut out,
+            "groundtrail_records_passed_over_total",
+            "Records the trail did not record (event selectors, or logging stopped): in the event history, in no log file.",
+            get(&self.records_passed_over),
         );
         counter(
             &mut out,

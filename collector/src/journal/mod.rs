@@ -21,7 +21,9 @@
 //!    are inserted again when the journal opens, so the index need not be durable before the
 //!    log is trimmed, and it is made durable before every trim ([`Journal::trim`]).
 //! 3. **A record is in exactly one place:** pending (in a log entry at or above the *floor*,
-//!    and not marked filed in its `c/` entry), or inside exactly one closed file (`f/`).
+//!    and not marked filed in its `c/` entry), inside exactly one closed file (`f/`), or
+//!    passed over: marked filed with no file because the trail does not record it (its event
+//!    selectors do not take it, or it is not logging: [`Journal::pass_over`]).
 //!    [`Journal::close_file`] marks the file's records filed and records the file (its final
 //!    key, its gzip bytes, its hash) in the same atomic sled batch, which also moves the floor
 //!    past every entry whose records are all filed. The log is trimmed only below the floor and
@@ -74,6 +76,7 @@
 //! | `n/<webhook>\0<id u64>` | notification JSON | a delivered log file not yet announced to that webhook |
 //! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
 //! | `z/<entry u64><index u32>` | the record's bytes | a pending record that could no longer be read, set aside for an operator (logged) |
+//! | `o/trail` | [`crate::trail_control`] JSON | the trail's logging state and event selectors as last set through the API |
 //! | `k/signing` | [`SigningKeyRecord`] JSON | the key that signs the digest chains (public part only), so a missing or changed key file is noticed at start-up |
 //!
 //! Integers are big-endian so byte order is numeric order; `\0` separates string parts. File
@@ -969,6 +972,26 @@ impl Journal {
         for d in destinations {
             batch.insert(key(b"x/", &[&be(id), d.as_bytes()]), &[][..]);
         }
+        self.file_in(&mut live, batch, seqs)?;
+        Ok(id)
+    }
+
+    /// Marks records filed without a file: the trail does not record them (its event
+    /// selectors do not take them, or it is not logging). One atomic batch, which moves the
+    /// floor like [`Journal::close_file`]; the records stay in the log (and so in the event
+    /// history and detection) until it is trimmed. Not durable until [`Journal::flush`]; a
+    /// crash before it leaves them pending, and the batcher judges them again.
+    pub fn pass_over(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut live = self.guard();
+        self.file_in(&mut live, sled::Batch::default(), seqs)
+    }
+
+    /// Adds the filing of `seqs` (and the floor it moves) to `batch` and applies it, then
+    /// updates the in-memory state.
+    fn file_in(&self, live: &mut Live, mut batch: sled::Batch, seqs: &[u64]) -> Result<()> {
         let mut by_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for s in seqs {
             by_chunk
@@ -1037,7 +1060,7 @@ impl Journal {
             }
         }
         live.floor = floor;
-        Ok(id)
+        Ok(())
     }
 
     /// Lets the log go below the floor and below every reader: first the agents' states and
@@ -1349,6 +1372,18 @@ impl Journal {
         }
         self.db.apply_batch(batch)?;
         Ok(excess as u64)
+    }
+
+    /// The trail's settings changed through the API (logging, event selectors): the JSON
+    /// [`crate::trail_control`] stored, if any.
+    pub fn trail_settings(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(b"o/trail")?.map(|v| v.to_vec()))
+    }
+
+    /// Stores the trail's settings. Not durable until [`Journal::flush`].
+    pub fn set_trail_settings(&self, json: &[u8]) -> Result<()> {
+        self.db.insert(&b"o/trail"[..], json)?;
+        Ok(())
     }
 
     /// Records a delivery status value (`LatestDeliveryTime`, `LatestDeliveryError`, ...).

@@ -1,0 +1,237 @@
+//! The calls that read and change what the trail records: `GetEventSelectors` (read scope),
+//! `PutEventSelectors`, `StartLogging`, `StopLogging` (write scope). The settings themselves
+//! live in [`crate::trail_control`].
+//!
+//! Every call of the three that change the trail, once its signature is verified, is itself
+//! recorded as a management event (`eventSource` `cloudtrail.amazonaws.com`, as AWS records
+//! it), committed through the journal before the answer, with `errorCode`/`errorMessage` when it
+//! was refused (a caller without the write scope included). The trail always takes these
+//! records (see [`crate::trail_control`]).
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use super::{Api, ApiError, internal};
+use crate::selectors::Selectors;
+use crate::sigv4::{Caller, Scope};
+use crate::trail_control::CLOUDTRAIL_SOURCE;
+
+/// The peer's address, put into the request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerIp(pub IpAddr);
+
+/// The operations served here.
+pub const OPERATIONS: [&str; 4] = [
+    "GetEventSelectors",
+    "PutEventSelectors",
+    "StartLogging",
+    "StopLogging",
+];
+
+impl Api {
+    /// Serves one of [`OPERATIONS`].
+    pub(super) async fn trail_operation(
+        &self,
+        op: &str,
+        parts: &http::request::Parts,
+        caller: &Caller,
+        input: &Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        if op == "GetEventSelectors" {
+            caller.require(Scope::Read)?;
+            self.trail_in(input, "TrailName")?;
+            return Ok(self.selectors_answer(&self.current_selectors()));
+        }
+        let result = self.change_trail(op, caller, input).await;
+        self.record_call(op, parts, caller, input, &result).await?;
+        result
+    }
+
+    async fn change_trail(
+        &self,
+        op: &str,
+        caller: &Caller,
+        input: &Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        caller.require(Scope::Write)?;
+        let field = if op == "PutEventSelectors" {
+            "TrailName"
+        } else {
+            "Name"
+        };
+        self.trail_in(input, field)?;
+        let control = self.control.as_ref().ok_or_else(|| {
+            ApiError::bad(
+                "UnsupportedOperationException",
+                "this collector serves no trail settings",
+            )
+        })?;
+        match op {
+            "PutEventSelectors" => {
+                let selectors = Selectors::from_api(input)
+                    .map_err(|e| ApiError::bad(e.code, e.message.clone()))?;
+                control
+                    .put_selectors(selectors.clone())
+                    .await
+                    .map_err(internal)?;
+                tracing::warn!("PutEventSelectors: the trail's event selectors changed");
+                Ok(self.selectors_answer(&selectors))
+            }
+            "StartLogging" | "StopLogging" => {
+                let on = op == "StartLogging";
+                control.set_logging(on).await.map_err(internal)?;
+                tracing::warn!(
+                    "{op}: the trail {} logging",
+                    if on { "is" } else { "stopped" }
+                );
+                Ok(json!({}))
+            }
+            other => Err(ApiError::bad(
+                "UnknownOperationException",
+                format!("{other} is not supported by this collector"),
+            )),
+        }
+    }
+
+    /// The selectors in force (the default when the API runs without trail settings).
+    pub(super) fn current_selectors(&self) -> Selectors {
+        self.control
+            .as_ref()
+            .map(|c| c.selectors())
+            .unwrap_or_else(Selectors::everything)
+    }
+
+    fn selectors_answer(&self, selectors: &Selectors) -> Value {
+        let mut out = Map::new();
+        out.insert("TrailARN".into(), json!(self.trail_arn()));
+        if let Value::Object(m) = selectors.to_api() {
+            out.extend(m);
+        }
+        Value::Object(out)
+    }
+
+    /// Commits the record of a trail-changing call (see the module doc); the answer waits
+    /// for it.
+    async fn record_call(
+        &self,
+        op: &str,
+        parts: &http::request::Parts,
+        caller: &Caller,
+        input: &Map<String, Value>,
+        result: &Result<Value, ApiError>,
+    ) -> Result<(), ApiError> {
+        // An unsigned (loopback) caller is no one to name; it is refused before any change.
+        let (Some(ingest), Some(_)) = (&self.ingest, &caller.access_key_id) else {
+            return Ok(());
+        };
+        let record = self.call_record(op, parts, caller, input, result);
+        let record = groundtrail_common::Record::from_json(&serde_json::to_vec(&record).unwrap_or_default())
+            .map_err(|e| internal(format!("the record of {op}: {e}")))?;
+        ingest
+            .commit_records(vec![record])
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    fn call_record(
+        &self,
+        op: &str,
+        parts: &http::request::Parts,
+        caller: &Caller,
+        input: &Map<String, Value>,
+        result: &Result<Value, ApiError>,
+    ) -> Value {
+        let t = &self.config.trail;
+        let key = caller.access_key_id.clone().unwrap_or_default();
+        let account = self.account();
+        let mut r = json!({
+            "eventVersion": groundtrail_common::event::EVENT_VERSION,
+            "userIdentity": {
+                "type": "IAMUser",
+                "principalId": key,
+                "arn": format!("arn:{}:iam::{account}:user/{key}", t.partition),
+                "accountId": account,
+                "accessKeyId": key,
+                "userName": key,
+            },
+            "eventTime": groundtrail_common::time::json_time(groundtrail_common::time::now_secs()),
+            "eventSource": CLOUDTRAIL_SOURCE,
+            "eventName": op,
+            "awsRegion": t.home_region,
+        });
+        let m = r.as_object_mut().expect("an object");
+        if let Some(PeerIp(ip)) = parts.extensions.get::<PeerIp>() {
+            m.insert("sourceIPAddress".into(), json!(ip.to_string()));
+        }
+        if let Some(ua) = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            let ua: String = ua.chars().take(1024).collect();
+            m.insert("userAgent".into(), json!(ua));
+        }
+        if let Err(e) = result {
+            m.insert("errorCode".into(), json!(e.code));
+            let msg: String = e.message.chars().take(1024).collect();
+            m.insert("errorMessage".into(), json!(msg));
+        }
+        m.insert("requestParameters".into(), lower_camel(&Value::Object(input.clone())));
+        m.insert(
+            "responseElements".into(),
+            match result {
+                Ok(v) if v.as_object().is_some_and(|o| !o.is_empty()) => lower_camel(v),
+                _ => Value::Null,
+            },
+        );
+        m.insert("requestID".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("eventID".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("readOnly".into(), json!(false));
+        m.insert("eventType".into(), json!("AwsApiCall"));
+        m.insert("managementEvent".into(), json!(true));
+        m.insert("recipientAccountId".into(), json!(account));
+        m.insert("eventCategory".into(), json!("Management"));
+        r
+    }
+}
+
+/// The API's PascalCase members as CloudTrail writes them in `requestParameters`
+/// (`TrailName` -> `trailName`); values are kept.
+fn lower_camel(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let mut c = k.chars();
+                    let k = match c.next() {
+                        Some(f) => f.to_lowercase().chain(c).collect(),
+                        None => String::new(),
+                    };
+                    (k, lower_camel(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(lower_camel).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_members_are_written_lower_camel() {
+        let v = lower_camel(&json!({"TrailName": "t", "AdvancedEventSelectors": [
+            {"Name": "n", "FieldSelectors": [{"Field": "resources.ARN", "StartsWith": ["arn:X"]}]}
+        ]}));
+        assert_eq!(
+            v,
+            json!({"trailName": "t", "advancedEventSelectors": [
+                {"name": "n", "fieldSelectors": [{"field": "resources.ARN", "startsWith": ["arn:X"]}]}
+            ]})
+        );
+    }
+}
