@@ -6,14 +6,15 @@
 //!   `cloudtrail`: `ListPublicKeys`, `DescribeTrails`, `GetTrail`, `GetTrailStatus`,
 //!   `GetInsightSelectors`, `LookupEvents` (management events, or Insights records with
 //!   `EventCategory: insight`), and `PutInsightSelectors`, which is refused: the insight
-//!   selectors are the collector's `[insights] types`, read at start-up;
+//!   selectors are the collector's `[insights] types`, read at start-up; the trail's settings,
+//!   `GetEventSelectors`, `PutEventSelectors`, `StartLogging`, `StopLogging` ([`trail`]);
 //! - `cloudtrail-data` (REST-JSON): `POST /PutAuditEvents?channelArn=...[&externalId=...]`,
 //!   SigV4 service `cloudtrail-data` (see [`crate::api::Api::put_audit_events`]).
 //!
 //! Errors are `{"__type": "<code>", "message": "..."}` with AWS's codes, which botocore turns
 //! into the same `ClientError`s the CLI prints for real CloudTrail.
-//! Authentication is [`crate::sigv4`]: read operations need the `read` scope, PutAuditEvents
-//! and PutInsightSelectors `write`.
+//! Authentication is [`crate::sigv4`]: read operations need the `read` scope, PutAuditEvents,
+//! PutInsightSelectors, PutEventSelectors, StartLogging and StopLogging `write`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,6 +31,8 @@ use crate::history::{Attribute, History, Query};
 use crate::ingest::Ingest;
 use crate::journal::Journal;
 use crate::sigv4::{ApiError, Caller, Verifier};
+
+pub mod trail;
 
 /// `X-Amz-Target` prefix of the control-plane operations.
 pub const TARGET_PREFIX: &str = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.";
@@ -63,6 +66,9 @@ pub struct Api {
     /// The rule engine and its alerts, for Groundtrail's detection operations
     /// ([`crate::detection_api`]); `None` with `[detection] enabled = false`.
     detector: Option<Arc<crate::detector::Detector>>,
+    /// The trail's run-time settings (logging, event selectors); `None`: logging, every
+    /// record, and the calls that change them are refused.
+    control: Option<Arc<crate::trail_control::TrailControl>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -158,7 +164,15 @@ impl Api {
             started: now,
             ingest,
             detector: None,
+            control: None,
         })
+    }
+
+    /// Serves the trail's settings (`GetEventSelectors`, `PutEventSelectors`, `StartLogging`,
+    /// `StopLogging`, `IsLogging`) from `control`.
+    pub fn with_trail_control(mut self, control: Arc<crate::trail_control::TrailControl>) -> Api {
+        self.control = Some(control);
+        self
     }
 
     /// Serves the detection operations from `detector`.
@@ -189,6 +203,14 @@ impl Api {
             self.put_audit_events(parts, body, loopback)
                 .await
                 .map(|v| (v, "application/json"))
+        } else if let Some(op) = trail_op(parts) {
+            match self.verified_input(parts, &body, loopback) {
+                Ok((caller, input)) => self
+                    .trail_operation(op, parts, &caller, &input)
+                    .await
+                    .map(|v| (v, "application/x-amz-json-1.1")),
+                Err(e) => Err(e),
+            }
         } else if let Some(op) = detection_op {
             match self.verified_input(parts, &body, loopback) {
                 Ok((caller, input)) => {
@@ -377,7 +399,7 @@ impl Api {
             "HomeRegion": t.home_region,
             "TrailARN": self.trail_arn(),
             "LogFileValidationEnabled": true,
-            "HasCustomEventSelectors": false,
+            "HasCustomEventSelectors": !self.current_selectors().is_default(),
             "HasInsightSelectors": self.config.insights.enabled(),
             "IsOrganizationTrail": t.organization_id.is_some(),
         });
@@ -454,12 +476,27 @@ impl Api {
         self.named_trail(input)?;
         let status = self.journal.status().map_err(internal)?;
         let mut out = Map::new();
-        out.insert("IsLogging".into(), json!(true));
-        out.insert("StartLoggingTime".into(), json!(self.started.timestamp()));
-        out.insert(
-            "TimeLoggingStarted".into(),
-            json!(groundtrail_common::time::json_time(self.started)),
-        );
+        let logging = self.control.as_ref().is_none_or(|c| c.is_logging());
+        let changed = self
+            .control
+            .as_ref()
+            .and_then(|c| c.logging_changed_at())
+            .and_then(|s| DateTime::from_timestamp(s, 0));
+        out.insert("IsLogging".into(), json!(logging));
+        if logging {
+            let since = changed.unwrap_or(self.started);
+            out.insert("StartLoggingTime".into(), json!(since.timestamp()));
+            out.insert(
+                "TimeLoggingStarted".into(),
+                json!(groundtrail_common::time::json_time(since)),
+            );
+        } else if let Some(at) = changed {
+            out.insert("StopLoggingTime".into(), json!(at.timestamp()));
+            out.insert(
+                "TimeLoggingStopped".into(),
+                json!(groundtrail_common::time::json_time(at)),
+            );
+        }
         for (name, value) in &status {
             let v = match value.parse::<i64>() {
                 Ok(n) => json!(n),
@@ -692,6 +729,16 @@ pub fn request_region(parts: &http::request::Parts) -> Option<String> {
 }
 
 /// A failure of the collector, not of the request: logged in full, answered without details.
+/// The trail-settings operation a request names, if it names one (see [`trail`]).
+fn trail_op(parts: &http::request::Parts) -> Option<&'static str> {
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))?;
+    trail::OPERATIONS.into_iter().find(|o| *o == op)
+}
+
 pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("API: {e}");
     ApiError::new(

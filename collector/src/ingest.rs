@@ -109,6 +109,8 @@ pub struct Peer {
     pub loopback: bool,
     /// Whether the connection came in on `[api] listen` (API only, no ingest).
     pub api_only: bool,
+    /// The peer's address (the `sourceIPAddress` of the collector's records of API calls).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// The ingest endpoint's state.

@@ -140,6 +140,7 @@ pub async fn run(
                                 certificate_name: name,
                                 loopback: addr.ip().is_loopback(),
                                 api_only,
+                                ip: Some(addr.ip()),
                             };
                             let conn = Connection {
                                 peer,
@@ -160,6 +161,7 @@ pub async fn run(
                         certificate_name: None,
                         loopback: addr.ip().is_loopback(),
                         api_only,
+                        ip: Some(addr.ip()),
                     };
                     let conn = Connection {
                         peer,
@@ -443,7 +445,7 @@ fn with_retry_after(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
 }
 
 async fn api_request(
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     api: &Arc<Api>,
     peer: &Peer,
@@ -503,6 +505,10 @@ async fn api_request(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
+    // For the collector's records of the calls it serves (`sourceIPAddress`).
+    if let Some(ip) = peer.ip {
+        parts.extensions.insert(crate::api::trail::PeerIp(ip));
+    }
     let (status, body, content_type) = api.handle(&parts, body, peer.loopback).await;
     Response::builder()
         .status(status)

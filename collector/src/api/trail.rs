@@ -13,8 +13,9 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::{Api, ApiError, internal};
+use crate::config::Scope;
 use crate::selectors::Selectors;
-use crate::sigv4::{Caller, Scope};
+use crate::sigv4::Caller;
 use crate::trail_control::CLOUDTRAIL_SOURCE;
 
 /// The peer's address, put into the request's extensions by the server.
@@ -126,8 +127,9 @@ impl Api {
             return Ok(());
         };
         let record = self.call_record(op, parts, caller, input, result);
-        let record = groundtrail_common::Record::from_json(&serde_json::to_vec(&record).unwrap_or_default())
-            .map_err(|e| internal(format!("the record of {op}: {e}")))?;
+        let record =
+            groundtrail_common::Record::from_json(&serde_json::to_vec(&record).unwrap_or_default())
+                .map_err(|e| internal(format!("the record of {op}: {e}")))?;
         ingest
             .commit_records(vec![record])
             .await
@@ -178,7 +180,10 @@ impl Api {
             let msg: String = e.message.chars().take(1024).collect();
             m.insert("errorMessage".into(), json!(msg));
         }
-        m.insert("requestParameters".into(), lower_camel(&Value::Object(input.clone())));
+        m.insert(
+            "requestParameters".into(),
+            lower_camel(&Value::Object(input.clone())),
+        );
         m.insert(
             "responseElements".into(),
             match result {
