@@ -26,6 +26,7 @@ pub fn example() -> Result<String, String> {
         include_str!("config.rs"),
         include_str!("alerts/config.rs"),
         include_str!("insights/config.rs"),
+        include_str!("selectors/config.rs"),
         include_str!("../../detection/src/insights/config.rs"),
     ]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
@@ -452,6 +453,27 @@ pub struct TrailConfig {
     pub log_file_max_bytes: usize,
     /// One digest per region per this interval, also when nothing was delivered.
     pub digest_interval: Duration,
+    /// Basic event selectors (CloudTrail's `EventSelectors`), or none. With neither these nor
+    /// `advanced_event_selectors` the trail records every record, management and data events
+    /// (see docs/collector.md, "Event selectors"). `PutEventSelectors` replaces them at run
+    /// time until these change.
+    pub event_selectors: Vec<crate::selectors::EventSelectorConfig>,
+    /// Advanced event selectors (CloudTrail's `AdvancedEventSelectors`); not with
+    /// `event_selectors`.
+    pub advanced_event_selectors: Vec<crate::selectors::AdvancedEventSelectorConfig>,
+}
+
+impl TrailConfig {
+    /// The configured selectors, validated.
+    pub fn selectors(
+        &self,
+    ) -> Result<crate::selectors::Selectors, crate::selectors::SelectorError> {
+        crate::selectors::SelectorsConfig {
+            event_selectors: self.event_selectors.clone(),
+            advanced_event_selectors: self.advanced_event_selectors.clone(),
+        }
+        .to_selectors()
+    }
 }
 
 impl Default for TrailConfig {
@@ -466,6 +488,8 @@ impl Default for TrailConfig {
             log_file_interval: Duration::from_secs(300),
             log_file_max_bytes: 32 * 1024 * 1024,
             digest_interval: Duration::from_secs(3600),
+            event_selectors: Vec::new(),
+            advanced_event_selectors: Vec::new(),
         }
     }
 }
@@ -789,6 +813,9 @@ impl Config {
         if t.log_file_interval.is_zero() || t.digest_interval.is_zero() {
             bail!("[trail] log_file_interval and digest_interval must be positive");
         }
+        if let Err(e) = t.selectors() {
+            bail!("[trail] event selectors: {e}");
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.name.is_empty() {
                 bail!("[[agents]] entry {} has an empty name", i + 1);
@@ -1033,6 +1060,40 @@ mod tests {
         assert_eq!(
             c.effective_destinations(),
             vec![DestinationConfig::default_local()]
+        );
+    }
+
+    /// The docs' example selectors load from `[trail]`; invalid ones are refused at start-up
+    /// with CloudTrail's code and the place.
+    #[test]
+    fn trail_selectors_from_the_file() {
+        let c = Config::parse(
+            "[[trail.advanced_event_selectors]]\nname = \"developer services, writes\"\n\
+             field_selectors = [\n  { field = \"eventSource\", starts_with = [\"app.\"] },\n  \
+             { field = \"readOnly\", equals = [\"false\"] },\n]\n",
+        )
+        .unwrap();
+        let s = c.trail.selectors().unwrap();
+        assert!(!s.is_default());
+        let rec = |source: &str, read: bool| serde_json::json!({"eventSource": source, "eventName": "X", "readOnly": read});
+        assert!(s.selects(&rec("app.onprem.internal", false)));
+        assert!(!s.selects(&rec("app.onprem.internal", true)));
+        assert!(!s.selects(&rec("sshd.onprem.internal", false)));
+        assert!(
+            Config::parse("")
+                .unwrap()
+                .trail
+                .selectors()
+                .unwrap()
+                .is_default()
+        );
+        let mut bad = c.clone();
+        bad.trail.advanced_event_selectors[0].field_selectors[1].starts_with = vec!["t".into()];
+        let err = format!("{:#}", bad.validate().unwrap_err());
+        assert!(
+            err.contains("[trail] event selectors")
+                && err.contains("InvalidEventSelectorsException"),
+            "{err}"
         );
     }
 

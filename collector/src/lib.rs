@@ -51,4 +51,5 @@ pub mod server;
 pub mod service;
 pub mod sigv4;
 pub mod store_health;
+pub mod trail_control;
 pub mod validate;

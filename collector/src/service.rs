@@ -73,6 +73,8 @@ pub enum ServeError {
     Detection(#[from] crate::detector::DetectorError),
     #[error("[insights.model] {0}")]
     Insights(String),
+    #[error("[trail] event selectors: {0}")]
+    Selectors(String),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -203,6 +205,15 @@ pub async fn serve(
         &config.trail.s3_key_prefix,
         config.trail.organization_id.as_deref(),
     );
+    // Validated with the config; a stored PutEventSelectors applies on top (see trail_control).
+    let config_selectors = config
+        .trail
+        .selectors()
+        .map_err(|e| ServeError::Selectors(e.to_string()))?;
+    let control = Arc::new(crate::trail_control::TrailControl::load(
+        journal.clone(),
+        config_selectors,
+    )?);
     let mut batcher = Batcher::new(
         journal.clone(),
         layout.clone(),
@@ -210,7 +221,8 @@ pub async fn serve(
         config.trail.log_file_max_bytes,
         names.clone(),
         wakes.clone(),
-    );
+    )
+    .with_control(control.clone());
     let reloaded = journal.pending()?;
     if !reloaded.is_empty() {
         tracing::info!(
@@ -335,7 +347,8 @@ pub async fn serve(
             history.clone(),
             Some(ingest.clone()),
         )?
-        .with_detector(detector),
+        .with_detector(detector)
+        .with_trail_control(control),
     );
     if config.api.access_keys.is_empty() {
         if config.api.allow_unsigned_loopback_reads {

@@ -468,6 +468,11 @@ impl Collector {
     }
 
     /// A plain-HTTP client for this collector.
+    /// `GET <path>` on the collector's listener (plain HTTP); the body.
+    pub async fn http_get(&self, path: &str) -> String {
+        http_get_addr(self.addr, path).await
+    }
+
     pub fn client(&self) -> IngestClient {
         IngestClient {
             addr: self.addr,
@@ -1617,4 +1622,29 @@ pub async fn sigterm_and_wait(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET <path>` on `addr` (plain HTTP/1.1); the body.
+pub async fn http_get_addr(addr: std::net::SocketAddr, path: &str) -> String {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of the unlabelled metric `name` in a `/metrics` text (0 when absent).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }

@@ -301,13 +301,13 @@ async fn alerts_reach_https_webhook_sns_and_slack_signed() {
     assert_eq!(code, 255);
     assert!(out.contains("AlertNotFoundException"), "{out}");
 
-    let metrics = http_get(&c, "/metrics").await;
+    let metrics = c.http_get("/metrics").await;
     assert!(
         metric(&metrics, "groundtrail_detection_records_evaluated_total") >= 1,
         "{metrics}"
     );
     assert!(
-        metric(&metrics, "groundtrail_detection_rules") == 14 + 16 + 44,
+        metric(&metrics, "groundtrail_detection_rules") == 14 + 17 + 44,
         "{metrics}"
     );
 }
@@ -374,7 +374,7 @@ async fn rules_dir_threshold_and_reload() {
     assert!(last_error.contains("broken"), "{last_error}");
     let (_, v, _) = alerts_cli(&c, &["rules"], READER);
     assert_eq!(v["Rules"][0]["Id"], "login-failures", "{v}");
-    let m = http_get(&c, "/metrics").await;
+    let m = c.http_get("/metrics").await;
     assert!(metric(&m, "groundtrail_detection_reload_failures_total") >= 1);
     let c2: Vec<Value> = (0..3).map(|_| failed_login("192.0.2.99")).collect();
     post_ok(&c, &c2).await;
@@ -527,7 +527,7 @@ async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
         async move { (all.len() == 30).then_some(all) }
     })
     .await;
-    let m = http_get(&c, "/metrics").await;
+    let m = c.http_get("/metrics").await;
     assert!(m.contains("notifier=\"hook\""), "per-notifier metrics: {m}");
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
     let rx = Receiver::start(port, None).await;
@@ -604,31 +604,4 @@ async fn kill_9_between_alert_and_delivery_loses_nothing() {
     ids.sort();
     want.sort();
     assert_eq!(ids, want);
-}
-
-async fn http_get(c: &Collector, path: &str) -> String {
-    http_get_addr(c.addr, path).await
-}
-
-async fn http_get_addr(addr: std::net::SocketAddr, path: &str) -> String {
-    use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }

@@ -65,7 +65,7 @@ async fn trail_ids(store: &Store) -> HashSet<String> {
 
 /// The collector's records of its trail calls, in the trail: (eventName, errorCode, key).
 async fn control_records(store: &Store) -> Vec<(String, Option<String>, String)> {
-    let mut out: Vec<(String, Value)> = store
+    let out: Vec<(String, Value)> = store
         .records()
         .await
         .into_iter()
@@ -111,12 +111,25 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     let trail = ["--trail-name", TRAIL];
 
     // The default: every record, and selectors that say so.
-    let before = [rec("app.onprem.internal", false), rec("sshd.onprem.internal", true)];
+    let before = [
+        rec("app.onprem.internal", false),
+        rec("sshd.onprem.internal", true),
+    ];
     assert_eq!(c.client().post_records(&before).await.unwrap().status, 200);
     store.wait_delivered(&event_ids(&before)).await;
-    let got = ok(aws(&cli, &c, reader, &[&["cloudtrail", "get-event-selectors"][..], &trail].concat()));
+    let got = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
+    ));
     assert_eq!(got["TrailARN"], TRAIL_ARN);
-    let described = ok(aws(&cli, &c, reader, &["cloudtrail", "get-trail", "--name", TRAIL]));
+    let described = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &["cloudtrail", "get-trail", "--name", TRAIL],
+    ));
     assert_eq!(described["Trail"]["HasCustomEventSelectors"], false);
 
     // Developers: only their services' write events.
@@ -141,9 +154,19 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     ));
     assert_eq!(put["TrailARN"], TRAIL_ARN);
     assert_eq!(put["AdvancedEventSelectors"], selectors);
-    let got = ok(aws(&cli, &c, reader, &[&["cloudtrail", "get-event-selectors"][..], &trail].concat()));
+    let got = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
+    ));
     assert_eq!(got["AdvancedEventSelectors"], selectors);
-    let described = ok(aws(&cli, &c, reader, &["cloudtrail", "get-trail", "--name", TRAIL]));
+    let described = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &["cloudtrail", "get-trail", "--name", TRAIL],
+    ));
     assert_eq!(described["Trail"]["HasCustomEventSelectors"], true);
 
     // From then on: the app's writes only. The taken record comes last in its batch, so once
@@ -160,7 +183,10 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     for r in &after[..3] {
         assert!(!ids.contains(&id(r)), "not selected, not in the trail: {r}");
     }
-    assert!(before.iter().all(|r| ids.contains(&id(r))), "earlier records stay");
+    assert!(
+        before.iter().all(|r| ids.contains(&id(r))),
+        "earlier records stay"
+    );
     assert!(passed_over(&c).await >= 3);
 
     // Selectors a trail cannot have are refused, and the refusal is recorded.
@@ -179,13 +205,28 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     assert_ne!(code, 0);
     assert!(err.contains("InvalidEventSelectorsException"), "{err}");
     // A reader may not stop the trail; the attempt is recorded with who made it.
-    let (code, _, err) = aws(&cli, &c, reader, &["cloudtrail", "stop-logging", "--name", TRAIL]);
+    let (code, _, err) = aws(
+        &cli,
+        &c,
+        reader,
+        &["cloudtrail", "stop-logging", "--name", TRAIL],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("AccessDenied"), "{err}");
 
     // Stopped: nothing is recorded, but the stop and the start are.
-    ok(aws(&cli, &c, writer, &["cloudtrail", "stop-logging", "--name", TRAIL]));
-    let status = ok(aws(&cli, &c, reader, &["cloudtrail", "get-trail-status", "--name", TRAIL]));
+    ok(aws(
+        &cli,
+        &c,
+        writer,
+        &["cloudtrail", "stop-logging", "--name", TRAIL],
+    ));
+    let status = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &["cloudtrail", "get-trail-status", "--name", TRAIL],
+    ));
     assert_eq!(status["IsLogging"], false, "{status}");
     assert!(status["TimeLoggingStopped"].is_string(), "{status}");
     let n = passed_over(&c).await;
@@ -195,7 +236,12 @@ async fn selectors_and_logging_change_what_the_trail_records() {
         (passed_over(&c).await > n).then_some(())
     })
     .await;
-    ok(aws(&cli, &c, writer, &["cloudtrail", "start-logging", "--name", TRAIL]));
+    ok(aws(
+        &cli,
+        &c,
+        writer,
+        &["cloudtrail", "start-logging", "--name", TRAIL],
+    ));
     let resumed = [rec("app.onprem.internal", false)];
     assert_eq!(c.client().post_records(&resumed).await.unwrap().status, 200);
     store.wait_delivered(&[id(&resumed[0])]).await;
@@ -209,15 +255,15 @@ async fn selectors_and_logging_change_what_the_trail_records() {
         (name.to_string(), error.map(str::to_string), key.to_string())
     };
     let mut expected = vec![
-            expect("PutEventSelectors", None, WRITE_KEY),
-            expect(
-                "PutEventSelectors",
-                Some("InvalidEventSelectorsException"),
-                WRITE_KEY
-            ),
-            expect("StopLogging", Some("AccessDeniedException"), READ_KEY),
-            expect("StopLogging", None, WRITE_KEY),
-            expect("StartLogging", None, WRITE_KEY),
+        expect("PutEventSelectors", None, WRITE_KEY),
+        expect(
+            "PutEventSelectors",
+            Some("InvalidEventSelectorsException"),
+            WRITE_KEY,
+        ),
+        expect("StopLogging", Some("AccessDeniedException"), READ_KEY),
+        expect("StopLogging", None, WRITE_KEY),
+        expect("StartLogging", None, WRITE_KEY),
     ];
     expected.sort();
     assert_eq!(calls, expected);
@@ -229,8 +275,7 @@ async fn selectors_and_logging_change_what_the_trail_records() {
         .find(|r| r["eventName"] == "PutEventSelectors" && r.get("errorCode").is_none())
         .unwrap();
     assert_eq!(
-        put_record["requestParameters"]["advancedEventSelectors"][0]["fieldSelectors"][1]
-            ["startsWith"],
+        put_record["requestParameters"]["advancedEventSelectors"][0]["fieldSelectors"][1]["startsWith"],
         json!(["app."])
     );
     assert_eq!(put_record["sourceIPAddress"], "127.0.0.1");
@@ -248,11 +293,24 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     // A restart keeps the selectors and the logging state.
     c.sigterm().await;
     c.spawn().await;
-    let got = ok(aws(&cli, &c, reader, &[&["cloudtrail", "get-event-selectors"][..], &trail].concat()));
+    let got = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
+    ));
     assert_eq!(got["AdvancedEventSelectors"], selectors);
-    let status = ok(aws(&cli, &c, reader, &["cloudtrail", "get-trail-status", "--name", TRAIL]));
+    let status = ok(aws(
+        &cli,
+        &c,
+        reader,
+        &["cloudtrail", "get-trail-status", "--name", TRAIL],
+    ));
     assert_eq!(status["IsLogging"], true);
-    let last = [rec("sshd.onprem.internal", false), rec("app.onprem.internal", false)];
+    let last = [
+        rec("sshd.onprem.internal", false),
+        rec("app.onprem.internal", false),
+    ];
     assert_eq!(c.client().post_records(&last).await.unwrap().status, 200);
     store.wait_delivered(&[id(&last[1])]).await;
     assert!(!trail_ids(&store).await.contains(&id(&last[0])));

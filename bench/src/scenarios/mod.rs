@@ -20,7 +20,7 @@ pub const S_AGENT: &str =
 pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a delivered log file";
 pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
 pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
-pub const S_DETECTION: &str = "7. detection: rule engine cost (default packs) and alert latency at a steady rate (real collector, webhook)";
+pub const S_DETECTION: &str = "7. detection: rule engine cost (default packs), alert latency at a steady rate (real collector, webhook), Insights detector cost";
 pub const S_HISTORY: &str = "6. event history: indexing and LookupEvents first pages (in-process History, generator records)";
 
 /// (scenario, figure id, section, label).
@@ -66,6 +66,18 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "detection.alert_p99_ms",
         S_DETECTION,
         "alert latency: batch's 200 -> webhook receipt, p99",
+    ),
+    (
+        "detection",
+        "insights.parse_and_detect_ns_per_record",
+        S_DETECTION,
+        "Insights detector (both series, default model): JSON parse + observe, per record",
+    ),
+    (
+        "detection",
+        "insights.cpu_share_percent_estimated",
+        S_DETECTION,
+        "Insights' estimated share of the collector's per-record CPU (in-process cost / CPU per record, detection off)",
     ),
     (
         "collector",
