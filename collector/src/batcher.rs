@@ -239,6 +239,9 @@ pub struct Batcher {
     trimming: Arc<std::sync::atomic::AtomicBool>,
     /// What the trail records (logging, event selectors); `None`: everything.
     control: Option<Arc<TrailControl>>,
+    /// Records to pass over whose marking the journal refused: retried on every tick (they
+    /// also stay pending in the journal meanwhile).
+    unpassed: Vec<u64>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -284,6 +287,7 @@ impl Batcher {
             unrecorded: Vec::new(),
             trimming: Arc::default(),
             control: None,
+            unpassed: Vec::new(),
         }
     }
 
@@ -312,18 +316,13 @@ impl Batcher {
     /// file of its (account, region). Sealed files are then recorded; one the journal fails to
     /// record is kept and retried (see [`Batcher::close_due`]). The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
+        let mut passing = Ok(());
         let records = match &self.control {
             Some(c) if !c.takes_everything() => {
                 let (taken, passed): (Vec<_>, Vec<_>) =
                     blocking(|| records.into_iter().partition(|r| c.takes(&r.json)));
-                if !passed.is_empty() {
-                    let seqs: Vec<u64> = passed.iter().map(|r| r.seq).collect();
-                    self.journal.pass_over(&seqs)?;
-                    crate::metrics::metrics()
-                        .records_passed_over
-                        .fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    self.trim_soon();
-                }
+                self.unpassed.extend(passed.iter().map(|r| r.seq));
+                passing = self.pass_over_unpassed();
                 taken
             }
             _ => records,
@@ -348,12 +347,30 @@ impl Batcher {
             sealed
         });
         drop(records);
-        self.record_all(sealed).await.map(|_| ())
+        let recorded = self.record_all(sealed).await.map(|_| ());
+        passing.and(recorded)
+    }
+
+    /// Marks the records waiting in `unpassed` as passed over; on failure they wait for the
+    /// next tick.
+    fn pass_over_unpassed(&mut self) -> Result<(), JournalError> {
+        if self.unpassed.is_empty() {
+            return Ok(());
+        }
+        self.journal.pass_over(&self.unpassed)?;
+        crate::metrics::metrics().records_passed_over.fetch_add(
+            self.unpassed.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.unpassed.clear();
+        self.trim_soon();
+        Ok(())
     }
 
     /// When the next open file is due to close (or a failed recording to be retried).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let retry = (!self.unrecorded.is_empty()).then(|| Instant::now() + RETRY);
+        let retry = (!self.unrecorded.is_empty() || !self.unpassed.is_empty())
+            .then(|| Instant::now() + RETRY);
         self.open
             .values()
             .map(|f| f.opened + self.interval)
@@ -380,6 +397,7 @@ impl Batcher {
     }
 
     async fn close_parts(&mut self, parts: Vec<Part>) -> Result<usize, JournalError> {
+        let passing = self.pass_over_unpassed();
         let mut sealed = std::mem::take(&mut self.unrecorded);
         let open = &mut self.open;
         blocking(|| {
@@ -389,7 +407,8 @@ impl Batcher {
                 }
             }
         });
-        self.record_all(sealed).await
+        let recorded = self.record_all(sealed).await;
+        passing.and(recorded)
     }
 
     /// Records every sealed file, in order; one that fails is kept for the next tick and the

@@ -116,19 +116,21 @@ pub async fn serve(
     // records); a full queue delays the next `200` (the records are already durable), it
     // never drops anything.
     let (tx, rx) = mpsc::channel(BATCHER_QUEUE);
-    // Registered with the journal here, before the reload below can trim the log.
-    if config.insights.enabled() {
-        background.push(
-            crate::insights::spawn(
+    // Registered with the journal here, before the reload below can trim the log; started
+    // after the reload (see `insights::open`).
+    let insights = if config.insights.enabled() {
+        Some(
+            crate::insights::open(
                 journal.clone(),
                 tx.clone(),
                 config.insights.clone(),
                 &config.journal.path,
-                shutdown.clone(),
             )
             .map_err(|e| ServeError::Insights(e.to_string()))?,
-        );
-    }
+        )
+    } else {
+        None
+    };
     // Refuses a missing or changed key once digests exist (see `crate::keys`).
     let (key, outcome) = provide_key(
         &config.signing.key_file,
@@ -232,6 +234,9 @@ pub async fn serve(
         batcher.add(reloaded).await?;
     }
     let batcher_task = tokio::spawn(batcher.run(rx, shutdown.clone()));
+    if let Some(reader) = insights {
+        background.push(tokio::spawn(reader.run(shutdown.clone())));
+    }
 
     let notify_wake = Arc::new(Notify::new());
     let deliverers: Vec<Arc<Deliverer>> = destinations

@@ -46,6 +46,10 @@ struct Stored {
     config_selectors: Value,
 }
 
+/// The settings at one moment, to put back when a change cannot be recorded.
+#[derive(Debug, Clone)]
+pub struct Snapshot(Settings);
+
 #[derive(Debug, Clone)]
 struct Settings {
     logging: bool,
@@ -61,6 +65,9 @@ pub struct TrailControl {
     journal: Arc<Journal>,
     config_selectors: Selectors,
     settings: RwLock<Settings>,
+    /// Held across a whole change (read, store, record, maybe undo), so two changes never
+    /// interleave and one never undoes the other.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl TrailControl {
@@ -117,6 +124,7 @@ impl TrailControl {
             journal,
             config_selectors,
             settings: RwLock::new(settings),
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -162,7 +170,24 @@ impl TrailControl {
         s.logging && s.selectors.selects(&record)
     }
 
-    /// Starts or stops logging, durably.
+    /// Exclusive access for one change: hold the guard across the change, its record and any
+    /// undo.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changes.lock().await
+    }
+
+    /// The settings now, for [`TrailControl::restore`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.read().clone())
+    }
+
+    /// Puts back earlier settings, durably (a change that could not be recorded).
+    pub async fn restore(&self, snapshot: Snapshot) -> Result<(), JournalError> {
+        self.store(snapshot.0).await
+    }
+
+    /// Starts or stops logging, durably. Callers that record the change hold
+    /// [`TrailControl::lock`].
     pub async fn set_logging(&self, on: bool) -> Result<(), JournalError> {
         let mut next = self.read().clone();
         next.logging = on;
@@ -178,7 +203,10 @@ impl TrailControl {
         self.store(next).await
     }
 
+    /// Writes `next` and flushes; only then is it in force. A failed flush puts the previous
+    /// stored value back, so a later flush by anyone cannot make a refused change durable.
     async fn store(&self, next: Settings) -> Result<(), JournalError> {
+        let previous = self.journal.trail_settings()?;
         let stored = Stored {
             logging: next.logging,
             logging_changed_at: next.logging_changed_at,
@@ -188,7 +216,16 @@ impl TrailControl {
         // Plain values always serialize.
         let json = serde_json::to_vec(&stored).unwrap_or_default();
         self.journal.set_trail_settings(&json)?;
-        self.journal.flush().await?;
+        if let Err(e) = self.journal.flush().await {
+            let undone = match &previous {
+                Some(v) => self.journal.set_trail_settings(v),
+                None => self.journal.clear_trail_settings(),
+            };
+            if let Err(u) = undone {
+                tracing::error!("trail settings: the refused change could not be taken back: {u}");
+            }
+            return Err(e);
+        }
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
     }

@@ -314,4 +314,33 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     assert_eq!(c.client().post_records(&last).await.unwrap().status, 200);
     store.wait_delivered(&[id(&last[1])]).await;
     assert!(!trail_ids(&store).await.contains(&id(&last[0])));
+
+    // A selector set larger than a record's requestParameters may be (100 KiB) is still
+    // recorded: with the trail's name only.
+    let long: Vec<String> = (0..60)
+        .map(|i| format!("app.{i}.{}", "x".repeat(2000)))
+        .collect();
+    let big = json!([{"FieldSelectors": [{"Field": "eventSource", "StartsWith": long}]}]);
+    ok(aws(
+        &cli,
+        &c,
+        writer,
+        &[
+            &["cloudtrail", "put-event-selectors"][..],
+            &trail,
+            &["--advanced-event-selectors", &big.to_string()],
+        ]
+        .concat(),
+    ));
+    let recorded = wait_for("the large PutEventSelectors recorded", || async {
+        store
+            .records()
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r["eventName"] == "PutEventSelectors" && r.get("errorCode").is_none())
+            .find(|r| r["requestParameters"] == json!({"trailName": TRAIL}))
+    })
+    .await;
+    assert_eq!(recorded["userIdentity"]["accessKeyId"], WRITE_KEY);
 }

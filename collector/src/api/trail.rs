@@ -7,6 +7,11 @@
 //! it), committed through the journal before the answer, with `errorCode`/`errorMessage` when it
 //! was refused (a caller without the write scope included). The trail always takes these
 //! records (see [`crate::trail_control`]).
+//!
+//! **No change without its record.** A change is made durable, then its record; when the
+//! record cannot be committed (the journal refuses), the change is taken back and the call
+//! answers `500`. Changes are serialized ([`crate::trail_control::TrailControl::lock`]), so a
+//! concurrent `StopLogging` and `PutEventSelectors` both take effect, one after the other.
 
 use std::net::IpAddr;
 
@@ -21,6 +26,20 @@ use crate::trail_control::CLOUDTRAIL_SOURCE;
 /// The peer's address, put into the request's extensions by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerIp(pub IpAddr);
+
+/// A changing call, as received.
+struct Call<'a> {
+    op: &'a str,
+    parts: &'a http::request::Parts,
+    caller: &'a Caller,
+    input: &'a Map<String, Value>,
+}
+
+/// What a changing call changes.
+enum Change {
+    Selectors(Selectors),
+    Logging(bool),
+}
 
 /// The operations served here.
 pub const OPERATIONS: [&str; 4] = [
@@ -44,50 +63,78 @@ impl Api {
             self.trail_in(input, "TrailName")?;
             return Ok(self.selectors_answer(&self.current_selectors()));
         }
-        let result = self.change_trail(op, caller, input).await;
-        self.record_call(op, parts, caller, input, &result).await?;
-        result
+        let call = Call {
+            op,
+            parts,
+            caller,
+            input,
+        };
+        let Some(control) = self.control.as_ref() else {
+            return Err(ApiError::bad(
+                "UnsupportedOperationException",
+                "this collector serves no trail settings",
+            ));
+        };
+        // One change at a time, from the check to its record (or its undo).
+        let _one = control.lock().await;
+        let prepared = self.prepare(&call);
+        let (change, answer) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // Refused before anything changed: recorded with its error.
+                self.record(&call, &Err(e.clone())).await?;
+                return Err(e);
+            }
+        };
+        let before = control.snapshot();
+        let applied = match change {
+            Change::Selectors(s) => control.put_selectors(s).await,
+            Change::Logging(on) => control.set_logging(on).await,
+        };
+        if let Err(e) = applied {
+            let e = internal(e);
+            self.record(&call, &Err(e.clone())).await?;
+            return Err(e);
+        }
+        // The change is in force; without its record it must not stay.
+        let answered = Ok(answer);
+        if let Err(e) = self.record(&call, &answered).await {
+            if let Err(u) = control.restore(before).await {
+                tracing::error!(
+                    "{op}: the change could not be recorded and could not be taken back ({u}); it stays in force unrecorded"
+                );
+            }
+            return Err(e);
+        }
+        tracing::warn!(
+            "{op}: {}",
+            match op {
+                "PutEventSelectors" => "the trail's event selectors changed",
+                "StopLogging" => "the trail stopped logging",
+                _ => "the trail is logging",
+            }
+        );
+        answered
     }
 
-    async fn change_trail(
-        &self,
-        op: &str,
-        caller: &Caller,
-        input: &Map<String, Value>,
-    ) -> Result<Value, ApiError> {
-        caller.require(Scope::Write)?;
-        let field = if op == "PutEventSelectors" {
+    /// Checks a changing call and says what it will change and answer; nothing changes here.
+    fn prepare(&self, call: &Call<'_>) -> Result<(Change, Value), ApiError> {
+        call.caller.require(Scope::Write)?;
+        let field = if call.op == "PutEventSelectors" {
             "TrailName"
         } else {
             "Name"
         };
-        self.trail_in(input, field)?;
-        let control = self.control.as_ref().ok_or_else(|| {
-            ApiError::bad(
-                "UnsupportedOperationException",
-                "this collector serves no trail settings",
-            )
-        })?;
-        match op {
+        self.trail_in(call.input, field)?;
+        match call.op {
             "PutEventSelectors" => {
-                let selectors = Selectors::from_api(input)
+                let selectors = Selectors::from_api(call.input)
                     .map_err(|e| ApiError::bad(e.code, e.message.clone()))?;
-                control
-                    .put_selectors(selectors.clone())
-                    .await
-                    .map_err(internal)?;
-                tracing::warn!("PutEventSelectors: the trail's event selectors changed");
-                Ok(self.selectors_answer(&selectors))
+                let answer = self.selectors_answer(&selectors);
+                Ok((Change::Selectors(selectors), answer))
             }
-            "StartLogging" | "StopLogging" => {
-                let on = op == "StartLogging";
-                control.set_logging(on).await.map_err(internal)?;
-                tracing::warn!(
-                    "{op}: the trail {} logging",
-                    if on { "is" } else { "stopped" }
-                );
-                Ok(json!({}))
-            }
+            "StartLogging" => Ok((Change::Logging(true), json!({}))),
+            "StopLogging" => Ok((Change::Logging(false), json!({}))),
             other => Err(ApiError::bad(
                 "UnknownOperationException",
                 format!("{other} is not supported by this collector"),
@@ -112,24 +159,38 @@ impl Api {
         Value::Object(out)
     }
 
-    /// Commits the record of a trail-changing call (see the module doc); the answer waits
-    /// for it.
-    async fn record_call(
+    /// Commits the record of a trail-changing call (see the module doc) and waits until it
+    /// is durable. A record that would be refused for its size (a large selector set) keeps
+    /// only the trail's name in `requestParameters` and `responseElements`.
+    async fn record(
         &self,
-        op: &str,
-        parts: &http::request::Parts,
-        caller: &Caller,
-        input: &Map<String, Value>,
+        call: &Call<'_>,
         result: &Result<Value, ApiError>,
     ) -> Result<(), ApiError> {
         // An unsigned (loopback) caller is no one to name; it is refused before any change.
-        let (Some(ingest), Some(_)) = (&self.ingest, &caller.access_key_id) else {
+        let (Some(ingest), Some(_)) = (&self.ingest, &call.caller.access_key_id) else {
             return Ok(());
         };
-        let record = self.call_record(op, parts, caller, input, result);
-        let record =
-            groundtrail_common::Record::from_json(&serde_json::to_vec(&record).unwrap_or_default())
-                .map_err(|e| internal(format!("the record of {op}: {e}")))?;
+        let parse = |v: &Value| {
+            groundtrail_common::Record::from_json(&serde_json::to_vec(v).unwrap_or_default())
+        };
+        let mut json = self.call_record(call.op, call.parts, call.caller, call.input, result);
+        let record = match parse(&json) {
+            Ok(r) => r,
+            Err(_) => {
+                let name = call
+                    .input
+                    .get("TrailName")
+                    .or_else(|| call.input.get("Name"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                json["requestParameters"] = json!({"trailName": name});
+                if json["responseElements"].is_object() {
+                    json["responseElements"] = json!({"trailARN": self.trail_arn()});
+                }
+                parse(&json).map_err(|e| internal(format!("the record of {}: {e}", call.op)))?
+            }
+        };
         ingest
             .commit_records(vec![record])
             .await

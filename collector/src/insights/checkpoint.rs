@@ -12,8 +12,10 @@
 //!
 //! # Format
 //!
-//! One JSON document: `{"version": 1, "position": <next log entry to read>, "detector": {...}}`
-//! where `detector` is [`Detector`]'s own serialization (integers and strings only).
+//! One JSON document: `{"version": 1, "position": <next log entry to read>, "detector": {...},
+//! "pending": [...]}` where `detector` is [`Detector`]'s own serialization (integers and
+//! strings only) and `pending` (absent when empty) the Insights records of a flush not yet
+//! known to be committed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,11 @@ pub struct Checkpoint {
     /// The next log entry to read.
     pub position: u64,
     pub detector: Detector,
+    /// Insights records the detector found and the journal may not have yet: the findings of
+    /// a flush on the wall clock, saved before they are committed because a replay of the log
+    /// would not find them again (see [`crate::insights`]). Committed first on the next start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<serde_json::Value>,
 }
 
 impl Checkpoint {
@@ -49,6 +56,7 @@ impl Checkpoint {
             version: VERSION,
             position,
             detector,
+            pending: Vec::new(),
         }
     }
 }

@@ -26,8 +26,11 @@
 //!   journal drops as repeats.
 //! - **Quiet APIs still end their insights.** When nothing has been committed for
 //!   `[insights] close_idle_after`, the minutes up to now (less the model's lateness) are
-//!   judged. This is the one input that is not a record; a record arriving later for a judged
-//!   minute is counted as late (`groundtrail_insights_late_records_total`) and in no rate.
+//!   judged. This is the one input that is not a record, so a replay of the log would not
+//!   repeat it: its findings are saved in the checkpoint with the detector that made them
+//!   before they are committed, and a restart commits them first (the journal drops them if
+//!   they were in). A record arriving later for a judged minute is counted as late
+//!   (`groundtrail_insights_late_records_total`) and in no rate.
 //! - **Only what the trail selects is written**: the detector runs both series, and records of
 //!   a type not in `[insights] types` are not committed.
 //!
@@ -45,7 +48,6 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use groundtrail_common::shutdown::Shutdown;
 use groundtrail_detection::insights::ConfigError;
 use tokio::sync::mpsc;
 
@@ -59,16 +61,16 @@ pub fn checkpoint_path(journal_dir: &Path) -> PathBuf {
     journal_dir.join("insights.json")
 }
 
-/// Starts the Insights reader (registered with the journal before this returns); it runs
-/// until `shutdown`. The task holds a sender of the batcher's queue, so it must end before
-/// the batcher can.
-pub fn spawn(
+/// Opens the Insights reader, registered with the journal from here on (so call it before
+/// anything can trim the log). Start it with [`InsightsReader::run`] only after the batcher
+/// has reloaded the journal's pending records: a finding committed before that reload would
+/// reach the batcher twice (once reloaded, once from its queue). The task holds a sender of
+/// the batcher's queue, so it must end before the batcher can.
+pub fn open(
     journal: Arc<Journal>,
     batcher: mpsc::Sender<Vec<PendingRecord>>,
     section: InsightsSection,
     journal_dir: &Path,
-    shutdown: Shutdown,
-) -> Result<tokio::task::JoinHandle<()>, ConfigError> {
-    let reader = InsightsReader::open(journal, batcher, section, checkpoint_path(journal_dir))?;
-    Ok(tokio::spawn(reader.run(shutdown)))
+) -> Result<InsightsReader, ConfigError> {
+    InsightsReader::open(journal, batcher, section, checkpoint_path(journal_dir))
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use groundtrail_detection::insights::{ConfigError, Detector};
@@ -38,6 +39,8 @@ pub struct InsightsReader {
     /// Whether the detector moved since the last checkpoint.
     dirty: bool,
     saved_at: Instant,
+    /// Findings the last checkpoint holds as not known to be committed: committed first.
+    carried: Vec<Value>,
 }
 
 impl std::fmt::Debug for InsightsReader {
@@ -58,8 +61,10 @@ impl InsightsReader {
         section: InsightsSection,
         path: PathBuf,
     ) -> Result<InsightsReader, ConfigError> {
+        let mut carried = Vec::new();
         let (detector, recorded) = match checkpoint::load(&path) {
             Some(c) => {
+                carried = c.pending;
                 let mut d = c.detector;
                 if d.config() != &section.model {
                     tracing::info!(
@@ -87,6 +92,7 @@ impl InsightsReader {
             position,
             dirty: recorded.is_none(),
             saved_at: Instant::now(),
+            carried,
         })
     }
 
@@ -98,9 +104,10 @@ impl InsightsReader {
         let mut last_read = Instant::now();
         // Found and not yet committed: the detector has moved past them, so they are
         // committed as they are, however many tries that takes, before anything else.
-        let mut found: Vec<Value> = Vec::new();
+        let mut found: Vec<Value> = std::mem::take(&mut self.carried);
         loop {
-            if shutdown.is_shutdown() {
+            // Checked on every turn, also while catching up with a long log.
+            if shutdown.is_shutdown() || shutdown.recv().now_or_never().is_some() {
                 break;
             }
             if !found.is_empty() {
@@ -124,8 +131,13 @@ impl InsightsReader {
                     let lag = durable.borrow().saturating_sub(self.position);
                     metrics().insights_lag_entries.store(lag, Ordering::Relaxed);
                     if last_read.elapsed() >= idle_after {
-                        // Nothing new for a while: judge the minutes up to now.
+                        // Nothing new for a while: judge the minutes up to now. A replay of
+                        // the log would not repeat this (the clock is not in the log), so its
+                        // findings are saved with the detector before they are committed.
                         found = self.flush_to_now();
+                        if !found.is_empty() {
+                            self.save(found.clone()).await;
+                        }
                         last_read = Instant::now();
                         continue;
                     }
@@ -186,20 +198,21 @@ impl InsightsReader {
             let mut d = detector.lock().unwrap_or_else(|p| p.into_inner());
             let mut found = Vec::new();
             let mut read = 0u64;
-            for json in entries.iter().flat_map(|e| &e.records) {
-                let Ok(record) = serde_json::from_slice::<Value>(json) else {
-                    continue;
-                };
-                read += 1;
-                // A record the detector panics on must not stop Insights (and hold the
-                // journal's log) for good: it is skipped and logged.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.observe(&record)))
-                {
-                    Ok(out) => found.extend(out),
-                    Err(_) => tracing::error!(
-                        event_id = record["eventID"].as_str().unwrap_or("?"),
-                        "insights: the detector failed on a record; it was skipped"
-                    ),
+            for entry in &entries {
+                for (index, json) in entry.records.iter().enumerate() {
+                    read += 1;
+                    // A record the detector panics on must not stop Insights (and hold the
+                    // journal's log) for good: it is skipped and logged.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        d.observe_json(json)
+                    })) {
+                        Ok(out) => found.extend(out),
+                        Err(_) => tracing::error!(
+                            entry = entry.position,
+                            index,
+                            "insights: the detector failed on a record; it was skipped"
+                        ),
+                    }
                 }
             }
             (found, read, d.stats().late)
@@ -286,9 +299,17 @@ impl InsightsReader {
         if !self.dirty || !(now || due) {
             return;
         }
+        self.save(Vec::new()).await;
+    }
+
+    /// Saves the detector, its position and `pending` (findings not yet committed), then
+    /// tells the journal the position.
+    async fn save(&mut self, pending: Vec<Value>) {
         let snapshot = {
             let d = self.detector.lock().unwrap_or_else(|p| p.into_inner());
-            Checkpoint::new(self.position, d.clone())
+            let mut c = Checkpoint::new(self.position, d.clone());
+            c.pending = pending;
+            c
         };
         let path = self.path.clone();
         let saved = tokio::task::spawn_blocking(move || checkpoint::save(&path, &snapshot))

@@ -138,3 +138,32 @@ async fn findings_are_committed_once_across_a_lost_checkpoint() {
     );
     assert_eq!(pending_insights(&journal), 2);
 }
+
+/// Findings a checkpoint carries as not known to be committed (a flush's, saved before its
+/// commit) are committed first on the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_carried_by_the_checkpoint_are_committed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+    let det = groundtrail_detection::insights::Detector::new(section().model).unwrap();
+    let end = serde_json::json!({
+        "eventVersion": "1.07", "eventTime": "2026-12-07T09:25:00Z", "awsRegion": "us-east-1",
+        "eventID": "1aa9f2fe-0810-8086-921a-9c49a5b6da93", "eventType": "AwsCloudTrailInsight",
+        "recipientAccountId": "123456789012", "sharedEventID": "fd16a2d5-b1ba-876f-a24e-bb419e30e4e2",
+        "insightDetails": {"state": "End", "eventSource": "app.onprem.internal",
+            "eventName": "Login", "insightType": "ApiErrorRateInsight"},
+        "eventCategory": "Insight"
+    });
+    let mut c = super::checkpoint::Checkpoint::new(journal.durable_end_now(), det);
+    c.pending = vec![end];
+    super::checkpoint::save(&checkpoint_path(dir.path()), &c).unwrap();
+    let got = run_reader(&journal, dir.path(), 1, StdDuration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].kind, groundtrail_common::trail::FileKind::Insight);
+    // Once in, the next checkpoint carries nothing: a second start adds nothing.
+    assert!(
+        run_reader(&journal, dir.path(), 1, StdDuration::from_secs(2))
+            .await
+            .is_empty()
+    );
+}

@@ -1386,6 +1386,12 @@ impl Journal {
         Ok(())
     }
 
+    /// Removes the trail's stored settings (the config's apply).
+    pub fn clear_trail_settings(&self) -> Result<()> {
+        self.db.remove(b"o/trail")?;
+        Ok(())
+    }
+
     /// Records a delivery status value (`LatestDeliveryTime`, `LatestDeliveryError`, ...).
     /// Not flushed on its own: it is informational and rides on the next flush.
     pub fn set_status(&self, name: &str, value: &str) -> Result<()> {

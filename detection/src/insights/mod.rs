@@ -64,6 +64,7 @@ mod detector;
 mod key;
 mod record;
 mod series;
+mod slim;
 mod tally;
 mod time;
 
