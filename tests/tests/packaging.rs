@@ -91,9 +91,9 @@ fn every_effective_field_is_in_the_example() {
                     // An empty list is shown either way: as tables (`[[agents]]`) or as a
                     // value (`types = []`).
                     toml::Value::Array(a) if a.first().is_none_or(|v| v.is_table()) => {
-                        if !example.contains(&format!("#[[{path}]]\n"))
-                            && !(a.is_empty() && example.contains(&format!("\n#{k} = ")))
-                        {
+                        let as_tables = example.contains(&format!("#[[{path}]]\n"));
+                        let as_value = a.is_empty() && example.contains(&format!("\n#{k} = "));
+                        if !as_tables && !as_value {
                             missing.push(path);
                         }
                     }
