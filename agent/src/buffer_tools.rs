@@ -53,6 +53,7 @@ pub enum BufferCommand {
     },
     /// Read every chunk, decode every frame and record, check the buffer's invariants; print
     /// each problem with its chunk key. Exit 0 sound, 1 problems found, 2 cannot examine.
+    /// Works on a private copy: the buffer itself is never written.
     Verify {
         #[command(flatten)]
         target: Target,
@@ -293,11 +294,21 @@ fn scan(store: &Store, set_aside: bool, emit: Emit<'_>) -> anyhow::Result<Scan> 
                 ),
                 false,
             );
+            let mut seen = store::salvage::Seen::default();
             for c in chunks {
+                bar.inc(c.value.len() as u64);
+                // Carving kept only values that decode.
+                let Ok((_, jsons)) = buffer::decode_value(&decompressor, &c.value) else {
+                    continue;
+                };
+                let fresh: Vec<&Vec<u8>> = jsons.iter().filter(|j| seen.first_time(j)).collect();
+                if fresh.is_empty() {
+                    continue;
+                }
                 s.chunks += 1;
-                s.value_bytes += c.value_len;
-                s.format(&[c.format]);
-                for json in &c.records {
+                s.value_bytes += c.value.len() as u64;
+                s.format(&c.value);
+                for json in fresh {
                     s.records += 1;
                     s.record(&c.place, json, true, emit)?;
                 }
@@ -579,13 +590,17 @@ fn human(i: &Inspection) -> String {
     );
     line(
         "sequence",
-        format!(
-            "first {}, last {}, next {}, acknowledged up to {}",
-            opt(&s.first_seq),
-            opt(&s.last_seq),
-            opt(&i.next_seq),
-            opt(&s.acknowledged_up_to)
-        ),
+        if i.sled_error.is_some() {
+            "not known (salvaged; records are ordered by append time)".into()
+        } else {
+            format!(
+                "first {}, last {}, next {}, acknowledged up to {}",
+                opt(&s.first_seq),
+                opt(&s.last_seq),
+                opt(&i.next_seq),
+                opt(&s.acknowledged_up_to)
+            )
+        },
     );
     line(
         "eventTime",

@@ -145,6 +145,8 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
     assert_eq!(e.code, 0, "{}", e.stderr);
     assert_eq!(ids_of(&e.stdout), expected);
     assert!(e.stderr.contains("exported 7 records"), "{}", e.stderr);
+    // stderr is a pipe here: no progress display in it.
+    assert_eq!(e.stderr.lines().count(), 1, "{}", e.stderr);
     let file = dir.path().join("out.ndjson");
     let e = run(&["export", "--path", p(&path), "--output", p(&file)]);
     assert_eq!(e.code, 0, "{}", e.stderr);

@@ -288,23 +288,47 @@ pub mod salvage {
     /// Append times outside 2001..2100 (unix ms) are not a header.
     const PLAUSIBLE_MS: std::ops::Range<u64> = 1_000_000_000_000..4_102_444_800_000;
 
-    /// A chunk value found in the raw files.
+    /// 128 bits of two SipHashes: what was already found is remembered without keeping its
+    /// bytes (a buffer's records decompressed can be ten times its size), and a collision that
+    /// would hide a record is out of reach (~1e-20 for a million records).
+    type Digest = (u64, u64);
+
+    fn digest(bytes: &[u8]) -> Digest {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut a = DefaultHasher::new();
+        bytes.hash(&mut a);
+        let mut b = DefaultHasher::new();
+        (0xA5u8, bytes).hash(&mut b);
+        (a.finish(), b.finish())
+    }
+
+    /// Remembers the records already met, so that each one found in several chunk values
+    /// (an older version of a chunk, or a chunk rewritten by a set-aside) comes out once.
+    #[derive(Default)]
+    pub struct Seen(HashSet<Digest>);
+
+    impl Seen {
+        /// Whether this record is met for the first time.
+        pub fn first_time(&mut self, json: &[u8]) -> bool {
+            self.0.insert(digest(json))
+        }
+    }
+
+    /// A chunk value found in the raw files (validated: it decodes).
     #[derive(Debug, Clone)]
     pub struct Carved {
         /// `<file>@<offset>` where it was found.
         pub place: String,
-        pub format: u8,
         pub appended_ms: u64,
-        pub value_len: u64,
-        /// Its records not already found in an earlier chunk, in order.
-        pub records: Vec<Vec<u8>>,
+        /// The value as stored (compressed), decoded again when read: holding the records
+        /// themselves would cost ten times the memory.
+        pub value: Vec<u8>,
     }
 
     /// Every distinct chunk value in the files under `dir`, by append time.
     pub fn carve(dir: &Path, progress: &ProgressBar) -> std::io::Result<Vec<Carved>> {
         let decompressor = Mutex::new(zstd::bulk::Decompressor::new()?);
-        let mut seen_values: HashSet<Vec<u8>> = HashSet::new();
-        let mut seen_records: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen_values: HashSet<Digest> = HashSet::new();
         let mut out = Vec::new();
         for file in super::files(dir)? {
             let data = std::fs::read(&file)?;
@@ -334,26 +358,16 @@ pub mod salvage {
                         continue;
                     };
                     let value = &data[start..p + size];
-                    if seen_values.contains(value) {
-                        i = p + size;
-                        break;
-                    }
-                    let Ok((appended_ms, jsons)) = buffer::decode_value(&decompressor, value)
-                    else {
-                        continue;
-                    };
-                    seen_values.insert(value.to_vec());
-                    let records: Vec<Vec<u8>> = jsons
-                        .into_iter()
-                        .filter(|j| seen_records.insert(j.clone()))
-                        .collect();
-                    if !records.is_empty() {
+                    let d = digest(value);
+                    if !seen_values.contains(&d) {
+                        if buffer::decode_value(&decompressor, value).is_err() {
+                            continue;
+                        }
+                        seen_values.insert(d);
                         out.push(Carved {
                             place: format!("{name}@{start}"),
-                            format,
-                            appended_ms,
-                            value_len: value.len() as u64,
-                            records,
+                            appended_ms: ms,
+                            value: value.to_vec(),
                         });
                     }
                     i = p + size;
