@@ -770,4 +770,82 @@ mod tests {
         let (b, _) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
         assert_eq!(s.next_seq(), Some(b.status().next_seq));
     }
+
+    fn rkey(kind: u8, seq: u64) -> Vec<u8> {
+        let mut k = vec![kind];
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// Each structural invariant `verify` checks is reported at its key when broken: an
+    /// overlapping chunk, a fully acknowledged chunk still stored, a side-tree record also
+    /// queued, an unknown key kind and meta key, an unreadable pending loss, a bad chunk key.
+    #[test]
+    fn broken_invariants_are_named_at_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        let (b, _) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
+        let mut firsts = Vec::new();
+        for n in [3u64, 3, 3] {
+            let records: Vec<Record> = (0..n)
+                .map(|i| id().record("TestEvent", serde_json::json!({ "i": i })))
+                .collect();
+            match b.try_append(&records, None).unwrap() {
+                crate::buffer::Appended::Stored(Some((first, _))) => firsts.push(first),
+                other => panic!("{other:?}"),
+            }
+        }
+        let t = b.raw_tree();
+        let first_chunk = t.get(rkey(b'r', firsts[0])).unwrap().unwrap();
+        b.ack_up_to(firsts[0] + 2).unwrap();
+        // Put the acknowledged chunk back, and a copy overlapping the second chunk.
+        t.insert(rkey(b'r', firsts[0]), first_chunk.clone())
+            .unwrap();
+        t.insert(rkey(b'r', firsts[1] + 1), first_chunk.clone())
+            .unwrap();
+        t.insert(rkey(b'x', firsts[2] + 1), first_chunk).unwrap();
+        t.insert(b"mfoo", &b"1"[..]).unwrap();
+        t.insert(b"mloss", &b"{not json"[..]).unwrap();
+        t.insert(b"zzz", &b"1"[..]).unwrap();
+        t.insert(b"rshort", &b"1"[..]).unwrap();
+        b.flush().unwrap();
+        drop(b);
+
+        let store = Store::open(&path, &ProgressBar::hidden()).unwrap();
+        let s = scan(&store, true, &mut |_: &[u8]| Ok(())).unwrap();
+        let found: Vec<String> = s
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.at, p.what))
+            .collect();
+        let expect = [
+            format!("r:{}: entirely acknowledged", firsts[0]),
+            format!(
+                "r:{}: records {}..={} overlap",
+                firsts[1] + 1,
+                firsts[1] + 1,
+                firsts[1] + 3
+            ),
+            // ... and the next chunk overlaps the copy in turn.
+            format!(
+                "r:{}: records {}..={} overlap",
+                firsts[2],
+                firsts[2],
+                firsts[2] + 2
+            ),
+            format!("x:{}: set aside but also in a queued chunk", firsts[2] + 1),
+            format!("x:{}: a side-tree value holds 3 records", firsts[2] + 1),
+            "m:foo: unknown meta key".to_string(),
+            "m:loss: pending loss does not parse".to_string(),
+            "7a7a7a: unknown key kind 0x7a".to_string(),
+            "r:73686f7274: key of 6 bytes is not a chunk key".to_string(),
+        ];
+        for e in &expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e.as_str())),
+                "{e} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
 }

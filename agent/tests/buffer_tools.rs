@@ -317,3 +317,57 @@ fn what_cannot_be_examined_is_said_clearly() {
         r.stderr
     );
 }
+
+/// Records inside a readable chunk: one that is not JSON is named and skipped, one that is
+/// JSON but not a valid CloudTrail record is named and still exported (it can be fixed by hand).
+#[test]
+fn records_that_are_not_json_are_skipped_and_invalid_ones_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("buffer");
+    let b = open(&path);
+    let good = rec(1);
+    let Appended::Stored(Some((first, _))) = b
+        .try_append_json(
+            &[
+                good.to_json(),
+                b"{not json".to_vec(),
+                br#"{"eventID":"not-a-record"}"#.to_vec(),
+            ],
+            None,
+        )
+        .unwrap()
+    else {
+        panic!("not stored")
+    };
+    drop(b);
+
+    let v = run(&["verify", "--path", p(&path)]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(
+        v.stdout.contains(&format!(
+            "r:{first} (record {}): record is not JSON",
+            first + 1
+        )),
+        "{}",
+        v.stdout
+    );
+    assert!(
+        v.stdout.contains(&format!(
+            "r:{first} (record {}): not a valid CloudTrail record",
+            first + 2
+        )),
+        "{}",
+        v.stdout
+    );
+    let e = run(&["export", "--path", p(&path)]);
+    assert_eq!(e.code, 1, "{}", e.stderr);
+    let lines: Vec<&str> = e.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", e.stdout);
+    assert_eq!(lines[0].as_bytes(), good.to_json().as_slice());
+    assert_eq!(lines[1], r#"{"eventID":"not-a-record"}"#);
+    assert!(
+        e.stderr.contains("and 1 records that are not JSON"),
+        "{}",
+        e.stderr
+    );
+}
