@@ -120,26 +120,26 @@ use crate::agent_events::AgentIdentity;
 use crate::config::FullPolicy;
 use crate::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
 
-const TREE: &str = "queue";
-const K_RECORD: u8 = b'r';
-const K_CHECKPOINT: u8 = b'c';
-const K_META: u8 = b'm';
-const K_ASIDE: u8 = b'x';
-const META_NEXT_SEQ: &[u8] = b"mnext_seq";
-const META_ACKED: &[u8] = b"macked";
-const META_LOSS: &[u8] = b"mloss";
+pub(crate) const TREE: &str = "queue";
+pub(crate) const K_RECORD: u8 = b'r';
+pub(crate) const K_CHECKPOINT: u8 = b'c';
+pub(crate) const K_META: u8 = b'm';
+pub(crate) const K_ASIDE: u8 = b'x';
+pub(crate) const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+pub(crate) const META_ACKED: &[u8] = b"macked";
+pub(crate) const META_LOSS: &[u8] = b"mloss";
 /// Written only to find out whether a failing store works again (invariant 10).
-const META_PROBE: &[u8] = b"mprobe";
+pub(crate) const META_PROBE: &[u8] = b"mprobe";
 const _: () =
     assert!(META_NEXT_SEQ[0] == K_META && META_ACKED[0] == K_META && META_LOSS[0] == K_META);
 /// The earlier format: one record per value (still read).
-const VALUE_SINGLE: u8 = 1;
-const SINGLE_HEADER: usize = 9;
+pub(crate) const VALUE_SINGLE: u8 = 1;
+pub(crate) const SINGLE_HEADER: usize = 9;
 /// A chunk: the records of one append.
-const VALUE_CHUNK: u8 = 2;
-const CHUNK_HEADER: usize = 13;
+pub(crate) const VALUE_CHUNK: u8 = 2;
+pub(crate) const CHUNK_HEADER: usize = 13;
 /// Most records in one chunk; a larger append is stored as several chunks in its one batch.
-const MAX_CHUNK_RECORDS: usize = 4096;
+pub(crate) const MAX_CHUNK_RECORDS: usize = 4096;
 /// zstd level of chunks: the agent is CPU-bound long before the buffer is space-bound, and
 /// whole appends of similar JSON compress well even at level 1.
 const ZSTD_LEVEL: i32 = 1;
@@ -477,14 +477,14 @@ fn ckey(source: &str) -> Vec<u8> {
     k
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
+pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
     if key.len() != 9 {
         return None;
     }
     Some(u64::from_be_bytes(key[1..].try_into().ok()?))
 }
 
-fn u64_of(v: &[u8]) -> Option<u64> {
+pub(crate) fn u64_of(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
@@ -505,7 +505,7 @@ fn now_us() -> u64 {
 /// The number of records a stored chunk holds, from its header alone; 1 when the header does
 /// not parse. Opening, acknowledging and discarding all count with this one function, so the
 /// counters stay consistent even for a damaged value.
-fn chunk_len(v: &[u8]) -> u64 {
+pub(crate) fn chunk_len(v: &[u8]) -> u64 {
     if v.len() > CHUNK_HEADER && v[0] == VALUE_CHUNK {
         let n = u64::from(u32::from_be_bytes([v[9], v[10], v[11], v[12]]));
         if (1..=MAX_CHUNK_RECORDS as u64).contains(&n) {
@@ -521,12 +521,12 @@ fn appended_ms_of(v: &[u8]) -> Option<u64> {
 }
 
 /// The last sequence number of the chunk at `first` holding `n` records.
-fn chunk_last(first: u64, n: u64) -> u64 {
+pub(crate) fn chunk_last(first: u64, n: u64) -> u64 {
     first.saturating_add(n.saturating_sub(1))
 }
 
 /// How many records of the chunk `first ..= first + n - 1` are still in the queue (`> acked`).
-fn live(first: u64, n: u64, acked: u64) -> u64 {
+pub(crate) fn live(first: u64, n: u64, acked: u64) -> u64 {
     let last = chunk_last(first, n);
     if last <= acked {
         0
@@ -547,7 +547,7 @@ struct Corrupt {
     len: u64,
 }
 
-fn is_lock_error(e: &sled::Error) -> bool {
+pub(crate) fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
@@ -556,7 +556,7 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// Any error the operating system reports (EIO, EDQUOT, EMFILE, ENOSPC, EACCES, ...) is one of
 /// these (invariant 9): only sled's own finding of damage (corruption, a panic, a file cut
 /// short) is a reason to move the backlog aside.
-fn is_environment_error(e: &sled::Error) -> bool {
+pub(crate) fn is_environment_error(e: &sled::Error) -> bool {
     use std::io::ErrorKind::*;
     match e {
         sled::Error::Io(io) => {
@@ -570,7 +570,7 @@ fn is_environment_error(e: &sled::Error) -> bool {
     }
 }
 
-fn try_open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+pub(crate) fn try_open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
     let dir = dir.to_path_buf();
     // sled 0.34 panics on some kinds of damage instead of returning an error.
     // sled's default page cache is 1 GiB; the agent must stay small on edge devices, and the
@@ -820,36 +820,7 @@ impl Buffer {
     /// Decodes a chunk (or an earlier one-record value): its append time and its records'
     /// JSON in sequence order; `None` if it is not one (corrupt).
     fn decode_chunk(&self, v: &[u8]) -> Option<(u64, Vec<Vec<u8>>)> {
-        let appended_ms = appended_ms_of(v)?;
-        let mut d = self
-            .inner
-            .decompressor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match v[0] {
-            VALUE_SINGLE if v.len() > SINGLE_HEADER => {
-                let json = d.decompress(&v[SINGLE_HEADER..], MAX_DECODED).ok()?;
-                Some((appended_ms, vec![json]))
-            }
-            VALUE_CHUNK if v.len() > CHUNK_HEADER => {
-                let n = chunk_len(v) as usize;
-                if n as u32 != u32::from_be_bytes([v[9], v[10], v[11], v[12]]) {
-                    return None;
-                }
-                let payload = d.decompress(&v[CHUNK_HEADER..], MAX_CHUNK_DECODED).ok()?;
-                drop(d);
-                let mut out = Vec::with_capacity(n);
-                let mut rest = payload.as_slice();
-                while rest.len() >= 4 {
-                    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                    let json = rest.get(4..4 + len)?;
-                    out.push(json.to_vec());
-                    rest = &rest[4 + len..];
-                }
-                (rest.is_empty() && out.len() == n).then_some((appended_ms, out))
-            }
-            _ => None,
-        }
+        decode_value(&self.inner.decompressor, v).ok()
     }
 
     /// Waits until every write applied so far with a sequence number `<= seq` is on disk;
@@ -1623,6 +1594,60 @@ struct WaitingGuard<'a>(&'a AtomicU64);
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Decodes a stored value (a chunk, or an earlier one-record value): its append time and its
+/// records' JSON in sequence order, or why it is not one. The one decoder, shared with the
+/// offline tools (`buffer_tools`), so that they judge a value exactly as the agent does.
+pub(crate) fn decode_value(
+    decompressor: &Mutex<zstd::bulk::Decompressor<'static>>,
+    v: &[u8],
+) -> Result<(u64, Vec<Vec<u8>>), String> {
+    let appended_ms = appended_ms_of(v).ok_or("value shorter than its header")?;
+    let mut d = decompressor.lock().unwrap_or_else(|p| p.into_inner());
+    match v[0] {
+        VALUE_SINGLE if v.len() > SINGLE_HEADER => {
+            let json = d
+                .decompress(&v[SINGLE_HEADER..], MAX_DECODED)
+                .map_err(|e| format!("zstd frame does not decode: {e}"))?;
+            Ok((appended_ms, vec![json]))
+        }
+        VALUE_CHUNK if v.len() > CHUNK_HEADER => {
+            let n = chunk_len(v) as usize;
+            let declared = u32::from_be_bytes([v[9], v[10], v[11], v[12]]);
+            if n as u32 != declared {
+                return Err(format!(
+                    "header declares {declared} records (1..={MAX_CHUNK_RECORDS} allowed)"
+                ));
+            }
+            let payload = d
+                .decompress(&v[CHUNK_HEADER..], MAX_CHUNK_DECODED)
+                .map_err(|e| format!("zstd frame does not decode: {e}"))?;
+            drop(d);
+            let mut out = Vec::with_capacity(n);
+            let mut rest = payload.as_slice();
+            while rest.len() >= 4 {
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let json = rest.get(4..4 + len).ok_or_else(|| {
+                    format!("record {} runs past the end of the frame", out.len())
+                })?;
+                out.push(json.to_vec());
+                rest = &rest[4 + len..];
+            }
+            if !rest.is_empty() {
+                return Err("stray bytes after the last record".into());
+            }
+            if out.len() != n {
+                return Err(format!(
+                    "frame holds {} records, header declares {n}",
+                    out.len()
+                ));
+            }
+            Ok((appended_ms, out))
+        }
+        VALUE_SINGLE | VALUE_CHUNK => Err("value shorter than its header".into()),
+        other => Err(format!("unknown value format 0x{other:02x}")),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `run`, `status`, `resend-set-aside`, `put-audit-events`, `check-config`.
+//! The command line: `run`, `status`, `resend-set-aside`, `put-audit-events`, `check-config`,
+//! `config`, `buffer` (offline tools, in `buffer_tools`).
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,19 @@ pub enum Command {
     CheckConfig {
         #[arg(long, env = "GROUNDTRAIL_AGENT_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Inspect, verify or export a buffer offline: a stopped agent's, or one the agent moved
+    /// aside as damaged (`<buffer>.quarantined-<time>`).
+    ///
+    /// Never writes to the buffer: sled has no read-only mode, so the directory is copied to a
+    /// private scratch directory under $TMPDIR (removed afterwards) and the copy is opened. A
+    /// buffer a running agent holds is refused (the agent's lock on `<buffer>/db`); while the
+    /// tool runs it holds a shared lock, so an agent started meanwhile exits with "locked" and
+    /// is restarted by its supervisor. A store sled cannot open is salvaged from its raw files.
+    /// Exit 0 ok, 1 problems found or records skipped, 2 the buffer cannot be examined.
+    Buffer {
+        #[command(subcommand)]
+        command: crate::buffer_tools::BufferCommand,
     },
     /// Print the configuration reference: `--example` prints a commented example of every
     /// field with its default, generated from the config types.

@@ -4,6 +4,7 @@
 pub mod agent_events;
 pub mod app_events;
 pub mod buffer;
+pub mod buffer_tools;
 pub mod cli;
 pub mod config;
 pub mod control;

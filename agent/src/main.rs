@@ -10,6 +10,12 @@ use groundtrail_agent::runtime;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    // Offline and synchronous, with exit codes of their own (0, 1, 2): no runtime, no logging
+    // setup needed.
+    let cli = match cli.command {
+        Command::Buffer { command } => return groundtrail_agent::buffer_tools::run(command),
+        other => Cli { command: other },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
                 println!("{}", toml::to_string_pretty(&config)?);
                 Ok(true)
             }
+            Command::Buffer { .. } => unreachable!("handled before the runtime starts"),
             Command::Config { example } => {
                 if !example {
                     anyhow::bail!("say what to print: `config --example`");
