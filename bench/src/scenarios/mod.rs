@@ -71,7 +71,13 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "detection",
         "insights.parse_and_detect_ns_per_record",
         S_DETECTION,
-        "Insights detector (both series, default model): JSON parse + observe, per record",
+        "Insights detector (both series, default model): the counted members parsed + observe, per record (as the reader does)",
+    ),
+    (
+        "detection",
+        "insights.whole_parse_and_detect_ns_per_record",
+        S_DETECTION,
+        "the same with the whole record parsed into a serde_json::Value first",
     ),
     (
         "detection",
