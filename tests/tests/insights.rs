@@ -121,6 +121,13 @@ fn aws(aws: &std::path::Path, c: &Collector, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("aws output is JSON")
 }
 
+/// `aws cloudtrail lookup-events --region <test region> <more>`.
+fn lookup(cli: &std::path::Path, c: &Collector, more: &[&str]) -> Value {
+    let mut args = vec!["cloudtrail", "lookup-events", "--region", REGION];
+    args.extend_from_slice(more);
+    aws(cli, c, &args)
+}
+
 fn event_ids(v: &Value) -> Vec<String> {
     v["Events"]
         .as_array()
@@ -264,14 +271,10 @@ async fn a_burst_after_a_week_gives_one_insight_in_the_signed_trail() {
         .collect();
     expected.sort();
     let found = wait_for("LookupEvents finds the Insights events", || async {
-        let v = aws(
+        let v = lookup(
             &aws_cli,
             &c,
             &[
-                "cloudtrail",
-                "lookup-events",
-                "--region",
-                REGION,
                 "--event-category",
                 "insight",
                 "--lookup-attributes",
@@ -282,18 +285,7 @@ async fn a_burst_after_a_week_gives_one_insight_in_the_signed_trail() {
     })
     .await;
     assert_eq!(found["Events"][0]["EventSource"], SOURCE);
-    let plain = aws(
-        &aws_cli,
-        &c,
-        &[
-            "cloudtrail",
-            "lookup-events",
-            "--region",
-            REGION,
-            "--max-results",
-            "50",
-        ],
-    );
+    let plain = lookup(&aws_cli, &c, &["--max-results", "50"]);
     assert!(
         event_ids(&plain).iter().all(|id| !expected.contains(id)),
         "management lookups never return Insights events"

@@ -41,6 +41,44 @@ fn aws(cli: &Path, c: &Collector, key: (&str, &str), args: &[&str]) -> (i32, Val
     )
 }
 
+/// `aws cloudtrail put-event-selectors` with advanced selectors.
+fn put_selectors(
+    cli: &Path,
+    c: &Collector,
+    key: (&str, &str),
+    selectors: &Value,
+) -> (i32, Value, String) {
+    let selectors = selectors.to_string();
+    aws(
+        cli,
+        c,
+        key,
+        &[
+            "cloudtrail",
+            "put-event-selectors",
+            "--trail-name",
+            TRAIL,
+            "--advanced-event-selectors",
+            &selectors,
+        ],
+    )
+}
+
+/// `aws cloudtrail <op> --name <trail>` (get-trail, get-trail-status, stop-logging, ...).
+fn on_trail(cli: &Path, c: &Collector, key: (&str, &str), op: &str) -> (i32, Value, String) {
+    aws(cli, c, key, &["cloudtrail", op, "--name", TRAIL])
+}
+
+/// `aws cloudtrail get-event-selectors`, as the reader.
+fn get_selectors(cli: &Path, c: &Collector) -> Value {
+    ok(aws(
+        cli,
+        c,
+        (READ_KEY, READ_SECRET),
+        &["cloudtrail", "get-event-selectors", "--trail-name", TRAIL],
+    ))
+}
+
 fn ok(r: (i32, Value, String)) -> Value {
     assert_eq!(r.0, 0, "aws failed: {}", r.2);
     r.1
@@ -108,7 +146,6 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     let started = chrono::Utc::now();
     let writer = (WRITE_KEY, WRITE_SECRET);
     let reader = (READ_KEY, READ_SECRET);
-    let trail = ["--trail-name", TRAIL];
 
     // The default: every record, and selectors that say so.
     let before = [
@@ -117,19 +154,9 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     ];
     assert_eq!(c.client().post_records(&before).await.unwrap().status, 200);
     store.wait_delivered(&event_ids(&before)).await;
-    let got = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
-    ));
+    let got = get_selectors(&cli, &c);
     assert_eq!(got["TrailARN"], TRAIL_ARN);
-    let described = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &["cloudtrail", "get-trail", "--name", TRAIL],
-    ));
+    let described = ok(on_trail(&cli, &c, reader, "get-trail"));
     assert_eq!(described["Trail"]["HasCustomEventSelectors"], false);
 
     // Developers: only their services' write events.
@@ -141,32 +168,12 @@ async fn selectors_and_logging_change_what_the_trail_records() {
             {"Field": "readOnly", "Equals": ["false"]}
         ]
     }]);
-    let put = ok(aws(
-        &cli,
-        &c,
-        writer,
-        &[
-            &["cloudtrail", "put-event-selectors"][..],
-            &trail,
-            &["--advanced-event-selectors", &selectors.to_string()],
-        ]
-        .concat(),
-    ));
+    let put = ok(put_selectors(&cli, &c, writer, &selectors));
     assert_eq!(put["TrailARN"], TRAIL_ARN);
     assert_eq!(put["AdvancedEventSelectors"], selectors);
-    let got = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
-    ));
+    let got = get_selectors(&cli, &c);
     assert_eq!(got["AdvancedEventSelectors"], selectors);
-    let described = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &["cloudtrail", "get-trail", "--name", TRAIL],
-    ));
+    let described = ok(on_trail(&cli, &c, reader, "get-trail"));
     assert_eq!(described["Trail"]["HasCustomEventSelectors"], true);
 
     // From then on: the app's writes only. The taken record comes last in its batch, so once
@@ -191,42 +198,17 @@ async fn selectors_and_logging_change_what_the_trail_records() {
 
     // Selectors a trail cannot have are refused, and the refusal is recorded.
     let bad = json!([{"FieldSelectors": [{"Field": "readOnly", "StartsWith": ["t"]}]}]);
-    let (code, _, err) = aws(
-        &cli,
-        &c,
-        writer,
-        &[
-            &["cloudtrail", "put-event-selectors"][..],
-            &trail,
-            &["--advanced-event-selectors", &bad.to_string()],
-        ]
-        .concat(),
-    );
+    let (code, _, err) = put_selectors(&cli, &c, writer, &bad);
     assert_ne!(code, 0);
     assert!(err.contains("InvalidEventSelectorsException"), "{err}");
     // A reader may not stop the trail; the attempt is recorded with who made it.
-    let (code, _, err) = aws(
-        &cli,
-        &c,
-        reader,
-        &["cloudtrail", "stop-logging", "--name", TRAIL],
-    );
+    let (code, _, err) = on_trail(&cli, &c, reader, "stop-logging");
     assert_ne!(code, 0);
     assert!(err.contains("AccessDenied"), "{err}");
 
     // Stopped: nothing is recorded, but the stop and the start are.
-    ok(aws(
-        &cli,
-        &c,
-        writer,
-        &["cloudtrail", "stop-logging", "--name", TRAIL],
-    ));
-    let status = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &["cloudtrail", "get-trail-status", "--name", TRAIL],
-    ));
+    ok(on_trail(&cli, &c, writer, "stop-logging"));
+    let status = ok(on_trail(&cli, &c, reader, "get-trail-status"));
     assert_eq!(status["IsLogging"], false, "{status}");
     assert!(status["TimeLoggingStopped"].is_string(), "{status}");
     let n = passed_over(&c).await;
@@ -236,12 +218,7 @@ async fn selectors_and_logging_change_what_the_trail_records() {
         (passed_over(&c).await > n).then_some(())
     })
     .await;
-    ok(aws(
-        &cli,
-        &c,
-        writer,
-        &["cloudtrail", "start-logging", "--name", TRAIL],
-    ));
+    ok(on_trail(&cli, &c, writer, "start-logging"));
     let resumed = [rec("app.onprem.internal", false)];
     assert_eq!(c.client().post_records(&resumed).await.unwrap().status, 200);
     store.wait_delivered(&[id(&resumed[0])]).await;
@@ -293,19 +270,9 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     // A restart keeps the selectors and the logging state.
     c.sigterm().await;
     c.spawn().await;
-    let got = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &[&["cloudtrail", "get-event-selectors"][..], &trail].concat(),
-    ));
+    let got = get_selectors(&cli, &c);
     assert_eq!(got["AdvancedEventSelectors"], selectors);
-    let status = ok(aws(
-        &cli,
-        &c,
-        reader,
-        &["cloudtrail", "get-trail-status", "--name", TRAIL],
-    ));
+    let status = ok(on_trail(&cli, &c, reader, "get-trail-status"));
     assert_eq!(status["IsLogging"], true);
     let last = [
         rec("sshd.onprem.internal", false),
@@ -321,17 +288,7 @@ async fn selectors_and_logging_change_what_the_trail_records() {
         .map(|i| format!("app.{i}.{}", "x".repeat(2000)))
         .collect();
     let big = json!([{"FieldSelectors": [{"Field": "eventSource", "StartsWith": long}]}]);
-    ok(aws(
-        &cli,
-        &c,
-        writer,
-        &[
-            &["cloudtrail", "put-event-selectors"][..],
-            &trail,
-            &["--advanced-event-selectors", &big.to_string()],
-        ]
-        .concat(),
-    ));
+    ok(put_selectors(&cli, &c, writer, &big));
     let recorded = wait_for("the large PutEventSelectors recorded", || async {
         store
             .records()

@@ -108,13 +108,7 @@ fn engine(ctx: &mut Ctx) -> anyhow::Result<()> {
     let rules = RuleSet::load(&packs, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let n_rules = rules.len();
     let mut engine = Engine::new(rules);
-    let mut rng = Rng::new(ctx.seed ^ 0xDE7E);
-    let records: Vec<Vec<u8>> = (0..ctx.size(200_000usize, 5_000))
-        .map(|_| {
-            let t = &ctx.templates[rng.next_u64() as usize % ctx.templates.len()];
-            t.with_id(&rng.uuid())
-        })
-        .collect();
+    let records = records(ctx, 0xDE7E);
     let t = Instant::now();
     let mut parsed = 0usize;
     for r in &records {
@@ -165,6 +159,17 @@ fn engine(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The generator's records (200,000; 5,000 with `--quick`), with fresh eventIDs from `seed`.
+fn records(ctx: &Ctx, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(ctx.seed ^ seed);
+    (0..ctx.size(200_000usize, 5_000))
+        .map(|_| {
+            let t = &ctx.templates[rng.next_u64() as usize % ctx.templates.len()];
+            t.with_id(&rng.uuid())
+        })
+        .collect()
+}
+
 /// The Insights detector in process (both series, the default model) on the generator's
 /// records: nanoseconds per record for the parse and the detector together, as the
 /// collector's Insights reader spends them. Returns that figure.
@@ -172,13 +177,7 @@ fn insights(ctx: &mut Ctx) -> anyhow::Result<f64> {
     use groundtrail_detection::insights::{Detector, InsightsConfig};
     ctx.step("insights: the detector, in process");
     let mut det = Detector::new(InsightsConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut rng = Rng::new(ctx.seed ^ 0x1A51);
-    let records: Vec<Vec<u8>> = (0..ctx.size(200_000usize, 5_000))
-        .map(|_| {
-            let t = &ctx.templates[rng.next_u64() as usize % ctx.templates.len()];
-            t.with_id(&rng.uuid())
-        })
-        .collect();
+    let records = records(ctx, 0x1A51);
     // As the collector's reader does it: only the members the detector counts are parsed.
     let t = Instant::now();
     let mut found = 0usize;
