@@ -608,28 +608,15 @@ mod tests {
         assert_eq!(us.1.oldest_event_time, "2026-01-01T00:00:01Z");
     }
 
-    /// An Insights record goes to an Insights file of its own region, never into a log file,
-    /// and both are recorded for delivery alike.
-    #[tokio::test]
-    async fn insights_records_get_files_of_their_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
-        let mut insight = record(9, "us-east-1", "2026-01-01T00:01:00Z");
-        insight.event_type = "AwsCloudTrailInsight".into();
-        insight.event_category = Some("Insight".into());
-        insight.user_identity = None;
-        let out = journal
-            .commit(
-                &[
-                    record(1, "us-east-1", "2026-01-01T00:00:05Z"),
-                    insight,
-                    record(2, "us-east-1", "2026-01-01T00:00:07Z"),
-                ],
-                &[],
-                Utc::now(),
-            )
-            .unwrap();
-        let mut b = Batcher::new(
+    /// A journal in `dir` holding `records` (committed), and a batcher over it with the
+    /// default layout, 5-minute files of up to 1 MiB and one destination `d`.
+    fn journal_and_batcher(
+        dir: &std::path::Path,
+        records: &[Record],
+    ) -> (Arc<Journal>, Vec<PendingRecord>, Batcher) {
+        let journal = Arc::new(Journal::open(&dir.join("j")).unwrap());
+        let out = journal.commit(records, &[], Utc::now()).unwrap();
+        let b = Batcher::new(
             journal.clone(),
             TrailLayout::default(),
             Duration::from_secs(300),
@@ -637,7 +624,27 @@ mod tests {
             vec!["d".into()],
             vec![],
         );
-        b.add(out.committed).await.unwrap();
+        (journal, out.committed, b)
+    }
+
+    /// An Insights record goes to an Insights file of its own region, never into a log file,
+    /// and both are recorded for delivery alike.
+    #[tokio::test]
+    async fn insights_records_get_files_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut insight = record(9, "us-east-1", "2026-01-01T00:01:00Z");
+        insight.event_type = "AwsCloudTrailInsight".into();
+        insight.event_category = Some("Insight".into());
+        insight.user_identity = None;
+        let (journal, committed, mut b) = journal_and_batcher(
+            dir.path(),
+            &[
+                record(1, "us-east-1", "2026-01-01T00:00:05Z"),
+                insight,
+                record(2, "us-east-1", "2026-01-01T00:00:07Z"),
+            ],
+        );
+        b.add(committed).await.unwrap();
         assert_eq!(b.close_all().await.unwrap(), 2);
         let files = journal.undelivered("d").unwrap();
         let (logs, insights): (Vec<_>, Vec<_>) =
@@ -664,20 +671,16 @@ mod tests {
     #[tokio::test]
     async fn records_the_selectors_do_not_take_are_passed_over() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
         let mut other = record(2, "us-east-1", "2026-01-01T00:00:02Z");
         other.event_source = "sshd.onprem.internal".into();
-        let out = journal
-            .commit(
-                &[
-                    record(1, "us-east-1", "2026-01-01T00:00:01Z"),
-                    other,
-                    record(3, "us-east-1", "2026-01-01T00:00:03Z"),
-                ],
-                &[],
-                Utc::now(),
-            )
-            .unwrap();
+        let (journal, committed, b) = journal_and_batcher(
+            dir.path(),
+            &[
+                record(1, "us-east-1", "2026-01-01T00:00:01Z"),
+                other,
+                record(3, "us-east-1", "2026-01-01T00:00:03Z"),
+            ],
+        );
         let input = serde_json::json!({"AdvancedEventSelectors": [{"FieldSelectors": [
             {"Field": "eventSource", "Equals": ["t.onprem.internal"]}
         ]}]});
@@ -686,16 +689,8 @@ mod tests {
             TrailControl::load(journal.clone(), crate::selectors::Selectors::everything()).unwrap(),
         );
         control.put_selectors(selectors).await.unwrap();
-        let mut b = Batcher::new(
-            journal.clone(),
-            TrailLayout::default(),
-            Duration::from_secs(300),
-            1 << 20,
-            vec!["d".into()],
-            vec![],
-        )
-        .with_control(control);
-        b.add(out.committed).await.unwrap();
+        let mut b = b.with_control(control);
+        b.add(committed).await.unwrap();
         assert_eq!(b.close_all().await.unwrap(), 1);
         assert!(
             journal.pending().unwrap().is_empty(),
