@@ -94,16 +94,12 @@ impl TrailControl {
                         );
                     }
                     if let Some(put) = stored.selectors {
-                        if stored.config_selectors != config_selectors.to_api() {
+                        if decode(&stored.config_selectors).as_ref() != Ok(&config_selectors) {
                             tracing::warn!(
                                 "[trail] event selectors changed since the last PutEventSelectors; the config's selectors apply"
                             );
                         } else {
-                            match put
-                                .as_object()
-                                .ok_or_else(|| "not an object".to_string())
-                                .and_then(|m| Selectors::from_api(m).map_err(|e| e.to_string()))
-                            {
+                            match decode(&put) {
                                 Ok(s) => {
                                     settings.selectors = s;
                                     settings.put = true;
@@ -210,8 +206,8 @@ impl TrailControl {
         let stored = Stored {
             logging: next.logging,
             logging_changed_at: next.logging_changed_at,
-            selectors: next.put.then(|| next.selectors.to_api()),
-            config_selectors: self.config_selectors.to_api(),
+            selectors: next.put.then(|| encode(&next.selectors)),
+            config_selectors: encode(&self.config_selectors),
         };
         // Plain values always serialize.
         let json = serde_json::to_vec(&stored).unwrap_or_default();
@@ -229,6 +225,27 @@ impl TrailControl {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())
     }
+}
+
+/// The stored form of selectors: the default as a marker of its own (its rendering lists
+/// today's event categories, and a later release with one more must still read it as
+/// "everything"), any other as `PutEventSelectors`' members.
+fn encode(selectors: &Selectors) -> Value {
+    if selectors.is_default() {
+        serde_json::json!({"Default": true})
+    } else {
+        selectors.to_api()
+    }
+}
+
+fn decode(stored: &Value) -> Result<Selectors, String> {
+    if stored == &serde_json::json!({"Default": true}) {
+        return Ok(Selectors::everything());
+    }
+    stored
+        .as_object()
+        .ok_or_else(|| "not an object".to_string())
+        .and_then(|m| Selectors::from_api(m).map_err(|e| e.to_string()))
 }
 
 /// Whether `record` is the collector's own record of a call that changes the trail.
@@ -257,6 +274,22 @@ mod tests {
             &json!({"eventSource": source, "eventName": name, "eventTime": "2026-12-07T10:00:00Z"}),
         )
         .unwrap()
+    }
+
+    /// The default is stored as a marker, not as today's rendering of it.
+    #[test]
+    fn the_default_is_stored_as_itself() {
+        assert_eq!(
+            encode(&Selectors::everything()),
+            serde_json::json!({"Default": true})
+        );
+        assert_eq!(
+            decode(&encode(&Selectors::everything())),
+            Ok(Selectors::everything())
+        );
+        let s = selectors("app.");
+        assert_eq!(decode(&encode(&s)), Ok(s));
+        assert!(decode(&serde_json::json!([1])).is_err());
     }
 
     /// Put selectors and a stop survive a reopen; a changed config wins over put selectors;

@@ -43,17 +43,13 @@ fn basic(s: &EventSelector, record: &Value) -> bool {
     if !fits {
         return false;
     }
-    let category = record.get("eventCategory");
-    let management = match category {
-        None | Some(Value::Null) => true,
-        Some(c) => c.as_str() == Some("Management"),
-    } && record.get("managementEvent").and_then(Value::as_bool) != Some(false);
-    if management {
+    let category = category(record);
+    if category.as_deref() == Some("Management") {
         let source = record.get("eventSource").and_then(Value::as_str);
         return s.include_management
             && !source.is_some_and(|src| s.exclude_sources.iter().any(|e| e == src));
     }
-    if category.and_then(Value::as_str) == Some("Data") {
+    if category.as_deref() == Some("Data") {
         return resources(record)
             .iter()
             .any(|r| s.data_resources.iter().any(|d| data_match(d, r)));
@@ -141,14 +137,28 @@ fn condition(f: &FieldSelector, value: Option<&str>) -> bool {
     positive.unwrap_or(true)
 }
 
+/// The record's category, by the event history's rule (one rule for basic selectors,
+/// advanced selectors and `LookupEvents`): `eventCategory` when present; without it, a
+/// management event unless `managementEvent` is false (older data-event records carry no
+/// category), then a data event.
+fn category(record: &Value) -> Option<Cow<'_, str>> {
+    match record.get("eventCategory") {
+        None | Some(Value::Null) => Some(Cow::Borrowed(
+            if record.get("managementEvent").and_then(Value::as_bool) == Some(false) {
+                "Data"
+            } else {
+                "Management"
+            },
+        )),
+        Some(v) => scalar(v),
+    }
+}
+
 /// The record's value of a non-resource field.
 fn record_value(field: Field, record: &Value) -> Option<Cow<'_, str>> {
     let member = |key: &str| record.get(key).and_then(scalar);
     match field {
-        Field::EventCategory => match record.get("eventCategory") {
-            None | Some(Value::Null) => Some(Cow::Borrowed("Management")),
-            Some(v) => scalar(v),
-        },
+        Field::EventCategory => category(record),
         Field::ReadOnly => Some(Cow::Borrowed(if read_only(record) {
             "true"
         } else {

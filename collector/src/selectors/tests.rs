@@ -79,10 +79,25 @@ fn basic_management_events_are_the_management_category() {
     assert!(s.selects(&absent), "no eventCategory is a management event");
     assert!(s.selects(&mgmt("iam.amazonaws.com", "CreateUser", false)));
     let not_mgmt = json!({"eventSource": "x", "managementEvent": false});
-    assert!(!s.selects(&not_mgmt), "managementEvent false is not one");
+    assert!(
+        !s.selects(&not_mgmt),
+        "managementEvent false without a category is data"
+    );
+    // A category, when present, decides, as in the event history (LookupEvents shows this
+    // record as a management event, so the trail must not drop it as something else).
     let mut flagged = mgmt("iam.amazonaws.com", "CreateUser", false);
     flagged["managementEvent"] = json!(false);
-    assert!(!s.selects(&flagged));
+    assert!(s.selects(&flagged));
+    // An old data-event record without a category is a data event for data resources too,
+    // and for advanced selectors.
+    let old_data = json!({"eventSource": "s3.amazonaws.com", "managementEvent": false,
+        "resources": [{"type": "AWS::S3::Object", "ARN": "arn:aws:s3:::b/k"}]});
+    let objects = ok(json!({"EventSelectors": [{"IncludeManagementEvents": false,
+        "DataResources": [{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3:::b/"]}]}]}));
+    assert!(objects.selects(&old_data));
+    let data = ok(json!({"AdvancedEventSelectors": [{"FieldSelectors": [
+        {"Field": "eventCategory", "Equals": ["Data"]}]}]}));
+    assert!(data.selects(&old_data) && !data.selects(&flagged));
     let d = s3_object("GetObject", true, "b", "k");
     assert!(!s.selects(&d), "a data event needs a data resource");
     for category in ["ActivityAuditLog", "NetworkActivity"] {
