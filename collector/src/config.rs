@@ -195,10 +195,15 @@ impl Default for HistoryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationConfig {
-    /// `http://` URL that receives `POST {"s3Bucket": ..., "s3ObjectKey": [...]}` for every
-    /// delivered log file, retried until it answers 2xx. Plain HTTP only (a local relay or
-    /// a loopback service; put TLS in front of it if it must cross the network).
+    /// `https://` (or `http://`, for a local relay) URL that receives
+    /// `POST {"s3Bucket": ..., "s3ObjectKey": [...]}` for every delivered log file, retried
+    /// until it answers 2xx. HTTPS is verified against the system's root certificates and
+    /// `ca_file`.
     pub url: String,
+    /// PEM CA certificate(s) trusted besides the system's for an `https://` URL (a private
+    /// CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Name in logs and in the journal's queue; defaults to the URL.
     #[serde(default)]
     pub name: Option<String>,
@@ -215,6 +220,15 @@ fn default_max_queued() -> usize {
 }
 
 impl NotificationConfig {
+    /// The URL checked and, for HTTPS, its TLS client (each attempt within 30 s).
+    pub fn endpoint(&self) -> Result<crate::http_post::Endpoint, String> {
+        crate::http_post::Endpoint::new(
+            &self.url,
+            self.ca_file.as_deref(),
+            std::time::Duration::from_secs(30),
+        )
+    }
+
     /// The queue name in the journal.
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.url.clone())
@@ -905,11 +919,8 @@ impl Config {
         self.insights.validate().map_err(anyhow::Error::msg)?;
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {
-            if !n.url.starts_with("http://") || n.url.len() <= "http://".len() {
-                bail!("[[notifications]] url {:?} must be an http:// URL", n.url);
-            }
-            if n.url.parse::<http::Uri>().is_err() {
-                bail!("[[notifications]] url {:?} is not a URL", n.url);
+            if let Err(e) = n.endpoint() {
+                bail!("[[notifications]] {:?}: {e}", n.name());
             }
             if n.max_queued == 0 {
                 bail!(
@@ -1195,7 +1206,10 @@ url = "http://127.0.0.1:9000/hook"
                 "[[api.access_keys]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\nscopes = [\"owner\"]\n",
                 "owner",
             ),
-            ("[[notifications]]\nurl = \"https://x\"\n", "http://"),
+            (
+                "[[notifications]]\nurl = \"ftp://x\"\n",
+                "http:// or https://",
+            ),
             ("[api]\nlisten = \"0.0.0.0:7481\"\n", "loopback"),
             ("[history]\nretention = \"0s\"\n", "retention"),
             ("[history]\ncache_bytes = 1000\n", "cache_bytes"),

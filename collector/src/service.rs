@@ -33,11 +33,11 @@ use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::delivery::Deliverer;
 use crate::digest::{DigestTarget, DigestWriter};
+use crate::file_notifications::Notifier;
 use crate::history::History;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
 use crate::keys::{KeyError, KeyOutcome, provide as provide_key};
-use crate::notify::Notifier;
 
 /// Why `serve` could not start (or stopped uncleanly).
 #[derive(Debug, thiserror::Error)]

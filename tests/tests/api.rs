@@ -770,3 +770,56 @@ async fn api_listener_beside_mtls_ingest() {
     assert_eq!(reply.status, 404, "{}", reply.body);
     drop(c);
 }
+
+/// The delivered-file webhook over HTTPS, verified against a private CA (`ca_file`): every
+/// log file is announced; the same URL without the CA is refused by TLS and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_over_https_with_a_private_ca() {
+    use groundtrail_tests::webhook::Receiver;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki_init(dir.path());
+    let rx = Receiver::start(0, Some((&pki.join("server.pem"), &pki.join("server.key")))).await;
+    let (mut spec, store) = local_spec(dir.path());
+    spec.extra_toml = format!(
+        "[[notifications]]\nname = \"verified\"\nurl = \"https://localhost:{port}/trail-hook\"\nca_file = {ca:?}\n\n\
+         [[notifications]]\nname = \"unverified\"\nurl = \"https://localhost:{port}/no-ca\"\n",
+        port = rx.port,
+        ca = pki.join("ca.pem").display().to_string(),
+    );
+    let c = Collector::start(dir.path(), spec).await;
+    let recs = records(3);
+    assert_eq!(c.client().post_records(&recs).await.unwrap().status, 200);
+    store
+        .wait_delivered(&groundtrail_tests::event_ids(&recs))
+        .await;
+    let logs = store.log_keys().await;
+    wait_for("an HTTPS notification for every log file", || async {
+        let keys: std::collections::BTreeSet<String> = rx
+            .on("/trail-hook")
+            .iter()
+            .flat_map(|r| {
+                r.json()["s3ObjectKey"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        logs.iter().all(|l| keys.contains(l)).then_some(())
+    })
+    .await;
+    let first = &rx.on("/trail-hook")[0];
+    assert_eq!(first.json()["s3Bucket"], "api-bucket");
+    assert_eq!(
+        first.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    wait_for("the unverified webhook refused by TLS", || async {
+        c.log().contains("notification failed").then_some(())
+    })
+    .await;
+    assert!(
+        rx.on("/no-ca").is_empty(),
+        "no request without a trusted certificate"
+    );
+}

@@ -20,20 +20,12 @@
 //! accepted to loopback ([`crate::alerts::config`]). Each attempt opens its own connection
 //! and must finish within the notifier's `timeout`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use aws_lc_rs::hmac;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsConnector;
 
 use crate::alerts::config::{NotifierConfig, NotifierKind};
 use crate::alerts::{Alert, AlertError};
+use crate::http_post::Endpoint;
 
 /// The header carrying the HMAC.
 pub const SIGNATURE_HEADER: &str = "x-groundtrail-signature";
@@ -45,33 +37,15 @@ const MIN_SECRET_BYTES: usize = 16;
 const SLACK_EVENT_IDS: usize = 5;
 
 /// Why one attempt failed (it is retried).
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("connect {authority}: {why}")]
-    Connect { authority: String, why: String },
-    #[error("TLS with {authority}: {why}")]
-    Tls { authority: String, why: String },
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("answered {status}: {body}")]
-    Status { status: u16, body: String },
-}
+pub use crate::http_post::PostError as SendError;
 
 /// A configured receiver.
 pub struct Notifier {
     name: String,
     kind: NotifierKind,
-    uri: http::Uri,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
+    endpoint: Endpoint,
     secret: Option<Vec<u8>>,
     topic_arn: Option<String>,
-    tls: Option<TlsConnector>,
-    timeout: Duration,
 }
 
 /// One request, ready to send.
@@ -89,23 +63,8 @@ impl Notifier {
             why,
         };
         cfg.validate().map_err(&err)?;
-        let uri: http::Uri = cfg.url.parse().map_err(|e| err(format!("url: {e}")))?;
-        let https = uri.scheme_str() == Some("https");
-        let host = uri
-            .host()
-            .ok_or_else(|| err("url has no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_else(|| host.clone());
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        let endpoint =
+            Endpoint::new(&cfg.url, cfg.ca_file.as_deref(), cfg.timeout.get()).map_err(&err)?;
         let secret = match &cfg.secret_file {
             Some(p) => {
                 let raw = std::fs::read(p)
@@ -122,23 +81,12 @@ impl Notifier {
             }
             None => None,
         };
-        let tls = if https {
-            Some(connector(cfg).map_err(&err)?)
-        } else {
-            None
-        };
         Ok(Notifier {
             name: cfg.name.clone(),
             kind: cfg.kind,
-            uri,
-            host,
-            port,
-            authority,
-            path,
+            endpoint,
             secret,
             topic_arn: cfg.topic_arn.clone(),
-            tls,
-            timeout: cfg.timeout.get(),
         })
     }
 
@@ -187,104 +135,14 @@ impl Notifier {
 
     /// One attempt: Ok only for a 2xx answer within the timeout.
     pub async fn send(&self, alert: &Alert) -> Result<(), SendError> {
-        let prepared = self.prepare(alert, chrono::Utc::now().timestamp());
-        tokio::time::timeout(self.timeout, self.post(prepared))
-            .await
-            .map_err(|_| SendError::Timeout(self.timeout))?
-    }
-
-    async fn post(&self, p: Prepared) -> Result<(), SendError> {
-        let connect = |why: std::io::Error| SendError::Connect {
-            authority: self.authority.clone(),
-            why: why.to_string(),
-        };
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(connect)?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            Some(tls) => {
-                let name = ServerName::try_from(self.host.clone()).map_err(|e| SendError::Tls {
-                    authority: self.authority.clone(),
-                    why: e.to_string(),
-                })?;
-                let stream = tls.connect(name, tcp).await.map_err(|e| SendError::Tls {
-                    authority: self.authority.clone(),
-                    why: e.to_string(),
-                })?;
-                self.exchange(stream, p).await
-            }
-            None => self.exchange(tcp, p).await,
-        }
-    }
-
-    async fn exchange<I>(&self, io: I, p: Prepared) -> Result<(), SendError>
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let http = |e: &dyn std::fmt::Display| SendError::Http(e.to_string());
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| http(&e))?;
-        tokio::spawn(conn);
-        let mut req = http::Request::post(self.path.as_str())
-            .header(http::header::HOST, &self.authority)
-            .header(http::header::USER_AGENT, "groundtrail-collector");
-        for (k, v) in &p.headers {
-            req = req.header(*k, v);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(p.body)))
-            .map_err(|e| http(&e))?;
-        let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let text = String::from_utf8_lossy(&body);
-            Err(SendError::Status {
-                status: status.as_u16(),
-                body: text.chars().take(200).collect(),
-            })
-        }
+        let p = self.prepare(alert, chrono::Utc::now().timestamp());
+        self.endpoint.post(&p.headers, p.body).await
     }
 
     /// The URL, for logs.
     pub fn url(&self) -> String {
-        self.uri.to_string()
+        self.endpoint.url()
     }
-}
-
-/// A TLS client trusting the system's roots and the notifier's `ca_file`, HTTP/1.1 only.
-fn connector(cfg: &NotifierConfig) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &cfg.ca_file {
-        let certs = groundtrail_common::tls::load_certs(ca).map_err(|e| format!("ca_file: {e}"))?;
-        for c in certs {
-            roots.add(c).map_err(|e| {
-                format!("ca_file {}: not a usable CA certificate: {e}", ca.display())
-            })?;
-        }
-    }
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::debug!(notifier = %cfg.name, "system root certificates: {e}");
-    }
-    roots.add_parsable_certificates(native.certs);
-    if roots.is_empty() {
-        return Err("no CA certificates: the system has none and ca_file is not set".to_string());
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -416,6 +274,7 @@ mod tests {
     use crate::alerts::testing::{Receiver, alert};
     use crate::config::Duration as ConfigDuration;
     use std::path::Path;
+    use std::time::Duration;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

@@ -96,7 +96,7 @@ async fn findings_are_committed_once_across_a_lost_checkpoint() {
     journal.commit(&records, &[], Utc::now()).unwrap();
     journal.flush().await.unwrap();
 
-    let first = run_reader(&journal, dir.path(), 2, StdDuration::from_secs(10)).await;
+    let first = run_reader(&journal, dir.path(), 2, StdDuration::from_secs(60)).await;
     let states: Vec<String> = first
         .iter()
         .map(|p| {
@@ -157,7 +157,7 @@ async fn findings_carried_by_the_checkpoint_are_committed_first() {
     let mut c = super::checkpoint::Checkpoint::new(journal.durable_end_now(), det);
     c.pending = vec![end];
     super::checkpoint::save(&checkpoint_path(dir.path()), &c).unwrap();
-    let got = run_reader(&journal, dir.path(), 1, StdDuration::from_secs(5)).await;
+    let got = run_reader(&journal, dir.path(), 1, StdDuration::from_secs(60)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].kind, groundtrail_common::trail::FileKind::Insight);
     // Once in, the next checkpoint carries nothing: a second start adds nothing.

@@ -1,5 +1,6 @@
 //! Webhook notifications of delivered log files, the way a trail notifies its SNS topic:
-//! `POST <url>` with CloudTrail's notification JSON
+//! `POST <url>` (HTTP, or HTTPS verified against the system's roots and `ca_file`, through
+//! [`crate::http_post`], as the alert notifiers send) with CloudTrail's notification JSON
 //! `{"s3Bucket": "<bucket>", "s3ObjectKey": ["<key>"]}` (`content-type: application/json`).
 //!
 //! Durable and at-least-once: the notification is queued in the journal in the same atomic
@@ -19,18 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use groundtrail_common::shutdown::Shutdown;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 use crate::config::NotificationConfig;
 use crate::delivery::backoff;
+use crate::http_post::Endpoint;
 use crate::journal::Journal;
-
-/// A whole attempt (connect, send, answer) must finish within this.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends queued notifications to every configured webhook.
 pub struct Notifier {
@@ -74,10 +70,18 @@ async fn run_hook(
     mut shutdown: Shutdown,
 ) {
     let name = hook.name();
+    // Checked with the config at start-up; a CA file that went away since is said here.
+    let endpoint = match hook.endpoint() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(webhook = %name, "notifications not sent: {e}");
+            return;
+        }
+    };
     let mut failures = 0u32;
     while !shutdown.is_shutdown() {
         trim(&journal, &hook, &name);
-        let wait = match send_pending(&journal, &hook, &name).await {
+        let wait = match send_pending(&journal, &endpoint, &name).await {
             Ok(()) => {
                 failures = 0;
                 None
@@ -118,11 +122,7 @@ fn trim(journal: &Journal, hook: &NotificationConfig, name: &str) {
 }
 
 /// Sends this webhook's queue in order until it is empty or a send fails.
-async fn send_pending(
-    journal: &Journal,
-    hook: &NotificationConfig,
-    name: &str,
-) -> Result<(), String> {
+async fn send_pending(journal: &Journal, endpoint: &Endpoint, name: &str) -> Result<(), String> {
     loop {
         let batch = journal
             .pending_notifications(name, 100)
@@ -131,48 +131,13 @@ async fn send_pending(
             return Ok(());
         }
         for (key, body) in batch {
-            post(&hook.url, body).await?;
+            endpoint
+                .post(&[("content-type", "application/json".into())], body)
+                .await
+                .map_err(|e| format!("{}: {e}", endpoint.url()))?;
             journal.notification_sent(&key).map_err(|e| e.to_string())?;
             let _ = journal.clear_status(DROPPED_STATUS);
             tracing::debug!(webhook = %name, "notification sent");
         }
     }
-}
-
-/// One POST; Ok only for a 2xx answer.
-pub async fn post(url: &str, body: Vec<u8>) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let host = uri.host().ok_or_else(|| format!("{url} has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.to_string());
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let attempt = async {
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("connect {authority}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::post(path)
-            .header(http::header::HOST, &authority)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, "groundtrail-collector")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let _ = resp.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("{url} answered {status}"))
-        }
-    };
-    tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-        .await
-        .map_err(|_| format!("{url} did not answer within {ATTEMPT_TIMEOUT:?}"))?
 }
