@@ -1977,6 +1977,21 @@ mod tests {
         assert_eq!(summarize_json(dup).unwrap().event_id, "b");
     }
 
+    /// Opens the store at `path`, retrying for a few seconds: a sled database dropped just
+    /// before may still hold its file lock from its background flusher thread for a moment
+    /// (seen once under load).
+    fn open_again(path: &Path) -> History {
+        let mut last = None;
+        for _ in 0..50 {
+            match History::open(path) {
+                Ok(h) => return h,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("history store {}: {:?}", path.display(), last);
+    }
+
     #[test]
     fn a_store_of_the_older_layout_is_cleared() {
         let dir = tempfile::tempdir().unwrap();
@@ -1986,7 +2001,7 @@ mod tests {
             db.insert(b"e/\0\0\0\0\0\0\0\x01", &b"old"[..]).unwrap();
             db.flush().unwrap();
         }
-        let h = History::open(&path).unwrap();
+        let h = open_again(&path);
         assert_eq!(h.db.len(), 1);
         drop(h);
         // Layout 3 (`s/` keyed by eventID alone) too.
@@ -1997,7 +2012,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let h = History::open(&path).unwrap();
+        let h = open_again(&path);
         assert_eq!(h.db.len(), 1);
         assert_eq!(h.db.get(FORMAT_KEY).unwrap().as_deref(), Some(FORMAT));
         assert_eq!(
@@ -2006,7 +2021,7 @@ mod tests {
         );
         drop(h);
         // The current layout is kept.
-        let h = History::open(&path).unwrap();
+        let h = open_again(&path);
         assert_eq!(ids(&h.lookup(&q(None, 0, 100, 50)).unwrap()), vec![1]);
     }
 
