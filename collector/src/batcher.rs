@@ -317,10 +317,12 @@ impl Batcher {
     /// record is kept and retried (see [`Batcher::close_due`]). The first error is returned.
     pub async fn add(&mut self, records: Vec<PendingRecord>) -> Result<(), JournalError> {
         let mut passing = Ok(());
-        let records = match &self.control {
-            Some(c) if !c.takes_everything() => {
+        // One state for the whole batch, read once.
+        let judge = self.control.as_ref().map(|c| c.snapshot());
+        let records = match judge {
+            Some(j) if !j.takes_everything() => {
                 let (taken, passed): (Vec<_>, Vec<_>) =
-                    blocking(|| records.into_iter().partition(|r| c.takes(&r.json)));
+                    blocking(|| records.into_iter().partition(|r| j.takes(&r.json)));
                 self.unpassed.extend(passed.iter().map(|r| r.seq));
                 passing = self.pass_over_unpassed();
                 taken

@@ -5,11 +5,11 @@
 //!
 //! - **A change is durable before it is answered.** The new settings are written to the
 //!   journal (`o/trail`) and flushed before the API says `200`; a restart starts with them.
-//! - **A change applies to what is filed after it.** The batcher asks [`TrailControl::takes`]
-//!   for every record it files; a record the trail does not take is passed over
-//!   ([`crate::journal::Journal::pass_over`]): it stays in the event history and is seen by
-//!   detection and Insights, but is in no log file. Records received just before a change may
-//!   be judged by the new settings (as on AWS, a change is not tied to an instant).
+//! - **A change applies to what is filed after it.** The batcher judges each batch it files by
+//!   the settings of the moment ([`Snapshot::takes`]); a record the trail does not take is
+//!   passed over ([`crate::journal::Journal::pass_over`]): it stays in the event history and is
+//!   seen by detection and Insights, but is in no log file. Records received just before a
+//!   change may be judged by the new settings (as on AWS, a change is not tied to an instant).
 //! - **The trail records changes to itself.** The collector's own record of a
 //!   `PutEventSelectors`, `StartLogging` or `StopLogging` call is taken whatever the settings
 //!   (a stopped trail still shows who stopped it, and who started it again), so no setting
@@ -46,9 +46,33 @@ struct Stored {
     config_selectors: Value,
 }
 
-/// The settings at one moment, to put back when a change cannot be recorded.
+/// The settings at one moment: what the batcher judges a batch by, and what is put back when
+/// a change cannot be recorded.
 #[derive(Debug, Clone)]
 pub struct Snapshot(Settings);
+
+impl Snapshot {
+    /// Whether every record is taken (logging, default selectors): the batcher then need not
+    /// read the records.
+    pub fn takes_everything(&self) -> bool {
+        self.0.logging && self.0.selectors.is_default()
+    }
+
+    /// Whether the trail records this record (its JSON, as committed).
+    pub fn takes(&self, json: &[u8]) -> bool {
+        if self.takes_everything() {
+            return true;
+        }
+        let Ok(record) = serde_json::from_slice::<Value>(json) else {
+            // Committed records are JSON; one that is not is filed rather than dropped.
+            return true;
+        };
+        if is_control_event(&record) {
+            return true;
+        }
+        self.0.logging && self.0.selectors.selects(&record)
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -143,36 +167,14 @@ impl TrailControl {
         self.read().selectors.clone()
     }
 
-    /// Whether every record is taken (logging, default selectors): the batcher then need not
-    /// read the records.
-    pub fn takes_everything(&self) -> bool {
-        let s = self.read();
-        s.logging && s.selectors.is_default()
-    }
-
-    /// Whether the trail records this record (its JSON, as committed).
-    pub fn takes(&self, json: &[u8]) -> bool {
-        let s = self.read();
-        if s.logging && s.selectors.is_default() {
-            return true;
-        }
-        let Ok(record) = serde_json::from_slice::<Value>(json) else {
-            // Committed records are JSON; one that is not is filed rather than dropped.
-            return true;
-        };
-        if is_control_event(&record) {
-            return true;
-        }
-        s.logging && s.selectors.selects(&record)
-    }
-
     /// Exclusive access for one change: hold the guard across the change, its record and any
     /// undo.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.changes.lock().await
     }
 
-    /// The settings now, for [`TrailControl::restore`].
+    /// The settings now: to judge a batch of records by one state (without a lock per
+    /// record), or for [`TrailControl::restore`].
     pub fn snapshot(&self) -> Snapshot {
         Snapshot(self.read().clone())
     }
@@ -299,17 +301,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
         let c = TrailControl::load(journal.clone(), Selectors::everything()).unwrap();
-        assert!(c.takes_everything() && c.is_logging());
+        assert!(c.snapshot().takes_everything() && c.is_logging());
         c.put_selectors(selectors("app.")).await.unwrap();
-        assert!(!c.takes_everything());
-        assert!(c.takes(&rec("app.onprem.internal", "Update")));
-        assert!(!c.takes(&rec("sshd.onprem.internal", "Update")));
+        assert!(!c.snapshot().takes_everything());
+        assert!(c.snapshot().takes(&rec("app.onprem.internal", "Update")));
+        assert!(!c.snapshot().takes(&rec("sshd.onprem.internal", "Update")));
         c.set_logging(false).await.unwrap();
-        assert!(!c.takes(&rec("app.onprem.internal", "Update")));
+        assert!(!c.snapshot().takes(&rec("app.onprem.internal", "Update")));
         for op in CONTROL_EVENTS {
-            assert!(c.takes(&rec(CLOUDTRAIL_SOURCE, op)), "{op}");
+            assert!(c.snapshot().takes(&rec(CLOUDTRAIL_SOURCE, op)), "{op}");
         }
-        assert!(!c.takes(&rec(CLOUDTRAIL_SOURCE, "DescribeTrails")));
+        assert!(
+            !c.snapshot()
+                .takes(&rec(CLOUDTRAIL_SOURCE, "DescribeTrails"))
+        );
         assert!(c.logging_changed_at().is_some());
         drop(c);
 
