@@ -28,6 +28,7 @@ use crate::trail_control::CLOUDTRAIL_SOURCE;
 pub struct PeerIp(pub IpAddr);
 
 /// A changing call, as received.
+#[derive(Clone, Copy)]
 struct Call<'a> {
     op: &'a str,
     parts: &'a http::request::Parts,
@@ -174,7 +175,7 @@ impl Api {
         let parse = |v: &Value| {
             groundtrail_common::Record::from_json(&serde_json::to_vec(v).unwrap_or_default())
         };
-        let mut json = self.call_record(call.op, call.parts, call.caller, call.input, result);
+        let mut json = self.call_record(call, result);
         let record = match parse(&json) {
             Ok(r) => r,
             Err(_) => {
@@ -198,14 +199,14 @@ impl Api {
         Ok(())
     }
 
-    fn call_record(
-        &self,
-        op: &str,
-        parts: &http::request::Parts,
-        caller: &Caller,
-        input: &Map<String, Value>,
-        result: &Result<Value, ApiError>,
-    ) -> Value {
+    /// The record of `call` with its `result`, as CloudTrail writes a call to its API.
+    fn call_record(&self, call: &Call<'_>, result: &Result<Value, ApiError>) -> Value {
+        let Call {
+            op,
+            parts,
+            caller,
+            input,
+        } = *call;
         let t = &self.config.trail;
         let key = caller.access_key_id.clone().unwrap_or_default();
         let account = self.account();
