@@ -1701,11 +1701,12 @@ impl RecordSink for Buffer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn id() -> AgentIdentity {
+    /// The identity the buffer tests (and `buffer_tools`' tests) write records as.
+    pub(crate) fn id() -> AgentIdentity {
         AgentIdentity {
             host: "test-host".into(),
             account_id: "123456789012".into(),

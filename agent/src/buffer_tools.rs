@@ -720,18 +720,8 @@ fn export(store: &Store, output: &Path, set_aside: bool) -> anyhow::Result<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_events::AgentIdentity;
+    use crate::buffer::tests::id;
     use crate::buffer::{Buffer, BufferOptions};
-
-    fn id() -> AgentIdentity {
-        AgentIdentity {
-            host: "test-host".into(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            domain: "onprem.internal".into(),
-            partition: "aws".into(),
-        }
-    }
 
     /// A buffer that went through acknowledgement and set-aside (chunks rewritten, a side-tree
     /// key, a loss report appended) is sound, and the next sequence number the scan computes
