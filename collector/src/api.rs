@@ -66,9 +66,20 @@ pub struct Api {
     /// The rule engine and its alerts, for Groundtrail's detection operations
     /// ([`crate::detection_api`]); `None` with `[detection] enabled = false`.
     detector: Option<Arc<crate::detector::Detector>>,
-    /// The trail's run-time settings (logging, event selectors); `None`: logging, every
-    /// record, and the calls that change them are refused.
-    control: Option<Arc<crate::trail_control::TrailControl>>,
+    /// The trails, the primary one first.
+    trails: Vec<TrailView>,
+}
+
+/// One trail as the API serves it.
+#[derive(Debug, Clone)]
+pub struct TrailView {
+    /// What it is.
+    pub spec: crate::trails::TrailSpec,
+    /// Its journal (delivery status for `GetTrailStatus`).
+    pub journal: Arc<Journal>,
+    /// Its run-time settings (logging, event selectors); `None`: logging, the config's
+    /// selectors, and the calls that change them are refused.
+    pub control: Option<Arc<crate::trail_control::TrailControl>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -80,6 +91,8 @@ impl std::fmt::Debug for Api {
 /// Why the API could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiSetupError {
+    #[error("{0}")]
+    Trails(String),
     #[error("[[signing.retired_keys]] {path}: {why}")]
     RetiredKey { path: String, why: String },
 }
@@ -154,7 +167,16 @@ impl Api {
                 valid_until: Some(until),
             });
         }
+        let primary = config
+            .trail_specs()
+            .map_err(ApiSetupError::Trails)?
+            .swap_remove(0);
         Ok(Api {
+            trails: vec![TrailView {
+                spec: primary,
+                journal: journal.clone(),
+                control: None,
+            }],
             config: config.clone(),
             keys,
             journal,
@@ -164,14 +186,16 @@ impl Api {
             started: now,
             ingest,
             detector: None,
-            control: None,
         })
     }
 
-    /// Serves the trail's settings (`GetEventSelectors`, `PutEventSelectors`, `StartLogging`,
-    /// `StopLogging`, `IsLogging`) from `control`.
-    pub fn with_trail_control(mut self, control: Arc<crate::trail_control::TrailControl>) -> Api {
-        self.control = Some(control);
+    /// Serves `trails` (the primary one first): `DescribeTrails`, `GetTrail`,
+    /// `GetTrailStatus`, and each trail's settings (`GetEventSelectors`, `PutEventSelectors`,
+    /// `StartLogging`, `StopLogging`) from its control.
+    pub fn with_trails(mut self, trails: Vec<TrailView>) -> Api {
+        if !trails.is_empty() {
+            self.trails = trails;
+        }
         self
     }
 
@@ -353,54 +377,29 @@ impl Api {
             .unwrap_or_else(|| "000000000000".into())
     }
 
-    /// The trail ARN.
+    /// The primary trail's ARN.
     pub fn trail_arn(&self) -> String {
-        let t = &self.config.trail;
-        format!(
-            "arn:{}:cloudtrail:{}:{}:trail/{}",
-            t.partition,
-            t.home_region,
-            self.account(),
-            t.name
-        )
+        self.arn_of(&self.trails[0])
     }
 
-    /// The destination `DescribeTrails`/`GetTrail` report: the first S3 destination, else the
-    /// first one. `aws cloudtrail validate-logs --endpoint-url <collector>` reads the digests
-    /// and log files from `S3BucketName` with S3 calls, so naming a local directory's bucket
-    /// there (a name no S3 endpoint has) makes it fail with NoSuchBucket whenever a reachable
-    /// bucket exists. The key prefix is the trail's `[trail] s3_key_prefix`, the same for every
-    /// destination.
-    fn reported_destination(&self) -> Option<crate::config::DestinationConfig> {
-        use crate::config::DestinationConfig;
-        let all = self.config.effective_destinations();
-        all.iter()
-            .find(|d| matches!(d, DestinationConfig::S3 { .. }))
-            .or_else(|| all.first())
-            .cloned()
+    /// A trail's ARN.
+    pub(crate) fn arn_of(&self, view: &TrailView) -> String {
+        view.spec.arn(&self.config.trail.partition, &self.account())
     }
 
-    fn bucket(&self) -> String {
-        use crate::config::DestinationConfig;
-        match self.reported_destination() {
-            Some(DestinationConfig::Local { bucket, .. }) => bucket,
-            Some(DestinationConfig::S3 { bucket, .. }) => bucket,
-            None => String::new(),
-        }
-    }
-
-    fn trail(&self) -> Value {
-        let t = &self.config.trail;
+    /// `DescribeTrails`' and `GetTrail`'s description of a trail.
+    fn trail(&self, view: &TrailView) -> Value {
+        let t = &view.spec;
         let mut v = json!({
             "Name": t.name,
-            "S3BucketName": self.bucket(),
+            "S3BucketName": t.bucket(),
             "IncludeGlobalServiceEvents": true,
             "IsMultiRegionTrail": true,
             "HomeRegion": t.home_region,
-            "TrailARN": self.trail_arn(),
-            "LogFileValidationEnabled": true,
-            "HasCustomEventSelectors": !self.current_selectors().is_default(),
-            "HasInsightSelectors": self.config.insights.enabled(),
+            "TrailARN": self.arn_of(view),
+            "LogFileValidationEnabled": t.log_file_validation,
+            "HasCustomEventSelectors": !self.current_selectors(view).is_default(),
+            "HasInsightSelectors": !t.insight_types.is_empty(),
             "IsOrganizationTrail": t.organization_id.is_some(),
         });
         if !t.s3_key_prefix.is_empty()
@@ -411,9 +410,11 @@ impl Api {
         v
     }
 
-    /// Whether `name` (a trail name or ARN) is this trail.
-    fn is_ours(&self, name: &str) -> bool {
-        name == self.config.trail.name || name == self.trail_arn()
+    /// The trail `name` (a trail name or its ARN) names.
+    fn find_trail(&self, name: &str) -> Option<&TrailView> {
+        self.trails
+            .iter()
+            .find(|v| name == v.spec.name || name == self.arn_of(v))
     }
 
     fn describe_trails(&self, input: &Map<String, Value>) -> Value {
@@ -422,41 +423,40 @@ impl Api {
             .and_then(Value::as_array)
             .map(|l| l.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        if wanted.is_empty() || wanted.iter().any(|n| self.is_ours(n)) {
-            json!({"trailList": [self.trail()]})
-        } else {
-            json!({"trailList": []})
-        }
+        let list: Vec<Value> = self
+            .trails
+            .iter()
+            .filter(|v| {
+                wanted.is_empty() || wanted.iter().any(|n| self.find_trail(n).is_some_and(|f| std::ptr::eq(f, *v)))
+            })
+            .map(|v| self.trail(v))
+            .collect();
+        json!({ "trailList": list })
     }
 
-    fn named_trail(&self, input: &Map<String, Value>) -> Result<(), ApiError> {
-        self.trail_in(input, "Name").map(|_| ())
-    }
-
-    /// The trail name or ARN in `field` of the input, once it is this trail's.
-    fn trail_in<'i>(
+    /// The trail named (by name or ARN) in `field` of the input.
+    pub(crate) fn trail_in<'i>(
         &self,
         input: &'i Map<String, Value>,
         field: &str,
-    ) -> Result<&'i str, ApiError> {
+    ) -> Result<(&'i str, &TrailView), ApiError> {
         let name = input.get(field).and_then(Value::as_str).ok_or_else(|| {
             ApiError::bad("InvalidParameterException", format!("{field} is required"))
         })?;
-        if self.is_ours(name) {
-            Ok(name)
-        } else {
-            Err(ApiError::bad(
+        match self.find_trail(name) {
+            Some(view) => Ok((name, view)),
+            None => Err(ApiError::bad(
                 "TrailNotFoundException",
                 format!("Unknown trail: {name} for the user: {}", self.account()),
-            ))
+            )),
         }
     }
 
-    /// `GetInsightSelectors`: `[insights] types`, in their order; with none, AWS's answer for
-    /// a trail without Insights.
+    /// `GetInsightSelectors`: the trail's insight types, in their order; with none, AWS's
+    /// answer for a trail without Insights.
     fn get_insight_selectors(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
-        let name = self.trail_in(input, "TrailName")?;
-        let types = &self.config.insights.types;
+        let (name, view) = self.trail_in(input, "TrailName")?;
+        let types = &view.spec.insight_types;
         if types.is_empty() {
             return Err(ApiError::bad(
                 "InsightNotEnabledException",
@@ -464,20 +464,20 @@ impl Api {
             ));
         }
         let selectors: Vec<Value> = types.iter().map(|t| json!({"InsightType": t})).collect();
-        Ok(json!({"TrailARN": self.trail_arn(), "InsightSelectors": selectors}))
+        Ok(json!({"TrailARN": self.arn_of(view), "InsightSelectors": selectors}))
     }
 
     fn get_trail(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
-        self.named_trail(input)?;
-        Ok(json!({"Trail": self.trail()}))
+        let (_, view) = self.trail_in(input, "Name")?;
+        Ok(json!({"Trail": self.trail(view)}))
     }
 
     fn get_trail_status(&self, input: &Map<String, Value>) -> Result<Value, ApiError> {
-        self.named_trail(input)?;
-        let status = self.journal.status().map_err(internal)?;
+        let (_, view) = self.trail_in(input, "Name")?;
+        let status = view.journal.status().map_err(internal)?;
         let mut out = Map::new();
-        let logging = self.control.as_ref().is_none_or(|c| c.is_logging());
-        let changed = self
+        let logging = view.control.as_ref().is_none_or(|c| c.is_logging());
+        let changed = view
             .control
             .as_ref()
             .and_then(|c| c.logging_changed_at())

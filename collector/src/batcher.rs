@@ -688,7 +688,11 @@ mod tests {
         ]}]});
         let selectors = crate::selectors::Selectors::from_api(input.as_object().unwrap()).unwrap();
         let control = Arc::new(
-            TrailControl::load(journal.clone(), crate::selectors::Selectors::everything()).unwrap(),
+            TrailControl::load(
+                journal.clone(),
+                "groundtrail",
+                crate::selectors::Selectors::everything(),
+            ).unwrap(),
         );
         control.put_selectors(selectors).await.unwrap();
         let mut b = b.with_control(control);

@@ -55,7 +55,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The durable journal and dedup index.
     pub journal: JournalConfig,
-    /// The trail being written: its name, key layout and delivery cadence.
+    /// The primary trail: its name, key layout and delivery cadence (shared by every trail).
     pub trail: TrailConfig,
     /// The key that signs digests.
     pub signing: SigningConfig,
@@ -76,6 +76,9 @@ pub struct Config {
     pub detection: crate::alerts::config::DetectionConfig,
     /// CloudTrail Insights: records about unusual call and error rates, beside the log files.
     pub insights: crate::insights::config::InsightsSection,
+    /// More trails beside the primary one, each with its own destinations, key prefix, event
+    /// selectors, insight types and digest chains (see docs/collector.md, "Trails").
+    pub trails: Vec<crate::trails::TrailSection>,
 }
 
 /// `[api]`: the CloudTrail API on the same listener as ingest (`POST /` with `X-Amz-Target`,
@@ -475,6 +478,9 @@ pub struct TrailConfig {
     /// Advanced event selectors (CloudTrail's `AdvancedEventSelectors`); not with
     /// `event_selectors`.
     pub advanced_event_selectors: Vec<crate::selectors::AdvancedEventSelectorConfig>,
+    /// Whether digest files are written (`LogFileValidationEnabled`): the signed chain that
+    /// `validate-logs` checks. Off only for a trail no one will ever need to prove.
+    pub log_file_validation: bool,
 }
 
 impl TrailConfig {
@@ -504,6 +510,7 @@ impl Default for TrailConfig {
             digest_interval: Duration::from_secs(3600),
             event_selectors: Vec::new(),
             advanced_event_selectors: Vec::new(),
+            log_file_validation: true,
         }
     }
 }
@@ -792,18 +799,7 @@ impl Config {
             bail!("[monitoring] domain {domain:?} must be a DNS name (letters, digits, '-', '.')");
         }
         let t = &self.trail;
-        if t.name.is_empty()
-            || t.name.len() > 128
-            || !t
-                .name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-        {
-            bail!(
-                "[trail] name {:?} must be 1-128 letters, digits, '-', '.' or '_'",
-                t.name
-            );
-        }
+        crate::trails::check_name("[trail] name", &t.name).map_err(anyhow::Error::msg)?;
         if !is_region(&t.home_region) {
             bail!(
                 "[trail] home_region {:?} is not a region name",
@@ -814,21 +810,11 @@ impl Config {
             bail!("[trail] account_id {:?} is not 12 digits", t.account_id);
         }
         if let Some(org) = &t.organization_id {
-            let ok = org.len() >= 12
-                && org.len() <= 34
-                && org.starts_with("o-")
-                && org[2..]
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-            if !ok {
-                bail!("[trail] organization_id {org:?} is not of the form o-[a-z0-9]{{10,32}}");
-            }
+            crate::trails::check_organization_id("[trail] organization_id", org)
+                .map_err(anyhow::Error::msg)?;
         }
         if t.log_file_interval.is_zero() || t.digest_interval.is_zero() {
             bail!("[trail] log_file_interval and digest_interval must be positive");
-        }
-        if let Err(e) = t.selectors() {
-            bail!("[trail] event selectors: {e}");
         }
         for (i, a) in self.agents.iter().enumerate() {
             if a.name.is_empty() {
@@ -932,32 +918,10 @@ impl Config {
                 bail!("[[notifications]] {:?} appears twice", n.name());
             }
         }
-        let mut names = std::collections::HashSet::new();
-        for d in self.effective_destinations() {
-            if !names.insert(d.name()) {
-                bail!("[[destinations]] name {:?} is used twice", d.name());
-            }
-            if let DestinationConfig::S3 {
-                sse,
-                sse_kms_key_id,
-                ..
-            } = &d
-            {
-                match sse.as_deref() {
-                    None | Some("AES256") | Some("aws:kms") => {}
-                    Some(other) => bail!(
-                        "[[destinations]] {}: sse = {other:?}; use \"AES256\" or \"aws:kms\"",
-                        d.name()
-                    ),
-                }
-                if sse_kms_key_id.is_some() && sse.as_deref() != Some("aws:kms") {
-                    bail!(
-                        "[[destinations]] {}: sse_kms_key_id needs sse = \"aws:kms\"",
-                        d.name()
-                    );
-                }
-            }
-        }
+        crate::trails::check_destinations("[[destinations]]", &self.effective_destinations())
+            .map_err(anyhow::Error::msg)?;
+        // The primary trail's selectors and every `[[trails]]` entry.
+        self.trail_specs().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

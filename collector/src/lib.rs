@@ -53,4 +53,5 @@ pub mod service;
 pub mod sigv4;
 pub mod store_health;
 pub mod trail_control;
+pub mod trails;
 pub mod validate;

@@ -63,6 +63,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Alerts(args) => groundtrail_collector::alerts_cli::run(*args).await,
         Command::CheckConfig(args) => {
             let config = Config::load_or_default(args.config.as_deref())?;
+            // How the sections map to trails, as TOML comments (the output stays a config).
+            for spec in config.trail_specs().map_err(anyhow::Error::msg)? {
+                println!("# {}", spec.describe());
+            }
             print!("{}", config.redacted_toml()?);
             Ok(0)
         }

@@ -79,6 +79,16 @@ pub struct Metrics {
     /// Records the trail did not record (its event selectors did not take them, or it was
     /// not logging): in the event history, in no log file.
     pub records_passed_over: AtomicU64,
+    /// Per `[[trails]]` trail: what its feed read, took and skipped (see [`crate::trails`]).
+    trail_feeds: Mutex<BTreeMap<String, FeedCounters>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FeedCounters {
+    read: u64,
+    taken: u64,
+    skipped_entries: u64,
+    lag_entries: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -115,6 +125,29 @@ impl Metrics {
     pub(crate) fn refused(&self, code: &str) {
         let mut m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry(code.to_string()).or_default() += 1;
+    }
+
+    fn feed(&self, trail: &str, f: impl FnOnce(&mut FeedCounters)) {
+        let mut m = self.trail_feeds.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(trail.to_string()).or_default());
+    }
+
+    /// A trail's feed read `read` records of the collector's journal and took `taken`.
+    pub(crate) fn feed_read(&self, trail: &str, read: u64, taken: u64) {
+        self.feed(trail, |c| {
+            c.read += read;
+            c.taken += taken;
+        });
+    }
+
+    /// A trail's feed found `entries` log entries trimmed before it read them.
+    pub(crate) fn feed_skipped(&self, trail: &str, entries: u64) {
+        self.feed(trail, |c| c.skipped_entries += entries);
+    }
+
+    /// A trail's feed is `entries` log entries behind the journal's end.
+    pub(crate) fn feed_lag(&self, trail: &str, entries: u64) {
+        self.feed(trail, |c| c.lag_entries = entries);
     }
 
     fn destination(&self, name: &str, f: impl FnOnce(&mut DestinationCounters)) {
@@ -393,6 +426,45 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (d, c) in &dests {
                 let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", escape(d), pick(c));
+            }
+        }
+        let feeds = self
+            .trail_feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help, kind, pick) in [
+            (
+                "groundtrail_trail_records_read_total",
+                "Records a [[trails]] trail's feed read from the collector's journal.",
+                "counter",
+                (|c: &FeedCounters| c.read) as fn(&FeedCounters) -> u64,
+            ),
+            (
+                "groundtrail_trail_records_taken_total",
+                "Records a [[trails]] trail's selectors took into its journal.",
+                "counter",
+                |c| c.taken,
+            ),
+            (
+                "groundtrail_trail_skipped_entries_total",
+                "Log entries trimmed before a [[trails]] trail's feed read them (records it lacks).",
+                "counter",
+                |c| c.skipped_entries,
+            ),
+            (
+                "groundtrail_trail_lag_entries",
+                "Log entries a [[trails]] trail's feed has not read yet.",
+                "gauge",
+                |c| c.lag_entries,
+            ),
+        ] {
+            if feeds.is_empty() {
+                break;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (t, c) in &feeds {
+                let _ = writeln!(out, "{name}{{trail=\"{}\"}} {}", escape(t), pick(c));
             }
         }
         let notifiers = self

@@ -23,21 +23,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groundtrail_common::shutdown::Shutdown;
-use groundtrail_common::trail::TrailLayout;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 use crate::agents::AgentTracker;
 use crate::api::Api;
-use crate::batcher::Batcher;
 use crate::config::Config;
-use crate::delivery::Deliverer;
-use crate::digest::{DigestTarget, DigestWriter};
 use crate::file_notifications::Notifier;
 use crate::history::History;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
 use crate::keys::{KeyError, KeyOutcome, provide as provide_key};
+use crate::trails::pipeline::{self, Pipeline};
 
 /// Why `serve` could not start (or stopped uncleanly).
 #[derive(Debug, thiserror::Error)]
@@ -168,30 +165,6 @@ pub async fn serve(
         journal.flush().await?;
     }
 
-    let mut destinations = Vec::new();
-    for d in config.effective_destinations() {
-        let dest = crate::destination::open(&d)
-            .await
-            .map_err(|e| ServeError::Destination {
-                name: d.name(),
-                why: format!("{e:#}"),
-            })?;
-        destinations.push(dest);
-    }
-    let wakes: Vec<Arc<Notify>> = destinations
-        .iter()
-        .map(|_| Arc::new(Notify::new()))
-        .collect();
-    let names: Vec<String> = destinations.iter().map(|d| d.name().to_string()).collect();
-    for orphan in journal.destinations_with_backlog()? {
-        if !names.contains(&orphan) {
-            tracing::warn!(
-                destination = %orphan,
-                "the journal holds undelivered files for a destination that is no longer configured; they wait until it is configured again"
-            );
-        }
-    }
-
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(tls_key)) => Some(tokio_rustls::TlsAcceptor::from(
             groundtrail_common::tls::server_config(
@@ -203,93 +176,98 @@ pub async fn serve(
         _ => None,
     };
 
-    let layout = TrailLayout::new(
-        &config.trail.s3_key_prefix,
-        config.trail.organization_id.as_deref(),
-    );
+    let specs = config
+        .trail_specs()
+        .map_err(ServeError::Selectors)?;
+    let mut specs = specs.into_iter();
+    let primary_spec = specs.next().expect("the primary trail is always there");
     // Validated with the config; a stored PutEventSelectors applies on top (see trail_control).
-    let config_selectors = config
-        .trail
-        .selectors()
-        .map_err(|e| ServeError::Selectors(e.to_string()))?;
     let control = Arc::new(crate::trail_control::TrailControl::load(
         journal.clone(),
-        config_selectors,
+        &primary_spec.name,
+        primary_spec.selectors.clone(),
     )?);
-    let mut batcher = Batcher::new(
-        journal.clone(),
-        layout.clone(),
-        config.trail.log_file_interval.get(),
-        config.trail.log_file_max_bytes,
-        names.clone(),
-        wakes.clone(),
-    )
-    .with_control(control.clone());
-    let reloaded = journal.pending()?;
-    if !reloaded.is_empty() {
-        tracing::info!(
-            records = reloaded.len(),
-            "reloaded pending records from the journal"
-        );
-        batcher.add(reloaded).await?;
-    }
-    let batcher_task = tokio::spawn(batcher.run(rx, shutdown.clone()));
-    if let Some(reader) = insights {
-        background.push(tokio::spawn(reader.run(shutdown.clone())));
-    }
-
     let notify_wake = Arc::new(Notify::new());
-    let deliverers: Vec<Arc<Deliverer>> = destinations
-        .iter()
-        .zip(&wakes)
-        .map(|(d, w)| {
-            let d = Deliverer::new(journal.clone(), d.clone(), w.clone());
-            Arc::new(if config.notifications.is_empty() {
-                d
-            } else {
-                d.with_notifications(
+    let primary = Pipeline::start(
+        primary_spec,
+        journal.clone(),
+        pipeline::Start {
+            config: &config,
+            key: key.clone(),
+            control: control.clone(),
+            records: rx,
+            judge: true,
+            notifications: (!config.notifications.is_empty()).then(|| {
+                (
                     config.notifications.iter().map(|n| n.name()).collect(),
                     notify_wake.clone(),
                 )
-            })
-        })
-        .collect();
-    for d in &deliverers {
-        let d = d.clone();
-        let s = shutdown.clone();
-        background.push(tokio::spawn(async move { d.run(s).await }));
+            }),
+        },
+        &mut background,
+        &shutdown,
+    )
+    .await?;
+    let names = primary.destinations.clone();
+    if let Some(reader) = insights {
+        background.push(tokio::spawn(reader.run(shutdown.clone())));
     }
-    let digests = DigestWriter::new(
-        journal.clone(),
-        key.clone(),
-        layout,
-        config.trail.name.clone(),
-        config.trail.home_region.clone(),
-        config.trail.digest_interval.get(),
-        destinations
-            .iter()
-            .zip(&wakes)
-            .map(|(d, w)| DigestTarget {
-                name: d.name().to_string(),
-                bucket: d.bucket().to_string(),
-                wake: w.clone(),
-            })
-            .collect(),
-    );
-    let digests = Arc::new(if config.trail.account_id.is_empty() {
-        digests
-    } else {
-        digests.with_seed(
-            &config.trail.account_id,
-            &config.trail.home_region,
-            groundtrail_common::time::now_secs(),
+    // `[[trails]]`: each with its own journal, fed from this one after the listeners drain
+    // (see `crate::trails`).
+    let (feeds_stop_tx, feeds_stop_rx) = tokio::sync::broadcast::channel(1);
+    let feeds_stop = Shutdown::new(feeds_stop_rx);
+    let mut pipelines = vec![primary];
+    let mut feeds = Vec::new();
+    for spec in specs {
+        let path = crate::trails::journal_path(&config.journal.path, &spec.name);
+        let trail_journal = Arc::new(Journal::open_with_settings(
+            &path,
+            &config.journal.settings(),
+        )?);
+        // The same key signs every chain; each journal refuses a changed one on its own.
+        provide_key(
+            &config.signing.key_file,
+            &trail_journal,
+            &config.signing.retired_keys,
+        )?;
+        let trail_control = Arc::new(crate::trail_control::TrailControl::load(
+            trail_journal.clone(),
+            &spec.name,
+            spec.selectors.clone(),
+        )?);
+        let (trail_tx, trail_rx) = mpsc::channel(BATCHER_QUEUE);
+        let feed = crate::trails::feed::Feed::open(
+            journal.clone(),
+            trail_journal.clone(),
+            spec.clone(),
+            trail_control.clone(),
+            trail_tx,
+        )?;
+        trail_journal.flush().await?;
+        let p = Pipeline::start(
+            spec,
+            trail_journal.clone(),
+            pipeline::Start {
+                config: &config,
+                key: key.clone(),
+                control: trail_control,
+                records: trail_rx,
+                judge: false,
+                notifications: None,
+            },
+            &mut background,
+            &shutdown,
         )
-    });
-    {
-        let digests = digests.clone();
-        let s = shutdown.clone();
-        background.push(tokio::spawn(async move { digests.run(s).await }));
+        .await?;
+        feeds.push(tokio::spawn(feed.run(feeds_stop.clone())));
+        background.push(tokio::spawn(expire_dedup(
+            trail_journal,
+            config.journal.dedup_window.get(),
+            shutdown.clone(),
+        )));
+        pipelines.push(p);
     }
+    drop(feeds_stop);
     if !config.notifications.is_empty() {
         let notifier = Notifier::new(
             journal.clone(),
@@ -353,7 +331,16 @@ pub async fn serve(
             Some(ingest.clone()),
         )?
         .with_detector(detector)
-        .with_trail_control(control),
+        .with_trails(
+            pipelines
+                .iter()
+                .map(|p| crate::api::TrailView {
+                    spec: p.spec.clone(),
+                    journal: p.journal.clone(),
+                    control: Some(p.control.clone()),
+                })
+                .collect(),
+        ),
     );
     if config.api.access_keys.is_empty() {
         if config.api.allow_unsigned_loopback_reads {
@@ -437,11 +424,15 @@ pub async fn serve(
     for task in background {
         let _ = task.await;
     }
+    // Nothing commits to the journal any more: each `[[trails]]` feed copies what is left,
+    // then drops its sender, so its trail's batcher can finish too.
+    let _ = feeds_stop_tx.send(());
+    for feed in feeds {
+        let _ = feed.await;
+    }
     // 2. Close every open file.
-    match batcher_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("closing log files failed: {e}; their records stay pending"),
-        Err(e) => tracing::error!("batcher task failed: {e}"),
+    for p in &mut pipelines {
+        p.close_files().await;
     }
     // Ingest and the batcher are done: the indexer indexes what the log holds (within the
     // grace) and stops; the next start resumes from its position.
@@ -459,17 +450,12 @@ pub async fn serve(
     let stuck = store_watch.finish().await;
     // 3-4. Deliver, write the covering digests, deliver those (not with a stuck store: no
     // delivery or digest can be recorded, the next process does it).
-    let (mut all_files, mut all_digests) = (false, false);
+    let mut everything = false;
     if stuck.is_none() {
         let deadline = tokio::time::Instant::now() + config.server.shutdown_grace.get();
-        all_files = drain(&deliverers, deadline).await;
-        if let Err(e) = digests
-            .write_due(groundtrail_common::time::now_secs(), true)
-            .await
-        {
-            tracing::error!("final digest failed: {e}");
-        }
-        all_digests = drain(&deliverers, deadline).await;
+        let delivered =
+            futures_util::future::join_all(pipelines.iter().map(|p| p.deliver(deadline))).await;
+        everything = delivered.into_iter().all(|ok| ok);
     }
     if let Some(s) = stuck {
         watchdog.abort();
@@ -478,8 +464,11 @@ pub async fn serve(
             error: s.error,
         });
     }
+    for p in &pipelines[1..] {
+        p.journal.flush().await?;
+    }
     journal.flush().await?;
-    if all_files && all_digests {
+    if everything {
         tracing::info!("shutdown complete: everything delivered");
     } else {
         let (pending, undelivered) = journal.backlog();
@@ -495,12 +484,6 @@ pub async fn serve(
 
 /// Committed batches queued for the batcher at most (see where it is used).
 const BATCHER_QUEUE: usize = 64;
-
-async fn drain(deliverers: &[Arc<Deliverer>], deadline: tokio::time::Instant) -> bool {
-    let results =
-        futures_util::future::join_all(deliverers.iter().map(|d| d.drain(deadline))).await;
-    results.into_iter().all(|ok| ok)
-}
 
 /// Starts the rule engine, the alert notifiers and the rules watch (`[detection]`), unless
 /// detection is off. A rule set or a notifier that does not load stops the start with its error:

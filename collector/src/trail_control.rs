@@ -11,9 +11,9 @@
 //!   seen by detection and Insights, but is in no log file. Records received just before a
 //!   change may be judged by the new settings (as on AWS, a change is not tied to an instant).
 //! - **The trail records changes to itself.** The collector's own record of a
-//!   `PutEventSelectors`, `StartLogging` or `StopLogging` call is taken whatever the settings
-//!   (a stopped trail still shows who stopped it, and who started it again), so no setting
-//!   can hide its own change.
+//!   `PutEventSelectors`, `StartLogging` or `StopLogging` call on this trail is taken whatever
+//!   the settings (a stopped trail still shows who stopped it, and who started it again), so
+//!   no setting can hide its own change. A call on another trail is judged like any record.
 //! - **The config stays the reference.** The selectors in `[trail]` apply until a
 //!   `PutEventSelectors`; selectors put through the API are kept across restarts as long as the
 //!   config's selectors are unchanged. When the config's selectors change, they win (the
@@ -49,13 +49,22 @@ struct Stored {
 /// The settings at one moment: what the batcher judges a batch by, and what is put back when
 /// a change cannot be recorded.
 #[derive(Debug, Clone)]
-pub struct Snapshot(Settings);
+pub struct Snapshot {
+    settings: Settings,
+    /// The trail's name: its own control records are always taken.
+    trail: Arc<str>,
+}
 
 impl Snapshot {
     /// Whether every record is taken (logging, default selectors): the batcher then need not
     /// read the records.
     pub fn takes_everything(&self) -> bool {
-        self.0.logging && self.0.selectors.is_default()
+        self.settings.logging && self.settings.selectors.is_default()
+    }
+
+    /// Whether the trail is logging.
+    pub fn is_logging(&self) -> bool {
+        self.settings.logging
     }
 
     /// Whether the trail records this record (its JSON, as committed).
@@ -67,10 +76,10 @@ impl Snapshot {
             // Committed records are JSON; one that is not is filed rather than dropped.
             return true;
         };
-        if is_control_event(&record) {
+        if is_control_event_for(&record, &self.trail) {
             return true;
         }
-        self.0.logging && self.0.selectors.selects(&record)
+        self.settings.logging && self.settings.selectors.selects(&record)
     }
 }
 
@@ -87,6 +96,8 @@ struct Settings {
 #[derive(Debug)]
 pub struct TrailControl {
     journal: Arc<Journal>,
+    /// The trail's name.
+    trail: Arc<str>,
     config_selectors: Selectors,
     settings: RwLock<Settings>,
     /// Held across a whole change (read, store, record, maybe undo), so two changes never
@@ -99,6 +110,7 @@ impl TrailControl {
     /// doc). A stored value that cannot be read is logged and ignored: the config applies.
     pub fn load(
         journal: Arc<Journal>,
+        trail: &str,
         config_selectors: Selectors,
     ) -> Result<TrailControl, JournalError> {
         let mut settings = Settings {
@@ -142,6 +154,7 @@ impl TrailControl {
         }
         Ok(TrailControl {
             journal,
+            trail: trail.into(),
             config_selectors,
             settings: RwLock::new(settings),
             changes: tokio::sync::Mutex::new(()),
@@ -176,12 +189,15 @@ impl TrailControl {
     /// The settings now: to judge a batch of records by one state (without a lock per
     /// record), or for [`TrailControl::restore`].
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot(self.read().clone())
+        Snapshot {
+            settings: self.read().clone(),
+            trail: self.trail.clone(),
+        }
     }
 
     /// Puts back earlier settings, durably (a change that could not be recorded).
     pub async fn restore(&self, snapshot: Snapshot) -> Result<(), JournalError> {
-        self.store(snapshot.0).await
+        self.store(snapshot.settings).await
     }
 
     /// Starts or stops logging, durably. Callers that record the change hold
@@ -250,13 +266,25 @@ fn decode(stored: &Value) -> Result<Selectors, String> {
         .and_then(|m| Selectors::from_api(m).map_err(|e| e.to_string()))
 }
 
-/// Whether `record` is the collector's own record of a call that changes the trail.
-pub fn is_control_event(record: &Value) -> bool {
+/// Whether `record` is the collector's own record of a call that changes the trail named
+/// `trail` (its `requestParameters` name it, by name or ARN). A change to another trail is
+/// judged by the selectors like any other record.
+pub fn is_control_event_for(record: &Value, trail: &str) -> bool {
+    let named = |v: &Value| {
+        v.as_str().is_some_and(|n| {
+            n == trail
+                || (n.starts_with("arn:")
+                    && n.strip_suffix(trail).is_some_and(|r| r.ends_with(":trail/")))
+        })
+    };
     record.get("eventSource").and_then(Value::as_str) == Some(CLOUDTRAIL_SOURCE)
         && record
             .get("eventName")
             .and_then(Value::as_str)
             .is_some_and(|n| CONTROL_EVENTS.contains(&n))
+        && record.get("requestParameters").is_some_and(|p| {
+            p.get("trailName").is_some_and(named) || p.get("name").is_some_and(named)
+        })
 }
 
 #[cfg(test)]
@@ -272,9 +300,12 @@ mod tests {
     }
 
     fn rec(source: &str, name: &str) -> Vec<u8> {
-        serde_json::to_vec(
-            &json!({"eventSource": source, "eventName": name, "eventTime": "2026-12-07T10:00:00Z"}),
-        )
+        rec_for(source, name, "t")
+    }
+
+    fn rec_for(source: &str, name: &str, trail: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"eventSource": source, "eventName": name,
+            "eventTime": "2026-12-07T10:00:00Z", "requestParameters": {"name": trail}}))
         .unwrap()
     }
 
@@ -300,7 +331,7 @@ mod tests {
     async fn settings_persist_and_the_config_stays_the_reference() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
-        let c = TrailControl::load(journal.clone(), Selectors::everything()).unwrap();
+        let c = TrailControl::load(journal.clone(), "t", Selectors::everything()).unwrap();
         assert!(c.snapshot().takes_everything() && c.is_logging());
         c.put_selectors(selectors("app.")).await.unwrap();
         assert!(!c.snapshot().takes_everything());
@@ -310,6 +341,11 @@ mod tests {
         assert!(!c.snapshot().takes(&rec("app.onprem.internal", "Update")));
         for op in CONTROL_EVENTS {
             assert!(c.snapshot().takes(&rec(CLOUDTRAIL_SOURCE, op)), "{op}");
+            let arn = "arn:aws:cloudtrail:us-east-1:111122223333:trail/t";
+            assert!(c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, arn)), "{op}");
+            // Another trail's change is judged by the selectors (none taken while stopped).
+            assert!(!c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "other")), "{op}");
+            assert!(!c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "xt")), "{op}");
         }
         assert!(
             !c.snapshot()
@@ -318,14 +354,14 @@ mod tests {
         assert!(c.logging_changed_at().is_some());
         drop(c);
 
-        let again = TrailControl::load(journal.clone(), Selectors::everything()).unwrap();
+        let again = TrailControl::load(journal.clone(), "t", Selectors::everything()).unwrap();
         assert!(!again.is_logging());
         assert_eq!(again.selectors(), selectors("app."));
         again.set_logging(true).await.unwrap();
         drop(again);
 
         // The operator then sets other selectors in the config: they apply.
-        let edited = TrailControl::load(journal, selectors("db.")).unwrap();
+        let edited = TrailControl::load(journal, "t", selectors("db.")).unwrap();
         assert!(edited.is_logging());
         assert_eq!(edited.selectors(), selectors("db."));
     }

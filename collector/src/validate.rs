@@ -118,13 +118,37 @@ async fn run_inner(
         (None, None, None) => Some(Config::default()),
         _ => None,
     };
+    // The trail the ARN names, among the config's trails (`[trail]` and `[[trails]]`).
+    let spec = match &config {
+        Some(config) => {
+            let specs = config.trail_specs().map_err(anyhow::Error::msg)?;
+            let t = &config.trail;
+            let found = specs.into_iter().find(|s| {
+                args.trail_arn.split('/').next_back() == Some(s.name.as_str())
+                    && args.trail_arn.split(':').nth(3) == Some(s.home_region.as_str())
+                    && args.trail_arn.split(':').nth(1) == Some(t.partition.as_str())
+                    && (t.account_id.is_empty()
+                        || args.trail_arn.split(':').nth(4) == Some(t.account_id.as_str()))
+            });
+            match (found, &args.s3_bucket) {
+                (Some(s), _) => Some(s),
+                // With --s3-bucket the trail need not be configured (as the AWS CLI).
+                (None, Some(_)) => None,
+                (None, None) => bail!("A trail could not be found for {}", args.trail_arn),
+            }
+        }
+        None => None,
+    };
     let (stores, default_bucket) = match (&config, &args.local_dir, &args.s3_endpoint) {
         (Some(config), _, _) => {
-            let dest = config
-                .effective_destinations()
-                .into_iter()
-                .next()
-                .expect("effective_destinations is never empty");
+            let dest = match &spec {
+                Some(s) => s.destinations[0].clone(),
+                None => config
+                    .effective_destinations()
+                    .into_iter()
+                    .next()
+                    .expect("effective_destinations is never empty"),
+            };
             let bucket = match &dest {
                 DestinationConfig::Local { bucket, .. } | DestinationConfig::S3 { bucket, .. } => {
                     bucket.clone()
@@ -182,16 +206,8 @@ async fn run_inner(
     let (bucket, prefix) = match &args.s3_bucket {
         Some(bucket) => (bucket.clone(), args.s3_prefix.clone()),
         None => match &config {
-            Some(config) => {
-                let t = &config.trail;
-                let arn_matches = args.trail_arn.split('/').next_back() == Some(t.name.as_str())
-                    && args.trail_arn.split(':').nth(3) == Some(t.home_region.as_str())
-                    && args.trail_arn.split(':').nth(1) == Some(t.partition.as_str())
-                    && (t.account_id.is_empty()
-                        || args.trail_arn.split(':').nth(4) == Some(t.account_id.as_str()));
-                if !arn_matches {
-                    bail!("A trail could not be found for {}", args.trail_arn);
-                }
+            Some(_) => {
+                let t = spec.as_ref().expect("found above, or --s3-bucket was given");
                 if let Some(org) = &t.organization_id {
                     if account_id.is_none() {
                         bail!("Missing required parameter for organization trail: '--account-id'");

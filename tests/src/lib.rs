@@ -1015,6 +1015,18 @@ pub fn aws_validate_at(
     s3_endpoint: &str,
     args: &[String],
 ) -> Validation {
+    aws_validate_signed(aws, cloudtrail_url, s3_endpoint, args, ("testing", "testing"))
+}
+
+/// [`aws_validate_at`] signing with `key` (an access key id and its secret), for a collector
+/// whose API takes only its configured keys.
+pub fn aws_validate_signed(
+    aws: &Path,
+    cloudtrail_url: &str,
+    s3_endpoint: &str,
+    args: &[String],
+    key: (&str, &str),
+) -> Validation {
     let out = Command::new(aws)
         .args([
             "cloudtrail",
@@ -1027,8 +1039,8 @@ pub fn aws_validate_at(
         .args(args)
         .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
         .env("AWS_ENDPOINT_URL_ORGANIZATIONS", cloudtrail_url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ACCESS_KEY_ID", key.0)
+        .env("AWS_SECRET_ACCESS_KEY", key.1)
         .env("AWS_DEFAULT_REGION", REGION)
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
 
-use super::{Api, ApiError, internal};
+use super::{Api, ApiError, TrailView, internal};
 use crate::config::Scope;
 use crate::selectors::Selectors;
 use crate::sigv4::Caller;
@@ -61,8 +61,8 @@ impl Api {
     ) -> Result<Value, ApiError> {
         if op == "GetEventSelectors" {
             caller.require(Scope::Read)?;
-            self.trail_in(input, "TrailName")?;
-            return Ok(self.selectors_answer(&self.current_selectors()));
+            let (_, view) = self.trail_in(input, "TrailName")?;
+            return Ok(self.selectors_answer(view, &self.current_selectors(view)));
         }
         let call = Call {
             op,
@@ -70,7 +70,21 @@ impl Api {
             caller,
             input,
         };
-        let Some(control) = self.control.as_ref() else {
+        // The trail is found before anything is recorded: a call naming no trail of ours is
+        // refused like any malformed call, and recorded against the primary trail.
+        let field = if op == "PutEventSelectors" {
+            "TrailName"
+        } else {
+            "Name"
+        };
+        let view = match self.trail_in(input, field) {
+            Ok((_, v)) => v,
+            Err(e) => {
+                self.record(&call, &self.trails[0], &Err(e.clone())).await?;
+                return Err(e);
+            }
+        };
+        let Some(control) = view.control.as_ref() else {
             return Err(ApiError::bad(
                 "UnsupportedOperationException",
                 "this collector serves no trail settings",
@@ -78,12 +92,12 @@ impl Api {
         };
         // One change at a time, from the check to its record (or its undo).
         let _one = control.lock().await;
-        let prepared = self.prepare(&call);
+        let prepared = self.prepare(&call, view);
         let (change, answer) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 // Refused before anything changed: recorded with its error.
-                self.record(&call, &Err(e.clone())).await?;
+                self.record(&call, view, &Err(e.clone())).await?;
                 return Err(e);
             }
         };
@@ -94,12 +108,12 @@ impl Api {
         };
         if let Err(e) = applied {
             let e = internal(e);
-            self.record(&call, &Err(e.clone())).await?;
+            self.record(&call, view, &Err(e.clone())).await?;
             return Err(e);
         }
         // The change is in force; without its record it must not stay.
         let answered = Ok(answer);
-        if let Err(e) = self.record(&call, &answered).await {
+        if let Err(e) = self.record(&call, view, &answered).await {
             if let Err(u) = control.restore(before).await {
                 tracing::error!(
                     "{op}: the change could not be recorded and could not be taken back ({u}); it stays in force unrecorded"
@@ -108,6 +122,7 @@ impl Api {
             return Err(e);
         }
         tracing::warn!(
+            trail = %view.spec.name,
             "{op}: {}",
             match op {
                 "PutEventSelectors" => "the trail's event selectors changed",
@@ -119,19 +134,13 @@ impl Api {
     }
 
     /// Checks a changing call and says what it will change and answer; nothing changes here.
-    fn prepare(&self, call: &Call<'_>) -> Result<(Change, Value), ApiError> {
+    fn prepare(&self, call: &Call<'_>, view: &TrailView) -> Result<(Change, Value), ApiError> {
         call.caller.require(Scope::Write)?;
-        let field = if call.op == "PutEventSelectors" {
-            "TrailName"
-        } else {
-            "Name"
-        };
-        self.trail_in(call.input, field)?;
         match call.op {
             "PutEventSelectors" => {
                 let selectors = Selectors::from_api(call.input)
                     .map_err(|e| ApiError::bad(e.code, e.message.clone()))?;
-                let answer = self.selectors_answer(&selectors);
+                let answer = self.selectors_answer(view, &selectors);
                 Ok((Change::Selectors(selectors), answer))
             }
             "StartLogging" => Ok((Change::Logging(true), json!({}))),
@@ -143,17 +152,17 @@ impl Api {
         }
     }
 
-    /// The selectors in force (the default when the API runs without trail settings).
-    pub(super) fn current_selectors(&self) -> Selectors {
-        self.control
+    /// A trail's selectors in force (the config's when the API runs without trail settings).
+    pub(super) fn current_selectors(&self, view: &TrailView) -> Selectors {
+        view.control
             .as_ref()
             .map(|c| c.selectors())
-            .unwrap_or_else(Selectors::everything)
+            .unwrap_or_else(|| view.spec.selectors.clone())
     }
 
-    fn selectors_answer(&self, selectors: &Selectors) -> Value {
+    fn selectors_answer(&self, view: &TrailView, selectors: &Selectors) -> Value {
         let mut out = Map::new();
-        out.insert("TrailARN".into(), json!(self.trail_arn()));
+        out.insert("TrailARN".into(), json!(self.arn_of(view)));
         if let Value::Object(m) = selectors.to_api() {
             out.extend(m);
         }
@@ -166,6 +175,7 @@ impl Api {
     async fn record(
         &self,
         call: &Call<'_>,
+        view: &TrailView,
         result: &Result<Value, ApiError>,
     ) -> Result<(), ApiError> {
         // An unsigned (loopback) caller is no one to name; it is refused before any change.
@@ -175,7 +185,7 @@ impl Api {
         let parse = |v: &Value| {
             groundtrail_common::Record::from_json(&serde_json::to_vec(v).unwrap_or_default())
         };
-        let mut json = self.call_record(call, result);
+        let mut json = self.call_record(call, view, result);
         let record = match parse(&json) {
             Ok(r) => r,
             Err(_) => {
@@ -187,7 +197,7 @@ impl Api {
                     .unwrap_or(Value::Null);
                 json["requestParameters"] = json!({"trailName": name});
                 if json["responseElements"].is_object() {
-                    json["responseElements"] = json!({"trailARN": self.trail_arn()});
+                    json["responseElements"] = json!({"trailARN": self.arn_of(view)});
                 }
                 parse(&json).map_err(|e| internal(format!("the record of {}: {e}", call.op)))?
             }
@@ -200,7 +210,12 @@ impl Api {
     }
 
     /// The record of `call` with its `result`, as CloudTrail writes a call to its API.
-    fn call_record(&self, call: &Call<'_>, result: &Result<Value, ApiError>) -> Value {
+    fn call_record(
+        &self,
+        call: &Call<'_>,
+        view: &TrailView,
+        result: &Result<Value, ApiError>,
+    ) -> Value {
         let Call {
             op,
             parts,
@@ -223,7 +238,7 @@ impl Api {
             "eventTime": groundtrail_common::time::json_time(groundtrail_common::time::now_secs()),
             "eventSource": CLOUDTRAIL_SOURCE,
             "eventName": op,
-            "awsRegion": t.home_region,
+            "awsRegion": view.spec.home_region,
         });
         let m = r.as_object_mut().expect("an object");
         if let Some(PeerIp(ip)) = parts.extensions.get::<PeerIp>() {

@@ -77,6 +77,7 @@
 //! | `s/<name>` | text | delivery status for `GetTrailStatus` (latest delivery times and errors) |
 //! | `z/<entry u64><index u32>` | the record's bytes | a pending record that could no longer be read, set aside for an operator (logged) |
 //! | `o/trail` | [`crate::trail_control`] JSON | the trail's logging state and event selectors as last set through the API |
+//! | `o/feed` | u64 | a trail journal only: the next entry of the collector's journal its feed reads (see [`crate::trails`]) |
 //! | `k/signing` | [`SigningKeyRecord`] JSON | the key that signs the digest chains (public part only), so a missing or changed key file is noticed at start-up |
 //!
 //! Integers are big-endian so byte order is numeric order; `\0` separates string parts. File
@@ -1389,6 +1390,18 @@ impl Journal {
     /// Removes the trail's stored settings (the config's apply).
     pub fn clear_trail_settings(&self) -> Result<()> {
         self.db.remove(b"o/trail")?;
+        Ok(())
+    }
+
+    /// A trail journal's feed position: the next entry of the collector's journal to read
+    /// (see [`crate::trails`]).
+    pub fn feed_position(&self) -> Result<Option<u64>> {
+        get_u64(&self.db, b"o/feed")
+    }
+
+    /// Stores the feed position. Not durable until [`Journal::flush`].
+    pub fn set_feed_position(&self, position: u64) -> Result<()> {
+        self.db.insert(&b"o/feed"[..], &position.to_be_bytes()[..])?;
         Ok(())
     }
 

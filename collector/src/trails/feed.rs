@@ -1,0 +1,214 @@
+//! A `[[trails]]` trail's feed: a reader of the collector's journal that copies the records
+//! the trail takes into the trail's own journal (see [`crate::trails`] for the guarantees).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use groundtrail_common::Record;
+use groundtrail_common::shutdown::Shutdown;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::TrailSpec;
+use crate::journal::{Journal, JournalError, PendingRecord, Prepared};
+use crate::log::LogError;
+use crate::metrics::metrics;
+use crate::trail_control::{Snapshot, TrailControl};
+
+/// Log bytes read per step at most.
+const READ_BYTES: usize = 4 * 1024 * 1024;
+/// How long a failed step waits before the next try.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The journal reader name of the feed of trail `name`.
+pub fn reader_name(name: &str) -> String {
+    format!("trail:{name}")
+}
+
+/// One trail's feed.
+pub struct Feed {
+    source: Arc<Journal>,
+    trail: Arc<Journal>,
+    spec: TrailSpec,
+    control: Arc<TrailControl>,
+    batcher: mpsc::Sender<Vec<PendingRecord>>,
+    reader: String,
+    /// The next entry of the collector's journal to read.
+    position: u64,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("trail", &self.spec.name)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// Registers the feed as a reader of `source` where the trail's journal says it left off.
+    /// A trail seen for the first time starts at the log's end: like a new CloudTrail trail,
+    /// it records what arrives from its creation on. Call before anything can trim `source`.
+    pub fn open(
+        source: Arc<Journal>,
+        trail: Arc<Journal>,
+        spec: TrailSpec,
+        control: Arc<TrailControl>,
+        batcher: mpsc::Sender<Vec<PendingRecord>>,
+    ) -> Result<Feed, JournalError> {
+        let reader = reader_name(&spec.name);
+        let position = match trail.feed_position()? {
+            Some(p) => {
+                let resumed = source.resume_reader(&reader, Some(p));
+                if resumed < p {
+                    // The collector's journal was replaced under the trail.
+                    trail.set_feed_position(resumed)?;
+                }
+                resumed
+            }
+            None => {
+                let end = source.durable_end_now();
+                trail.set_feed_position(end)?;
+                source.set_reader(&reader, end);
+                tracing::info!(trail = %spec.name, "new trail: recording from now on");
+                end
+            }
+        };
+        Ok(Feed {
+            source,
+            trail,
+            spec,
+            control,
+            batcher,
+            reader,
+            position,
+        })
+    }
+
+    /// Copies what the trail takes until `stop`, then once more up to the log's end (so that
+    /// records committed before the collector stopped are in the trail's files), and returns,
+    /// dropping its sender so the trail's batcher closes its files.
+    pub async fn run(mut self, mut stop: Shutdown) {
+        let mut durable = self.source.durable_end();
+        loop {
+            let stopping = stop.is_shutdown();
+            match self.step().await {
+                Ok(true) => continue,
+                Ok(false) if stopping => return,
+                Ok(false) => {}
+                Err(JournalError::Log(LogError::Trimmed(_))) => {
+                    let start = self.source.resume_reader(&self.reader, None);
+                    tracing::error!(
+                        trail = %self.spec.name,
+                        "log entries {}..{start} were trimmed before this trail read them: \
+                         the trail lacks their records (the feed fell behind the journal's bound)",
+                        self.position
+                    );
+                    metrics().feed_skipped(&self.spec.name, start.saturating_sub(self.position));
+                    self.position = start;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(trail = %self.spec.name, "trail feed: {e}");
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY) => {}
+                        _ = stop.recv() => {}
+                    }
+                    continue;
+                }
+            }
+            let lag = durable.borrow().saturating_sub(self.position);
+            metrics().feed_lag(&self.spec.name, lag);
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                _ = stop.recv() => {}
+            }
+        }
+    }
+
+    /// Copies what the log has from the position; `Ok(false)` when there was nothing new.
+    async fn step(&mut self) -> Result<bool, JournalError> {
+        let j = self.source.clone();
+        let from = self.position;
+        let entries = tokio::task::spawn_blocking(move || j.read_committed(from, READ_BYTES))
+            .await
+            .map_err(|e| JournalError::Other(e.to_string()))??;
+        let Some(last) = entries.last() else {
+            return Ok(false);
+        };
+        let next = last.position + 1;
+        let snapshot = self.control.snapshot();
+        let spec = self.spec.clone();
+        let (prepared, read) = tokio::task::spawn_blocking(move || {
+            let mut prepared = Prepared::default();
+            let mut read = 0u64;
+            for entry in entries {
+                for json in entry.records {
+                    read += 1;
+                    if !takes(&spec, &snapshot, &json) {
+                        continue;
+                    }
+                    match Record::from_json(&json) {
+                        Ok(r) => prepared.push_json(&r, json),
+                        // Committed records passed the same check; one that does not is a bug
+                        // to report, not a reason to stop the trail.
+                        Err(e) => tracing::error!(
+                            trail = %spec.name,
+                            entry = entry.position,
+                            "trail feed: a committed record does not read back ({e}); skipped"
+                        ),
+                    }
+                }
+            }
+            (prepared, read)
+        })
+        .await
+        .map_err(|e| JournalError::Other(e.to_string()))?;
+        let taken = prepared.len() as u64;
+        let trail = self.trail.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            trail.commit_prepared(prepared, &[], groundtrail_common::time::now_secs())
+        })
+        .await
+        .map_err(|e| JournalError::Other(e.to_string()))??;
+        // The copies are durable before the position moves past them; a crash in between
+        // copies them again and the trail's journal drops the repeats.
+        self.trail.sync_commits().await?;
+        self.trail.set_feed_position(next)?;
+        self.trail.flush().await?;
+        self.source.set_reader(&self.reader, next);
+        self.position = next;
+        metrics().feed_read(&self.spec.name, read, taken);
+        if !outcome.committed.is_empty() && self.batcher.send(outcome.committed).await.is_err() {
+            tracing::debug!(trail = %self.spec.name, "batcher gone; records stay pending");
+        }
+        Ok(true)
+    }
+}
+
+/// Whether the trail takes a committed record: an Insights record when the trail records its
+/// type (and is logging), any other record when its selectors take it.
+pub fn takes(spec: &TrailSpec, snapshot: &Snapshot, json: &[u8]) -> bool {
+    if !memchr_insight(json) {
+        return snapshot.takes(json);
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(json) else {
+        return snapshot.takes(json);
+    };
+    if v.get("eventType").and_then(Value::as_str) != Some("AwsCloudTrailInsight") {
+        return snapshot.takes(json);
+    }
+    snapshot.is_logging()
+        && v.pointer("/insightDetails/insightType")
+            .and_then(Value::as_str)
+            .is_some_and(|t| spec.records_insight(t))
+}
+
+/// Whether the bytes can be an Insights record (a cheap test before a parse).
+fn memchr_insight(json: &[u8]) -> bool {
+    json.windows(20).any(|w| w == b"AwsCloudTrailInsight")
+}
