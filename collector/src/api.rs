@@ -310,6 +310,7 @@ impl Api {
         match op {
             "ListPublicKeys" => self.list_public_keys(&input),
             "DescribeTrails" => Ok(self.describe_trails(&input)),
+            "ListTrails" => Ok(self.list_trails()),
             "GetTrail" => self.get_trail(&input),
             "GetTrailStatus" => self.get_trail_status(&input),
             "GetInsightSelectors" => self.get_insight_selectors(&input),
@@ -427,11 +428,26 @@ impl Api {
             .trails
             .iter()
             .filter(|v| {
-                wanted.is_empty() || wanted.iter().any(|n| self.find_trail(n).is_some_and(|f| std::ptr::eq(f, *v)))
+                wanted.is_empty()
+                    || wanted
+                        .iter()
+                        .any(|n| self.find_trail(n).is_some_and(|f| std::ptr::eq(f, *v)))
             })
             .map(|v| self.trail(v))
             .collect();
         json!({ "trailList": list })
+    }
+
+    /// `ListTrails`: every trail's ARN, name and home region (one page: a collector has few).
+    fn list_trails(&self) -> Value {
+        let trails: Vec<Value> = self
+            .trails
+            .iter()
+            .map(|v| {
+                json!({"TrailARN": self.arn_of(v), "Name": v.spec.name, "HomeRegion": v.spec.home_region})
+            })
+            .collect();
+        json!({ "Trails": trails })
     }
 
     /// The trail named (by name or ARN) in `field` of the input.

@@ -692,7 +692,8 @@ mod tests {
                 journal.clone(),
                 "groundtrail",
                 crate::selectors::Selectors::everything(),
-            ).unwrap(),
+            )
+            .unwrap(),
         );
         control.put_selectors(selectors).await.unwrap();
         let mut b = b.with_control(control);

@@ -176,9 +176,7 @@ pub async fn serve(
         _ => None,
     };
 
-    let specs = config
-        .trail_specs()
-        .map_err(ServeError::Selectors)?;
+    let specs = config.trail_specs().map_err(ServeError::Selectors)?;
     let mut specs = specs.into_iter();
     let primary_spec = specs.next().expect("the primary trail is always there");
     // Validated with the config; a stored PutEventSelectors applies on top (see trail_control).

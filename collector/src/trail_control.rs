@@ -274,7 +274,8 @@ pub fn is_control_event_for(record: &Value, trail: &str) -> bool {
         v.as_str().is_some_and(|n| {
             n == trail
                 || (n.starts_with("arn:")
-                    && n.strip_suffix(trail).is_some_and(|r| r.ends_with(":trail/")))
+                    && n.strip_suffix(trail)
+                        .is_some_and(|r| r.ends_with(":trail/")))
         })
     };
     record.get("eventSource").and_then(Value::as_str) == Some(CLOUDTRAIL_SOURCE)
@@ -342,10 +343,19 @@ mod tests {
         for op in CONTROL_EVENTS {
             assert!(c.snapshot().takes(&rec(CLOUDTRAIL_SOURCE, op)), "{op}");
             let arn = "arn:aws:cloudtrail:us-east-1:111122223333:trail/t";
-            assert!(c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, arn)), "{op}");
+            assert!(
+                c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, arn)),
+                "{op}"
+            );
             // Another trail's change is judged by the selectors (none taken while stopped).
-            assert!(!c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "other")), "{op}");
-            assert!(!c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "xt")), "{op}");
+            assert!(
+                !c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "other")),
+                "{op}"
+            );
+            assert!(
+                !c.snapshot().takes(&rec_for(CLOUDTRAIL_SOURCE, op, "xt")),
+                "{op}"
+            );
         }
         assert!(
             !c.snapshot()

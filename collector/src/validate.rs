@@ -207,7 +207,9 @@ async fn run_inner(
         Some(bucket) => (bucket.clone(), args.s3_prefix.clone()),
         None => match &config {
             Some(_) => {
-                let t = spec.as_ref().expect("found above, or --s3-bucket was given");
+                let t = spec
+                    .as_ref()
+                    .expect("found above, or --s3-bucket was given");
                 if let Some(org) = &t.organization_id {
                     if account_id.is_none() {
                         bail!("Missing required parameter for organization trail: '--account-id'");

@@ -1015,7 +1015,13 @@ pub fn aws_validate_at(
     s3_endpoint: &str,
     args: &[String],
 ) -> Validation {
-    aws_validate_signed(aws, cloudtrail_url, s3_endpoint, args, ("testing", "testing"))
+    aws_validate_signed(
+        aws,
+        cloudtrail_url,
+        s3_endpoint,
+        args,
+        ("testing", "testing"),
+    )
 }
 
 /// [`aws_validate_at`] signing with `key` (an access key id and its secret), for a collector

@@ -103,8 +103,19 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
     assert_eq!(list[1]["S3BucketName"], dev_bucket.as_str());
     assert_eq!(list[1]["S3KeyPrefix"], "dev");
     assert_eq!(list[1]["HasCustomEventSelectors"], true);
-    let one = aws(&cli, &c, &["cloudtrail", "describe-trails", "--trail-name-list", DEV_ARN]);
+    let one = aws(
+        &cli,
+        &c,
+        &[
+            "cloudtrail",
+            "describe-trails",
+            "--trail-name-list",
+            DEV_ARN,
+        ],
+    );
     assert_eq!(one["trailList"].as_array().map(Vec::len), Some(1), "{one}");
+    let listed = aws(&cli, &c, &["cloudtrail", "list-trails"]);
+    assert_eq!(listed["Trails"][1]["TrailARN"], DEV_ARN, "{listed}");
     let status = aws(&cli, &c, &["cloudtrail", "get-trail-status", "--name", DEV]);
     assert_eq!(status["IsLogging"], true, "{status}");
 
@@ -124,7 +135,11 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
         assert!(!dev.contains_key(&id(r)), "not the developers': {r}");
     }
     assert!(
-        developers.log_keys().await.iter().all(|k| k.starts_with("dev/AWSLogs/")),
+        developers
+            .log_keys()
+            .await
+            .iter()
+            .all(|k| k.starts_with("dev/AWSLogs/")),
         "the developers' prefix"
     );
 
@@ -150,10 +165,21 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
         ],
     );
     assert_eq!(put["TrailARN"], DEV_ARN);
-    let got = aws(&cli, &c, &["cloudtrail", "get-event-selectors", "--trail-name", DEV]);
+    let got = aws(
+        &cli,
+        &c,
+        &["cloudtrail", "get-event-selectors", "--trail-name", DEV],
+    );
     assert_eq!(got["AdvancedEventSelectors"], selectors);
-    let primary = aws(&cli, &c, &["cloudtrail", "get-event-selectors", "--trail-name", TRAIL]);
-    assert_ne!(primary["AdvancedEventSelectors"], selectors, "the other trail is unchanged");
+    let primary = aws(
+        &cli,
+        &c,
+        &["cloudtrail", "get-event-selectors", "--trail-name", TRAIL],
+    );
+    assert_ne!(
+        primary["AdvancedEventSelectors"], selectors,
+        "the other trail is unchanged"
+    );
     let later = [
         rec("sshd.onprem.internal", true),
         rec("sshd.onprem.internal", false),
@@ -185,7 +211,16 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
 
     // kill -9 right after a 200: each trail still gets each of its records exactly once.
     let crash: Vec<Value> = (0..50)
-        .map(|i| rec(if i % 2 == 0 { "app.onprem.internal" } else { "kms.amazonaws.com" }, false))
+        .map(|i| {
+            rec(
+                if i % 2 == 0 {
+                    "app.onprem.internal"
+                } else {
+                    "kms.amazonaws.com"
+                },
+                false,
+            )
+        })
         .collect();
     assert_eq!(c.client().post_records(&crash).await.unwrap().status, 200);
     c.kill9();

@@ -1401,7 +1401,8 @@ impl Journal {
 
     /// Stores the feed position. Not durable until [`Journal::flush`].
     pub fn set_feed_position(&self, position: u64) -> Result<()> {
-        self.db.insert(&b"o/feed"[..], &position.to_be_bytes()[..])?;
+        self.db
+            .insert(&b"o/feed"[..], &position.to_be_bytes()[..])?;
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DestinationConfig};
-use crate::selectors::{AdvancedEventSelectorConfig, EventSelectorConfig, Selectors, SelectorsConfig};
+use crate::selectors::{
+    AdvancedEventSelectorConfig, EventSelectorConfig, Selectors, SelectorsConfig,
+};
 
 /// One `[[trails]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,7 +116,9 @@ impl TrailSpec {
     pub fn is_named(&self, name: &str) -> bool {
         name == self.name
             || (name.starts_with("arn:")
-                && name.strip_suffix(&self.name).is_some_and(|r| r.ends_with(":trail/")))
+                && name
+                    .strip_suffix(&self.name)
+                    .is_some_and(|r| r.ends_with(":trail/")))
     }
 
     /// One line for `check-config`: what the trail is and where it comes from.
@@ -138,7 +142,11 @@ impl TrailSpec {
             dests.join(", "),
             selectors,
             self.insight_types.join(", "),
-            if self.log_file_validation { "on" } else { "off" },
+            if self.log_file_validation {
+                "on"
+            } else {
+                "off"
+            },
         )
     }
 }
@@ -364,7 +372,9 @@ bucket = "dev-bucket"
         assert!(!d.primary && !d.selectors.is_default());
         assert_eq!(d.home_region, "eu-west-1");
         assert_eq!(d.bucket(), "dev-bucket");
-        assert!(d.records_insight("ApiErrorRateInsight") && !d.records_insight("ApiCallRateInsight"));
+        assert!(
+            d.records_insight("ApiErrorRateInsight") && !d.records_insight("ApiCallRateInsight")
+        );
         assert!(d.is_named("developers"));
         assert!(d.is_named("arn:aws:cloudtrail:eu-west-1:111122223333:trail/developers"));
         assert!(!d.is_named("arn:aws:cloudtrail:eu-west-1:111122223333:trail/xdevelopers"));
@@ -378,9 +388,18 @@ bucket = "dev-bucket"
         for (body, want) in [
             ("name = \"groundtrail\"\n", "used by another trail"),
             ("name = \"bad name\"\n", "[[trails]] name \"bad name\""),
-            ("name = \"t\"\nhome_region = \"Moon 1\"\n", "home_region \"Moon 1\""),
-            ("name = \"t\"\norganization_id = \"x\"\n", "organization_id \"x\""),
-            ("name = \"t\"\ninsight_types = [\"ApiCallRateInsight\"]\n", "not in [insights] types (none)"),
+            (
+                "name = \"t\"\nhome_region = \"Moon 1\"\n",
+                "home_region \"Moon 1\"",
+            ),
+            (
+                "name = \"t\"\norganization_id = \"x\"\n",
+                "organization_id \"x\"",
+            ),
+            (
+                "name = \"t\"\ninsight_types = [\"ApiCallRateInsight\"]\n",
+                "not in [insights] types (none)",
+            ),
             (
                 "name = \"t\"\nevent_selectors = [{ read_write_type = \"Sideways\" }]\n",
                 "event selectors",
@@ -399,7 +418,10 @@ bucket = "dev-bucket"
         .unwrap_err();
         assert!(err.contains("used by another trail"), "{err}");
         let err = parse(&format!("[[trails]]\nname = \"t\"\n{dest}")).unwrap_err();
-        assert!(err.contains("used by trails \"groundtrail\" and \"t\""), "{err}");
+        assert!(
+            err.contains("used by trails \"groundtrail\" and \"t\""),
+            "{err}"
+        );
         let err = parse(&format!("[[trails]]\nname = \"t\"\nbucket = \"b\"\n{dest}")).unwrap_err();
         assert!(err.contains("unknown field"), "{err}");
     }

@@ -212,3 +212,154 @@ pub fn takes(spec: &TrailSpec, snapshot: &Snapshot, json: &[u8]) -> bool {
 fn memchr_insight(json: &[u8]) -> bool {
     json.windows(20).any(|w| w == b"AwsCloudTrailInsight")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DestinationConfig;
+    use crate::selectors::Selectors;
+    use groundtrail_common::UserIdentity;
+    use serde_json::json;
+
+    fn record(n: u32, source: &str) -> Record {
+        let mut r = Record::new(source, "Update", "AwsApiCall", "us-east-1", "111122223333");
+        r.event_id = format!("00000000-0000-4000-8000-{n:012x}");
+        r.event_time = "2026-12-07T10:00:00Z".into();
+        r.user_identity = Some(UserIdentity::default());
+        r.read_only = Some(false);
+        r
+    }
+
+    fn spec(selectors: Selectors, insight_types: &[&str]) -> TrailSpec {
+        TrailSpec {
+            name: "dev".into(),
+            home_region: "us-east-1".into(),
+            s3_key_prefix: String::new(),
+            organization_id: None,
+            log_file_validation: true,
+            insight_types: insight_types.iter().map(|t| t.to_string()).collect(),
+            selectors,
+            destinations: vec![DestinationConfig::default_local()],
+            primary: false,
+        }
+    }
+
+    fn app_only() -> Selectors {
+        let input = json!({"AdvancedEventSelectors": [{"FieldSelectors": [
+            {"Field": "eventSource", "StartsWith": ["app."]}
+        ]}]});
+        Selectors::from_api(input.as_object().unwrap()).unwrap()
+    }
+
+    async fn commit(journal: &Journal, records: &[Record]) {
+        journal
+            .commit(records, &[], groundtrail_common::time::now_secs())
+            .unwrap();
+        journal.sync_commits().await.unwrap();
+    }
+
+    /// A new trail starts at the log's end; it copies what its selectors take, durably before
+    /// its position moves; a replay from an older position (a crash before the move) copies
+    /// nothing twice; the collector's log is kept for the feed.
+    #[tokio::test]
+    async fn copies_what_the_trail_takes_once_even_when_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(Journal::open(&dir.path().join("j")).unwrap());
+        let trail = Arc::new(Journal::open(&dir.path().join("t")).unwrap());
+        let control = Arc::new(TrailControl::load(trail.clone(), "dev", app_only()).unwrap());
+        commit(&source, &[record(1, "app.onprem.internal")]).await;
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut feed = Feed::open(
+            source.clone(),
+            trail.clone(),
+            spec(app_only(), &[]),
+            control.clone(),
+            tx.clone(),
+        )
+        .unwrap();
+        let start = feed.position;
+        assert_eq!(
+            start,
+            source.durable_end_now(),
+            "a new trail starts at the end"
+        );
+        commit(
+            &source,
+            &[
+                record(2, "app.onprem.internal"),
+                record(3, "sshd.onprem.internal"),
+            ],
+        )
+        .await;
+        assert!(feed.step().await.unwrap());
+        assert!(!feed.step().await.unwrap(), "caught up");
+        let sent = rx.try_recv().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(String::from_utf8_lossy(&sent[0].json).contains("000000000002"));
+        let pending = trail.pending().unwrap();
+        assert_eq!(pending.len(), 1, "only what the selectors take");
+        let end = source.durable_end_now();
+        assert_eq!(trail.feed_position().unwrap(), Some(end));
+        assert_eq!(source.reader(&reader_name("dev")), Some(end));
+        drop(feed);
+
+        // A crash after the copy and before the position moved: the copy is made again and
+        // the trail's journal drops it.
+        trail.set_feed_position(start).unwrap();
+        let mut again = Feed::open(
+            source.clone(),
+            trail.clone(),
+            spec(app_only(), &[]),
+            control,
+            tx,
+        )
+        .unwrap();
+        assert_eq!(again.position, start);
+        assert!(again.step().await.unwrap());
+        assert!(rx.try_recv().is_err(), "nothing new to file");
+        assert_eq!(trail.pending().unwrap().len(), 1);
+    }
+
+    /// Insights records go by the trail's insight types, and not while it is stopped; other
+    /// records by its selectors.
+    #[tokio::test]
+    async fn insight_records_go_by_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let trail = Arc::new(Journal::open(&dir.path().join("t")).unwrap());
+        let control = Arc::new(TrailControl::load(trail, "dev", Selectors::everything()).unwrap());
+        let s = spec(Selectors::everything(), &["ApiErrorRateInsight"]);
+        let insight = |t: &str| {
+            serde_json::to_vec(&json!({"eventType": "AwsCloudTrailInsight",
+                "eventCategory": "Insight", "insightDetails": {"insightType": t}}))
+            .unwrap()
+        };
+        let plain = serde_json::to_vec(&json!({"eventSource": "app.onprem.internal",
+            "eventName": "Update", "eventType": "AwsApiCall"}))
+        .unwrap();
+        assert!(takes(
+            &s,
+            &control.snapshot(),
+            &insight("ApiErrorRateInsight")
+        ));
+        assert!(!takes(
+            &s,
+            &control.snapshot(),
+            &insight("ApiCallRateInsight")
+        ));
+        assert!(takes(&s, &control.snapshot(), &plain));
+        let none = spec(Selectors::everything(), &[]);
+        assert!(!takes(
+            &none,
+            &control.snapshot(),
+            &insight("ApiErrorRateInsight")
+        ));
+        control.set_logging(false).await.unwrap();
+        assert!(!takes(
+            &s,
+            &control.snapshot(),
+            &insight("ApiErrorRateInsight")
+        ));
+        assert!(!takes(&s, &control.snapshot(), &plain));
+    }
+}
