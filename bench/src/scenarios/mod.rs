@@ -111,6 +111,24 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "collector",
+        "collector.two_trails_delivered_records_per_s",
+        S_COLLECTOR,
+        "two trails (a [[trails]] trail taking every record): delivered",
+    ),
+    (
+        "collector",
+        "collector.two_trails_records_per_cpu_second",
+        S_COLLECTOR,
+        "two trails: collector records per CPU-second",
+    ),
+    (
+        "collector",
+        "collector.second_trail_cpu_us_per_record",
+        S_COLLECTOR,
+        "CPU per record the second trail adds",
+    ),
+    (
+        "collector",
         "collector.cpu_seconds",
         S_COLLECTOR,
         "collector CPU time for the run (user+sys)",
