@@ -701,7 +701,7 @@ impl Api {
                 "the collector is not accepting events",
             ));
         };
-        crate::audit::put_audit_events(
+        crate::put_audit_events::put_audit_events(
             ingest,
             &self.config,
             &caller,

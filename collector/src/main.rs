@@ -103,7 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let key = groundtrail_common::trail::SigningKey::generate()?;
-    groundtrail_collector::keys::write_key(&args.out, &key, args.force)?;
+    groundtrail_collector::signing_key::write_key(&args.out, &key, args.force)?;
     println!("wrote {} (mode 0600)", args.out.display());
     println!("fingerprint: {}", key.fingerprint());
     print!("{}", key.public_key_pem());

@@ -7,7 +7,8 @@
 //!
 //! Shutdown (SIGTERM/SIGINT or the test's signal), in order:
 //! 1. stop accepting; in-flight requests finish (their records are committed and flushed);
-//! 2. the batcher closes every open file (recorded in the journal before any upload);
+//!    each `[[trails]]` trail's feed copies what the journal holds (within `shutdown_grace`);
+//! 2. every trail's batcher closes every open file (recorded in its journal before any upload);
 //! 3. every destination gets everything pending, retrying for up to `[server] shutdown_grace`;
 //! 4. a digest is written for every chain with delivered files not yet in a digest, and
 //!    delivered the same way;
@@ -33,7 +34,7 @@ use crate::file_notifications::Notifier;
 use crate::history::History;
 use crate::ingest::Ingest;
 use crate::journal::{Journal, JournalError};
-use crate::keys::{KeyError, KeyOutcome, provide as provide_key};
+use crate::signing_key::{KeyError, KeyOutcome, provide as provide_key};
 use crate::trails::pipeline::{self, Pipeline};
 
 /// Why `serve` could not start (or stopped uncleanly).
@@ -128,7 +129,7 @@ pub async fn serve(
     } else {
         None
     };
-    // Refuses a missing or changed key once digests exist (see `crate::keys`).
+    // Refuses a missing or changed key once digests exist (see `crate::signing_key`).
     let (key, outcome) = provide_key(
         &config.signing.key_file,
         &journal,
@@ -185,37 +186,10 @@ pub async fn serve(
         &primary_spec.name,
         primary_spec.selectors.clone(),
     )?);
-    let notify_wake = Arc::new(Notify::new());
-    let primary = Pipeline::start(
-        primary_spec,
-        journal.clone(),
-        pipeline::Start {
-            config: &config,
-            key: key.clone(),
-            control: control.clone(),
-            records: rx,
-            judge: true,
-            notifications: (!config.notifications.is_empty()).then(|| {
-                (
-                    config.notifications.iter().map(|n| n.name()).collect(),
-                    notify_wake.clone(),
-                )
-            }),
-        },
-        &mut background,
-        &shutdown,
-    )
-    .await?;
-    let names = primary.destinations.clone();
-    if let Some(reader) = insights {
-        background.push(tokio::spawn(reader.run(shutdown.clone())));
-    }
-    // `[[trails]]`: each with its own journal, fed from this one after the listeners drain
-    // (see `crate::trails`).
-    let (feeds_stop_tx, feeds_stop_rx) = tokio::sync::broadcast::channel(1);
-    let feeds_stop = Shutdown::new(feeds_stop_rx);
-    let mut pipelines = vec![primary];
-    let mut feeds = Vec::new();
+    // `[[trails]]`: each with its own journal, fed from this one (see `crate::trails`). Their
+    // feeds register as readers of the journal here, before the primary trail's batcher
+    // starts and can trim its log.
+    let mut extras = Vec::new();
     for spec in specs {
         let path = crate::trails::journal_path(&config.journal.path, &spec.name);
         let trail_journal = Arc::new(Journal::open_with_settings(
@@ -242,6 +216,40 @@ pub async fn serve(
             trail_tx,
         )?;
         trail_journal.flush().await?;
+        extras.push((spec, trail_journal, trail_control, trail_rx, feed));
+    }
+    let trail_journals: Vec<Arc<Journal>> = extras.iter().map(|e| e.1.clone()).collect();
+    let notify_wake = Arc::new(Notify::new());
+    let primary = Pipeline::start(
+        primary_spec,
+        journal.clone(),
+        pipeline::Start {
+            config: &config,
+            key: key.clone(),
+            control: control.clone(),
+            records: rx,
+            judge: true,
+            notifications: (!config.notifications.is_empty()).then(|| {
+                (
+                    config.notifications.iter().map(|n| n.name()).collect(),
+                    notify_wake.clone(),
+                )
+            }),
+        },
+        &mut background,
+        &shutdown,
+    )
+    .await?;
+    let names = primary.destinations.clone();
+    if let Some(reader) = insights {
+        background.push(tokio::spawn(reader.run(shutdown.clone())));
+    }
+    // The feeds stop after the listeners drain (see the shutdown order above).
+    let (feeds_stop_tx, feeds_stop_rx) = tokio::sync::broadcast::channel(1);
+    let feeds_stop = Shutdown::new(feeds_stop_rx);
+    let mut pipelines = vec![primary];
+    let mut feeds = Vec::new();
+    for (spec, trail_journal, trail_control, trail_rx, feed) in extras {
         let p = Pipeline::start(
             spec,
             trail_journal.clone(),
@@ -374,9 +382,15 @@ pub async fn serve(
         }
         _ => None,
     };
-    let store_watch =
-        crate::store_health::spawn(journal.clone(), history.clone(), marker, external, stop_tx)
-            .map_err(ServeError::StoreWatch)?;
+    let store_watch = crate::store_health::spawn(
+        journal.clone(),
+        history.clone(),
+        trail_journals.clone(),
+        marker,
+        external,
+        stop_tx,
+    )
+    .map_err(ServeError::StoreWatch)?;
     // systemd (Type=notify): ready once both listeners are bound and everything runs; the
     // watchdog is fed only while both stores take writes. The pinger stays a tokio task (unlike
     // the store watch): a runtime wedged on a blocked store must stop the pings too.
@@ -384,7 +398,7 @@ pub async fn serve(
     let watchdog = {
         let (journal, history) = (journal.clone(), history.clone());
         tokio::spawn(groundtrail_common::sd_notify::watchdog_while(move || {
-            crate::store_health::healthy(&journal, &history)
+            crate::store_health::healthy(&journal, &history, &trail_journals)
         }))
     };
     let settings = crate::server::Settings::from_config(&config);
@@ -424,9 +438,20 @@ pub async fn serve(
     }
     // Nothing commits to the journal any more: each `[[trails]]` feed copies what is left,
     // then drops its sender, so its trail's batcher can finish too.
+    // A feed far behind stops at the grace; the rest is copied on the next start.
     let _ = feeds_stop_tx.send(());
-    for feed in feeds {
-        let _ = feed.await;
+    let feeds_deadline = tokio::time::Instant::now() + config.server.shutdown_grace.get();
+    for mut feed in feeds {
+        if tokio::time::timeout_at(feeds_deadline, &mut feed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a trail's feed did not catch up within [server] shutdown_grace; it goes on at the next start"
+            );
+            feed.abort();
+            let _ = feed.await;
+        }
     }
     // 2. Close every open file.
     for p in &mut pipelines {

@@ -75,17 +75,27 @@ pub struct Stuck {
     pub at: String,
 }
 
-/// The stuck store, if either is.
-pub fn stuck(journal: &Journal, history: &History) -> Option<(&'static str, String)> {
+/// The stuck store, if one is: the journal, the history, or a `[[trails]]` trail's journal
+/// (`trail journal`; found by its own failing writes, not probed).
+pub fn stuck(
+    journal: &Journal,
+    history: &History,
+    trails: &[Arc<Journal>],
+) -> Option<(&'static str, String)> {
     journal
         .stuck()
         .map(|e| ("journal", e.to_string()))
         .or_else(|| history.stuck().map(|e| ("history", e.to_string())))
+        .or_else(|| {
+            trails
+                .iter()
+                .find_map(|t| t.stuck().map(|e| ("trail journal", e.to_string())))
+        })
 }
 
-/// Whether both stores still take writes: the systemd watchdog's health check.
-pub fn healthy(journal: &Journal, history: &History) -> bool {
-    stuck(journal, history).is_none()
+/// Whether every store still takes writes: the systemd watchdog's health check.
+pub fn healthy(journal: &Journal, history: &History, trails: &[Arc<Journal>]) -> bool {
+    stuck(journal, history, trails).is_none()
 }
 
 /// The marker a stuck store leaves for the next start: `<journal>.stuck.json`.
@@ -128,6 +138,7 @@ impl Watch {
 pub fn spawn(
     journal: Arc<Journal>,
     history: Arc<History>,
+    trails: Vec<Arc<Journal>>,
     marker: PathBuf,
     mut external: groundtrail_common::shutdown::Shutdown,
     stop: broadcast::Sender<()>,
@@ -136,7 +147,7 @@ pub fn spawn(
     let to_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("store-health".into())
-        .spawn(move || run(&journal, &history, &marker, &quit_rx, &to_stop))?;
+        .spawn(move || run(&journal, &history, &trails, &marker, &quit_rx, &to_stop))?;
     tokio::spawn(async move {
         external.recv().await;
         let _ = stop.send(());
@@ -148,6 +159,7 @@ pub fn spawn(
 fn run(
     journal: &Arc<Journal>,
     history: &Arc<History>,
+    trails: &[Arc<Journal>],
     marker: &Path,
     quit: &std::sync::mpsc::Receiver<()>,
     stop: &broadcast::Sender<()>,
@@ -159,9 +171,9 @@ fn run(
             _ => return None,
         }
         looks = looks.wrapping_add(1);
-        let mut found = stuck(journal, history);
+        let mut found = stuck(journal, history, trails);
         if found.is_none() && looks.is_multiple_of(PROBE_EVERY) {
-            found = probe(journal, history);
+            found = probe(journal, history, trails);
         }
         if let Some(found) = found {
             break found;
@@ -171,7 +183,9 @@ fn run(
     // pings stop) also where the runtime still runs.
     match store {
         "journal" => journal.mark_stuck(error.clone()),
-        _ => history.mark_stuck(error.clone()),
+        "history" => history.mark_stuck(error.clone()),
+        // A trail journal is only found stuck once it marked itself.
+        _ => {}
     }
     let s = Stuck {
         store: store.to_string(),
@@ -217,7 +231,11 @@ fn run(
 /// either is (failed twice, or did not finish: sled can block for good on a full disk, and a
 /// journal commit blocked inside sled keeps the journal's lock, which the probe waits for).
 /// A probe that did not finish leaves its helper thread blocked; the process exits soon.
-fn probe(journal: &Arc<Journal>, history: &Arc<History>) -> Option<(&'static str, String)> {
+fn probe(
+    journal: &Arc<Journal>,
+    history: &Arc<History>,
+    trails: &[Arc<Journal>],
+) -> Option<(&'static str, String)> {
     let (done, finished) = std::sync::mpsc::channel();
     let (j, h) = (journal.clone(), history.clone());
     let spawned = std::thread::Builder::new()
@@ -231,7 +249,7 @@ fn probe(journal: &Arc<Journal>, history: &Arc<History>) -> Option<(&'static str
         });
     if let Err(e) = spawned {
         tracing::warn!("store-health probe: cannot start a thread: {e}");
-        return stuck(journal, history);
+        return stuck(journal, history, trails);
     }
     for store in ["journal", "history"] {
         match finished.recv_timeout(PROBE_LIMIT) {
@@ -246,7 +264,7 @@ fn probe(journal: &Arc<Journal>, history: &Arc<History>) -> Option<(&'static str
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    stuck(journal, history)
+    stuck(journal, history, trails)
 }
 
 /// Reads (and removes) the marker a stuck store left, as the `CollectorStoreFailed` record to

@@ -278,7 +278,12 @@ pub fn is_control_event_for(record: &Value, trail: &str) -> bool {
                         .is_some_and(|r| r.ends_with(":trail/")))
         })
     };
-    record.get("eventSource").and_then(Value::as_str) == Some(CLOUDTRAIL_SOURCE)
+    // A call refused because it named no trail of ours (an ARN of another region or account
+    // ending in this trail's name, say) is no change to this trail.
+    let refused_as_unknown =
+        record.get("errorCode").and_then(Value::as_str) == Some("TrailNotFoundException");
+    !refused_as_unknown
+        && record.get("eventSource").and_then(Value::as_str) == Some(CLOUDTRAIL_SOURCE)
         && record
             .get("eventName")
             .and_then(Value::as_str)

@@ -209,6 +209,23 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
     assert_eq!(recorded["userIdentity"]["accessKeyId"], KEY);
     put_in(&security).await;
 
+    // SIGTERM right after a 200: the feed copies the records before it stops, and the
+    // developers' files are delivered within the shutdown, without a restart.
+    let last_words = [
+        rec("app.onprem.internal", false),
+        rec("app.onprem.internal", false),
+    ];
+    assert_eq!(
+        c.client().post_records(&last_words).await.unwrap().status,
+        200
+    );
+    assert!(c.sigterm().await.success());
+    let dev = counts(&developers).await;
+    for r in &last_words {
+        assert_eq!(dev.get(&id(r)), Some(&1), "delivered at shutdown: {r}");
+    }
+    c.spawn().await;
+
     // kill -9 right after a 200: each trail still gets each of its records exactly once.
     let crash: Vec<Value> = (0..50)
         .map(|i| {

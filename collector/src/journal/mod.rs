@@ -199,7 +199,7 @@ pub struct ChainHead {
 
 /// The signing key the journal's digest chains are signed with: its public half, so that a
 /// start-up with a missing or different key file can be refused and the old public key handed
-/// back for `[[signing.retired_keys]]` (see [`crate::keys`]).
+/// back for `[[signing.retired_keys]]` (see [`crate::signing_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKeyRecord {
     /// MD5 fingerprint of the PKCS#1 DER public key (as in digests).

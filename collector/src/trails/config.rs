@@ -151,8 +151,8 @@ impl TrailSpec {
     }
 }
 
-/// Checks a trail name as CloudTrail does (3-128 characters of letters, digits, `.`, `_`, `-`,
-/// starting with a letter or digit) — loosened to 1 character, as `[trail] name` always took.
+/// Checks a trail name: 1-128 letters, digits, `.`, `_`, `-` (what `[trail] name` always took;
+/// CloudTrail's own rule also wants 3 characters and a letter or digit first).
 pub fn check_name(field: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -223,6 +223,13 @@ impl TrailSection {
     fn spec(&self, config: &Config) -> Result<TrailSpec, String> {
         let field = format!("[[trails]] {:?}", self.name);
         check_name("[[trails]] name", &self.name)?;
+        // It names a directory (`<journal>/trails/<name>`): `.` and `..` must not pass.
+        if !self.name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "[[trails]] name {:?} must start with a letter or digit",
+                self.name
+            ));
+        }
         let home_region = self
             .home_region
             .clone()
@@ -388,6 +395,8 @@ bucket = "dev-bucket"
         for (body, want) in [
             ("name = \"groundtrail\"\n", "used by another trail"),
             ("name = \"bad name\"\n", "[[trails]] name \"bad name\""),
+            ("name = \"..\"\n", "must start with a letter or digit"),
+            ("name = \".\"\n", "must start with a letter or digit"),
             (
                 "name = \"t\"\nhome_region = \"Moon 1\"\n",
                 "home_region \"Moon 1\"",

@@ -35,6 +35,9 @@ pub struct Feed {
     reader: String,
     /// The next entry of the collector's journal to read.
     position: u64,
+    /// Records committed to the trail's journal and not yet handed to its batcher (a step that
+    /// failed after its commit: the retry finds them as repeats, so they are kept here).
+    unsent: Vec<PendingRecord>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -83,6 +86,7 @@ impl Feed {
             batcher,
             reader,
             position,
+            unsent: Vec::new(),
         })
     }
 
@@ -93,7 +97,10 @@ impl Feed {
         let mut durable = self.source.durable_end();
         loop {
             let stopping = stop.is_shutdown();
-            match self.step().await {
+            let stepped = self.step().await;
+            let lag = durable.borrow().saturating_sub(self.position);
+            metrics().feed_lag(&self.spec.name, lag);
+            match stepped {
                 Ok(true) => continue,
                 Ok(false) if stopping => return,
                 Ok(false) => {}
@@ -121,8 +128,6 @@ impl Feed {
                     continue;
                 }
             }
-            let lag = durable.borrow().saturating_sub(self.position);
-            metrics().feed_lag(&self.spec.name, lag);
             tokio::select! {
                 changed = durable.changed() => if changed.is_err() { return },
                 _ = stop.recv() => {}
@@ -175,6 +180,7 @@ impl Feed {
         })
         .await
         .map_err(|e| JournalError::Other(e.to_string()))??;
+        self.unsent.extend(outcome.committed);
         // The copies are durable before the position moves past them; a crash in between
         // copies them again and the trail's journal drops the repeats.
         self.trail.sync_commits().await?;
@@ -183,8 +189,11 @@ impl Feed {
         self.source.set_reader(&self.reader, next);
         self.position = next;
         metrics().feed_read(&self.spec.name, read, taken);
-        if !outcome.committed.is_empty() && self.batcher.send(outcome.committed).await.is_err() {
-            tracing::debug!(trail = %self.spec.name, "batcher gone; records stay pending");
+        if !self.unsent.is_empty() {
+            let sent = std::mem::take(&mut self.unsent);
+            if self.batcher.send(sent).await.is_err() {
+                tracing::debug!(trail = %self.spec.name, "batcher gone; records stay pending");
+            }
         }
         Ok(true)
     }
