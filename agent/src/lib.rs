@@ -1,5 +1,27 @@
 //! groundtrail-agent: captures a host's admin actions and API calls as CloudTrail records and
 //! buffers them durably until the collector has committed them.
+//!
+//! ```text
+//! host logs --tail (files: rotation-aware, checkpoints)--+
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)   |   sources::registry::REGISTRY
+//!                                                         |   (one entry per host source)
+//! apps --POST /PutAuditEvents (Unix socket)--> app_events -+
+//! HTTP clients --> sidecar (reverse proxy) --> upstream    |
+//!                     \-- one record per call ------------+
+//!                                                         v
+//!                    sink::Fitted (records fit the collector's limits)
+//!                                                         v
+//!     buffer (sled: records + each source's checkpoint in one step; loss -> agent_events)
+//!                                                         v
+//!     shipper --zstd ndjson over mTLS, sequence numbers--> collector (acknowledged -> deleted)
+//!
+//! control.sock / [control] metrics_listen: status, metrics, resend-set-aside (control)
+//! ```
+//!
+//! `runtime::run` wires these together and owns the shutdown order: inputs stop, the agent's
+//! stop record is buffered, the shipper sends what it can, the buffer is flushed. Who a record
+//! names (`userIdentity`) comes from [`identity`]; every loss the agent knows of becomes a
+//! record of its own ([`agent_events`]). docs/agent.md, "Architecture", walks the same path.
 
 pub mod agent_events;
 pub mod app_events;

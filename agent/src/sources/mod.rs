@@ -13,12 +13,16 @@
 //! unrecognized line, or a malformed one. The last two are counted per source
 //! ([`SourceStats`], read with [`stats`]) and never an error: a log line we do not understand
 //! must not stop the trail. The catalog of shapes is `docs/sources.md`.
+//!
+//! The agent starts them from one list, [`registry::REGISTRY`]: a new source is its module, its
+//! `[sources.<name>]` table and one line there.
 
 pub mod auditd;
 pub mod auth_log;
 pub mod fim;
 pub mod journald;
 pub mod packages;
+pub mod registry;
 pub mod sshd_attempts;
 pub mod syslog;
 
@@ -334,13 +338,10 @@ pub struct StatsSnapshot {
 
 /// Counters of every source, by name (`auth_log`, `journald`, `auditd`, `packages`, `fim`).
 pub fn stats() -> Vec<(&'static str, StatsSnapshot)> {
-    vec![
-        ("auth_log", auth_log::STATS.snapshot()),
-        ("journald", journald::STATS.snapshot()),
-        ("auditd", auditd::STATS.snapshot()),
-        ("packages", packages::STATS.snapshot()),
-        ("fim", fim::STATS.snapshot()),
-    ]
+    registry::REGISTRY
+        .iter()
+        .map(|s| (s.name(), s.stats().snapshot()))
+        .collect()
 }
 
 /// How timestamps without an offset are placed in time.
@@ -504,8 +505,9 @@ pub(crate) fn spawn_file(
     })
 }
 
-/// Starts every enabled source. Each task runs until `shutdown` fires; a source whose input is
-/// missing or unreadable reports that and waits for it, it does not end the agent.
+/// Starts every enabled source of the [`registry::REGISTRY`]. Each task runs until `shutdown`
+/// fires; a source whose input is missing or unreadable reports that and waits for it, it does
+/// not end the agent.
 pub fn spawn_all(
     config: &SourcesConfig,
     ctx: &SourceContext,
@@ -516,67 +518,15 @@ pub fn spawn_all(
         tracing::warn!(timezone = %config.timezone, "unknown time zone; using local");
         Zone::Local
     });
-    let env = Arc::new(Env::new(ctx, Passwd::load(&config.passwd_path), zone));
-    let mut tasks = Vec::new();
-    if config.auth_log.enabled {
-        let path = config.auth_log.resolved_path();
-        let opts = TailOptions {
-            start_at_end: config.auth_log.start_at_end,
-            ..TailOptions::default()
-        };
-        let handler = auth_log::handler(env.clone(), &path);
-        tasks.push(spawn_file(
-            format!("auth_log:{}", path.display()),
-            path,
-            ctx.host.clone(),
-            sink.clone(),
-            shutdown.clone(),
-            opts,
-            handler,
-        ));
-    }
-    if config.auditd.enabled {
-        let path = config.auditd.path.clone();
-        let opts = TailOptions {
-            start_at_end: config.auditd.start_at_end,
-            ..TailOptions::default()
-        };
-        let handler = Box::new(auditd::AuditHandler::new(env.clone(), config.auditd.execve));
-        tasks.push(spawn_file(
-            format!("auditd:{}", path.display()),
-            path,
-            ctx.host.clone(),
-            sink.clone(),
-            shutdown.clone(),
-            opts,
-            handler,
-        ));
-    }
-    if config.packages.enabled {
-        tasks.extend(packages::spawn(
-            &config.packages,
-            env.clone(),
-            sink.clone(),
-            shutdown.clone(),
-        ));
-    }
-    if config.fim.enabled {
-        tasks.push(fim::spawn(
-            config.fim.clone(),
-            env.clone(),
-            sink.clone(),
-            shutdown.clone(),
-        ));
-    }
-    if config.journald.enabled {
-        tasks.push(journald::spawn(
-            config.journald.clone(),
-            env.clone(),
-            sink.clone(),
-            shutdown.clone(),
-        ));
-    }
-    tasks
+    let start = registry::Start {
+        env: Arc::new(Env::new(ctx, Passwd::load(&config.passwd_path), zone)),
+        sink,
+        shutdown,
+    };
+    registry::REGISTRY
+        .iter()
+        .flat_map(|s| s.spawn(config, &start))
+        .collect()
 }
 
 #[cfg(test)]
