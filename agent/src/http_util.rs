@@ -8,7 +8,8 @@
 //! answer is closed, and a request (body and answer) must complete within
 //! `request_timeout_ms`. So a local process that opens sockets and stays silent cannot stop
 //! `groundtrail-agent status` or other applications' PutAuditEvents calls for more than a
-//! header timeout.
+//! header timeout. The accept loop is [`groundtrail_common::listener`]: on shutdown each open
+//! connection answers its request in flight and closes, and the server returns after them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use groundtrail_common::connections::{Activity, Admission, ConnectionLimiter, Timeouts};
+use groundtrail_common::connections::{Activity, ConnectionLimiter, Timeouts};
+use groundtrail_common::listener::{Accepted, Listener};
 use groundtrail_common::shutdown::Shutdown;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::sink::BoxFuture;
 
@@ -94,7 +96,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> 
 /// How a local server bounds its connections.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    limiter: Arc<ConnectionLimiter>,
+    limiter: ConnectionLimiter,
     timeouts: Timeouts,
 }
 
@@ -103,7 +105,7 @@ impl Limits {
     pub fn new(c: &crate::config::LocalHttpSection) -> Limits {
         Limits {
             // Every peer of a local server is this host: only the total counts.
-            limiter: Arc::new(ConnectionLimiter::new(c.max_connections, c.max_connections)),
+            limiter: ConnectionLimiter::new(c.max_connections, c.max_connections),
             timeouts: Timeouts {
                 header: Duration::from_millis(c.header_timeout_ms),
                 body: Duration::from_millis(c.request_timeout_ms),
@@ -114,16 +116,21 @@ impl Limits {
     }
 }
 
-fn serve_io<I>(io: I, info: ConnInfo, handler: Handler, admission: Admission, limits: &Limits)
-where
+/// Serves one connection (HTTP/1) until its peer is done, it stays silent too long, or the
+/// server stops (the request in flight is answered first).
+async fn serve_io<I>(
+    io: I,
+    info: ConnInfo,
+    handler: Handler,
+    timeouts: Timeouts,
+    mut shutdown: Shutdown,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let timeouts = limits.timeouts;
-    tokio::spawn(async move {
-        let _admission = admission;
-        let activity = Activity::new(&timeouts);
-        let watch = activity.clone();
-        let service = hyper::service::service_fn(move |req| {
+    let activity = Activity::new(&timeouts);
+    let watch = activity.clone();
+    let service =
+        hyper::service::service_fn(move |req| {
             let h = handler.clone();
             let in_flight = activity.begin();
             async move {
@@ -140,81 +147,82 @@ where
                 }))
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(timeouts.header)
-            .serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => if let Err(e) = r {
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeouts.header)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
                 tracing::debug!(error = %e, "local connection ended");
-            },
-            _ = watch.expired() => tracing::debug!("closing a silent local connection"),
+            }
+            return;
         }
-    });
+        _ = watch.expired() => {
+            tracing::debug!("closing a silent local connection");
+            return;
+        }
+        _ = shutdown.recv() => true,
+    };
+    if stopping {
+        // Answer the request in flight, then close; a peer that keeps the connection open
+        // is not waited for beyond the idle timer.
+        conn.as_mut().graceful_shutdown();
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = watch.expired() => {}
+        }
+    }
 }
 
-/// Serves `handler` on a Unix socket until `shutdown`.
+/// Serves `handler` on a Unix socket until `shutdown`, then lets open connections finish.
 pub async fn serve_unix(
     listener: UnixListener,
     handler: Handler,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        let slot = tokio::select! {
-            _ = shutdown.recv() => return,
-            s = limits.limiter.slot() => s,
-        };
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let cred = stream.peer_cred().ok();
-                    let info = ConnInfo {
-                        uid: cred.map(|c| c.uid()),
-                        pid: cred.and_then(|c| c.pid()),
-                    };
-                    if let Ok(admission) = limits.limiter.admit(slot, None) {
-                        serve_io(stream, info, handler.clone(), admission, &limits);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
+    let Limits { limiter, timeouts } = limits;
+    Listener::new("local (unix)", listener, limiter)
+        .run(
+            shutdown,
+            |_, why| tracing::debug!("local connection refused: {why}"),
+            |c: Accepted<UnixStream>| {
+                let cred = c.stream.peer_cred().ok();
+                let info = ConnInfo {
+                    uid: cred.map(|c| c.uid()),
+                    pid: cred.and_then(|c| c.pid()),
+                };
+                serve_io(c.stream, info, handler.clone(), timeouts, c.shutdown)
+            },
+        )
+        .await
 }
 
-/// Serves `handler` on a TCP listener until `shutdown`.
+/// Serves `handler` on a TCP listener until `shutdown`, then lets open connections finish.
 pub async fn serve_tcp(
     listener: TcpListener,
     handler: Handler,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        let slot = tokio::select! {
-            _ = shutdown.recv() => return,
-            s = limits.limiter.slot() => s,
-        };
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    if let Ok(admission) = limits.limiter.admit(slot, Some(addr.ip())) {
-                        serve_io(stream, ConnInfo::default(), handler.clone(), admission, &limits);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
+    let Limits { limiter, timeouts } = limits;
+    Listener::new("local (tcp)", listener, limiter)
+        .run(
+            shutdown,
+            |_, why| tracing::debug!("local connection refused: {why}"),
+            |c: Accepted<TcpStream>| {
+                serve_io(
+                    c.stream,
+                    ConnInfo::default(),
+                    handler.clone(),
+                    timeouts,
+                    c.shutdown,
+                )
+            },
+        )
+        .await
 }
 
 /// Errors of the local client.

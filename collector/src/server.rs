@@ -14,6 +14,9 @@
 //! the protocol is the one ALPN chose, so hyper reads no preface to guess it. Request bodies in
 //! flight share one memory budget (`[limits] max_body_bytes_in_flight`, [`BodyBudget`]).
 //!
+//! The accept loop itself is [`groundtrail_common::listener`], shared with the agent's
+//! servers.
+//!
 //! Routes: `POST /v1/events` (see [`crate::ingest`]), `GET /metrics` (Prometheus text), and
 //! the CloudTrail API (see [`crate::api`]): `POST /` with `X-Amz-Target`, and
 //! `POST /PutAuditEvents`.
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use groundtrail_common::connections::{Activity, ConnectionLimiter, Timeouts};
+use groundtrail_common::listener::{Accepted, Listener};
 use groundtrail_common::shutdown::Shutdown;
 use groundtrail_common::wire::{self, ErrorResponse};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -32,8 +36,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{Api, MAX_API_BODY_BYTES};
@@ -83,103 +86,75 @@ pub async fn run(
     tls: Option<TlsAcceptor>,
     settings: Settings,
     api_only: bool,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let limiter =
         ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_peer);
     let settings = Arc::new(settings);
-    // Each connection task holds a sender; when all are dropped, `done.recv()` returns None.
-    let (done_tx, mut done) = mpsc::channel::<()>(1);
-    loop {
-        let slot = tokio::select! {
-            p = limiter.slot() => p,
-            _ = shutdown.recv() => break,
-        };
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.recv() => break,
-        };
-        let admission = match limiter.admit(slot, Some(addr.ip())) {
-            Ok(a) => a,
-            Err(why) => {
-                tracing::info!(%addr, "connection closed at once: {why}");
-                metrics().connection_refused();
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let ingest = ingest.clone();
-        let api = api.clone();
-        let tls = tls.clone();
-        let settings = settings.clone();
-        let conn_shutdown = shutdown.clone();
-        let done_tx = done_tx.clone();
-        tokio::spawn(async move {
-            // Timed from the accept: a TLS handshake counts against the header timeout too.
-            let activity = Activity::new(&settings.timeouts);
-            let handshake = settings.timeouts.handshake;
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let session = tls_stream.get_ref().1;
-                            let name = session
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .and_then(groundtrail_common::tls::certificate_name);
-                            let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-                            let peer = Peer {
-                                certificate_name: name,
-                                loopback: addr.ip().is_loopback(),
-                                api_only,
-                                ip: Some(addr.ip()),
-                            };
-                            let conn = Connection {
-                                peer,
-                                alpn,
-                                ingest,
-                                api,
-                                settings,
-                                activity,
-                            };
-                            conn.serve(tls_stream, conn_shutdown).await;
+    let refused = |addr: Option<std::net::SocketAddr>,
+                   why: &groundtrail_common::connections::Refused| {
+        tracing::info!(addr = ?addr, "connection closed at once: {why}");
+        metrics().connection_refused();
+    };
+    Listener::new("collector", listener, limiter)
+        .run(shutdown, refused, |accepted: Accepted<TcpStream>| {
+            let (ingest, api, tls, settings) =
+                (ingest.clone(), api.clone(), tls.clone(), settings.clone());
+            async move {
+                let Accepted {
+                    stream,
+                    peer: addr,
+                    shutdown,
+                } = accepted;
+                let Some(addr) = addr else { return };
+                // Timed from the accept: a TLS handshake counts against the header timeout too.
+                let activity = Activity::new(&settings.timeouts);
+                let handshake = settings.timeouts.handshake;
+                let peer = |certificate_name| Peer {
+                    certificate_name,
+                    loopback: addr.ip().is_loopback(),
+                    api_only,
+                    ip: Some(addr.ip()),
+                };
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let session = tls_stream.get_ref().1;
+                                let name = session
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(groundtrail_common::tls::certificate_name);
+                                let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+                                let conn = Connection {
+                                    peer: peer(name),
+                                    alpn,
+                                    ingest,
+                                    api,
+                                    settings,
+                                    activity,
+                                };
+                                conn.serve(tls_stream, shutdown).await;
+                            }
+                            Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
                         }
-                        Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
+                    }
+                    None => {
+                        let conn = Connection {
+                            peer: peer(None),
+                            alpn: None,
+                            ingest,
+                            api,
+                            settings,
+                            activity,
+                        };
+                        conn.serve(stream, shutdown).await
                     }
                 }
-                None => {
-                    let peer = Peer {
-                        certificate_name: None,
-                        loopback: addr.ip().is_loopback(),
-                        api_only,
-                        ip: Some(addr.ip()),
-                    };
-                    let conn = Connection {
-                        peer,
-                        alpn: None,
-                        ingest,
-                        api,
-                        settings,
-                        activity,
-                    };
-                    conn.serve(stream, conn_shutdown).await
-                }
             }
-            drop(admission);
-            drop(done_tx);
-        });
-    }
-    drop(done_tx);
-    let _ = done.recv().await;
+        })
+        .await;
 }
 
 /// One accepted connection.

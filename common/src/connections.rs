@@ -57,8 +57,9 @@ impl Default for Timeouts {
     }
 }
 
-/// Connection slots: at most `max` at once, at most `per_peer` per peer IP address.
-#[derive(Debug)]
+/// Connection slots: at most `max` at once, at most `per_peer` per peer IP address. A clone
+/// shares the slots.
+#[derive(Debug, Clone)]
 pub struct ConnectionLimiter {
     slots: Arc<Semaphore>,
     max: usize,

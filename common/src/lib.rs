@@ -9,6 +9,7 @@ pub mod config_doc;
 pub mod connections;
 pub mod event;
 pub mod fit;
+pub mod listener;
 pub mod sd_notify;
 pub mod shutdown;
 pub mod time;

@@ -375,7 +375,7 @@ pub async fn run_with_listener(
     ctx: SourceContext,
     sink: Arc<dyn RecordSink>,
     listener: TcpListener,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), SidecarError> {
     config.validate()?;
     let (upstream_scheme, upstream_authority) = config.upstream_parts()?;
@@ -485,12 +485,10 @@ pub async fn run_with_listener(
         .keep_alive_interval(Some(timeouts.keepalive))
         .keep_alive_timeout(timeouts.keepalive);
     let handshake = timeouts.handshake;
-    let limiter = Arc::new(groundtrail_common::connections::ConnectionLimiter::new(
+    let limiter = groundtrail_common::connections::ConnectionLimiter::new(
         config.max_connections,
         config.max_connections_per_peer,
-    ));
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
+    );
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         upstream = %config.upstream,
@@ -498,71 +496,47 @@ pub async fn run_with_listener(
         mode = ?config.failure_mode,
         "sidecar listening"
     );
-
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "sidecar accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    // A proxy answers rather than letting clients hang: a connection over the cap is closed
+    // at once; open calls get `drain_timeout_secs` at shutdown.
+    let refused = |peer: Option<std::net::SocketAddr>,
+                   why: &groundtrail_common::connections::Refused| {
+        tracing::debug!(peer = ?peer, "sidecar connection closed at once: {why}");
+        STATS
+            .connections_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    groundtrail_common::listener::Listener::new("sidecar", listener, limiter)
+        .when_full(groundtrail_common::listener::WhenFull::Refuse)
+        .drain_within(Duration::from_secs(config.drain_timeout_secs))
+        .run(shutdown, refused, |c: groundtrail_common::listener::Accepted<tokio::net::TcpStream>| {
+            let (sh, b, tls) = (shared.clone(), builder.clone(), tls.clone());
+            async move {
+                let groundtrail_common::listener::Accepted { stream, peer, shutdown } = c;
+                let Some(peer) = peer else { return };
+                // Timed from the accept: the handshake counts against the header timeout.
+                let activity = groundtrail_common::connections::Activity::new(&timeouts);
+                match tls {
+                    None => {
+                        let info = proxy::ConnInfo { peer, tls: None };
+                        proxy::serve_io(stream, info, sh, b, None, activity, shutdown).await;
                     }
-                };
-                let admission = match limiter.try_slot().and_then(|slot| limiter.admit(slot, Some(peer.ip()))) {
-                    Ok(a) => a,
-                    Err(why) => {
-                        tracing::debug!(%peer, "sidecar connection closed at once: {why}");
-                        STATS.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        drop(stream);
-                        continue;
+                    Some(acceptor) => {
+                        let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "sidecar TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                        let info = proxy::ConnInfo { peer, tls: Some(proxy::tls_info(s.get_ref().1)) };
+                        proxy::serve_io(s, info, sh, b, alpn, activity, shutdown).await;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let (sh, b, drain, tls) = (shared.clone(), builder.clone(), drain_rx.clone(), tls.clone());
-                conns.spawn(async move {
-                    let _admission = admission;
-                    // Timed from the accept: the handshake counts against the header timeout.
-                    let activity = groundtrail_common::connections::Activity::new(&timeouts);
-                    match tls {
-                        None => {
-                            let info = proxy::ConnInfo { peer, tls: None };
-                            proxy::serve_io(stream, info, sh, b, None, activity, drain).await;
-                        }
-                        Some(acceptor) => {
-                            let s = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "sidecar TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => return,
-                            };
-                            let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-                            let info = proxy::ConnInfo { peer, tls: Some(proxy::tls_info(s.get_ref().1)) };
-                            proxy::serve_io(s, info, sh, b, alpn, activity, drain).await;
-                        }
-                    }
-                });
+                }
             }
-        }
-    }
-
-    drop(listener);
-    let _ = drain_tx.send(true);
-    let drain = Duration::from_secs(config.drain_timeout_secs);
-    if tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
-        tracing::warn!("sidecar: connections still open after the drain timeout; closing them");
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
+        })
+        .await;
     // The writer ends once every handle is gone: ours, and those of finished calls.
     drop(shared);
     if tokio::time::timeout(Duration::from_secs(10), writer_task)

@@ -833,7 +833,7 @@ pub(crate) async fn serve_io<I>(
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     alpn: Option<Vec<u8>>,
     activity: groundtrail_common::connections::Activity,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    mut drain: groundtrail_common::shutdown::Shutdown,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -867,7 +867,7 @@ pub(crate) async fn serve_io<I>(
             return;
         }
         _ = watch.expired() => true,
-        _ = drain.wait_for(|d| *d) => false,
+        _ = drain.recv() => false,
     };
     conn.as_mut().graceful_shutdown();
     if silent {
