@@ -7,6 +7,7 @@
 //! - At most [`MAX_SCANNED`] events are read: on a larger range the overview covers the newest
 //!   part of it and says from when (`coveredFrom`, `complete: false`), rather than taking
 //!   seconds. The chart's time axis is the whole range either way.
+//! - Without a start the range is the last [`DEFAULT_RANGE`] (a day) up to its end.
 
 use std::collections::HashMap;
 
@@ -15,6 +16,8 @@ use serde_json::{Value, json};
 use super::query::{self, Filters, QueryError};
 use crate::history::History;
 
+/// The range of an overview without a start, seconds before its end.
+pub const DEFAULT_RANGE: u64 = 86_400;
 /// Events read for one overview at most.
 pub const MAX_SCANNED: usize = 100_000;
 /// Event sources drawn apart in the chart; the rest are "other".
@@ -71,7 +74,10 @@ pub fn overview(
     max_scanned: usize,
 ) -> Result<Value, QueryError> {
     let end = filters.end.unwrap_or(now);
-    let start = filters.start.unwrap_or(now.saturating_sub(retention));
+    // Without a start: the last day (the whole retention would be one bar a week).
+    let start = filters
+        .start
+        .unwrap_or(end.saturating_sub(retention.min(DEFAULT_RANGE)));
     let mut f = filters.clone();
     f.end = Some(end);
     f.start = Some(start);
@@ -211,7 +217,7 @@ mod tests {
         }
         if name == "ConsoleLogin" {
             r["responseElements"] =
-                json!({"ConsoleLogin": if i % 4 == 0 { "Failure" } else { "Success" }});
+                json!({"ConsoleLogin": if i.is_multiple_of(4) { "Failure" } else { "Success" }});
         }
         serde_json::to_vec(&r).unwrap()
     }
@@ -229,7 +235,7 @@ mod tests {
                     "sudo.onprem.internal",
                     "RunCommand",
                     "bob",
-                    (i % 5 == 0).then_some("AccessDenied"),
+                    (i.is_multiple_of(5)).then_some("AccessDenied"),
                 ),
             });
         }

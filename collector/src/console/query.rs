@@ -488,7 +488,7 @@ mod tests {
 
     fn record(i: usize) -> Value {
         let user = ["alice", "bob", "carol"][i % 3];
-        let ip = if i % 5 == 0 {
+        let ip = if i.is_multiple_of(5) {
             "198.51.100.7"
         } else {
             "192.0.2.10"
@@ -498,10 +498,10 @@ mod tests {
             "eventID": format!("00000000-0000-4000-8000-{i:012}"),
             "eventTime": groundtrail_common::time::json_time(
                 chrono::DateTime::from_timestamp((T0 + i as u64) as i64, 0).unwrap()),
-            "eventName": if i % 2 == 0 { "ConsoleLogin" } else { "RunCommand" },
-            "eventSource": if i % 2 == 0 { "sshd.onprem.internal" } else { "sudo.onprem.internal" },
+            "eventName": if i.is_multiple_of(2) { "ConsoleLogin" } else { "RunCommand" },
+            "eventSource": if i.is_multiple_of(2) { "sshd.onprem.internal" } else { "sudo.onprem.internal" },
             "awsRegion": if i % 4 == 3 { "eu-west-1" } else { "us-east-1" },
-            "recipientAccountId": if i % 7 == 0 { "210987654321" } else { "123456789012" },
+            "recipientAccountId": if i.is_multiple_of(7) { "210987654321" } else { "123456789012" },
             "sourceIPAddress": ip,
             "userIdentity": {"type": "IAMUser", "userName": user},
             "readOnly": i % 3 == 1,
@@ -510,7 +510,7 @@ mod tests {
             "eventCategory": "Management",
             "resources": [{"type": "AWS::EC2::Instance", "ARN": format!("arn:host/{}", i % 4)}],
         });
-        if i % 6 == 0 {
+        if i.is_multiple_of(6) {
             r["errorCode"] = json!("AccessDenied");
         }
         r
@@ -558,7 +558,8 @@ mod tests {
     #[test]
     fn combined_filters_return_exactly_the_matching_events_newest_first() {
         let (_d, h, records) = history(600);
-        let cases: Vec<(Filters, Box<dyn Fn(&Value) -> bool>)> = vec![
+        type Expect = Box<dyn Fn(&Value) -> bool>;
+        let cases: Vec<(Filters, Expect)> = vec![
             (
                 Filters {
                     username: Some("alice".into()),
