@@ -519,7 +519,15 @@ impl Console {
                 category,
                 ..Filters::default()
             };
-            let p = query::page(&self.history, &f, 1, None, 1, now(), u64::MAX / 2)?;
+            let p = query::page(
+                &self.history,
+                &f,
+                1,
+                None,
+                query::Budget::events(1),
+                now(),
+                u64::MAX / 2,
+            )?;
             if let Some(r) = p.rows.into_iter().next() {
                 return Ok(Some(r));
             }

@@ -4,8 +4,8 @@
 //! Guarantees (tested below):
 //! - Counts are over the events matching the page's filters in the range, newest first, read
 //!   through [`super::query`] (the same matching as the event list).
-//! - At most [`MAX_SCANNED`] events are read: on a larger range the overview covers the newest
-//!   part of it and says from when (`coveredFrom`, `complete: false`), rather than taking
+//! - At most [`MAX_SCANNED`] events are read, for about [`MAX_TIME`]: on a larger range the
+//!   overview covers the newest part of it and says from when (`coveredFrom`, `complete: false`), rather than taking
 //!   seconds. The chart's time axis is the whole range either way.
 //! - Without a start the range is the last [`DEFAULT_RANGE`] (a day) up to its end.
 
@@ -20,6 +20,8 @@ use crate::history::History;
 pub const DEFAULT_RANGE: u64 = 86_400;
 /// Events read for one overview at most.
 pub const MAX_SCANNED: usize = 100_000;
+/// Time spent reading for one overview at most (checked between pages).
+pub const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Event sources drawn apart in the chart; the rest are "other".
 const TOP_SOURCES: usize = 6;
 /// Entries in each top list.
@@ -101,13 +103,20 @@ pub fn overview(
     let mut scanned = 0;
     let mut oldest = end;
     let mut token: Option<String> = None;
+    let began = std::time::Instant::now();
     let complete = loop {
         let p = query::page(
             history,
             &f,
             query::MAX_PAGE,
             token.as_deref(),
-            query::DEFAULT_BUDGET.min(max_scanned - scanned).max(1),
+            query::Budget {
+                events: query::DEFAULT_BUDGET
+                    .events
+                    .min(max_scanned - scanned)
+                    .max(1),
+                ..query::DEFAULT_BUDGET
+            },
             now,
             retention,
         )?;
@@ -154,7 +163,7 @@ pub fn overview(
         }
         match p.next {
             None => break true,
-            Some(_) if scanned >= max_scanned => break false,
+            Some(_) if scanned >= max_scanned || began.elapsed() >= MAX_TIME => break false,
             Some(t) => token = Some(t),
         }
     };

@@ -8,16 +8,20 @@
 //!   an event name, a resource type, an event source, read-only), else the time index of the
 //!   region, and checks every other filter on each event it reads. So the rows are exactly
 //!   the events that match all filters, newest first, whatever attribute was picked.
-//! - **A budget per page.** A page reads at most `budget` events from the history. When the
+//! - **A budget per page.** A page reads at most `budget.events` events from the history, and
+//!   stops reading once `budget.time` is spent (checked every [`MAX_SLICE`] events). When the
 //!   filters are sparse over a large range, the page comes back with fewer rows (maybe none)
 //!   and a continuation token, instead of reading the whole range: the time a page takes
-//!   depends on the page size and the budget, not on the history's size.
+//!   depends on the page size and the budget, not on the history's size. Where it stopped
+//!   changes nothing but the page boundaries: following the tokens still visits every
+//!   matching event once.
 //! - **Tokens.** A continuation token holds the history position after the last event
 //!   *read* (not returned), the frozen end time (so later events do not shift the pages) and
 //!   a hash of the filters: a token used with other filters is refused. Following tokens
 //!   visits every matching event exactly once.
 
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -38,10 +42,35 @@ pub const INDEX_ORDER: [Attribute; 8] = [
     Attribute::ReadOnly,
 ];
 
-/// Events read from the history per page at most (see the module's guarantees). At about
-/// 3 µs an event (decompressing its chunk, reading its summary and filter fields) this keeps
-/// a page well inside the console's 300 ms goal.
-pub const DEFAULT_BUDGET: usize = 20_000;
+/// What one page may spend reading the history (see the module's guarantees): a page ends
+/// at whichever runs out first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Events read at most.
+    pub events: usize,
+    /// Time spent reading, checked between slices of at most [`MAX_SLICE`] events.
+    pub time: Duration,
+}
+
+impl Budget {
+    /// A budget of `events` and no practical time limit (tests, exports that count events).
+    pub const fn events(events: usize) -> Budget {
+        Budget {
+            events,
+            time: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A console page's budget: 20,000 events or 200 ms of reading, whichever comes first, so a
+/// first page answers within the console's 300 ms goal on any history and any machine (the
+/// event count bounds the work where the machine is fast, the time where it is slow or busy).
+pub const DEFAULT_BUDGET: Budget = Budget {
+    events: 20_000,
+    time: Duration::from_millis(200),
+};
+/// Events read per history lookup at most: the granularity of the time budget.
+pub const MAX_SLICE: usize = 256;
 /// Largest page.
 pub const MAX_PAGE: usize = 500;
 
@@ -193,11 +222,6 @@ impl Filters {
                 .as_deref()
                 .is_none_or(|t| s.resources.iter().any(|(ty, _)| ty.as_deref() == Some(t)))
             && (s.insight == (self.category == Category::Insight))
-    }
-
-    /// Whether a filter needs the record's other fields.
-    fn needs_extra(&self) -> bool {
-        self.source_ip.is_some() || self.error_code.is_some() || self.account.is_some()
     }
 
     fn matches_extra(&self, e: &Extra) -> bool {
@@ -379,17 +403,18 @@ struct Token {
     b: String,
 }
 
-/// Runs one page of `filters`: at most `limit` rows, reading at most `budget` events.
+/// Runs one page of `filters`: at most `limit` rows, within `budget`.
 /// `now` and `retention` give the default range.
 pub fn page(
     history: &History,
     filters: &Filters,
     limit: usize,
     token: Option<&str>,
-    budget: usize,
+    budget: Budget,
     now: u64,
     retention: u64,
 ) -> Result<Page, QueryError> {
+    let began = Instant::now();
     let binding = filters.binding();
     let (end, mut after) = match token {
         Some(t) => {
@@ -414,11 +439,10 @@ pub fn page(
         index: index.as_ref().map(|(a, _)| *a),
     };
     let limit = limit.clamp(1, MAX_PAGE);
-    let budget = budget.max(1);
-    let needs_extra = filters.needs_extra();
+    let (budget, deadline) = (budget.events.max(1), budget.time);
     // Read in slices: a history lookup costs a few key-range seeks to set up, so a slice
     // is not one event, but not so large that a sparse page reads far past its budget.
-    let slice = (limit * 2).clamp(64, 1024);
+    let slice = (limit * 2).clamp(64, MAX_SLICE);
     let mut exhausted = false;
     let mut resume: Option<Vec<u8>> = None;
     'read: while out.scanned < budget {
@@ -437,10 +461,13 @@ pub fn page(
         for (i, (summary, json)) in got.events.into_iter().enumerate() {
             out.scanned += 1;
             let position = got.positions.get(i).map(|p| p.to_vec());
-            let ok = filters.matches_summary(&summary)
-                && (!needs_extra || filters.matches_extra(&Extra::read(&json)));
-            if ok {
-                let extra = Extra::read(&json);
+            // The record's other fields are read only for events that pass the summary's
+            // filters, and once.
+            let extra = filters
+                .matches_summary(&summary)
+                .then(|| Extra::read(&json))
+                .filter(|e| filters.matches_extra(e));
+            if let Some(extra) = extra {
                 out.rows.push(Row {
                     summary,
                     extra,
@@ -463,6 +490,9 @@ pub fn page(
         }
         after = got.next.clone();
         resume = got.next;
+        if began.elapsed() >= deadline {
+            break;
+        }
     }
     if !exhausted && let Some(a) = resume {
         out.partial = out.rows.len() < limit;
@@ -544,7 +574,16 @@ mod tests {
         let mut pages = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let p = page(h, f, limit, token.as_deref(), budget, T0 + 10_000, 1 << 40).unwrap();
+            let p = page(
+                h,
+                f,
+                limit,
+                token.as_deref(),
+                Budget::events(budget),
+                T0 + 10_000,
+                1 << 40,
+            )
+            .unwrap();
             ids.extend(p.rows.iter().map(|r| r.summary.event_id.clone()));
             token = p.next.clone();
             pages.push(p);
@@ -618,7 +657,7 @@ mod tests {
             let expect = expected(&records, &want);
             assert!(!expect.is_empty(), "{f:?} matches something");
             for limit in [1, 7, 50, 500] {
-                let (ids, _) = all(&h, &f, limit, DEFAULT_BUDGET);
+                let (ids, _) = all(&h, &f, limit, DEFAULT_BUDGET.events);
                 assert_eq!(ids, expect, "{f:?}, pages of {limit}");
             }
         }
