@@ -595,3 +595,68 @@ impl Console {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AccessKeyConfig, Scope};
+
+    fn console(keys: bool, unsigned: bool) -> (tempfile::TempDir, Arc<Console>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.api.allow_unsigned_loopback_reads = unsigned;
+        if keys {
+            config.api.access_keys = vec![AccessKeyConfig {
+                access_key_id: "AKIDREAD".into(),
+                secret_access_key: "read-secret-0123456789".into(),
+                scopes: vec![Scope::Read],
+                account: None,
+            }];
+        }
+        let journal = Arc::new(Journal::open(&dir.path().join("journal")).unwrap());
+        let history = Arc::new(History::open(&dir.path().join("history")).unwrap());
+        let c = Arc::new(Console::new(&config, journal, history, None));
+        (dir, c)
+    }
+
+    async fn get(c: &Arc<Console>, path: &str, loopback: bool, cookie: Option<&str>) -> u16 {
+        let mut req = http::Request::get(path);
+        if let Some(token) = cookie {
+            req = req.header(header::COOKIE, format!("{}={token}", session::COOKIE));
+        }
+        let (parts, _) = req.body(()).unwrap().into_parts();
+        c.handle(
+            parts,
+            http_body_util::Empty::<Bytes>::new(),
+            loopback,
+            Duration::from_secs(5),
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
+    #[tokio::test]
+    async fn unsigned_loopback_reads_only_where_the_api_allows_them() {
+        let path = "/console/api/events";
+        // No keys, unsigned loopback reads on: loopback in, others out.
+        let (_d, c) = console(false, true);
+        assert_eq!(get(&c, path, true, None).await, 200);
+        assert_eq!(get(&c, path, false, None).await, 401);
+        // No keys, off: nobody.
+        let (_d, c) = console(false, false);
+        assert_eq!(get(&c, path, true, None).await, 401);
+        // Keys configured: the flag does not apply (as in the API); a session does.
+        let (_d, c) = console(true, true);
+        assert_eq!(get(&c, path, true, None).await, 401);
+        let (token, _) = c
+            .sessions
+            .sign_in("AKIDREAD", "read-secret-0123456789", Instant::now())
+            .unwrap();
+        assert_eq!(get(&c, path, false, Some(&token)).await, 200);
+        assert_eq!(get(&c, path, false, Some("forged")).await, 401);
+        // The page itself holds no data and is served to anyone.
+        assert_eq!(get(&c, "/console/", false, None).await, 200);
+        assert_eq!(get(&c, "/console/nope", false, None).await, 404);
+    }
+}
