@@ -295,7 +295,15 @@ async fn console_in_a_real_browser() {
     let records = sent(now);
     let reply = c
         .client()
-        .post(ndjson(&records), false, &[("x-groundtrail-agent", "web-1")])
+        .post(
+            ndjson(&records),
+            false,
+            &[
+                ("x-groundtrail-agent", "web-1"),
+                ("x-groundtrail-seq-first", "1"),
+                ("x-groundtrail-seq-last", "60"),
+            ],
+        )
         .await
         .expect("post");
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -558,12 +566,40 @@ async fn console_in_a_real_browser() {
     assert_eq!(text(&b, "sudo-failures").await, sudo_failures.to_string());
     screenshot(&b, &shots, "overview").await;
 
-    // Health: the agent that sent, the destination.
+    // Health: the agent that sent, its sequence gap, the destination. Records 61..=69 of
+    // web-1 never arrive: the collector writes an AgentSequenceGap record.
+    let late = vec![record(ACCOUNT, REGION)];
+    let reply = c
+        .client()
+        .post(
+            ndjson(&late),
+            false,
+            &[
+                ("x-groundtrail-agent", "web-1"),
+                ("x-groundtrail-seq-first", "70"),
+                ("x-groundtrail-seq-last", "70"),
+            ],
+        )
+        .await
+        .expect("post");
+    assert_eq!(reply.status, 200, "{}", reply.body);
     click(&b, "nav-health").await;
-    wait_for("the agent on the health page", || async {
-        text(&b, "agents").await.contains("web-1").then_some(())
+    wait_for("the agent and its gap on the health page", || async {
+        let agents = text(&b, "agents").await;
+        let gaps = text(&b, "gaps").await;
+        if agents.contains("web-1") && agents.contains("70") && gaps.contains("AgentSequenceGap") {
+            return Some(());
+        }
+        // The history indexes behind the journal: load the page again.
+        b.execute("loadHealth()", vec![]).await.ok()?;
+        None
     })
     .await;
+    let gaps = text(&b, "gaps").await;
+    assert!(
+        gaps.contains("firstMissingSequence: 61") && gaps.contains("missingCount: 9"),
+        "{gaps}"
+    );
     assert!(text(&b, "destinations").await.contains("local"));
     screenshot(&b, &shots, "health").await;
 

@@ -294,7 +294,8 @@ async function loadHealth() {
     const q = el("span", { class: a.silent ? "bad" : "", text: fmtSpan(a.silentFor) + (a.silent ? " (silent)" : "") });
     return [a.name, a.lastSeen, q, a.lastSeq, a.account, a.region];
   }, "no agent has sent anything yet");
-  const rec = (x) => [fmtTime(x.eventTime), x.eventName, x.agent, JSON.stringify(x.requestParameters || {})];
+  const params = (p) => Object.entries(p || {}).filter(([k]) => k !== "agent").map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  const rec = (x) => [fmtTime(x.eventTime), x.eventName, x.agent, params(x.requestParameters)];
   rows("gaps", h.gaps, rec);
   rows("silences", h.silences, rec);
   $("alerts-card").hidden = h.alerts === null;
