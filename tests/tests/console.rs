@@ -287,8 +287,11 @@ async fn console_in_a_real_browser() {
         path: trail,
         bucket: "console-bucket".into(),
     });
+    // A second, API-only listener: the console is served there too (browsers have no client
+    // certificate for an mTLS main listener).
+    let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     spec.extra_toml = format!(
-        "[[api.access_keys]]\naccess_key_id = \"{READ_KEY}\"\nsecret_access_key = \"{READ_SECRET}\"\nscopes = [\"read\"]\n"
+        "[api]\nlisten = \"{api_addr}\"\n\n[[api.access_keys]]\naccess_key_id = \"{READ_KEY}\"\nsecret_access_key = \"{READ_SECRET}\"\nscopes = [\"read\"]\n"
     );
     let c = Collector::start(&dir.path().join("collector"), spec).await;
     let now = chrono::Utc::now().timestamp();
@@ -358,6 +361,24 @@ async fn console_in_a_real_browser() {
         .expect("a session cookie");
     assert_eq!(cookie.http_only(), Some(true));
     let cookie = format!("gt_console={}", cookie.value());
+
+    // The same session on the API-only listener; its page is there too.
+    wait_for("the API listener", || async move {
+        tokio::net::TcpStream::connect(api_addr).await.ok()
+    })
+    .await;
+    let (status, _, body) = http(
+        api_addr,
+        "GET",
+        "/console/api/session",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, page) = http(api_addr, "GET", "/console/", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/console/app.js"));
 
     // Every event arrives (the history indexes behind the journal).
     let all: Vec<&Value> = records.iter().collect();
