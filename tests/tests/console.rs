@@ -23,20 +23,36 @@ const READ_SECRET: &str = "console-reader-secret-0123";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// chromedriver on a free port, killed (by its pid) when dropped.
+/// chromedriver on a free port, killed (by its pid) when dropped, with the Chromium it
+/// started for `profile`: a test that panics before closing its session would otherwise
+/// leave that browser running (killing chromedriver orphans it).
 struct Driver {
     child: Child,
     url: String,
+    profile: PathBuf,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let mark = format!("--user-data-dir={}", self.profile.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == mark.as_bytes()) {
+                // SAFETY: kill(2) on a pid read just now, of a process running our profile.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-async fn driver(log: &Path) -> Driver {
+async fn driver(log: &Path, profile: &Path) -> Driver {
     let port = free_port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
@@ -49,6 +65,7 @@ async fn driver(log: &Path) -> Driver {
     let d = Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        profile: profile.to_path_buf(),
     };
     wait_for("chromedriver to listen", || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -330,8 +347,9 @@ async fn console_in_a_real_browser() {
     assert_eq!(status, 401, "{body}");
     assert!(headers.get("set-cookie").is_none());
 
-    let driver = driver(&dir.path().join("chromedriver.log")).await;
-    let b = browser(&driver, &dir.path().join("profile")).await;
+    let profile = dir.path().join("profile");
+    let driver = driver(&dir.path().join("chromedriver.log"), &profile).await;
+    let b = browser(&driver, &profile).await;
     let base = format!("http://{}", c.addr);
     b.goto(&format!("{base}/console/")).await.expect("open");
     wait_visible(&b, "signin").await;
