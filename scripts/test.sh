@@ -54,6 +54,17 @@ if ! command -v systemd-analyze >/dev/null || ! command -v dpkg-deb >/dev/null \
   fi
 fi
 
+# Debian's chromium and chromium-driver: the console's browser test (tests/tests/console.rs)
+# drives a headless Chromium through chromedriver. A no-op when both are present.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing chromium and chromium-driver (the console's browser test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium and chromedriver are needed: apt-get install chromium chromium-driver" >&2; exit 1
+  fi
+fi
+
 # --- start moto on a free loopback port; stop it by PID on exit ----------------------------
 PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 MOTO_LOG=$(mktemp)

@@ -27,6 +27,7 @@ pub fn example() -> Result<String, String> {
         include_str!("alerts/config.rs"),
         include_str!("insights/config.rs"),
         include_str!("selectors/config.rs"),
+        include_str!("console/config.rs"),
         include_str!("../../detection/src/insights/config.rs"),
     ]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
@@ -76,6 +77,8 @@ pub struct Config {
     pub detection: crate::alerts::config::DetectionConfig,
     /// CloudTrail Insights: records about unusual call and error rates, beside the log files.
     pub insights: crate::insights::config::InsightsSection,
+    /// The web console at `/console`: event history, overview and health in a browser.
+    pub console: crate::console::config::ConsoleConfig,
     /// More trails beside the primary one, each with its own destinations, key prefix, event
     /// selectors, insight types and digest chains (see docs/collector.md, "Trails").
     pub trails: Vec<crate::trails::TrailSection>,
@@ -903,6 +906,7 @@ impl Config {
         }
         self.detection.validate().map_err(anyhow::Error::msg)?;
         self.insights.validate().map_err(anyhow::Error::msg)?;
+        self.console.validate().map_err(anyhow::Error::msg)?;
         let mut hooks = std::collections::HashSet::new();
         for n in &self.notifications {
             if let Err(e) = n.endpoint() {

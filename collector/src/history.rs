@@ -1019,6 +1019,10 @@ pub struct Page {
     pub events: Vec<(Summary, Vec<u8>)>,
     /// Position to resume from (`!eventTime` + `n` of the last event), if more may follow.
     pub next: Option<Vec<u8>>,
+    /// The position of each of `events` (empty for an `EventId` lookup): resuming after
+    /// `positions[i]` continues with `events[i + 1]`. For callers that stop inside a page
+    /// (the console filters the events it reads and ends its page where the page is full).
+    pub positions: Vec<[u8; ENTRY]>,
 }
 
 /// The history store.
@@ -1285,6 +1289,7 @@ impl History {
         let mut page = Page {
             events: Vec::new(),
             next: None,
+            positions: Vec::new(),
         };
         let mut reader = Reader::new(&self.db)?;
         if let Some((Attribute::EventId, id)) = &q.attribute {
@@ -1418,6 +1423,10 @@ impl History {
                     continue;
                 };
                 page.events.push((s, json.to_vec()));
+                let mut position = [0u8; ENTRY];
+                position[..8].copy_from_slice(&entry.0.to_be_bytes());
+                position[8..].copy_from_slice(&entry.1.to_be_bytes());
+                page.positions.push(position);
                 last = Some(entry);
             }
             let Some((_, i)) = frontier else {

@@ -26,6 +26,7 @@ pub mod batcher;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dedup;
 pub mod delivery;
 pub mod destination;

@@ -17,9 +17,9 @@
 //! The accept loop itself is [`groundtrail_common::listener`], shared with the agent's
 //! servers.
 //!
-//! Routes: `POST /v1/events` (see [`crate::ingest`]), `GET /metrics` (Prometheus text), and
-//! the CloudTrail API (see [`crate::api`]): `POST /` with `X-Amz-Target`, and
-//! `POST /PutAuditEvents`.
+//! Routes: `POST /v1/events` (see [`crate::ingest`]), `GET /metrics` (Prometheus text), the
+//! CloudTrail API (see [`crate::api`]): `POST /` with `X-Amz-Target`, and
+//! `POST /PutAuditEvents`, and the web console under `/console` (see [`crate::console`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,6 +56,8 @@ pub struct Settings {
     pub max_connections_per_peer: usize,
     pub timeouts: Timeouts,
     pub budget: Arc<BodyBudget>,
+    /// The web console under `/console` (`[console] enabled`), on every listener.
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl Settings {
@@ -73,7 +75,14 @@ impl Settings {
                 keepalive: s.http2_keepalive.get(),
             },
             budget: Arc::new(BodyBudget::new(config.limits.max_body_bytes_in_flight)),
+            console: None,
         }
+    }
+
+    /// Serves `console` under `/console`.
+    pub fn with_console(mut self, console: Option<Arc<crate::console::Console>>) -> Settings {
+        self.console = console;
+        self
     }
 }
 
@@ -270,6 +279,13 @@ async fn route(
     let (parts, body) = req.into_parts();
     if Api::is_api_request(&parts) {
         return api_request(parts, body, api, peer, settings).await;
+    }
+    // The console: on the API-only listener too (browsers have no client certificate).
+    if let Some(console) = &settings.console
+        && crate::console::Console::is_console_path(parts.uri.path())
+    {
+        let timeout = settings.timeouts.body;
+        return console.handle(parts, body, peer.loopback, timeout).await;
     }
     if peer.api_only {
         return error(

@@ -328,6 +328,14 @@ pub async fn serve(
             .filter(|a| !a.account.is_empty())
             .map(|a| (a.account, a.region)),
     );
+    let console = config.console.enabled.then(|| {
+        Arc::new(crate::console::Console::new(
+            &config,
+            journal.clone(),
+            history.clone(),
+            detector.clone(),
+        ))
+    });
     let api = Arc::new(
         Api::new(
             &config,
@@ -401,7 +409,7 @@ pub async fn serve(
             crate::store_health::healthy(&journal, &history, &trail_journals)
         }))
     };
-    let settings = crate::server::Settings::from_config(&config);
+    let settings = crate::server::Settings::from_config(&config).with_console(console);
     let main = crate::server::run(
         listener,
         ingest.clone(),

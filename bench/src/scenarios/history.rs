@@ -11,6 +11,12 @@
 //! over one hour; the second page through the token), 50 events a page, each for the region
 //! of the record its value was taken from (AWS answers one region per request).
 //!
+//! Then the web console's first pages (`groundtrail_collector::console::query::page`, what
+//! `/console/api/events` answers with) over a mix of combined filters, 50 rows a page, each
+//! with its default scan budget: two indexed attributes, an indexed one with an unindexed one
+//! (source IP, error code), three at once, only unindexed ones, and a source IP no event has
+//! (the worst case: every page reads its whole budget and returns none). Goal: 300 ms.
+//!
 //! `GROUNDTRAIL_BENCH_HISTORY_SIZES=300000,1000000` runs other sizes (under the same figure
 //! names, with a note saying so): 10M, or a quick comparison of two changes.
 //!
@@ -37,6 +43,10 @@ const ROUNDS: usize = 60;
 /// The brief's indexing goal (events/s), above the ingest goal of 30,000 records/s.
 const INDEX_GOAL: f64 = 40_000.0;
 const P99_GOAL_MS: f64 = 50.0;
+/// The console's goal for a first page (issue 20).
+const CONSOLE_GOAL_MS: f64 = 300.0;
+/// Console pages of each filter kind per stage.
+const CONSOLE_ROUNDS: usize = 20;
 
 /// (region, value) pairs of one lookup attribute (`None`: no attribute).
 type AttrValues = (Option<Attribute>, Vec<(String, String)>);
@@ -207,6 +217,96 @@ fn lookups(
     Ok(out)
 }
 
+/// (kind, sorted latencies in ms, mean rows a page, mean events read a page)
+type ConsoleKind = (String, Vec<f64>, f64, f64);
+
+/// Latencies (ms) of the console's first pages over a mix of combined filters: (kind,
+/// sorted latencies, mean rows, mean events read).
+fn console_pages(
+    h: &History,
+    templates: &[Template],
+    seed: u64,
+    first: u64,
+    last: u64,
+) -> anyhow::Result<Vec<ConsoleKind>> {
+    use groundtrail_collector::console::query::{self, Extra, Filters};
+    let mut rng = Rng::new(seed ^ 0xC025_0000);
+    // Filter values taken from the generator's records, so the filters match something.
+    let samples: Vec<Filters> = templates
+        .iter()
+        .filter_map(|t| {
+            let s = summarize_json(&t.json)?;
+            let e = Extra::read(&t.json);
+            Some(Filters {
+                event_name: s.event_name,
+                event_source: s.event_source,
+                username: s.username,
+                source_ip: e.source_ip,
+                error_code: e.error_code,
+                region: s.region,
+                read_only: s.read_only.map(|r| r == "true"),
+                ..Filters::default()
+            })
+        })
+        .collect();
+    anyhow::ensure!(!samples.is_empty(), "no generator record has a summary");
+    type Pick = fn(&Filters) -> Filters;
+    let kinds: [(&str, Pick); 6] = [
+        ("no filter", |_| Filters::default()),
+        ("user + event name", |f| Filters {
+            username: f.username.clone(),
+            event_name: f.event_name.clone(),
+            ..Filters::default()
+        }),
+        ("user + source IP (unindexed)", |f| Filters {
+            username: f.username.clone(),
+            source_ip: f.source_ip.clone(),
+            ..Filters::default()
+        }),
+        ("event source + read-only + region", |f| Filters {
+            event_source: f.event_source.clone(),
+            read_only: f.read_only,
+            region: f.region.clone(),
+            ..Filters::default()
+        }),
+        ("source IP + error code (no index)", |f| Filters {
+            source_ip: f.source_ip.clone(),
+            error_code: f.error_code.clone(),
+            ..Filters::default()
+        }),
+        ("a source IP no event has (budget)", |_| Filters {
+            source_ip: Some("203.0.113.254".into()),
+            ..Filters::default()
+        }),
+    ];
+    let mut out = Vec::new();
+    for (name, pick) in kinds {
+        let mut lat = Vec::with_capacity(CONSOLE_ROUNDS);
+        let (mut rows, mut read) = (0usize, 0usize);
+        for _ in 0..CONSOLE_ROUNDS {
+            let sample = rng.pick(&samples);
+            let f = Filters {
+                start: Some(first),
+                end: Some(last),
+                ..pick(sample)
+            };
+            let t = Instant::now();
+            let p = query::page(h, &f, PAGE, None, query::DEFAULT_BUDGET, last, u64::MAX / 2)?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            rows += p.rows.len();
+            read += p.scanned;
+        }
+        lat.sort_by(f64::total_cmp);
+        out.push((
+            name.to_string(),
+            lat,
+            rows as f64 / CONSOLE_ROUNDS as f64,
+            read as f64 / CONSOLE_ROUNDS as f64,
+        ));
+    }
+    Ok(out)
+}
+
 fn attr_name(a: Attribute) -> &'static str {
     match a {
         Attribute::EventId => "EventId",
@@ -345,6 +445,31 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             "ms",
             Some(Goal::AtMost(P99_GOAL_MS)),
             "goal p99 < 50 ms",
+        );
+        ctx.step(format!("history: console first pages at {done} events"));
+        let (h2, templates, seed) = (h.clone(), ctx.templates.clone(), ctx.seed);
+        let kinds = tokio::task::spawn_blocking(move || {
+            console_pages(&h2, &templates, seed, start as u64, last as u64)
+        })
+        .await??;
+        let mut all: Vec<f64> = Vec::new();
+        for (name, lat, rows, read) in &kinds {
+            all.extend(lat);
+            ctx.report.note(format!(
+                "history {stage} console {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {rows:.1} rows a page, {read:.0} events read",
+                percentile(lat, 0.5),
+                percentile(lat, 0.99),
+                lat.last().copied().unwrap_or(0.0)
+            ));
+        }
+        all.sort_by(f64::total_cmp);
+        fig(
+            ctx,
+            &format!("history.{stage}.console_p99_ms"),
+            percentile(&all, 0.99),
+            "ms",
+            Some(Goal::AtMost(CONSOLE_GOAL_MS)),
+            "goal < 300 ms (first page, any filters)",
         );
     }
     if let Some((rss, _)) = crate::proc::rss_bytes(std::process::id()) {

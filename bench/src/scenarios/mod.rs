@@ -363,6 +363,12 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "history",
+        "history.1m.console_p99_ms",
+        S_HISTORY,
+        "1M events: console first page p99 (combined filters)",
+    ),
+    (
+        "history",
         "history.3m.index_events_per_s",
         S_HISTORY,
         "1M -> 3M events: indexing (insert + flush)",
@@ -390,6 +396,12 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "history.3m.lookup_p99_ms",
         S_HISTORY,
         "3M events: LookupEvents page p99 (query mix)",
+    ),
+    (
+        "history",
+        "history.3m.console_p99_ms",
+        S_HISTORY,
+        "3M events: console first page p99 (combined filters)",
     ),
 ];
 
