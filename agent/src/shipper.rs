@@ -7,6 +7,11 @@
 //! sequence numbers (records dropped or skipped), so `X-Groundtrail-Seq-First..Last` always
 //! describes a contiguous run and every gap the collector sees between batches is a real one.
 //!
+//! The body is built from the buffer's stored zstd frames as they are, without decompressing
+//! and compressing the records again (see `ship_batch`: what is sent as stored, what is
+//! decoded, and why the sequence, line-number and damage guarantees are unchanged). A batch
+//! therefore ends at an append's boundary when it can; the wire protocol is unchanged.
+//!
 //! # Whose answer it is
 //!
 //! A `400` or `413` is a verdict on the records only when it comes from the collector: an
