@@ -1287,9 +1287,10 @@ impl Buffer {
             if last < start {
                 continue;
             }
-            let whole = (stored && v[0] == VALUE_LINES && first >= start && last <= durable)
-                .then(|| lines_json_bytes(&v, n))
-                .flatten();
+            let whole =
+                (stored && v.first() == Some(&VALUE_LINES) && first >= start && last <= durable)
+                    .then(|| lines_json_bytes(&v, n))
+                    .flatten();
             if let Some(json_bytes) = whole {
                 let fits = records.saturating_add(n as usize) <= max_records
                     && bytes + json_bytes <= max_bytes;
@@ -2387,6 +2388,21 @@ pub(crate) mod tests {
             [(s0 + 5, 1, false), (s0 + 6, 3, true), (s0 + 9, 1, false)]
         );
         assert_eq!(rest.body(false).unwrap(), ndjson(&e[5..]));
+    }
+
+    /// Invariant 8 on the shipper's read: a value too short to have a header (here: empty) is
+    /// removed and reported like any damaged chunk, not a panic.
+    #[test]
+    fn read_batch_survives_an_empty_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 20, FullPolicy::Block);
+        b.try_append(&[rec(0)], None).unwrap();
+        b.try_append(&[rec(1)], None).unwrap();
+        let e = all(&b);
+        b.raw_tree().insert(rkey(e[0].seq), &b""[..]).unwrap();
+        let batch = b.read_batch(100, usize::MAX, true).unwrap();
+        assert_eq!((batch.first(), batch.len()), (e[1].seq, 1));
+        assert_eq!(b.status().corrupt_total, 1);
     }
 
     /// Invariants 5 and 6: setting aside a record inside a partly acknowledged chunk keeps every

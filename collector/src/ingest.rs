@@ -6,7 +6,10 @@
 //!    at all (`[[agents]]`);
 //! 2. media type and encoding (`415`);
 //! 3. body size as sent, then after zstd decompression (`413`; a zstd bomb stops at
-//!    `max_decompressed_bytes` without allocating more);
+//!    `max_decompressed_bytes` without allocating more). A zstd body may be several frames one
+//!    after the other (the agent sends its buffer's stored frames, one per append, as they
+//!    are): it decodes as their contents concatenated, line numbers run on across frames, and
+//!    the cap counts the whole body, not each frame;
 //! 4. per line: record count and size (`413`), then parse and validate (`400`), then whether
 //!    this agent may write that account and region (`403`) — each error names its 1-based line;
 //! 5. commit: dedup by `eventID` and write, under one lock (concurrent batches with the same
