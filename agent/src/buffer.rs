@@ -43,7 +43,7 @@
 //!    and reported (invariant 7) instead of failing the reader: a chunk whose frame does not
 //!    decode (zstd content checksum) is lost as a whole, with the sequence range its header
 //!    names (a header that does not parse counts as one record). Values of the earlier
-//!    one-record-per-key format (`0x01`) are still read, as one-record chunks. A directory sled cannot open (or
+//!    one-record-per-key format (`0x01`) and length-prefixed chunks (`0x02`) are still read. A directory sled cannot open (or
 //!    panics on) is renamed to `<dir>.quarantined-<time>` and a fresh buffer starts, with the
 //!    loss reported. Only "locked by another process" is an error: that is another agent.
 //!
@@ -89,7 +89,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `r` + seq (u64 big-endian) | chunk: the records `seq ..= seq + n - 1` of one append: `0x02`, append time (unix ms, u64 BE), `n` (u32 BE, 1..=4096), zstd frame (with content checksum and content size) of `n` times (length u32 BE, the record's compact JSON) |
+//! | `r` + seq (u64 big-endian) | chunk: the records `seq ..= seq + n - 1` of one append: `0x03`, append time (unix ms, u64 BE), `n` (u32 BE, 1..=4096), zstd frame (with content checksum and content size) of the `n` records' compact JSON, each followed by `\n` (ndjson: what the collector takes, so the shipper sends the frame as stored, see `ship_batch`). A record holding a newline byte (never compact JSON) makes its chunk the earlier `0x02` form instead: the frame holds `n` times (length u32 BE, the JSON). Both are read, and `0x01` one-record values too, so data directories of earlier agents keep working. The reverse does not hold: an earlier agent takes `0x03` chunks for damaged ones and removes them, reported as `BufferCorruption` (and its `buffer` tools refuse the directory as an unknown format): drain the buffer before downgrading |
 //! | `c` + source name (UTF-8) | the source's checkpoint, opaque bytes |
 //! | `m` `next_seq` | a lower bound of the next sequence number (u64 BE): written at open and whenever numbers are used up without a record key (drops, corrupt entries removed); appends do not write it, the next number is the highest of it, the last chunk's last record + 1, the last `x` key + 1 and `acked` + 1 |
 //! | `m` `acked` | highest commit point acknowledged by the collector (u64 BE); records `<=` it in a chunk still stored are gone |
@@ -118,6 +118,7 @@ use serde_json::json;
 
 use crate::agent_events::AgentIdentity;
 use crate::config::FullPolicy;
+use crate::ship_batch::{Batch, Segment, SegmentData};
 use crate::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
 
 pub(crate) const TREE: &str = "queue";
@@ -135,8 +136,13 @@ const _: () =
 /// The earlier format: one record per value (still read).
 pub(crate) const VALUE_SINGLE: u8 = 1;
 pub(crate) const SINGLE_HEADER: usize = 9;
-/// A chunk: the records of one append.
+/// A chunk: the records of one append, each preceded by its length (still read; written only
+/// for records that contain a newline byte, which no compact JSON does).
 pub(crate) const VALUE_CHUNK: u8 = 2;
+/// A chunk whose frame holds the records as ndjson, exactly the collector's wire form, so that
+/// the shipper can send the frame as it is stored (see `ship_batch`).
+pub(crate) const VALUE_LINES: u8 = 3;
+/// Header length of both chunk formats (kind, append time, record count).
 pub(crate) const CHUNK_HEADER: usize = 13;
 /// Most records in one chunk; a larger append is stored as several chunks in its one batch.
 pub(crate) const MAX_CHUNK_RECORDS: usize = 4096;
@@ -506,13 +512,20 @@ fn now_us() -> u64 {
 /// not parse. Opening, acknowledging and discarding all count with this one function, so the
 /// counters stay consistent even for a damaged value.
 pub(crate) fn chunk_len(v: &[u8]) -> u64 {
-    if v.len() > CHUNK_HEADER && v[0] == VALUE_CHUNK {
+    if v.len() > CHUNK_HEADER && (v[0] == VALUE_CHUNK || v[0] == VALUE_LINES) {
         let n = u64::from(u32::from_be_bytes([v[9], v[10], v[11], v[12]]));
         if (1..=MAX_CHUNK_RECORDS as u64).contains(&n) {
             return n;
         }
     }
     1
+}
+
+/// The JSON bytes (without newlines) of a `VALUE_LINES` chunk of `n` records, from its zstd
+/// frame's declared content size (no decompression); `None` if the frame header does not say.
+fn lines_json_bytes(v: &[u8], n: u64) -> Option<usize> {
+    let size = zstd::zstd_safe::get_frame_content_size(v.get(CHUNK_HEADER..)?).ok()??;
+    usize::try_from(size.checked_sub(n)?).ok()
 }
 
 /// The append time in a value's header (both formats).
@@ -774,17 +787,25 @@ impl Buffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Encodes records (compact JSON) as one chunk value.
+    /// Encodes records (compact JSON) as one chunk value: ndjson ([`VALUE_LINES`]), or
+    /// length-prefixed ([`VALUE_CHUNK`]) if a record holds a newline byte and so could not be
+    /// told apart from the next one in ndjson.
     fn encode_chunk<J: AsRef<[u8]>>(
         &self,
         jsons: &[J],
         appended_ms: u64,
     ) -> Result<Vec<u8>, BufferError> {
         debug_assert!(!jsons.is_empty() && jsons.len() <= MAX_CHUNK_RECORDS);
+        let lines = !jsons.iter().any(|j| j.as_ref().contains(&b'\n'));
         let size: usize = jsons.iter().map(|j| 4 + j.as_ref().len()).sum();
         let mut payload = Vec::with_capacity(size);
         for j in jsons {
             let j = j.as_ref();
+            if lines {
+                payload.extend_from_slice(j);
+                payload.push(b'\n');
+                continue;
+            }
             let len = u32::try_from(j.len())
                 .map_err(|_| BufferError::Storage("record larger than 4 GiB".into()))?;
             payload.extend_from_slice(&len.to_be_bytes());
@@ -798,7 +819,7 @@ impl Buffer {
             .compress(&payload)
             .map_err(zstd_err)?;
         let mut v = Vec::with_capacity(CHUNK_HEADER + frame.len());
-        v.push(VALUE_CHUNK);
+        v.push(if lines { VALUE_LINES } else { VALUE_CHUNK });
         v.extend_from_slice(&appended_ms.to_be_bytes());
         v.extend_from_slice(&(jsons.len() as u32).to_be_bytes());
         v.extend_from_slice(&frame);
@@ -1195,9 +1216,44 @@ impl Buffer {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Entry>, BufferError> {
+        let batch = self.read_segments(from, max_records, max_bytes, false)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for s in batch.segments {
+            if let SegmentData::Records(jsons) = s.data {
+                out.extend((s.first..).zip(jsons).map(|(seq, json)| Entry {
+                    seq,
+                    appended_ms: s.appended_ms,
+                    json,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The head of the queue as the shipper sends it: the records [`Buffer::read_from`]`(0,
+    /// max_records, max_bytes)` would give, with every chunk the batch takes whole and stored
+    /// as ndjson left as it is stored (not decompressed) when `stored` is set; see
+    /// `ship_batch` for when a chunk is decoded instead.
+    pub fn read_batch(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+        stored: bool,
+    ) -> Result<Batch, BufferError> {
+        self.read_segments(0, max_records, max_bytes, stored)
+    }
+
+    fn read_segments(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        stored: bool,
+    ) -> Result<Batch, BufferError> {
         let durable = self.inner.durable.load(Ordering::Acquire);
         let start = from.max(self.inner.acked.load(Ordering::Acquire).saturating_add(1));
-        let mut out = Vec::new();
+        let mut out = Batch::default();
+        let mut records = 0usize;
         let mut bytes = 0usize;
         let mut corrupt = Vec::new();
         // The chunk holding `start` begins at or before it.
@@ -1212,7 +1268,7 @@ impl Buffer {
             }
             None => rkey(start).to_vec(),
         };
-        'chunks: for item in self.inner.tree.range(begin..=rkey(u64::MAX).to_vec()) {
+        for item in self.inner.tree.range(begin..=rkey(u64::MAX).to_vec()) {
             let (k, v) = item?;
             let Some(first) = seq_of(&k) else {
                 corrupt.push(Corrupt {
@@ -1227,7 +1283,42 @@ impl Buffer {
                 break;
             }
             let n = chunk_len(&v);
-            if chunk_last(first, n) < start {
+            let last = chunk_last(first, n);
+            if last < start {
+                continue;
+            }
+            let whole =
+                (stored && v.first() == Some(&VALUE_LINES) && first >= start && last <= durable)
+                    .then(|| lines_json_bytes(&v, n))
+                    .flatten();
+            if let Some(json_bytes) = whole {
+                let fits = records.saturating_add(n as usize) <= max_records
+                    && bytes + json_bytes <= max_bytes;
+                if !fits && records > 0 {
+                    // The batch ends at this chunk rather than inside it: cutting a chunk
+                    // would cost a decompression now and two compressions (this batch's part
+                    // and the next one's), for a batch that is as good as full anyway.
+                    out.full = true;
+                    break;
+                }
+            }
+            if let Some(json_bytes) = whole
+                && records.saturating_add(n as usize) <= max_records
+                && bytes + json_bytes <= max_bytes
+            {
+                records += n as usize;
+                bytes += json_bytes;
+                out.segments.push(Segment {
+                    first,
+                    n,
+                    appended_ms: appended_ms_of(&v).unwrap_or(0),
+                    json_bytes,
+                    data: SegmentData::Stored(v),
+                });
+                if records >= max_records {
+                    out.full = true;
+                    break;
+                }
                 continue;
             }
             let Some((appended_ms, jsons)) = self.decode_chunk(&v) else {
@@ -1239,25 +1330,43 @@ impl Buffer {
                 });
                 continue;
             };
+            let mut taken = Vec::new();
+            let mut taken_first = None;
+            let mut taken_bytes = 0;
+            let mut stop = false;
             for (seq, json) in (first..).zip(jsons) {
                 if seq < start {
                     continue;
                 }
                 if seq > durable {
-                    break 'chunks;
+                    stop = true;
+                    break;
                 }
-                if !out.is_empty() && (out.len() >= max_records || bytes + json.len() > max_bytes) {
-                    break 'chunks;
+                if records > 0 && bytes + json.len() > max_bytes {
+                    (stop, out.full) = (true, true);
+                    break;
                 }
+                taken_first.get_or_insert(seq);
                 bytes += json.len();
-                out.push(Entry {
-                    seq,
-                    appended_ms,
-                    json,
-                });
-                if out.len() >= max_records {
-                    break 'chunks;
+                taken_bytes += json.len();
+                records += 1;
+                taken.push(json);
+                if records >= max_records {
+                    (stop, out.full) = (true, true);
+                    break;
                 }
+            }
+            if let Some(first) = taken_first {
+                out.segments.push(Segment {
+                    first,
+                    n: taken.len() as u64,
+                    appended_ms,
+                    json_bytes: taken_bytes,
+                    data: SegmentData::Records(taken),
+                });
+            }
+            if stop {
+                break;
             }
         }
         if !corrupt.is_empty() {
@@ -1613,14 +1722,26 @@ pub(crate) fn decode_value(
                 .map_err(|e| format!("zstd frame does not decode: {e}"))?;
             Ok((appended_ms, vec![json]))
         }
-        VALUE_CHUNK if v.len() > CHUNK_HEADER => {
-            let n = chunk_len(v) as usize;
-            let declared = u32::from_be_bytes([v[9], v[10], v[11], v[12]]);
-            if n as u32 != declared {
+        VALUE_LINES if v.len() > CHUNK_HEADER => {
+            let n = declared_len(v)?;
+            let payload = d
+                .decompress(&v[CHUNK_HEADER..], MAX_CHUNK_DECODED)
+                .map_err(|e| format!("zstd frame does not decode: {e}"))?;
+            drop(d);
+            let body = payload
+                .strip_suffix(b"\n")
+                .ok_or("the last record does not end with a newline")?;
+            let out: Vec<Vec<u8>> = body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+            if out.len() != n {
                 return Err(format!(
-                    "header declares {declared} records (1..={MAX_CHUNK_RECORDS} allowed)"
+                    "frame holds {} records, header declares {n}",
+                    out.len()
                 ));
             }
+            Ok((appended_ms, out))
+        }
+        VALUE_CHUNK if v.len() > CHUNK_HEADER => {
+            let n = declared_len(v)?;
             let payload = d
                 .decompress(&v[CHUNK_HEADER..], MAX_CHUNK_DECODED)
                 .map_err(|e| format!("zstd frame does not decode: {e}"))?;
@@ -1646,9 +1767,21 @@ pub(crate) fn decode_value(
             }
             Ok((appended_ms, out))
         }
-        VALUE_SINGLE | VALUE_CHUNK => Err("value shorter than its header".into()),
+        VALUE_SINGLE | VALUE_CHUNK | VALUE_LINES => Err("value shorter than its header".into()),
         other => Err(format!("unknown value format 0x{other:02x}")),
     }
+}
+
+/// The record count a chunk's header declares, if it is in range.
+fn declared_len(v: &[u8]) -> Result<usize, String> {
+    let n = chunk_len(v) as usize;
+    let declared = u32::from_be_bytes([v[9], v[10], v[11], v[12]]);
+    if n as u32 != declared {
+        return Err(format!(
+            "header declares {declared} records (1..={MAX_CHUNK_RECORDS} allowed)"
+        ));
+    }
+    Ok(n)
 }
 
 fn quarantine_name(dir: &Path) -> PathBuf {
@@ -2165,6 +2298,111 @@ pub(crate) mod tests {
         assert_eq!(b.ack_up_to(e[11].seq).unwrap(), 1);
         let st = b.status();
         assert_eq!((st.depth, st.bytes, st.oldest_seq), (0, 0, None));
+    }
+
+    /// The shipper's read (`ship_batch`): the same records as `read_from`, whole ndjson chunks
+    /// as stored, the rest (a chunk cut by the limits, partly acknowledged, or in the earlier
+    /// length-prefixed format) decoded.
+    #[test]
+    fn read_batch_takes_whole_chunks_as_stored() {
+        use crate::ship_batch::SegmentData;
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 20, FullPolicy::Block);
+        for a in 0..3 {
+            b.try_append(&(a * 3..a * 3 + 3).map(rec).collect::<Vec<_>>(), None)
+                .unwrap();
+        }
+        // A record holding a newline byte cannot be one ndjson line: stored length-prefixed.
+        let odd = br#"{"eventName":"Odd","x":"a"}"#.to_vec();
+        let with_newline = [odd[..10].to_vec(), b"\n".to_vec(), odd[10..].to_vec()].concat();
+        b.try_append_json(std::slice::from_ref(&with_newline), None)
+            .unwrap();
+        let formats: Vec<u8> = b
+            .raw_tree()
+            .scan_prefix([K_RECORD])
+            .map(|kv| kv.unwrap().1[0])
+            .collect();
+        assert_eq!(
+            formats,
+            [VALUE_LINES, VALUE_LINES, VALUE_LINES, VALUE_CHUNK]
+        );
+        let e = all(&b);
+        assert_eq!(e[9].json, with_newline);
+        let kinds = |batch: &Batch| -> Vec<(u64, u64, bool)> {
+            batch
+                .segments
+                .iter()
+                .map(|s| (s.first, s.n, matches!(s.data, SegmentData::Stored(_))))
+                .collect()
+        };
+        let ndjson = |entries: &[Entry]| -> Vec<u8> {
+            entries
+                .iter()
+                .flat_map(|e| [e.json.as_slice(), b"\n"].concat())
+                .collect()
+        };
+        let s0 = e[0].seq;
+        let whole = b.read_batch(100, usize::MAX, true).unwrap();
+        assert_eq!(
+            kinds(&whole),
+            [
+                (s0, 3, true),
+                (s0 + 3, 3, true),
+                (s0 + 6, 3, true),
+                (s0 + 9, 1, false)
+            ]
+        );
+        assert_eq!(whole.body(false).unwrap(), ndjson(&e));
+        let z = whole.body(true).unwrap();
+        assert_eq!(zstd::decode_all(&z[..]).unwrap(), ndjson(&e));
+        let json_bytes: usize = e.iter().map(|e| e.json.len()).sum();
+        assert_eq!(whole.json_bytes(), json_bytes);
+        assert!(!whole.full);
+        // A record limit inside the second chunk: the batch ends before it, full.
+        let cut = b.read_batch(5, usize::MAX, true).unwrap();
+        assert_eq!(kinds(&cut), [(s0, 3, true)]);
+        assert!(cut.full);
+        // A limit inside the first chunk: it is decoded and cut.
+        let first = b.read_batch(2, usize::MAX, true).unwrap();
+        assert_eq!(kinds(&first), [(s0, 2, false)]);
+        assert!(first.full);
+        assert_eq!(first.body(false).unwrap(), ndjson(&e[..2]));
+        // A byte limit likewise (read_from cuts inside the chunk; the shipper's read does not).
+        let limit = e[..4].iter().map(|e| e.json.len()).sum::<usize>();
+        let by_bytes = b.read_batch(100, limit, true).unwrap();
+        assert_eq!(kinds(&by_bytes), [(s0, 3, true)]);
+        assert!(by_bytes.full);
+        assert_eq!(b.read_from(0, 100, limit).unwrap(), e[..4].to_vec());
+        let limit = e[..2].iter().map(|e| e.json.len()).sum::<usize>();
+        let by_bytes = b.read_batch(100, limit, true).unwrap();
+        assert_eq!(kinds(&by_bytes), [(s0, 2, false)]);
+        // Without `stored`, every chunk is decoded.
+        let decoded = b.read_batch(100, usize::MAX, false).unwrap();
+        assert_eq!(decoded.stored_records(), 0);
+        assert_eq!(decoded.body(false).unwrap(), ndjson(&e));
+        // A partly acknowledged chunk is decoded from its first live record on.
+        b.ack_up_to(e[4].seq).unwrap();
+        let rest = b.read_batch(100, usize::MAX, true).unwrap();
+        assert_eq!(
+            kinds(&rest),
+            [(s0 + 5, 1, false), (s0 + 6, 3, true), (s0 + 9, 1, false)]
+        );
+        assert_eq!(rest.body(false).unwrap(), ndjson(&e[5..]));
+    }
+
+    /// Invariant 8 on the shipper's read: a value too short to have a header (here: empty) is
+    /// removed and reported like any damaged chunk, not a panic.
+    #[test]
+    fn read_batch_survives_an_empty_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _) = open(&dir.path().join("b"), 1 << 20, FullPolicy::Block);
+        b.try_append(&[rec(0)], None).unwrap();
+        b.try_append(&[rec(1)], None).unwrap();
+        let e = all(&b);
+        b.raw_tree().insert(rkey(e[0].seq), &b""[..]).unwrap();
+        let batch = b.read_batch(100, usize::MAX, true).unwrap();
+        assert_eq!((batch.first(), batch.len()), (e[1].seq, 1));
+        assert_eq!(b.status().corrupt_total, 1);
     }
 
     /// Invariants 5 and 6: setting aside a record inside a partly acknowledged chunk keeps every

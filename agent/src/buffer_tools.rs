@@ -182,7 +182,7 @@ pub struct Scan {
     /// Records in stored chunks at or below the acknowledged position (skipped by readers).
     pub acknowledged_in_stored_chunks: u64,
     pub set_aside_records: u64,
-    /// Stored values by format (`chunk-v2`, `single-v1`, `unknown-0x..`).
+    /// Stored values by format (`lines-v3`, `chunk-v2`, `single-v1`, `unknown-0x..`).
     pub formats: BTreeMap<String, u64>,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -221,6 +221,7 @@ impl Scan {
 
     fn format(&mut self, v: &[u8]) {
         let name = match v.first() {
+            Some(&buffer::VALUE_LINES) => "lines-v3".to_string(),
             Some(&buffer::VALUE_CHUNK) => "chunk-v2".to_string(),
             Some(&buffer::VALUE_SINGLE) => "single-v1".to_string(),
             Some(b) => format!("unknown-0x{b:02x}"),

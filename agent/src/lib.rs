@@ -34,6 +34,7 @@ pub mod http_util;
 pub mod identity;
 pub mod metrics;
 pub mod runtime;
+pub mod ship_batch;
 pub mod shipper;
 pub mod sidecar;
 pub mod sink;

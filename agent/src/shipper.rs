@@ -7,6 +7,11 @@
 //! sequence numbers (records dropped or skipped), so `X-Groundtrail-Seq-First..Last` always
 //! describes a contiguous run and every gap the collector sees between batches is a real one.
 //!
+//! The body is built from the buffer's stored zstd frames as they are, without decompressing
+//! and compressing the records again (see `ship_batch`: what is sent as stored, what is
+//! decoded, and why the sequence, line-number and damage guarantees are unchanged). A batch
+//! therefore ends at an append's boundary when it can; the wire protocol is unchanged.
+//!
 //! # Whose answer it is
 //!
 //! A `400` or `413` is a verdict on the records only when it comes from the collector: an
@@ -76,6 +81,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent_events::AgentIdentity;
 use crate::buffer::{Buffer, Entry};
 use crate::metrics::Metrics;
+use crate::ship_batch::Batch;
 
 /// The collector's error codes that judge the records of a batch (`400`/`422`).
 const RECORD_VERDICTS: &[&str] = &["InvalidData", "FieldNotFound", "FieldTooLong"];
@@ -331,52 +337,43 @@ impl Shipper {
     /// The next batch: the head of the buffer, cut at the first sequence hole, once it is full
     /// or its oldest record has waited `batch_max_wait` (at once when draining). Empty only
     /// when draining and the buffer is empty.
-    async fn next_batch(&self, draining: bool) -> Result<Vec<Entry>, crate::buffer::BufferError> {
+    async fn next_batch(&self, draining: bool) -> Result<Batch, crate::buffer::BufferError> {
         loop {
             let appended = self.buffer.appended();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let buffer = self.buffer.clone();
             let (max_records, max_bytes) = (self.max_records, self.opts.batch_max_bytes);
-            let mut entries =
-                tokio::task::spawn_blocking(move || buffer.read_from(0, max_records, max_bytes))
-                    .await
-                    .map_err(|e| {
-                        crate::buffer::BufferError::Storage(format!("read task failed: {e}"))
-                    })??;
-            if let Some(cut) = entries.windows(2).position(|w| w[1].seq != w[0].seq + 1) {
-                entries.truncate(cut + 1);
-                return Ok(entries);
+            let mut batch = self.reread(max_records, max_bytes).await?;
+            if batch.cut_at_hole() || draining {
+                return Ok(batch);
             }
-            if draining {
-                return Ok(entries);
-            }
-            let Some(oldest) = entries.first() else {
+            let Some(oldest_ms) = batch.oldest_ms() else {
                 appended.await;
                 continue;
             };
-            let bytes: usize = entries.iter().map(|e| e.json.len() + 1).sum();
-            if entries.len() >= self.max_records || bytes * 10 >= max_bytes * 9 {
-                return Ok(entries);
+            let records = batch.len();
+            let bytes = batch.json_bytes() + records;
+            if batch.full || records >= self.max_records || bytes * 10 >= max_bytes * 9 {
+                return Ok(batch);
             }
-            let due_ms = oldest
-                .appended_ms
-                .saturating_add(self.opts.batch_max_wait.as_millis() as u64);
+            let due_ms = oldest_ms.saturating_add(self.opts.batch_max_wait.as_millis() as u64);
             let now = now_ms();
             if now >= due_ms {
-                return Ok(entries);
+                return Ok(batch);
             }
             // Until the batch is due, an append only matters once it can have filled the batch:
             // judge that from the depth and the mean record size so far instead of reading the
             // buffer again on every append (that was most of the agent's CPU at a steady trickle).
-            let per_record = bytes / entries.len();
+            let per_record = bytes / records;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(due_ms - now);
-            drop(entries);
+            drop(batch);
             loop {
                 tokio::select! {
                     _ = &mut appended => {}
                     _ = tokio::time::sleep_until(deadline) => {
-                        return self.reread(max_records, max_bytes).await;
+                        let mut batch = self.reread(max_records, max_bytes).await?;
+                        batch.cut_at_hole();
+                        return Ok(batch);
                     }
                 }
                 // Armed before looking, so that no append between the two is missed.
@@ -392,26 +389,35 @@ impl Shipper {
         }
     }
 
+    /// The head of the buffer (not yet cut at a hole). Stored frames are taken as they are
+    /// unless the shipper is narrowing down a refused batch (then every chunk is decoded, so
+    /// that a damaged one is found by the buffer, not sent again; see `ship_batch`).
     async fn reread(
         &self,
         max_records: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>, crate::buffer::BufferError> {
+    ) -> Result<Batch, crate::buffer::BufferError> {
         let buffer = self.buffer.clone();
-        let mut entries =
-            tokio::task::spawn_blocking(move || buffer.read_from(0, max_records, max_bytes))
-                .await
-                .map_err(|e| {
-                    crate::buffer::BufferError::Storage(format!("read task failed: {e}"))
-                })??;
-        if let Some(cut) = entries.windows(2).position(|w| w[1].seq != w[0].seq + 1) {
-            entries.truncate(cut + 1);
-        }
-        Ok(entries)
+        let stored = max_records >= self.opts.batch_max_records;
+        tokio::task::spawn_blocking(move || buffer.read_batch(max_records, max_bytes, stored))
+            .await
+            .map_err(|e| crate::buffer::BufferError::Storage(format!("read task failed: {e}")))?
     }
 
-    /// Sends one batch until the collector has decided about it (committed, or a record set
-    /// aside). Retries transient failures forever, with backoff and failover.
+    /// The body of a batch (see `ship_batch`); empty if it cannot be built.
+    fn batch_body(&self, batch: &Batch) -> Bytes {
+        match batch.body(self.opts.compress) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                // Only decompression of a stored frame (compression off) can fail: the frame is
+                // damaged. Send the batch re-read record by record, which finds the damage.
+                tracing::error!(error = %e, "cannot build the batch body");
+                Bytes::new()
+            }
+        }
+    }
+
+    /// The body of set-aside records sent on their own.
     fn body(&self, batch: &[Entry]) -> Bytes {
         let mut body = Vec::with_capacity(batch.iter().map(|e| e.json.len() + 1).sum());
         for e in batch {
@@ -458,9 +464,26 @@ impl Shipper {
             .is_some_and(|s| s == self.opts.id.event_source())
     }
 
-    /// The collector refused the record `entry`: set it aside, unless it is one of the agent's
+    /// The collector refused the record `seq`: set it aside, unless it is one of the agent's
     /// own (then it is held at the head and retried with backoff; see the module docs).
-    async fn refused(&mut self, entry: &Entry, err: &ErrorResponse) {
+    async fn refused(&mut self, seq: u64, err: &ErrorResponse) {
+        let buffer = self.buffer.clone();
+        let entry =
+            match tokio::task::spawn_blocking(move || buffer.read_from(seq, 1, usize::MAX)).await {
+                Ok(Ok(entries)) => entries.into_iter().next().filter(|e| e.seq == seq),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, seq, "cannot read the refused record; will retry");
+                    tokio::time::sleep(self.backoff_after(1)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, seq, "read task failed; will retry");
+                    tokio::time::sleep(self.backoff_after(1)).await;
+                    return;
+                }
+            };
+        // Gone (acknowledged, or removed as corrupt on this read): nothing to set aside.
+        let Some(entry) = entry else { return };
         if self.is_own(&entry.json) {
             let why = format!(
                 "the collector refuses the agent's own record (seq {}): {}: {}; it is kept at the head of the buffer and retried: the collector's limits are below what the agent produces",
@@ -527,10 +550,16 @@ impl Shipper {
         }
     }
 
-    async fn ship(&mut self, batch: &[Entry]) {
-        let first = batch[0].seq;
-        let last = batch[batch.len() - 1].seq;
-        let body = self.body(batch);
+    /// Sends one batch until the collector has decided about it (committed, or a record set
+    /// aside). Retries transient failures forever, with backoff and failover.
+    async fn ship(&mut self, batch: &Batch) {
+        let first = batch.first();
+        let last = batch.last();
+        let body = self.batch_body(batch);
+        if body.is_empty() {
+            self.max_records = 1;
+            return;
+        }
         loop {
             let outcome = self.attempt(body.clone(), Some((first, last))).await;
             match outcome {
@@ -544,15 +573,16 @@ impl Shipper {
                     }
                     return;
                 }
-                Outcome::BadLine(line, err) if line >= 1 && line <= batch.len() => {
+                Outcome::BadLine(line, err) if batch.seq_at_line(line).is_some() => {
                     self.mark_answered();
-                    self.refused(&batch[line - 1], &err).await;
+                    self.refused(batch.seq_at_line(line).unwrap_or(first), &err)
+                        .await;
                     return;
                 }
                 Outcome::BadLine(_, err) | Outcome::BadBatch(err) => {
                     self.mark_answered();
                     if batch.len() == 1 {
-                        self.refused(&batch[0], &err).await;
+                        self.refused(first, &err).await;
                     } else {
                         tracing::warn!(code = %err.code, message = %err.message,
                             "collector refused the batch without naming a record; sending one record per batch to find it");
@@ -563,7 +593,7 @@ impl Shipper {
                 Outcome::TooLarge(err) => {
                     self.mark_answered();
                     if batch.len() == 1 {
-                        self.refused(&batch[0], &err).await;
+                        self.refused(first, &err).await;
                     } else {
                         self.max_records = (batch.len() / 2).max(1);
                         tracing::warn!(
@@ -656,7 +686,7 @@ impl Shipper {
         });
     }
 
-    fn record_success(&mut self, batch: &[Entry], resp: &BatchResponse, commit: u64, wire: usize) {
+    fn record_success(&mut self, batch: &Batch, resp: &BatchResponse, commit: u64, wire: usize) {
         self.mark_answered();
         let now = now_ms();
         let m = &self.metrics;
@@ -664,14 +694,11 @@ impl Shipper {
         Metrics::add(&m.shipped_records, resp.committed);
         Metrics::add(&m.shipped_duplicates, resp.duplicates);
         Metrics::add(&m.shipped_bytes, wire as u64);
-        let lag_sum: u64 = batch
-            .iter()
-            .filter(|e| e.seq <= commit)
-            .map(|e| now.saturating_sub(e.appended_ms))
-            .sum();
-        Metrics::add(&m.lag_ms_sum, lag_sum);
-        m.last_lag_ms
-            .store(now.saturating_sub(batch[0].appended_ms), Ordering::Relaxed);
+        Metrics::add(&m.lag_ms_sum, batch.lag_sum(now, commit));
+        m.last_lag_ms.store(
+            now.saturating_sub(batch.oldest_ms().unwrap_or(now)),
+            Ordering::Relaxed,
+        );
         m.update_health(|h| {
             h.last_success_ms = Some(now);
             h.last_error = None;
@@ -1010,6 +1037,8 @@ mod scripted_collector_tests {
         last: u64,
         agent: String,
         records: Vec<Value>,
+        /// The body as sent.
+        raw: Vec<u8>,
     }
 
     type Script = dyn Fn(usize, &Received) -> (u16, String) + Send + Sync;
@@ -1034,11 +1063,23 @@ mod scripted_collector_tests {
             h(wire::HEADER_AGENT),
         );
         assert_eq!(req.uri().path(), wire::EVENTS_PATH);
-        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let raw = req.into_body().collect().await.unwrap().to_bytes().to_vec();
         let body = if zstd_body {
-            zstd::decode_all(&body[..]).unwrap()
+            match zstd::decode_all(&raw[..]) {
+                Ok(b) => b,
+                // As the collector answers a broken zstd stream (no line named).
+                Err(e) => {
+                    let err = ErrorResponse::new("InvalidData", format!("zstd: {e}"));
+                    let mut r =
+                        Response::new(Full::new(Bytes::from(serde_json::to_vec(&err).unwrap())));
+                    *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                    r.headers_mut()
+                        .insert(wire::HEADER_ERROR, "InvalidData".parse().unwrap());
+                    return r;
+                }
+            }
         } else {
-            body.to_vec()
+            raw.clone()
         };
         let records: Vec<Value> = body
             .split(|b| *b == b'\n')
@@ -1050,6 +1091,7 @@ mod scripted_collector_tests {
             last,
             agent,
             records,
+            raw,
         };
         let n = fake.received.lock().unwrap().len();
         let (status, body) = (fake.script)(n, &rec);
@@ -1214,6 +1256,68 @@ mod scripted_collector_tests {
             buffer.status().last_commit_point,
             Some(got.last().unwrap().last)
         );
+    }
+
+    /// `ship_batch`: a batch of whole chunks is their stored zstd frames, byte for byte, one
+    /// after the other: nothing decompressed or compressed again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ships_the_stored_frames_as_they_are() {
+        let (fake, url) = serve(Box::new(|_, r| ok(r))).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        for a in 0..5 {
+            buffer.try_append(&recs(5)[..a + 1], None).unwrap();
+        }
+        let stored: Vec<u8> = buffer
+            .raw_tree()
+            .scan_prefix([crate::buffer::K_RECORD])
+            .flat_map(|kv| kv.unwrap().1[crate::buffer::CHUNK_HEADER..].to_vec())
+            .collect();
+        ship_until_empty(&buffer, opts).await;
+        let got = fake.received.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "one batch");
+        assert_eq!(got[0].raw, stored);
+        assert_eq!(got[0].records.len(), 15);
+        assert_eq!(got[0].last - got[0].first + 1, 15);
+        assert_eq!(all_i(&fake), [0, 0, 1, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4]);
+    }
+
+    /// `ship_batch`: a stored frame that is damaged is refused by the collector (broken zstd,
+    /// no line); the shipper then reads record by record, the buffer removes and reports the
+    /// damaged chunk, and every other record is delivered: the damage is neither resent
+    /// forever nor set aside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_stored_frame_is_reported_as_loss_not_resent() {
+        let (fake, url) = serve(Box::new(|_, r| ok(r))).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, opts) = setup(dir.path(), &[url], 100);
+        let r = recs(6);
+        for a in 0..3 {
+            buffer.try_append(&r[a * 2..a * 2 + 2], None).unwrap();
+        }
+        let keys: Vec<_> = buffer
+            .raw_tree()
+            .scan_prefix([crate::buffer::K_RECORD])
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        let mut v = buffer.raw_tree().get(&keys[1]).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 4..].copy_from_slice(b"\xde\xad\xbe\xef");
+        buffer.raw_tree().insert(&keys[1], v).unwrap();
+        ship_until_empty(&buffer, opts).await;
+        assert_eq!(all_i(&fake), [0, 1, 4, 5]);
+        let got = fake.received.lock().unwrap().clone();
+        let names: Vec<&str> = got
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .filter_map(|r| r["eventName"].as_str())
+            .collect();
+        assert_eq!(
+            names.iter().filter(|n| **n == "BufferCorruption").count(),
+            1
+        );
+        let st = buffer.status();
+        assert_eq!((st.corrupt_total, st.set_aside), (2, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,7 +131,7 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
     assert_eq!(i["firstSeq"], acked + 1);
     assert_eq!(i["lastSeq"], written[8].0);
     assert_eq!(i["nextSeq"], written[8].0 + 1);
-    assert_eq!(i["formats"], json!({ "chunk-v2": 3 }));
+    assert_eq!(i["formats"], json!({ "lines-v3": 3 }));
     assert_eq!(i["problems"], json!([]));
     assert_eq!(i["agentRecords"], json!({}));
     assert!(i["oldestEventTime"].is_string() && i["newestEventTime"].is_string());
@@ -166,6 +166,55 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
 }
 
 /// The agent holds the buffer's lock while it runs: the tools refuse it (exit 2).
+/// A data directory written by an agent before chunks held ndjson (`chunk-v2`: each record
+/// length-prefixed in the frame) is still inspected, verified and exported by the tools, and
+/// read by the agent, which ships it decoded (as `ship_batch` says).
+#[test]
+fn a_buffer_of_the_earlier_chunk_format_is_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("buffer");
+    let b = open(&path);
+    let mut written = append(&b, 4);
+    written.extend(append(&b, 2));
+    // Rewrite every chunk as the earlier agent stored it: same header, kind 0x02, and a frame
+    // of (u32 BE length, JSON) per record.
+    let tree = b.raw_tree().clone();
+    for kv in tree.scan_prefix(b"r") {
+        let (k, v) = kv.unwrap();
+        assert_eq!(v[0], 3, "written as lines-v3");
+        let ndjson = zstd::decode_all(&v[13..]).unwrap();
+        let mut payload = Vec::new();
+        for line in ndjson.strip_suffix(b"\n").unwrap().split(|c| *c == b'\n') {
+            payload.extend_from_slice(&(line.len() as u32).to_be_bytes());
+            payload.extend_from_slice(line);
+        }
+        let mut old = vec![2u8];
+        old.extend_from_slice(&v[1..13]);
+        old.extend(zstd::encode_all(&payload[..], 1).unwrap());
+        tree.insert(k, old).unwrap();
+    }
+    b.flush().unwrap();
+    drop(tree);
+    drop(b);
+    let expected: Vec<String> = written.iter().map(|(_, id)| id.clone()).collect();
+
+    let i = inspect_json(&path);
+    assert_eq!(i["formats"], json!({ "chunk-v2": 2 }));
+    assert_eq!(i["records"], 6);
+    assert_eq!(i["problems"], json!([]));
+    let v = run(&["verify", "--path", p(&path)]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let e = run(&["export", "--path", p(&path)]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert_eq!(ids_of(&e.stdout), expected);
+
+    let b = open(&path);
+    let batch = b.read_batch(100, usize::MAX, true).unwrap();
+    assert_eq!((batch.len(), batch.stored_records()), (6, 0));
+    let body = String::from_utf8(batch.body(false).unwrap()).unwrap();
+    assert_eq!(ids_of(&body), expected);
+}
+
 #[test]
 fn a_buffer_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,10 @@
 //!    at all (`[[agents]]`);
 //! 2. media type and encoding (`415`);
 //! 3. body size as sent, then after zstd decompression (`413`; a zstd bomb stops at
-//!    `max_decompressed_bytes` without allocating more);
+//!    `max_decompressed_bytes` without allocating more). A zstd body may be several frames one
+//!    after the other (the agent sends its buffer's stored frames, one per append, as they
+//!    are): it decodes as their contents concatenated, line numbers run on across frames, and
+//!    the cap counts the whole body, not each frame;
 //! 4. per line: record count and size (`413`), then parse and validate (`400`), then whether
 //!    this agent may write that account and region (`403`) — each error names its 1-based line;
 //! 5. commit: dedup by `eventID` and write, under one lock (concurrent batches with the same
@@ -683,6 +686,58 @@ mod tests {
             decompress_capped(&ok, 999_999).unwrap_err().status.as_u16(),
             413
         );
+    }
+
+    /// The agent ships its buffer's stored zstd frames as they are, one frame per append: a
+    /// body of concatenated frames is their concatenated content, and the cap still holds for
+    /// the whole body (a bomb spread over many frames, each under the cap, stops at it).
+    #[test]
+    fn concatenated_frames_decode_as_one_body_and_stay_capped() {
+        let mut body = zstd::encode_all(&b"first\n"[..], 1).unwrap();
+        body.extend(zstd::encode_all(&b"second\n"[..], 3).unwrap());
+        body.extend(zstd::encode_all(&b"third\n"[..], 1).unwrap());
+        assert_eq!(
+            decompress_capped(&body, 1_000).unwrap(),
+            b"first\nsecond\nthird\n"
+        );
+        let mut bombs = Vec::new();
+        for _ in 0..40 {
+            bombs.extend(zstd::encode_all(&vec![b'a'; 900_000][..], 19).unwrap());
+        }
+        assert!(bombs.len() < 40_000);
+        let err = decompress_capped(&bombs, 1_000_000).unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // A broken frame after good ones is a broken body, not a shorter one.
+        let mut broken = zstd::encode_all(&b"ok\n"[..], 1).unwrap();
+        let second = zstd::encode_all(&b"lost\n"[..], 1).unwrap();
+        broken.extend_from_slice(&second[..second.len() - 2]);
+        assert_eq!(
+            decompress_capped(&broken, 1_000).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_several_frames_commits_and_names_lines_across_frames() {
+        let (_d, ingest, _rx) = setup(&[], LimitsConfig::default());
+        let h = headers(&[
+            ("content-encoding", "zstd"),
+            ("x-groundtrail-seq-first", "1"),
+            ("x-groundtrail-seq-last", "3"),
+        ]);
+        let frame = |lines: &[String]| {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            zstd::encode_all(text.as_bytes(), 1).unwrap()
+        };
+        // A bad record in the second frame is named by its line in the whole body.
+        let mut bad = frame(&[line(1, ACCOUNT, "us-east-1"), line(2, ACCOUNT, "us-east-1")]);
+        bad.extend(frame(&["{\"eventVersion\":".to_string()]));
+        let err = ingest.ingest("a", &h, Bytes::from(bad)).await.unwrap_err();
+        assert_eq!((err.status.as_u16(), err.body.line), (400, Some(3)));
+        let mut good = frame(&[line(1, ACCOUNT, "us-east-1"), line(2, ACCOUNT, "us-east-1")]);
+        good.extend(frame(&[line(3, ACCOUNT, "us-east-1")]));
+        let ok = ingest.ingest("a", &h, Bytes::from(good)).await.unwrap();
+        assert_eq!((ok.committed, ok.commit_point), (3, Some(3)));
     }
 
     #[tokio::test]

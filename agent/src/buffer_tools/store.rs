@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use crate::buffer::{self, K_ASIDE, K_RECORD, TREE, VALUE_CHUNK, VALUE_SINGLE};
+use crate::buffer::{self, K_ASIDE, K_RECORD, TREE, VALUE_CHUNK, VALUE_LINES, VALUE_SINGLE};
 
 /// Why a buffer directory cannot be examined at all (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +191,7 @@ fn check_format(tree: &sled::Tree, path: &str) -> Result<(), StoreError> {
     for kind in [K_RECORD, K_ASIDE] {
         if let Some(Ok((_, v))) = tree.scan_prefix([kind]).next()
             && let Some(&format) = v.first()
+            && format != VALUE_LINES
             && format != VALUE_CHUNK
             && format != VALUE_SINGLE
         {
@@ -282,7 +283,9 @@ pub mod salvage {
 
     use indicatif::ProgressBar;
 
-    use crate::buffer::{self, CHUNK_HEADER, SINGLE_HEADER, VALUE_CHUNK, VALUE_SINGLE};
+    use crate::buffer::{
+        self, CHUNK_HEADER, SINGLE_HEADER, VALUE_CHUNK, VALUE_LINES, VALUE_SINGLE,
+    };
 
     const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
     /// Append times outside 2001..2100 (unix ms) are not a header.
@@ -341,8 +344,11 @@ pub mod salvage {
             while let Some(at) = data[i..].windows(4).position(|w| w == ZSTD_MAGIC) {
                 let p = i + at;
                 i = p + 1;
-                for (header, format) in [(CHUNK_HEADER, VALUE_CHUNK), (SINGLE_HEADER, VALUE_SINGLE)]
-                {
+                for (header, format) in [
+                    (CHUNK_HEADER, VALUE_LINES),
+                    (CHUNK_HEADER, VALUE_CHUNK),
+                    (SINGLE_HEADER, VALUE_SINGLE),
+                ] {
                     let Some(start) = p.checked_sub(header) else {
                         continue;
                     };
