@@ -313,12 +313,13 @@ pub fn convert_to_json(
     channel: &str,
     ctx: &Context<'_>,
 ) -> Result<Converted, EventError> {
+    // One SHA-256 of eventData serves the checksum and the eventID.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
     if let Some(sum) = &ev.event_data_checksum {
         let want = base64::engine::general_purpose::STANDARD
             .decode(sum)
             .map_err(|_| ev_err("InvalidChecksum", "eventDataChecksum is not base64"))?;
-        let have = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
-        if want != have.as_ref() {
+        if want != digest.as_ref() {
             return Err(ev_err(
                 "InvalidChecksum",
                 "eventDataChecksum is not the base64 SHA-256 of eventData",
@@ -465,7 +466,6 @@ pub fn convert_to_json(
         ));
     }
 
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ev.event_data.as_bytes());
     let mut name = Vec::new();
     for part in [
         recipient.as_bytes(),
