@@ -115,6 +115,58 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The `NOTIFY_SOCKET` a spawned binary reports `READY=1` to (sd_notify(3)), under the
+/// system's temp directory (a socket path must stay under 108 bytes). Dropped after the
+/// readiness: the binary's later notifications then fail at once (a logged warning), they
+/// never wait on a full queue.
+pub struct Readiness {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+impl Readiness {
+    pub fn new() -> Readiness {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "gt-ready-{}-{}.sock",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+        sock.set_nonblocking(true)
+            .expect("non-blocking NOTIFY_SOCKET");
+        Readiness { path, sock }
+    }
+
+    /// Whether `READY=1` has arrived (reads what is queued, never waits).
+    pub fn received(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness::new()
+    }
+}
+
+impl Drop for Readiness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A TCP port on loopback that was free a moment ago.
 ///
 /// Not the kernel's choice for port 0: that port is free again once the probe closes, so two
@@ -382,11 +434,13 @@ impl Collector {
             .append(true)
             .open(&self.log_path)
             .expect("collector log");
+        let ready = Readiness::new();
         let child = Command::new(bin("groundtrail-collector"))
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(&self.dir)
+            .env("NOTIFY_SOCKET", &ready.path)
             .env("RUST_LOG", "info")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -401,8 +455,11 @@ impl Collector {
         self.child = Some(child);
         let addr = self.addr;
         let start = Instant::now();
+        // Ready is the collector's own `READY=1` (sent once every listener is bound and every
+        // task runs), not a connect to the port: a port that answers may be another process's,
+        // or this one's in the moment before a failed start exits.
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if ready.received() {
                 break;
             }
             if let Some(status) = self
@@ -412,13 +469,13 @@ impl Collector {
             {
                 self.child = None;
                 panic!(
-                    "collector exited with {status} before listening; log:\n{}",
+                    "collector exited with {status} before it was ready; log:\n{}",
                     self.log()
                 );
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "collector not listening on {addr}; log:\n{}",
+                "collector not ready on {addr}; log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
