@@ -215,6 +215,16 @@ where
 // Records and batches
 
 /// A valid CloudTrail record for `account`/`region`, with a fresh `eventID`.
+/// A record of the test account and region from `source`: `Describe` (read-only) or `Update`,
+/// for tests of what event selectors take.
+pub fn record_of(source: &str, read_only: bool) -> Value {
+    let mut r = record(ACCOUNT, REGION);
+    r["eventSource"] = source.into();
+    r["eventName"] = if read_only { "Describe" } else { "Update" }.into();
+    r["readOnly"] = read_only.into();
+    r
+}
+
 pub fn record(account: &str, region: &str) -> Value {
     let mut r = Record::new(
         "sshd.onprem.internal",

@@ -84,15 +84,6 @@ fn ok(r: (i32, Value, String)) -> Value {
     r.1
 }
 
-/// A record of `source`, read-only or not.
-fn rec(source: &str, read_only: bool) -> Value {
-    let mut r = record(ACCOUNT, REGION);
-    r["eventSource"] = source.into();
-    r["eventName"] = if read_only { "Describe" } else { "Update" }.into();
-    r["readOnly"] = read_only.into();
-    r
-}
-
 fn id(r: &Value) -> String {
     r["eventID"].as_str().unwrap().to_string()
 }
@@ -149,8 +140,8 @@ async fn selectors_and_logging_change_what_the_trail_records() {
 
     // The default: every record, and selectors that say so.
     let before = [
-        rec("app.onprem.internal", false),
-        rec("sshd.onprem.internal", true),
+        record_of("app.onprem.internal", false),
+        record_of("sshd.onprem.internal", true),
     ];
     assert_eq!(c.client().post_records(&before).await.unwrap().status, 200);
     store.wait_delivered(&event_ids(&before)).await;
@@ -179,10 +170,10 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     // From then on: the app's writes only. The taken record comes last in its batch, so once
     // it is delivered the others were judged.
     let after = [
-        rec("sshd.onprem.internal", true),
-        rec("app.onprem.internal", true),
-        rec("sshd.onprem.internal", false),
-        rec("app.onprem.internal", false),
+        record_of("sshd.onprem.internal", true),
+        record_of("app.onprem.internal", true),
+        record_of("sshd.onprem.internal", false),
+        record_of("app.onprem.internal", false),
     ];
     assert_eq!(c.client().post_records(&after).await.unwrap().status, 200);
     store.wait_delivered(&[id(&after[3])]).await;
@@ -212,14 +203,14 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     assert_eq!(status["IsLogging"], false, "{status}");
     assert!(status["TimeLoggingStopped"].is_string(), "{status}");
     let n = passed_over(&c).await;
-    let stopped = [rec("app.onprem.internal", false)];
+    let stopped = [record_of("app.onprem.internal", false)];
     assert_eq!(c.client().post_records(&stopped).await.unwrap().status, 200);
     wait_for("the record posted while stopped passed over", || async {
         (passed_over(&c).await > n).then_some(())
     })
     .await;
     ok(on_trail(&cli, &c, writer, "start-logging"));
-    let resumed = [rec("app.onprem.internal", false)];
+    let resumed = [record_of("app.onprem.internal", false)];
     assert_eq!(c.client().post_records(&resumed).await.unwrap().status, 200);
     store.wait_delivered(&[id(&resumed[0])]).await;
     assert!(!trail_ids(&store).await.contains(&id(&stopped[0])));
@@ -275,8 +266,8 @@ async fn selectors_and_logging_change_what_the_trail_records() {
     let status = ok(on_trail(&cli, &c, reader, "get-trail-status"));
     assert_eq!(status["IsLogging"], true);
     let last = [
-        rec("sshd.onprem.internal", false),
-        rec("app.onprem.internal", false),
+        record_of("sshd.onprem.internal", false),
+        record_of("app.onprem.internal", false),
     ];
     assert_eq!(c.client().post_records(&last).await.unwrap().status, 200);
     store.wait_delivered(&[id(&last[1])]).await;

@@ -49,14 +49,6 @@ force_path_style = true
     spec
 }
 
-fn rec(source: &str, read_only: bool) -> Value {
-    let mut r = record(ACCOUNT, REGION);
-    r["eventSource"] = source.into();
-    r["eventName"] = if read_only { "Describe" } else { "Update" }.into();
-    r["readOnly"] = read_only.into();
-    r
-}
-
 fn id(r: &Value) -> String {
     r["eventID"].as_str().unwrap().to_string()
 }
@@ -121,10 +113,10 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
 
     // Four kinds of record: only the app's writes are the developers'.
     let batch = [
-        rec("app.onprem.internal", false),
-        rec("app.onprem.internal", true),
-        rec("sshd.onprem.internal", false),
-        rec("sshd.onprem.internal", true),
+        record_of("app.onprem.internal", false),
+        record_of("app.onprem.internal", true),
+        record_of("sshd.onprem.internal", false),
+        record_of("sshd.onprem.internal", true),
     ];
     assert_eq!(c.client().post_records(&batch).await.unwrap().status, 200);
     security.wait_delivered(&event_ids(&batch)).await;
@@ -181,8 +173,8 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
         "the other trail is unchanged"
     );
     let later = [
-        rec("sshd.onprem.internal", true),
-        rec("sshd.onprem.internal", false),
+        record_of("sshd.onprem.internal", true),
+        record_of("sshd.onprem.internal", false),
     ];
     assert_eq!(c.client().post_records(&later).await.unwrap().status, 200);
     developers.wait_delivered(&[id(&later[1])]).await;
@@ -212,8 +204,8 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
     // SIGTERM right after a 200: the feed copies the records before it stops, and the
     // developers' files are delivered within the shutdown, without a restart.
     let last_words = [
-        rec("app.onprem.internal", false),
-        rec("app.onprem.internal", false),
+        record_of("app.onprem.internal", false),
+        record_of("app.onprem.internal", false),
     ];
     assert_eq!(
         c.client().post_records(&last_words).await.unwrap().status,
@@ -229,7 +221,7 @@ async fn two_trails_take_what_their_selectors_take_and_validate() {
     // kill -9 right after a 200: each trail still gets each of its records exactly once.
     let crash: Vec<Value> = (0..50)
         .map(|i| {
-            rec(
+            record_of(
                 if i % 2 == 0 {
                     "app.onprem.internal"
                 } else {
