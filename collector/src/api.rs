@@ -413,9 +413,12 @@ impl Api {
 
     /// The trail `name` (a trail name or its ARN) names.
     fn find_trail(&self, name: &str) -> Option<&TrailView> {
-        self.trails
-            .iter()
-            .find(|v| name == v.spec.name || name == self.arn_of(v))
+        self.trails.iter().find(|v| self.names(v, name))
+    }
+
+    /// Whether `name` is `view`'s name or its exact ARN.
+    fn names(&self, view: &TrailView, name: &str) -> bool {
+        name == view.spec.name || name == self.arn_of(view)
     }
 
     fn describe_trails(&self, input: &Map<String, Value>) -> Value {
@@ -427,12 +430,7 @@ impl Api {
         let list: Vec<Value> = self
             .trails
             .iter()
-            .filter(|v| {
-                wanted.is_empty()
-                    || wanted
-                        .iter()
-                        .any(|n| self.find_trail(n).is_some_and(|f| std::ptr::eq(f, *v)))
-            })
+            .filter(|v| wanted.is_empty() || wanted.iter().any(|n| self.names(v, n)))
             .map(|v| self.trail(v))
             .collect();
         json!({ "trailList": list })

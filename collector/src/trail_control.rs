@@ -271,12 +271,8 @@ fn decode(stored: &Value) -> Result<Selectors, String> {
 /// judged by the selectors like any other record.
 pub fn is_control_event_for(record: &Value, trail: &str) -> bool {
     let named = |v: &Value| {
-        v.as_str().is_some_and(|n| {
-            n == trail
-                || (n.starts_with("arn:")
-                    && n.strip_suffix(trail)
-                        .is_some_and(|r| r.ends_with(":trail/")))
-        })
+        v.as_str()
+            .is_some_and(|n| crate::trails::names_trail(n, trail))
     };
     // A call refused because it named no trail of ours (an ARN of another region or account
     // ending in this trail's name, say) is no change to this trail.

@@ -112,15 +112,6 @@ impl TrailSpec {
         )
     }
 
-    /// Whether `name` (a trail name, or an ARN ending in `:trail/<name>`) names this trail.
-    pub fn is_named(&self, name: &str) -> bool {
-        name == self.name
-            || (name.starts_with("arn:")
-                && name
-                    .strip_suffix(&self.name)
-                    .is_some_and(|r| r.ends_with(":trail/")))
-    }
-
     /// One line for `check-config`: what the trail is and where it comes from.
     pub fn describe(&self) -> String {
         let dests: Vec<String> = self.destinations.iter().map(|d| d.name()).collect();
@@ -149,6 +140,17 @@ impl TrailSpec {
             },
         )
     }
+}
+
+/// Whether `candidate` (a trail name, or an ARN ending in `:trail/<name>`, whatever its region
+/// and account) names the trail `trail`: how a record's `requestParameters` are matched to a
+/// trail ([`crate::trail_control`]), where the exact ARN may not be known.
+pub fn names_trail(candidate: &str, trail: &str) -> bool {
+    candidate == trail
+        || (candidate.starts_with("arn:")
+            && candidate
+                .strip_suffix(trail)
+                .is_some_and(|r| r.ends_with(":trail/")))
 }
 
 /// Checks a trail name: 1-128 letters, digits, `.`, `_`, `-` (what `[trail] name` always took;
@@ -382,10 +384,15 @@ bucket = "dev-bucket"
         assert!(
             d.records_insight("ApiErrorRateInsight") && !d.records_insight("ApiCallRateInsight")
         );
-        assert!(d.is_named("developers"));
-        assert!(d.is_named("arn:aws:cloudtrail:eu-west-1:111122223333:trail/developers"));
-        assert!(!d.is_named("arn:aws:cloudtrail:eu-west-1:111122223333:trail/xdevelopers"));
-        assert!(!d.is_named("developer"));
+        let named = |n: &str| names_trail(n, &d.name);
+        assert!(named("developers"));
+        assert!(named(
+            "arn:aws:cloudtrail:eu-west-1:111122223333:trail/developers"
+        ));
+        assert!(!named(
+            "arn:aws:cloudtrail:eu-west-1:111122223333:trail/xdevelopers"
+        ));
+        assert!(!named("developer"));
     }
 
     /// Each bad entry is refused with the field named.

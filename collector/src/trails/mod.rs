@@ -43,7 +43,9 @@ mod config;
 pub mod feed;
 pub mod pipeline;
 
-pub use config::{TrailSection, TrailSpec, check_destinations, check_name, check_organization_id};
+pub use config::{
+    TrailSection, TrailSpec, check_destinations, check_name, check_organization_id, names_trail,
+};
 
 /// Where a `[[trails]]` trail's journal lives: `<journal>/trails/<name>`.
 pub fn journal_path(journal: &std::path::Path, name: &str) -> std::path::PathBuf {
