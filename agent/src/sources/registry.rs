@@ -6,6 +6,7 @@
 //! counters in `/metrics` and `groundtrail-agent status`, and the generated config example all
 //! follow from those (a test below fails when the registry and the config disagree).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use groundtrail_common::shutdown::Shutdown;
@@ -15,7 +16,7 @@ use super::{
     Env, SourceStats, SourcesConfig, auditd, auth_log, fim, journald, packages, spawn_file,
 };
 use crate::sink::RecordSink;
-use crate::tail::TailOptions;
+use crate::tail::{LineHandler, TailOptions};
 
 /// What every source is started with.
 pub struct Start {
@@ -41,6 +42,29 @@ pub trait Source: Sync {
 /// Every host source, in the order they start.
 pub static REGISTRY: [&dyn Source; 5] = [&AuthLog, &Journald, &Auditd, &Packages, &Fim];
 
+/// Follows one file with `handler` (a file source's one task), keyed `<name>:<path>`.
+fn follow(
+    start: &Start,
+    name: &str,
+    path: PathBuf,
+    start_at_end: bool,
+    handler: Box<dyn LineHandler>,
+) -> Vec<JoinHandle<()>> {
+    let opts = TailOptions {
+        start_at_end,
+        ..TailOptions::default()
+    };
+    vec![spawn_file(
+        format!("{name}:{}", path.display()),
+        path,
+        start.env.ctx.host.clone(),
+        start.sink.clone(),
+        start.shutdown.clone(),
+        opts,
+        handler,
+    )]
+}
+
 struct AuthLog;
 impl Source for AuthLog {
     fn name(&self) -> &'static str {
@@ -55,20 +79,8 @@ impl Source for AuthLog {
             return Vec::new();
         }
         let path = c.resolved_path();
-        let opts = TailOptions {
-            start_at_end: c.start_at_end,
-            ..TailOptions::default()
-        };
         let handler = auth_log::handler(start.env.clone(), &path);
-        vec![spawn_file(
-            format!("auth_log:{}", path.display()),
-            path,
-            start.env.ctx.host.clone(),
-            start.sink.clone(),
-            start.shutdown.clone(),
-            opts,
-            handler,
-        )]
+        follow(start, self.name(), path, c.start_at_end, handler)
     }
 }
 
@@ -85,20 +97,8 @@ impl Source for Auditd {
         if !c.enabled {
             return Vec::new();
         }
-        let opts = TailOptions {
-            start_at_end: c.start_at_end,
-            ..TailOptions::default()
-        };
         let handler = Box::new(auditd::AuditHandler::new(start.env.clone(), c.execve));
-        vec![spawn_file(
-            format!("auditd:{}", c.path.display()),
-            c.path.clone(),
-            start.env.ctx.host.clone(),
-            start.sink.clone(),
-            start.shutdown.clone(),
-            opts,
-            handler,
-        )]
+        follow(start, self.name(), c.path.clone(), c.start_at_end, handler)
     }
 }
 
