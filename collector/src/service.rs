@@ -71,8 +71,9 @@ pub enum ServeError {
     Detection(#[from] crate::detector::DetectorError),
     #[error("[insights.model] {0}")]
     Insights(String),
-    #[error("[trail] event selectors: {0}")]
-    Selectors(String),
+    /// A trail's settings (`[trail]`, `[[trails]]`); the message names the field.
+    #[error("{0}")]
+    Trails(String),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -177,7 +178,7 @@ pub async fn serve(
         _ => None,
     };
 
-    let specs = config.trail_specs().map_err(ServeError::Selectors)?;
+    let specs = config.trail_specs().map_err(ServeError::Trails)?;
     let mut specs = specs.into_iter();
     let primary_spec = specs.next().expect("the primary trail is always there");
     // Validated with the config; a stored PutEventSelectors applies on top (see trail_control).
