@@ -28,6 +28,7 @@ pub fn example() -> Result<String, String> {
         include_str!("insights/config.rs"),
         include_str!("selectors/config.rs"),
         include_str!("console/config.rs"),
+        include_str!("cluster/config.rs"),
         include_str!("../../detection/src/insights/config.rs"),
     ]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
@@ -82,6 +83,9 @@ pub struct Config {
     /// More trails beside the primary one, each with its own destinations, key prefix, event
     /// selectors, insight types and digest chains (see docs/collector.md, "Trails").
     pub trails: Vec<crate::trails::TrailSection>,
+    /// Cluster mode: several collectors share one trail through a NATS JetStream cluster
+    /// (see docs/cluster.md). Off unless `nats` lists servers.
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// `[api]`: the CloudTrail API on the same listener as ingest (`POST /` with `X-Amz-Target`,
@@ -742,6 +746,37 @@ impl Config {
     }
 
     /// Where the history store lives: `[history] path`, or `history` beside the journal.
+    /// `[cluster]`: its own fields, and the single-node features it cannot run yet (refused
+    /// rather than silently applied on one collector only).
+    fn validate_cluster(&self) -> anyhow::Result<()> {
+        if self
+            .cluster
+            .settings()
+            .map_err(anyhow::Error::msg)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let unsupported = [
+            (!self.trails.is_empty(), "[[trails]]"),
+            (
+                !self.trail.event_selectors.is_empty()
+                    || !self.trail.advanced_event_selectors.is_empty(),
+                "[trail] event selectors",
+            ),
+            (self.insights.enabled(), "[insights] types"),
+            (!self.notifications.is_empty(), "[[notifications]]"),
+        ];
+        for (set, what) in unsupported {
+            if set {
+                anyhow::bail!(
+                    "[cluster]: {what} is not supported in cluster mode yet (single-node only); remove it or run without [cluster]"
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn history_path(&self) -> PathBuf {
         match &self.history.path {
             Some(p) => p.clone(),
@@ -762,6 +797,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         use groundtrail_common::event::{is_account_id, is_region};
+        self.validate_cluster()?;
         let s = &self.server;
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             bail!("[server] tls_cert and tls_key must be set together");

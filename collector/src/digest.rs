@@ -54,14 +54,22 @@ pub struct DigestTarget {
     pub wake: Arc<Notify>,
 }
 
+/// How the digests of one trail are named, signed and timed: everything about a digest
+/// except where its chain is kept. The [`DigestWriter`] keeps chains in the journal; a cluster
+/// shard writer keeps them in its shard's state (see `crate::cluster`).
+#[derive(Clone)]
+pub struct ChainSigner {
+    pub key: Arc<SigningKey>,
+    pub layout: TrailLayout,
+    pub trail_name: String,
+    pub home_region: String,
+    pub interval: Duration,
+}
+
 /// Writes the digests of every chain.
 pub struct DigestWriter {
     journal: Arc<Journal>,
-    key: Arc<SigningKey>,
-    layout: TrailLayout,
-    trail_name: String,
-    home_region: String,
-    interval: Duration,
+    signer: ChainSigner,
     targets: Vec<DigestTarget>,
     /// A chain that exists from the start, before any file: the trail's own account and home
     /// region, so an idle trail still gets its digests (as CloudTrail's does), counted from
@@ -72,7 +80,7 @@ pub struct DigestWriter {
 impl std::fmt::Debug for DigestWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DigestWriter")
-            .field("trail_name", &self.trail_name)
+            .field("trail_name", &self.signer.trail_name)
             .finish_non_exhaustive()
     }
 }
@@ -86,47 +94,14 @@ pub struct SignedDigest {
     pub signature: String,
 }
 
-impl DigestWriter {
-    pub fn new(
-        journal: Arc<Journal>,
-        key: Arc<SigningKey>,
-        layout: TrailLayout,
-        trail_name: String,
-        home_region: String,
-        interval: Duration,
-        targets: Vec<DigestTarget>,
-    ) -> DigestWriter {
-        DigestWriter {
-            journal,
-            key,
-            layout,
-            trail_name,
-            home_region,
-            interval,
-            targets,
-            seed: None,
-        }
-    }
-
-    /// Makes (`account`, `region`) a chain of every destination from `started` on, even before
-    /// any file is delivered for it.
-    pub fn with_seed(
-        mut self,
-        account: &str,
-        region: &str,
-        started: DateTime<Utc>,
-    ) -> DigestWriter {
-        self.seed = Some(((account.to_string(), region.to_string()), started));
-        self
-    }
-
-    fn interval(&self) -> chrono::Duration {
+impl ChainSigner {
+    pub fn interval(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.interval).unwrap_or(chrono::Duration::hours(1))
     }
 
     /// When a chain's next digest is due: an interval after its head ends, or after its first
     /// waiting file was delivered. `None` for a chain with neither (nothing to do).
-    fn due_at(&self, chain: &Chain) -> Option<DateTime<Utc>> {
+    pub fn due_at(&self, chain: &Chain) -> Option<DateTime<Utc>> {
         let base = match &chain.head {
             Some(h) => parse_json_time(&h.end_time)?,
             None => chain
@@ -141,7 +116,7 @@ impl DigestWriter {
     /// Builds and signs the next digest of a chain ending at (about) `now`.
     pub fn sign(
         &self,
-        target: &DigestTarget,
+        bucket: &str,
         account: &str,
         region: &str,
         chain: &Chain,
@@ -180,7 +155,7 @@ impl DigestWriter {
             aws_account_id: account.to_string(),
             digest_start_time: json_time(start),
             digest_end_time: json_time(end),
-            digest_s3_bucket: target.bucket.clone(),
+            digest_s3_bucket: bucket.to_string(),
             digest_s3_object: key.clone(),
             digest_public_key_fingerprint: self.key.fingerprint().to_string(),
             digest_signature_algorithm: SIGNATURE_ALGORITHM.to_string(),
@@ -206,6 +181,43 @@ impl DigestWriter {
             signature,
         })
     }
+}
+
+impl DigestWriter {
+    pub fn new(
+        journal: Arc<Journal>,
+        key: Arc<SigningKey>,
+        layout: TrailLayout,
+        trail_name: String,
+        home_region: String,
+        interval: Duration,
+        targets: Vec<DigestTarget>,
+    ) -> DigestWriter {
+        DigestWriter {
+            journal,
+            signer: ChainSigner {
+                key,
+                layout,
+                trail_name,
+                home_region,
+                interval,
+            },
+            targets,
+            seed: None,
+        }
+    }
+
+    /// Makes (`account`, `region`) a chain of every destination from `started` on, even before
+    /// any file is delivered for it.
+    pub fn with_seed(
+        mut self,
+        account: &str,
+        region: &str,
+        started: DateTime<Utc>,
+    ) -> DigestWriter {
+        self.seed = Some(((account.to_string(), region.to_string()), started));
+        self
+    }
 
     /// Writes every digest that is due at `now` — or, with `force`, one for every chain with
     /// delivered files not yet in a digest (shutdown) — records them, flushes, and wakes the
@@ -220,14 +232,20 @@ impl DigestWriter {
             }
             for ((account, region), chain) in chains {
                 let seeded = self.seed.as_ref().and_then(|((a, r), started)| {
-                    (a == &account && r == &region).then(|| *started + self.interval())
+                    (a == &account && r == &region).then(|| *started + self.signer.interval())
                 });
-                let due = self.due_at(&chain).or(seeded).is_some_and(|at| at <= now)
+                let due = self
+                    .signer
+                    .due_at(&chain)
+                    .or(seeded)
+                    .is_some_and(|at| at <= now)
                     || (force && !chain.waiting.is_empty());
                 if !due {
                     continue;
                 }
-                let signed = self.sign(target, &account, &region, &chain, now)?;
+                let signed = self
+                    .signer
+                    .sign(&target.bucket, &account, &region, &chain, now)?;
                 let head = ChainHead {
                     end_time: signed.document.digest_end_time.clone(),
                     bucket: target.bucket.clone(),
@@ -270,7 +288,7 @@ impl DigestWriter {
 
     /// Writes due digests until shutdown, checking every second (or every interval, if shorter).
     pub async fn run(&self, mut shutdown: Shutdown) {
-        let tick = self.interval.min(Duration::from_secs(1));
+        let tick = self.signer.interval.min(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = shutdown.recv() => return,

@@ -1505,6 +1505,22 @@ impl History {
         self.db.insert(b"v/indexed", &position.to_be_bytes()[..])?;
         Ok(())
     }
+
+    /// Cluster mode: the `GT_RECORDS` sequence below which every chunk is indexed (see
+    /// `crate::cluster::history`). Kept apart from the journal position: a collector moved
+    /// between modes must not read one as the other.
+    pub fn stream_position(&self) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(b"v/stream")?
+            .and_then(|v| v.get(..8)?.try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Records that every chunk below `position` is indexed; durable with the next flush.
+    pub fn set_stream_position(&self, position: u64) -> Result<()> {
+        self.db.insert(b"v/stream", &position.to_be_bytes()[..])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -128,6 +128,9 @@ pub struct Ingest {
     batcher: mpsc::Sender<Vec<PendingRecord>>,
     /// The (account, region) pairs the trail holds, at most `max_account_regions`.
     pairs: Mutex<HashSet<(String, String)>>,
+    /// Cluster mode: records go to the cluster's stream instead of the journal (see
+    /// [`crate::cluster::publish`]).
+    cluster: Option<Arc<crate::cluster::publish::Publisher>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -165,7 +168,14 @@ impl Ingest {
             mtls,
             batcher,
             pairs: Mutex::default(),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: a batch's `200` waits for the cluster's stream, not the journal.
+    pub fn with_cluster(mut self, publisher: Arc<crate::cluster::publish::Publisher>) -> Ingest {
+        self.cluster = Some(publisher);
+        self
     }
 
     /// Adds pairs the trail already holds (digest chains, agents' last pairs) to the count of
@@ -463,6 +473,9 @@ impl Ingest {
     ) -> Result<BatchResponse, Refusal> {
         self.check_headers(agent, headers)?;
         let seq = Self::seq_range(headers)?;
+        if let Some(publisher) = &self.cluster {
+            return self.publish(publisher, agent, headers, body, seq).await;
+        }
         // Commit, flush and hand-off run as one spawned task, awaited here. hyper drops this
         // future when the client disconnects; were that to happen between the journal commit
         // and the batcher hand-off, the records would be durable but unknown to the running
@@ -524,6 +537,37 @@ impl Ingest {
 }
 
 impl Ingest {
+    /// Cluster mode's commit point: parse as always, then publish; `200` only once the
+    /// cluster acknowledged every chunk.
+    async fn publish(
+        self: &Arc<Self>,
+        publisher: &crate::cluster::publish::Publisher,
+        agent: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        seq: Option<(u64, u64)>,
+    ) -> Result<BatchResponse, Refusal> {
+        let worker = self.clone();
+        let (who, headers) = (agent.to_string(), headers.clone());
+        let records = tokio::task::spawn_blocking(move || worker.parse(&who, &headers, &body))
+            .await
+            .map_err(internal)??;
+        let received = records.len() as u64;
+        let published = publisher.publish(&records).await.map_err(cluster_refusal)?;
+        BatchCommitted {
+            agent,
+            received,
+            committed: published.stored,
+            duplicates: published.duplicates,
+        }
+        .emit();
+        Ok(BatchResponse {
+            committed: published.stored,
+            duplicates: published.duplicates,
+            commit_point: seq.map(|(_, last)| last),
+        })
+    }
+
     /// Commits records that arrived some other way than an agent batch (`PutAuditEvents`)
     /// through the same path: dedup and journal commit, flush, then the batcher. Returns the
     /// outcome only once the records are durable.
@@ -531,6 +575,16 @@ impl Ingest {
         self: &Arc<Self>,
         records: Vec<groundtrail_common::Record>,
     ) -> Result<crate::journal::CommitOutcome, crate::journal::JournalError> {
+        if let Some(publisher) = &self.cluster {
+            let published = publisher
+                .publish(&records)
+                .await
+                .map_err(|e| crate::journal::JournalError::Other(e.to_string()))?;
+            return Ok(crate::journal::CommitOutcome {
+                committed: Vec::new(),
+                duplicates: published.duplicates,
+            });
+        }
         // One spawned task for the same reason as in `ingest_inner`: a dropped request must
         // not separate the commit from the batcher hand-off.
         let this = self.clone();
@@ -575,6 +629,17 @@ fn track_refusal(e: TrackError) -> Refusal {
         ),
         TrackError::Journal(e) => internal(e),
     }
+}
+
+/// A batch the cluster's stream did not take: `503`, so the agent keeps it and resends.
+fn cluster_refusal(e: crate::cluster::publish::PublishError) -> Refusal {
+    tracing::warn!("ingest: {e}");
+    crate::cluster::metrics::add(&crate::cluster::metrics::metrics().publish_failures, 1);
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+        format!("{e}; nothing of the batch is acknowledged, retry later"),
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> Refusal {

@@ -25,6 +25,7 @@ pub mod api;
 pub mod batcher;
 pub mod budget;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod dedup;

@@ -506,6 +506,7 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        crate::cluster::metrics::render(&mut out);
         out
     }
 }

@@ -74,6 +74,9 @@ pub enum ServeError {
     /// A trail's settings (`[trail]`, `[[trails]]`); the message names the field.
     #[error("{0}")]
     Trails(String),
+    /// Cluster mode could not start (`[cluster]`, the NATS servers).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Runs the collector on `listener` until `shutdown`, then shuts down as described above.
@@ -92,6 +95,9 @@ pub async fn serve(
         && !addr.ip().is_loopback()
     {
         return Err(ServeError::Plaintext(addr));
+    }
+    if let Some(cluster) = config.cluster.settings().map_err(ServeError::Cluster)? {
+        return crate::cluster::service::serve(config, cluster, listener, external).await;
     }
     let journal = Arc::new(Journal::open_with_settings(
         &config.journal.path,
@@ -167,16 +173,7 @@ pub async fn serve(
         journal.flush().await?;
     }
 
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(tls_key)) => Some(tokio_rustls::TlsAcceptor::from(
-            groundtrail_common::tls::server_config(
-                cert,
-                tls_key,
-                config.server.client_ca.as_deref(),
-            )?,
-        )),
-        _ => None,
-    };
+    let tls = server_tls(&config)?;
 
     let specs = config.trail_specs().map_err(ServeError::Trails)?;
     let mut specs = specs.into_iter();
@@ -375,22 +372,7 @@ pub async fn serve(
         destinations = ?names,
         "collector listening"
     );
-    let api_listener = match config.api.listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::ApiListen { addr, source })?,
-        ),
-        None => None,
-    };
-    let api_tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(tls_key)) if api_listener.is_some() => {
-            Some(tokio_rustls::TlsAcceptor::from(
-                groundtrail_common::tls::server_config(cert, tls_key, None)?,
-            ))
-        }
-        _ => None,
-    };
+    let (api_listener, api_tls) = bind_api(&config).await?;
     let store_watch = crate::store_health::spawn(
         journal.clone(),
         history.clone(),
@@ -411,32 +393,16 @@ pub async fn serve(
         }))
     };
     let settings = crate::server::Settings::from_config(&config).with_console(console);
-    let main = crate::server::run(
+    run_listeners(
         listener,
+        api_listener,
+        (tls, api_tls),
         ingest.clone(),
-        api.clone(),
-        tls,
-        settings.clone(),
-        false,
-        shutdown.clone(),
-    );
-    match api_listener {
-        Some(l) => {
-            tracing::info!(
-                listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                tls = api_tls.is_some(),
-                "CloudTrail API listening"
-            );
-            let second =
-                crate::server::run(l, ingest.clone(), api, api_tls, settings, true, shutdown);
-            tokio::join!(main, second);
-        }
-        None => {
-            drop(api);
-            drop(shutdown);
-            main.await;
-        }
-    }
+        api,
+        settings,
+        shutdown,
+    )
+    .await;
 
     // 1. No connection is left; drop the last senders so the batcher drains and stops.
     tracing::info!("shutting down: closing open log files");
@@ -512,6 +478,84 @@ pub async fn serve(
     }
     watchdog.abort();
     Ok(())
+}
+
+/// The ingest listener's TLS (`[server] tls_cert`, `tls_key`, `client_ca`), if configured.
+pub(crate) fn server_tls(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    Ok(match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(tls_key)) => Some(tokio_rustls::TlsAcceptor::from(
+            groundtrail_common::tls::server_config(
+                cert,
+                tls_key,
+                config.server.client_ca.as_deref(),
+            )?,
+        )),
+        _ => None,
+    })
+}
+
+/// Binds `[api] listen`, if set, with the server's certificate but no client certificates.
+pub(crate) async fn bind_api(
+    config: &Config,
+) -> Result<(Option<TcpListener>, Option<tokio_rustls::TlsAcceptor>), ServeError> {
+    let api_listener = match config.api.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::ApiListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let api_tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(tls_key)) if api_listener.is_some() => {
+            Some(tokio_rustls::TlsAcceptor::from(
+                groundtrail_common::tls::server_config(cert, tls_key, None)?,
+            ))
+        }
+        _ => None,
+    };
+    Ok((api_listener, api_tls))
+}
+
+/// Serves ingest and the API on `listener`, and the API alone on `api_listener`, until
+/// `shutdown` and every connection has drained.
+pub(crate) async fn run_listeners(
+    listener: TcpListener,
+    api_listener: Option<TcpListener>,
+    (tls, api_tls): (
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<tokio_rustls::TlsAcceptor>,
+    ),
+    ingest: Arc<Ingest>,
+    api: Arc<Api>,
+    settings: crate::server::Settings,
+    shutdown: Shutdown,
+) {
+    let main = crate::server::run(
+        listener,
+        ingest.clone(),
+        api.clone(),
+        tls,
+        settings.clone(),
+        false,
+        shutdown.clone(),
+    );
+    match api_listener {
+        Some(l) => {
+            tracing::info!(
+                listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                tls = api_tls.is_some(),
+                "CloudTrail API listening"
+            );
+            let second = crate::server::run(l, ingest, api, api_tls, settings, true, shutdown);
+            tokio::join!(main, second);
+        }
+        None => {
+            drop(api);
+            drop(shutdown);
+            main.await;
+        }
+    }
 }
 
 /// Committed batches queued for the batcher at most (see where it is used).

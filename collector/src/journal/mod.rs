@@ -1467,8 +1467,8 @@ impl Journal {
     }
 }
 
-/// One digest chain's state in the journal.
-#[derive(Debug, Clone, Default)]
+/// One digest chain's state: in the journal, or (cluster mode) in its shard's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chain {
     pub head: Option<ChainHead>,
     pub waiting: BTreeMap<u64, DeliveredFile>,

@@ -1,0 +1,292 @@
+//! Which collector writes which shard: leases, liveness, and a fair share each.
+//!
+//! Every `lease_ttl / 3` each collector
+//! 1. renews its liveness key `node.<id>` in `GT_LEASES` (the bucket's `max_age` is
+//!    `lease_ttl`, so a collector that stops renewing disappears from it);
+//! 2. renews the lease `shard.<n>` of each shard it writes with a compare-and-set on the
+//!    lease's revision; a lease it cannot renew is given up and its writer stopped at once;
+//! 3. takes free shards (a lease that expired or was released) up to its fair share,
+//!    `ceil(shards / live collectors)`, preferring the shards that rank it highest by
+//!    rendezvous hashing, so that placement stays put as collectors come and go;
+//! 4. hands back the shards above its fair share (lowest ranked first), so a collector that
+//!    joins gets work without anyone failing.
+//!
+//! A lease only says who should write. What stops a collector that lost its lease without
+//! noticing (paused, cut off) is the fence on the shard's state ([`super::state`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use groundtrail_common::shutdown::Shutdown;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::metrics::{add, metrics};
+use super::nats::Nats;
+use super::writer::{Exit, Stop, Writer, WriterSettings};
+
+/// A shard this collector holds.
+struct Held {
+    revision: u64,
+    stop: watch::Sender<Stop>,
+    task: JoinHandle<Exit>,
+    /// Asked to hand the shard back; its lease is kept (renewed) until its writer ended.
+    releasing: bool,
+}
+
+/// The shard assignment loop of one collector.
+pub struct Membership {
+    nats: Nats,
+    settings: Arc<WriterSettings>,
+    lease_ttl: Duration,
+    held: BTreeMap<u32, Held>,
+}
+
+/// Rendezvous score of (node, shard): each node ranks the shards by it.
+fn score(node: &str, shard: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain(shard.to_be_bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn lease_key(shard: u32) -> String {
+    format!("shard.{shard}")
+}
+
+impl Membership {
+    pub fn new(nats: Nats, settings: Arc<WriterSettings>, lease_ttl: Duration) -> Membership {
+        metrics().on.store(true, Ordering::Relaxed);
+        Membership {
+            nats,
+            settings,
+            lease_ttl,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown`; then every writer files, delivers and digests what it read
+    /// (within `grace`) and its lease is released, so another collector takes over at once.
+    pub async fn run(mut self, mut shutdown: Shutdown, grace: Duration) {
+        let tick = self.lease_ttl / 3;
+        // The first round only announces this collector, so that collectors started together
+        // see each other before taking shards.
+        self.announce().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.recv() => break,
+            }
+            self.round().await;
+        }
+        self.stop_all(Stop::Shutdown, grace).await;
+        let key = format!("node.{}", self.settings.node);
+        let _ = self.nats.leases.delete(key).await;
+    }
+
+    async fn announce(&self) {
+        let key = format!("node.{}", self.settings.node);
+        if let Err(e) = self.nats.leases.put(key, "alive".into()).await {
+            tracing::warn!("cluster: announcing this collector: {e}");
+        }
+    }
+
+    /// The collectors alive now.
+    async fn live(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.nats.leases.keys().await {
+            Ok(mut keys) => {
+                while let Some(Ok(k)) = keys.next().await {
+                    if let Some(node) = k.strip_prefix("node.") {
+                        out.push(node.to_string());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cluster: listing collectors: {e}"),
+        }
+        out
+    }
+
+    async fn round(&mut self) {
+        self.announce().await;
+        self.reap().await;
+        self.renew().await;
+        let live = self.live().await;
+        let count = live.len().max(1) as u32;
+        let shards = self.settings.shards;
+        let fair = shards.div_ceil(count) as usize;
+        let node = self.settings.node.clone();
+        let working = self.held.values().filter(|h| !h.releasing).count();
+        if working < fair && self.held.len() < fair {
+            let mut free: Vec<u32> = (0..shards).filter(|s| !self.held.contains_key(s)).collect();
+            free.sort_by_key(|s| std::cmp::Reverse(score(&node, *s)));
+            for shard in free {
+                if self.held.len() >= fair {
+                    break;
+                }
+                self.try_take(shard).await;
+            }
+        } else if working > fair {
+            let mut mine: Vec<u32> = self
+                .held
+                .iter()
+                .filter(|(_, h)| !h.releasing)
+                .map(|(s, _)| *s)
+                .collect();
+            mine.sort_by_key(|s| score(&node, *s));
+            for shard in mine.into_iter().take(working - fair) {
+                if let Some(h) = self.held.get_mut(&shard) {
+                    tracing::info!(shard, "cluster: handing the shard back (fair share)");
+                    h.releasing = true;
+                    let _ = h.stop.send(Stop::Release);
+                }
+            }
+        }
+        let working = self.held.values().filter(|h| !h.releasing).count();
+        metrics()
+            .shards_owned
+            .store(working as u64, Ordering::Relaxed);
+    }
+
+    /// Takes a shard whose lease is free, and starts its writer.
+    async fn try_take(&mut self, shard: u32) {
+        let revision = match self
+            .nats
+            .leases
+            .create(lease_key(shard), self.settings.node.clone().into())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return,
+            Err(e) => {
+                tracing::debug!(shard, "cluster: lease: {e}");
+                return;
+            }
+        };
+        let (stop, stop_rx) = watch::channel(Stop::Run);
+        let nats = self.nats.clone();
+        let settings = self.settings.clone();
+        let task = tokio::spawn(async move {
+            match Writer::start(shard, nats, settings, stop_rx).await {
+                Ok(writer) => writer.run().await,
+                Err(e) => e,
+            }
+        });
+        self.held.insert(
+            shard,
+            Held {
+                revision,
+                stop,
+                task,
+                releasing: false,
+            },
+        );
+    }
+
+    /// Renews every held lease; a lease that cannot be renewed is given up.
+    async fn renew(&mut self) {
+        let shards: Vec<u32> = self.held.keys().copied().collect();
+        for shard in shards {
+            let revision = self.held[&shard].revision;
+            match self
+                .nats
+                .leases
+                .update(
+                    lease_key(shard),
+                    self.settings.node.clone().into(),
+                    revision,
+                )
+                .await
+            {
+                Ok(r) => {
+                    if let Some(h) = self.held.get_mut(&shard) {
+                        h.revision = r;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        shard,
+                        "cluster: lease not renewed ({e}); stopping its writer"
+                    );
+                    add(&metrics().leases_lost, 1);
+                    if let Some(h) = self.held.remove(&shard) {
+                        h.task.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notices writers that ended on their own (fenced, failed) and frees their leases.
+    async fn reap(&mut self) {
+        let ended: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.task.is_finished())
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in ended {
+            let Some(h) = self.held.remove(&shard) else {
+                continue;
+            };
+            match h.task.await {
+                Ok(Exit::Fenced(why)) => {
+                    add(&metrics().fenced, 1);
+                    tracing::warn!(shard, "cluster: stopped writing: {why}");
+                    // The lease is someone else's now, or about to expire: leave it.
+                }
+                Ok(Exit::Failed(why)) => {
+                    tracing::error!(shard, "cluster: shard writer failed: {why}; releasing it");
+                    let _ = self
+                        .nats
+                        .leases
+                        .delete_expect_revision(lease_key(shard), Some(h.revision))
+                        .await;
+                }
+                Ok(Exit::Stopped) if h.releasing => {
+                    let _ = self
+                        .nats
+                        .leases
+                        .delete_expect_revision(lease_key(shard), Some(h.revision))
+                        .await;
+                }
+                Ok(Exit::Stopped) | Err(_) => {}
+            }
+        }
+    }
+
+    async fn stop_all(&mut self, how: Stop, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for h in self.held.values() {
+            let _ = h.stop.send(how);
+        }
+        let held = std::mem::take(&mut self.held);
+        for (shard, h) in held {
+            let mut task = h.task;
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Exit::Stopped)) => {
+                    let _ = self
+                        .nats
+                        .leases
+                        .delete_expect_revision(lease_key(shard), Some(h.revision))
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        shard,
+                        "cluster: shutdown grace ran out; the next owner goes on from the shard's state"
+                    );
+                    task.abort();
+                }
+            }
+        }
+        metrics().shards_owned.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,353 @@
+//! The NATS side of cluster mode: connecting, and the JetStream objects every collector of a
+//! cluster shares (created by whichever collector starts first, checked by the others).
+//!
+//! | object | kind | holds |
+//! |---|---|---|
+//! | `GT_RECORDS` | stream, subjects `gt.rec.<shard>.<account>.<region>` | received records, zstd NDJSON chunks, until every reader is past them |
+//! | `GT_SEEN` | stream, subjects `gt.seen.<shard>`, `max_age` = `[journal] dedup_window` | the dedup keys of each filed range, so a new shard owner knows what was filed |
+//! | `GT_SHARDS` | KV | `meta` (the cluster's fixed settings), `shard.<n>` ([`super::state::ShardState`]) |
+//! | `GT_LEASES` | KV, `max_age` = `lease_ttl` | `shard.<n>`: which collector holds a shard; `node.<id>`: which collectors are alive |
+//! | `GT_FLOORS` | KV, `max_age` = 1 day | `floor.<node>`: how far each collector's event history has read `GT_RECORDS` |
+//!
+//! `GT_RECORDS` is created with `discard: new` and no `max_age`: when it is full, a publish is
+//! refused (ingest answers `503`, agents keep their records) instead of the oldest records
+//! being dropped, and nothing ages out while a destination is down.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use serde::{Deserialize, Serialize};
+
+use super::config::ClusterSettings;
+
+pub const RECORDS: &str = "GT_RECORDS";
+pub const SEEN: &str = "GT_SEEN";
+pub const SHARDS: &str = "GT_SHARDS";
+pub const LEASES: &str = "GT_LEASES";
+pub const FLOORS: &str = "GT_FLOORS";
+
+/// How long a collector that stopped indexing the stream keeps holding back its purge.
+pub const FLOOR_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The oldest NATS server cluster mode runs on: 2.12.3 carries the Raft membership fixes the
+/// replicated stream's guarantees depend on (see docs/cluster.md).
+pub const MIN_SERVER: (u64, u64, u64) = (2, 12, 3);
+
+/// Why cluster mode could not start or lost its footing.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to the NATS servers {urls:?}: {message}")]
+    Connect { urls: Vec<String>, message: String },
+    #[error(
+        "NATS server {server} is version {version}; cluster mode needs {}.{}.{} or newer",
+        MIN_SERVER.0, MIN_SERVER.1, MIN_SERVER.2
+    )]
+    OldServer { server: String, version: String },
+    #[error("JetStream {object}: {message}")]
+    Object { object: String, message: String },
+    #[error(
+        "the cluster was created with {existing}; this collector's config says {configured}: every collector must use the same [cluster] shards and signing key"
+    )]
+    Mismatch {
+        existing: String,
+        configured: String,
+    },
+}
+
+/// What every collector of a cluster must agree on, kept in `GT_SHARDS` under `meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    pub shards: u32,
+    /// The digest signing key's fingerprint: every shard writer signs its chains with it.
+    pub key_fingerprint: String,
+}
+
+/// A connected collector's handles on the shared objects.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub records: stream::Stream,
+    pub seen: stream::Stream,
+    pub shards: kv::Store,
+    pub leases: kv::Store,
+    pub floors: kv::Store,
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats").finish_non_exhaustive()
+    }
+}
+
+/// The subject of a record chunk.
+pub fn record_subject(shard: u32, account: &str, region: &str) -> String {
+    format!("gt.rec.{shard}.{account}.{region}")
+}
+
+/// The subjects of one shard's chunks.
+pub fn shard_filter(shard: u32) -> String {
+    format!("gt.rec.{shard}.>")
+}
+
+/// The subject of one shard's dedup keys.
+pub fn seen_subject(shard: u32) -> String {
+    format!("gt.seen.{shard}")
+}
+
+/// The shard of an (account, region): FNV-1a (32 bit) of the two concatenated, modulo the
+/// shard count — the hash NATS's own `partition()` subject transform uses, so an operator can
+/// reproduce the placement with NATS tools.
+pub fn shard_of(account: &str, region: &str, shards: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in account.bytes().chain(region.bytes()) {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % shards
+}
+
+fn object(name: &str, e: impl std::fmt::Display) -> NatsError {
+    NatsError::Object {
+        object: name.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let mut it = v
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+/// Connects and makes sure the shared objects exist with this cluster's settings.
+/// `dedup_window` is the `GT_SEEN` retention; `key_fingerprint` must match the cluster's.
+pub async fn connect(
+    settings: &ClusterSettings,
+    dedup_window: Duration,
+    key_fingerprint: &str,
+) -> Result<Nats, NatsError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("groundtrail-collector {}", settings.node_id))
+        .connection_timeout(settings.request_timeout)
+        .request_timeout(Some(settings.request_timeout))
+        .retry_on_initial_connect();
+    if let Some(tls) = &settings.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    let urls: Vec<async_nats::ServerAddr> = settings
+        .urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e: std::io::Error| NatsError::Connect {
+            urls: settings.urls.clone(),
+            message: e.to_string(),
+        })?;
+    let client = options
+        .connect(urls)
+        .await
+        .map_err(|e| NatsError::Connect {
+            urls: settings.urls.clone(),
+            message: e.to_string(),
+        })?;
+    // `retry_on_initial_connect` returns before the first connection: wait for it, so the
+    // version check below sees a real server.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() > deadline {
+            return Err(NatsError::Connect {
+                urls: settings.urls.clone(),
+                message: "no server answered within 120s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = client.server_info();
+    if parse_version(&info.version).is_none_or(|v| v < MIN_SERVER) {
+        return Err(NatsError::OldServer {
+            server: info.server_name,
+            version: info.version,
+        });
+    }
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(settings.request_timeout);
+    let records = ensure_stream(
+        &js,
+        stream::Config {
+            name: RECORDS.into(),
+            subjects: vec!["gt.rec.>".into()],
+            max_bytes: settings.stream_max_bytes as i64,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: settings.duplicate_window,
+            num_replicas: settings.replicas,
+            storage: stream::StorageType::File,
+            max_message_size: 1024 * 1024,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let seen = ensure_stream(
+        &js,
+        stream::Config {
+            name: SEEN.into(),
+            subjects: vec!["gt.seen.*".into()],
+            max_age: dedup_window,
+            duplicate_window: settings.duplicate_window.min(dedup_window),
+            num_replicas: settings.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let shards = ensure_kv(&js, SHARDS, settings.replicas, Duration::ZERO).await?;
+    let leases = ensure_kv(&js, LEASES, settings.replicas, settings.lease_ttl).await?;
+    let floors = ensure_kv(&js, FLOORS, settings.replicas, FLOOR_TTL).await?;
+    let meta = Meta {
+        format: 1,
+        shards: settings.shards,
+        key_fingerprint: key_fingerprint.to_string(),
+    };
+    check_meta(&shards, &meta).await?;
+    Ok(Nats {
+        client,
+        js,
+        records,
+        seen,
+        shards,
+        leases,
+        floors,
+    })
+}
+
+/// Creates the stream, or takes the existing one as it is (its limits may have been raised
+/// by an operator; its name and subjects are what matter).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NatsError> {
+    let name = config.name.clone();
+    let mut last = String::new();
+    // A cluster that just formed may not have a JetStream meta leader yet.
+    for _ in 0..60 {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.to_string().contains("insufficient storage") => {
+                return Err(object(
+                    &name,
+                    format!(
+                        "{e}: the stream needs {} bytes on each of {} servers; lower [cluster] stream_max_bytes or raise the servers' jetstream max_file_store",
+                        config.max_bytes, config.num_replicas
+                    ),
+                ));
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(object(&name, last))
+}
+
+async fn ensure_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, NatsError> {
+    let mut last = String::new();
+    for _ in 0..60 {
+        if let Ok(store) = js.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        match js
+            .create_key_value(kv::Config {
+                bucket: bucket.into(),
+                history: 1,
+                max_age,
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(store) => return Ok(store),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(object(bucket, last))
+}
+
+/// Records `meta` if the cluster has none yet, else refuses a collector that disagrees.
+async fn check_meta(store: &kv::Store, meta: &Meta) -> Result<(), NatsError> {
+    let bytes = serde_json::to_vec(meta).unwrap_or_default();
+    match store.create("meta", bytes.into()).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(object(SHARDS, e)),
+    }
+    let existing = store
+        .get("meta")
+        .await
+        .map_err(|e| object(SHARDS, e))?
+        .ok_or_else(|| object(SHARDS, "meta vanished"))?;
+    let existing: Meta = serde_json::from_slice(&existing).map_err(|e| object(SHARDS, e))?;
+    if existing.shards != meta.shards || existing.key_fingerprint != meta.key_fingerprint {
+        return Err(NatsError::Mismatch {
+            existing: format!(
+                "{} shards and signing key {}",
+                existing.shards, existing.key_fingerprint
+            ),
+            configured: format!(
+                "{} shards and signing key {}",
+                meta.shards, meta.key_fingerprint
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_spread_and_are_stable() {
+        // FNV-1a 32 of "" is the offset basis.
+        assert_eq!(shard_of("", "", u32::MAX), 0x811c_9dc5 % u32::MAX);
+        let a = shard_of("111122223333", "eu-west-1", 16);
+        assert_eq!(a, shard_of("111122223333", "eu-west-1", 16));
+        let used: std::collections::HashSet<u32> = [
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
+            "eu-west-1",
+            "eu-central-1",
+            "ap-south-1",
+            "sa-east-1",
+        ]
+        .iter()
+        .map(|r| shard_of("111122223333", r, 16))
+        .collect();
+        assert!(used.len() >= 4, "eight regions land on {used:?}");
+    }
+
+    #[test]
+    fn versions_compare() {
+        assert!(parse_version("2.15.1").unwrap() >= MIN_SERVER);
+        assert!(parse_version("v2.12.3").unwrap() >= MIN_SERVER);
+        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER);
+        assert!(parse_version("2.12.2-beta").unwrap() < MIN_SERVER);
+        assert_eq!(parse_version("x"), None);
+    }
+}
