@@ -512,6 +512,40 @@ impl Collector {
         sigterm_and_wait(child, "collector", &|| self.log()).await
     }
 
+    /// Whether this collector has a process (started and not killed; it may be frozen).
+    pub fn has_process(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP: the process is frozen (as a paused VM or a long GC stall would be) until
+    /// [`Collector::sigcont`].
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: a frozen process runs on.
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) with a pid we own; no memory is involved.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// The value of an unlabelled metric on `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.http_get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     /// SIGHUP (the collector reloads its detection rules).
     pub fn sighup(&self) {
         if let Some(child) = &self.child {
@@ -1321,6 +1355,24 @@ impl Moto {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         m
+    }
+}
+
+impl Moto {
+    /// SIGSTOP: every request to this S3 hangs (an upload in progress stays in progress).
+    pub fn stop(&self) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`Moto::stop`].
+    pub fn cont(&self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT);
+        }
     }
 }
 
