@@ -145,6 +145,20 @@ impl NatsCluster {
         format!("http://127.0.0.1:{}", self.nodes[i].monitor)
     }
 
+    /// `GET <path>` on node `i`'s monitoring endpoint (e.g. `/jsz?streams=true`), as JSON.
+    pub async fn monitor_json(&self, i: usize, path: &str) -> Result<Value, String> {
+        let (status, body) = http_get(self.nodes[i].monitor, path).await?;
+        if status != 200 {
+            return Err(format!("n{i} {path}: {status} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("n{i} {path} is not JSON: {e}"))
+    }
+
+    /// The process id of node `i`, while it has a process.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// The server name of node `i` (`n<i>`), as stream and meta leaders are reported.
     pub fn server_name(&self, i: usize) -> String {
         assert!(i < self.nodes.len(), "no node {i}");
@@ -312,17 +326,11 @@ impl NatsCluster {
     /// Node `i` answers `/healthz` with ok and, in a cluster, sees a meta leader in `/jsz`.
     /// Panics when it does not fsync before acknowledging: that is a wrong config, not a wait.
     async fn node_ready(&self, i: usize) -> Result<(), String> {
-        let port = self.nodes[i].monitor;
-        let (status, body) = http_get(port, "/healthz").await?;
+        let (status, body) = http_get(self.nodes[i].monitor, "/healthz").await?;
         if status != 200 {
             return Err(format!("n{i} /healthz: {status} {body}"));
         }
-        let (status, body) = http_get(port, "/jsz").await?;
-        if status != 200 {
-            return Err(format!("n{i} /jsz: {status} {body}"));
-        }
-        let jsz: Value =
-            serde_json::from_str(&body).map_err(|e| format!("n{i} /jsz is not JSON: {e}"))?;
+        let jsz = self.monitor_json(i, "/jsz").await?;
         assert_eq!(
             jsz["config"]["sync_always"],
             Value::Bool(true),
