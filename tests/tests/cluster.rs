@@ -51,8 +51,13 @@ fn spec(s: &Setup, node: &str, shards: u32, extra: &str) -> Spec {
     spec.extra_toml = format!(
         "[api]\nallow_unsigned_loopback_reads = true\n\n[detection]\nenabled = false\n\n\
          [cluster]\nnats = [{}]\nnode_id = \"{node}\"\nshards = {shards}\nlease_ttl = \"3s\"\n\
-         stream_max_bytes = 67108864\nrequest_timeout = \"2s\"\n{extra}\n",
-        urls.join(", ")
+         request_timeout = \"2s\"\n{max_bytes}{extra}\n",
+        urls.join(", "),
+        max_bytes = if extra.contains("stream_max_bytes") {
+            ""
+        } else {
+            "stream_max_bytes = 67108864\n"
+        },
     );
     spec
 }
@@ -67,7 +72,13 @@ async fn setup(test: &str, endpoint: Option<String>) -> Option<Setup> {
         .prefix(&format!("gt-{test}-"))
         .tempdir_in("/tmp")
         .unwrap();
-    let nats = NatsCluster::start(&nats_bin, &dir.path().join("nats"), 3, NatsOptions::default()).await;
+    let nats = NatsCluster::start(
+        &nats_bin,
+        &dir.path().join("nats"),
+        3,
+        NatsOptions::default(),
+    )
+    .await;
     let bucket = unique_bucket(test);
     let store = create_bucket(&endpoint, &bucket).await;
     let key_pem = groundtrail_common::trail::SigningKey::generate()
@@ -93,7 +104,10 @@ impl Setup {
         let name = format!("c{n}");
         let cdir = self.dir.path().join(&name);
         std::fs::create_dir_all(&cdir).unwrap();
-        std::fs::write(cdir.join("signing-key.pem"), &self.key_pem).unwrap();
+        let key = cdir.join("signing-key.pem");
+        std::fs::write(&key, &self.key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let spec = spec(self, &name, shards, extra);
         self.collectors.push(Collector::start(&cdir, spec).await);
         n
@@ -148,10 +162,18 @@ impl Setup {
         self.store.wait_delivered(ids).await;
         let counts = self.store.event_id_counts().await;
         for id in ids {
-            assert_eq!(counts.get(id), Some(&1), "{id} in the trail once; logs:\n{}", self.logs());
+            assert_eq!(
+                counts.get(id),
+                Some(&1),
+                "{id} in the trail once; logs:\n{}",
+                self.logs()
+            );
         }
         let doubled: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(doubled.is_empty(), "records in the trail twice: {doubled:?}");
+        assert!(
+            doubled.is_empty(),
+            "records in the trail twice: {doubled:?}"
+        );
         // The digests that cover the last files.
         let c = self
             .collectors
@@ -193,13 +215,35 @@ impl Setup {
             }
         }
         if let Some(cli) = aws_cli("cluster") {
-            let mut args = vec!["--trail-arn".to_string(), TRAIL_ARN.into(), "--verbose".into()];
+            let mut args = vec![
+                "--trail-arn".to_string(),
+                TRAIL_ARN.into(),
+                "--verbose".into(),
+            ];
             args.extend(window(self.started));
             let url = format!("http://{}", c.addr);
             aws_validate_at(&cli, &url, &self.endpoint, &args)
                 .assert_valid("aws cloudtrail validate-logs, home region");
         }
     }
+}
+
+/// A log without its terminal colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -228,15 +272,17 @@ async fn send_like_an_agent(collectors: &[std::net::SocketAddr], records: &[Valu
                 addr: *addr,
                 tls: None,
             };
-            match tokio::time::timeout(Duration::from_secs(5), client.post_records(records)).await
-            {
+            match tokio::time::timeout(Duration::from_secs(5), client.post_records(records)).await {
                 Ok(Ok(r)) if r.status == 200 => return refused,
                 Ok(Ok(r)) if r.status == 503 => refused += 1,
                 Ok(Ok(r)) => panic!("a batch was refused for good: {} {}", r.status, r.body),
                 _ => {}
             }
         }
-        assert!(start.elapsed() < DEADLINE * 2, "no collector took the batch");
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "no collector took the batch"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -280,20 +326,25 @@ async fn a_collector_killed_before_answering_loses_and_doubles_nothing() {
         })
     };
     wait_for("traffic on c0", || async {
-        (s.collectors[0].metric("groundtrail_cluster_records_published_total").await > 200)
+        (s.collectors[0]
+            .metric("groundtrail_cluster_records_published_total")
+            .await
+            > 200)
             .then_some(())
     })
     .await;
     s.collectors[0].kill9();
     sender.await.unwrap();
-    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]]).await;
+    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
+        .await;
     // The killed collector comes back and takes its share again.
     s.collectors[0].spawn().await;
     s.all_shards_owned(4).await;
     let last = batch(30);
     send_like_an_agent(&addrs, &last).await;
     ids.extend(event_ids(&last));
-    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]]).await;
+    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +363,15 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     s.collector(1, "").await;
     s.all_shards_owned(1).await;
     let first = batch(30);
-    assert_eq!(s.collectors[0].client().post_records(&first).await.unwrap().status, 200);
+    assert_eq!(
+        s.collectors[0]
+            .client()
+            .post_records(&first)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     s.store.wait_delivered(&event_ids(&first)).await;
     let owner = s.owner().await;
     let other = 1 - owner;
@@ -324,14 +383,25 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     // progress. Then the owner dies.
     moto.stop();
     let second = batch(30);
-    assert_eq!(s.collectors[other].client().post_records(&second).await.unwrap().status, 200);
-    wait_for("the owner to record the file before uploading it", || async {
-        (s.collectors[owner]
-            .metric("groundtrail_cluster_state_commits_total")
+    assert_eq!(
+        s.collectors[other]
+            .client()
+            .post_records(&second)
             .await
-            > commits)
-            .then_some(())
-    })
+            .unwrap()
+            .status,
+        200
+    );
+    wait_for(
+        "the owner to record the file before uploading it",
+        || async {
+            (s.collectors[owner]
+                .metric("groundtrail_cluster_state_commits_total")
+                .await
+                > commits)
+                .then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.collectors[owner].kill9();
@@ -340,19 +410,28 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     // The other collector takes the shard, rebuilds the recorded file byte for byte and
     // uploads it under the recorded key; the chain continues under the new owner.
     s.all_shards_owned(1).await;
-    let took = s.collectors[other].log();
+    let took = plain(&s.collectors[other].log());
     assert!(
         took.contains("intent=true"),
         "the new owner found the recorded file:\n{}",
         tail(&took, 30)
     );
     let third = batch(30);
-    assert_eq!(s.collectors[other].client().post_records(&third).await.unwrap().status, 200);
+    assert_eq!(
+        s.collectors[other]
+            .client()
+            .post_records(&third)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let mut ids = event_ids(&first);
     ids.extend(event_ids(&second));
     ids.extend(event_ids(&third));
     s.collectors[owner].spawn().await;
-    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]]).await;
+    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
+        .await;
     // Digests from both owners link into one chain per region (validated above); both wrote.
     let digests = s.store.digest_keys().await;
     assert!(digests.len() >= 3, "{digests:?}");
@@ -368,7 +447,15 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     s.collector(1, "").await;
     s.all_shards_owned(1).await;
     let first = batch(30);
-    assert_eq!(s.collectors[0].client().post_records(&first).await.unwrap().status, 200);
+    assert_eq!(
+        s.collectors[0]
+            .client()
+            .post_records(&first)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     s.store.wait_delivered(&event_ids(&first)).await;
     let owner = s.owner().await;
     let other = 1 - owner;
@@ -387,11 +474,23 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     // Frozen past its lease: the other collector takes the shard over and writes on.
     s.collectors[owner].sigstop();
     wait_for("the takeover", || async {
-        (s.collectors[other].metric("groundtrail_cluster_shards_owned").await == 1).then_some(())
+        (s.collectors[other]
+            .metric("groundtrail_cluster_shards_owned")
+            .await
+            == 1)
+            .then_some(())
     })
     .await;
     let second = batch(30);
-    assert_eq!(s.collectors[other].client().post_records(&second).await.unwrap().status, 200);
+    assert_eq!(
+        s.collectors[other]
+            .client()
+            .post_records(&second)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     s.store.wait_delivered(&event_ids(&second)).await;
 
     // Resumed, the old owner finds its lease and its state taken, stops writing the shard,
@@ -406,11 +505,20 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     .await;
     let third = batch(30);
     // Its ingest still works; the new owner files what it publishes.
-    assert_eq!(s.collectors[owner].client().post_records(&third).await.unwrap().status, 200);
+    assert_eq!(
+        s.collectors[owner]
+            .client()
+            .post_records(&third)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let mut ids = event_ids(&first);
     ids.extend(event_ids(&second));
     ids.extend(event_ids(&third));
-    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]]).await;
+    s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
+        .await;
     for (name, was) in before {
         assert_eq!(
             s.collectors[owner].metric(name).await,
@@ -567,7 +675,9 @@ async fn a_full_stream_while_s3_is_down_refuses_then_everything_arrives() {
             .map(|_| {
                 let mut r = record(ACCOUNT, REGION);
                 // Random hex does not compress much: the stream fills with few records.
-                let pad: String = (0..64).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+                let pad: String = (0..64)
+                    .map(|_| uuid::Uuid::new_v4().simple().to_string())
+                    .collect();
                 r["requestParameters"] = serde_json::json!({ "pad": pad });
                 r
             })
@@ -598,7 +708,11 @@ async fn a_full_stream_while_s3_is_down_refuses_then_everything_arrives() {
     let more = big(20);
     send_like_an_agent(&addrs, &more).await;
     ids.extend(event_ids(&more));
-    assert!(ids.len() >= 40, "{} records acknowledged before the stream filled", ids.len());
+    assert!(
+        ids.len() >= 40,
+        "{} records acknowledged before the stream filled",
+        ids.len()
+    );
     let _ = refusals;
     s.check(&ids, &[REGION]).await;
     drop(moto);
