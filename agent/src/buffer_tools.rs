@@ -11,10 +11,11 @@
 //!    states that can be seen in a store at rest (listed at [`Scan`]). Gaps between chunks are
 //!    not problems: dropped records, removed corrupt entries and set-aside records leave them.
 //! 3. **Export is what the agent would still send**: the queued records above the acknowledged
-//!    position, in sequence order, then the side tree's (unless `--no-set-aside`). A value that
-//!    does not decode is named on stderr and skipped, and so is a record that is not JSON; the
-//!    others are all exported. A store sled cannot open is exported from what
-//!    [`store::salvage`] finds, by append time.
+//!    position, in sequence order, then the side tree's (unless `--no-set-aside`); with
+//!    `--from-seq N` only those numbered `N` and above (a salvaged store has no numbers, so
+//!    `--from-seq` is refused there rather than ignored). A value that does not decode is named
+//!    on stderr and skipped, and so is a record that is not JSON; the others are all exported.
+//!    A store sled cannot open is exported from what [`store::salvage`] finds, by append time.
 //! 4. **Exit codes**: 0 sound (`verify`) / everything read (`export`, `inspect`); 1 problems
 //!    found, something skipped, or the store could only be salvaged; 2 the buffer cannot be
 //!    examined (missing, not a buffer, in use, unknown format, I/O error).
@@ -42,8 +43,9 @@ use store::{Store, View};
 /// The `buffer` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BufferCommand {
-    /// What a buffer holds: format, chunks and records, eventTime range, sequence numbers,
-    /// acknowledged position, bytes on disk, pending loss and the agent's own records queued.
+    /// What a buffer holds: format, chunks and records, eventTime and append time ranges,
+    /// sequence numbers, acknowledged position, bytes on disk, pending loss and the agent's own
+    /// records queued.
     Inspect {
         #[command(flatten)]
         target: Target,
@@ -64,8 +66,12 @@ pub enum BufferCommand {
         #[command(flatten)]
         target: Target,
         /// Where to write the records (`-`: standard output).
-        #[arg(long, default_value = "-")]
+        #[arg(long, visible_alias = "out", default_value = "-")]
         output: PathBuf,
+        /// Only records numbered N and above (queued and set aside), e.g. to resume an export
+        /// after the last sequence number a collector has. Refused for a salvaged store.
+        #[arg(long, value_name = "N")]
+        from_seq: Option<u64>,
         /// Leave out the side tree (records the collector refused).
         #[arg(long)]
         no_set_aside: bool,
@@ -112,8 +118,15 @@ pub fn run(command: BufferCommand) -> ExitCode {
         BufferCommand::Export {
             target,
             output,
+            from_seq,
             no_set_aside,
-        } => with_store(&target, |s| export(s, &output, !no_set_aside)),
+        } => with_store(&target, |s| {
+            let select = Select {
+                set_aside: !no_set_aside,
+                from_seq,
+            };
+            export(s, &output, select)
+        }),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -189,6 +202,10 @@ pub struct Scan {
     pub last_set_aside_seq: Option<u64>,
     pub oldest_event_time: Option<String>,
     pub newest_event_time: Option<String>,
+    /// When the agent stored the oldest and newest readable chunk (from their headers): how
+    /// long the backlog has waited, whatever the records' own eventTime says.
+    pub oldest_appended: Option<String>,
+    pub newest_appended: Option<String>,
     /// The agent's own records queued (eventSource `groundtrail.*`), by eventName.
     pub agent_records: BTreeMap<String, u64>,
     pub value_bytes: u64,
@@ -206,9 +223,27 @@ pub struct Scan {
     oldest: Option<DateTime<Utc>>,
     #[serde(skip)]
     newest: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    appended_ms: Option<(u64, u64)>,
 }
 
 type Emit<'a> = &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>;
+
+/// Which records a scan passes on (and counts): `inspect` and `verify` read them all.
+#[derive(Debug, Clone, Copy)]
+struct Select {
+    /// The side tree's records too.
+    set_aside: bool,
+    /// Only records numbered this and above; chunks entirely below are not decoded.
+    from_seq: Option<u64>,
+}
+
+impl Select {
+    const ALL: Select = Select {
+        set_aside: true,
+        from_seq: None,
+    };
+}
 
 impl Scan {
     fn problem(&mut self, at: impl Into<String>, what: impl Into<String>, damage: bool) {
@@ -217,6 +252,13 @@ impl Scan {
             what: what.into(),
             damage,
         });
+    }
+
+    fn appended(&mut self, ms: u64) {
+        self.appended_ms = Some(
+            self.appended_ms
+                .map_or((ms, ms), |(a, b)| (a.min(ms), b.max(ms))),
+        );
     }
 
     fn format(&mut self, v: &[u8]) {
@@ -276,15 +318,15 @@ impl Scan {
     }
 }
 
-/// Reads the whole store once; queued records (and side-tree ones if `set_aside`) go to `emit`
-/// in buffer order.
-fn scan(store: &Store, set_aside: bool, emit: Emit<'_>) -> anyhow::Result<Scan> {
+/// Reads the whole store once; the queued records `select` asks for (then the side tree's) go
+/// to `emit` in buffer order.
+fn scan(store: &Store, select: Select, emit: Emit<'_>) -> anyhow::Result<Scan> {
     let mut s = Scan::default();
     let decompressor = Mutex::new(zstd::bulk::Decompressor::new()?);
     let bar = progress(SPINNER);
     bar.set_message("reading");
     match &store.view {
-        View::Sled(copy) => scan_tree(&copy.tree, &decompressor, set_aside, &mut s, emit, &bar)?,
+        View::Sled(copy) => scan_tree(&copy.tree, &decompressor, select, &mut s, emit, &bar)?,
         View::Salvage { sled_error, chunks } => {
             s.problem(
                 "store",
@@ -299,7 +341,7 @@ fn scan(store: &Store, set_aside: bool, emit: Emit<'_>) -> anyhow::Result<Scan> 
             for c in chunks {
                 bar.inc(c.value.len() as u64);
                 // Carving kept only values that decode.
-                let Ok((_, jsons)) = buffer::decode_value(&decompressor, &c.value) else {
+                let Ok((ms, jsons)) = buffer::decode_value(&decompressor, &c.value) else {
                     continue;
                 };
                 let fresh: Vec<&Vec<u8>> = jsons.iter().filter(|j| seen.first_time(j)).collect();
@@ -307,6 +349,7 @@ fn scan(store: &Store, set_aside: bool, emit: Emit<'_>) -> anyhow::Result<Scan> 
                     continue;
                 }
                 s.chunks += 1;
+                s.appended(ms);
                 s.value_bytes += c.value.len() as u64;
                 s.format(&c.value);
                 for json in fresh {
@@ -323,6 +366,14 @@ fn scan(store: &Store, set_aside: bool, emit: Emit<'_>) -> anyhow::Result<Scan> 
     s.newest_event_time = s
         .newest
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    let rfc3339 = |ms: u64| {
+        DateTime::<Utc>::from_timestamp_millis(ms as i64)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    };
+    if let Some((oldest, newest)) = s.appended_ms {
+        s.oldest_appended = rfc3339(oldest);
+        s.newest_appended = rfc3339(newest);
+    }
     Ok(s)
 }
 
@@ -337,7 +388,7 @@ fn u64_meta(s: &mut Scan, key: &str, v: &[u8]) -> Option<u64> {
 fn scan_tree(
     tree: &sled::Tree,
     decompressor: &Mutex<zstd::bulk::Decompressor<'static>>,
-    set_aside: bool,
+    select: Select,
     s: &mut Scan,
     emit: Emit<'_>,
     bar: &ProgressBar,
@@ -348,6 +399,7 @@ fn scan_tree(
     };
     s.acknowledged_up_to = acked;
     let acked = acked.unwrap_or(0);
+    let from_seq = select.from_seq.unwrap_or(0);
     // Queued chunks' ranges, for the side-tree check ('r' keys sort before 'x' keys).
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for item in tree.iter() {
@@ -413,15 +465,20 @@ fn scan_tree(
                     }
                     s.last_seq = Some(last);
                 }
+                if last < from_seq {
+                    continue;
+                }
                 let jsons = match buffer::decode_value(decompressor, &v) {
-                    Ok((_, jsons)) => jsons,
+                    Ok((ms, jsons)) => {
+                        s.appended(ms);
+                        jsons
+                    }
                     Err(e) => {
                         s.damaged_chunks += 1;
-                        let lost = if aside {
-                            n
-                        } else {
-                            buffer::live(first, n, acked)
-                        };
+                        // The records of it this scan would have passed on.
+                        let below = from_seq.saturating_sub(1);
+                        let lost =
+                            buffer::live(first, n, if aside { below } else { acked.max(below) });
                         s.damaged_records += lost;
                         s.problem(
                             &at,
@@ -439,10 +496,13 @@ fn scan_tree(
                     );
                 }
                 for (seq, json) in (first..).zip(&jsons) {
+                    if seq < from_seq {
+                        continue;
+                    }
                     let here = format!("{at} (record {seq})");
                     if aside {
                         s.set_aside_records += 1;
-                        if set_aside {
+                        if select.set_aside {
                             s.record(&here, json, false, emit)?;
                         } else {
                             s.record(&here, json, false, &mut |_: &[u8]| Ok(()))?;
@@ -523,7 +583,7 @@ fn siblings(path: &Path) -> Vec<String> {
 }
 
 fn inspect(store: &Store, json: bool) -> anyhow::Result<bool> {
-    let scan = scan(store, true, &mut |_: &[u8]| Ok(()))?;
+    let scan = scan(store, Select::ALL, &mut |_: &[u8]| Ok(()))?;
     let (read_via, sled_error) = match &store.view {
         View::Sled(_) => ("sled-copy", None),
         View::Salvage { sled_error, .. } => ("salvage", Some(sled_error.clone())),
@@ -612,6 +672,14 @@ fn human(i: &Inspection) -> String {
         ),
     );
     line(
+        "appended",
+        format!(
+            "oldest {}, newest {}",
+            opt(&s.oldest_appended),
+            opt(&s.newest_appended)
+        ),
+    );
+    line(
         "bytes",
         format!("{} on disk, {} in values", i.bytes_on_disk, s.value_bytes),
     );
@@ -663,7 +731,7 @@ fn human(i: &Inspection) -> String {
 }
 
 fn verify(store: &Store) -> anyhow::Result<bool> {
-    let scan = scan(store, true, &mut |_: &[u8]| Ok(()))?;
+    let scan = scan(store, Select::ALL, &mut |_: &[u8]| Ok(()))?;
     for p in &scan.problems {
         println!("{}: {}", p.at, p.what);
     }
@@ -683,7 +751,14 @@ fn verify(store: &Store) -> anyhow::Result<bool> {
     }
 }
 
-fn export(store: &Store, output: &Path, set_aside: bool) -> anyhow::Result<bool> {
+fn export(store: &Store, output: &Path, select: Select) -> anyhow::Result<bool> {
+    if select.from_seq.is_some() && matches!(store.view, View::Salvage { .. }) {
+        anyhow::bail!(
+            "{}: sled cannot open it, so its records were salvaged without their sequence \
+             numbers: export it without --from-seq",
+            store.path.display()
+        );
+    }
     let mut out: Box<dyn Write> = if output == Path::new("-") {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
@@ -692,7 +767,7 @@ fn export(store: &Store, output: &Path, set_aside: bool) -> anyhow::Result<bool>
         Box::new(std::io::BufWriter::new(f))
     };
     let mut written = 0u64;
-    let scan = scan(store, set_aside, &mut |json| {
+    let scan = scan(store, select, &mut |json| {
         written += 1;
         out.write_all(json)?;
         out.write_all(b"\n")
@@ -746,7 +821,11 @@ mod tests {
 
         let store = Store::open(&path, &ProgressBar::hidden()).unwrap();
         let mut exported = 0;
-        let s = scan(&store, false, &mut |_: &[u8]| {
+        let select = Select {
+            set_aside: false,
+            from_seq: None,
+        };
+        let s = scan(&store, select, &mut |_: &[u8]| {
             exported += 1;
             Ok(())
         })
@@ -803,7 +882,7 @@ mod tests {
         drop(b);
 
         let store = Store::open(&path, &ProgressBar::hidden()).unwrap();
-        let s = scan(&store, true, &mut |_: &[u8]| Ok(())).unwrap();
+        let s = scan(&store, Select::ALL, &mut |_: &[u8]| Ok(())).unwrap();
         let found: Vec<String> = s
             .problems
             .iter()

@@ -135,6 +135,17 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
     assert_eq!(i["problems"], json!([]));
     assert_eq!(i["agentRecords"], json!({}));
     assert!(i["oldestEventTime"].is_string() && i["newestEventTime"].is_string());
+    let appended = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(i[k].as_str().expect(k))
+            .unwrap()
+            .timestamp_millis()
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(
+        (now - 60_000..=now).contains(&appended("oldestAppended"))
+            && appended("oldestAppended") <= appended("newestAppended"),
+        "{i}"
+    );
     assert!(i["bytesOnDisk"].as_u64().unwrap() > 0);
 
     let v = run(&["verify", "--path", p(&path)]);
@@ -152,6 +163,26 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
     assert_eq!(e.code, 0, "{}", e.stderr);
     assert_eq!(ids_of(&std::fs::read_to_string(&file).unwrap()), expected);
 
+    // --from-seq starts inside a chunk; below the acknowledged position it changes nothing
+    // (acknowledged records are never exported). `--out` is the short spelling of --output.
+    let from = written[6].0.to_string();
+    let e = run(&[
+        "export",
+        "--path",
+        p(&path),
+        "--from-seq",
+        &from,
+        "--out",
+        p(&file),
+    ]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let tail: Vec<String> = written[6..].iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids_of(&std::fs::read_to_string(&file).unwrap()), tail);
+    assert!(e.stderr.contains("exported 3 records"), "{}", e.stderr);
+    let e = run(&["export", "--path", p(&path), "--from-seq", "0"]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert_eq!(ids_of(&e.stdout), expected);
+
     // The data-dir form finds the same buffer; human output names the counts.
     let h = run(&["inspect", "--data-dir", p(dir.path())]);
     assert_eq!(h.code, 0, "{}", h.stderr);
@@ -165,7 +196,6 @@ fn a_sound_buffer_is_inspected_verified_and_exported_without_being_written() {
     assert_eq!(open(&path).depth(), 7);
 }
 
-/// The agent holds the buffer's lock while it runs: the tools refuse it (exit 2).
 /// A data directory written by an agent before chunks held ndjson (`chunk-v2`: each record
 /// length-prefixed in the frame) is still inspected, verified and exported by the tools, and
 /// read by the agent, which ships it decoded (as `ship_batch` says).
@@ -215,6 +245,7 @@ fn a_buffer_of_the_earlier_chunk_format_is_still_read() {
     assert_eq!(ids_of(&body), expected);
 }
 
+/// The agent holds the buffer's lock while it runs: the tools refuse it (exit 2).
 #[test]
 fn a_buffer_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +314,38 @@ fn a_damaged_chunk_is_named_and_the_rest_exported() {
         (i["damagedChunks"].as_u64(), i["records"].as_u64()),
         (Some(1), Some(6))
     );
+
+    // Past the damage, an export is whole again: the damaged chunk is not even read.
+    let from = chunks[1][1].0 + 1;
+    let e = run(&[
+        "export",
+        "--path",
+        p(&path),
+        "--from-seq",
+        &from.to_string(),
+    ]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let rest: Vec<String> = chunks[2..]
+        .iter()
+        .flat_map(|c| c.iter().map(|(_, id)| id.clone()))
+        .collect();
+    assert_eq!(ids_of(&e.stdout), rest);
+    // Starting inside it, only its records at or above N count as skipped.
+    let e = run(&[
+        "export",
+        "--path",
+        p(&path),
+        "--from-seq",
+        &chunks[1][1].0.to_string(),
+    ]);
+    assert_eq!(e.code, 1, "{}", e.stderr);
+    assert_eq!(ids_of(&e.stdout), rest);
+    assert!(
+        e.stderr
+            .contains("exported 4 records; skipped 1 unreadable chunks (1 records)"),
+        "{}",
+        e.stderr
+    );
 }
 
 /// A buffer the agent quarantined (sled refuses its settings file, the data file is intact)
@@ -321,6 +384,12 @@ fn a_quarantined_buffer_is_inspected_and_exported() {
 
     let v = run(&["verify", "--path", p(&q)]);
     assert_eq!(v.code, 1, "{}", v.stdout);
+
+    // Salvaged records have no sequence numbers: --from-seq is refused, not ignored.
+    let e = run(&["export", "--path", p(&q), "--from-seq", "1"]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(e.stdout.is_empty(), "{}", e.stdout);
+    assert!(e.stderr.contains("without --from-seq"), "{}", e.stderr);
 
     // The fresh buffer (holding the agent's BufferCorruption report) names it.
     let fresh = inspect_json(&path);

@@ -636,6 +636,135 @@ async fn damaged_buffer_is_moved_aside_reported_and_the_agent_goes_on() {
     assert!(agent.log_text().contains("moving it aside"));
 }
 
+/// `groundtrail-agent buffer ...` (the offline tools) on this test's agent: exit code, stdout,
+/// stderr.
+fn buffer_tool(agent: &Agent, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("groundtrail-agent"))
+        .arg("buffer")
+        .args(args)
+        .current_dir(&agent.dir)
+        .env_remove("GROUNDTRAIL_AGENT_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The eventIDs of an ndjson export, in its order.
+fn exported_ids(ndjson: &str) -> Vec<String> {
+    ndjson
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["eventID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The recovery story of docs/agent.md, on a real agent: its buffer is refused while it runs;
+/// once stopped, its backlog (the collector was never reachable) is sound and exported in
+/// order; after the agent moved the buffer aside as damaged, the quarantined directory is
+/// found, its records are salvaged, and posting the export to a collector puts them in the
+/// trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agents_buffer_is_inspected_exported_and_recovered_by_hand() {
+    let dir = tempdir();
+    let adir = dir.path().join("agent");
+    // Nothing listens there: every record stays in the buffer.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = Agent::start(&adir, &agent_config(&adir, &[nowhere], "")).await;
+    let config = agent.config.to_str().unwrap().to_string();
+    let events: Vec<Value> = (0..3).map(|i| app_event(&format!("backlog-{i}"))).collect();
+    let (ok, resp) = agent.put(&events).await;
+    assert!(ok, "{resp}");
+    let ids = successful_ids(&resp);
+    assert_eq!(ids.len(), 3, "{resp}");
+
+    let (code, out, err) = buffer_tool(&agent, &["inspect", "--config", &config]);
+    assert_eq!(code, 2, "a running agent's buffer is refused: {out}{err}");
+    assert!(
+        err.contains("is in use") && err.contains("stop the agent first"),
+        "{err}"
+    );
+
+    agent.sigterm().await;
+    let (code, out, err) = buffer_tool(&agent, &["verify", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.trim_end().ends_with(": sound"), "{out}");
+    let data = adir.join("data");
+    let (code, out, err) = buffer_tool(
+        &agent,
+        &["inspect", "--json", "--data-dir", data.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let i: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(i["quarantined"], false, "{i}");
+    assert_eq!(i["problems"], json!([]), "{i}");
+    assert_eq!(i["agentRecords"]["AgentStart"], 1, "{i}");
+    assert_eq!(i["agentRecords"]["AgentStop"], 1, "{i}");
+    let queued = i["records"].as_u64().unwrap();
+    assert_eq!(queued, 5, "3 events, AgentStart, AgentStop: {i}");
+    let out_file = adir.join("backlog.ndjson");
+    let (code, _, err) = buffer_tool(
+        &agent,
+        &[
+            "export",
+            "--config",
+            &config,
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exported 5 records"), "{err}");
+    let exported = exported_ids(&std::fs::read_to_string(&out_file).unwrap());
+    let app: Vec<String> = exported
+        .iter()
+        .filter(|e| ids.contains(e))
+        .cloned()
+        .collect();
+    assert_eq!(
+        app, ids,
+        "the events, once each, in the order they were put"
+    );
+
+    // sled refuses the store (its settings file damaged): the agent moves it aside at start.
+    std::fs::write(data.join("buffer/conf"), vec![0xA5u8; 4096]).unwrap();
+    agent.spawn().await;
+    agent.sigterm().await;
+    let (code, out, err) = buffer_tool(&agent, &["inspect", "--json", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    let fresh: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(fresh["agentRecords"]["BufferCorruption"], 1, "{fresh}");
+    let siblings = fresh["quarantinedSiblings"].as_array().unwrap();
+    assert_eq!(siblings.len(), 1, "{fresh}");
+    let aside = siblings[0].as_str().unwrap();
+    let (code, salvaged, err) = buffer_tool(&agent, &["export", "--path", aside]);
+    assert_eq!(code, 1, "a salvage is reported as such: {err}");
+    assert!(err.contains("sled cannot open it"), "{err}");
+    let mut got = exported_ids(&salvaged);
+    let mut want = exported.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every record of the quarantined buffer, once");
+
+    // Recovery by hand: post the export to a collector's ingest endpoint.
+    let trail = dir.path().join("trail");
+    let collector = Collector::start(&dir.path().join("collector"), local_spec(&trail)).await;
+    let reply = collector
+        .client()
+        .post(salvaged.into_bytes(), false, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    wait_in_trail(&Store::Local(trail), &ids).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_put_audit_events_inputs_get_their_error_codes() {
     let dir = tempdir();
