@@ -24,7 +24,7 @@ pub struct ClusterConfig {
     /// cluster's stream is created: every collector must say the same, and a collector that
     /// does not refuses to start. It bounds how many collectors write at once.
     pub shards: u32,
-    /// Copies JetStream keeps of every record and of the shards' state (1 or 3; 3 survives
+    /// Copies JetStream keeps of every record and of the shards' state (1, 3 or 5; 3 survives
     /// the loss of one NATS server, and is what a `200` to an agent should mean).
     pub replicas: u32,
     /// A shard whose holder has not renewed its lease for this long is taken over by another
@@ -139,8 +139,8 @@ impl ClusterConfig {
         if self.lease_ttl.get() < std::time::Duration::from_secs(2) {
             return Err("[cluster] lease_ttl must be at least 2s".into());
         }
-        if self.stream_max_bytes < 16 * 1024 * 1024 {
-            return Err("[cluster] stream_max_bytes must be at least 16 MiB".into());
+        if self.stream_max_bytes < 1024 * 1024 {
+            return Err("[cluster] stream_max_bytes must be at least 1 MiB".into());
         }
         if self.duplicate_window.get() < std::time::Duration::from_secs(1) {
             return Err("[cluster] duplicate_window must be at least 1s".into());

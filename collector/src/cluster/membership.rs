@@ -189,21 +189,19 @@ impl Membership {
         );
     }
 
-    /// Renews every held lease; a lease that cannot be renewed is given up.
+    /// Renews every held lease (all at once: one slow answer must not let the others
+    /// expire); a lease that cannot be renewed is given up.
     async fn renew(&mut self) {
-        let shards: Vec<u32> = self.held.keys().copied().collect();
-        for shard in shards {
-            let revision = self.held[&shard].revision;
-            match self
-                .nats
-                .leases
-                .update(
-                    lease_key(shard),
-                    self.settings.node.clone().into(),
-                    revision,
-                )
-                .await
-            {
+        let leases = &self.nats.leases;
+        let node = &self.settings.node;
+        let renewals = self.held.iter().map(|(shard, h)| async move {
+            let renewed = leases
+                .update(lease_key(*shard), node.clone().into(), h.revision)
+                .await;
+            (*shard, renewed)
+        });
+        for (shard, renewed) in futures_util::future::join_all(renewals).await {
+            match renewed {
                 Ok(r) => {
                     if let Some(h) = self.held.get_mut(&shard) {
                         h.revision = r;
