@@ -13,6 +13,8 @@
 //! - Node `i` is server `n<i>` with the same ports and store across [`NatsCluster::kill`] and
 //!   [`NatsCluster::restart`], so a restart is the same Raft peer coming back.
 //! - Dropping the cluster kills every node, stopped ones too.
+//! - A port taken between its choice and the server's bind makes `start` try again with fresh
+//!   ports (tested at the end of this file).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -391,10 +393,11 @@ impl Drop for NatsCluster {
 }
 
 /// Creates a throw-away file stream with `replicas` replicas, publishes one message, waits for
-/// its PubAck and deletes the stream.
+/// its PubAck and deletes the stream. Its subject is under `_gtkit.`, which no stream of the
+/// collector's captures (overlapping subjects would refuse the stream).
 async fn round_trip(js: &jetstream::Context, replicas: usize) -> Result<(), String> {
-    let name = format!("GT_READY_{}", uuid::Uuid::new_v4().simple());
-    let subject = format!("gt.ready.{name}");
+    let name = format!("GTKIT_READY_{}", uuid::Uuid::new_v4().simple());
+    let subject = format!("_gtkit.ready.{name}");
     js.create_stream(jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![subject.clone()],
