@@ -13,6 +13,8 @@
 //! - Node `i` is server `n<i>` with the same ports and store across [`NatsCluster::kill`] and
 //!   [`NatsCluster::restart`], so a restart is the same Raft peer coming back.
 //! - Dropping the cluster kills every node, stopped ones too.
+//! - A port taken between its choice and the server's bind makes `start` try again with fresh
+//!   ports (tested at the end of this file).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -88,6 +90,18 @@ impl NatsCluster {
     /// Starts `n` (1 or 3) nodes under `dir` and waits until JetStream works (see the module
     /// doc). Retries with fresh ports when a port was taken before a node could bind it.
     pub async fn start(bin: &Path, dir: &Path, n: usize, opts: NatsOptions) -> NatsCluster {
+        Self::start_on(bin, dir, n, opts, super::free_port).await
+    }
+
+    /// [`NatsCluster::start`] with the ports `pick` hands out (a seam for the test of the
+    /// retry on a taken port).
+    async fn start_on(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        opts: NatsOptions,
+        mut pick: impl FnMut() -> u16,
+    ) -> NatsCluster {
         assert!(n == 1 || n == 3, "a NATS cluster of 1 or 3 nodes, not {n}");
         for attempt in 1..=START_ATTEMPTS {
             let nodes = (0..n)
@@ -96,9 +110,9 @@ impl NatsCluster {
                     let _ = std::fs::remove_dir_all(&dir);
                     std::fs::create_dir_all(&dir).expect("create the node's directory");
                     Node {
-                        client: super::free_port(),
-                        route: super::free_port(),
-                        monitor: super::free_port(),
+                        client: pick(),
+                        route: pick(),
+                        monitor: pick(),
                         dir,
                         child: None,
                     }
@@ -379,10 +393,11 @@ impl Drop for NatsCluster {
 }
 
 /// Creates a throw-away file stream with `replicas` replicas, publishes one message, waits for
-/// its PubAck and deletes the stream.
+/// its PubAck and deletes the stream. Its subject is under `_gtkit.`, which no stream of the
+/// collector's captures (overlapping subjects would refuse the stream).
 async fn round_trip(js: &jetstream::Context, replicas: usize) -> Result<(), String> {
-    let name = format!("GT_READY_{}", uuid::Uuid::new_v4().simple());
-    let subject = format!("gt.ready.{name}");
+    let name = format!("GTKIT_READY_{}", uuid::Uuid::new_v4().simple());
+    let subject = format!("_gtkit.ready.{name}");
     js.create_stream(jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![subject.clone()],
@@ -447,4 +462,38 @@ async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("GET :{port}{path}: no status line"))?;
     Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken between its choice and the server's bind makes the node exit with
+    /// "address already in use"; `start` then tries again with fresh ports.
+    #[tokio::test]
+    async fn start_retries_with_fresh_ports_when_one_is_taken() {
+        let Some(bin) = nats_server("start_retries_with_fresh_ports_when_one_is_taken") else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_port = taken.local_addr().expect("addr").port();
+        let mut picked = Vec::new();
+        let cluster = NatsCluster::start_on(&bin, dir.path(), 1, NatsOptions::default(), || {
+            let port = if picked.is_empty() {
+                taken_port
+            } else {
+                crate::free_port()
+            };
+            picked.push(port);
+            port
+        })
+        .await;
+        assert_eq!(picked.len(), 6, "two attempts of three ports: {picked:?}");
+        assert!(
+            !cluster.client_urls()[0].ends_with(&format!(":{taken_port}")),
+            "{:?}",
+            cluster.client_urls()
+        );
+    }
 }
