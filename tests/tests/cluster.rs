@@ -337,6 +337,36 @@ async fn a_collector_killed_before_answering_loses_and_doubles_nothing() {
     sender.await.unwrap();
     s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
         .await;
+    // The event history answers from any collector, the unmodified AWS CLI asking.
+    if let Some(cli) = aws_cli(test) {
+        let id = first[0]["eventID"].as_str().unwrap().to_string();
+        for c in &s.collectors[1..] {
+            wait_for("LookupEvents on every collector", || async {
+                let endpoint = format!("http://{}", c.addr);
+                let attribute = format!("AttributeKey=EventId,AttributeValue={id}");
+                let out = aws_run(
+                    &cli,
+                    &[
+                        "cloudtrail",
+                        "lookup-events",
+                        "--region",
+                        REGION,
+                        "--endpoint-url",
+                        &endpoint,
+                        "--lookup-attributes",
+                        &attribute,
+                        "--output",
+                        "json",
+                    ],
+                    "testing",
+                    "testing",
+                );
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["Events"][0]["EventId"] == id.as_str()).then_some(())
+            })
+            .await;
+        }
+    }
     // The killed collector comes back and takes its share again.
     s.collectors[0].spawn().await;
     s.all_shards_owned(4).await;
