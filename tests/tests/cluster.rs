@@ -366,6 +366,36 @@ async fn a_collector_killed_before_answering_loses_and_doubles_nothing() {
             })
             .await;
         }
+        // GetTrailStatus too: every collector reports the trail's latest deliveries, whoever
+        // made them.
+        for c in &s.collectors[1..] {
+            wait_for("GetTrailStatus on every collector", || async {
+                let endpoint = format!("http://{}", c.addr);
+                let out = aws_run(
+                    &cli,
+                    &[
+                        "cloudtrail",
+                        "get-trail-status",
+                        "--name",
+                        TRAIL,
+                        "--region",
+                        REGION,
+                        "--endpoint-url",
+                        &endpoint,
+                        "--output",
+                        "json",
+                    ],
+                    "testing",
+                    "testing",
+                );
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["IsLogging"] == true
+                    && v["LatestDeliveryTime"].is_number()
+                    && v["LatestDigestDeliveryTime"].is_number())
+                .then_some(())
+            })
+            .await;
+        }
     }
     // The killed collector comes back and takes its share again.
     s.collectors[0].spawn().await;

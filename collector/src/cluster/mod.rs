@@ -51,4 +51,5 @@ pub mod publish;
 pub mod read;
 pub mod service;
 pub mod state;
+pub mod status;
 pub mod writer;

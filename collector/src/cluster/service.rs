@@ -126,6 +126,7 @@ pub async fn serve(
         after,
     );
 
+    let status = super::status::spawn_mirror(nats.clone(), journal.clone(), shutdown.clone());
     let tracker = Arc::new(
         AgentTracker::load(
             &journal,
@@ -211,6 +212,7 @@ pub async fn serve(
     let _ = after_tx.send(());
     let _ = membership.await;
     let _ = indexer.await;
+    let _ = status.await;
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");
     }

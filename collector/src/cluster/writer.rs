@@ -401,7 +401,7 @@ impl Writer {
                 })?;
             let body = Bytes::from(gzip(&built.json).map_err(|e| Exit::Failed(e.to_string()))?);
             for d in &self.settings.destinations {
-                self.put(d.as_ref(), &file.key, body.clone(), &Metadata::new())
+                self.put(d.as_ref(), &file.key, body.clone(), &Metadata::new(), false)
                     .await?;
                 add(&metrics().files_uploaded, 1);
             }
@@ -485,17 +485,41 @@ impl Writer {
         }
     }
 
-    /// Uploads one object, retrying until it is stored (or the writer is told to stop).
+    /// Uploads one object, retrying until it is stored (or the writer is told to stop), and
+    /// records the outcome for `GetTrailStatus` ([`super::status`]).
     async fn put(
         &self,
         destination: &dyn Destination,
         key: &str,
         body: Bytes,
         metadata: &Metadata,
+        digest: bool,
     ) -> Result<(), Exit> {
         let mut delay = RETRY;
         loop {
-            match destination.put(key, body.clone(), metadata).await {
+            let put = destination.put(key, body.clone(), metadata).await;
+            let now = now_secs().timestamp().to_string();
+            let error = put.as_ref().err().map(|e| e.to_string());
+            let values: Vec<(&str, Option<&str>)> = match (digest, &error) {
+                (false, None) => vec![
+                    ("LatestDeliveryTime", Some(&now)),
+                    ("LatestDeliveryAttemptTime", Some(&now)),
+                    ("LatestDeliveryAttemptSucceeded", Some(&now)),
+                    ("LatestDeliveryError", None),
+                ],
+                (false, Some(e)) => vec![
+                    ("LatestDeliveryAttemptTime", Some(&now)),
+                    ("LatestDeliveryError", Some(e)),
+                    ("LatestDeliveryAttemptSucceeded", None),
+                ],
+                (true, None) => vec![
+                    ("LatestDigestDeliveryTime", Some(&now)),
+                    ("LatestDigestDeliveryError", None),
+                ],
+                (true, Some(e)) => vec![("LatestDigestDeliveryError", Some(e))],
+            };
+            super::status::record(&self.nats, &values).await;
+            match put {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(shard = self.shard, "cluster: upload of {key}: {e}");
@@ -597,7 +621,7 @@ impl Writer {
             let mut meta = Metadata::new();
             meta.insert("signature".into(), digest.signature.clone());
             meta.insert("signature-algorithm".into(), SIGNATURE_ALGORITHM.into());
-            self.put(destination.as_ref(), &digest.key, body, &meta)
+            self.put(destination.as_ref(), &digest.key, body, &meta, true)
                 .await?;
             add(&metrics().digests_uploaded, 1);
             uploaded.insert(key);
