@@ -774,6 +774,18 @@ impl Config {
                 );
             }
         }
+        if self.destinations.is_empty() {
+            anyhow::bail!(
+                "[cluster]: configure [[destinations]] (an S3 bucket, or a directory every collector shares): the default local directory would split the trail across the collectors' disks"
+            );
+        }
+        let chunk = crate::cluster::publish::CHUNK_BYTES;
+        if self.limits.max_record_bytes > chunk {
+            anyhow::bail!(
+                "[cluster]: [limits] max_record_bytes = {} is over {chunk}: a record must fit in one message of the cluster's stream",
+                self.limits.max_record_bytes
+            );
+        }
         Ok(())
     }
 

@@ -256,6 +256,11 @@ impl DedupKey {
         DedupKey(Slice::from(k))
     }
 
+    /// A key from its stored bytes (as [`DedupKey::as_bytes`] gave them).
+    pub fn from_bytes(bytes: &[u8]) -> DedupKey {
+        DedupKey(Slice::from(bytes))
+    }
+
     /// The key's bytes as stored.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -376,7 +376,7 @@ mod tests {
                 .ends_with("_CloudTrail-Digest_us-east-1_trail_us-east-1_20260101T010010Z.json.gz")
         );
         // Both signatures verify over the signing string of the exact stored bytes.
-        let public = w.key.public_key_der().to_vec();
+        let public = w.signer.key.public_key_der().to_vec();
         for (doc, (_, p)) in [(&first, &q[0]), (&second, &q[1])] {
             let msg = signing_string(
                 &doc.digest_end_time,

@@ -397,14 +397,41 @@ async fn a_collector_killed_before_answering_loses_and_doubles_nothing() {
             .await;
         }
     }
-    // The killed collector comes back and takes its share again.
+    // The killed collector comes back and takes its share again; a new, empty collector
+    // joins while records flow (shards move, and its history starts from the stream's start:
+    // nothing may be purged that it or a file still needs).
     s.collectors[0].spawn().await;
     s.all_shards_owned(4).await;
-    let last = batch(30);
-    send_like_an_agent(&addrs, &last).await;
-    ids.extend(event_ids(&last));
+    let more: Vec<Vec<Value>> = (0..10).map(|_| batch(30)).collect();
+    let sender = {
+        let more = more.clone();
+        tokio::spawn(async move {
+            for b in &more {
+                send_like_an_agent(&addrs, b).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    s.collector(4, "").await;
+    sender.await.unwrap();
+    for b in &more {
+        ids.extend(event_ids(b));
+    }
+    s.all_shards_owned(4).await;
     s.check(&ids, &[REGION, OTHER_REGIONS[0], OTHER_REGIONS[1]])
         .await;
+    // The newcomer indexes what the stream still holds, from before it joined on: everything
+    // sent while it joined is in its history.
+    let newest = s.collectors.last().unwrap();
+    let joined: u64 = more.iter().map(|b| b.len() as u64).sum();
+    wait_for("the newcomer's history", || async {
+        (newest
+            .metric("groundtrail_cluster_history_indexed_total")
+            .await
+            >= joined)
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

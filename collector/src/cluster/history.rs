@@ -11,10 +11,13 @@
 //!
 //! - **Nothing is purged before this collector indexed it.** The indexer records how far it
 //!   has indexed in its history store (durable by the same flush as the entries), then
-//!   publishes that position as its *floor* in `GT_FLOORS`; shard writers purge only below
-//!   every floor. A floor not renewed for a day ([`super::nats::FLOOR_TTL`]) expires: a
-//!   collector away that long no longer holds the stream back, and misses what was purged
-//!   meanwhile (the trail has it).
+//!   publishes that position as its *floor* in `GT_FLOORS` (again every couple of seconds,
+//!   also while idle); shard writers purge only below every floor, and not at all while some
+//!   floor is at the stream's start. A floor not renewed for a day
+//!   ([`super::nats::FLOOR_TTL`]) expires: a collector stopped that long no longer holds the
+//!   stream back, and misses what was purged meanwhile (the trail has it). Until then a
+//!   stopped collector's floor holds the purge back: a collector taken out of the cluster for
+//!   good should have its floor deleted (`nats kv del GT_FLOORS floor.<node_id>`).
 //! - **Eventually complete.** `LookupEvents` on a collector lists a record once that
 //!   collector's indexer has read its chunk, typically within a second, as CloudTrail's own
 //!   event history lags its API calls.
@@ -160,17 +163,19 @@ impl Indexer {
                         }
                     }
                 }
-                if next > position {
+                let progressed = next > position;
+                if progressed {
                     if let Err(e) = self.index(batch, next).await {
                         tracing::error!("cluster history: {e}; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue 'open;
                     }
                     position = next;
-                    if last_floor.elapsed() >= FLOOR_EVERY || caught_up {
-                        self.put_floor(position).await;
-                        last_floor = tokio::time::Instant::now();
-                    }
+                }
+                // Also renewed while idle: the floor's key expires after FLOOR_TTL without it.
+                if last_floor.elapsed() >= FLOOR_EVERY || (caught_up && progressed) {
+                    self.put_floor(position).await;
+                    last_floor = tokio::time::Instant::now();
                 }
                 if caught_up && deadline.is_some() {
                     return;

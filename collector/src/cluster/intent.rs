@@ -8,6 +8,8 @@
 //! same key; the recorded SHA-256 is checked before every upload.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use chrono::{DateTime, Utc};
@@ -15,6 +17,7 @@ use groundtrail_common::trail::{TrailLayout, unique16};
 use serde::Deserialize;
 
 use super::state::IntentFile;
+use crate::dedup::{DedupError, DedupIndex, DedupKey, DedupSettings};
 
 const HEAD: &[u8] = b"{\"Records\":[";
 const TAIL: &[u8] = b"]}";
@@ -87,7 +90,7 @@ impl Chunk {
             text.extend_from_slice(r);
             text.push(b'\n');
         }
-        zstd::bulk::compress(&text, 3).unwrap_or_default()
+        zstd::bulk::compress(&text, 3).expect("compressing to memory does not fail")
     }
 }
 
@@ -100,85 +103,117 @@ struct Slim<'a> {
     event_id: &'a str,
 }
 
-/// A record's dedup key: its `eventTime` and `eventID` (a resend carries both unchanged), as
-/// 16 bytes of their SHA-256.
-pub type SeenKey = [u8; 16];
-
-fn seen_key(event_time: &str, event_id: &str) -> SeenKey {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(event_time.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(event_id.as_bytes());
-    let d = ctx.finish();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&d.as_ref()[..16]);
-    key
+/// What a shard owner remembers for dedup: the `(eventTime, eventID)` key of every record
+/// filed within `[journal] dedup_window`, in the same on-disk index single-node mode uses
+/// ([`crate::dedup`]), so memory does not grow with the window. One index serves every shard a
+/// collector writes (a record's key belongs to one shard: its account and region).
+///
+/// The index is a cache of `GT_SEEN`: a new owner loads the shard's keys from there before it
+/// files anything, and a key is in the index only for a record that is filed, or that is in a
+/// recorded range and will be filed by whoever writes the shard next.
+#[derive(Clone)]
+pub struct Seen {
+    index: Arc<DedupIndex>,
 }
 
-/// What a shard's owner remembers for dedup: each filed record's key and when it was
-/// received, for the dedup window.
-#[derive(Debug, Default)]
-pub struct Seen {
-    keys: HashMap<SeenKey, i64>,
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen").finish_non_exhaustive()
+    }
 }
 
 impl Seen {
-    pub fn insert(&mut self, key: SeenKey, at: i64) -> bool {
-        self.keys.insert(key, at).is_none()
+    /// Opens (or creates) the index at `path`.
+    pub fn open(path: &Path, settings: &DedupSettings) -> Result<Seen, DedupError> {
+        Ok(Seen {
+            index: Arc::new(DedupIndex::open(path, settings)?),
+        })
     }
-    pub fn contains(&self, key: &SeenKey) -> bool {
-        self.keys.contains_key(key)
+
+    pub fn contains(&self, key: &DedupKey) -> Result<bool, DedupError> {
+        self.index.contains(key)
     }
-    /// Forgets keys received before `cutoff`.
-    pub fn expire(&mut self, cutoff: i64) {
-        self.keys.retain(|_, at| *at >= cutoff);
+
+    /// Remembers `keys`, received at `at` (Unix seconds).
+    pub fn insert(&self, keys: &[DedupKey], at: i64) -> Result<(), DedupError> {
+        self.index.insert(keys, at.max(0) as u64)
     }
-    pub fn len(&self) -> usize {
-        self.keys.len()
+
+    /// Remembers each key with its own receipt time.
+    pub fn insert_all(&self, keys: &[(DedupKey, i64)]) -> Result<(), DedupError> {
+        let mut start = 0;
+        while start < keys.len() {
+            let at = keys[start].1;
+            let end = start + keys[start..].iter().take_while(|(_, t)| *t == at).count();
+            let run: Vec<DedupKey> = keys[start..end].iter().map(|(k, _)| k.clone()).collect();
+            self.insert(&run, at)?;
+            start = end;
+        }
+        Ok(())
     }
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+
+    /// Forgets what is older than the window (whole partitions at a time).
+    pub fn expire(&self, now: i64) -> Result<u64, DedupError> {
+        self.index.expire(now.max(0) as u64)
     }
+
+    /// Makes every key inserted so far survive a crash.
+    pub fn persist(&self) -> Result<(), DedupError> {
+        self.index.persist()
+    }
+}
+
+fn key_of(json: &[u8]) -> Option<DedupKey> {
+    let slim = serde_json::from_slice::<Slim>(json).ok()?;
+    Some(DedupKey::new(slim.event_time, slim.event_id))
 }
 
 /// Files formed from a range: the decisions, and the keys of the records they take.
 #[derive(Debug)]
 pub struct Formed {
     pub files: Vec<IntentFile>,
-    pub accepted: Vec<SeenKey>,
+    /// The keys of the records the files take, each with its chunk's receipt time.
+    pub accepted: Vec<(DedupKey, i64)>,
 }
 
 /// Decides the files of `chunks` (one range of one shard, in stream order): one file per
-/// (account, region), records already in `seen` (or earlier in the range) left out. Adds the
-/// accepted keys to `seen`. A record that does not parse is filed as it is (ingest validated
-/// it; it cannot be deduplicated).
+/// (account, region), records already in `seen` (or earlier in the range) left out. Only
+/// reads `seen`: the caller adds the accepted keys once the range is recorded (a key in the
+/// index for a range that was never recorded would drop those records when the range is
+/// formed again). A record that does not parse is filed as it is (ingest validated it; it
+/// cannot be deduplicated).
 pub fn form(
     chunks: &[Chunk],
-    seen: &mut Seen,
+    seen: &Seen,
     layout: &TrailLayout,
     created: DateTime<Utc>,
     next_file: &mut u64,
-) -> Formed {
+) -> Result<Formed, DedupError> {
     let mut order: Vec<(&str, &str)> = Vec::new();
     let mut skipped: HashMap<(&str, &str), Vec<(u64, u32)>> = HashMap::new();
     let mut accepted = Vec::new();
+    let mut in_range: HashSet<DedupKey> = HashSet::new();
     for chunk in chunks {
         let pair = (chunk.account.as_str(), chunk.region.as_str());
         if !skipped.contains_key(&pair) {
             order.push(pair);
             skipped.insert(pair, Vec::new());
         }
+        let mut fresh = Vec::new();
         for (i, json) in chunk.records.iter().enumerate() {
-            let Ok(slim) = serde_json::from_slice::<Slim>(json) else {
+            let Some(key) = key_of(json) else {
                 continue;
             };
-            let key = seen_key(slim.event_time, slim.event_id);
-            if seen.insert(key, chunk.stored_at) {
-                accepted.push(key);
-            } else if let Some(s) = skipped.get_mut(&pair) {
-                s.push((chunk.seq, i as u32));
+            if in_range.contains(&key) || seen.contains(&key)? {
+                if let Some(s) = skipped.get_mut(&pair) {
+                    s.push((chunk.seq, i as u32));
+                }
+            } else {
+                in_range.insert(key.clone());
+                fresh.push(key);
             }
         }
+        accepted.extend(fresh.into_iter().map(|k| (k, chunk.stored_at)));
     }
     let mut files = Vec::new();
     for pair in order {
@@ -200,7 +235,7 @@ pub fn form(
         });
         *next_file += 1;
     }
-    Formed { files, accepted }
+    Ok(Formed { files, accepted })
 }
 
 /// A file's JSON and what the digest says of it.
@@ -262,9 +297,9 @@ pub fn assemble(
     })
 }
 
-/// The keys of the records a recorded file takes (for an owner that takes over a range
-/// another one formed).
-pub fn keys_of(chunks: &[Chunk], file: &IntentFile) -> Vec<(SeenKey, i64)> {
+/// The keys of the records a recorded file takes, with their chunk's receipt time (for an
+/// owner that takes over a range another one formed).
+pub fn keys_of(chunks: &[Chunk], file: &IntentFile) -> Vec<(DedupKey, i64)> {
     let skip: HashSet<(u64, u32)> = file.skipped.iter().copied().collect();
     let mut out = Vec::new();
     for chunk in chunks
@@ -275,21 +310,37 @@ pub fn keys_of(chunks: &[Chunk], file: &IntentFile) -> Vec<(SeenKey, i64)> {
             if skip.contains(&(chunk.seq, i as u32)) {
                 continue;
             }
-            if let Ok(slim) = serde_json::from_slice::<Slim>(json) {
-                out.push((seen_key(slim.event_time, slim.event_id), chunk.stored_at));
+            if let Some(key) = key_of(json) {
+                out.push((key, chunk.stored_at));
             }
         }
     }
     out
 }
 
-/// The dedup keys of a `GT_SEEN` message body.
-pub fn decode_seen(body: &[u8]) -> impl Iterator<Item = SeenKey> + '_ {
-    body.chunks_exact(16).map(|c| {
-        let mut k = [0u8; 16];
-        k.copy_from_slice(c);
-        k
-    })
+/// A `GT_SEEN` message body: each key as a 2-byte big-endian length and its bytes.
+pub fn encode_seen<'a>(keys: impl IntoIterator<Item = &'a DedupKey>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in keys {
+        let b = k.as_bytes();
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// The keys of a `GT_SEEN` message body (a truncated tail is ignored).
+pub fn decode_seen(mut body: &[u8]) -> Vec<DedupKey> {
+    let mut out = Vec::new();
+    while body.len() >= 2 {
+        let len = u16::from_be_bytes([body[0], body[1]]) as usize;
+        let Some(k) = body.get(2..2 + len) else {
+            break;
+        };
+        out.push(DedupKey::from_bytes(k));
+        body = &body[2 + len..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -317,11 +368,13 @@ mod tests {
             chunk(9, "us-east-1", vec![c.clone()]),
             chunk(12, "eu-west-1", vec![a.clone()]),
         ];
-        let mut seen = Seen::default();
-        seen.insert(seen_key("2026-12-07T09:59:00Z", "c"), 90);
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Seen::open(dir.path(), &DedupSettings::default()).unwrap();
+        seen.insert_all(&[(DedupKey::new("2026-12-07T09:59:00Z", "c"), 90)])
+            .unwrap();
         let layout = TrailLayout::new("", None);
         let mut next = 7;
-        let formed = form(&chunks, &mut seen, &layout, Utc::now(), &mut next);
+        let formed = form(&chunks, &seen, &layout, Utc::now(), &mut next).unwrap();
         // us-east-1 held only a duplicate: no file for it.
         assert_eq!(formed.files.len(), 1);
         let f = &formed.files[0];
@@ -344,11 +397,17 @@ mod tests {
         expected.extend_from_slice(b"]}");
         assert_eq!(rebuilt.json, expected);
         assert_eq!(keys_of(&chunks, f).len(), 2);
-        // Forming the range again with what was accepted files nothing twice.
-        let again = form(&chunks, &mut seen, &layout, Utc::now(), &mut next);
-        assert!(again.files.is_empty());
-        seen.expire(101);
-        assert!(seen.is_empty());
+        // Forming only reads the index: the same range formed again (its intent never
+        // recorded) files the same records.
+        let again = form(&chunks, &seen, &layout, Utc::now(), &mut next).unwrap();
+        assert_eq!(again.files[0].sha256, f.sha256);
+        // The keys travel through GT_SEEN and come back the same; once in the index, the range
+        // files nothing twice.
+        let keys: Vec<DedupKey> = formed.accepted.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(decode_seen(&encode_seen(&keys)), keys);
+        seen.insert_all(&formed.accepted).unwrap();
+        let after = form(&chunks, &seen, &layout, Utc::now(), &mut next).unwrap();
+        assert!(after.files.is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use groundtrail_common::shutdown::Shutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::metrics::{add, metrics};
 use super::nats::Nats;
@@ -32,6 +33,8 @@ use super::writer::{Exit, Stop, Writer, WriterSettings};
 /// A shard this collector holds.
 struct Held {
     revision: u64,
+    /// When the lease was last created or renewed.
+    renewed: Instant,
     stop: watch::Sender<Stop>,
     task: JoinHandle<Exit>,
     /// Asked to hand the shard back; its lease is kept (renewed) until its writer ended.
@@ -44,7 +47,14 @@ pub struct Membership {
     settings: Arc<WriterSettings>,
     lease_ttl: Duration,
     held: BTreeMap<u32, Held>,
+    /// Shards whose writer failed here, not to be taken again before the instant given: a
+    /// failure that retrying does not fix (a damaged chunk, a range no longer in the stream)
+    /// must not become a loop of takeovers on one collector (it is logged each time).
+    cooldown: BTreeMap<u32, Instant>,
 }
+
+/// How long a shard whose writer failed is left to the other collectors.
+const COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Rendezvous score of (node, shard): each node ranks the shards by it.
 fn score(node: &str, shard: u32) -> u64 {
@@ -68,6 +78,7 @@ impl Membership {
             settings,
             lease_ttl,
             held: BTreeMap::new(),
+            cooldown: BTreeMap::new(),
         }
     }
 
@@ -83,7 +94,12 @@ impl Membership {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.recv() => break,
             }
-            self.round().await;
+            // A round can wait on NATS timeouts; a stop does not wait for it (what a cut round
+            // leaves behind is a lease that expires, or a writer told to stop below).
+            tokio::select! {
+                _ = self.round() => {}
+                _ = shutdown.recv() => break,
+            }
         }
         self.stop_all(Stop::Shutdown, grace).await;
         let key = format!("node.{}", self.settings.node);
@@ -130,7 +146,10 @@ impl Membership {
                 if self.held.len() >= fair {
                     break;
                 }
-                self.try_take(shard).await;
+                if !self.try_take(shard).await {
+                    // NATS did not answer: the next round tries again.
+                    break;
+                }
             }
         } else if working > fair {
             let mut mine: Vec<u32> = self
@@ -154,8 +173,16 @@ impl Membership {
             .store(working as u64, Ordering::Relaxed);
     }
 
-    /// Takes a shard whose lease is free, and starts its writer.
-    async fn try_take(&mut self, shard: u32) {
+    /// Takes a shard whose lease is free, and starts its writer. `false` when NATS did not
+    /// answer (no point asking for the next shard in this round).
+    async fn try_take(&mut self, shard: u32) -> bool {
+        if self
+            .cooldown
+            .get(&shard)
+            .is_some_and(|until| Instant::now() < *until)
+        {
+            return true;
+        }
         let revision = match self
             .nats
             .leases
@@ -163,10 +190,22 @@ impl Membership {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return,
+            // A create that timed out may have landed: the lease is ours if it names us.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                match self.nats.leases.entry(lease_key(shard)).await {
+                    Ok(Some(entry))
+                        if entry.operation == kv::Operation::Put
+                            && entry.value.as_ref() == self.settings.node.as_bytes() =>
+                    {
+                        entry.revision
+                    }
+                    Ok(_) => return true,
+                    Err(_) => return false,
+                }
+            }
             Err(e) => {
                 tracing::debug!(shard, "cluster: lease: {e}");
-                return;
+                return false;
             }
         };
         let (stop, stop_rx) = watch::channel(Stop::Run);
@@ -182,15 +221,20 @@ impl Membership {
             shard,
             Held {
                 revision,
+                renewed: Instant::now(),
                 stop,
                 task,
                 releasing: false,
             },
         );
+        true
     }
 
     /// Renews every held lease (all at once: one slow answer must not let the others
-    /// expire); a lease that cannot be renewed is given up.
+    /// expire). A lease is given up, and its writer stopped, when it is someone else's now (a
+    /// refused revision), or when it could not be renewed for two thirds of `lease_ttl` (it may
+    /// expire any moment). A failure short of that (a NATS leader election takes seconds) is
+    /// retried at the next round.
     async fn renew(&mut self) {
         let leases = &self.nats.leases;
         let node = &self.settings.node;
@@ -240,7 +284,12 @@ impl Membership {
                     // The lease is someone else's now, or about to expire: leave it.
                 }
                 Ok(Exit::Failed(why)) => {
-                    tracing::error!(shard, "cluster: shard writer failed: {why}; releasing it");
+                    tracing::error!(
+                        shard,
+                        "cluster: shard writer failed: {why}; releasing it to the other collectors for {}s",
+                        COOLDOWN.as_secs()
+                    );
+                    self.cooldown.insert(shard, Instant::now() + COOLDOWN);
                     let _ = self
                         .nats
                         .leases
@@ -259,30 +308,49 @@ impl Membership {
         }
     }
 
+    /// Tells every writer to stop `how`, keeps their leases renewed while they finish (within
+    /// `grace`), and releases each lease once its writer is done.
     async fn stop_all(&mut self, how: Stop, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         for h in self.held.values() {
             let _ = h.stop.send(how);
         }
-        let held = std::mem::take(&mut self.held);
-        for (shard, h) in held {
-            let mut task = h.task;
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Exit::Stopped)) => {
+        let tick = self.lease_ttl / 3;
+        loop {
+            let done: Vec<u32> = self
+                .held
+                .iter()
+                .filter(|(_, h)| h.task.is_finished())
+                .map(|(s, _)| *s)
+                .collect();
+            for shard in done {
+                let Some(h) = self.held.remove(&shard) else {
+                    continue;
+                };
+                if let Ok(Exit::Stopped) = h.task.await {
                     let _ = self
                         .nats
                         .leases
                         .delete_expect_revision(lease_key(shard), Some(h.revision))
                         .await;
                 }
-                Ok(_) => {}
-                Err(_) => {
+            }
+            if self.held.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for (shard, h) in std::mem::take(&mut self.held) {
                     tracing::warn!(
                         shard,
                         "cluster: shutdown grace ran out; the next owner goes on from the shard's state"
                     );
-                    task.abort();
+                    h.task.abort();
                 }
+                break;
+            }
+            tokio::time::sleep(tick.min(Duration::from_millis(200))).await;
+            if self.held.values().any(|h| h.renewed.elapsed() >= tick) {
+                self.renew().await;
             }
         }
         metrics().shards_owned.store(0, Ordering::Relaxed);

@@ -37,9 +37,10 @@
 //!   publishes when full; a shard's chunks are purged only below its filed position and every
 //!   collector's event-history floor.
 //!
-//! What cluster mode does not do yet (single-node only, refused or warned about at start-up):
-//! `[[trails]]`, event selectors and `StartLogging`/`StopLogging`, Insights, detection rules,
-//! webhooks, and the agent sequence-gap monitor. docs/cluster.md is the operator's guide.
+//! What cluster mode does not do yet (single-node only; refused by the config check, or said
+//! at start-up): `[[trails]]`, event selectors and `StartLogging`/`StopLogging`, Insights,
+//! webhooks (refused); detection rules and the agent sequence-gap and silence records (logged).
+//! docs/cluster.md is the operator's guide.
 
 pub mod config;
 pub mod history;

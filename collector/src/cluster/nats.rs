@@ -46,12 +46,16 @@ pub enum NatsError {
     #[error("JetStream {object}: {message}")]
     Object { object: String, message: String },
     #[error(
-        "the cluster was created with {existing}; this collector's config says {configured}: every collector must use the same [cluster] shards and signing key"
+        "the cluster was set up with {existing}; this collector has {configured}: every collector must have the same [cluster] shards, signing key, [trail] naming and [[destinations]] (to change them for good, stop every collector, let the shards' files be delivered, and delete the key: nats kv del GT_SHARDS meta)"
     )]
     Mismatch {
         existing: String,
         configured: String,
     },
+    #[error(
+        "JetStream stream {RECORDS} exists with {found}; cluster mode needs {needed} (so that nothing is dropped to make room): fix it with `nats stream edit {RECORDS}`, or delete it while it is empty"
+    )]
+    StreamSettings { found: String, needed: String },
 }
 
 /// What every collector of a cluster must agree on, kept in `GT_SHARDS` under `meta`.
@@ -61,6 +65,14 @@ pub struct Meta {
     pub shards: u32,
     /// The digest signing key's fingerprint: every shard writer signs its chains with it.
     pub key_fingerprint: String,
+    /// The trail as the shard writers name its files and digests, and where they deliver it
+    /// (trail name, home region, key prefix, organization, each destination and bucket): a
+    /// chain continued by a collector that differed here would break.
+    pub trail: String,
+    /// When `GT_RECORDS` was created (RFC 3339): the shards' positions are sequences of that
+    /// stream, and mean nothing in a stream created again.
+    #[serde(default)]
+    pub records_created: String,
 }
 
 /// A connected collector's handles on the shared objects.
@@ -128,7 +140,7 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
 pub async fn connect(
     settings: &ClusterSettings,
     dedup_window: Duration,
-    key_fingerprint: &str,
+    mut meta: Meta,
 ) -> Result<Nats, NatsError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("groundtrail-collector {}", settings.node_id))
@@ -212,11 +224,14 @@ pub async fn connect(
     let shards = ensure_kv(&js, SHARDS, settings.replicas, Duration::ZERO).await?;
     let leases = ensure_kv(&js, LEASES, settings.replicas, settings.lease_ttl).await?;
     let floors = ensure_kv(&js, FLOORS, settings.replicas, FLOOR_TTL).await?;
-    let meta = Meta {
-        format: 1,
-        shards: settings.shards,
-        key_fingerprint: key_fingerprint.to_string(),
-    };
+    let mut records = records;
+    let info = records
+        .info()
+        .await
+        .map_err(|e| object(RECORDS, e))?
+        .clone();
+    check_records(&info.config, settings)?;
+    meta.records_created = info.created.to_rfc3339();
     check_meta(&shards, &meta).await?;
     Ok(Nats {
         client,
@@ -287,6 +302,30 @@ async fn ensure_kv(
     Err(object(bucket, last))
 }
 
+/// Refuses a `GT_RECORDS` made (or edited) with settings that could drop records.
+fn check_records(config: &stream::Config, settings: &ClusterSettings) -> Result<(), NatsError> {
+    let mut found = Vec::new();
+    if config.discard != stream::DiscardPolicy::New {
+        found.push("discard: old".to_string());
+    }
+    if !config.max_age.is_zero() {
+        found.push(format!("max_age {:?}", config.max_age));
+    }
+    if config.num_replicas < settings.replicas {
+        found.push(format!("{} replicas", config.num_replicas));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(NatsError::StreamSettings {
+        found: found.join(", "),
+        needed: format!(
+            "discard: new, no max_age, at least {} replicas ([cluster] replicas)",
+            settings.replicas
+        ),
+    })
+}
+
 /// Records `meta` if the cluster has none yet, else refuses a collector that disagrees.
 async fn check_meta(store: &kv::Store, meta: &Meta) -> Result<(), NatsError> {
     let bytes = serde_json::to_vec(meta).unwrap_or_default();
@@ -301,15 +340,27 @@ async fn check_meta(store: &kv::Store, meta: &Meta) -> Result<(), NatsError> {
         .map_err(|e| object(SHARDS, e))?
         .ok_or_else(|| object(SHARDS, "meta vanished"))?;
     let existing: Meta = serde_json::from_slice(&existing).map_err(|e| object(SHARDS, e))?;
-    if existing.shards != meta.shards || existing.key_fingerprint != meta.key_fingerprint {
+    let describe = |m: &Meta| {
+        format!(
+            "{} shards, signing key {}, {}",
+            m.shards, m.key_fingerprint, m.trail
+        )
+    };
+    if existing.shards != meta.shards
+        || existing.key_fingerprint != meta.key_fingerprint
+        || existing.trail != meta.trail
+    {
         return Err(NatsError::Mismatch {
-            existing: format!(
-                "{} shards and signing key {}",
-                existing.shards, existing.key_fingerprint
-            ),
+            existing: describe(&existing),
+            configured: describe(meta),
+        });
+    }
+    if existing.records_created != meta.records_created {
+        return Err(NatsError::Mismatch {
+            existing: format!("stream {RECORDS} created {}", existing.records_created),
             configured: format!(
-                "{} shards and signing key {}",
-                meta.shards, meta.key_fingerprint
+                "stream {RECORDS} created {} (the stream was made again; the shards' positions refer to the old one)",
+                meta.records_created
             ),
         });
     }

@@ -180,7 +180,7 @@ mod tests {
 
     fn record(n: usize, region: &str, pad: usize) -> Record {
         let json = format!(
-            r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser"}},"eventTime":"2026-12-07T10:00:00Z","eventSource":"s.amazonaws.com","eventName":"E","awsRegion":"{region}","sourceIPAddress":"10.0.0.1","userAgent":"{}","eventID":"{}","eventType":"AwsApiCall","recipientAccountId":"111122223333","readOnly":true}}"#,
+            r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser"}},"eventTime":"2026-12-07T10:00:00Z","eventSource":"s.amazonaws.com","eventName":"E","awsRegion":"{region}","sourceIPAddress":"10.0.0.1","requestParameters":{{"pad":"{}"}},"eventID":"{}","eventType":"AwsApiCall","recipientAccountId":"111122223333","readOnly":true}}"#,
             "u".repeat(pad),
             uuid::Uuid::from_u128(n as u128)
         );

@@ -15,6 +15,7 @@ use groundtrail_common::trail::TrailLayout;
 use tokio::net::TcpListener;
 
 use super::config::ClusterSettings;
+use super::intent::Seen;
 use super::membership::Membership;
 use super::publish::Publisher;
 use super::writer::WriterSettings;
@@ -41,12 +42,24 @@ pub async fn serve(
             "cluster mode: detection rules are not evaluated yet (single-node mode only); set [detection] enabled = false to silence this"
         );
     }
+    tracing::info!(
+        "cluster mode: agent sequence-gap and silence records (AgentSequenceGap, AgentSilent) are written in single-node mode only"
+    );
     // The local journal holds no records in cluster mode: only what the API reads of it (the
     // signing key's record, agent states).
     let journal = Arc::new(Journal::open_with_settings(
         &config.journal.path,
         &config.journal.settings(),
     )?);
+    // A journal left from single-node mode with records not yet delivered: cluster mode would
+    // never deliver them (its writers read the stream, not this journal).
+    let (pending, undelivered) = journal.backlog();
+    if pending + undelivered > 0 {
+        return Err(ServeError::Cluster(format!(
+            "the journal at {} still holds {pending} records not yet filed and {undelivered} files not yet delivered from single-node mode; run without [cluster] until they are delivered, then switch",
+            config.journal.path.display()
+        )));
+    }
     let history = Arc::new(History::open_with(
         &config.history_path(),
         config.history.cache_bytes,
@@ -65,14 +78,6 @@ pub async fn serve(
         shards = cluster.shards,
         "cluster mode: connecting to NATS"
     );
-    let nats = super::nats::connect(
-        &cluster,
-        config.journal.dedup_window.get(),
-        key.fingerprint(),
-    )
-    .await
-    .map_err(|e| fail(&e))?;
-
     let spec = config
         .trail_specs()
         .map_err(ServeError::Trails)?
@@ -88,13 +93,50 @@ pub async fn serve(
             }
         })?);
     }
+    let meta = super::nats::Meta {
+        format: 1,
+        shards: cluster.shards,
+        key_fingerprint: key.fingerprint().to_string(),
+        trail: format!(
+            "trail {:?} (home region {}, key prefix {:?}, organization {:?}, lease_ttl {:?}, dedup_window {:?}) delivered to {}",
+            spec.name,
+            spec.home_region,
+            spec.s3_key_prefix,
+            spec.organization_id.as_deref().unwrap_or(""),
+            cluster.lease_ttl,
+            config.journal.dedup_window.get(),
+            destinations
+                .iter()
+                .map(|d| format!("{} ({})", d.name(), d.bucket()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        records_created: String::new(),
+    };
+    // Until NATS answers nothing else can start; a stop asked for meanwhile is honoured.
+    let mut waiting = external.clone();
+    let nats = tokio::select! {
+        n = super::nats::connect(&cluster, config.journal.dedup_window.get(), meta) => {
+            n.map_err(|e| fail(&e))?
+        }
+        _ = waiting.recv() => {
+            tracing::info!("stopped while connecting to NATS");
+            return Ok(());
+        }
+    };
     let layout = TrailLayout::new(&spec.s3_key_prefix, spec.organization_id.as_deref());
+    // The shard writers' dedup index, beside the journal (a cache of GT_SEEN, see
+    // `cluster::intent::Seen`).
+    let seen = Seen::open(
+        &config.journal.path.join("cluster-seen"),
+        &config.journal.settings().dedup,
+    )
+    .map_err(|e| fail(&e))?;
     let settings = Arc::new(WriterSettings {
         node: cluster.node_id.clone(),
         shards: cluster.shards,
         file_interval: config.trail.log_file_interval.get(),
         max_bytes: config.trail.log_file_max_bytes,
-        dedup_window: config.journal.dedup_window.get(),
         signer: ChainSigner {
             key: key.clone(),
             layout: layout.clone(),
@@ -104,6 +146,7 @@ pub async fn serve(
         },
         layout,
         destinations,
+        seen: seen.clone(),
         seed: (!config.trail.account_id.is_empty())
             .then(|| (config.trail.account_id.clone(), spec.home_region.clone())),
     });
@@ -126,6 +169,7 @@ pub async fn serve(
         after,
     );
 
+    let expiry = tokio::spawn(expire_seen(seen, shutdown.clone()));
     let status = super::status::spawn_mirror(nats.clone(), journal.clone(), shutdown.clone());
     let tracker = Arc::new(
         AgentTracker::load(
@@ -213,6 +257,7 @@ pub async fn serve(
     let _ = membership.await;
     let _ = indexer.await;
     let _ = status.await;
+    let _ = expiry.await;
     if let Err(e) = history.flush().await {
         tracing::error!("event history flush: {e}");
     }
@@ -227,4 +272,21 @@ pub async fn serve(
     journal.flush().await?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Drops dedup keys older than the window, every minute.
+async fn expire_seen(seen: Seen, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.recv() => return,
+        }
+        let now = groundtrail_common::time::now_secs().timestamp();
+        let s = seen.clone();
+        match tokio::task::spawn_blocking(move || s.expire(now)).await {
+            Ok(Err(e)) => tracing::error!("cluster dedup expiry: {e}"),
+            Err(e) => tracing::error!("cluster dedup expiry task: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! A shard's durable state, and the compare-and-set that fences a stale owner.
 //!
 //! Everything a shard writer must not forget lives in one KV entry, `GT_SHARDS`
-//! `shard.<n>` ([`ShardState`]): how far the shard's records are filed, the file it is
-//! uploading, and its digest chains. One entry means one compare-and-set per step, so a step
-//! is atomic without multi-key transactions.
+//! `shard.<n>` ([`ShardState`], zstd-compressed JSON): how far the shard's records are filed,
+//! the files it is uploading, and its digest chains. One entry means one compare-and-set per
+//! step, so a step is atomic without multi-key transactions. Its size is bounded by the
+//! writer, which signs digests early (emptying the chains' waiting lists) once the entry
+//! passes a quarter of NATS's 1 MiB message limit.
 //!
 //! # The fence
 //!
@@ -116,10 +118,22 @@ pub struct ShardStore {
     revision: u64,
     epoch: u64,
     node: String,
+    /// Bytes of the last state written.
+    last_len: usize,
 }
 
+/// The stored form of a state: zstd-compressed JSON (the file and digest lists repeat keys,
+/// prefixes and times, and compress several times over).
 fn encode(state: &ShardState) -> bytes::Bytes {
-    serde_json::to_vec(state).unwrap_or_default().into()
+    let json = serde_json::to_vec(state).expect("a ShardState always serializes");
+    zstd::bulk::compress(&json, 3)
+        .expect("compressing to memory does not fail")
+        .into()
+}
+
+fn decode(bytes: &[u8]) -> Result<ShardState, String> {
+    let json = zstd::stream::decode_all(bytes).map_err(|e| format!("zstd: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
 }
 
 impl ShardStore {
@@ -139,7 +153,7 @@ impl ShardStore {
             let entry = kv.entry(key.clone()).await.map_err(|e| unavailable(&e))?;
             let (mut state, revision) = match entry {
                 Some(e) if e.operation == kv::Operation::Put => {
-                    let state: ShardState = serde_json::from_slice(&e.value)
+                    let state = decode(&e.value)
                         .map_err(|e| unavailable(&format!("undecodable state: {e}")))?;
                     (state, Some(e.revision))
                 }
@@ -166,6 +180,7 @@ impl ShardStore {
                         revision,
                         epoch: state.epoch,
                         node: node.to_string(),
+                        last_len: encode(&state).len(),
                     };
                     return Ok((store, state));
                 }
@@ -180,6 +195,7 @@ impl ShardStore {
     /// Writes `state` if nobody took the shard over since this store's last commit.
     pub async fn commit(&mut self, state: &ShardState) -> Result<(), CommitError> {
         let value = encode(state);
+        self.last_len = value.len();
         match self
             .kv
             .update(&self.key, value.clone(), self.revision)
@@ -209,8 +225,7 @@ impl ShardStore {
             .await
             .map_err(|e| unavailable(&e))?
             .ok_or_else(|| unavailable(&"the state entry is gone"))?;
-        let current: ShardState =
-            serde_json::from_slice(&entry.value).map_err(|e| unavailable(&e))?;
+        let current = decode(&entry.value).map_err(|e| unavailable(&e))?;
         if current.epoch != self.epoch || current.owner != self.node {
             return Err(CommitError::Fenced {
                 shard: self.shard,
@@ -236,6 +251,11 @@ impl ShardStore {
         self.shard
     }
 
+    /// Bytes of the state as last written (the entry must stay under NATS's 1 MiB limit).
+    pub fn last_len(&self) -> usize {
+        self.last_len
+    }
+
     /// The epoch this store writes under.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -257,7 +277,8 @@ mod tests {
             ..ShardState::default()
         };
         state.chains.insert(k, Chain::default());
-        let back: ShardState = serde_json::from_slice(&encode(&state)).unwrap();
+        let back = decode(&encode(&state)).unwrap();
         assert_eq!(back, state);
+        assert!(encode(&state).len() < serde_json::to_vec(&state).unwrap().len());
     }
 }

@@ -22,7 +22,7 @@ const MIRROR_EVERY: Duration = Duration::from_secs(2);
 
 /// Sets (`Some`) or clears (`None`) status values, e.g. `LatestDeliveryTime`.
 pub async fn record(nats: &Nats, values: &[(&str, Option<&str>)]) {
-    for (name, value) in values {
+    let writes = values.iter().map(|(name, value)| async move {
         let key = format!("{PREFIX}{name}");
         let done = match value {
             Some(v) => nats
@@ -36,7 +36,8 @@ pub async fn record(nats: &Nats, values: &[(&str, Option<&str>)]) {
         if let Err(e) = done {
             tracing::debug!("cluster status {name}: {e}");
         }
-    }
+    });
+    futures_util::future::join_all(writes).await;
 }
 
 /// The cluster's status values.

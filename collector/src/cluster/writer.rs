@@ -54,10 +54,11 @@ pub struct WriterSettings {
     pub shards: u32,
     pub file_interval: Duration,
     pub max_bytes: usize,
-    pub dedup_window: Duration,
     pub signer: ChainSigner,
     pub layout: TrailLayout,
     pub destinations: Vec<Arc<dyn Destination>>,
+    /// The dedup index every shard writer of this collector shares.
+    pub seen: Seen,
     /// The trail's own account and home region: its chains start at once, so an idle trail
     /// has digests too (as in single-node mode).
     pub seed: Option<(String, String)>,
@@ -99,6 +100,11 @@ impl From<CommitError> for Exit {
 const RETRY: Duration = Duration::from_millis(500);
 /// Purges of the stream at most this often.
 const PURGE_EVERY: Duration = Duration::from_secs(5);
+/// Dedup keys per `GT_SEEN` message at most: 30,000 keys of at most ~40 bytes each.
+const SEEN_PART: usize = 30_000;
+/// Past this many bytes of encoded state, every chain with waiting files gets its digest now
+/// rather than at its interval, so the state stays well under NATS's 1 MiB message limit.
+const STATE_SOFT_LIMIT: usize = 256 * 1024;
 
 /// One shard being written.
 pub struct Writer {
@@ -107,7 +113,6 @@ pub struct Writer {
     settings: Arc<WriterSettings>,
     store: ShardStore,
     state: ShardState,
-    seen: Seen,
     /// Chunks read since `next_seq`, not yet in an intent.
     pending: Vec<Chunk>,
     pending_bytes: usize,
@@ -130,14 +135,18 @@ impl Writer {
         let (store, mut state) =
             ShardStore::take_over(nats.shards.clone(), shard, &settings.node).await?;
         add(&metrics().takeovers, 1);
+        let mut seeded = false;
         if let Some((account, region)) = &settings.seed
             && super::nats::shard_of(account, region, settings.shards) == shard
         {
             let now = json_time(now_secs());
             for d in &settings.destinations {
                 let key = chain_key(d.name(), account, region);
-                state.chains.entry(key.clone()).or_default();
-                state.started.entry(key).or_insert_with(|| now.clone());
+                if !state.chains.contains_key(&key) {
+                    state.chains.insert(key.clone(), Default::default());
+                    state.started.insert(key, now.clone());
+                    seeded = true;
+                }
             }
         }
         tracing::info!(
@@ -153,7 +162,6 @@ impl Writer {
             settings,
             store,
             state,
-            seen: Seen::default(),
             pending: Vec::new(),
             pending_bytes: 0,
             opened: None,
@@ -161,6 +169,10 @@ impl Writer {
             last_purge: Instant::now(),
             stop,
         };
+        if seeded {
+            // Committed now, so that the chain's start survives an early takeover.
+            writer.commit().await?;
+        }
         writer.load_seen().await?;
         Ok(writer)
     }
@@ -188,16 +200,17 @@ impl Writer {
                     self.shard
                 )));
             };
-            for key in intent::decode_seen(&m.payload) {
-                self.seen.insert(key, m.stored_at);
-            }
+            self.settings
+                .seen
+                .insert(&intent::decode_seen(&m.payload), m.stored_at)
+                .map_err(|e| Exit::Failed(e.to_string()))?;
             if m.seq >= last {
                 break;
             }
         }
         tracing::debug!(
             shard = self.shard,
-            keys = self.seen.len(),
+            through = last,
             "cluster: dedup keys loaded"
         );
         Ok(())
@@ -318,13 +331,18 @@ impl Writer {
             return Ok(());
         };
         let created = now_secs();
-        let formed = intent::form(
-            &self.pending,
-            &mut self.seen,
-            &self.settings.layout,
-            created,
-            &mut self.state.next_file,
-        );
+        // CPU work (hashing, dedup lookups, gzip-free JSON assembly): off the async workers'
+        // turn, so lease renewals and ingest go on meanwhile.
+        let formed = tokio::task::block_in_place(|| {
+            intent::form(
+                &self.pending,
+                &self.settings.seen,
+                &self.settings.layout,
+                created,
+                &mut self.state.next_file,
+            )
+        })
+        .map_err(|e| Exit::Failed(e.to_string()))?;
         let total: u64 = self.pending.iter().map(|c| c.records.len() as u64).sum();
         let filed: u64 = formed.files.iter().map(|f| u64::from(f.records)).sum();
         add(&metrics().records_duplicate, total - filed);
@@ -342,6 +360,11 @@ impl Writer {
             files: formed.files,
         });
         self.commit().await?;
+        // Recorded: from now on these records are filed by whoever writes the shard.
+        self.settings
+            .seen
+            .insert_all(&formed.accepted)
+            .map_err(|e| Exit::Failed(e.to_string()))?;
         self.intent_chunks = Some(chunks);
         Ok(())
     }
@@ -383,23 +406,29 @@ impl Writer {
         let Some(intent) = self.state.intent.clone() else {
             return Ok(());
         };
-        let chunks = match self.intent_chunks.take() {
-            Some(c) => c,
-            None => self.read_range(intent.from_seq, intent.to_seq).await?,
+        let (chunks, formed_here) = match self.intent_chunks.take() {
+            Some(c) => (c, true),
+            None => (
+                self.read_range(intent.from_seq, intent.to_seq).await?,
+                false,
+            ),
         };
         let mut keys = Vec::new();
         let mut records = 0u64;
         for file in &intent.files {
             let skip: HashSet<(u64, u32)> = file.skipped.iter().copied().collect();
-            let built = intent::assemble(&chunks, &file.account, &file.region, &skip)
-                .filter(|b| b.sha256 == file.sha256)
-                .ok_or_else(|| {
-                    Exit::Failed(format!(
-                        "shard {}: {} does not rebuild to its recorded SHA-256 {}; not uploading it",
-                        self.shard, file.key, file.sha256
-                    ))
-                })?;
-            let body = Bytes::from(gzip(&built.json).map_err(|e| Exit::Failed(e.to_string()))?);
+            let body = tokio::task::block_in_place(|| {
+                let built = intent::assemble(&chunks, &file.account, &file.region, &skip)
+                    .filter(|b| b.sha256 == file.sha256)
+                    .ok_or_else(|| {
+                        Exit::Failed(format!(
+                            "shard {}: {} does not rebuild to its recorded SHA-256 {}; not uploading it",
+                            self.shard, file.key, file.sha256
+                        ))
+                    })?;
+                gzip(&built.json).map_err(|e| Exit::Failed(e.to_string()))
+            })?;
+            let body = Bytes::from(body);
             for d in &self.settings.destinations {
                 self.put(d.as_ref(), &file.key, body.clone(), &Metadata::new(), false)
                     .await?;
@@ -436,53 +465,53 @@ impl Writer {
         self.state.next_seq = intent.to_seq + 1;
         self.state.intent = None;
         self.commit().await?;
-        for (key, at) in keys {
-            self.seen.insert(key, at);
+        if !formed_here {
+            // A range another owner recorded: its keys join this collector's index.
+            self.settings
+                .seen
+                .insert_all(&keys)
+                .map_err(|e| Exit::Failed(e.to_string()))?;
         }
         add(&metrics().records_filed, records);
-        let cutoff = now_secs().timestamp() - self.settings.dedup_window.as_secs() as i64;
-        self.seen.expire(cutoff);
         Ok(())
     }
 
-    /// Publishes the dedup keys of a delivered range (idempotent: the message id is the
-    /// range's, and the keys are a set).
+    /// Publishes the dedup keys of a delivered range, in parts of at most [`SEEN_PART`] keys
+    /// (a message stays under JetStream's 1 MiB limit however many records a range holds).
+    /// Idempotent: each part's message id is the range's and the part's, and the keys are a set.
     async fn record_seen(
         &self,
         intent: &Intent,
-        keys: &[(intent::SeenKey, i64)],
+        keys: &[(crate::dedup::DedupKey, i64)],
     ) -> Result<(), Exit> {
-        let mut body = Vec::with_capacity(keys.len() * 16);
-        for (k, _) in keys {
-            body.extend_from_slice(k);
-        }
-        let body = Bytes::from(body);
-        let mut delay = RETRY;
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("seen-{}-{}", self.shard, intent.from_seq).as_str(),
-            );
-            let sent = match self
-                .nats
-                .js
-                .publish_with_headers(seen_subject(self.shard), headers, body.clone())
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(()) => return Ok(()),
-                Err(e) if self.stopping() == Stop::Run || delay < Duration::from_secs(4) => {
-                    tracing::warn!(shard = self.shard, "cluster: recording dedup keys: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+        for (part, keys) in keys.chunks(SEEN_PART).enumerate() {
+            let body = Bytes::from(intent::encode_seen(keys.iter().map(|(k, _)| k)));
+            let id = format!("seen-{}-{}-{part}", self.shard, intent.from_seq);
+            let mut delay = RETRY;
+            loop {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                let sent = match self
+                    .nats
+                    .js
+                    .publish_with_headers(seen_subject(self.shard), headers, body.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match sent {
+                    Ok(()) => break,
+                    Err(e) if self.stopping() == Stop::Run || delay < Duration::from_secs(4) => {
+                        tracing::warn!(shard = self.shard, "cluster: recording dedup keys: {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => return Err(Exit::Failed(e)),
                 }
-                Err(e) => return Err(Exit::Failed(e)),
             }
         }
+        Ok(())
     }
 
     /// Uploads one object, retrying until it is stored (or the writer is told to stop), and
@@ -541,6 +570,7 @@ impl Writer {
     /// files not yet in a digest), commits them, uploads them, and clears them.
     async fn digests(&mut self, force: bool) -> Result<(), Exit> {
         let now = now_secs();
+        let force = force || self.store.last_len() > STATE_SOFT_LIMIT;
         let signer = &self.settings.signer;
         let mut signed_any = false;
         let keys: Vec<String> = self.state.chains.keys().cloned().collect();
@@ -626,6 +656,9 @@ impl Writer {
             add(&metrics().digests_uploaded, 1);
             uploaded.insert(key);
         }
+        if uploaded.is_empty() {
+            return Ok(());
+        }
         self.state
             .pending_digests
             .retain(|k, _| !uploaded.contains(k));
@@ -645,6 +678,11 @@ impl Writer {
                 return;
             }
         };
+        // JetStream reads a purge up to sequence 0 or 1 as "no bound": the whole shard. A floor
+        // that low means some collector's history still needs everything.
+        if floor <= 1 {
+            return;
+        }
         if let Err(e) = self
             .nats
             .records
