@@ -532,6 +532,11 @@ fn the_packaged_configs_form_a_cluster_over_tls() {
         "listen = \"0.0.0.0:7480\"",
         &format!("listen = \"127.0.0.1:{listen}\""),
     );
+    conf = swap(
+        &conf,
+        "listen = \"0.0.0.0:7481\"",
+        &format!("listen = \"127.0.0.1:{}\"", free_port()),
+    );
     // Plain HTTP towards the test's agent: the agents' mTLS is the single-node setup's.
     for line in [
         "tls_cert = \"/etc/groundtrail/pki/server.pem\"\n",
