@@ -464,6 +464,74 @@ fn tail(path: &Path) -> String {
     )
 }
 
+/// Three NATS servers from the packaged config under `dir`, each seeing a meta leader and
+/// fsyncing before it acknowledges; with fresh ports when one was taken before a server bound it.
+fn start_nats(nats: &Path, dir: &Path, tls: &Path) -> (Processes, Vec<Ports>, Vec<PathBuf>) {
+    let all_logs = |logs: &[PathBuf]| logs.iter().map(|l| tail(l)).collect::<String>();
+    for attempt in 1..=3 {
+        let ports: Vec<Ports> = (0..3)
+            .map(|_| Ports {
+                client: free_port(),
+                route: free_port(),
+                monitor: free_port(),
+            })
+            .collect();
+        let mut procs = Processes::default();
+        let mut logs = Vec::new();
+        for n in 1..=3 {
+            let conf = dir.join(format!("nats-{n}.conf"));
+            std::fs::write(&conf, nats_config(n, &ports, dir, tls)).unwrap();
+            let _ = std::fs::remove_dir_all(dir.join(format!("nats-{n}")));
+            let log_path = dir.join(format!("nats-{n}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
+            procs.0.push(
+                Command::new(nats)
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            );
+            logs.push(log_path);
+        }
+        let clash = || {
+            logs.iter().any(|l| {
+                std::fs::read_to_string(l).is_ok_and(|t| t.contains("address already in use"))
+            })
+        };
+        let mut ready = 0;
+        let start = Instant::now();
+        while ready < 3 && !clash() {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "gave up waiting for a meta leader\n{}",
+                all_logs(&logs)
+            );
+            let p = ports[ready];
+            let seen = http(p.monitor, "GET", "/jsz", "", b"").and_then(|(status, body)| {
+                let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+                if !jsz["config"].is_null() {
+                    assert_eq!(jsz["config"]["sync_always"], true, "{body}");
+                }
+                let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or("");
+                (status == 200 && !leader.is_empty() && jsz["meta_cluster"]["cluster_size"] == 3)
+                    .then_some(())
+            });
+            match seen {
+                Some(()) => ready += 1,
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        if ready == 3 {
+            return (procs, ports, logs);
+        }
+        assert!(attempt < 3, "ports kept clashing\n{}", all_logs(&logs));
+        eprintln!("NATS: a port was taken before a server bound it; new ports");
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// The packaged NATS config on three servers and the packaged collector config form a
 /// working cluster over TLS (client and route certificates as docs/cluster.md asks for):
 /// the collector connects with its client certificate, creates the JetStream objects, writes
@@ -479,49 +547,8 @@ fn the_packaged_configs_form_a_cluster_over_tls() {
         .unwrap();
     let tls = dir.path().join("tls");
     certificates(&tls);
-    let ports: Vec<Ports> = (0..3)
-        .map(|_| Ports {
-            client: free_port(),
-            route: free_port(),
-            monitor: free_port(),
-        })
-        .collect();
-    let mut procs = Processes::default();
-    let mut logs = Vec::new();
-    for n in 1..=3 {
-        let conf = dir.path().join(format!("nats-{n}.conf"));
-        std::fs::write(&conf, nats_config(n, &ports, dir.path(), &tls)).unwrap();
-        let log_path = dir.path().join(format!("nats-{n}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        procs.0.push(
-            Command::new(&nats)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        logs.push(log_path);
-    }
+    let (mut procs, ports, logs) = start_nats(&nats, dir.path(), &tls);
     let all_logs = |logs: &[PathBuf]| logs.iter().map(|l| tail(l)).collect::<String>();
-    // A meta leader seen by all three, each fsyncing before it acknowledges.
-    for p in &ports {
-        wait(
-            "a meta leader",
-            || all_logs(&logs),
-            || {
-                let (status, body) = http(p.monitor, "GET", "/jsz", "", b"")?;
-                let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
-                if !jsz["config"].is_null() {
-                    assert_eq!(jsz["config"]["sync_always"], true, "{body}");
-                }
-                let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or("");
-                (status == 200 && !leader.is_empty() && jsz["meta_cluster"]["cluster_size"] == 3)
-                    .then_some(())
-            },
-        );
-    }
 
     let cdir = dir.path().join("collector");
     std::fs::create_dir_all(&cdir).unwrap();
