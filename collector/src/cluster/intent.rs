@@ -195,9 +195,9 @@ pub fn form(
     let mut in_range: HashSet<DedupKey> = HashSet::new();
     for chunk in chunks {
         let pair = (chunk.account.as_str(), chunk.region.as_str());
-        if !skipped.contains_key(&pair) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = skipped.entry(pair) {
             order.push(pair);
-            skipped.insert(pair, Vec::new());
+            slot.insert(Vec::new());
         }
         let mut fresh = Vec::new();
         for (i, json) in chunk.records.iter().enumerate() {

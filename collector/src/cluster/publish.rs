@@ -76,7 +76,9 @@ struct Outgoing {
 /// chunk's records in order, at most [`CHUNK_BYTES`] of JSON (a single larger record is a
 /// chunk of its own).
 fn chunks(records: &[Record], shards: u32) -> Vec<Outgoing> {
-    let mut groups: Vec<((&str, &str), Vec<Vec<u8>>)> = Vec::new();
+    // (account, region) → its records' JSON, in the order the pairs first appear.
+    type Group<'a> = ((&'a str, &'a str), Vec<Vec<u8>>);
+    let mut groups: Vec<Group> = Vec::new();
     for r in records {
         let pair = (r.account(), r.aws_region.as_str());
         let json = r.to_json();
