@@ -183,6 +183,27 @@ impl ChainSigner {
     }
 }
 
+impl SignedDigest {
+    /// The chain's new head (what the next digest links to) and the digest as recorded for
+    /// upload: exactly these bytes go out, however often the upload is retried.
+    pub fn into_head(self) -> (ChainHead, PendingDigest) {
+        let head = ChainHead {
+            end_time: self.document.digest_end_time,
+            bucket: self.document.digest_s3_bucket,
+            key: self.document.digest_s3_object,
+            sha256: self.sha256,
+            signature: self.signature.clone(),
+        };
+        let pending = PendingDigest {
+            key: head.key.clone(),
+            // `to_bytes` is serde_json output: valid UTF-8.
+            document: String::from_utf8_lossy(&self.bytes).into_owned(),
+            signature: self.signature,
+        };
+        (head, pending)
+    }
+}
+
 impl DigestWriter {
     pub fn new(
         journal: Arc<Journal>,
@@ -246,19 +267,7 @@ impl DigestWriter {
                 let signed = self
                     .signer
                     .sign(&target.bucket, &account, &region, &chain, now)?;
-                let head = ChainHead {
-                    end_time: signed.document.digest_end_time.clone(),
-                    bucket: target.bucket.clone(),
-                    key: signed.document.digest_s3_object.clone(),
-                    sha256: signed.sha256.clone(),
-                    signature: signed.signature.clone(),
-                };
-                let pending = PendingDigest {
-                    key: head.key.clone(),
-                    // `to_bytes` is serde_json output: valid UTF-8.
-                    document: String::from_utf8_lossy(&signed.bytes).into_owned(),
-                    signature: signed.signature.clone(),
-                };
+                let (head, pending) = signed.into_head();
                 let listed: Vec<u64> = chain.waiting.keys().copied().collect();
                 self.journal.record_digest(
                     &target.name,

@@ -135,6 +135,29 @@ impl Setup {
         }
     }
 
+    /// Posts `records` to collector `i`, which must answer `200`.
+    async fn post_ok(&self, i: usize, records: &[Value]) {
+        let r = self.collectors[i]
+            .client()
+            .post_records(records)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    /// Two collectors and one shard (so "the owner" is one process), with a first batch
+    /// delivered: (the owner, the other one, that batch).
+    async fn one_shard_two_collectors(&mut self) -> (usize, usize, Vec<Value>) {
+        self.collector(1, "").await;
+        self.collector(1, "").await;
+        self.all_shards_owned(1).await;
+        let first = batch(30);
+        self.post_ok(0, &first).await;
+        self.store.wait_delivered(&event_ids(&first)).await;
+        let owner = self.owner().await;
+        (owner, 1 - owner, first)
+    }
+
     /// The collector that writes the (only) shard.
     async fn owner(&self) -> usize {
         wait_for("a shard owner", || async {
@@ -445,23 +468,7 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     let Some(mut s) = setup(test, Some(moto.endpoint.clone())).await else {
         return;
     };
-    // One shard: one owner writes everything, so "the owner" is one process.
-    s.collector(1, "").await;
-    s.collector(1, "").await;
-    s.all_shards_owned(1).await;
-    let first = batch(30);
-    assert_eq!(
-        s.collectors[0]
-            .client()
-            .post_records(&first)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    s.store.wait_delivered(&event_ids(&first)).await;
-    let owner = s.owner().await;
-    let other = 1 - owner;
+    let (owner, other, first) = s.one_shard_two_collectors().await;
     let commits = s.collectors[owner]
         .metric("groundtrail_cluster_state_commits_total")
         .await;
@@ -470,15 +477,7 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     // progress. Then the owner dies.
     moto.stop();
     let second = batch(30);
-    assert_eq!(
-        s.collectors[other]
-            .client()
-            .post_records(&second)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    s.post_ok(other, &second).await;
     wait_for(
         "the owner to record the file before uploading it",
         || async {
@@ -504,15 +503,7 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
         tail(&took, 30)
     );
     let third = batch(30);
-    assert_eq!(
-        s.collectors[other]
-            .client()
-            .post_records(&third)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    s.post_ok(other, &third).await;
     let mut ids = event_ids(&first);
     ids.extend(event_ids(&second));
     ids.extend(event_ids(&third));
@@ -530,22 +521,7 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     let Some(mut s) = setup(test, None).await else {
         return;
     };
-    s.collector(1, "").await;
-    s.collector(1, "").await;
-    s.all_shards_owned(1).await;
-    let first = batch(30);
-    assert_eq!(
-        s.collectors[0]
-            .client()
-            .post_records(&first)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    s.store.wait_delivered(&event_ids(&first)).await;
-    let owner = s.owner().await;
-    let other = 1 - owner;
+    let (owner, other, first) = s.one_shard_two_collectors().await;
     let before: HashMap<&str, u64> = {
         let mut m = HashMap::new();
         for name in [
@@ -569,15 +545,7 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     })
     .await;
     let second = batch(30);
-    assert_eq!(
-        s.collectors[other]
-            .client()
-            .post_records(&second)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    s.post_ok(other, &second).await;
     s.store.wait_delivered(&event_ids(&second)).await;
 
     // Resumed, the old owner finds its lease and its state taken, stops writing the shard,
@@ -592,15 +560,7 @@ async fn a_frozen_owner_resumed_after_a_takeover_writes_nothing() {
     .await;
     let third = batch(30);
     // Its ingest still works; the new owner files what it publishes.
-    assert_eq!(
-        s.collectors[owner]
-            .client()
-            .post_records(&third)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    s.post_ok(owner, &third).await;
     let mut ids = event_ids(&first);
     ids.extend(event_ids(&second));
     ids.extend(event_ids(&third));

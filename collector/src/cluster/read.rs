@@ -73,6 +73,34 @@ impl Reader {
     }
 }
 
+/// Every message of `filter` from sequence `from` through `last` (a message of the filter that
+/// exists). `Err` naming the gap when the stream has nothing more of the filter before it.
+pub async fn read_through(
+    stream: &Stream,
+    filter: &str,
+    from: u64,
+    last: u64,
+) -> Result<Vec<Read>, String> {
+    let mut reader = Reader::open(stream, filter, from).await?;
+    let mut out = Vec::new();
+    loop {
+        let Some(m) = reader.next(Duration::from_secs(30)).await? else {
+            let at = out.last().map_or(from, |m: &Read| m.seq);
+            return Err(format!(
+                "{filter}: nothing after sequence {at} within 30s, expected messages up to {last}"
+            ));
+        };
+        if m.seq > last {
+            return Ok(out);
+        }
+        let done = m.seq == last;
+        out.push(m);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// The last stream sequence of `subject`, if it has a message.
 pub async fn last_seq(stream: &Stream, subject: &str) -> Result<Option<u64>, String> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;

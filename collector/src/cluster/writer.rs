@@ -41,12 +41,12 @@ use tokio::time::Instant;
 use super::intent::{self, Chunk, Seen};
 use super::metrics::{add, metrics};
 use super::nats::{Nats, seen_subject, shard_filter};
-use super::read::{Reader, last_seq};
+use super::read::{Reader, last_seq, read_through};
 use super::state::{CommitError, Intent, ShardState, ShardStore, chain_key, chain_parts};
 use crate::delivery::gzip;
 use crate::destination::{Destination, Metadata};
 use crate::digest::ChainSigner;
-use crate::journal::{ChainHead, DeliveredFile, PendingDigest};
+use crate::journal::{DeliveredFile, PendingDigest};
 
 /// What every shard writer of this collector shares.
 pub struct WriterSettings {
@@ -186,27 +186,14 @@ impl Writer {
         else {
             return Ok(());
         };
-        let mut reader = Reader::open(&self.nats.seen, &subject, 0)
+        let messages = read_through(&self.nats.seen, &subject, 0, last)
             .await
-            .map_err(Exit::Failed)?;
-        loop {
-            let Some(m) = reader
-                .next(Duration::from_secs(30))
-                .await
-                .map_err(Exit::Failed)?
-            else {
-                return Err(Exit::Failed(format!(
-                    "shard {}: GT_SEEN ended before sequence {last}",
-                    self.shard
-                )));
-            };
+            .map_err(|e| Exit::Failed(format!("shard {}: loading dedup keys: {e}", self.shard)))?;
+        for m in messages {
             self.settings
                 .seen
                 .insert(&intent::decode_seen(&m.payload), m.stored_at)
                 .map_err(|e| Exit::Failed(e.to_string()))?;
-            if m.seq >= last {
-                break;
-            }
         }
         tracing::debug!(
             shard = self.shard,
@@ -371,32 +358,19 @@ impl Writer {
 
     /// Reads the chunks of a range back from the stream (an intent formed by another owner).
     async fn read_range(&self, from: u64, to: u64) -> Result<Vec<Chunk>, Exit> {
-        let mut reader = Reader::open(&self.nats.records, &shard_filter(self.shard), from)
+        let messages = read_through(&self.nats.records, &shard_filter(self.shard), from, to)
             .await
-            .map_err(Exit::Failed)?;
-        let mut chunks = Vec::new();
-        loop {
-            let Some(m) = reader
-                .next(Duration::from_secs(30))
-                .await
-                .map_err(Exit::Failed)?
-            else {
-                return Err(Exit::Failed(format!(
-                    "shard {}: the recorded range {from}..={to} is no longer complete in the stream",
+            .map_err(|e| {
+                Exit::Failed(format!(
+                    "shard {}: the recorded range {from}..={to} is no longer complete in the stream ({e})",
                     self.shard
-                )));
-            };
-            if m.seq > to {
-                break;
-            }
-            chunks.push(
-                Chunk::decode(m.seq, &m.subject, m.stored_at, &m.payload)
-                    .map_err(|e| Exit::Failed(e.to_string()))?,
-            );
-            if m.seq == to {
-                break;
-            }
-        }
+                ))
+            })?;
+        let chunks = messages
+            .iter()
+            .map(|m| Chunk::decode(m.seq, &m.subject, m.stored_at, &m.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Exit::Failed(e.to_string()))?;
         Ok(chunks)
     }
 
@@ -600,18 +574,7 @@ impl Writer {
             let signed = signer
                 .sign(destination.bucket(), account, region, chain, now)
                 .map_err(|e| Exit::Failed(e.to_string()))?;
-            let head = ChainHead {
-                end_time: signed.document.digest_end_time.clone(),
-                bucket: destination.bucket().to_string(),
-                key: signed.document.digest_s3_object.clone(),
-                sha256: signed.sha256.clone(),
-                signature: signed.signature.clone(),
-            };
-            let pending = PendingDigest {
-                key: head.key.clone(),
-                document: String::from_utf8_lossy(&signed.bytes).into_owned(),
-                signature: signed.signature,
-            };
+            let (head, pending) = signed.into_head();
             let chain = self.state.chains.entry(key.clone()).or_default();
             chain.head = Some(head);
             chain.waiting.clear();
