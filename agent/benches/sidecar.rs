@@ -70,7 +70,7 @@ async fn null_sidecar(cfg: groundtrail_agent::sidecar::SidecarConfig) -> SocketA
     let sink = Arc::new(NullSink(AtomicU64::new(0)));
     tokio::spawn(groundtrail_agent::sidecar::run_with_listener(
         cfg,
-        sidecar_common::ctx(),
+        sidecar_common::host(),
         sink,
         l,
         groundtrail_common::shutdown::Shutdown::new(rx),

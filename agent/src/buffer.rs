@@ -116,8 +116,8 @@ use groundtrail_common::Record;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agent_events::AgentIdentity;
 use crate::config::FullPolicy;
+use crate::host_identity::HostIdentity;
 use crate::ship_batch::{Batch, Segment, SegmentData};
 use crate::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
 
@@ -311,10 +311,10 @@ impl PendingLoss {
     }
 
     /// The agent records that report this loss.
-    fn records(&self, id: &AgentIdentity, policy: FullPolicy, max_bytes: u64) -> Vec<Record> {
+    fn records(&self, id: &HostIdentity, policy: FullPolicy, max_bytes: u64) -> Vec<Record> {
         let mut out = Vec::new();
         if self.dropped > 0 {
-            out.push(id.record(
+            out.push(id.agent_record(
                 "RecordsDropped",
                 json!({
                     "host": id.host,
@@ -328,7 +328,7 @@ impl PendingLoss {
             ));
         }
         if self.corrupt > 0 || !self.quarantined.is_empty() {
-            out.push(id.record(
+            out.push(id.agent_record(
                 "BufferCorruption",
                 json!({
                     "host": id.host,
@@ -341,7 +341,7 @@ impl PendingLoss {
             ));
         }
         if !self.rejected.is_empty() || self.rejected_truncated > 0 {
-            out.push(id.record(
+            out.push(id.agent_record(
                 "RecordsRejected",
                 json!({
                     "host": id.host,
@@ -356,7 +356,7 @@ impl PendingLoss {
             if let Some(o) = params.as_object_mut() {
                 o.insert("host".into(), json!(id.host));
             }
-            out.push(id.record("BufferStorageFailure", params));
+            out.push(id.agent_record("BufferStorageFailure", params));
         }
         out
     }
@@ -422,7 +422,7 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     opts: BufferOptions,
-    id: AgentIdentity,
+    id: HostIdentity,
     state: Mutex<State>,
     /// `State::acked`, for readers that do not take the state lock.
     acked: AtomicU64,
@@ -616,7 +616,7 @@ impl Buffer {
     pub fn open(
         dir: &Path,
         opts: BufferOptions,
-        id: AgentIdentity,
+        id: HostIdentity,
     ) -> Result<(Buffer, OpenReport), BufferError> {
         if let Some(parent) = dir.parent()
             && !parent.as_os_str().is_empty()
@@ -1839,8 +1839,8 @@ pub(crate) mod tests {
     use serde_json::Value;
 
     /// The identity the buffer tests (and `buffer_tools`' tests) write records as.
-    pub(crate) fn id() -> AgentIdentity {
-        AgentIdentity {
+    pub(crate) fn id() -> HostIdentity {
+        HostIdentity {
             host: "test-host".into(),
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
@@ -1863,7 +1863,7 @@ pub(crate) mod tests {
     }
 
     fn rec(i: u64) -> Record {
-        id().record("TestEvent", json!({ "i": i }))
+        id().agent_record("TestEvent", json!({ "i": i }))
     }
 
     fn json_of(e: &Entry) -> Value {
@@ -2572,7 +2572,7 @@ pub(crate) mod tests {
             let noise: String = (0..40)
                 .map(|_| uuid::Uuid::new_v4().simple().to_string())
                 .collect();
-            id().record("TestEvent", json!({ "i": i, "noise": noise }))
+            id().agent_record("TestEvent", json!({ "i": i, "noise": noise }))
         };
         let o = BufferOptions {
             set_aside_max_bytes: 2500,

@@ -809,7 +809,7 @@ mod tests {
         let (b, _) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
         for n in [4u64, 3, 2] {
             let records: Vec<Record> = (0..n)
-                .map(|i| id().record("TestEvent", serde_json::json!({ "i": i })))
+                .map(|i| id().agent_record("TestEvent", serde_json::json!({ "i": i })))
                 .collect();
             b.try_append(&records, None).unwrap();
         }
@@ -858,7 +858,7 @@ mod tests {
         let mut firsts = Vec::new();
         for n in [3u64, 3, 3] {
             let records: Vec<Record> = (0..n)
-                .map(|i| id().record("TestEvent", serde_json::json!({ "i": i })))
+                .map(|i| id().agent_record("TestEvent", serde_json::json!({ "i": i })))
                 .collect();
             match b.try_append(&records, None).unwrap() {
                 crate::buffer::Appended::Stored(Some((first, _))) => firsts.push(first),

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::host_identity::HostIdentity;
 use crate::sources::SourcesConfig;
 
 /// The account id used when the config names none. It is the all-zero account, which AWS never
@@ -104,7 +105,7 @@ pub fn example() -> Result<String, String> {
         include_str!("config.rs"),
         include_str!("sources/mod.rs"),
         include_str!("sidecar/mod.rs"),
-        include_str!("sidecar/identity.rs"),
+        include_str!("sidecar/caller_identity.rs"),
         include_str!("sidecar/jwt.rs"),
         include_str!("sidecar/routes.rs"),
     ]);
@@ -754,6 +755,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The host's identity in the trail, from the validated `[agent]` section (so `host` is
+    /// the system host name when the file left it empty). The one place the runtime's
+    /// [`HostIdentity`] is built; every component gets a copy of it.
+    pub fn host_identity(&self) -> HostIdentity {
+        let a = &self.agent;
+        HostIdentity {
+            host: a.host.clone(),
+            account_id: a.account_id.clone(),
+            region: a.region.clone(),
+            domain: a.domain.clone(),
+            partition: a.partition.clone(),
+        }
     }
 
     /// The sled directory.

@@ -20,8 +20,11 @@
 //!
 //! `runtime::run` wires these together and owns the shutdown order: inputs stop, the agent's
 //! stop record is buffered, the shipper sends what it can, the buffer is flushed. Who a record
-//! names (`userIdentity`) comes from [`identity`]; every loss the agent knows of becomes a
-//! record of its own ([`agent_events`]). docs/agent.md, "Architecture", walks the same path.
+//! names (`userIdentity`) comes from `sources::host_accounts` (host accounts) and
+//! `sidecar::caller_identity` (HTTP callers); every component names records after one
+//! [`host_identity::HostIdentity`], built once from the config; every loss the agent knows of
+//! becomes a record of its own ([`agent_events`]). docs/agent.md, "Architecture", walks the
+//! same path.
 
 pub mod agent_events;
 pub mod app_events;
@@ -30,8 +33,8 @@ pub mod buffer_tools;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod host_identity;
 pub mod http_util;
-pub mod identity;
 pub mod metrics;
 pub mod runtime;
 pub mod ship_batch;

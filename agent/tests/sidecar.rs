@@ -838,7 +838,7 @@ async fn full_buffer(policy: FullPolicy) -> (groundtrail_agent::buffer::Buffer, 
     let (b, _) = groundtrail_agent::buffer::Buffer::open(
         &dir.path().join("buffer"),
         buffer_opts(20_000, policy),
-        agent_id(),
+        host(),
     )
     .unwrap();
     RecordSink::append(&b, vec![filler()], None).await.unwrap();

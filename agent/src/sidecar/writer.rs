@@ -34,7 +34,7 @@ use groundtrail_common::Record;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent_events::AgentIdentity;
+use crate::host_identity::HostIdentity;
 use crate::sink::{RecordSink, SinkError};
 
 use super::STATS;
@@ -119,7 +119,7 @@ impl Writer {
     pub fn spawn(
         sink: Arc<dyn RecordSink>,
         capacity: usize,
-        id: AgentIdentity,
+        id: HostIdentity,
         event_source: String,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -171,7 +171,7 @@ async fn run(
     sink: Arc<dyn RecordSink>,
     mut rx: mpsc::Receiver<Job>,
     loss: Arc<Mutex<Loss>>,
-    id: AgentIdentity,
+    id: HostIdentity,
     event_source: String,
 ) {
     while let Some(first) = rx.recv().await {
@@ -240,8 +240,8 @@ async fn run(
     }
 }
 
-fn loss_record(id: &AgentIdentity, event_source: &str, l: &Loss) -> Record {
-    id.record(
+fn loss_record(id: &HostIdentity, event_source: &str, l: &Loss) -> Record {
+    id.agent_record(
         "SidecarRecordsLost",
         json!({
             "host": id.host,
@@ -287,8 +287,8 @@ mod tests {
         }
     }
 
-    fn id() -> AgentIdentity {
-        AgentIdentity {
+    fn id() -> HostIdentity {
+        HostIdentity {
             host: "web1".into(),
             account_id: "123456789012".into(),
             region: "onprem-1".into(),
