@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::sidecar::RouteConfig;
 use groundtrail_agent::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
 use groundtrail_common::Record;

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
-use groundtrail_agent::config::FullPolicy;
 use groundtrail_agent::host_identity::HostIdentity;
 use serde_json::json;
 

@@ -288,8 +288,8 @@ impl AppEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::FullPolicy;
     use crate::buffer::{Buffer, BufferOptions};
-    use crate::config::FullPolicy;
     use base64::Engine;
     use groundtrail_common::event::EVENT_VERSION;
     use serde_json::{Map, Value, json};

@@ -796,7 +796,7 @@ fn export(store: &Store, output: &Path, select: Select) -> anyhow::Result<bool> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::tests::id;
+    use crate::buffer::testutil::id;
     use crate::buffer::{Buffer, BufferOptions};
 
     /// A buffer that went through acknowledgement and set-aside (chunks rewritten, a side-tree

@@ -1022,7 +1022,7 @@ mod tests {
 mod scripted_collector_tests {
     use super::*;
     use crate::buffer::BufferOptions;
-    use crate::config::FullPolicy;
+    use crate::buffer::FullPolicy;
     use crate::host_identity::HostIdentity;
     use groundtrail_common::Record;
     use http::{Request, Response};

@@ -9,8 +9,8 @@
 //! A record can fail to reach the buffer in three ways, and each is counted so that the loss
 //! itself reaches the trail:
 //! - the buffer is full under its `drop_newest` policy: the buffer refuses the append, counts
-//!   the records and writes its own `RecordsDropped` record (see `buffer.rs`); the writer adds
-//!   nothing, so nothing is counted twice;
+//!   the records and writes its own `RecordsDropped` record (see `buffer/loss.rs`); the writer
+//!   adds nothing, so nothing is counted twice;
 //! - the queue in front of the writer is full (the buffer is slow or blocked under its `block`
 //!   policy): the record is dropped *here* and counted;
 //! - the buffer fails (disk error) or is closed: counted here.
@@ -288,13 +288,7 @@ mod tests {
     }
 
     fn id() -> HostIdentity {
-        HostIdentity {
-            host: "web1".into(),
-            account_id: "123456789012".into(),
-            region: "onprem-1".into(),
-            domain: "onprem.internal".into(),
-            partition: "aws".into(),
-        }
+        crate::host_identity::testutil::web1()
     }
 
     fn rec(name: &str) -> Record {

@@ -681,7 +681,7 @@ mod tests {
         let open = || {
             let opts = BufferOptions {
                 max_bytes: 64 * 1024 * 1024,
-                full_policy: crate::config::FullPolicy::Block,
+                full_policy: crate::buffer::FullPolicy::Block,
                 flush_delay: std::time::Duration::ZERO,
                 ..BufferOptions::default()
             };

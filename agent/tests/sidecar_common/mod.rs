@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
-use groundtrail_agent::config::FullPolicy;
 use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sidecar::{SidecarConfig, SidecarError, run_with_listener};
 use groundtrail_common::Record;
