@@ -201,3 +201,74 @@ impl Buffer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::testutil::id;
+
+    /// Every kind of loss the buffer knows becomes one valid CloudTrail record of the agent's
+    /// own, naming the host and the numbers concerned; an empty pending loss becomes none.
+    #[test]
+    fn every_kind_of_loss_is_one_valid_record() {
+        assert!(PendingLoss::default().is_empty());
+        assert!(
+            PendingLoss::default()
+                .records(&id(), FullPolicy::Block, 1)
+                .is_empty()
+        );
+        let mut ranges = Vec::new();
+        let mut truncated = false;
+        PendingLoss::add_range(&mut ranges, &mut truncated, (5, 6));
+        PendingLoss::add_range(&mut ranges, &mut truncated, (7, 9));
+        assert_eq!(ranges, vec![(5, 9)], "adjacent ranges merge");
+        let loss = PendingLoss {
+            dropped: 5,
+            dropped_ranges: ranges,
+            corrupt: 1,
+            corrupt_ranges: vec![(20, 20)],
+            rejected: vec![Rejected {
+                seq: 30,
+                event_id: Some("e-30".into()),
+                error_code: "InvalidData".into(),
+                message: "no".into(),
+                kept: false,
+            }],
+            quarantined: vec![Quarantined {
+                path: "/var/lib/x.quarantined-1".into(),
+                error: "corrupt".into(),
+            }],
+            storage_failure: Some(StorageFailure {
+                error: "EIO".into(),
+                since_ms: 1,
+                failed_operations: 2,
+                recovered_ms: Some(3),
+            }),
+            ..PendingLoss::default()
+        };
+        assert!(!loss.is_empty());
+        let records = loss.records(&id(), FullPolicy::DropNewest, 1 << 20);
+        let names: Vec<&str> = records.iter().map(|r| r.event_name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "RecordsDropped",
+                "BufferCorruption",
+                "RecordsRejected",
+                "BufferStorageFailure"
+            ]
+        );
+        for r in &records {
+            r.validate().unwrap();
+            let p = r.request_parameters.as_ref().unwrap();
+            assert_eq!(p["host"], "test-host", "{}", r.event_name);
+        }
+        let p = |i: usize| records[i].request_parameters.clone().unwrap();
+        assert_eq!(p(0)["seqRanges"], json!([[5, 9]]));
+        assert_eq!(p(0)["fullPolicy"], "drop_newest");
+        assert_eq!(p(1)["lostUnknown"], true);
+        assert_eq!(p(2)["records"][0]["eventID"], "e-30");
+        assert_eq!(p(2)["records"][0]["kept"], false);
+        assert_eq!(p(3)["failedOperations"], 2);
+    }
+}
