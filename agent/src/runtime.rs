@@ -19,6 +19,7 @@ use crate::app_events::{AppEvents, Converter};
 use crate::buffer::{Appended, Buffer, BufferError, BufferOptions};
 use crate::config::Config;
 use crate::control::Control;
+use crate::host_identity::HostIdentity;
 use crate::http_util;
 use crate::metrics::Metrics;
 use crate::shipper::{CollectorUrl, Shipper, ShipperOptions};
@@ -46,8 +47,11 @@ pub enum RuntimeError {
     },
 }
 
-/// Opens the buffer described by `config`.
-pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
+/// Opens the buffer described by `config`; its loss records name `id`.
+pub fn open_buffer(
+    config: &Config,
+    id: &HostIdentity,
+) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
     let opts = BufferOptions {
         max_bytes: config.buffer.max_bytes,
         full_policy: config.buffer.full_policy,
@@ -55,14 +59,10 @@ pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport
         set_aside_max_bytes: config.buffer.set_aside_max_bytes,
         stuck_after: Duration::from_millis(config.buffer.stuck_after_ms),
     };
-    Ok(Buffer::open(
-        &config.buffer_dir(),
-        opts,
-        config.host_identity(),
-    )?)
+    Ok(Buffer::open(&config.buffer_dir(), opts, id.clone())?)
 }
 
-fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
+fn shipper_options(config: &Config, id: &HostIdentity) -> Result<ShipperOptions, RuntimeError> {
     let mut urls = Vec::new();
     for raw in &config.collector.urls {
         urls.push(CollectorUrl::parse(raw).map_err(|why| RuntimeError::Url {
@@ -97,7 +97,7 @@ fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
         request_timeout: Duration::from_millis(s.request_timeout_ms),
         compress: s.compress,
         drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-        id: config.host_identity(),
+        id: id.clone(),
         set_aside_retry: Duration::from_millis(s.set_aside_retry_ms),
     })
 }
@@ -144,8 +144,8 @@ pub async fn run(
     })?;
     // The one host identity every component below names records with.
     let id = config.host_identity();
-    let shipper_opts = shipper_options(&config)?;
-    let (buffer, report) = open_buffer(&config)?;
+    let shipper_opts = shipper_options(&config, &id)?;
+    let (buffer, report) = open_buffer(&config, &id)?;
     if let Some(q) = &report.quarantined {
         tracing::error!(aside = %q.path, error = %q.error, "the buffer was damaged; moved aside, started fresh, loss recorded in the trail");
     }
