@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::sidecar::RouteConfig;
 use groundtrail_agent::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
 use groundtrail_common::Record;
@@ -70,7 +70,7 @@ async fn null_sidecar(cfg: groundtrail_agent::sidecar::SidecarConfig) -> SocketA
     let sink = Arc::new(NullSink(AtomicU64::new(0)));
     tokio::spawn(groundtrail_agent::sidecar::run_with_listener(
         cfg,
-        sidecar_common::ctx(),
+        sidecar_common::host(),
         sink,
         l,
         groundtrail_common::shutdown::Shutdown::new(rx),

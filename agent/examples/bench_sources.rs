@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use groundtrail_agent::identity::Passwd;
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sources::auditd::AuditHandler;
 use groundtrail_agent::sources::auth_log::AuthLogParser;
-use groundtrail_agent::sources::{
-    Env, JournaldConfig, Parsed, SourceContext, Zone, journald, packages,
-};
+use groundtrail_agent::sources::host_accounts::Passwd;
+use groundtrail_agent::sources::{Env, JournaldConfig, Parsed, Zone, journald, packages};
 use groundtrail_agent::tail::{FileId, Follower, LineHandler, LineRef, MemorySink, TailOptions};
 use groundtrail_common::shutdown::Shutdown;
 
@@ -26,7 +25,7 @@ fn sample(rel: &str, fallback: &str) -> String {
 }
 
 fn env() -> Arc<Env> {
-    let ctx = SourceContext {
+    let host = HostIdentity {
         host: "bench".into(),
         account_id: "123456789012".into(),
         region: "onprem-1".into(),
@@ -34,7 +33,7 @@ fn env() -> Arc<Env> {
         partition: "aws".into(),
     };
     Arc::new(Env::new(
-        &ctx,
+        &host,
         Passwd::from_pairs(&[(0, "root"), (1000, "user")]),
         Zone::parse("UTC").unwrap(),
     ))

@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use groundtrail_agent::agent_events::AgentIdentity;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::host_identity::HostIdentity;
 use serde_json::json;
 
 fn main() {
@@ -18,7 +18,7 @@ fn main() {
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let base = args.next().unwrap_or_else(|| ".".into());
     let dir = tempfile::tempdir_in(base).expect("temp dir");
-    let id = AgentIdentity {
+    let id = HostIdentity {
         host: "bench-host".into(),
         account_id: "123456789012".into(),
         region: "us-east-1".into(),
@@ -26,7 +26,7 @@ fn main() {
         partition: "aws".into(),
     };
     let record = |i: u64| {
-        id.record(
+        id.agent_record(
             "RunCommand",
             json!({"command": "/usr/bin/systemctl restart nginx", "tty": "pts/0", "i": i}),
         )

@@ -10,28 +10,27 @@
 use groundtrail_common::event::{Record, Resource, UserIdentity};
 use serde_json::{Value, json};
 
+use crate::host_identity::HostIdentity;
+
 /// The user agent of the agent's own records.
 pub const USER_AGENT: &str = concat!("groundtrail-agent/", env!("CARGO_PKG_VERSION"));
 
-/// Names the agent records use: `groundtrail.<domain>` and the identity of this host's agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentIdentity {
-    pub host: String,
-    pub account_id: String,
-    pub region: String,
-    pub domain: String,
-    pub partition: String,
-}
+/// The name [`HostIdentity`] had here. Only `bench/src/limits.rs` still uses it (bench/ is
+/// outside this change); remove once it says `host_identity::HostIdentity`.
+pub type AgentIdentity = HostIdentity;
 
-impl AgentIdentity {
+/// The agent's own records, named after the host they come from: `groundtrail.<domain>` and
+/// the identity of this host's agent. Prefixed `agent_` because [`HostIdentity`] also builds
+/// the host's accounts (`sources::host_accounts`).
+impl HostIdentity {
     /// `groundtrail.<domain>`: the eventSource of the agent's own records. Applications may not
     /// post records under it (see `app_events`).
-    pub fn event_source(&self) -> String {
+    pub fn agent_event_source(&self) -> String {
         format!("groundtrail.{}", self.domain)
     }
 
     /// `arn:<partition>:iam::<account>:user/<host>/groundtrail-agent`.
-    pub fn arn(&self) -> String {
+    pub fn agent_arn(&self) -> String {
         format!(
             "arn:{}:iam::{}:user/{}/groundtrail-agent",
             self.partition, self.account_id, self.host
@@ -39,8 +38,8 @@ impl AgentIdentity {
     }
 
     /// A record of the agent's own with `requestParameters` = `params`.
-    pub fn record(&self, event_name: &str, params: Value) -> Record {
-        let source = self.event_source();
+    pub fn agent_record(&self, event_name: &str, params: Value) -> Record {
+        let source = self.agent_event_source();
         let mut r = Record::new(
             source.clone(),
             event_name,
@@ -51,7 +50,7 @@ impl AgentIdentity {
         r.user_identity = Some(UserIdentity {
             identity_type: Some("AWSService".to_string()),
             principal_id: Some(format!("groundtrail-agent@{}", self.host)),
-            arn: Some(self.arn()),
+            arn: Some(self.agent_arn()),
             account_id: Some(self.account_id.clone()),
             user_name: Some("groundtrail-agent".to_string()),
             invoked_by: Some(source.clone()),
@@ -64,23 +63,23 @@ impl AgentIdentity {
         r.resources = Some(vec![Resource {
             account_id: Some(self.account_id.clone()),
             resource_type: Some("Groundtrail::Agent::Host".to_string()),
-            arn: Some(self.arn()),
+            arn: Some(self.agent_arn()),
             ..Resource::default()
         }]);
         r
     }
 
-    /// `AgentStart`.
-    pub fn start(&self, details: Value) -> Record {
-        self.record("AgentStart", self.with_host(details))
+    /// `AgentStart`: the agent began (with its buffer depth, collector URLs, ...).
+    pub fn agent_start(&self, details: Value) -> Record {
+        self.agent_record("AgentStart", self.with_agent_host(details))
     }
 
-    /// `AgentStop`.
-    pub fn stop(&self, details: Value) -> Record {
-        self.record("AgentStop", self.with_host(details))
+    /// `AgentStop`: the agent is stopping (with the reason and what it left buffered).
+    pub fn agent_stop(&self, details: Value) -> Record {
+        self.agent_record("AgentStop", self.with_agent_host(details))
     }
 
-    fn with_host(&self, details: Value) -> Value {
+    fn with_agent_host(&self, details: Value) -> Value {
         let mut v = json!({
             "host": self.host,
             "agentVersion": env!("CARGO_PKG_VERSION"),
@@ -99,14 +98,14 @@ mod tests {
 
     #[test]
     fn agent_records_are_valid_cloudtrail() {
-        let id = AgentIdentity {
+        let id = HostIdentity {
             host: "web-1".into(),
             account_id: "123456789012".into(),
             region: "eu-west-1".into(),
             domain: "onprem.internal".into(),
             partition: "aws".into(),
         };
-        let r = id.start(json!({"bufferDepth": 3}));
+        let r = id.agent_start(json!({"bufferDepth": 3}));
         r.validate().unwrap();
         assert_eq!(r.event_source, "groundtrail.onprem.internal");
         assert_eq!(r.event_name, "AgentStart");

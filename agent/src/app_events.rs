@@ -53,7 +53,7 @@ pub use groundtrail_common::audit_events::{
     RequestError, Success, parse_request, percent_decode, percent_encode,
 };
 
-use crate::agent_events::AgentIdentity;
+use crate::host_identity::HostIdentity;
 use crate::http_util::{self, ConnInfo, Handler};
 use crate::metrics::Metrics;
 use crate::sink::{RecordSink, SinkError};
@@ -61,7 +61,7 @@ use crate::sink::{RecordSink, SinkError};
 /// Converts and checks events for one agent.
 #[derive(Debug, Clone)]
 pub struct Converter {
-    pub id: AgentIdentity,
+    pub id: HostIdentity,
 }
 
 impl Converter {
@@ -83,7 +83,7 @@ impl Converter {
         channel: &str,
         sender: ConnInfo,
     ) -> Result<audit_events::Converted, EventError> {
-        let reserved = self.id.event_source();
+        let reserved = self.id.agent_event_source();
         let c = audit_events::convert_to_json(
             ev,
             channel,
@@ -157,7 +157,7 @@ pub struct AppEvents {
 
 impl AppEvents {
     /// `arn:<partition>:cloudtrail:<region>:<account>:channel/groundtrail-<host>`.
-    pub fn default_channel_for(id: &AgentIdentity) -> String {
+    pub fn default_channel_for(id: &HostIdentity) -> String {
         format!(
             "arn:{}:cloudtrail:{}:{}:channel/groundtrail-{}",
             id.partition, id.region, id.account_id, id.host
@@ -288,14 +288,14 @@ impl AppEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::FullPolicy;
     use crate::buffer::{Buffer, BufferOptions};
-    use crate::config::FullPolicy;
     use base64::Engine;
     use groundtrail_common::event::EVENT_VERSION;
     use serde_json::{Map, Value, json};
 
-    fn identity() -> AgentIdentity {
-        AgentIdentity {
+    fn identity() -> HostIdentity {
+        HostIdentity {
             host: "app-host".into(),
             account_id: "123456789012".into(),
             region: "eu-central-1".into(),

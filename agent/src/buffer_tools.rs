@@ -796,7 +796,7 @@ fn export(store: &Store, output: &Path, select: Select) -> anyhow::Result<bool> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::tests::id;
+    use crate::buffer::testutil::id;
     use crate::buffer::{Buffer, BufferOptions};
 
     /// A buffer that went through acknowledgement and set-aside (chunks rewritten, a side-tree
@@ -809,7 +809,7 @@ mod tests {
         let (b, _) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
         for n in [4u64, 3, 2] {
             let records: Vec<Record> = (0..n)
-                .map(|i| id().record("TestEvent", serde_json::json!({ "i": i })))
+                .map(|i| id().agent_record("TestEvent", serde_json::json!({ "i": i })))
                 .collect();
             b.try_append(&records, None).unwrap();
         }
@@ -858,7 +858,7 @@ mod tests {
         let mut firsts = Vec::new();
         for n in [3u64, 3, 3] {
             let records: Vec<Record> = (0..n)
-                .map(|i| id().record("TestEvent", serde_json::json!({ "i": i })))
+                .map(|i| id().agent_record("TestEvent", serde_json::json!({ "i": i })))
                 .collect();
             match b.try_append(&records, None).unwrap() {
                 crate::buffer::Appended::Stored(Some((first, _))) => firsts.push(first),

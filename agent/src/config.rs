@@ -47,6 +47,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// `[buffer] full_policy`: the buffer's own type (the buffer must not depend on the config).
+/// Re-exported here for `bench/`, which names it `config::FullPolicy`.
+pub use crate::buffer::FullPolicy;
+use crate::host_identity::HostIdentity;
 use crate::sources::SourcesConfig;
 
 /// The account id used when the config names none. It is the all-zero account, which AWS never
@@ -102,9 +106,10 @@ pub fn example() -> Result<String, String> {
     use groundtrail_common::config_doc::{Docs, render};
     let docs = Docs::parse(&[
         include_str!("config.rs"),
+        include_str!("buffer/mod.rs"),
         include_str!("sources/mod.rs"),
         include_str!("sidecar/mod.rs"),
-        include_str!("sidecar/identity.rs"),
+        include_str!("sidecar/caller_identity.rs"),
         include_str!("sidecar/jwt.rs"),
         include_str!("sidecar/routes.rs"),
     ]);
@@ -207,19 +212,6 @@ impl Default for CollectorSection {
             client_key: None,
         }
     }
-}
-
-/// What the buffer does when it holds `max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FullPolicy {
-    /// Sources and applications wait until the shipper frees space: nothing is lost, capture
-    /// stalls (log-file sources catch up later from their checkpoints).
-    #[default]
-    Block,
-    /// New records are dropped and counted; once there is room again, the loss is written to
-    /// the trail as a `RecordsDropped` record with counts and sequence ranges.
-    DropNewest,
 }
 
 /// `[buffer]`.
@@ -754,6 +746,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The host's identity in the trail, from the validated `[agent]` section (so `host` is
+    /// the system host name when the file left it empty). The one place the runtime's
+    /// [`HostIdentity`] is built; every component gets a copy of it.
+    pub fn host_identity(&self) -> HostIdentity {
+        let a = &self.agent;
+        HostIdentity {
+            host: a.host.clone(),
+            account_id: a.account_id.clone(),
+            region: a.region.clone(),
+            domain: a.domain.clone(),
+            partition: a.partition.clone(),
+        }
     }
 
     /// The sled directory.

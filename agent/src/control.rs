@@ -13,8 +13,8 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::agent_events::AgentIdentity;
 use crate::buffer::{Buffer, BufferStatus};
+use crate::host_identity::HostIdentity;
 use crate::http_util::{self, Handler};
 use crate::metrics::{CollectorHealth, Metrics};
 use crate::shipper::{ResendReport, ResendRequest};
@@ -43,7 +43,7 @@ pub struct AgentInfo {
 
 /// Serves status and metrics.
 pub struct Control {
-    pub id: AgentIdentity,
+    pub id: HostIdentity,
     pub buffer: Buffer,
     pub metrics: Arc<Metrics>,
     pub started: std::time::Instant,

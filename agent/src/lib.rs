@@ -2,26 +2,33 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! host logs --tail (files: rotation-aware, checkpoints)--+
-//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)   |   sources::registry::REGISTRY
-//!                                                         |   (one entry per host source)
-//! apps --POST /PutAuditEvents (Unix socket)--> app_events -+
-//! HTTP clients --> sidecar (reverse proxy) --> upstream    |
-//!                     \-- one record per call ------------+
+//! host logs --tail (files: rotation-aware, checkpoints) --+
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   sources::registry::REGISTRY
+//!   who: sources::host_accounts (uid -> userIdentity)     |   (one entry per host source)
+//! apps --POST /PutAuditEvents (Unix socket)--> app_events +
+//! HTTP clients --> sidecar (reverse proxy) --> upstream   |
+//!   who: sidecar::caller_identity \-- a record per call -+
 //!                                                         v
 //!                    sink::Fitted (records fit the collector's limits)
 //!                                                         v
-//!     buffer (sled: records + each source's checkpoint in one step; loss -> agent_events)
+//!     buffer/ (sled): append = records + checkpoint in one batch, then commit (group fsync);
+//!     read/ack: only what is durable, deleted up to the commit point; side_tree: refused
+//!     records; loss: every loss becomes a record of the agent's own
 //!                                                         v
 //!     shipper --zstd ndjson over mTLS, sequence numbers--> collector (acknowledged -> deleted)
 //!
 //! control.sock / [control] metrics_listen: status, metrics, resend-set-aside (control)
+//! config --Config::host_identity--> host_identity::HostIdentity, copied by every part above
 //! ```
 //!
 //! `runtime::run` wires these together and owns the shutdown order: inputs stop, the agent's
-//! stop record is buffered, the shipper sends what it can, the buffer is flushed. Who a record
-//! names (`userIdentity`) comes from [`identity`]; every loss the agent knows of becomes a
-//! record of its own ([`agent_events`]). docs/agent.md, "Architecture", walks the same path.
+//! stop record is buffered, the shipper sends what it can, the buffer is flushed. Every part
+//! names records after the one [`host_identity::HostIdentity`] built from the config; who a
+//! record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
+//! `sidecar::caller_identity` (HTTP callers); every loss the agent knows of becomes a record of
+//! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config depends on the
+//! parts it configures, never the reverse. docs/agent.md, "Architecture", walks the same path
+//! and lists every module.
 
 pub mod agent_events;
 pub mod app_events;
@@ -30,8 +37,8 @@ pub mod buffer_tools;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod host_identity;
 pub mod http_util;
-pub mod identity;
 pub mod metrics;
 pub mod runtime;
 pub mod ship_batch;

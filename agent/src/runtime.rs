@@ -15,16 +15,16 @@ use groundtrail_common::shutdown::Shutdown;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::agent_events::AgentIdentity;
 use crate::app_events::{AppEvents, Converter};
 use crate::buffer::{Appended, Buffer, BufferError, BufferOptions};
 use crate::config::Config;
 use crate::control::Control;
+use crate::host_identity::HostIdentity;
 use crate::http_util;
 use crate::metrics::Metrics;
 use crate::shipper::{CollectorUrl, Shipper, ShipperOptions};
 use crate::sink::RecordSink;
-use crate::sources::{self, SourceContext};
+use crate::sources;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +47,11 @@ pub enum RuntimeError {
     },
 }
 
-/// The identity of the agent's own records, from the config.
-pub fn identity(config: &Config) -> AgentIdentity {
-    AgentIdentity {
-        host: config.agent.host.clone(),
-        account_id: config.agent.account_id.clone(),
-        region: config.agent.region.clone(),
-        domain: config.agent.domain.clone(),
-        partition: config.agent.partition.clone(),
-    }
-}
-
-/// Opens the buffer described by `config`.
-pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
+/// Opens the buffer described by `config`; its loss records name `id`.
+pub fn open_buffer(
+    config: &Config,
+    id: &HostIdentity,
+) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
     let opts = BufferOptions {
         max_bytes: config.buffer.max_bytes,
         full_policy: config.buffer.full_policy,
@@ -67,10 +59,10 @@ pub fn open_buffer(config: &Config) -> Result<(Buffer, crate::buffer::OpenReport
         set_aside_max_bytes: config.buffer.set_aside_max_bytes,
         stuck_after: Duration::from_millis(config.buffer.stuck_after_ms),
     };
-    Ok(Buffer::open(&config.buffer_dir(), opts, identity(config))?)
+    Ok(Buffer::open(&config.buffer_dir(), opts, id.clone())?)
 }
 
-fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
+fn shipper_options(config: &Config, id: &HostIdentity) -> Result<ShipperOptions, RuntimeError> {
     let mut urls = Vec::new();
     for raw in &config.collector.urls {
         urls.push(CollectorUrl::parse(raw).map_err(|why| RuntimeError::Url {
@@ -105,7 +97,7 @@ fn shipper_options(config: &Config) -> Result<ShipperOptions, RuntimeError> {
         request_timeout: Duration::from_millis(s.request_timeout_ms),
         compress: s.compress,
         drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-        id: identity(config),
+        id: id.clone(),
         set_aside_retry: Duration::from_millis(s.set_aside_retry_ms),
     })
 }
@@ -150,9 +142,10 @@ pub async fn run(
         path: config.agent.data_dir.display().to_string(),
         source,
     })?;
-    let id = identity(&config);
-    let shipper_opts = shipper_options(&config)?;
-    let (buffer, report) = open_buffer(&config)?;
+    // The one host identity every component below names records with.
+    let id = config.host_identity();
+    let shipper_opts = shipper_options(&config, &id)?;
+    let (buffer, report) = open_buffer(&config, &id)?;
     if let Some(q) = &report.quarantined {
         tracing::error!(aside = %q.path, error = %q.error, "the buffer was damaged; moved aside, started fresh, loss recorded in the trail");
     }
@@ -207,7 +200,7 @@ pub async fn run(
         )));
     }
 
-    let start = id.start(json!({
+    let start = id.agent_start(json!({
         "bufferDepth": report.depth,
         "nextSeq": buffer.status().next_seq,
         "collectorUrls": config.collector.urls,
@@ -256,16 +249,9 @@ pub async fn run(
             Shutdown::new(input_tx.subscribe()),
         )));
     }
-    let ctx = SourceContext {
-        host: id.host.clone(),
-        account_id: id.account_id.clone(),
-        region: id.region.clone(),
-        domain: id.domain.clone(),
-        partition: id.partition.clone(),
-    };
     input_tasks.extend(sources::spawn_all(
         &config.sources,
-        &ctx,
+        &id,
         sink.clone(),
         Shutdown::new(input_tx.subscribe()),
     ));
@@ -279,10 +265,10 @@ pub async fn run(
             })?;
         tracing::info!(listen = %sidecar.listen, upstream = %sidecar.upstream, "sidecar proxy running");
         let shutdown = Shutdown::new(input_tx.subscribe());
-        let ctx = ctx.clone();
+        let host = id.clone();
         input_tasks.push(tokio::spawn(async move {
             if let Err(e) =
-                crate::sidecar::run_with_listener(sidecar, ctx, sink, listener, shutdown).await
+                crate::sidecar::run_with_listener(sidecar, host, sink, listener, shutdown).await
             {
                 tracing::error!(error = %e, "sidecar proxy stopped");
             }
@@ -310,7 +296,7 @@ pub async fn run(
     }
 
     let st = buffer.status();
-    let stop_record = id.stop(json!({
+    let stop_record = id.agent_stop(json!({
         "reason": reason,
         "bufferDepth": st.depth,
         "lastCommitPoint": st.last_commit_point,

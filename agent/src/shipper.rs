@@ -78,8 +78,8 @@ use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent_events::AgentIdentity;
 use crate::buffer::{Buffer, Entry};
+use crate::host_identity::HostIdentity;
 use crate::metrics::Metrics;
 use crate::ship_batch::Batch;
 
@@ -194,7 +194,7 @@ pub struct ShipperOptions {
     pub compress: bool,
     pub drain_timeout: Duration,
     /// Whose records are the agent's own (never set aside).
-    pub id: AgentIdentity,
+    pub id: HostIdentity,
     /// First delay before set-aside records are offered again (doubles up to 16 times).
     pub set_aside_retry: Duration,
 }
@@ -461,7 +461,7 @@ impl Shipper {
         serde_json::from_slice::<Source>(json)
             .ok()
             .and_then(|s| s.event_source)
-            .is_some_and(|s| s == self.opts.id.event_source())
+            .is_some_and(|s| s == self.opts.id.agent_event_source())
     }
 
     /// The collector refused the record `seq`: set it aside, unless it is one of the agent's
@@ -1021,9 +1021,9 @@ mod tests {
 #[cfg(test)]
 mod scripted_collector_tests {
     use super::*;
-    use crate::agent_events::AgentIdentity;
     use crate::buffer::BufferOptions;
-    use crate::config::FullPolicy;
+    use crate::buffer::FullPolicy;
+    use crate::host_identity::HostIdentity;
     use groundtrail_common::Record;
     use http::{Request, Response};
     use hyper::body::Incoming;
@@ -1145,8 +1145,8 @@ mod scripted_collector_tests {
         )
     }
 
-    fn id() -> AgentIdentity {
-        AgentIdentity {
+    fn id() -> HostIdentity {
+        HostIdentity {
             host: "ship-host".into(),
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
@@ -1194,12 +1194,12 @@ mod scripted_collector_tests {
 
     /// Records of some other source (not the agent's own, which are never set aside).
     fn recs(n: u64) -> Vec<Record> {
-        let other = AgentIdentity {
+        let other = HostIdentity {
             domain: "app.example".into(),
             ..id()
         };
         (0..n)
-            .map(|i| other.record("TestEvent", json!({"i": i})))
+            .map(|i| other.agent_record("TestEvent", json!({"i": i})))
             .collect()
     }
 
@@ -1520,7 +1520,7 @@ mod scripted_collector_tests {
         let dir = tempfile::tempdir().unwrap();
         let (buffer, opts) = setup(dir.path(), &[url], 100);
         let own: Vec<Record> = (0..2)
-            .map(|i| id().record("TestEvent", json!({"i": i})))
+            .map(|i| id().agent_record("TestEvent", json!({"i": i})))
             .collect();
         buffer.try_append(&own, None).unwrap();
         let m = ship_until_empty(&buffer, opts).await;

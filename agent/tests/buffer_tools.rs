@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use groundtrail_agent::agent_events::AgentIdentity;
 use groundtrail_agent::buffer::{Appended, Buffer, BufferOptions};
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_common::Record;
 use serde_json::{Value, json};
 
-fn id() -> AgentIdentity {
-    AgentIdentity {
+fn id() -> HostIdentity {
+    HostIdentity {
         host: "test-host".into(),
         account_id: "123456789012".into(),
         region: "us-east-1".into(),
@@ -28,7 +28,7 @@ fn open(path: &Path) -> Buffer {
 
 /// A record that is not one of the agent's own (those are counted apart).
 fn rec(i: u64) -> Record {
-    let mut r = id().record("TestEvent", json!({ "i": i }));
+    let mut r = id().agent_record("TestEvent", json!({ "i": i }));
     r.event_source = "test.amazonaws.com".into();
     r
 }

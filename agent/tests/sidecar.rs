@@ -1,6 +1,6 @@
 //! Black-box tests of sidecar mode: a real upstream (hyper), real clients (hyper HTTP/1.1 and
 //! HTTP/2, rustls, tokio-tungstenite) through the sidecar, and the agent's real buffer (sled on
-//! disk, `agent/src/buffer.rs`) as the sink; records are read back from the buffer.
+//! disk, `agent/src/buffer/`) as the sink; records are read back from the buffer.
 
 #[allow(dead_code)]
 mod sidecar_common;
@@ -8,7 +8,7 @@ mod sidecar_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::sidecar::{
     FailureMode, IdentityConfig, IdentitySource, JwtConfig, ResourceTemplate, RouteConfig,
     SidecarTlsConfig, TrustedHeaderConfig,
@@ -838,7 +838,7 @@ async fn full_buffer(policy: FullPolicy) -> (groundtrail_agent::buffer::Buffer, 
     let (b, _) = groundtrail_agent::buffer::Buffer::open(
         &dir.path().join("buffer"),
         buffer_opts(20_000, policy),
-        agent_id(),
+        host(),
     )
     .unwrap();
     RecordSink::append(&b, vec![filler()], None).await.unwrap();

@@ -61,7 +61,7 @@ async fn sidecar_hundred_megabytes_each_way_never_sit_in_memory() {
     let up = upstream().await;
     let sc = start(
         config(&up),
-        buffer_opts(64 << 20, groundtrail_agent::config::FullPolicy::Block),
+        buffer_opts(64 << 20, groundtrail_agent::buffer::FullPolicy::Block),
     )
     .await;
     let c = client();

@@ -9,7 +9,7 @@
 //!
 //! Put the sidecar where the service's clients connect (the pod's service port) and the
 //! application behind it on loopback. Each call becomes one `AwsApiCall` record: who called
-//! ([`identity`]), what action on which resources ([`routes`]), with which parameters
+//! ([`caller_identity`]), what action on which resources ([`routes`]), with which parameters
 //! ([`record`], secrets hidden by [`redact`]), from where, and whether it failed. Bodies stream
 //! through in both directions and are never held in memory; WebSocket and other upgrades are
 //! passed through and recorded once. `docs/sidecar.md` is the operator's guide.
@@ -37,7 +37,7 @@
 //! the call would then have happened without a trace, which is exactly what `fail_closed`
 //! promises never happens.
 
-pub mod identity;
+pub mod caller_identity;
 pub mod jwt;
 pub mod proxy;
 pub mod record;
@@ -60,11 +60,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::agent_events::AgentIdentity;
+use crate::host_identity::HostIdentity;
 use crate::sink::RecordSink;
-use crate::sources::SourceContext;
 
-pub use identity::{IdentityConfig, IdentitySource, TrustedHeaderConfig};
+pub use caller_identity::{IdentityConfig, IdentitySource, TrustedHeaderConfig};
 pub use jwt::JwtConfig;
 pub use routes::{ResourceTemplate, RouteConfig};
 
@@ -271,9 +270,9 @@ pub static STATS: SidecarStats = SidecarStats {
 
 impl SidecarConfig {
     /// The eventSource used: `event_source`, or `api.<domain>`.
-    pub fn event_source(&self, ctx: &SourceContext) -> String {
+    pub fn event_source(&self, host: &HostIdentity) -> String {
         if self.event_source.trim().is_empty() {
-            format!("api.{}", ctx.domain)
+            format!("api.{}", host.domain)
         } else {
             self.event_source.trim().to_string()
         }
@@ -354,7 +353,7 @@ impl SidecarConfig {
 /// Runs the sidecar on `config.listen` until `shutdown`.
 pub async fn run(
     config: SidecarConfig,
-    ctx: SourceContext,
+    host: HostIdentity,
     sink: Arc<dyn RecordSink>,
     shutdown: Shutdown,
 ) -> Result<(), SidecarError> {
@@ -364,7 +363,7 @@ pub async fn run(
             addr: config.listen.to_string(),
             why: e.to_string(),
         })?;
-    run_with_listener(config, ctx, sink, listener, shutdown).await
+    run_with_listener(config, host, sink, listener, shutdown).await
 }
 
 /// Runs the sidecar on an already bound listener (tests bind port 0) until `shutdown`. Then it
@@ -372,19 +371,13 @@ pub async fn run(
 /// records to reach the buffer.
 pub async fn run_with_listener(
     config: SidecarConfig,
-    ctx: SourceContext,
+    host: HostIdentity,
     sink: Arc<dyn RecordSink>,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), SidecarError> {
     config.validate()?;
     let (upstream_scheme, upstream_authority) = config.upstream_parts()?;
-    let arn = routes::ArnContext {
-        partition: ctx.partition.clone(),
-        region: ctx.region.clone(),
-        account: ctx.account_id.clone(),
-        host: ctx.host.clone(),
-    };
     let jwt = match &config.identity.jwt {
         Some(j) => Some(jwt::JwtVerifier::new(j)?),
         None => None,
@@ -400,18 +393,11 @@ pub async fn run_with_listener(
         &config.redact_fields,
         &config.redact_headers,
     );
-    let event_source = config.event_source(&ctx);
-    let agent_id = AgentIdentity {
-        host: ctx.host.clone(),
-        account_id: ctx.account_id.clone(),
-        region: ctx.region.clone(),
-        domain: ctx.domain.clone(),
-        partition: ctx.partition.clone(),
-    };
+    let event_source = config.event_source(&host);
     let (writer, writer_task) = writer::Writer::spawn(
         sink,
         config.max_pending_records,
-        agent_id,
+        host.clone(),
         event_source.clone(),
     );
     let mut connector = HttpConnector::new();
@@ -431,12 +417,11 @@ pub async fn run_with_listener(
     }
     let shared = Arc::new(proxy::Shared {
         routes: routes::RouteTable::compile(&config.routes)?,
-        resolver: identity::Resolver::new(&config.identity, jwt, arn.clone()),
-        arn,
+        resolver: caller_identity::Resolver::new(&config.identity, jwt, host.clone()),
+        host: host.clone(),
         builder: record::RecordBuilder {
             event_source,
-            region: ctx.region.clone(),
-            account: ctx.account_id.clone(),
+            host: host.clone(),
             management: config.event_category == EventCategory::Management,
             redactor: redactor.clone(),
             max_parameters: config.max_parameters_bytes,
@@ -607,7 +592,7 @@ mod tests {
     #[tokio::test]
     async fn run_reports_a_busy_address_and_bad_config() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let ctx = crate::sources::testutil::ctx();
+        let host = crate::host_identity::testutil::web1();
         let (_tx, rx) = tokio::sync::broadcast::channel(1);
         let config = SidecarConfig {
             listen: taken.local_addr().unwrap(),
@@ -615,7 +600,7 @@ mod tests {
         };
         let e = run(
             config,
-            ctx.clone(),
+            host.clone(),
             Arc::new(NoSink),
             Shutdown::new(rx.resubscribe()),
         )
@@ -627,7 +612,7 @@ mod tests {
             upstream: "ftp://x".into(),
             ..SidecarConfig::default()
         };
-        let e = run(config, ctx, Arc::new(NoSink), Shutdown::new(rx))
+        let e = run(config, host, Arc::new(NoSink), Shutdown::new(rx))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("upstream"), "{e}");

@@ -44,11 +44,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::STATS;
-use super::identity::Resolver;
+use super::caller_identity::Resolver;
 use super::record::{Captured, Outcome, RecordBuilder, RequestInfo};
 use super::redact::{Redactor, truncate};
-use super::routes::{ArnContext, RouteTable};
+use super::routes::RouteTable;
 use super::writer::Writer;
+use crate::host_identity::HostIdentity;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type the proxy answers with.
@@ -209,7 +210,8 @@ pub fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
 /// Everything a request needs, built once from the config.
 pub(crate) struct Shared {
     pub routes: RouteTable,
-    pub arn: ArnContext,
+    /// The host: the ARN templates' `{partition}`, `{region}`, `{account}`, `{host}`.
+    pub host: HostIdentity,
     pub resolver: Resolver,
     pub builder: RecordBuilder,
     pub redactor: Redactor,
@@ -541,7 +543,7 @@ pub(crate) async fn handle(
 
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let route = sh.routes.resolve(&method, &path, &sh.arn);
+    let route = sh.routes.resolve(&method, &path, &sh.host);
     let resolved = sh.resolver.resolve(
         req.headers(),
         conn.tls.as_ref().and_then(|t| t.client_cert.as_deref()),

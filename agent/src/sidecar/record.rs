@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::redact::{Redactor, cap, json_len, omitted, query_object, truncate};
 use super::routes::RouteMatch;
+use crate::host_identity::HostIdentity;
 
 /// What the request side contributes, fixed before the call is forwarded.
 #[derive(Debug, Clone)]
@@ -90,8 +91,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct RecordBuilder {
     pub event_source: String,
-    pub region: String,
-    pub account: String,
+    /// The host: every record's `awsRegion` and `recipientAccountId`.
+    pub host: HostIdentity,
     pub management: bool,
     pub redactor: Redactor,
     pub max_parameters: usize,
@@ -104,8 +105,8 @@ impl RecordBuilder {
             self.event_source.clone(),
             req.route.event_name.clone(),
             "AwsApiCall",
-            self.region.clone(),
-            self.account.clone(),
+            self.host.region.clone(),
+            self.host.account_id.clone(),
         );
         r.user_identity = Some(req.identity.clone());
         r.source_ip_address = Some(req.source_ip.clone());
@@ -391,8 +392,7 @@ mod tests {
     fn builder() -> RecordBuilder {
         RecordBuilder {
             event_source: "orders.onprem.internal".into(),
-            region: "onprem-1".into(),
-            account: "123456789012".into(),
+            host: crate::host_identity::testutil::web1(),
             management: true,
             redactor: Redactor::new(true, &[], &[]),
             max_parameters: 1024,

@@ -29,6 +29,8 @@
 use groundtrail_common::Resource;
 use serde::{Deserialize, Serialize};
 
+use crate::host_identity::HostIdentity;
+
 /// One `[[sidecar.routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,15 +90,6 @@ struct Route {
     event_name: String,
     read_only: Option<bool>,
     resources: Vec<(String, Vec<Piece>)>,
-}
-
-/// Values the ARN templates may use besides path parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArnContext {
-    pub partition: String,
-    pub region: String,
-    pub account: String,
-    pub host: String,
 }
 
 /// What the table says about one request.
@@ -256,7 +249,7 @@ impl RouteTable {
     }
 
     /// Maps one request. Never fails: an unmatched request gets the fallback name.
-    pub fn resolve(&self, method: &str, path: &str, ctx: &ArnContext) -> RouteMatch {
+    pub fn resolve(&self, method: &str, path: &str, ctx: &HostIdentity) -> RouteMatch {
         let parts: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         for route in &self.routes {
             if let Some(m) = &route.method
@@ -273,7 +266,7 @@ impl RouteTable {
                     .resources
                     .iter()
                     .map(|(ty, pieces)| Resource {
-                        account_id: Some(ctx.account.clone()),
+                        account_id: Some(ctx.account_id.clone()),
                         resource_type: Some(ty.clone()),
                         arn: Some(render(pieces, &raw, ctx)),
                         ..Resource::default()
@@ -328,7 +321,7 @@ fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<Vec<(String, S
     (parts.len() == segments.len()).then_some(params)
 }
 
-fn render(pieces: &[Piece], params: &[(String, String)], ctx: &ArnContext) -> String {
+fn render(pieces: &[Piece], params: &[(String, String)], ctx: &HostIdentity) -> String {
     let mut s = String::new();
     for p in pieces {
         match p {
@@ -336,7 +329,7 @@ fn render(pieces: &[Piece], params: &[(String, String)], ctx: &ArnContext) -> St
             Piece::Var(v) => s.push_str(match v.as_str() {
                 "partition" => &ctx.partition,
                 "region" => &ctx.region,
-                "account" => &ctx.account,
+                "account" => &ctx.account_id,
                 "host" => &ctx.host,
                 other => params
                     .iter()
@@ -432,13 +425,8 @@ pub fn percent_decode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn ctx() -> ArnContext {
-        ArnContext {
-            partition: "aws".into(),
-            region: "onprem-1".into(),
-            account: "123456789012".into(),
-            host: "web1".into(),
-        }
+    fn ctx() -> HostIdentity {
+        crate::host_identity::testutil::web1()
     }
 
     fn route(method: &str, path: &str, name: &str, arn: Option<&str>) -> RouteConfig {

@@ -9,8 +9,8 @@
 //! A record can fail to reach the buffer in three ways, and each is counted so that the loss
 //! itself reaches the trail:
 //! - the buffer is full under its `drop_newest` policy: the buffer refuses the append, counts
-//!   the records and writes its own `RecordsDropped` record (see `buffer.rs`); the writer adds
-//!   nothing, so nothing is counted twice;
+//!   the records and writes its own `RecordsDropped` record (see `buffer/loss.rs`); the writer
+//!   adds nothing, so nothing is counted twice;
 //! - the queue in front of the writer is full (the buffer is slow or blocked under its `block`
 //!   policy): the record is dropped *here* and counted;
 //! - the buffer fails (disk error) or is closed: counted here.
@@ -34,7 +34,7 @@ use groundtrail_common::Record;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent_events::AgentIdentity;
+use crate::host_identity::HostIdentity;
 use crate::sink::{RecordSink, SinkError};
 
 use super::STATS;
@@ -119,7 +119,7 @@ impl Writer {
     pub fn spawn(
         sink: Arc<dyn RecordSink>,
         capacity: usize,
-        id: AgentIdentity,
+        id: HostIdentity,
         event_source: String,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -171,7 +171,7 @@ async fn run(
     sink: Arc<dyn RecordSink>,
     mut rx: mpsc::Receiver<Job>,
     loss: Arc<Mutex<Loss>>,
-    id: AgentIdentity,
+    id: HostIdentity,
     event_source: String,
 ) {
     while let Some(first) = rx.recv().await {
@@ -240,8 +240,8 @@ async fn run(
     }
 }
 
-fn loss_record(id: &AgentIdentity, event_source: &str, l: &Loss) -> Record {
-    id.record(
+fn loss_record(id: &HostIdentity, event_source: &str, l: &Loss) -> Record {
+    id.agent_record(
         "SidecarRecordsLost",
         json!({
             "host": id.host,
@@ -287,14 +287,8 @@ mod tests {
         }
     }
 
-    fn id() -> AgentIdentity {
-        AgentIdentity {
-            host: "web1".into(),
-            account_id: "123456789012".into(),
-            region: "onprem-1".into(),
-            domain: "onprem.internal".into(),
-            partition: "aws".into(),
-        }
+    fn id() -> HostIdentity {
+        crate::host_identity::testutil::web1()
     }
 
     fn rec(name: &str) -> Record {

@@ -24,7 +24,7 @@
 //!
 //! Identity: `auid` (the login uid, i.e. the person) is the principal; `uid` (what the process
 //! runs as) the assumed role when it differs; an unset auid (4294967295) with uid 0 is the
-//! system itself (see [`crate::identity`]).
+//! system itself (see [`super::host_accounts`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use groundtrail_common::{Record, UserIdentity};
 use serde_json::{Map, Value, json};
 
 use super::{Env, Parsed, SourceStats, truncate};
-use crate::identity::AUID_UNSET;
+use crate::sources::host_accounts::AUID_UNSET;
 use crate::tail::{LineHandler, LineRef};
 
 /// Counters of this source (per event for parsed groups, per line for malformed lines).
@@ -314,7 +314,7 @@ impl Ev<'_> {
     }
 
     fn identity(&self, line: &AuditLine, service: &str) -> UserIdentity {
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         match (self.name(line, "auid"), self.name(line, "uid")) {
             (Some(a), Some(u)) => ids.assumed(&a, &u),
             (Some(a), None) => ids.user(&a),
@@ -384,7 +384,7 @@ impl Ev<'_> {
         }
         r.request_parameters = Some(Value::Object(p));
         let exe = cmd.split_whitespace().next().unwrap_or(&cmd).to_string();
-        r.resources = Some(vec![self.env.ids.command_resource(&exe)]);
+        r.resources = Some(vec![self.env.host.command_resource(&exe)]);
         Parsed::Record(Box::new(r))
     }
 
@@ -392,7 +392,7 @@ impl Ev<'_> {
         let mut r = self.rec(l, "sshd", "ConsoleLogin", "AwsConsoleSignIn");
         let ok = success(l);
         let acct = self.acct(l).filter(|a| !a.starts_with('('));
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         r.user_identity = Some(match &acct {
             Some(a) => ids.user(a),
             None => ids.hidden_user(),
@@ -425,7 +425,7 @@ impl Ev<'_> {
         let mut r = self.rec(l, tool, "AssumeRole", "AwsApiCall");
         let person = self.name(l, "auid").or_else(|| self.name(l, "uid"));
         if let Some(p) = &person {
-            r.user_identity = Some(self.env.ids.user(p));
+            r.user_identity = Some(self.env.host.user(p));
         }
         r.request_parameters = Some(json!({"roleSessionName": person}));
         Parsed::Record(Box::new(r))
@@ -434,7 +434,7 @@ impl Ev<'_> {
     fn session(&self, l: &AuditLine, start: bool) -> Parsed {
         let exe = l.text("exe").unwrap_or_default();
         let tool = exe_base(&exe);
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         match (tool, start) {
             ("su" | "sudo", true) => {
                 let Some(target) = self.acct(l) else {
@@ -473,7 +473,7 @@ impl Ev<'_> {
 
     fn account(&self, l: &AuditLine) -> Parsed {
         let op = l.text("op").unwrap_or_default();
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         // The per-database steps are duplicates of the main step.
         if op.contains("gshadow")
             || op.contains("shadow group")
@@ -569,7 +569,7 @@ impl Ev<'_> {
             r.error_code = Some("ServiceFailed".into());
             r.error_message = Some(truncate(&format!("{unit}: {name} failed"), 1024));
         }
-        r.resources = Some(vec![self.env.ids.service_resource(&unit)]);
+        r.resources = Some(vec![self.env.host.service_resource(&unit)]);
         Parsed::Record(Box::new(r))
     }
 
@@ -609,7 +609,7 @@ impl Ev<'_> {
             p.insert("gpgResult".into(), json!(g));
         }
         r.request_parameters = Some(Value::Object(p));
-        r.resources = Some(vec![self.env.ids.package_resource(&pkg)]);
+        r.resources = Some(vec![self.env.host.package_resource(&pkg)]);
         Parsed::Record(Box::new(r))
     }
 
@@ -685,7 +685,7 @@ impl Ev<'_> {
         r.request_parameters = Some(Value::Object(p));
         if let Some(e) = exe.or_else(|| argv.first().cloned()) {
             r.user_agent = Some(truncate(exe_base(&e), 1024));
-            r.resources = Some(vec![self.env.ids.command_resource(&e)]);
+            r.resources = Some(vec![self.env.host.command_resource(&e)]);
         }
         Parsed::Record(Box::new(r))
     }

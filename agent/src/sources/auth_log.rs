@@ -205,7 +205,7 @@ impl Ctx<'_> {
         agent: &str,
         extra: Map<String, Value>,
     ) -> Parsed {
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         let mut r = self.rec("sshd", "ConsoleLogin", "AwsConsoleSignIn", agent);
         r.user_identity = Some(match user {
             Some(u) => ids.user(u),
@@ -218,7 +218,7 @@ impl Ctx<'_> {
         let mut add = Map::new();
         add.insert(
             "LoginTo".into(),
-            json!(format!("ssh://{}", self.env.ctx.host)),
+            json!(format!("ssh://{}", self.env.host.host)),
         );
         add.insert("MobileVersion".into(), json!("No"));
         add.insert("MFAUsed".into(), json!("No"));
@@ -239,15 +239,15 @@ impl Ctx<'_> {
             );
         }
         if let Some(u) = user {
-            r.resources = Some(vec![self.env.ids.user_resource(u)]);
+            r.resources = Some(vec![self.env.host.user_resource(u)]);
         }
         Parsed::Record(Box::new(r))
     }
 
     fn logout(&self, user: &str, agent: &str) -> Parsed {
         let mut r = self.rec("sshd", "Logout", "AwsConsoleSignIn", agent);
-        r.user_identity = Some(self.env.ids.user(user));
-        r.resources = Some(vec![self.env.ids.user_resource(user)]);
+        r.user_identity = Some(self.env.host.user(user));
+        r.resources = Some(vec![self.env.host.user_resource(user)]);
         Parsed::Record(Box::new(r))
     }
 
@@ -432,7 +432,7 @@ impl Ctx<'_> {
         error: Option<&str>,
         params: Map<String, Value>,
     ) -> Parsed {
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         let mut r = self.rec(service, "AssumeRole", "AwsApiCall", service);
         r.user_identity = Some(ids.user(person));
         let mut p = Map::new();
@@ -543,7 +543,7 @@ impl Ctx<'_> {
         };
         let get = |k: &str| fields.iter().find(|(fk, _)| *fk == k).map(|(_, v)| *v);
         let target = get("USER").unwrap_or("root");
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         let mut r = self.rec("sudo", "RunCommand", "AwsApiCall", "sudo");
         r.user_identity = Some(ids.assumed(user, target));
         let mut p = Map::new();
@@ -683,7 +683,7 @@ impl Ctx<'_> {
         error: Option<&str>,
     ) -> Parsed {
         let mut r = self.rec("iam", name, "AwsApiCall", tool);
-        r.user_identity = Some(self.env.ids.user(actor));
+        r.user_identity = Some(self.env.host.user(actor));
         r.request_parameters = Some(params);
         r.resources = Some(resources);
         if let Some(e) = error {
@@ -694,7 +694,7 @@ impl Ctx<'_> {
     }
 
     fn account(&self, tool: &str, msg: &str) -> Parsed {
-        let ids = &self.env.ids;
+        let ids = &self.env.host;
         // Older shadow-utils quote with `x'; a trailing newline may arrive as rsyslog's `#012`.
         let normalized = msg.replace('`', "'");
         let msg = normalized.trim_end().trim_end_matches("#012").trim_end();

@@ -172,7 +172,7 @@ pub fn diff(env: &Env, old: &State, new: &State, time: DateTime<Utc>) -> Vec<Rec
             (None, None) => continue,
         };
         let mut r = env.record("files", name, "AwsServiceEvent", time);
-        r.user_identity = Some(env.ids.service("files"));
+        r.user_identity = Some(env.host.service("files"));
         r.user_agent = Some("groundtrail-fim".into());
         r.request_parameters = Some(json!({"path": path}));
         let details = json!({
@@ -182,11 +182,11 @@ pub fn diff(env: &Env, old: &State, new: &State, time: DateTime<Utc>) -> Vec<Rec
         });
         r.event_id = uuid::Uuid::new_v5(
             &crate::tail::EVENT_ID_NAMESPACE,
-            format!("{}|fim|{details}", env.ctx.host).as_bytes(),
+            format!("{}|fim|{details}", env.host.host).as_bytes(),
         )
         .to_string();
         r.service_event_details = Some(details);
-        r.resources = Some(vec![env.ids.file_resource(path)]);
+        r.resources = Some(vec![env.host.file_resource(path)]);
         STATS
             .records
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -113,7 +113,7 @@ pub fn parse_entry(env: &Env, config: &JournaldConfig, entry: &Value) -> Parsed 
         Parsed::Record(mut r) => {
             r.event_id = uuid::Uuid::new_v5(
                 &crate::tail::EVENT_ID_NAMESPACE,
-                format!("{}|journal|{cursor}", env.ctx.host).as_bytes(),
+                format!("{}|journal|{cursor}", env.host.host).as_bytes(),
             )
             .to_string();
             Parsed::Record(r)
@@ -218,7 +218,7 @@ fn unit_event(
     let Some(unit) = unit else {
         return Parsed::Ignored;
     };
-    let ids = &env.ids;
+    let ids = &env.host;
     let identity = match user_manager {
         // A user's own service manager: the user acted.
         Some(uid) => ids.user(&env.passwd.name_or_uid(uid)),

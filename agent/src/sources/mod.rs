@@ -20,6 +20,7 @@
 pub mod auditd;
 pub mod auth_log;
 pub mod fim;
+pub mod host_accounts;
 pub mod journald;
 pub mod packages;
 pub mod registry;
@@ -35,9 +36,10 @@ use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Identities, Passwd};
+use crate::host_identity::HostIdentity;
 use crate::sink::RecordSink;
 use crate::tail::{Follower, LineHandler, TailOptions};
+use host_accounts::Passwd;
 
 /// `[sources]` in the agent config: which sources run and what they read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,34 +246,6 @@ impl Default for FimConfig {
     }
 }
 
-/// What every source needs to know about the host it runs on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceContext {
-    /// Host name, a path element in ARNs and part of deterministic event IDs.
-    pub host: String,
-    /// `recipientAccountId` of every record.
-    pub account_id: String,
-    /// `awsRegion` of every record.
-    pub region: String,
-    /// `<domain>` in event sources (`sshd.<domain>`), default `onprem.internal`.
-    pub domain: String,
-    /// ARN partition, default `aws`.
-    pub partition: String,
-}
-
-impl SourceContext {
-    /// The identity/ARN builder for this host.
-    pub fn identities(&self) -> Identities {
-        Identities {
-            host: self.host.clone(),
-            account_id: self.account_id.clone(),
-            region: self.region.clone(),
-            partition: self.partition.clone(),
-            domain: self.domain.clone(),
-        }
-    }
-}
-
 /// What a parser made of its input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
@@ -388,21 +362,19 @@ impl Zone {
     }
 }
 
-/// Everything a parser needs besides its input: the host, the identity builder, uid names and
-/// the time zone. Shared, read-only.
+/// Everything a parser needs besides its input: the host (its name, and the identities and
+/// ARNs of its accounts, see [`host_accounts`]), uid names and the time zone. Shared, read-only.
 #[derive(Debug)]
 pub struct Env {
-    pub ctx: SourceContext,
-    pub ids: Identities,
+    pub host: HostIdentity,
     pub passwd: Passwd,
     pub zone: Zone,
 }
 
 impl Env {
-    pub fn new(ctx: &SourceContext, passwd: Passwd, zone: Zone) -> Env {
+    pub fn new(host: &HostIdentity, passwd: Passwd, zone: Zone) -> Env {
         Env {
-            ids: ctx.identities(),
-            ctx: ctx.clone(),
+            host: host.clone(),
             passwd,
             zone,
         }
@@ -410,7 +382,7 @@ impl Env {
 
     /// `<service>.<domain>`.
     pub fn event_source(&self, service: &str) -> String {
-        format!("{service}.{}", self.ctx.domain)
+        format!("{service}.{}", self.host.domain)
     }
 
     /// A record with the conventions every host record shares: eventSource
@@ -428,12 +400,12 @@ impl Env {
             self.event_source(service),
             event_name,
             event_type,
-            self.ctx.region.clone(),
-            self.ctx.account_id.clone(),
+            self.host.region.clone(),
+            self.host.account_id.clone(),
         );
         r.event_time = groundtrail_common::time::json_time(time);
         r.event_id = String::new();
-        r.source_ip_address = Some(self.ctx.host.clone());
+        r.source_ip_address = Some(self.host.host.clone());
         r.read_only = Some(false);
         r
     }
@@ -510,7 +482,7 @@ pub(crate) fn spawn_file(
 /// not end the agent.
 pub fn spawn_all(
     config: &SourcesConfig,
-    ctx: &SourceContext,
+    host: &HostIdentity,
     sink: Arc<dyn RecordSink>,
     shutdown: Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -519,7 +491,7 @@ pub fn spawn_all(
         Zone::Local
     });
     let start = registry::Start {
-        env: Arc::new(Env::new(ctx, Passwd::load(&config.passwd_path), zone)),
+        env: Arc::new(Env::new(host, Passwd::load(&config.passwd_path), zone)),
         sink,
         shutdown,
     };
@@ -533,19 +505,9 @@ pub fn spawn_all(
 pub(crate) mod testutil {
     use super::*;
 
-    pub fn ctx() -> SourceContext {
-        SourceContext {
-            host: "web1".into(),
-            account_id: "123456789012".into(),
-            region: "onprem-1".into(),
-            domain: "onprem.internal".into(),
-            partition: "aws".into(),
-        }
-    }
-
     pub fn env() -> Env {
         Env::new(
-            &ctx(),
+            &crate::host_identity::testutil::web1(),
             Passwd::from_pairs(&[(0, "root"), (1000, "alice"), (700, "ops"), (497, "nagios")]),
             Zone::parse("UTC").unwrap(),
         )
@@ -719,17 +681,11 @@ mod tests {
         let open = || {
             let opts = BufferOptions {
                 max_bytes: 64 * 1024 * 1024,
-                full_policy: crate::config::FullPolicy::Block,
+                full_policy: crate::buffer::FullPolicy::Block,
                 flush_delay: std::time::Duration::ZERO,
                 ..BufferOptions::default()
             };
-            let id = crate::agent_events::AgentIdentity {
-                host: "web1".into(),
-                account_id: "123456789012".into(),
-                region: "onprem-1".into(),
-                domain: "onprem.internal".into(),
-                partition: "aws".into(),
-            };
+            let id = crate::host_identity::testutil::web1();
             Arc::new(
                 Buffer::open(&dir.path().join("buffer"), opts, id)
                     .unwrap()
@@ -746,7 +702,12 @@ mod tests {
         }
         async fn run_until(config: &SourcesConfig, buffer: Arc<Buffer>, n: usize) {
             let (stop, rx) = tokio::sync::broadcast::channel(1);
-            let tasks = spawn_all(config, &testutil::ctx(), buffer.clone(), Shutdown::new(rx));
+            let tasks = spawn_all(
+                config,
+                &crate::host_identity::testutil::web1(),
+                buffer.clone(),
+                Shutdown::new(rx),
+            );
             tokio::time::timeout(std::time::Duration::from_secs(60), async {
                 while sshd_records(&buffer).len() < n {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -831,7 +792,12 @@ mod tests {
         };
         let sink = crate::tail::MemorySink::new();
         let (stop, rx) = tokio::sync::broadcast::channel(1);
-        let tasks = spawn_all(&config, &testutil::ctx(), sink.clone(), Shutdown::new(rx));
+        let tasks = spawn_all(
+            &config,
+            &crate::host_identity::testutil::web1(),
+            sink.clone(),
+            Shutdown::new(rx),
+        );
         assert_eq!(tasks.len(), 3);
         let append = |name: &str, text: &str| {
             let mut f = std::fs::OpenOptions::new()

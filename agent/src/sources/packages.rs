@@ -42,13 +42,13 @@ fn package_record(
 ) -> Record {
     let mut r = env.record("packages", name, "AwsApiCall", time);
     r.user_agent = Some(agent.into());
-    r.user_identity = Some(env.ids.user(actor));
+    r.user_identity = Some(env.host.user(actor));
     r.request_parameters = Some(params);
     r.resources = Some(
         packages
             .iter()
             .take(MAX_PACKAGES_PER_RECORD)
-            .map(|p| env.ids.package_resource(p))
+            .map(|p| env.host.package_resource(p))
             .collect(),
     );
     r
@@ -435,7 +435,7 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let host = env.ctx.host.clone();
+    let host = env.host.host.clone();
     let mut add = |kind: &str, path: &Option<PathBuf>, handler: Box<dyn LineHandler>| {
         if let Some(p) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             tasks.push(spawn_file(

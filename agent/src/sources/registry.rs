@@ -57,7 +57,7 @@ fn follow(
     vec![spawn_file(
         format!("{name}:{}", path.display()),
         path,
-        start.env.ctx.host.clone(),
+        start.env.host.host.clone(),
         start.sink.clone(),
         start.shutdown.clone(),
         opts,

@@ -9,16 +9,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use groundtrail_agent::identity::Passwd;
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sources::auth_log::{self, AuthLogParser};
+use groundtrail_agent::sources::host_accounts::Passwd;
 use groundtrail_agent::sources::sshd_attempts::AttemptHandler;
-use groundtrail_agent::sources::{Env, SourceContext, Zone};
+use groundtrail_agent::sources::{Env, Zone};
 use groundtrail_agent::tail::{FileId, LineHandler, LineRef};
 use groundtrail_common::Record;
 
 /// The host `web1` of account 123456789012 in region `onprem-1`, clock in UTC.
 pub fn env() -> Arc<Env> {
-    let ctx = SourceContext {
+    let host = HostIdentity {
         host: "web1".into(),
         account_id: "123456789012".into(),
         region: "onprem-1".into(),
@@ -26,7 +27,7 @@ pub fn env() -> Arc<Env> {
         partition: "aws".into(),
     };
     Arc::new(Env::new(
-        &ctx,
+        &host,
         Passwd::from_pairs(&[(0, "root"), (1000, "alice"), (500, "vagrant")]),
         Zone::parse("UTC").unwrap(),
     ))

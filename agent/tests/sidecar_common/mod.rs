@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use groundtrail_agent::agent_events::AgentIdentity;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sidecar::{SidecarConfig, SidecarError, run_with_listener};
-use groundtrail_agent::sources::SourceContext;
 use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -33,24 +32,14 @@ pub type TestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub const SOURCE: &str = "orders.test.internal";
 
-pub fn ctx() -> SourceContext {
-    SourceContext {
+/// The host the sidecar tests run on (a pod, in its own domain).
+pub fn host() -> HostIdentity {
+    HostIdentity {
         host: "pod-1".into(),
         account_id: "123456789012".into(),
         region: "onprem-1".into(),
         domain: "test.internal".into(),
         partition: "aws".into(),
-    }
-}
-
-pub fn agent_id() -> AgentIdentity {
-    let c = ctx();
-    AgentIdentity {
-        host: c.host,
-        account_id: c.account_id,
-        region: c.region,
-        domain: c.domain,
-        partition: c.partition,
     }
 }
 
@@ -326,7 +315,7 @@ pub fn config(up: &Upstream) -> SidecarConfig {
 
 pub async fn start(cfg: SidecarConfig, opts: BufferOptions) -> Sidecar {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, _) = Buffer::open(&dir.path().join("buffer"), opts, agent_id()).unwrap();
+    let (buffer, _) = Buffer::open(&dir.path().join("buffer"), opts, host()).unwrap();
     start_with(cfg, buffer, dir).await
 }
 
@@ -337,7 +326,7 @@ pub async fn start_with(cfg: SidecarConfig, buffer: Buffer, dir: tempfile::TempD
     let sink = Arc::new(buffer.clone());
     let task = tokio::spawn(run_with_listener(
         cfg,
-        ctx(),
+        host(),
         sink,
         listener,
         Shutdown::new(rx),

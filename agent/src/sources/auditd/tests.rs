@@ -259,7 +259,7 @@ type=SERVICE_STOP msg=audit(1700000006.100:507): pid=1 uid=0 auid=4294967295 ses
     );
     assert_eq!(
         out[1].user_identity.as_ref().unwrap().user_name.as_deref(),
-        Some(crate::identity::HIDDEN_USER)
+        Some(crate::sources::host_accounts::HIDDEN_USER)
     );
     assert!(out[1].error_code.is_some());
     assert!(out[2].error_code.is_some());

@@ -95,7 +95,7 @@ fn beats_test_log_every_line() {
     );
     assert_eq!(
         r.user_identity.as_ref().unwrap().user_name.as_deref(),
-        Some(crate::identity::HIDDEN_USER)
+        Some(crate::sources::host_accounts::HIDDEN_USER)
     );
     assert!(!json(&r).contains("\"test\""));
 

@@ -21,6 +21,8 @@ use std::sync::RwLock;
 use groundtrail_common::event::{SessionAttributes, SessionContext, SessionIssuer};
 use groundtrail_common::{Resource, UserIdentity};
 
+use crate::host_identity::HostIdentity;
+
 /// auditd's "unset" login uid (`(uid_t)-1`).
 pub const AUID_UNSET: u32 = u32::MAX;
 
@@ -107,26 +109,10 @@ fn read_passwd(path: &Path) -> HashMap<u32, String> {
         .collect()
 }
 
-/// Builds identities, ARNs and resources for one host. Cheap to clone-by-reference; every
-/// source holds one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identities {
-    pub host: String,
-    pub account_id: String,
-    pub region: String,
-    pub partition: String,
-    pub domain: String,
-}
-
-impl Identities {
-    /// The IAM-user ARN of a host account.
-    pub fn user_arn(&self, name: &str) -> String {
-        format!(
-            "arn:{}:iam::{}:user/{}/{}",
-            self.partition, self.account_id, self.host, name
-        )
-    }
-
+/// The `userIdentity` and the resources of this host's accounts, packages, units, files and
+/// commands: every host source names things through these, so one host's records agree on
+/// ARN shapes whichever log they came from.
+impl HostIdentity {
     /// The person `name` acting as themselves.
     pub fn user(&self, name: &str) -> UserIdentity {
         UserIdentity {
@@ -150,7 +136,7 @@ impl Identities {
     }
 
     /// `person` acting as `target` (sudo, su, or auditd's auid ≠ uid). When they are the same
-    /// account this is just [`Identities::user`].
+    /// account this is just [`HostIdentity::user`].
     pub fn assumed(&self, person: &str, target: &str) -> UserIdentity {
         if person == target {
             return self.user(person);
@@ -291,14 +277,8 @@ impl Identities {
 mod tests {
     use super::*;
 
-    fn ids() -> Identities {
-        Identities {
-            host: "web1".into(),
-            account_id: "123456789012".into(),
-            region: "onprem-1".into(),
-            partition: "aws".into(),
-            domain: "onprem.internal".into(),
-        }
+    fn ids() -> HostIdentity {
+        crate::host_identity::testutil::web1()
     }
 
     #[test]

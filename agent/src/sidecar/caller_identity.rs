@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::jwt::{JwtConfig, JwtVerifier, claim_str};
 use super::redact::truncate;
-use super::routes::ArnContext;
+use crate::host_identity::HostIdentity;
 
 /// Where an identity may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +96,8 @@ pub struct Resolver {
     order: Vec<IdentitySource>,
     jwt: Option<JwtVerifier>,
     trusted: Option<TrustedHeaderConfig>,
-    ctx: ArnContext,
+    /// The host whose account and ARNs name the callers.
+    host: HostIdentity,
 }
 
 /// Longest name we put into an ARN or `userName`.
@@ -104,12 +105,12 @@ const MAX_NAME: usize = 256;
 
 impl Resolver {
     /// A resolver; `jwt` is the verifier built from `config.jwt` (if any).
-    pub fn new(config: &IdentityConfig, jwt: Option<JwtVerifier>, ctx: ArnContext) -> Resolver {
+    pub fn new(config: &IdentityConfig, jwt: Option<JwtVerifier>, host: HostIdentity) -> Resolver {
         Resolver {
             order: config.order.clone(),
             jwt,
             trusted: config.trusted_header.clone(),
-            ctx,
+            host,
         }
     }
 
@@ -201,11 +202,8 @@ impl Resolver {
         UserIdentity {
             identity_type: Some("IAMUser".into()),
             principal_id: Some(name.clone()),
-            arn: Some(format!(
-                "arn:{}:iam::{}:user/{}/{}",
-                self.ctx.partition, self.ctx.account, self.ctx.host, name
-            )),
-            account_id: Some(self.ctx.account.clone()),
+            arn: Some(self.host.user_arn(&name)),
+            account_id: Some(self.host.account_id.clone()),
             user_name: Some(name),
             ..UserIdentity::default()
         }
@@ -244,7 +242,7 @@ impl Resolver {
         mfa: Option<bool>,
     ) -> UserIdentity {
         let (principal, user) = (truncate(principal, MAX_NAME), truncate(user, MAX_NAME));
-        let (p, acct) = (&self.ctx.partition, &self.ctx.account);
+        let (p, acct) = (&self.host.partition, &self.host.account_id);
         let attributes = SessionAttributes {
             creation_date: created,
             mfa_authenticated: Some(mfa.unwrap_or(false).to_string()),
@@ -308,13 +306,8 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
 
-    fn ctx() -> ArnContext {
-        ArnContext {
-            partition: "aws".into(),
-            region: "onprem-1".into(),
-            account: "123456789012".into(),
-            host: "web1".into(),
-        }
+    fn ctx() -> HostIdentity {
+        crate::host_identity::testutil::web1()
     }
 
     fn resolver(dir: &std::path::Path, order: Vec<IdentitySource>) -> Resolver {

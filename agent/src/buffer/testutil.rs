@@ -1,0 +1,72 @@
+//! Helpers shared by the buffer's tests (and `buffer_tools`' tests): one identity, options,
+//! records and checkpoints, so each file's tests read as the guarantee they check.
+
+use std::path::Path;
+use std::time::Duration;
+
+use groundtrail_common::Record;
+use serde_json::{Value, json};
+
+use super::{Appended, Buffer, BufferOptions, Entry, FullPolicy, OpenReport};
+use crate::host_identity::HostIdentity;
+use crate::sink::Checkpoint;
+
+/// The identity the buffer tests (and `buffer_tools`' tests) write records as.
+pub(crate) fn id() -> HostIdentity {
+    HostIdentity {
+        host: "test-host".into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        domain: "onprem.internal".into(),
+        partition: "aws".into(),
+    }
+}
+
+pub(crate) fn opts(max_bytes: u64, full_policy: FullPolicy) -> BufferOptions {
+    BufferOptions {
+        max_bytes,
+        full_policy,
+        flush_delay: Duration::ZERO,
+        ..BufferOptions::default()
+    }
+}
+
+pub(crate) fn open(dir: &Path, max: u64, policy: FullPolicy) -> (Buffer, OpenReport) {
+    Buffer::open(dir, opts(max, policy), id()).unwrap()
+}
+
+pub(crate) fn rec(i: u64) -> Record {
+    id().agent_record("TestEvent", json!({ "i": i }))
+}
+
+pub(crate) fn json_of(e: &Entry) -> Value {
+    serde_json::from_slice(&e.json).unwrap()
+}
+
+pub(crate) fn names(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| json_of(e)["eventName"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub(crate) fn cp(source: &str, state: &str) -> Checkpoint {
+    Checkpoint {
+        source: source.into(),
+        state: state.as_bytes().to_vec(),
+    }
+}
+
+pub(crate) fn all(b: &Buffer) -> Vec<Entry> {
+    b.read_from(0, usize::MAX, usize::MAX).unwrap()
+}
+
+pub(crate) fn fill(b: &Buffer) -> u64 {
+    let mut n = 0;
+    loop {
+        match b.try_append(&[rec(n)], None).unwrap() {
+            Appended::Stored(_) => n += 1,
+            _ => return n,
+        }
+    }
+}
