@@ -42,6 +42,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use groundtrail_common::audit_events::{self, validation};
 use groundtrail_common::event::Record;
+use groundtrail_common::percent;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -50,7 +51,7 @@ use hyper::body::Incoming;
 // collector's `cloudtrail-data` API); re-exported so this module's API is unchanged.
 pub use groundtrail_common::audit_events::{
     AuditEvent, EventError, Failure, MAX_BODY_BYTES, MAX_EVENTS, PutAuditEventsResponse,
-    RequestError, Success, parse_request, percent_decode, percent_encode,
+    RequestError, Success, parse_request,
 };
 
 use crate::host_identity::HostIdentity;
@@ -256,7 +257,7 @@ impl AppEvents {
         let channel = req.uri().query().and_then(|q| {
             q.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
-                (k == "channelArn").then(|| percent_decode(v))
+                (k == "channelArn").then(|| percent::decode_query(v))
             })
         });
         let Some(body) = http_util::read_body(req.into_body(), MAX_BODY_BYTES).await else {
@@ -752,8 +753,8 @@ mod tests {
     #[test]
     fn query_values_round_trip() {
         let arn = "arn:aws:cloudtrail:us-east-1:123456789012:channel/x y+z";
-        assert_eq!(percent_decode(&percent_encode(arn)), arn);
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent::decode_query(&percent::encode(arn)), arn);
+        assert_eq!(percent::decode_query("a%2"), "a%2");
+        assert_eq!(percent::decode_query("%zz%41"), "%zzA");
     }
 }

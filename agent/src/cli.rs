@@ -186,7 +186,7 @@ pub async fn put_audit_events(
     let uri = match channel_arn {
         Some(c) => format!(
             "/PutAuditEvents?channelArn={}",
-            crate::app_events::percent_encode(c)
+            groundtrail_common::percent::encode(c)
         ),
         None => "/PutAuditEvents".to_string(),
     };

@@ -12,9 +12,7 @@
 
 use std::sync::Arc;
 
-use groundtrail_common::audit_events::{
-    self, Failure, PutAuditEventsResponse, Success, percent_decode,
-};
+use groundtrail_common::audit_events::{self, Failure, PutAuditEventsResponse, Success};
 use http::StatusCode;
 use serde_json::Value;
 
@@ -25,7 +23,7 @@ use crate::sigv4::{ApiError, Caller};
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| groundtrail_common::percent::decode_query(v))
     })
 }
 

@@ -10,6 +10,7 @@ pub mod connections;
 pub mod event;
 pub mod fit;
 pub mod listener;
+pub mod percent;
 pub mod sd_notify;
 pub mod shutdown;
 pub mod time;

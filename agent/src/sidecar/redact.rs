@@ -126,8 +126,8 @@ pub fn query_object(query: &str) -> Map<String, Value> {
     let mut out = Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = super::routes::percent_decode_with(k, true);
-        let v = Value::String(super::routes::percent_decode_with(v, true));
+        let k = groundtrail_common::percent::decode_query(k);
+        let v = Value::String(groundtrail_common::percent::decode_query(v));
         match out.get_mut(&k) {
             Some(Value::Array(items)) => items.push(v),
             Some(prev) => {

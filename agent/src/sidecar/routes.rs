@@ -27,6 +27,7 @@
 //! group under one name (`GET /orders/{id}`) instead of one name per object.
 
 use groundtrail_common::Resource;
+use groundtrail_common::percent;
 use serde::{Deserialize, Serialize};
 
 use crate::host_identity::HostIdentity;
@@ -260,7 +261,7 @@ impl RouteTable {
             if let Some(raw) = match_segments(&route.segments, &parts) {
                 let params: Vec<(String, String)> = raw
                     .iter()
-                    .map(|(k, v)| (k.clone(), percent_decode(v)))
+                    .map(|(k, v)| (k.clone(), percent::decode(v)))
                     .collect();
                 let resources = route
                     .resources
@@ -390,37 +391,6 @@ fn looks_like_id(seg: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
 }
 
-/// Decodes `%XX` escapes (and, with `plus`, `+` as space); invalid escapes stay as they are.
-pub fn percent_decode_with(s: &str, plus: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-decodes a path segment.
-pub fn percent_decode(s: &str) -> String {
-    percent_decode_with(s, false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,8 +510,8 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
-        assert_eq!(percent_decode_with("a+b%20c", true), "a b c");
-        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent::decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(percent::decode_query("a+b%20c"), "a b c");
+        assert_eq!(percent::decode("%"), "%");
     }
 }

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use groundtrail_common::percent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -364,33 +365,9 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            (percent::decode_query(k), percent::decode_query(v))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -791,6 +768,6 @@ mod tests {
         assert!(Filters::from_query("usrname=x").is_err());
         assert!(Filters::from_query("start=20&end=10").is_err());
         assert!(Filters::from_query("limit=0").is_err());
-        assert_eq!(percent_decode("a+b%2Fc%zz%4"), "a b/c%zz%4");
+        assert_eq!(percent::decode_query("a+b%2Fc%zz%4"), "a b/c%zz%4");
     }
 }
