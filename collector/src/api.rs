@@ -98,22 +98,7 @@ pub enum ApiSetupError {
 }
 
 /// The DER of a PKCS#1 `RSA PUBLIC KEY` PEM (what `keygen` prints).
-pub fn public_key_der_from_pem(text: &str) -> Result<Vec<u8>, String> {
-    let begin = "-----BEGIN RSA PUBLIC KEY-----";
-    let end = "-----END RSA PUBLIC KEY-----";
-    let start = text
-        .find(begin)
-        .ok_or("no \"-----BEGIN RSA PUBLIC KEY-----\" block (PKCS#1, as keygen prints it)")?;
-    let rest = &text[start + begin.len()..];
-    let stop = rest.find(end).ok_or("the PEM block is not terminated")?;
-    let b64: String = rest[..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("the PEM body is not base64: {e}"))
-}
+pub use groundtrail_common::trail::public_key::pkcs1_der_from_pem as public_key_der_from_pem;
 
 impl Api {
     /// Builds the API for `config`: the current signing key (valid since its file was

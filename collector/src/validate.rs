@@ -23,6 +23,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::Value;
 
+use groundtrail_common::trail::public_key::{is_pkcs1_rsa_public_key, pem_decode, spki_to_pkcs1};
 use groundtrail_common::trail::{SigningKey, fingerprint, sha256_hex, verify_signature};
 
 use crate::config::{ChecksumMode, Config, DestinationConfig};
@@ -512,54 +513,24 @@ impl KeySet {
 fn read_public_key_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read public key {}", path.display()))?;
-    let (label, der) =
-        pem_decode(&text).with_context(|| format!("{} is not a PEM public key", path.display()))?;
+    let (label, der) = pem_decode(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{} is not a PEM public key", path.display()))?;
     match label.as_str() {
         "RSA PUBLIC KEY" => Ok(der),
-        "PUBLIC KEY" => spki_to_pkcs1(&der).with_context(|| {
-            format!(
-                "{} is not an RSA SubjectPublicKeyInfo public key",
-                path.display()
-            )
-        }),
+        "PUBLIC KEY" => spki_to_pkcs1(&der)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| {
+                format!(
+                    "{} is not an RSA SubjectPublicKeyInfo public key",
+                    path.display()
+                )
+            }),
         other => bail!(
             "{}: PEM block {other:?}; expected \"RSA PUBLIC KEY\" or \"PUBLIC KEY\"",
             path.display()
         ),
     }
-}
-
-fn pem_decode(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
-    use base64::Engine;
-    let begin = text.find("-----BEGIN ").context("no BEGIN line")?;
-    let rest = &text[begin + 11..];
-    let label_end = rest.find("-----").context("malformed BEGIN line")?;
-    let label = rest[..label_end].to_string();
-    let body_start = label_end + 5;
-    let end_marker = format!("-----END {label}-----");
-    let end = rest.find(&end_marker).context("no END line")?;
-    let b64: String = rest[body_start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .context("bad base64")?;
-    Ok((label, der))
-}
-
-/// `SEQUENCE { SEQUENCE { rsaEncryption, NULL }, BIT STRING { 0x00, RSAPublicKey } }`.
-fn spki_to_pkcs1(der: &[u8]) -> anyhow::Result<Vec<u8>> {
-    const RSA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-    let (tag, outer, _) = der_tlv(der)?;
-    anyhow::ensure!(tag == 0x30, "not a SEQUENCE");
-    let (tag, alg, rest) = der_tlv(outer)?;
-    anyhow::ensure!(tag == 0x30, "no AlgorithmIdentifier");
-    let (tag, oid, _) = der_tlv(alg)?;
-    anyhow::ensure!(tag == 0x06 && oid == RSA_OID, "not an RSA key");
-    let (tag, bits, _) = der_tlv(rest)?;
-    anyhow::ensure!(tag == 0x03 && bits.first() == Some(&0), "no BIT STRING");
-    Ok(bits[1..].to_vec())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1317,36 +1288,6 @@ fn inflate_sha256(body: &[u8]) -> Inflated {
         return Inflated::Trailing;
     }
     Inflated::Hash(hex::encode(ctx.finish()))
-}
-
-/// Whether `der` is a PKCS#1 `RSAPublicKey` (`SEQUENCE { INTEGER, INTEGER }`), what python-rsa's
-/// `load_pkcs1(..., 'DER')` accepts.
-fn is_pkcs1_rsa_public_key(der: &[u8]) -> bool {
-    let parse = || -> anyhow::Result<()> {
-        let (tag, seq, rest) = der_tlv(der)?;
-        anyhow::ensure!(tag == 0x30 && rest.is_empty());
-        let (t1, _, rest) = der_tlv(seq)?;
-        let (t2, _, rest) = der_tlv(rest)?;
-        anyhow::ensure!(t1 == 0x02 && t2 == 0x02 && rest.is_empty());
-        Ok(())
-    };
-    parse().is_ok()
-}
-
-/// One DER tag-length-value: (tag, contents, what follows).
-fn der_tlv(b: &[u8]) -> anyhow::Result<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = b.split_first().context("truncated DER")?;
-    let (&l0, rest) = rest.split_first().context("truncated DER")?;
-    let (len, rest) = if l0 < 0x80 {
-        (l0 as usize, rest)
-    } else {
-        let n = (l0 & 0x7f) as usize;
-        anyhow::ensure!(n > 0 && n <= 4 && rest.len() >= n, "bad DER length");
-        let len = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
-        (len, &rest[n..])
-    };
-    anyhow::ensure!(rest.len() >= len, "truncated DER");
-    Ok((tag, &rest[..len], &rest[len..]))
 }
 
 #[cfg(test)]

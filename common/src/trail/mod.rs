@@ -5,6 +5,7 @@
 
 pub mod digest;
 pub mod keys;
+pub mod public_key;
 pub mod signing;
 
 pub use digest::{DigestDocument, DigestLogFile, DigestSignature};
