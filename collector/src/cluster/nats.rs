@@ -232,7 +232,19 @@ pub async fn connect(
         .clone();
     check_records(&info.config, settings)?;
     meta.records_created = info.created.to_rfc3339();
-    check_meta(&shards, &meta).await?;
+    // A bucket just created may have no leader yet ("no responders"): retried like the
+    // objects above; a disagreement is final.
+    let mut attempt = 0;
+    loop {
+        match check_meta(&shards, &meta).await {
+            Ok(()) => break,
+            Err(e @ NatsError::Mismatch { .. }) => return Err(e),
+            Err(e) if attempt >= 60 => return Err(e),
+            Err(e) => tracing::debug!("cluster meta: {e}; retrying"),
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(Nats {
         client,
         js,
