@@ -393,7 +393,6 @@ async fn single_node(ctx: &mut Ctx, batches: &Batches, ids: &[String]) -> anyhow
     .await?;
     let used = diff(&cpu(&[pid]), &cpu0);
     c.proc.kill9();
-    std::fs::remove_dir_all(&dir)?;
     Ok(Level {
         acked,
         delivered,
@@ -565,7 +564,6 @@ async fn cluster_level(
         node.c.proc.kill9();
     }
     drop(nats);
-    std::fs::remove_dir_all(&dir)?;
     Ok(Level {
         acked,
         delivered,
@@ -827,7 +825,6 @@ async fn takeover(ctx: &mut Ctx, nats_bin: &Path, lease_ttl: u64) -> anyhow::Res
     }
     nodes[survivor].c.proc.kill9();
     drop(nats);
-    std::fs::remove_dir_all(&dir)?;
 
     let ttl = lease_ttl as f64;
     let bound = ttl + ttl / 3.0;
