@@ -23,12 +23,14 @@
 //! owned` is every shard, and until the first record of that shard posted after the kill is in a
 //! delivered file. Every trickle record is then checked present exactly once.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod nodes;
+mod takeover;
+
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 
 use super::{EXPECTED, fig, rates};
 use crate::Ctx;
@@ -36,7 +38,8 @@ use crate::generator::Rng;
 use crate::harness::{self, HttpConn};
 use crate::proc::cpu_seconds;
 use crate::report::num;
-use groundtrail_tests::nats::{NatsCluster, NatsOptions};
+use nodes::{Metrics, nats_server, start_collectors, start_nats, wait_spread};
+use takeover::takeover;
 
 const AGENTS: usize = 6;
 const BATCH: usize = 1000;
@@ -47,28 +50,6 @@ const STREAM_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Longest wait for the cluster to spread its shards, or for records to be delivered.
 const WAIT: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(50);
-
-/// The `nats-server` executable: `NATS_SERVER`, else `.venv-nats/bin/nats-server` of this
-/// source tree (what `scripts/test.sh` installs) or of the current directory.
-pub fn nats_server() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("NATS_SERVER") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("NATS_SERVER={} is not a file", p.display()))
-        };
-    }
-    let venv = Path::new(".venv-nats/bin/nats-server");
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(venv);
-    [tree, venv.to_path_buf()]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "no nats-server: set NATS_SERVER, or run scripts/test.sh once (it installs .venv-nats)"
-                .to_string()
-        })
-}
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let nats_bin = match nats_server() {
@@ -273,30 +254,6 @@ async fn post_all(
     Ok(())
 }
 
-/// Reads `/metrics` of one collector over mTLS.
-struct Metrics(HttpConn);
-
-impl Metrics {
-    fn new(ctx: &Ctx, addr: std::net::SocketAddr) -> anyhow::Result<Metrics> {
-        let (cert, key) = ctx.pki.agent(&agent_names()[0])?;
-        Ok(Metrics(HttpConn::tls(addr, &ctx.pki.ca(), &cert, &key)?))
-    }
-
-    /// The value of the unlabelled metric `name` (0 when absent).
-    async fn get(&mut self, name: &str) -> anyhow::Result<f64> {
-        let (status, body) = self.0.request("GET", "/metrics", Vec::new(), &[]).await?;
-        if status != 200 {
-            bail!("/metrics answered {status}");
-        }
-        let text = String::from_utf8_lossy(&body);
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
-    }
-}
-
 /// Checks that the log files under `trail` hold every id of `ids` exactly once and nothing
 /// else; returns how many files there are.
 fn exactly_once(trail: &Path, ids: &[String]) -> anyhow::Result<usize> {
@@ -411,104 +368,6 @@ async fn single_node(ctx: &mut Ctx, batches: &Batches, ids: &[String]) -> anyhow
     })
 }
 
-/// Three NATS servers under `dir`; a panic of the kit (it panics when the cluster does not
-/// come up) becomes an error.
-async fn start_nats(bin: &Path, dir: &Path) -> anyhow::Result<NatsCluster> {
-    let (bin, dir) = (bin.to_path_buf(), dir.to_path_buf());
-    tokio::spawn(async move { NatsCluster::start(&bin, &dir, 3, NatsOptions::default()).await })
-        .await
-        .map_err(|e| {
-            let why = e
-                .try_into_panic()
-                .ok()
-                .and_then(|p| {
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                })
-                .unwrap_or_else(|| "cancelled".into());
-            anyhow!("the NATS servers did not start: {why}")
-        })
-}
-
-/// A cluster collector and its `/metrics`.
-struct Node {
-    name: String,
-    c: harness::Collector,
-    m: Metrics,
-}
-
-/// Starts collectors `c0..c<k>` on `nats`, sharing one signing key and the destination
-/// `trail`.
-async fn start_collectors(
-    ctx: &Ctx,
-    dir: &Path,
-    nats: &NatsCluster,
-    k: usize,
-    lease_ttl: u64,
-) -> anyhow::Result<Vec<Node>> {
-    let key = groundtrail_common::trail::SigningKey::generate()?.to_pem()?;
-    let urls: Vec<String> = nats
-        .client_urls()
-        .iter()
-        .map(|u| format!("{u:?}"))
-        .collect();
-    let trail = dir.join("trail");
-    let mut nodes = Vec::new();
-    for i in 0..k {
-        let name = format!("c{i}");
-        let cdir = dir.join(&name);
-        std::fs::create_dir_all(&cdir)?;
-        let key_file = cdir.join("signing-key.pem");
-        std::fs::write(&key_file, &key)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
-        let extra = format!(
-            "[detection]\nenabled = false\n\n[cluster]\nnats = [{}]\nnode_id = \"{name}\"\nshards = {SHARDS}\nlease_ttl = \"{lease_ttl}s\"\nstream_max_bytes = {STREAM_MAX_BYTES}\n",
-            urls.join(", ")
-        );
-        let c = harness::start_collector_at(
-            &ctx.bins,
-            &ctx.pki,
-            &cdir,
-            FILE_INTERVAL,
-            &agent_names(),
-            &trail,
-            &extra,
-        )
-        .await
-        .with_context(|| format!("start collector {name}"))?;
-        let m = Metrics::new(ctx, c.addr)?;
-        nodes.push(Node { name, c, m });
-    }
-    Ok(nodes)
-}
-
-/// Shards each node owns now.
-async fn owned(nodes: &mut [Node]) -> anyhow::Result<Vec<u64>> {
-    let mut out = Vec::new();
-    for n in nodes {
-        out.push(n.m.get("groundtrail_cluster_shards_owned").await? as u64);
-    }
-    Ok(out)
-}
-
-/// Waits until every node owns its fair share (together every shard).
-async fn wait_spread(nodes: &mut [Node]) -> anyhow::Result<()> {
-    let fair = SHARDS.div_ceil(nodes.len() as u32) as u64;
-    let start = Instant::now();
-    loop {
-        let o = owned(nodes).await?;
-        if o.iter().sum::<u64>() == u64::from(SHARDS) && o.iter().all(|&s| s <= fair) {
-            return Ok(());
-        }
-        if start.elapsed() > WAIT {
-            bail!("shards not spread within {WAIT:?}: owned {o:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// One throughput run with `k` collectors.
 async fn cluster_level(
     ctx: &mut Ctx,
@@ -614,260 +473,4 @@ fn scaling_note(ctx: &mut Ctx, n: usize, levels: &[Level]) {
             ""
         }
     ));
-}
-
-/// When a trickle batch was sent, and its records: (eventID, of the target pair).
-type SentBatch = (Instant, Vec<(String, bool)>);
-
-/// A steady trickle to one collector: every 100 ms a batch of 10 records, cycling through the
-/// generator's templates. Keeps (when the batch was sent, its ids) for each answered batch.
-struct Trickle {
-    sent: Arc<Mutex<Vec<SentBatch>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Trickle {
-    fn start(
-        ctx: &Ctx,
-        addr: std::net::SocketAddr,
-        target: (String, String),
-    ) -> anyhow::Result<Trickle> {
-        let (cert, key) = ctx.pki.agent(&agent_names()[1])?;
-        let mut conn = HttpConn::tls(addr, &ctx.pki.ca(), &cert, &key)?;
-        let templates = ctx.templates.clone();
-        let mut rng = Rng::new(ctx.seed ^ 0x7A_CE0F);
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (sent2, stop2) = (sent.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut next, mut seq) = (0usize, 1u64);
-            while !stop2.load(std::sync::atomic::Ordering::Acquire) {
-                tick.tick().await;
-                let mut recs = Vec::new();
-                let mut ids = Vec::new();
-                for _ in 0..10 {
-                    let t = &templates[next % templates.len()];
-                    next += 1;
-                    let id = rng.uuid();
-                    recs.push(t.with_id(&id));
-                    ids.push((id, t.account == target.0 && t.region == target.1));
-                }
-                let at = Instant::now();
-                conn.post_batch(harness::zstd_batch(&recs), seq, seq + 9)
-                    .await?;
-                seq += 10;
-                sent2.lock().expect("not poisoned").push((at, ids));
-            }
-            Ok(())
-        });
-        Ok(Trickle { sent, stop, task })
-    }
-
-    /// The first record of the target pair sent at or after `after`.
-    fn first_target_after(&self, after: Instant) -> Option<String> {
-        let sent = self.sent.lock().expect("not poisoned");
-        sent.iter()
-            .filter(|(at, _)| *at >= after)
-            .flat_map(|(_, ids)| ids.iter())
-            .find(|(_, target)| *target)
-            .map(|(id, _)| id.clone())
-    }
-
-    async fn finish(self) -> anyhow::Result<Vec<String>> {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.task.await??;
-        let sent = self.sent.lock().expect("not poisoned");
-        Ok(sent
-            .iter()
-            .flat_map(|(_, ids)| ids.iter().map(|(id, _)| id.clone()))
-            .collect())
-    }
-}
-
-/// Watches a local destination: when each `eventID` was first seen, and how often.
-struct Watch {
-    root: PathBuf,
-    read: HashSet<PathBuf>,
-    seen: HashMap<String, (Instant, u32)>,
-}
-
-impl Watch {
-    fn new(root: &Path) -> Watch {
-        Watch {
-            root: root.to_path_buf(),
-            read: HashSet::new(),
-            seen: HashMap::new(),
-        }
-    }
-
-    /// Reads the log files not read yet.
-    fn poll(&mut self) -> anyhow::Result<()> {
-        let now = Instant::now();
-        for f in harness::log_files(&self.root) {
-            if self.read.contains(&f) {
-                continue;
-            }
-            for id in harness::file_event_ids(&f)? {
-                self.seen.entry(id).or_insert((now, 0)).1 += 1;
-            }
-            self.read.insert(f);
-        }
-        Ok(())
-    }
-
-    fn seen_at(&self, id: &str) -> Option<Instant> {
-        self.seen.get(id).map(|s| s.0)
-    }
-}
-
-/// Two collectors, a trickle, `kill -9` of the owner of the busiest pair's shard.
-async fn takeover(ctx: &mut Ctx, nats_bin: &Path, lease_ttl: u64) -> anyhow::Result<()> {
-    ctx.step("cluster: takeover: three NATS servers and two collectors");
-    let dir = ctx.dir("cluster-takeover")?;
-    let nats = start_nats(nats_bin, &dir.join("nats")).await?;
-    let mut nodes = start_collectors(ctx, &dir, &nats, 2, lease_ttl).await?;
-    wait_spread(&mut nodes).await?;
-
-    // The busiest (account, region) of the records, its shard, and that shard's owner.
-    let mut pairs: HashMap<(String, String), usize> = HashMap::new();
-    for t in ctx.templates.iter() {
-        *pairs
-            .entry((t.account.clone(), t.region.clone()))
-            .or_default() += 1;
-    }
-    let target = pairs
-        .into_iter()
-        .max_by_key(|(p, c)| (*c, std::cmp::Reverse(p.clone())))
-        .map(|(p, _)| p)
-        .ok_or_else(|| anyhow!("no records"))?;
-    let shard = groundtrail_collector::cluster::nats::shard_of(&target.0, &target.1, SHARDS);
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats.client_urls())
-        .await
-        .context("connect to NATS")?;
-    let leases = async_nats::jetstream::new(client)
-        .get_key_value(groundtrail_collector::cluster::nats::LEASES)
-        .await
-        .context("the leases bucket")?;
-    let owner = leases
-        .get(format!("shard.{shard}"))
-        .await
-        .context("read the shard's lease")?
-        .map(|v| String::from_utf8_lossy(&v).to_string())
-        .ok_or_else(|| anyhow!("shard {shard} has no lease"))?;
-    let victim = nodes
-        .iter()
-        .position(|n| n.name == owner)
-        .ok_or_else(|| anyhow!("shard {shard} is leased to {owner:?}, not a collector here"))?;
-    let survivor = 1 - victim;
-
-    let trail = dir.join("trail");
-    let mut watch = Watch::new(&trail);
-    let trickle = Trickle::start(ctx, nodes[survivor].c.addr, target.clone())?;
-    ctx.step(format!(
-        "cluster: takeover: trickle running, waiting until {owner} delivers shard {shard}"
-    ));
-    // Steady state: a record of the shard sent after the trickle began is delivered.
-    let started = Instant::now();
-    loop {
-        watch.poll()?;
-        if let Some(id) = trickle.first_target_after(started)
-            && watch.seen_at(&id).is_some()
-        {
-            break;
-        }
-        if started.elapsed() > WAIT {
-            bail!("the trickle's records of shard {shard} were not delivered within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    ctx.step(format!(
-        "cluster: takeover: kill -9 {owner}, waiting for the survivor"
-    ));
-    let killed = Instant::now();
-    nodes[victim].c.proc.kill9();
-    let (mut all_owned, mut first_delivered) = (None, None);
-    while all_owned.is_none() || first_delivered.is_none() {
-        if all_owned.is_none() {
-            let o = nodes[survivor]
-                .m
-                .get("groundtrail_cluster_shards_owned")
-                .await? as u32;
-            if o == SHARDS {
-                all_owned = Some(killed.elapsed().as_secs_f64());
-            }
-        }
-        if first_delivered.is_none() {
-            watch.poll()?;
-            if let Some(id) = trickle.first_target_after(killed)
-                && let Some(at) = watch.seen_at(&id)
-            {
-                first_delivered = Some(at.duration_since(killed).as_secs_f64());
-            }
-        }
-        if killed.elapsed() > WAIT {
-            bail!("no takeover within {WAIT:?} of the kill");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let ids = trickle.finish().await?;
-    // Every trickle record, before and after the kill, exactly once.
-    let start = Instant::now();
-    loop {
-        watch.poll()?;
-        if ids.iter().all(|id| watch.seen.contains_key(id)) {
-            break;
-        }
-        if start.elapsed() > WAIT {
-            bail!("trickle records missing after the takeover");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let twice = watch.seen.values().filter(|s| s.1 > 1).count();
-    if twice > 0 || watch.seen.len() != ids.len() {
-        bail!(
-            "after the takeover: {twice} records delivered more than once, {} records in the files for {} sent",
-            watch.seen.len(),
-            ids.len()
-        );
-    }
-    nodes[survivor].c.proc.kill9();
-    drop(nats);
-
-    let ttl = lease_ttl as f64;
-    let bound = ttl + ttl / 3.0;
-    let (owned_s, first_s) = (
-        all_owned.expect("loop ends when set"),
-        first_delivered.expect("loop ends when set"),
-    );
-    ctx.report.note(format!(
-        "cluster takeover: two collectors, lease_ttl {lease_ttl}s (renewed every lease_ttl/3), a trickle of 100 records/s (batches of 10 every 100 ms) to the surviving collector only; {owner} owned shard {shard} of ({}, {}), the busiest (account, region), and was killed with SIGKILL; all {} trickle records (before and after the kill) found exactly once in the delivered files",
-        target.0,
-        target.1,
-        ids.len()
-    ));
-    fig(
-        ctx,
-        "cluster.takeover.all_shards_s",
-        owned_s,
-        "s",
-        None,
-        &format!("lease_ttl {lease_ttl} s; expected about lease_ttl + lease_ttl/3 = {bound:.1} s"),
-    );
-    fig(
-        ctx,
-        "cluster.takeover.first_record_s",
-        first_s,
-        "s",
-        None,
-        &format!(
-            "expected about the above + log_file_interval {FILE_INTERVAL} (polled every {} ms)",
-            POLL.as_millis()
-        ),
-    );
-    Ok(())
 }
