@@ -218,6 +218,18 @@ impl Proc {
 }
 
 impl Proc {
+    /// Whether the process exits within `limit` (polled; it is not reaped).
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !self.exited() {
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// SIGKILL (`kill -9`), and reap it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

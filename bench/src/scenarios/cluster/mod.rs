@@ -405,8 +405,7 @@ async fn cluster_level(
         let mut filed = 0.0;
         for node in nodes.iter_mut() {
             filed += node
-                .m
-                .get("groundtrail_cluster_records_filed_total")
+                .metric("groundtrail_cluster_records_filed_total")
                 .await?;
         }
         Ok(filed >= n)
@@ -418,8 +417,7 @@ async fn cluster_level(
             let mut least = f64::MAX;
             for node in nodes.iter_mut() {
                 least = least.min(
-                    node.m
-                        .get("groundtrail_cluster_history_indexed_total")
+                    node.metric("groundtrail_cluster_history_indexed_total")
                         .await?,
                 );
             }

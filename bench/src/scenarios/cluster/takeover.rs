@@ -192,8 +192,7 @@ pub(super) async fn takeover(ctx: &mut Ctx, nats_bin: &Path, lease_ttl: u64) -> 
     while all_owned.is_none() || first_delivered.is_none() {
         if all_owned.is_none() {
             let o = nodes[survivor]
-                .m
-                .get("groundtrail_cluster_shards_owned")
+                .metric("groundtrail_cluster_shards_owned")
                 .await? as u32;
             if o == SHARDS {
                 all_owned = Some(killed.elapsed().as_secs_f64());
