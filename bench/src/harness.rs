@@ -217,12 +217,31 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
+impl Proc {
+    /// Whether the process exits within `limit` (polled; it is not reaped).
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !self.exited() {
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// SIGKILL (`kill -9`), and reap it.
+    pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -288,9 +307,33 @@ pub async fn start_collector_with(
     agents: &[String],
     extra: &str,
 ) -> anyhow::Result<Collector> {
+    start_collector_at(
+        bins,
+        pki,
+        dir,
+        log_file_interval,
+        agents,
+        &dir.join("trail"),
+        extra,
+    )
+    .await
+}
+
+/// As [`start_collector_with`], with the local destination at `trail` (which several
+/// collectors of a cluster may share) and the signing key `dir/signing-key.pem` (created by the
+/// collector unless it is there already).
+pub async fn start_collector_at(
+    bins: &Bins,
+    pki: &Pki,
+    dir: &Path,
+    log_file_interval: &str,
+    agents: &[String],
+    trail: &Path,
+    extra: &str,
+) -> anyhow::Result<Collector> {
     std::fs::create_dir_all(dir)?;
     let port = free_port();
-    let trail = dir.join("trail");
+    let trail = trail.to_path_buf();
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {}\ntls_key = {}\nclient_ca = {}\nshutdown_grace = \"600s\"\n\n",
         q(&pki.dir.join("server.pem")),

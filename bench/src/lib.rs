@@ -22,7 +22,7 @@ use harness::{Bins, Pki};
 use report::Report;
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "collector",
     "agent-buffer",
     "agent-e2e",
@@ -31,6 +31,7 @@ pub const SCENARIOS: [&str; 8] = [
     "fanin",
     "history",
     "detection",
+    "cluster",
 ];
 
 /// Command-line settings.
@@ -196,6 +197,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "fanin" => scenarios::fanin::run(&mut ctx).await,
             "history" => scenarios::history::run(&mut ctx).await,
             "detection" => scenarios::detection::run(&mut ctx).await,
+            "cluster" => scenarios::cluster::run(&mut ctx).await,
             _ => unreachable!(),
         };
         if let Err(e) = r {

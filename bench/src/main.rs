@@ -13,7 +13,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): collector, agent-buffer, agent-e2e,
-    /// latency, footprint, fanin, history, detection.
+    /// latency, footprint, fanin, history, detection, cluster.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the figures as JSON.

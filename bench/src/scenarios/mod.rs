@@ -4,6 +4,7 @@
 
 pub mod agent_buffer;
 pub mod agent_e2e;
+pub mod cluster;
 pub mod collector;
 pub mod detection;
 pub mod fanin;
@@ -21,6 +22,7 @@ pub const S_LATENCY: &str = "3. delivery latency: capture -> record in a deliver
 pub const S_FOOTPRINT: &str = "4. footprint (VmRSS, CPU from /proc)";
 pub const S_FANIN: &str = "5. fan-in: simulated agents into one collector";
 pub const S_DETECTION: &str = "7. detection: rule engine cost (default packs), alert latency at a steady rate (real collector, webhook), Insights detector cost";
+pub const S_CLUSTER: &str = "8. cluster mode: three NATS servers (R3, fsync always) and 1-3 collectors on this machine, beside one collector without [cluster]; takeover after kill -9";
 pub const S_HISTORY: &str = "6. event history: indexing and LookupEvents first pages (in-process History, generator records)";
 
 /// (scenario, figure id, section, label).
@@ -84,6 +86,156 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "insights.cpu_share_percent_estimated",
         S_DETECTION,
         "Insights' estimated share of the collector's per-record CPU (in-process cost / CPU per record, detection off)",
+    ),
+    (
+        "cluster",
+        "cluster.single.delivered_records_per_s",
+        S_CLUSTER,
+        "single node (no [cluster]), same records, settings and measurement: delivered",
+    ),
+    (
+        "cluster",
+        "cluster.single.cpu_us_per_record",
+        S_CLUSTER,
+        "single node: collector CPU per record",
+    ),
+    (
+        "cluster",
+        "cluster.1.acked_records_per_s",
+        S_CLUSTER,
+        "1 collector: acknowledged (200 after every chunk's R3 publish)",
+    ),
+    (
+        "cluster",
+        "cluster.1.delivered_records_per_s",
+        S_CLUSTER,
+        "1 collector: delivered",
+    ),
+    (
+        "cluster",
+        "cluster.1.total_cpu_us_per_record",
+        S_CLUSTER,
+        "1 collector: CPU per record, every process (collectors + NATS servers)",
+    ),
+    (
+        "cluster",
+        "cluster.1.collectors_cpu_us_per_record",
+        S_CLUSTER,
+        "1 collector: CPU per record, the collectors together",
+    ),
+    (
+        "cluster",
+        "cluster.1.nats_cpu_us_per_record",
+        S_CLUSTER,
+        "1 collector: CPU per record, the three NATS servers together",
+    ),
+    (
+        "cluster",
+        "cluster.1.per_collector_cpu_us_per_record",
+        S_CLUSTER,
+        "1 collector: CPU per record, per collector (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.1.per_nats_cpu_us_per_record",
+        S_CLUSTER,
+        "1 collector: CPU per record, per NATS server (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.2.acked_records_per_s",
+        S_CLUSTER,
+        "2 collectors: acknowledged (200 after every chunk's R3 publish)",
+    ),
+    (
+        "cluster",
+        "cluster.2.delivered_records_per_s",
+        S_CLUSTER,
+        "2 collectors: delivered",
+    ),
+    (
+        "cluster",
+        "cluster.2.total_cpu_us_per_record",
+        S_CLUSTER,
+        "2 collectors: CPU per record, every process (collectors + NATS servers)",
+    ),
+    (
+        "cluster",
+        "cluster.2.collectors_cpu_us_per_record",
+        S_CLUSTER,
+        "2 collectors: CPU per record, the collectors together",
+    ),
+    (
+        "cluster",
+        "cluster.2.nats_cpu_us_per_record",
+        S_CLUSTER,
+        "2 collectors: CPU per record, the three NATS servers together",
+    ),
+    (
+        "cluster",
+        "cluster.2.per_collector_cpu_us_per_record",
+        S_CLUSTER,
+        "2 collectors: CPU per record, per collector (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.2.per_nats_cpu_us_per_record",
+        S_CLUSTER,
+        "2 collectors: CPU per record, per NATS server (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.3.acked_records_per_s",
+        S_CLUSTER,
+        "3 collectors: acknowledged (200 after every chunk's R3 publish)",
+    ),
+    (
+        "cluster",
+        "cluster.3.delivered_records_per_s",
+        S_CLUSTER,
+        "3 collectors: delivered",
+    ),
+    (
+        "cluster",
+        "cluster.3.total_cpu_us_per_record",
+        S_CLUSTER,
+        "3 collectors: CPU per record, every process (collectors + NATS servers)",
+    ),
+    (
+        "cluster",
+        "cluster.3.collectors_cpu_us_per_record",
+        S_CLUSTER,
+        "3 collectors: CPU per record, the collectors together",
+    ),
+    (
+        "cluster",
+        "cluster.3.nats_cpu_us_per_record",
+        S_CLUSTER,
+        "3 collectors: CPU per record, the three NATS servers together",
+    ),
+    (
+        "cluster",
+        "cluster.3.per_collector_cpu_us_per_record",
+        S_CLUSTER,
+        "3 collectors: CPU per record, per collector (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.3.per_nats_cpu_us_per_record",
+        S_CLUSTER,
+        "3 collectors: CPU per record, per NATS server (mean)",
+    ),
+    (
+        "cluster",
+        "cluster.takeover.all_shards_s",
+        S_CLUSTER,
+        "takeover after kill -9 of a shard's owner (2 collectors): kill -> the survivor owns every shard",
+    ),
+    (
+        "cluster",
+        "cluster.takeover.first_record_s",
+        S_CLUSTER,
+        "takeover: kill -> the first record of that shard posted after the kill is in a delivered file",
     ),
     (
         "collector",
