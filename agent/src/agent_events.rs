@@ -15,10 +15,6 @@ use crate::host_identity::HostIdentity;
 /// The user agent of the agent's own records.
 pub const USER_AGENT: &str = concat!("groundtrail-agent/", env!("CARGO_PKG_VERSION"));
 
-/// The name [`HostIdentity`] had here. Only `bench/src/limits.rs` still uses it (bench/ is
-/// outside this change); remove once it says `host_identity::HostIdentity`.
-pub type AgentIdentity = HostIdentity;
-
 /// The agent's own records, named after the host they come from: `groundtrail.<domain>` and
 /// the identity of this host's agent. Prefixed `agent_` because [`HostIdentity`] also builds
 /// the host's accounts (`sources::host_accounts`).

@@ -48,8 +48,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// `[buffer] full_policy`: the buffer's own type (the buffer must not depend on the config).
-/// Re-exported here for `bench/`, which names it `config::FullPolicy`.
-pub use crate::buffer::FullPolicy;
+use crate::buffer::FullPolicy;
 use crate::host_identity::HostIdentity;
 use crate::sources::SourcesConfig;
 

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use groundtrail_agent::agent_events::AgentIdentity;
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
-use groundtrail_agent::config::FullPolicy;
+use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_common::Record;
 
 /// A timed run: how many items in how long.
@@ -99,8 +99,8 @@ pub fn serde_record(records: &[Vec<u8>]) -> Timed {
     }
 }
 
-fn identity() -> AgentIdentity {
-    AgentIdentity {
+fn identity() -> HostIdentity {
+    HostIdentity {
         host: "bench-host".into(),
         account_id: crate::generator::ACCOUNTS[0].into(),
         region: "us-east-1".into(),
