@@ -7,9 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use groundtrail_agent::host_identity::HostIdentity;
-use groundtrail_agent::buffer::{Buffer, BufferOptions};
 use groundtrail_agent::buffer::FullPolicy;
+use groundtrail_agent::buffer::{Buffer, BufferOptions};
+use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_common::Record;
 
 /// A timed run: how many items in how long.
