@@ -172,6 +172,8 @@ fn key_of(json: &[u8]) -> Option<DedupKey> {
 #[derive(Debug)]
 pub struct Formed {
     pub files: Vec<IntentFile>,
+    /// Each file's JSON, in the order of `files` (what its `sha256` is of).
+    pub jsons: Vec<Vec<u8>>,
     /// The keys of the records the files take, each with its chunk's receipt time.
     pub accepted: Vec<(DedupKey, i64)>,
 }
@@ -216,6 +218,7 @@ pub fn form(
         accepted.extend(fresh.into_iter().map(|k| (k, chunk.stored_at)));
     }
     let mut files = Vec::new();
+    let mut jsons = Vec::new();
     for pair in order {
         let skip: HashSet<(u64, u32)> = skipped[&pair].iter().copied().collect();
         let Some(built) = assemble(chunks, pair.0, pair.1, &skip) else {
@@ -233,9 +236,14 @@ pub fn form(
             oldest_event_time: built.oldest,
             newest_event_time: built.newest,
         });
+        jsons.push(built.json);
         *next_file += 1;
     }
-    Ok(Formed { files, accepted })
+    Ok(Formed {
+        files,
+        jsons,
+        accepted,
+    })
 }
 
 /// A file's JSON and what the digest says of it.

@@ -38,7 +38,7 @@ use groundtrail_common::trail::digest::{HASH_ALGORITHM, SIGNATURE_ALGORITHM};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::intent::{self, Chunk, Seen};
+use super::intent::{self, Chunk, Formed, Seen};
 use super::metrics::{add, metrics};
 use super::nats::{Nats, seen_subject, shard_filter};
 use super::read::{Reader, last_seq, read_through};
@@ -96,6 +96,9 @@ impl From<CommitError> for Exit {
     }
 }
 
+/// An intent's files' JSON (in the intent's order) and the keys of their records.
+type Built = (Vec<Vec<u8>>, Vec<(crate::dedup::DedupKey, i64)>);
+
 /// Wait between retries of a failed upload or state update.
 const RETRY: Duration = Duration::from_millis(500);
 /// Purges of the stream at most this often.
@@ -118,8 +121,9 @@ pub struct Writer {
     pending_bytes: usize,
     /// When the first pending chunk was read.
     opened: Option<Instant>,
-    /// The chunks of the current intent, when this writer formed it (saves reading them back).
-    intent_chunks: Option<Vec<Chunk>>,
+    /// The current intent's files and keys as this writer formed them, when it did: saves
+    /// reading the range back and assembling and parsing its records a second time.
+    formed: Option<Built>,
     last_purge: Instant,
     stop: watch::Receiver<Stop>,
 }
@@ -165,7 +169,7 @@ impl Writer {
             pending: Vec::new(),
             pending_bytes: 0,
             opened: None,
-            intent_chunks: None,
+            formed: None,
             last_purge: Instant::now(),
             stop,
         };
@@ -330,13 +334,18 @@ impl Writer {
             )
         })
         .map_err(|e| Exit::Failed(e.to_string()))?;
+        let Formed {
+            files,
+            jsons,
+            accepted,
+        } = formed;
         let total: u64 = self.pending.iter().map(|c| c.records.len() as u64).sum();
-        let filed: u64 = formed.files.iter().map(|f| u64::from(f.records)).sum();
+        let filed: u64 = files.iter().map(|f| u64::from(f.records)).sum();
         add(&metrics().records_duplicate, total - filed);
-        let chunks = std::mem::take(&mut self.pending);
+        self.pending.clear();
         self.pending_bytes = 0;
         self.opened = None;
-        if formed.files.is_empty() {
+        if files.is_empty() {
             self.state.next_seq = last + 1;
             return self.commit().await;
         }
@@ -344,15 +353,15 @@ impl Writer {
             from_seq: self.state.next_seq,
             to_seq: last,
             created: json_time(created),
-            files: formed.files,
+            files,
         });
         self.commit().await?;
         // Recorded: from now on these records are filed by whoever writes the shard.
         self.settings
             .seen
-            .insert_all(&formed.accepted)
+            .insert_all(&accepted)
             .map_err(|e| Exit::Failed(e.to_string()))?;
-        self.intent_chunks = Some(chunks);
+        self.formed = Some((jsons, accepted));
         Ok(())
     }
 
@@ -380,35 +389,26 @@ impl Writer {
         let Some(intent) = self.state.intent.clone() else {
             return Ok(());
         };
-        let (chunks, formed_here) = match self.intent_chunks.take() {
-            Some(c) => (c, true),
-            None => (
-                self.read_range(intent.from_seq, intent.to_seq).await?,
-                false,
-            ),
+        // The files' JSON and keys: as formed here, or rebuilt from the recorded range (another
+        // owner formed it) and checked against the recorded hashes before any upload.
+        let formed_here = self.formed.is_some();
+        let (jsons, keys) = match self.formed.take() {
+            Some(built) => built,
+            None => {
+                let chunks = self.read_range(intent.from_seq, intent.to_seq).await?;
+                tokio::task::block_in_place(|| self.rebuild(&intent, &chunks))?
+            }
         };
-        let mut keys = Vec::new();
         let mut records = 0u64;
-        for file in &intent.files {
-            let skip: HashSet<(u64, u32)> = file.skipped.iter().copied().collect();
-            let body = tokio::task::block_in_place(|| {
-                let built = intent::assemble(&chunks, &file.account, &file.region, &skip)
-                    .filter(|b| b.sha256 == file.sha256)
-                    .ok_or_else(|| {
-                        Exit::Failed(format!(
-                            "shard {}: {} does not rebuild to its recorded SHA-256 {}; not uploading it",
-                            self.shard, file.key, file.sha256
-                        ))
-                    })?;
-                gzip(&built.json).map_err(|e| Exit::Failed(e.to_string()))
-            })?;
+        for (file, json) in intent.files.iter().zip(&jsons) {
+            let body = tokio::task::block_in_place(|| gzip(json))
+                .map_err(|e| Exit::Failed(e.to_string()))?;
             let body = Bytes::from(body);
             for d in &self.settings.destinations {
                 self.put(d.as_ref(), &file.key, body.clone(), &Metadata::new(), false)
                     .await?;
                 add(&metrics().files_uploaded, 1);
             }
-            keys.extend(intent::keys_of(&chunks, file));
             records += u64::from(file.records);
         }
         self.record_seen(&intent, &keys).await?;
@@ -448,6 +448,27 @@ impl Writer {
         }
         add(&metrics().records_filed, records);
         Ok(())
+    }
+
+    /// The files of an intent another owner formed, rebuilt from its range: each file's JSON
+    /// (refused unless it hashes to the recorded SHA-256) and the keys of their records.
+    fn rebuild(&self, intent: &Intent, chunks: &[Chunk]) -> Result<Built, Exit> {
+        let mut jsons = Vec::new();
+        let mut keys = Vec::new();
+        for file in &intent.files {
+            let skip: HashSet<(u64, u32)> = file.skipped.iter().copied().collect();
+            let built = intent::assemble(chunks, &file.account, &file.region, &skip)
+                .filter(|b| b.sha256 == file.sha256)
+                .ok_or_else(|| {
+                    Exit::Failed(format!(
+                        "shard {}: {} does not rebuild to its recorded SHA-256 {}; not uploading it",
+                        self.shard, file.key, file.sha256
+                    ))
+                })?;
+            jsons.push(built.json);
+            keys.extend(intent::keys_of(chunks, file));
+        }
+        Ok((jsons, keys))
     }
 
     /// Publishes the dedup keys of a delivered range, in parts of at most [`SEEN_PART`] keys
