@@ -290,22 +290,24 @@ impl Membership {
                         COOLDOWN.as_secs()
                     );
                     self.cooldown.insert(shard, Instant::now() + COOLDOWN);
-                    let _ = self
-                        .nats
-                        .leases
-                        .delete_expect_revision(lease_key(shard), Some(h.revision))
-                        .await;
+                    self.release_lease(shard, h.revision).await;
                 }
                 Ok(Exit::Stopped) if h.releasing => {
-                    let _ = self
-                        .nats
-                        .leases
-                        .delete_expect_revision(lease_key(shard), Some(h.revision))
-                        .await;
+                    self.release_lease(shard, h.revision).await;
                 }
                 Ok(Exit::Stopped) | Err(_) => {}
             }
         }
+    }
+
+    /// Deletes this collector's lease of `shard`, if it is still the revision it holds (a
+    /// lease another collector took meanwhile stays). Best effort: an undeleted lease expires.
+    async fn release_lease(&self, shard: u32, revision: u64) {
+        let _ = self
+            .nats
+            .leases
+            .delete_expect_revision(lease_key(shard), Some(revision))
+            .await;
     }
 
     /// Tells every writer to stop `how`, keeps their leases renewed while they finish (within
@@ -328,11 +330,7 @@ impl Membership {
                     continue;
                 };
                 if let Ok(Exit::Stopped) = h.task.await {
-                    let _ = self
-                        .nats
-                        .leases
-                        .delete_expect_revision(lease_key(shard), Some(h.revision))
-                        .await;
+                    self.release_lease(shard, h.revision).await;
                 }
             }
             if self.held.is_empty() {
