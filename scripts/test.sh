@@ -114,6 +114,11 @@ export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN || true
 
 # --- build and test ------------------------------------------------------------------------
+# A cold debug build of the workspace and its tests takes several GB; say what there is, so a
+# full disk shows up as that and not as a linker crash in the middle of the build.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+mkdir -p "$TARGET_DIR"
+log "disk free for $TARGET_DIR: $(df -h --output=avail "$TARGET_DIR" | tail -1 | tr -d ' ')"
 log "cargo build --bins"
 cargo build --workspace --bins
 # --no-fail-fast: every test binary runs and prints its summary, even after a failure.
@@ -124,6 +129,7 @@ set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG"
 status=${PIPESTATUS[0]}
 set -e
+log "target size after the suite: $(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1), disk free: $(df -h --output=avail "$TARGET_DIR" | tail -1 | tr -d ' ')"
 awk '/^test result:/ {
        for (i = 2; i <= NF; i++) {
          if ($i ~ /^passed;?$/)  passed  += $(i-1)
