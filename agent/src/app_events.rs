@@ -74,7 +74,11 @@ impl Converter {
         channel: &str,
         sender: ConnInfo,
     ) -> Result<Record, EventError> {
-        self.convert_to_json(ev, channel, sender).map(|c| c.record)
+        let c = self.convert_to_json(ev, channel, sender)?;
+        serde_json::from_slice(&c.json).map_err(|e| EventError {
+            code: "InvalidData",
+            message: format!("the converted record does not read back: {e}"),
+        })
     }
 
     /// [`Converter::convert`], also giving the record's compact JSON (what the buffer stores).
@@ -96,13 +100,13 @@ impl Converter {
                 sender_uid: sender.uid,
             },
         )?;
-        if let Some(service) = self.agent_service(&c.record.event_source) {
+        if let Some(service) = self.agent_service(&c.event_source) {
             return Err(EventError {
                 code: "InvalidEventSource",
                 message: format!(
                     "eventData.eventSource {:?} is reserved: this agent writes `{service}.{}` \
                      records itself (reserved: {}); an application must use its own event source",
-                    c.record.event_source,
+                    c.event_source,
                     self.id.domain,
                     reserved_sources(&self.id.domain).join(", "),
                 ),
@@ -188,7 +192,7 @@ impl AppEvents {
                 Ok(c) => {
                     ids.push(Success {
                         id: ev.id.clone(),
-                        event_id: c.record.event_id,
+                        event_id: c.event_id,
                     });
                     // Stored as the JSON the conversion built (not serialized again).
                     records.push(c.json);

@@ -11,17 +11,18 @@
 //! `eventData`: a sender that re-sends a call after a lost answer produces the same
 //! `eventID`s, which the collector de-duplicates, so the trail holds the event once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use base64::Engine;
 use chrono::NaiveDateTime;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::event::{EVENT_VERSION, Record, UserIdentity, is_account_id};
-use crate::{time, wire};
+use crate::{compact_json, time, wire};
 
 /// Most events per call.
 pub const MAX_EVENTS: usize = 100;
@@ -268,20 +269,83 @@ fn string_field(
     }
 }
 
-/// Checks the compact JSON size of a member taken out of `eventData` (counted, not built).
-fn json_field(value: Option<Value>, name: &str, limit: usize) -> Result<Option<Value>, EventError> {
-    match value {
-        None => Ok(None),
-        Some(v) => {
-            let size = crate::event::json_len(&v);
-            if size > limit {
-                return Err(ev_err(
-                    "FieldTooLong",
-                    format!("eventData.{name} is {size} bytes; at most {limit} are allowed"),
-                ));
+/// A member of `eventData` the record keeps as JSON (`requestParameters` and the like): its
+/// compact text, copied rather than parsed into a tree (see [`crate::compact_json`]), and
+/// checked against its size cap.
+fn json_field(
+    raw: Option<&RawValue>,
+    name: &str,
+    limit: usize,
+) -> Result<Option<String>, EventError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = compact_json::compact_or_reparse(raw)
+        .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))?;
+    // `null` counts as absent for the caps, as `Record::validate` counts it.
+    if text.len() > limit && text != "null" {
+        return Err(ev_err(
+            "FieldTooLong",
+            format!(
+                "eventData.{name} is {} bytes; at most {limit} are allowed",
+                text.len()
+            ),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// A small member of `eventData` (a string, `userIdentity`) as a value.
+fn small_field(raw: Option<&RawValue>, name: &str) -> Result<Option<Value>, EventError> {
+    raw.map(|r| serde_json::from_str(r.get()))
+        .transpose()
+        .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))
+}
+
+/// `eventData`'s members in their order, each as its JSON text; a repeated member counts once,
+/// with its last value, as a parsed object would have it.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
             }
-            Ok(Some(v))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut members: Vec<(String, &'de RawValue)> = Vec::new();
+                // Positions by name, only for objects large enough for a scan to cost.
+                let mut index: HashMap<String, usize> = HashMap::new();
+                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                    let at = if members.len() < 32 {
+                        members.iter().position(|(n, _)| *n == k)
+                    } else {
+                        if index.is_empty() {
+                            index = members
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (n, _))| (n.clone(), i))
+                                .collect();
+                        }
+                        index.get(&k).copied()
+                    };
+                    match at {
+                        Some(i) => members[i].1 = v,
+                        None => {
+                            if !index.is_empty() {
+                                index.insert(k.clone(), members.len());
+                            }
+                            members.push((k, v));
+                        }
+                    }
+                }
+                Ok(Members(members))
+            }
         }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -289,25 +353,54 @@ fn json_field(value: Option<Value>, name: &str, limit: usize) -> Result<Option<V
 /// written the way CloudTrail writes times (whole seconds, `Z`).
 fn parse_event_time(s: &str) -> Option<String> {
     let t = s.strip_suffix('Z').unwrap_or(s);
+    // The usual shape, whole seconds, read without chrono's format parser (which showed in the
+    // agent's profile); anything else takes the general way below.
+    let b = t.as_bytes();
+    if b.len() == 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+    {
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+        let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if sec < 60 {
+            return Some(time::json_time(date.and_hms_opt(h, m, sec)?.and_utc()));
+        }
+    }
     let n = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     Some(time::json_time(n.and_utc()))
 }
 
 /// Checks one event and turns it into a CloudTrail record for `ctx`.
 pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Record, EventError> {
-    convert_to_json(ev, channel, ctx).map(|c| c.record)
+    let c = convert_to_json(ev, channel, ctx)?;
+    serde_json::from_slice(&c.json).map_err(|e| {
+        ev_err(
+            "InvalidData",
+            format!("the converted record does not read back: {e}"),
+        )
+    })
 }
 
-/// A converted event: the record and its compact JSON (what [`Record::to_json`] gives), which
-/// the conversion builds anyway to check the record's size.
+/// A converted event: the record's compact JSON (what [`Record::to_json`] gives for it) and the
+/// two members its callers look at.
 #[derive(Debug, Clone)]
 pub struct Converted {
-    pub record: Record,
+    pub event_id: String,
+    pub event_source: String,
     pub json: Vec<u8>,
 }
 
-/// [`convert`], also returning the record's JSON, so that a caller storing it does not
-/// serialize the record a second time.
+/// [`convert`] as the record's JSON, written once and without parsing the event's JSON members
+/// into trees (they are copied, see [`crate::compact_json`]): this is the agent's hot path for
+/// application events.
 pub fn convert_to_json(
     ev: &AuditEvent,
     channel: &str,
@@ -326,102 +419,156 @@ pub fn convert_to_json(
             ));
         }
     }
-    let data: Value = serde_json::from_str(&ev.event_data)
-        .map_err(|e| ev_err("InvalidData", format!("eventData is not JSON: {e}")))?;
-    let Value::Object(obj) = data else {
-        return Err(ev_err("InvalidData", "eventData must be a JSON object"));
-    };
-    // One pass over the members: the known ones are moved into their slots (in `KNOWN` order),
-    // the others into `unmapped`, in their order. Nothing is copied.
-    let mut known: [Option<Value>; KNOWN.len()] = Default::default();
-    let mut unmapped = Map::new();
-    for (k, v) in obj {
+    let Members(members) = serde_json::from_str(&ev.event_data).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ev_err("InvalidData", "eventData must be a JSON object")
+        } else {
+            ev_err("InvalidData", format!("eventData is not JSON: {e}"))
+        }
+    })?;
+    // One pass over the members: the known ones into their slots (in `KNOWN` order), the others
+    // into `unmapped`, in their order.
+    let mut known: [Option<&RawValue>; KNOWN.len()] = Default::default();
+    let mut unmapped = Vec::new();
+    for (k, v) in members {
         match KNOWN.iter().position(|n| *n == k) {
             Some(i) => known[i] = Some(v),
-            None => {
-                unmapped.insert(k, v);
-            }
+            None => unmapped.push((k, v)),
         }
     }
-    let mut take = |name: &str| {
+    let mut raw = |name: &str| {
         KNOWN
             .iter()
             .position(|n| *n == name)
             .and_then(|i| known[i].take())
     };
 
-    let version =
-        string_field(take("version"), "version", LIMIT_VERSION, true)?.unwrap_or_default();
-    let mut ui = match take("userIdentity") {
-        None | Some(Value::Null) => {
-            return Err(ev_err(
-                "FieldNotFound",
-                "eventData.userIdentity is required",
-            ));
-        }
-        Some(Value::Object(ui)) => ui,
-        Some(_) => {
-            return Err(ev_err(
-                "InvalidData",
-                "eventData.userIdentity must be an object",
-            ));
-        }
-    };
+    let version = string_field(
+        small_field(raw("version"), "version")?,
+        "version",
+        LIMIT_VERSION,
+        true,
+    )?
+    .unwrap_or_default();
+    // userIdentity: `type` and `principalId` are read, the other members copied as they are
+    // (real identities carry a sessionContext and more, which the record keeps in order).
+    let ui_raw = raw("userIdentity")
+        .filter(|r| r.get() != "null")
+        .ok_or_else(|| ev_err("FieldNotFound", "eventData.userIdentity is required"))?;
+    let Members(ui) = serde_json::from_str(ui_raw.get())
+        .map_err(|_| ev_err("InvalidData", "eventData.userIdentity must be an object"))?;
     let prefixed = |e: EventError| EventError {
         code: e.code,
         message: e
             .message
             .replacen("eventData.", "eventData.userIdentity.", 1),
     };
-    // `shift_remove` keeps the order of the members left (they stay in `userIdentity`).
-    let identity_type = string_field(ui.shift_remove("type"), "type", LIMIT_IDENTITY_TYPE, true)
-        .map_err(prefixed)?;
+    let (mut identity_type, mut principal_id) = (None, None);
+    let mut identity_extra = Vec::with_capacity(ui.len());
+    for (k, v) in ui {
+        match k.as_str() {
+            "type" => identity_type = Some(v),
+            "principalId" => principal_id = Some(v),
+            _ => {
+                let text = compact_json::compact_or_reparse(v).map_err(|e| {
+                    ev_err("InvalidData", format!("eventData.userIdentity.{k}: {e}"))
+                })?;
+                identity_extra.push((k, text));
+            }
+        }
+    }
+    let identity_type = string_field(
+        small_field(identity_type, "type")?,
+        "type",
+        LIMIT_IDENTITY_TYPE,
+        true,
+    )
+    .map_err(prefixed)?;
     let principal_id = string_field(
-        ui.shift_remove("principalId"),
+        small_field(principal_id, "principalId")?,
         "principalId",
         LIMIT_1K,
         true,
     )
     .map_err(prefixed)?;
-    let identity_extra = ui;
-    let user_agent = string_field(take("userAgent"), "userAgent", LIMIT_1K, false)?;
-    let event_source =
-        string_field(take("eventSource"), "eventSource", LIMIT_1K, true)?.unwrap_or_default();
-    let event_name =
-        string_field(take("eventName"), "eventName", LIMIT_1K, true)?.unwrap_or_default();
-    let event_time_raw =
-        string_field(take("eventTime"), "eventTime", 64, true)?.unwrap_or_default();
-    let uid = string_field(take("UID"), "UID", LIMIT_1K, true)?;
+    let user_agent = string_field(
+        small_field(raw("userAgent"), "userAgent")?,
+        "userAgent",
+        LIMIT_1K,
+        false,
+    )?;
+    let event_source = string_field(
+        small_field(raw("eventSource"), "eventSource")?,
+        "eventSource",
+        LIMIT_1K,
+        true,
+    )?
+    .unwrap_or_default();
+    let event_name = string_field(
+        small_field(raw("eventName"), "eventName")?,
+        "eventName",
+        LIMIT_1K,
+        true,
+    )?
+    .unwrap_or_default();
+    let event_time_raw = string_field(
+        small_field(raw("eventTime"), "eventTime")?,
+        "eventTime",
+        64,
+        true,
+    )?
+    .unwrap_or_default();
+    let uid = string_field(small_field(raw("UID"), "UID")?, "UID", LIMIT_1K, true)?;
     let request_parameters = json_field(
-        take("requestParameters"),
+        raw("requestParameters"),
         "requestParameters",
         LIMIT_PARAMETERS,
     )?;
     let response_elements = json_field(
-        take("responseElements"),
+        raw("responseElements"),
         "responseElements",
         LIMIT_PARAMETERS,
     )?;
     let additional = json_field(
-        take("additionalEventData"),
+        raw("additionalEventData"),
         "additionalEventData",
         LIMIT_ADDITIONAL,
     )?;
-    let error_code = string_field(take("errorCode"), "errorCode", LIMIT_ERROR, false)?;
-    let error_message = string_field(take("errorMessage"), "errorMessage", LIMIT_ERROR, false)?;
-    let source_ip = string_field(take("sourceIPAddress"), "sourceIPAddress", 64, false)?;
-    let recipient = string_field(take("recipientAccountId"), "recipientAccountId", 12, true)
-        .map_err(|e| {
-            if e.code == "FieldTooLong" {
-                ev_err(
-                    "InvalidData",
-                    "eventData.recipientAccountId is not a 12-digit account id",
-                )
-            } else {
-                e
-            }
-        })?
-        .unwrap_or_default();
+    let error_code = string_field(
+        small_field(raw("errorCode"), "errorCode")?,
+        "errorCode",
+        LIMIT_ERROR,
+        false,
+    )?;
+    let error_message = string_field(
+        small_field(raw("errorMessage"), "errorMessage")?,
+        "errorMessage",
+        LIMIT_ERROR,
+        false,
+    )?;
+    let source_ip = string_field(
+        small_field(raw("sourceIPAddress"), "sourceIPAddress")?,
+        "sourceIPAddress",
+        64,
+        false,
+    )?;
+    let recipient = string_field(
+        small_field(raw("recipientAccountId"), "recipientAccountId")?,
+        "recipientAccountId",
+        12,
+        true,
+    )
+    .map_err(|e| {
+        if e.code == "FieldTooLong" {
+            ev_err(
+                "InvalidData",
+                "eventData.recipientAccountId is not a 12-digit account id",
+            )
+        } else {
+            e
+        }
+    })?
+    .unwrap_or_default();
 
     let event_time = parse_event_time(&event_time_raw).ok_or_else(|| {
         ev_err(
@@ -478,29 +625,12 @@ pub fn convert_to_json(
     }
     let event_id = uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name).to_string();
 
-    let mut metadata = json!({
-        "ingestionTime": time::json_time(time::now_secs()),
-        "channelARN": channel,
-        "auditEventId": ev.id,
-        "eventDataVersion": version,
-    });
-    if let Some(m) = metadata.as_object_mut() {
-        if let Some(uid) = ctx.sender_uid {
-            m.insert("senderUid".into(), json!(uid));
-        }
-        if !unmapped.is_empty() {
-            m.insert("unmappedEventData".into(), Value::Object(unmapped));
-        }
-    }
-    let mut extra = Map::new();
-    extra.insert("metadata".into(), metadata);
-
+    // The record without its JSON members, for the checks every record passes.
     let record = Record {
         event_version: EVENT_VERSION.to_string(),
         user_identity: Some(UserIdentity {
             identity_type,
             principal_id,
-            extra: identity_extra,
             ..UserIdentity::default()
         }),
         event_time,
@@ -511,21 +641,36 @@ pub fn convert_to_json(
         user_agent,
         error_code,
         error_message,
-        request_parameters: Some(request_parameters.unwrap_or(Value::Null)),
-        response_elements: Some(response_elements.unwrap_or(Value::Null)),
-        additional_event_data: additional,
         request_id: uid,
         event_id,
         event_type: "ActivityLog".to_string(),
         recipient_account_id: Some(recipient),
         event_category: Some("ActivityAuditLog".to_string()),
-        extra,
         ..Record::default()
     };
     record
         .validate()
         .map_err(|e| ev_err(e.code(), e.to_string()))?;
-    let json = record.to_json();
+    let mut unmapped_json = Vec::with_capacity(unmapped.len());
+    for (k, v) in &unmapped {
+        let text = compact_json::compact_or_reparse(v)
+            .map_err(|e| ev_err("InvalidData", format!("eventData.{k}: {e}")))?;
+        unmapped_json.push((k.as_str(), text));
+    }
+    let json = RecordJson {
+        record: &record,
+        identity_extra: &identity_extra,
+        request_parameters: request_parameters.as_deref(),
+        response_elements: response_elements.as_deref(),
+        additional_event_data: additional.as_deref(),
+        ingestion_time: &time::json_time(time::now_secs()),
+        channel,
+        audit_event_id: &ev.id,
+        version: &version,
+        sender_uid: ctx.sender_uid,
+        unmapped: &unmapped_json,
+    }
+    .write();
     let size = json.len();
     if size > wire::limits::MAX_RECORD_BYTES {
         return Err(ev_err(
@@ -536,5 +681,370 @@ pub fn convert_to_json(
             ),
         ));
     }
-    Ok(Converted { record, json })
+    Ok(Converted {
+        event_id: record.event_id,
+        event_source: record.event_source,
+        json,
+    })
+}
+
+/// The parts of a converted record, written as [`Record::to_json`] writes the record they make:
+/// the same members in the same order, with the JSON members spliced in as compact text. The
+/// test `the_written_record_is_what_record_writes` holds the two together.
+struct RecordJson<'a> {
+    /// Every member but the JSON ones, and `userIdentity` with only `type` and `principalId`.
+    record: &'a Record,
+    /// The other members of `userIdentity`, as compact text, in their order.
+    identity_extra: &'a [(String, String)],
+    request_parameters: Option<&'a str>,
+    response_elements: Option<&'a str>,
+    additional_event_data: Option<&'a str>,
+    ingestion_time: &'a str,
+    channel: &'a str,
+    audit_event_id: &'a str,
+    version: &'a str,
+    sender_uid: Option<u32>,
+    unmapped: &'a [(&'a str, String)],
+}
+
+impl RecordJson<'_> {
+    fn write(&self) -> Vec<u8> {
+        use erased::Json as _;
+        fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, v: &T) {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            // Strings, numbers and `UserIdentity` always serialize.
+            serde_json::to_writer(&mut *out, v).expect("serializes");
+        }
+        fn text(out: &mut Vec<u8>, name: &str, v: &str) {
+            out.push(b',');
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(v.as_bytes());
+        }
+        let r = self.record;
+        let extra: usize = self
+            .unmapped
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(
+            1024 + self.request_parameters.map_or(0, str::len)
+                + self.response_elements.map_or(0, str::len)
+                + self.additional_event_data.map_or(0, str::len)
+                + extra,
+        );
+        out.push(b'{');
+        member(&mut out, "eventVersion", &r.event_version);
+        // `userIdentity` as `UserIdentity` writes one whose other members are all in `extra`.
+        out.extend_from_slice(b",\"userIdentity\":{");
+        let ui = r.user_identity.as_ref().expect("set above");
+        let ui_start = out.len();
+        for (name, v) in [
+            ("type", &ui.identity_type),
+            ("principalId", &ui.principal_id),
+        ] {
+            if let Some(v) = v {
+                if out.len() > ui_start {
+                    out.push(b',');
+                }
+                name.write_to(&mut out);
+                out.push(b':');
+                v.as_str().write_to(&mut out);
+            }
+        }
+        for (k, v) in self.identity_extra {
+            if out.len() > ui_start {
+                out.push(b',');
+            }
+            k.as_str().write_to(&mut out);
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(b'}');
+        member(&mut out, "eventTime", &r.event_time);
+        member(&mut out, "eventSource", &r.event_source);
+        member(&mut out, "eventName", &r.event_name);
+        member(&mut out, "awsRegion", &r.aws_region);
+        for (name, v) in [
+            ("sourceIPAddress", &r.source_ip_address),
+            ("userAgent", &r.user_agent),
+            ("errorCode", &r.error_code),
+            ("errorMessage", &r.error_message),
+        ] {
+            if let Some(v) = v {
+                member(&mut out, name, v);
+            }
+        }
+        text(
+            &mut out,
+            "requestParameters",
+            self.request_parameters.unwrap_or("null"),
+        );
+        text(
+            &mut out,
+            "responseElements",
+            self.response_elements.unwrap_or("null"),
+        );
+        if let Some(v) = self.additional_event_data {
+            text(&mut out, "additionalEventData", v);
+        }
+        if let Some(v) = &r.request_id {
+            member(&mut out, "requestID", v);
+        }
+        member(&mut out, "eventID", &r.event_id);
+        member(&mut out, "eventType", &r.event_type);
+        member(&mut out, "recipientAccountId", r.account());
+        if let Some(v) = &r.event_category {
+            member(&mut out, "eventCategory", v);
+        }
+        out.extend_from_slice(b",\"metadata\":{");
+        let start = out.len() - 1;
+        let meta = |out: &mut Vec<u8>, name: &str, v: &dyn erased::Json| {
+            if out.len() > start + 1 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            v.write_to(out);
+        };
+        meta(&mut out, "ingestionTime", &self.ingestion_time);
+        meta(&mut out, "channelARN", &self.channel);
+        meta(&mut out, "auditEventId", &self.audit_event_id);
+        meta(&mut out, "eventDataVersion", &self.version);
+        if let Some(uid) = self.sender_uid {
+            meta(&mut out, "senderUid", &uid);
+        }
+        if !self.unmapped.is_empty() {
+            meta(
+                &mut out,
+                "unmappedEventData",
+                &erased::Object(self.unmapped),
+            );
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// The few shapes `metadata` and `userIdentity` hold, written without a tree.
+mod erased {
+    pub trait Json {
+        fn write_to(&self, out: &mut Vec<u8>);
+    }
+    impl Json for &str {
+        fn write_to(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(&mut *out, self).expect("a string serializes");
+        }
+    }
+    impl Json for u32 {
+        fn write_to(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.to_string().as_bytes());
+        }
+    }
+    /// Members whose values are compact JSON text already.
+    pub struct Object<'a>(pub &'a [(&'a str, String)]);
+    impl Json for Object<'_> {
+        fn write_to(&self, out: &mut Vec<u8>) {
+            out.push(b'{');
+            for (i, (k, v)) in self.0.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                k.write_to(out);
+                out.push(b':');
+                out.extend_from_slice(v.as_bytes());
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "123456789012";
+
+    fn ctx(sender_uid: Option<u32>) -> Context<'static> {
+        Context {
+            account_id: ACCOUNT,
+            region: "onprem-fra1",
+            reserved_source: "groundtrail.example.internal",
+            owner: "this agent",
+            sender_uid,
+        }
+    }
+
+    fn event(data: serde_json::Value) -> AuditEvent {
+        AuditEvent {
+            id: "ev-1".into(),
+            // `\/` is valid JSON that serde_json writes as `/`: a case the copy must not keep.
+            event_data: data.to_string().replace(r#""/x""#, r#""\/x""#),
+            event_data_checksum: None,
+        }
+    }
+
+    fn full() -> serde_json::Value {
+        serde_json::json!({
+            "version": "1.0",
+            "userIdentity": {"arn": "arn:app:alice", "type": "App", "principalId": "alice", "details": {"team": "ops"}},
+            "userAgent": "billing/2.1",
+            "eventSource": "billing.example.com",
+            "eventName": "RefundIssued",
+            "eventTime": "2026-12-07T10:11:12Z",
+            "UID": "req-77",
+            "requestParameters": {"order": "o-1", "amount": 1250, "tags": ["a", "b"], "note": "say \"hi\" é"},
+            "responseElements": null,
+            "errorCode": "Denied",
+            "errorMessage": "over the limit",
+            "sourceIPAddress": "10.0.0.7",
+            "recipientAccountId": ACCOUNT,
+            "additionalEventData": {"ratio": 0.5, "url": "/x"},
+            "zExtra": {"kept": [1, 2]},
+            "aExtra": "last"
+        })
+    }
+
+    #[test]
+    fn the_written_record_is_what_record_writes() {
+        for uid in [None, Some(1000)] {
+            let c = convert_to_json(
+                &event(full()),
+                "arn:aws:cloudtrail:x:1:channel/c",
+                &ctx(uid),
+            )
+            .unwrap();
+            let record: Record = serde_json::from_slice(&c.json).unwrap();
+            assert_eq!(
+                String::from_utf8(record.to_json()).unwrap(),
+                String::from_utf8(c.json.clone()).unwrap()
+            );
+            assert_eq!(record.event_id, c.event_id);
+            assert_eq!(record.event_source, "billing.example.com");
+            // userIdentity as before: type and principalId first, the rest in the sender's order.
+            let text = String::from_utf8(c.json.clone()).unwrap();
+            assert!(text.contains(r#""userIdentity":{"type":"App","principalId":"alice","arn":"arn:app:alice","details":{"team":"ops"}}"#), "{text}");
+            let meta = &record.extra["metadata"];
+            assert_eq!(
+                meta["unmappedEventData"],
+                serde_json::json!({"zExtra": {"kept": [1, 2]}, "aExtra": "last"})
+            );
+            assert_eq!(meta["senderUid"], serde_json::json!(uid));
+            assert_eq!(record.request_parameters.unwrap()["note"], "say \"hi\" é");
+            assert_eq!(record.response_elements, Some(Value::Null));
+            // Written by serde_json again where a copy would differ: `\/` and the fraction.
+            assert_eq!(
+                record.additional_event_data.unwrap(),
+                serde_json::json!({"ratio": 0.5, "url": "/x"})
+            );
+        }
+        // The fewest members: no optional ones, no metadata extras.
+        let mut min = full();
+        for k in [
+            "userAgent",
+            "errorCode",
+            "errorMessage",
+            "sourceIPAddress",
+            "requestParameters",
+            "responseElements",
+            "additionalEventData",
+            "zExtra",
+            "aExtra",
+        ] {
+            min.as_object_mut().unwrap().remove(k);
+        }
+        let c = convert_to_json(&event(min), "c", &ctx(None)).unwrap();
+        let record: Record = serde_json::from_slice(&c.json).unwrap();
+        assert_eq!(record.to_json(), c.json);
+    }
+
+    #[test]
+    fn spacing_in_the_senders_json_does_not_reach_the_record() {
+        let spaced = serde_json::to_string_pretty(&full()).unwrap();
+        let compact = convert_to_json(&event(full()), "c", &ctx(None)).unwrap();
+        let mut ev = event(full());
+        ev.event_data = spaced;
+        let c = convert_to_json(&ev, "c", &ctx(None)).unwrap();
+        // Only eventID (the SHA-256 of eventData) and ingestionTime may differ.
+        let strip = |j: &[u8]| {
+            let mut v: Value = serde_json::from_slice(j).unwrap();
+            v["eventID"] = Value::Null;
+            v["metadata"]["ingestionTime"] = Value::Null;
+            v.to_string()
+        };
+        assert_eq!(strip(&c.json), strip(&compact.json));
+        assert!(!String::from_utf8(c.json).unwrap().contains(" : "));
+    }
+
+    #[test]
+    fn bad_event_data_is_named() {
+        let mut ev = event(full());
+        ev.event_data = "[1,2]".into();
+        let e = convert_to_json(&ev, "c", &ctx(None)).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("InvalidData", "eventData must be a JSON object")
+        );
+        ev.event_data = "{\"version\": ".into();
+        let e = convert_to_json(&ev, "c", &ctx(None)).unwrap_err();
+        assert_eq!(e.code, "InvalidData");
+        assert!(
+            e.message.starts_with("eventData is not JSON: "),
+            "{}",
+            e.message
+        );
+        let mut big = full();
+        big["requestParameters"] = serde_json::json!({"blob": "x".repeat(LIMIT_PARAMETERS)});
+        let e = convert_to_json(&event(big), "c", &ctx(None)).unwrap_err();
+        assert_eq!(e.code, "FieldTooLong");
+        assert!(
+            e.message.starts_with("eventData.requestParameters is "),
+            "{}",
+            e.message
+        );
+        for (ui, code, message) in [
+            (
+                serde_json::json!("x"),
+                "InvalidData",
+                "eventData.userIdentity must be an object",
+            ),
+            (
+                Value::Null,
+                "FieldNotFound",
+                "eventData.userIdentity is required",
+            ),
+            (
+                serde_json::json!({"principalId": "p"}),
+                "FieldNotFound",
+                "eventData.userIdentity.type is required",
+            ),
+        ] {
+            let mut d = full();
+            d["userIdentity"] = ui;
+            let e = convert_to_json(&event(d), "c", &ctx(None)).unwrap_err();
+            assert_eq!((e.code, e.message.as_str()), (code, message));
+        }
+        for (t, ok) in [
+            ("2026-12-07T10:11:12", Some("2026-12-07T10:11:12Z")),
+            ("2026-12-07T10:11:12.345Z", Some("2026-12-07T10:11:12Z")),
+            ("2026-02-30T10:11:12Z", None),
+            ("2026-12-07T24:11:12Z", None),
+            ("2026-12-07 10:11:12Z", None),
+            ("2026-12-07T1a:11:12Z", None),
+        ] {
+            assert_eq!(parse_event_time(t).as_deref(), ok, "{t}");
+        }
+        // A repeated member counts once, with its last value, as before.
+        let mut ev = event(full());
+        ev.event_data = ev.event_data.replacen("{", "{\"eventName\":\"First\",", 1);
+        let r = convert(&ev, "c", &ctx(None)).unwrap();
+        assert_eq!(r.event_name, "RefundIssued");
+    }
 }

@@ -5,6 +5,7 @@
 //! and digest format of the trail, the TLS setup — lives here and nowhere else.
 
 pub mod audit_events;
+pub mod compact_json;
 pub mod config_doc;
 pub mod connections;
 pub mod event;

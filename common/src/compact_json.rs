@@ -1,0 +1,140 @@
+//! Compact JSON text copied from a sender's JSON, without building a tree.
+//!
+//! PutAuditEvents carries each event's `requestParameters`, `responseElements` and
+//! `additionalEventData` as JSON the record keeps. Parsing them into `serde_json::Value` only to
+//! write them out again was most of the agent's CPU per application event (allocation per node,
+//! an ordered map per object, the drop). [`compact`] writes the same bytes `serde_json` would
+//! write for the parsed value in one pass over the text, and says when it cannot promise that:
+//!
+//! - `serde_json` rewrites some escapes (`\u00e9` becomes `é`, `\/` becomes `/`) and some numbers
+//!   (`1E2` becomes `100.0`, integers beyond 64 bits become floats); text holding a `\u` or `\/`
+//!   escape, a fraction, an exponent, `-0` or an integer of 19 or more digits goes through
+//!   `Value` instead ([`compact_or_reparse`]), so the result is byte for byte what it was;
+//! - whitespace outside strings is dropped, everything else is copied.
+//!
+//! One difference remains, by choice: a key repeated inside one object stays repeated, where a
+//! `Value` keeps only the last. The record then holds what the application sent.
+
+use serde_json::value::RawValue;
+
+/// The compact form of `raw`, which must be valid JSON (as a [`RawValue`] is), or `None` when a
+/// copy would differ from what `serde_json` writes for the parsed value (see the module doc).
+pub fn compact(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                // A string: copied up to its closing quote; escapes are checked, not decoded.
+                let start = i;
+                i += 1;
+                loop {
+                    let rest = &b[i..];
+                    let at = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+                    i += at;
+                    if b[i] == b'"' {
+                        i += 1;
+                        break;
+                    }
+                    match b.get(i + 1)? {
+                        b'u' | b'/' => return None,
+                        _ => i += 2,
+                    }
+                }
+                out.extend_from_slice(&b[start..i]);
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                if c == b'-' && b.get(i + 1) == Some(&b'0') {
+                    return None;
+                }
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let digits = i - start - usize::from(c == b'-');
+                if digits >= 19 || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                out.extend_from_slice(&b[start..i]);
+            }
+            _ => {
+                // Structure and the literals true, false, null.
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // Only whole strings were copied and the input was valid UTF-8, so the output is too.
+    String::from_utf8(out).ok()
+}
+
+/// [`compact`], or the value parsed and written again where a copy would differ.
+pub fn compact_or_reparse(raw: &RawValue) -> Result<String, serde_json::Error> {
+    match compact(raw.get()) {
+        Some(s) => Ok(s),
+        None => serde_json::from_str::<serde_json::Value>(raw.get()).map(|v| v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the old path gave: parse into a `Value`, write it compactly.
+    fn reparsed(raw: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(raw)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn copies_are_byte_for_byte_what_serde_json_writes() {
+        let cases = [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#,
+            "{ \"a\" : 1 ,\n\t\"b\" :\r [ 1 , 2 ] }",
+            r#"{"quote":"say \"hi\"","back":"a\\b","ctl":"\n\t\r\b\f"}"#,
+            r#"{"unicode":"é ✓ 😀","neg":-12,"zero":0,"big":123456789012345678}"#,
+            r#"["", " spaced  string ", {}, [], -1, 10]"#,
+            r#""just a string""#,
+            "  42  ",
+            "null",
+            r#"{"nested":{"deep":[[[{"x":[1,{"y":"z"}]}]]]}}"#,
+        ];
+        for raw in cases {
+            assert_eq!(
+                compact(raw).as_deref(),
+                Some(reparsed(raw).as_str()),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_serde_json_would_rewrite_goes_through_value() {
+        let cases = [
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":"\/path"}"#,
+            r#"{"a":1.5}"#,
+            r#"{"a":1e3}"#,
+            r#"{"a":2E-2}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":12345678901234567890}"#,
+            r#"{"a":-1234567890123456789}"#,
+        ];
+        for raw in cases {
+            assert_eq!(compact(raw), None, "{raw} must not be copied");
+            let r: Box<RawValue> = serde_json::from_str(raw).unwrap();
+            assert_eq!(compact_or_reparse(&r).unwrap(), reparsed(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_kept_as_sent() {
+        // The one chosen difference (module doc): a Value would keep {"a":2}.
+        assert_eq!(compact(r#"{"a":1, "a":2}"#).unwrap(), r#"{"a":1,"a":2}"#);
+    }
+}
