@@ -26,7 +26,9 @@
 //!    `side_tree.rs`).
 //!    A chunk is deleted once *all* its records are acknowledged; until then the records
 //!    `<= acked` inside it are skipped by every reader and not counted (`m acked` is written in
-//!    the same batch as the deletions, so the two agree after a crash). Setting aside a record
+//!    the same batch as the deletions, so the two agree after a crash). Deletions are made durable
+//!    by the next flush, not one of their own: a crash can bring committed records back (sent
+//!    again, dropped by the collector), never take an uncommitted one away. Setting aside a record
 //!    inside a chunk rewrites the chunk without it (the records before it from their own key, the
 //!    records after it under the key of the next one) in the same batch that writes the `x` key.
 //! 6. **Bounded.** The compressed chunks held (a partly acknowledged chunk counts whole, as it
