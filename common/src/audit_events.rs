@@ -353,26 +353,9 @@ impl<'de> Deserialize<'de> for Members<'de> {
 /// written the way CloudTrail writes times (whole seconds, `Z`).
 fn parse_event_time(s: &str) -> Option<String> {
     let t = s.strip_suffix('Z').unwrap_or(s);
-    // The usual shape, whole seconds, read without chrono's format parser (which showed in the
-    // agent's profile); anything else takes the general way below.
-    let b = t.as_bytes();
-    if b.len() == 19
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-    {
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            b[r].iter().try_fold(0u32, |n, c| {
-                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-            })
-        };
-        let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-        let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if sec < 60 {
-            return Some(time::json_time(date.and_hms_opt(h, m, sec)?.and_utc()));
-        }
+    // Whole seconds, the usual shape, without chrono's format parser (see `time::parse_seconds`).
+    if let Some(n) = time::parse_seconds(t) {
+        return Some(time::json_time(n.and_utc()));
     }
     let n = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     Some(time::json_time(n.and_utc()))

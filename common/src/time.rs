@@ -37,9 +37,40 @@ pub fn parse_json_time(s: &str) -> Option<DateTime<Utc>> {
     if s.len() != 20 || !s.ends_with('Z') {
         return None;
     }
-    NaiveDateTime::parse_from_str(&s[..19], "%Y-%m-%dT%H:%M:%S")
-        .ok()
-        .map(|n| Utc.from_utc_datetime(&n))
+    parse_seconds(&s[..19]).map(|n| Utc.from_utc_datetime(&n))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, as chrono's `%Y-%m-%dT%H:%M:%S` reads it. Every record's times pass
+/// through here (validation on both sides, PutAuditEvents), and chrono's format parser showed in
+/// the agent's profile, so the usual shape is read directly; anything else (a leap second, a
+/// signed year) goes to chrono, so what is accepted does not change.
+pub fn parse_seconds(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    if b.len() == 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+    {
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        };
+        if let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = (
+            num(0..4),
+            num(5..7),
+            num(8..10),
+            num(11..13),
+            num(14..16),
+            num(17..19),
+        ) && sec < 60
+        {
+            return chrono::NaiveDate::from_ymd_opt(y as i32, mo, d)?.and_hms_opt(h, mi, sec);
+        }
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok()
 }
 
 /// Parses a digest key stamp (`20150817T150131Z`).
@@ -64,6 +95,31 @@ pub fn now_secs() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_seconds_reads_what_chrono_reads() {
+        for s in [
+            "2015-08-17T15:01:31",
+            "1970-01-01T00:00:00",
+            "2024-02-29T23:59:59",
+            "2023-02-29T10:00:00",
+            "2026-12-07T24:00:00",
+            "2026-12-07T10:60:00",
+            "2026-12-07T10:11:60",
+            "2026-13-07T10:11:12",
+            "2026-12-07 10:11:12",
+            "2026-12-07T1a:11:12",
+            "+999-12-07T10:11:12",
+            "2026-12-7T10:11:12",
+            "",
+        ] {
+            assert_eq!(
+                parse_seconds(s),
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok(),
+                "{s}"
+            );
+        }
+    }
 
     #[test]
     fn formats_match_cloudtrail() {
