@@ -74,11 +74,7 @@ impl Converter {
         channel: &str,
         sender: ConnInfo,
     ) -> Result<Record, EventError> {
-        let c = self.convert_to_json(ev, channel, sender)?;
-        serde_json::from_slice(&c.json).map_err(|e| EventError {
-            code: "InvalidData",
-            message: format!("the converted record does not read back: {e}"),
-        })
+        self.convert_to_json(ev, channel, sender)?.record()
     }
 
     /// [`Converter::convert`], also giving the record's compact JSON (what the buffer stores).

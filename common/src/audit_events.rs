@@ -278,8 +278,7 @@ fn json_field(
     limit: usize,
 ) -> Result<Option<String>, EventError> {
     let Some(raw) = raw else { return Ok(None) };
-    let text = compact_json::compact_or_reparse(raw)
-        .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))?;
+    let text = member_text(raw, name, DEPTH_MEMBER)?;
     // `null` counts as absent for the caps, as `Record::validate` counts it.
     if text.len() > limit && text != "null" {
         return Err(ev_err(
@@ -291,6 +290,27 @@ fn json_field(
         ));
     }
     Ok(Some(text))
+}
+
+/// How deep a member may nest, so that the record holding it stays within the 127 levels
+/// `serde_json` reads (the collector reads every record): `eventData` itself is one level; a
+/// `userIdentity` member sits one deeper, an unmapped one two deeper (`metadata.unmappedEventData`).
+const DEPTH_MEMBER: usize = 126;
+const DEPTH_IDENTITY_MEMBER: usize = 125;
+const DEPTH_UNMAPPED: usize = 124;
+
+/// A member's compact text (see [`crate::compact_json`]), its errors named after it.
+fn member_text(raw: &RawValue, name: &str, max_depth: usize) -> Result<String, EventError> {
+    compact_json::compact_member(raw, max_depth).map_err(|e| match e {
+        compact_json::CompactError::TooDeep(n) => ev_err(
+            "InvalidData",
+            format!("eventData.{name} is nested more than {n} levels deep"),
+        ),
+        compact_json::CompactError::Json(e) => ev_err(
+            "InvalidData",
+            format!("eventData.{name} is not valid JSON: {e}"),
+        ),
+    })
 }
 
 /// A small member of `eventData` (a string, `userIdentity`) as a value.
@@ -363,13 +383,44 @@ fn parse_event_time(s: &str) -> Option<String> {
 
 /// Checks one event and turns it into a CloudTrail record for `ctx`.
 pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Record, EventError> {
-    let c = convert_to_json(ev, channel, ctx)?;
-    serde_json::from_slice(&c.json).map_err(|e| {
-        ev_err(
-            "InvalidData",
-            format!("the converted record does not read back: {e}"),
-        )
-    })
+    convert_to_json(ev, channel, ctx)?.record()
+}
+
+impl Converted {
+    /// The record this JSON is, as the conversion built it.
+    pub fn record(&self) -> Result<Record, EventError> {
+        let c = self;
+        let read_back = |e: serde_json::Error| {
+            ev_err(
+                "InvalidData",
+                format!("the converted record does not read back: {e}"),
+            )
+        };
+        let mut members: serde_json::Map<String, Value> =
+            serde_json::from_slice(&c.json).map_err(read_back)?;
+        // userIdentity's members other than `type` and `principalId` stay in `extra`, as the sender
+        // wrote them: read into `UserIdentity`'s typed fields they would be written in another order,
+        // and one of an unexpected type (`"arn": 5`) would be refused here but not by the agent.
+        let mut ui = match members.shift_remove("userIdentity") {
+            Some(Value::Object(ui)) => ui,
+            _ => {
+                return Err(ev_err(
+                    "InvalidData",
+                    "the converted record has no userIdentity",
+                ));
+            }
+        };
+        let mut record: Record =
+            serde_json::from_value(Value::Object(members)).map_err(read_back)?;
+        let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        record.user_identity = Some(UserIdentity {
+            identity_type: text(ui.shift_remove("type")),
+            principal_id: text(ui.shift_remove("principalId")),
+            extra: ui,
+            ..UserIdentity::default()
+        });
+        Ok(record)
+    }
 }
 
 /// A converted event: the record's compact JSON (what [`Record::to_json`] gives for it) and the
@@ -438,8 +489,16 @@ pub fn convert_to_json(
     let ui_raw = raw("userIdentity")
         .filter(|r| r.get() != "null")
         .ok_or_else(|| ev_err("FieldNotFound", "eventData.userIdentity is required"))?;
-    let Members(ui) = serde_json::from_str(ui_raw.get())
-        .map_err(|_| ev_err("InvalidData", "eventData.userIdentity must be an object"))?;
+    let Members(ui) = serde_json::from_str(ui_raw.get()).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ev_err("InvalidData", "eventData.userIdentity must be an object")
+        } else {
+            ev_err(
+                "InvalidData",
+                format!("eventData.userIdentity is not valid JSON: {e}"),
+            )
+        }
+    })?;
     let prefixed = |e: EventError| EventError {
         code: e.code,
         message: e
@@ -453,22 +512,20 @@ pub fn convert_to_json(
             "type" => identity_type = Some(v),
             "principalId" => principal_id = Some(v),
             _ => {
-                let text = compact_json::compact_or_reparse(v).map_err(|e| {
-                    ev_err("InvalidData", format!("eventData.userIdentity.{k}: {e}"))
-                })?;
+                let text = member_text(v, &format!("userIdentity.{k}"), DEPTH_IDENTITY_MEMBER)?;
                 identity_extra.push((k, text));
             }
         }
     }
     let identity_type = string_field(
-        small_field(identity_type, "type")?,
+        small_field(identity_type, "type").map_err(prefixed)?,
         "type",
         LIMIT_IDENTITY_TYPE,
         true,
     )
     .map_err(prefixed)?;
     let principal_id = string_field(
-        small_field(principal_id, "principalId")?,
+        small_field(principal_id, "principalId").map_err(prefixed)?,
         "principalId",
         LIMIT_1K,
         true,
@@ -636,8 +693,7 @@ pub fn convert_to_json(
         .map_err(|e| ev_err(e.code(), e.to_string()))?;
     let mut unmapped_json = Vec::with_capacity(unmapped.len());
     for (k, v) in &unmapped {
-        let text = compact_json::compact_or_reparse(v)
-            .map_err(|e| ev_err("InvalidData", format!("eventData.{k}: {e}")))?;
+        let text = member_text(v, k, DEPTH_UNMAPPED)?;
         unmapped_json.push((k.as_str(), text));
     }
     let json = RecordJson {
@@ -904,7 +960,7 @@ mod tests {
                 &ctx(uid),
             )
             .unwrap();
-            let record: Record = serde_json::from_slice(&c.json).unwrap();
+            let record = c.record().unwrap();
             assert_eq!(
                 String::from_utf8(record.to_json()).unwrap(),
                 String::from_utf8(c.json.clone()).unwrap()
@@ -944,7 +1000,7 @@ mod tests {
             min.as_object_mut().unwrap().remove(k);
         }
         let c = convert_to_json(&event(min), "c", &ctx(None)).unwrap();
-        let record: Record = serde_json::from_slice(&c.json).unwrap();
+        let record = c.record().unwrap();
         assert_eq!(record.to_json(), c.json);
     }
 
@@ -1029,5 +1085,76 @@ mod tests {
         ev.event_data = ev.event_data.replacen("{", "{\"eventName\":\"First\",", 1);
         let r = convert(&ev, "c", &ctx(None)).unwrap();
         assert_eq!(r.event_name, "RefundIssued");
+    }
+
+    /// The collector's `convert` gives the record the agent writes: userIdentity's members in the
+    /// sender's order and of any JSON type (typed fields would reorder or refuse them).
+    #[test]
+    fn the_collectors_record_is_the_agents() {
+        let mut d = full();
+        d["userIdentity"] = serde_json::json!({
+            "type": "A", "principalId": "p", "userName": "u", "arn": 5,
+            "sessionContext": {"attributes": {"mfaAuthenticated": true}}
+        });
+        let ev = event(d);
+        let strip = |j: &[u8]| {
+            let mut v: Value = serde_json::from_slice(j).unwrap();
+            v["metadata"]["ingestionTime"] = Value::Null;
+            v.to_string()
+        };
+        let agent = convert_to_json(&ev, "c", &ctx(None)).unwrap();
+        let collector = convert(&ev, "c", &ctx(None)).unwrap();
+        assert_eq!(strip(&collector.to_json()), strip(&agent.json));
+        assert!(strip(&agent.json).contains(r#""userName":"u","arn":5"#));
+    }
+
+    /// Nesting stays within what serde_json reads back (127 levels in a whole record), checked
+    /// per member so that what the agent accepts the collector can read.
+    #[test]
+    fn members_nest_only_as_deep_as_a_record_can_be_read() {
+        let nested = |n: usize| {
+            serde_json::from_str::<Value>(&format!("{}1{}", "[".repeat(n), "]".repeat(n))).unwrap()
+        };
+        for (member, deepest) in [
+            ("requestParameters", DEPTH_MEMBER),
+            ("zUnmapped", DEPTH_UNMAPPED),
+        ] {
+            let mut d = full();
+            d[member] = nested(deepest);
+            let c = convert_to_json(&event(d), "c", &ctx(None)).unwrap();
+            Record::from_json(&c.json).expect("the deepest accepted record reads back");
+            let mut d = full();
+            d[member] = nested(deepest + 1);
+            let e = convert_to_json(&event(d), "c", &ctx(None)).unwrap_err();
+            assert_eq!(e.code, "InvalidData");
+            assert_eq!(
+                e.message,
+                format!("eventData.{member} is nested more than {deepest} levels deep")
+            );
+        }
+        let mut d = full();
+        d["userIdentity"]["deep"] = nested(DEPTH_IDENTITY_MEMBER);
+        let c = convert_to_json(&event(d), "c", &ctx(None)).unwrap();
+        Record::from_json(&c.json).expect("reads back");
+    }
+
+    #[test]
+    fn values_a_raw_read_lets_through_are_refused_by_member() {
+        let mut ev = event(full());
+        ev.event_data = ev
+            .event_data
+            .replacen(r#""order":"o-1""#, r#""order":"\ud800""#, 1);
+        let e = convert_to_json(&ev, "c", &ctx(None)).unwrap_err();
+        assert_eq!(e.code, "InvalidData");
+        assert!(
+            e.message
+                .starts_with("eventData.requestParameters is not valid JSON: "),
+            "{}",
+            e.message
+        );
+        let mut d = full();
+        d["userIdentity"]["type"] = serde_json::json!(5);
+        let e = convert_to_json(&event(d), "c", &ctx(None)).unwrap_err();
+        assert_eq!(e.message, "eventData.userIdentity.type must be a string");
     }
 }

@@ -9,19 +9,44 @@
 //! - `serde_json` rewrites some escapes (`\u00e9` becomes `é`, `\/` becomes `/`) and some numbers
 //!   (`1E2` becomes `100.0`, integers beyond 64 bits become floats); text holding a `\u` or `\/`
 //!   escape, a fraction, an exponent, `-0` or an integer of 19 or more digits goes through
-//!   `Value` instead ([`compact_or_reparse`]), so the result is byte for byte what it was;
+//!   `Value` instead ([`compact_member`]), so the result is byte for byte what it was;
 //! - whitespace outside strings is dropped, everything else is copied.
 //!
 //! One difference remains, by choice: a key repeated inside one object stays repeated, where a
-//! `Value` keeps only the last. The record then holds what the application sent.
+//! `Value` keeps only the last. The record then holds what the application sent, and both copies
+//! count toward the member's size cap.
+//!
+//! A `RawValue` is read without `serde_json`'s nesting limit, so [`compact_member`] applies one:
+//! the caller's, chosen so the record holding the member can still be read.
 
 use serde_json::value::RawValue;
 
-/// The compact form of `raw`, which must be valid JSON (as a [`RawValue`] is), or `None` when a
-/// copy would differ from what `serde_json` writes for the parsed value (see the module doc).
-pub fn compact(raw: &str) -> Option<String> {
+/// Why a member cannot be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Nested deeper than the caller allows: `serde_json` refuses more than 127 levels in a
+    /// whole document, and a `RawValue` is read without that limit, so it is kept here.
+    #[error("nested more than {0} levels deep")]
+    TooDeep(usize),
+    /// Text `serde_json` reads as a value but cannot take (a lone surrogate, a number too large).
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What one pass over the text found.
+struct Scan {
+    out: Vec<u8>,
+    /// Something `serde_json` would write differently (see the module doc).
+    rewrite: bool,
+    depth: usize,
+}
+
+/// Copies `raw` (valid JSON, as a [`RawValue`] is) without its whitespace, noting whether the
+/// copy would differ from what `serde_json` writes and how deep it nests.
+fn scan(raw: &str) -> Scan {
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
+    let (mut rewrite, mut depth, mut level) = (false, 0usize, 0usize);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -31,25 +56,27 @@ pub fn compact(raw: &str) -> Option<String> {
                 // A string: copied up to its closing quote; escapes are checked, not decoded.
                 let start = i;
                 i += 1;
-                loop {
-                    let rest = &b[i..];
-                    let at = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+                while i < b.len() {
+                    let Some(at) = b[i..].iter().position(|&c| c == b'"' || c == b'\\') else {
+                        i = b.len();
+                        break;
+                    };
                     i += at;
                     if b[i] == b'"' {
                         i += 1;
                         break;
                     }
-                    match b.get(i + 1)? {
-                        b'u' | b'/' => return None,
-                        _ => i += 2,
+                    if matches!(b.get(i + 1), Some(b'u' | b'/')) {
+                        rewrite = true;
                     }
+                    i += 2;
                 }
-                out.extend_from_slice(&b[start..i]);
+                out.extend_from_slice(&b[start..i.min(b.len())]);
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 if c == b'-' && b.get(i + 1) == Some(&b'0') {
-                    return None;
+                    rewrite = true;
                 }
                 i += 1;
                 while i < b.len() && b[i].is_ascii_digit() {
@@ -57,27 +84,55 @@ pub fn compact(raw: &str) -> Option<String> {
                 }
                 let digits = i - start - usize::from(c == b'-');
                 if digits >= 19 || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
-                    return None;
+                    rewrite = true;
                 }
                 out.extend_from_slice(&b[start..i]);
             }
             _ => {
                 // Structure and the literals true, false, null.
+                match c {
+                    b'[' | b'{' => {
+                        level += 1;
+                        depth = depth.max(level);
+                    }
+                    b']' | b'}' => level = level.saturating_sub(1),
+                    _ => {}
+                }
                 out.push(c);
                 i += 1;
             }
         }
     }
-    // Only whole strings were copied and the input was valid UTF-8, so the output is too.
-    String::from_utf8(out).ok()
+    Scan {
+        out,
+        rewrite,
+        depth,
+    }
 }
 
-/// [`compact`], or the value parsed and written again where a copy would differ.
-pub fn compact_or_reparse(raw: &RawValue) -> Result<String, serde_json::Error> {
-    match compact(raw.get()) {
-        Some(s) => Ok(s),
-        None => serde_json::from_str::<serde_json::Value>(raw.get()).map(|v| v.to_string()),
+/// The compact form of `raw`, which must be valid JSON (as a [`RawValue`] is), or `None` when a
+/// copy would differ from what `serde_json` writes for the parsed value (see the module doc).
+pub fn compact(raw: &str) -> Option<String> {
+    let s = scan(raw);
+    // Only whole strings were copied and the input was valid UTF-8, so the output is too.
+    (!s.rewrite)
+        .then(|| String::from_utf8(s.out).ok())
+        .flatten()
+}
+
+/// The compact text of a member nested at most `max_depth` levels (objects and arrays): copied,
+/// or the value parsed and written again where a copy would differ.
+pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<String, CompactError> {
+    let s = scan(raw.get());
+    if s.depth > max_depth {
+        return Err(CompactError::TooDeep(max_depth));
     }
+    if !s.rewrite
+        && let Ok(text) = String::from_utf8(s.out)
+    {
+        return Ok(text);
+    }
+    Ok(serde_json::from_str::<serde_json::Value>(raw.get())?.to_string())
 }
 
 #[cfg(test)]
@@ -128,7 +183,30 @@ mod tests {
         for raw in cases {
             assert_eq!(compact(raw), None, "{raw} must not be copied");
             let r: Box<RawValue> = serde_json::from_str(raw).unwrap();
-            assert_eq!(compact_or_reparse(&r).unwrap(), reparsed(raw), "{raw}");
+            assert_eq!(compact_member(&r, 10).unwrap(), reparsed(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn depth_is_limited_and_bad_values_are_errors() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let ok: Box<RawValue> = serde_json::from_str(&nested(5)).unwrap();
+        assert_eq!(compact_member(&ok, 5).unwrap(), nested(5));
+        // Deeper than allowed, whether it would be copied or written again.
+        for text in [nested(6), nested(6).replace('1', "1.5")] {
+            let deep: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            assert!(
+                matches!(compact_member(&deep, 5), Err(CompactError::TooDeep(5))),
+                "{text}"
+            );
+        }
+        // A RawValue takes these; a Value does not.
+        for text in [r#"{"a":"\ud800"}"#, r#"{"a":1e400}"#] {
+            let bad: Box<RawValue> = serde_json::from_str(text).unwrap();
+            assert!(
+                matches!(compact_member(&bad, 5), Err(CompactError::Json(_))),
+                "{text}"
+            );
         }
     }
 

@@ -97,8 +97,9 @@
 //!
 //! - after `append` returns `Ok`: its records and checkpoint (and so its sequence numbers);
 //! - after `append` returns `Dropped`: the drop is in the pending loss and `next_seq` moved;
-//! - after `ack_up_to` returns: the deletion (a crash before it only means a re-send, which the
-//!   collector de-duplicates by `eventID`);
+//! - after the next flush that follows `ack_up_to` (the next append's, or shutdown's): the
+//!   deletion (a crash before it only means a re-send, which the collector de-duplicates by
+//!   `eventID`);
 //! - the byte and record counts are not stored; they are recomputed by a scan of the chunk keys
 //!   and headers at open (no decompression).
 
