@@ -345,6 +345,9 @@ async fn kv_compare_and_set_rejects_a_stale_revision() {
         })
         .await
         .expect("create the bucket");
+    // The bucket's stream answers writes once it has a leader; on a loaded machine the election
+    // can take longer than the create call (a write before it gets "no responders").
+    stream_info(&js, "KV_leases", Duration::from_secs(30)).await;
 
     let first = kv.create("shard-0", "a".into()).await.expect("create");
     let again = kv.create("shard-0", "b".into()).await;
