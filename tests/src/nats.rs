@@ -219,6 +219,25 @@ impl NatsCluster {
     /// partitioned machine.
     pub fn stop(&self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        // kill(2) returns before the process has stopped: on a busy machine a thread already
+        // running can still answer a request. Wait until /proc says every thread is stopped.
+        if let Some(pid) = self.pid(i) {
+            let stopped = || {
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                    return true; // gone: nothing runs
+                };
+                tasks.flatten().all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state follows the parenthesised command name.
+                    stat.rsplit_once(") ")
+                        .is_none_or(|(_, rest)| rest.starts_with('T'))
+                })
+            };
+            let start = Instant::now();
+            while !stopped() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     /// SIGCONTs node `i` after [`NatsCluster::stop`].
