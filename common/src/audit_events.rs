@@ -313,11 +313,18 @@ fn member_text(raw: &RawValue, name: &str, max_depth: usize) -> Result<String, E
     })
 }
 
-/// A small member of `eventData` (a string, `userIdentity`) as a value.
-fn small_field(raw: Option<&RawValue>, name: &str) -> Result<Option<Value>, EventError> {
-    raw.map(|r| serde_json::from_str(r.get()))
+/// A string member of `eventData`, read from its text and checked by [`string_field`].
+fn string_member(
+    raw: Option<&RawValue>,
+    name: &str,
+    limit: usize,
+    required: bool,
+) -> Result<Option<String>, EventError> {
+    let value = raw
+        .map(|r| serde_json::from_str(r.get()))
         .transpose()
-        .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))
+        .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))?;
+    string_field(value, name, limit, required)
 }
 
 /// `eventData`'s members in their order, each as its JSON text; a repeated member counts once,
@@ -389,7 +396,6 @@ pub fn convert(ev: &AuditEvent, channel: &str, ctx: &Context<'_>) -> Result<Reco
 impl Converted {
     /// The record this JSON is, as the conversion built it.
     pub fn record(&self) -> Result<Record, EventError> {
-        let c = self;
         let read_back = |e: serde_json::Error| {
             ev_err(
                 "InvalidData",
@@ -397,7 +403,7 @@ impl Converted {
             )
         };
         let mut members: serde_json::Map<String, Value> =
-            serde_json::from_slice(&c.json).map_err(read_back)?;
+            serde_json::from_slice(&self.json).map_err(read_back)?;
         // userIdentity's members other than `type` and `principalId` stay in `extra`, as the sender
         // wrote them: read into `UserIdentity`'s typed fields they would be written in another order,
         // and one of an unexpected type (`"arn": 5`) would be refused here but not by the agent.
@@ -477,13 +483,8 @@ pub fn convert_to_json(
             .and_then(|i| known[i].take())
     };
 
-    let version = string_field(
-        small_field(raw("version"), "version")?,
-        "version",
-        LIMIT_VERSION,
-        true,
-    )?
-    .unwrap_or_default();
+    let version =
+        string_member(raw("version"), "version", LIMIT_VERSION, true)?.unwrap_or_default();
     // userIdentity: `type` and `principalId` are read, the other members copied as they are
     // (real identities carry a sessionContext and more, which the record keeps in order).
     let ui_raw = raw("userIdentity")
@@ -517,48 +518,18 @@ pub fn convert_to_json(
             }
         }
     }
-    let identity_type = string_field(
-        small_field(identity_type, "type").map_err(prefixed)?,
-        "type",
-        LIMIT_IDENTITY_TYPE,
-        true,
-    )
-    .map_err(prefixed)?;
-    let principal_id = string_field(
-        small_field(principal_id, "principalId").map_err(prefixed)?,
-        "principalId",
-        LIMIT_1K,
-        true,
-    )
-    .map_err(prefixed)?;
-    let user_agent = string_field(
-        small_field(raw("userAgent"), "userAgent")?,
-        "userAgent",
-        LIMIT_1K,
-        false,
-    )?;
-    let event_source = string_field(
-        small_field(raw("eventSource"), "eventSource")?,
-        "eventSource",
-        LIMIT_1K,
-        true,
-    )?
-    .unwrap_or_default();
-    let event_name = string_field(
-        small_field(raw("eventName"), "eventName")?,
-        "eventName",
-        LIMIT_1K,
-        true,
-    )?
-    .unwrap_or_default();
-    let event_time_raw = string_field(
-        small_field(raw("eventTime"), "eventTime")?,
-        "eventTime",
-        64,
-        true,
-    )?
-    .unwrap_or_default();
-    let uid = string_field(small_field(raw("UID"), "UID")?, "UID", LIMIT_1K, true)?;
+    let identity_type =
+        string_member(identity_type, "type", LIMIT_IDENTITY_TYPE, true).map_err(prefixed)?;
+    let principal_id =
+        string_member(principal_id, "principalId", LIMIT_1K, true).map_err(prefixed)?;
+    let user_agent = string_member(raw("userAgent"), "userAgent", LIMIT_1K, false)?;
+    let event_source =
+        string_member(raw("eventSource"), "eventSource", LIMIT_1K, true)?.unwrap_or_default();
+    let event_name =
+        string_member(raw("eventName"), "eventName", LIMIT_1K, true)?.unwrap_or_default();
+    let event_time_raw =
+        string_member(raw("eventTime"), "eventTime", 64, true)?.unwrap_or_default();
+    let uid = string_member(raw("UID"), "UID", LIMIT_1K, true)?;
     let request_parameters = json_field(
         raw("requestParameters"),
         "requestParameters",
@@ -574,41 +545,21 @@ pub fn convert_to_json(
         "additionalEventData",
         LIMIT_ADDITIONAL,
     )?;
-    let error_code = string_field(
-        small_field(raw("errorCode"), "errorCode")?,
-        "errorCode",
-        LIMIT_ERROR,
-        false,
-    )?;
-    let error_message = string_field(
-        small_field(raw("errorMessage"), "errorMessage")?,
-        "errorMessage",
-        LIMIT_ERROR,
-        false,
-    )?;
-    let source_ip = string_field(
-        small_field(raw("sourceIPAddress"), "sourceIPAddress")?,
-        "sourceIPAddress",
-        64,
-        false,
-    )?;
-    let recipient = string_field(
-        small_field(raw("recipientAccountId"), "recipientAccountId")?,
-        "recipientAccountId",
-        12,
-        true,
-    )
-    .map_err(|e| {
-        if e.code == "FieldTooLong" {
-            ev_err(
-                "InvalidData",
-                "eventData.recipientAccountId is not a 12-digit account id",
-            )
-        } else {
-            e
-        }
-    })?
-    .unwrap_or_default();
+    let error_code = string_member(raw("errorCode"), "errorCode", LIMIT_ERROR, false)?;
+    let error_message = string_member(raw("errorMessage"), "errorMessage", LIMIT_ERROR, false)?;
+    let source_ip = string_member(raw("sourceIPAddress"), "sourceIPAddress", 64, false)?;
+    let recipient = string_member(raw("recipientAccountId"), "recipientAccountId", 12, true)
+        .map_err(|e| {
+            if e.code == "FieldTooLong" {
+                ev_err(
+                    "InvalidData",
+                    "eventData.recipientAccountId is not a 12-digit account id",
+                )
+            } else {
+                e
+            }
+        })?
+        .unwrap_or_default();
 
     let event_time = parse_event_time(&event_time_raw).ok_or_else(|| {
         ev_err(
@@ -748,161 +699,125 @@ struct RecordJson<'a> {
 
 impl RecordJson<'_> {
     fn write(&self) -> Vec<u8> {
-        use erased::Json as _;
-        fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, v: &T) {
-            if out.len() > 1 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            // Strings, numbers and `UserIdentity` always serialize.
-            serde_json::to_writer(&mut *out, v).expect("serializes");
-        }
-        fn text(out: &mut Vec<u8>, name: &str, v: &str) {
-            out.push(b',');
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(v.as_bytes());
-        }
         let r = self.record;
-        let extra: usize = self
+        let texts = [
+            self.request_parameters,
+            self.response_elements,
+            self.additional_event_data,
+        ];
+        let unmapped: usize = self
             .unmapped
             .iter()
             .map(|(k, v)| k.len() + v.len() + 4)
             .sum();
         let mut out = Vec::with_capacity(
-            1024 + self.request_parameters.map_or(0, str::len)
-                + self.response_elements.map_or(0, str::len)
-                + self.additional_event_data.map_or(0, str::len)
-                + extra,
+            1024 + texts.iter().flatten().map(|t| t.len()).sum::<usize>() + unmapped,
         );
-        out.push(b'{');
-        member(&mut out, "eventVersion", &r.event_version);
+        let mut o = JsonObject::open(&mut out);
+        o.string("eventVersion", &r.event_version);
         // `userIdentity` as `UserIdentity` writes one whose other members are all in `extra`.
-        out.extend_from_slice(b",\"userIdentity\":{");
         let ui = r.user_identity.as_ref().expect("set above");
-        let ui_start = out.len();
-        for (name, v) in [
-            ("type", &ui.identity_type),
-            ("principalId", &ui.principal_id),
-        ] {
-            if let Some(v) = v {
-                if out.len() > ui_start {
-                    out.push(b',');
-                }
-                name.write_to(&mut out);
-                out.push(b':');
-                v.as_str().write_to(&mut out);
-            }
-        }
+        let mut u = o.object("userIdentity");
+        u.opt_string("type", ui.identity_type.as_deref());
+        u.opt_string("principalId", ui.principal_id.as_deref());
         for (k, v) in self.identity_extra {
-            if out.len() > ui_start {
-                out.push(b',');
-            }
-            k.as_str().write_to(&mut out);
-            out.push(b':');
-            out.extend_from_slice(v.as_bytes());
+            u.text(k, v);
         }
-        out.push(b'}');
-        member(&mut out, "eventTime", &r.event_time);
-        member(&mut out, "eventSource", &r.event_source);
-        member(&mut out, "eventName", &r.event_name);
-        member(&mut out, "awsRegion", &r.aws_region);
-        for (name, v) in [
-            ("sourceIPAddress", &r.source_ip_address),
-            ("userAgent", &r.user_agent),
-            ("errorCode", &r.error_code),
-            ("errorMessage", &r.error_message),
-        ] {
-            if let Some(v) = v {
-                member(&mut out, name, v);
-            }
-        }
-        text(
-            &mut out,
+        u.close();
+        o.string("eventTime", &r.event_time);
+        o.string("eventSource", &r.event_source);
+        o.string("eventName", &r.event_name);
+        o.string("awsRegion", &r.aws_region);
+        o.opt_string("sourceIPAddress", r.source_ip_address.as_deref());
+        o.opt_string("userAgent", r.user_agent.as_deref());
+        o.opt_string("errorCode", r.error_code.as_deref());
+        o.opt_string("errorMessage", r.error_message.as_deref());
+        o.text(
             "requestParameters",
             self.request_parameters.unwrap_or("null"),
         );
-        text(
-            &mut out,
-            "responseElements",
-            self.response_elements.unwrap_or("null"),
-        );
+        o.text("responseElements", self.response_elements.unwrap_or("null"));
         if let Some(v) = self.additional_event_data {
-            text(&mut out, "additionalEventData", v);
+            o.text("additionalEventData", v);
         }
-        if let Some(v) = &r.request_id {
-            member(&mut out, "requestID", v);
-        }
-        member(&mut out, "eventID", &r.event_id);
-        member(&mut out, "eventType", &r.event_type);
-        member(&mut out, "recipientAccountId", r.account());
-        if let Some(v) = &r.event_category {
-            member(&mut out, "eventCategory", v);
-        }
-        out.extend_from_slice(b",\"metadata\":{");
-        let start = out.len() - 1;
-        let meta = |out: &mut Vec<u8>, name: &str, v: &dyn erased::Json| {
-            if out.len() > start + 1 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            v.write_to(out);
-        };
-        meta(&mut out, "ingestionTime", &self.ingestion_time);
-        meta(&mut out, "channelARN", &self.channel);
-        meta(&mut out, "auditEventId", &self.audit_event_id);
-        meta(&mut out, "eventDataVersion", &self.version);
+        o.opt_string("requestID", r.request_id.as_deref());
+        o.string("eventID", &r.event_id);
+        o.string("eventType", &r.event_type);
+        o.string("recipientAccountId", r.account());
+        o.opt_string("eventCategory", r.event_category.as_deref());
+        let mut m = o.object("metadata");
+        m.string("ingestionTime", self.ingestion_time);
+        m.string("channelARN", self.channel);
+        m.string("auditEventId", self.audit_event_id);
+        m.string("eventDataVersion", self.version);
         if let Some(uid) = self.sender_uid {
-            meta(&mut out, "senderUid", &uid);
+            m.text("senderUid", &uid.to_string());
         }
         if !self.unmapped.is_empty() {
-            meta(
-                &mut out,
-                "unmappedEventData",
-                &erased::Object(self.unmapped),
-            );
+            let mut e = m.object("unmappedEventData");
+            for (k, v) in self.unmapped {
+                e.text(k, v);
+            }
+            e.close();
         }
-        out.extend_from_slice(b"}}");
+        m.close();
+        o.close();
         out
     }
 }
 
-/// The few shapes `metadata` and `userIdentity` hold, written without a tree.
-mod erased {
-    pub trait Json {
-        fn write_to(&self, out: &mut Vec<u8>);
+/// A JSON object written member by member, as `serde_json` writes one: a comma between members,
+/// keys and string values escaped by `serde_json`, other values given as compact text.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, empty: true }
     }
-    impl Json for &str {
-        fn write_to(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(&mut *out, self).expect("a string serializes");
+
+    /// Writes `"key":` (after a comma unless first) and returns the buffer for the value.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        write_string(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        write_string(self.key(key), value);
+    }
+
+    fn opt_string(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.string(key, v);
         }
     }
-    impl Json for u32 {
-        fn write_to(&self, out: &mut Vec<u8>) {
-            out.extend_from_slice(self.to_string().as_bytes());
-        }
+
+    /// A member whose value is compact JSON text already.
+    fn text(&mut self, key: &str, json: &str) {
+        self.key(key).extend_from_slice(json.as_bytes());
     }
-    /// Members whose values are compact JSON text already.
-    pub struct Object<'a>(pub &'a [(&'a str, String)]);
-    impl Json for Object<'_> {
-        fn write_to(&self, out: &mut Vec<u8>) {
-            out.push(b'{');
-            for (i, (k, v)) in self.0.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                k.write_to(out);
-                out.push(b':');
-                out.extend_from_slice(v.as_bytes());
-            }
-            out.push(b'}');
-        }
+
+    /// A member whose value is an object, written through the returned writer.
+    fn object(&mut self, key: &str) -> JsonObject<'_> {
+        JsonObject::open(self.key(key))
     }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    serde_json::to_writer(out, s).expect("a string serializes");
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! PutAuditEvents carries each event's `requestParameters`, `responseElements` and
 //! `additionalEventData` as JSON the record keeps. Parsing them into `serde_json::Value` only to
 //! write them out again was most of the agent's CPU per application event (allocation per node,
-//! an ordered map per object, the drop). [`compact`] writes the same bytes `serde_json` would
-//! write for the parsed value in one pass over the text, and says when it cannot promise that:
+//! an ordered map per object, the drop). [`compact_member`] writes the same bytes `serde_json`
+//! would write for the parsed value, in one pass over the text where it can:
 //!
 //! - `serde_json` rewrites some escapes (`\u00e9` becomes `é`, `\/` becomes `/`) and some numbers
 //!   (`1E2` becomes `100.0`, integers beyond 64 bits become floats); text holding a `\u` or `\/`
 //!   escape, a fraction, an exponent, `-0` or an integer of 19 or more digits goes through
-//!   `Value` instead ([`compact_member`]), so the result is byte for byte what it was;
+//!   `Value` instead, so the result is byte for byte what it was;
 //! - whitespace outside strings is dropped, everything else is copied.
 //!
 //! One difference remains, by choice: a key repeated inside one object stays repeated, where a
@@ -110,16 +110,6 @@ fn scan(raw: &str) -> Scan {
     }
 }
 
-/// The compact form of `raw`, which must be valid JSON (as a [`RawValue`] is), or `None` when a
-/// copy would differ from what `serde_json` writes for the parsed value (see the module doc).
-pub fn compact(raw: &str) -> Option<String> {
-    let s = scan(raw);
-    // Only whole strings were copied and the input was valid UTF-8, so the output is too.
-    (!s.rewrite)
-        .then(|| String::from_utf8(s.out).ok())
-        .flatten()
-}
-
 /// The compact text of a member nested at most `max_depth` levels (objects and arrays): copied,
 /// or the value parsed and written again where a copy would differ.
 pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<String, CompactError> {
@@ -138,6 +128,12 @@ pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<String, Compac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The copy of `raw`, or `None` where serde_json would write something else.
+    fn compact(raw: &str) -> Option<String> {
+        let s = scan(raw);
+        (!s.rewrite).then(|| String::from_utf8(s.out).unwrap())
+    }
 
     /// What the old path gave: parse into a `Value`, write it compactly.
     fn reparsed(raw: &str) -> String {
