@@ -19,6 +19,8 @@
 //! A `RawValue` is read without `serde_json`'s nesting limit, so [`compact_member`] applies one:
 //! the caller's, chosen so the record holding the member can still be read.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 /// Why a member cannot be copied.
@@ -35,23 +37,37 @@ pub enum CompactError {
 
 /// What one pass over the text found.
 struct Scan {
-    out: Vec<u8>,
+    /// The copy without whitespace, when one was asked for.
+    out: Option<String>,
+    /// Whitespace outside strings: the text is not compact as it stands.
+    spaced: bool,
     /// Something `serde_json` would write differently (see the module doc).
     rewrite: bool,
     depth: usize,
 }
 
-/// Copies `raw` (valid JSON, as a [`RawValue`] is) without its whitespace, noting whether the
-/// copy would differ from what `serde_json` writes and how deep it nests.
-fn scan(raw: &str) -> Scan {
+/// Reads `raw` (valid JSON, as a [`RawValue`] is), noting whether it holds whitespace outside
+/// strings, whether a copy would differ from what `serde_json` writes and how deep it nests;
+/// with `copy`, also copies it without that whitespace.
+fn scan(raw: &str, copy: bool) -> Scan {
     let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let (mut rewrite, mut depth, mut level) = (false, 0usize, 0usize);
+    // Only whole tokens are copied, and every token starts and ends on an ASCII byte, so each
+    // copied slice of `raw` is whole characters: the copy is a `String` without a UTF-8 check.
+    let mut out = copy.then(|| String::with_capacity(b.len()));
+    let mut push = |text: &str| {
+        if let Some(out) = out.as_mut() {
+            out.push_str(text);
+        }
+    };
+    let (mut spaced, mut rewrite, mut depth, mut level) = (false, false, 0usize, 0usize);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
         match c {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                spaced = true;
+                i += 1;
+            }
             b'"' => {
                 // A string: copied up to its closing quote; escapes are checked, not decoded.
                 let start = i;
@@ -71,7 +87,7 @@ fn scan(raw: &str) -> Scan {
                     }
                     i += 2;
                 }
-                out.extend_from_slice(&b[start..i.min(b.len())]);
+                push(&raw[start..i.min(b.len())]);
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
@@ -86,10 +102,10 @@ fn scan(raw: &str) -> Scan {
                 if digits >= 19 || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
                     rewrite = true;
                 }
-                out.extend_from_slice(&b[start..i]);
+                push(&raw[start..i]);
             }
             _ => {
-                // Structure and the literals true, false, null.
+                // Structure and the literals true, false, null (ASCII: one byte is one char).
                 match c {
                     b'[' | b'{' => {
                         level += 1;
@@ -98,31 +114,38 @@ fn scan(raw: &str) -> Scan {
                     b']' | b'}' => level = level.saturating_sub(1),
                     _ => {}
                 }
-                out.push(c);
+                push(&raw[i..i + 1]);
                 i += 1;
             }
         }
     }
     Scan {
         out,
+        spaced,
         rewrite,
         depth,
     }
 }
 
-/// The compact text of a member nested at most `max_depth` levels (objects and arrays): copied,
-/// or the value parsed and written again where a copy would differ.
-pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<String, CompactError> {
-    let s = scan(raw.get());
+/// The compact text of a member nested at most `max_depth` levels (objects and arrays): the
+/// text itself when it is compact already (the usual case: senders write JSON with a library),
+/// else a copy without its whitespace, or the value parsed and written again where a copy
+/// would differ.
+pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<Cow<'_, str>, CompactError> {
+    let text = raw.get();
+    let s = scan(text, false);
     if s.depth > max_depth {
         return Err(CompactError::TooDeep(max_depth));
     }
-    if !s.rewrite
-        && let Ok(text) = String::from_utf8(s.out)
-    {
-        return Ok(text);
+    if s.rewrite {
+        return Ok(Cow::Owned(
+            serde_json::from_str::<serde_json::Value>(text)?.to_string(),
+        ));
     }
-    Ok(serde_json::from_str::<serde_json::Value>(raw.get())?.to_string())
+    if !s.spaced {
+        return Ok(Cow::Borrowed(text));
+    }
+    Ok(Cow::Owned(scan(text, true).out.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -131,8 +154,8 @@ mod tests {
 
     /// The copy of `raw`, or `None` where serde_json would write something else.
     fn compact(raw: &str) -> Option<String> {
-        let s = scan(raw);
-        (!s.rewrite).then(|| String::from_utf8(s.out).unwrap())
+        let s = scan(raw, true);
+        (!s.rewrite).then(|| s.out.unwrap())
     }
 
     /// What the old path gave: parse into a `Value`, write it compactly.
@@ -180,6 +203,23 @@ mod tests {
             assert_eq!(compact(raw), None, "{raw} must not be copied");
             let r: Box<RawValue> = serde_json::from_str(raw).unwrap();
             assert_eq!(compact_member(&r, 10).unwrap(), reparsed(raw), "{raw}");
+        }
+    }
+
+    /// Compact text is the member's own text (no copy); spaced text is copied without its
+    /// spaces; both are what serde_json writes.
+    #[test]
+    fn compact_text_is_kept_and_spaced_text_copied() {
+        for (text, borrowed) in [
+            (r#"{"a":[1,true,null],"b":"x y"}"#, true),
+            (r#"{ "a" : [1, true ,null] ,"b":"x y" }"#, false),
+            ("\n[ ]\t", false),
+            (r#""é""#, true),
+        ] {
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let got = compact_member(raw, 10).unwrap();
+            assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{text}");
+            assert_eq!(got, reparsed(text), "{text}");
         }
     }
 
