@@ -18,17 +18,19 @@
 //!     shipper --zstd ndjson over mTLS, sequence numbers--> collector (acknowledged -> deleted)
 //!
 //! control.sock / [control] metrics_listen: status, metrics, resend-set-aside (control)
-//! config --Config::host_identity--> host_identity::HostIdentity, copied by every part above
+//! config (the file's shape) --Config::validate--> settings::Settings: typed, checked, the
+//!   only thing runtime::run and the CLI take; its identity is the one
+//!   host_identity::HostIdentity, copied by every part above
 //! ```
 //!
 //! `runtime::run` wires these together and owns the shutdown order: inputs stop, the agent's
 //! stop record is buffered, the shipper sends what it can, the buffer is flushed. Every part
-//! names records after the one [`host_identity::HostIdentity`] built from the config; who a
-//! record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
+//! names records after the one [`host_identity::HostIdentity`] of the [`settings::Settings`];
+//! who a record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
 //! `sidecar::caller_identity` (HTTP callers); every loss the agent knows of becomes a record of
-//! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config depends on the
-//! parts it configures, never the reverse. docs/agent.md, "Architecture", walks the same path
-//! and lists every module.
+//! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config and the
+//! settings depend on the parts they configure, never the reverse. docs/agent.md,
+//! "Architecture", walks the same path and lists every module.
 
 pub mod agent_events;
 pub mod app_events;
@@ -41,6 +43,7 @@ pub mod host_identity;
 pub mod http_util;
 pub mod metrics;
 pub mod runtime;
+pub mod settings;
 pub mod ship_batch;
 pub mod shipper;
 pub mod sidecar;

@@ -16,13 +16,12 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use crate::app_events::{AppEvents, Converter};
-use crate::buffer::{Appended, Buffer, BufferError, BufferOptions};
-use crate::config::Config;
+use crate::buffer::{Appended, Buffer, BufferError};
 use crate::control::Control;
-use crate::host_identity::HostIdentity;
 use crate::http_util;
 use crate::metrics::Metrics;
-use crate::shipper::{CollectorUrl, Shipper, ShipperOptions};
+use crate::settings::Settings;
+use crate::shipper::{Shipper, ShipperOptions};
 use crate::sink::RecordSink;
 use crate::sources;
 
@@ -38,8 +37,6 @@ pub enum RuntimeError {
     Buffer(#[from] BufferError),
     #[error("collector TLS: {0}")]
     Tls(#[from] groundtrail_common::tls::TlsError),
-    #[error("collector URL {url}: {why}")]
-    Url { url: String, why: String },
     #[error("cannot listen on {what}: {source}")]
     Listen {
         what: String,
@@ -47,58 +44,38 @@ pub enum RuntimeError {
     },
 }
 
-/// Opens the buffer described by `config`; its loss records name `id`.
+/// Opens the buffer the settings name; its loss records name `settings.identity`.
 pub fn open_buffer(
-    config: &Config,
-    id: &HostIdentity,
+    settings: &Settings,
 ) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
-    let opts = BufferOptions {
-        max_bytes: config.buffer.max_bytes,
-        full_policy: config.buffer.full_policy,
-        flush_delay: Duration::from_millis(config.buffer.flush_delay_ms),
-        set_aside_max_bytes: config.buffer.set_aside_max_bytes,
-        stuck_after: Duration::from_millis(config.buffer.stuck_after_ms),
-    };
-    Ok(Buffer::open(&config.buffer_dir(), opts, id.clone())?)
+    Ok(Buffer::open(
+        &settings.buffer_dir(),
+        settings.buffer.clone(),
+        settings.identity.clone(),
+    )?)
 }
 
-fn shipper_options(config: &Config, id: &HostIdentity) -> Result<ShipperOptions, RuntimeError> {
-    let mut urls = Vec::new();
-    for raw in &config.collector.urls {
-        urls.push(CollectorUrl::parse(raw).map_err(|why| RuntimeError::Url {
-            url: raw.clone(),
-            why,
-        })?);
-    }
-    let tls = if urls.iter().any(|u| u.tls) {
-        let c = &config.collector;
-        let ca = c.ca.as_deref().ok_or_else(|| RuntimeError::Url {
-            url: config.collector.urls.join(", "),
-            why: "https needs [collector] ca".into(),
-        })?;
-        let identity = match (&c.client_cert, &c.client_key) {
-            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-            _ => None,
-        };
-        Some(groundtrail_common::tls::client_config(ca, identity)?)
-    } else {
-        None
+/// The shipper's options: the settings, and what only a start can add (the TLS files loaded).
+fn shipper_options(settings: &Settings) -> Result<ShipperOptions, RuntimeError> {
+    let tls = match settings.collector.tls_files() {
+        Some((ca, identity)) => Some(groundtrail_common::tls::client_config(ca, identity)?),
+        None => None,
     };
-    let s = &config.shipper;
+    let s = &settings.shipper;
     Ok(ShipperOptions {
-        urls,
+        urls: settings.collector.urls.clone(),
         tls,
-        agent_name: config.agent.host.clone(),
+        agent_name: settings.identity.host.clone(),
         batch_max_records: s.batch_max_records,
-        batch_max_bytes: s.batch_max_bytes as usize,
-        batch_max_wait: Duration::from_millis(s.batch_max_wait_ms),
-        retry_initial: Duration::from_millis(s.retry_initial_ms),
-        retry_max: Duration::from_millis(s.retry_max_ms),
-        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        batch_max_bytes: s.batch_max_bytes,
+        batch_max_wait: s.batch_max_wait,
+        retry_initial: s.retry_initial,
+        retry_max: s.retry_max,
+        request_timeout: s.request_timeout,
         compress: s.compress,
-        drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-        id: id.clone(),
-        set_aside_retry: Duration::from_millis(s.set_aside_retry_ms),
+        drain_timeout: s.drain_timeout,
+        id: settings.identity.clone(),
+        set_aside_retry: s.set_aside_retry,
     })
 }
 
@@ -134,24 +111,24 @@ async fn release_idle_memory(buffer: Buffer, mut shutdown: Shutdown) {
 
 /// Runs the agent until `stop` resolves (with the reason, e.g. the signal's name).
 pub async fn run(
-    config: Config,
+    settings: Settings,
     stop: impl Future<Output = &'static str>,
 ) -> Result<(), RuntimeError> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&config.agent.data_dir).map_err(|source| RuntimeError::DataDir {
-        path: config.agent.data_dir.display().to_string(),
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
+        path: settings.data_dir.display().to_string(),
         source,
     })?;
     // The one host identity every component below names records with.
-    let id = config.host_identity();
-    let shipper_opts = shipper_options(&config, &id)?;
-    let (buffer, report) = open_buffer(&config, &id)?;
+    let id = settings.identity.clone();
+    let shipper_opts = shipper_options(&settings)?;
+    let (buffer, report) = open_buffer(&settings)?;
     if let Some(q) = &report.quarantined {
         tracing::error!(aside = %q.path, error = %q.error, "the buffer was damaged; moved aside, started fresh, loss recorded in the trail");
     }
     tracing::info!(
-        host = %id.host, depth = report.depth, buffer = %config.buffer_dir().display(),
-        collector = %config.collector.urls.join(", "), "agent starting"
+        host = %id.host, depth = report.depth, buffer = %settings.buffer_dir().display(),
+        collector = %settings.collector.raw_urls().join(", "), "agent starting"
     );
     let metrics = Arc::new(Metrics::default());
 
@@ -172,7 +149,7 @@ pub async fn run(
         started,
         resend: resend_tx,
     });
-    let control_path = config.control_socket();
+    let control_path = settings.control.socket.clone();
     let listener = http_util::bind_unix(&control_path, 0o600)
         .await
         .map_err(|source| RuntimeError::Listen {
@@ -182,10 +159,10 @@ pub async fn run(
     let mut control_tasks = vec![tokio::spawn(http_util::serve_unix(
         listener,
         control.clone().handler(false),
-        http_util::Limits::new(&config.local_http),
+        settings.local_http.limits(),
         Shutdown::new(control_tx.subscribe()),
     ))];
-    if let Some(addr) = config.control.metrics_listen {
+    if let Some(addr) = settings.control.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RuntimeError::Listen {
@@ -195,7 +172,7 @@ pub async fn run(
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),
-            http_util::Limits::new(&config.local_http),
+            settings.local_http.limits(),
             Shutdown::new(control_tx.subscribe()),
         )));
     }
@@ -203,9 +180,9 @@ pub async fn run(
     let start = id.agent_start(json!({
         "bufferDepth": report.depth,
         "nextSeq": buffer.status().next_seq,
-        "collectorUrls": config.collector.urls,
+        "collectorUrls": settings.collector.raw_urls(),
         "fullPolicy": buffer.status().full_policy,
-        "maxBytes": config.buffer.max_bytes,
+        "maxBytes": settings.buffer.max_bytes,
     }));
     match buffer.append(vec![start], None).await {
         Ok(Appended::Dropped(_)) => tracing::warn!("AgentStart dropped: buffer full"),
@@ -222,8 +199,8 @@ pub async fn run(
         metrics: metrics.clone(),
         default_channel: AppEvents::default_channel_for(&id),
     });
-    let app_path = config.app_socket();
-    let listener = http_util::bind_unix(&app_path, config.app_socket_mode())
+    let app_path = settings.app_events.socket.clone();
+    let listener = http_util::bind_unix(&app_path, settings.app_events.socket_mode)
         .await
         .map_err(|source| RuntimeError::Listen {
             what: app_path.display().to_string(),
@@ -232,10 +209,10 @@ pub async fn run(
     let mut input_tasks = vec![tokio::spawn(http_util::serve_unix(
         listener,
         app.clone().handler(),
-        http_util::Limits::new(&config.local_http),
+        settings.local_http.limits(),
         Shutdown::new(input_tx.subscribe()),
     ))];
-    if let Some(addr) = config.app_events.http_listen {
+    if let Some(addr) = settings.app_events.http_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RuntimeError::Listen {
@@ -245,17 +222,17 @@ pub async fn run(
         input_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             app.clone().handler(),
-            http_util::Limits::new(&config.local_http),
+            settings.local_http.limits(),
             Shutdown::new(input_tx.subscribe()),
         )));
     }
     input_tasks.extend(sources::spawn_all(
-        &config.sources,
+        &settings.sources,
         &id,
         sink.clone(),
         Shutdown::new(input_tx.subscribe()),
     ));
-    if let Some(sidecar) = config.sidecar.clone() {
+    if let Some(sidecar) = settings.sidecar.clone() {
         // Bind here, not in the task, so a taken port fails the start instead of a log line.
         let listener = tokio::net::TcpListener::bind(sidecar.listen)
             .await
