@@ -2,10 +2,10 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! host logs --tail (files: rotation-aware, checkpoints) --+
-//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   sources::registry::REGISTRY
-//!   who: sources::host_accounts (uid -> userIdentity)     |   (one entry per host source)
-//! apps --POST /PutAuditEvents (Unix socket)--> app_events +
+//! apps --POST /PutAuditEvents (Unix socket)--> app_events +   sources::registry::REGISTRY:
+//! host logs --tail (files: rotation-aware, checkpoints) --+   every input, one entry each,
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   started in this order;
+//!   who: sources::host_accounts (uid -> userIdentity)     |   endpoints bound before READY
 //! HTTP clients --> sidecar (reverse proxy) --> upstream   |
 //!   who: sidecar::caller_identity \-- a record per call -+
 //!                                                         v

@@ -2,7 +2,9 @@
 //! them in an order that loses nothing.
 //!
 //! Start: buffer -> shipper and control socket (so a full buffer can drain) -> `AgentStart`
-//! record -> app-events endpoint -> sources.
+//! record -> the inputs in `sources::registry::REGISTRY`'s order: the app-events endpoint, the
+//! host sources, the sidecar (each endpoint bound before the next input starts; a taken port
+//! or a live socket fails the start) -> `READY=1`.
 //! Stop (SIGTERM/SIGINT): sources and endpoints stop taking input -> `AgentStop` record -> the
 //! shipper drains for at most `drain_timeout_ms` -> buffer flushed and closed. Whatever is not
 //! shipped stays in the buffer for the next start.
@@ -15,7 +17,6 @@ use groundtrail_common::shutdown::Shutdown;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::app_events::{AppEvents, Converter};
 use crate::buffer::{Appended, Buffer, BufferError};
 use crate::control::Control;
 use crate::http_util;
@@ -42,6 +43,9 @@ pub enum RuntimeError {
         what: String,
         source: std::io::Error,
     },
+    /// An input could not start (its listener could not be bound).
+    #[error(transparent)]
+    Input(#[from] sources::registry::StartError),
 }
 
 /// Opens the buffer the settings name; its loss records name `settings.identity`.
@@ -114,6 +118,7 @@ pub async fn run(
     settings: Settings,
     stop: impl Future<Output = &'static str>,
 ) -> Result<(), RuntimeError> {
+    let settings = Arc::new(settings);
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
         path: settings.data_dir.display().to_string(),
@@ -193,68 +198,19 @@ pub async fn run(
     // Every input (PutAuditEvents, the sources, the sidecar) stores through `Fitted`: no
     // record the collector would refuse for its size reaches the buffer.
     let sink: Arc<dyn RecordSink> = Arc::new(crate::sink::Fitted::new(Arc::new(buffer.clone())));
-    let app = Arc::new(AppEvents {
-        converter: Converter { id: id.clone() },
-        sink: sink.clone(),
-        metrics: metrics.clone(),
-        default_channel: AppEvents::default_channel_for(&id),
-    });
-    let app_path = settings.app_events.socket.clone();
-    let listener = http_util::bind_unix(&app_path, settings.app_events.socket_mode)
-        .await
-        .map_err(|source| RuntimeError::Listen {
-            what: app_path.display().to_string(),
-            source,
-        })?;
-    let mut input_tasks = vec![tokio::spawn(http_util::serve_unix(
-        listener,
-        app.clone().handler(),
-        settings.local_http.limits(),
+    // The inputs, in the registry's order; every endpoint is bound when this returns.
+    let mut input_tasks = sources::registry::start_all(
+        settings.clone(),
+        sink,
+        metrics.clone(),
         Shutdown::new(input_tx.subscribe()),
-    ))];
-    if let Some(addr) = settings.app_events.http_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RuntimeError::Listen {
-                what: addr.to_string(),
-                source,
-            })?;
-        input_tasks.push(tokio::spawn(http_util::serve_tcp(
-            l,
-            app.clone().handler(),
-            settings.local_http.limits(),
-            Shutdown::new(input_tx.subscribe()),
-        )));
-    }
-    input_tasks.extend(sources::spawn_all(
-        &settings.sources,
-        &id,
-        sink.clone(),
-        Shutdown::new(input_tx.subscribe()),
-    ));
-    if let Some(sidecar) = settings.sidecar.clone() {
-        // Bind here, not in the task, so a taken port fails the start instead of a log line.
-        let listener = tokio::net::TcpListener::bind(sidecar.listen)
-            .await
-            .map_err(|source| RuntimeError::Listen {
-                what: format!("sidecar {}", sidecar.listen),
-                source,
-            })?;
-        tracing::info!(listen = %sidecar.listen, upstream = %sidecar.upstream, "sidecar proxy running");
-        let shutdown = Shutdown::new(input_tx.subscribe());
-        let host = id.clone();
-        input_tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                crate::sidecar::run_with_listener(sidecar, host, sink, listener, shutdown).await
-            {
-                tracing::error!(error = %e, "sidecar proxy stopped");
-            }
-        }));
-    }
+    )
+    .await?;
     input_tasks.push(tokio::spawn(release_idle_memory(
         buffer.clone(),
         Shutdown::new(input_tx.subscribe()),
     )));
+    let app_path = &settings.app_events.socket;
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
     // systemd (Type=notify): ready once every endpoint is bound and the sources run.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
@@ -298,7 +254,7 @@ pub async fn run(
     }
     let _ = control_tx.send(());
     futures_join(control_tasks).await;
-    let _ = std::fs::remove_file(&app_path);
+    let _ = std::fs::remove_file(app_path);
     let _ = std::fs::remove_file(&control_path);
     let st = buffer.status();
     tracing::info!(
