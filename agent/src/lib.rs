@@ -2,12 +2,12 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! apps --POST /PutAuditEvents (Unix socket)--> app_events +   sources::registry::REGISTRY:
-//! host logs --tail (files: rotation-aware, checkpoints) --+   every input, one entry each,
-//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   started in this order;
-//!   who: sources::host_accounts (uid -> userIdentity)     |   endpoints bound before READY
+//! apps --POST /PutAuditEvents (Unix socket)--> app_events +   sources::registry::REGISTRY
+//! host logs --tail (files: rotation-aware, checkpoints) --+   (every input, started in
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   this order; endpoints bound
+//!   who: sources::host_accounts (uid -> userIdentity)     |   before READY)
 //! HTTP clients --> sidecar (reverse proxy) --> upstream   |
-//!   who: sidecar::caller_identity \-- a record per call -+
+//!   who: sidecar::caller_identity \-- a record per call --+
 //!                                                         v
 //!                    sink::Fitted (records fit the collector's limits)
 //!                                                         v
@@ -33,7 +33,6 @@
 //! "Architecture", walks the same path and lists every module.
 
 pub mod agent_events;
-pub mod app_events;
 pub mod buffer;
 pub mod buffer_tools;
 pub mod cli;

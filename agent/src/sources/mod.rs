@@ -1,4 +1,6 @@
-//! Host sources: each turns raw host activity into CloudTrail records.
+//! The agent's inputs: the host sources, each turning raw host activity into CloudTrail
+//! records, and [`app_events`], the PutAuditEvents endpoint for applications (the sidecar, an
+//! input too, is `crate::sidecar`). [`registry`] lists and starts them all.
 //!
 //! | module | input | eventSources |
 //! | --- | --- | --- |
@@ -15,9 +17,10 @@
 //! must not stop the trail. The catalog of shapes is `docs/sources.md`.
 //!
 //! The agent starts them from one list, [`registry::REGISTRY`], together with the endpoints that
-//! take records from callers (application events, the sidecar): a new source is its module, its
-//! `[sources.<name>]` table and one line there.
+//! take records from callers (application events, the sidecar): a new host source is its module,
+//! its `[sources.<name>]` table and one line there.
 
+pub mod app_events;
 pub mod auditd;
 pub mod auth_log;
 pub mod fim;

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use groundtrail_common::shutdown::Shutdown;
 use tokio::task::JoinHandle;
 
+use super::app_events::{AppEvents, Converter};
 use super::host_accounts::Passwd;
 use super::{Env, SourceStats, Zone, auditd, auth_log, fim, journald, packages, spawn_file};
-use crate::app_events::{AppEvents, Converter};
 use crate::http_util;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -261,7 +261,7 @@ impl Source for Journald {
     }
 }
 
-/// `PutAuditEvents` for applications ([`crate::app_events`]): the Unix socket, and the
+/// `PutAuditEvents` for applications ([`super::app_events`]): the Unix socket, and the
 /// loopback HTTP listener when `[app_events] http_listen` is set.
 struct AppEventsEndpoint;
 impl Source for AppEventsEndpoint {
