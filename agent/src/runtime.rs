@@ -62,7 +62,10 @@ pub fn open_buffer(
 /// The shipper's options: the settings, and what only a start can add (the TLS files loaded).
 fn shipper_options(settings: &Settings) -> Result<ShipperOptions, RuntimeError> {
     let tls = match settings.collector.tls_files() {
-        Some((ca, identity)) => Some(groundtrail_common::tls::client_config(ca, identity)?),
+        Some(files) => Some(groundtrail_common::tls::client_config(
+            files.ca,
+            files.identity,
+        )?),
         None => None,
     };
     let s = &settings.shipper;

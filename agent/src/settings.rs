@@ -84,20 +84,28 @@ pub struct ClientIdentity {
     pub key: PathBuf,
 }
 
+/// The files the shipper's TLS config is loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsFiles<'a> {
+    pub ca: &'a Path,
+    /// Certificate and key, for mutual TLS.
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
 impl CollectorSettings {
     /// The TLS files to load when a URL is https (`None` when every URL is plain http): the CA,
     /// and the client identity if one is given.
-    #[allow(clippy::type_complexity)]
-    pub fn tls_files(&self) -> Option<(&Path, Option<(&Path, &Path)>)> {
+    pub fn tls_files(&self) -> Option<TlsFiles<'_>> {
         if !self.urls.iter().any(|u| u.tls) {
             return None;
         }
+        // Validation refused an https URL without a CA, so this is `Some` here.
         let ca = self.ca.as_deref()?;
         let identity = self
             .client_identity
             .as_ref()
             .map(|c| (c.cert.as_path(), c.key.as_path()));
-        Some((ca, identity))
+        Some(TlsFiles { ca, identity })
     }
 
     /// The URLs as the operator wrote them.
@@ -762,7 +770,10 @@ request_timeout_ms = 1500
         let s = settings(&text(r#"["http://a:7480", "https://b:7480"]"#)).unwrap();
         assert_eq!(
             s.collector.tls_files(),
-            Some((ca.as_path(), Some((cert.as_path(), key.as_path()))))
+            Some(TlsFiles {
+                ca: &ca,
+                identity: Some((&cert, &key))
+            })
         );
     }
 
