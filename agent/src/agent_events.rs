@@ -20,7 +20,7 @@ pub const USER_AGENT: &str = concat!("groundtrail-agent/", env!("CARGO_PKG_VERSI
 /// the host's accounts (`sources::host_accounts`).
 impl HostIdentity {
     /// `groundtrail.<domain>`: the eventSource of the agent's own records. Applications may not
-    /// post records under it (see `app_events`).
+    /// post records under it (see `sources::app_events`).
     pub fn agent_event_source(&self) -> String {
         format!("groundtrail.{}", self.domain)
     }

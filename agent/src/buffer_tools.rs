@@ -106,7 +106,7 @@ impl Target {
             .config
             .clone()
             .or_else(|| std::env::var_os("GROUNDTRAIL_AGENT_CONFIG").map(PathBuf::from));
-        Ok(crate::cli::load_config(config.as_deref())?.buffer_dir())
+        Ok(crate::cli::load_settings(config.as_deref())?.buffer_dir())
     }
 }
 

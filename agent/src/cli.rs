@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::http_util;
+use crate::settings::Settings;
 
 /// Groundtrail's host agent: captures admin actions and API calls as CloudTrail records,
 /// buffers them durably and ships them to the collector.
@@ -93,14 +94,13 @@ pub enum Command {
     },
 }
 
-/// The config from `--config`, or the embedded default, with the environment overrides
-/// (`GROUNDTRAIL_AGENT__SECTION__FIELD`) applied.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+/// The settings from `--config`, or the embedded default, with the environment overrides
+/// (`GROUNDTRAIL_AGENT__SECTION__FIELD`) applied, validated.
+pub fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
+    let loaded = Config::load_with_env(path).and_then(Config::validate);
     match path {
-        Some(p) => {
-            Config::load_with_env(Some(p)).with_context(|| format!("config {}", p.display()))
-        }
-        None => Config::load_with_env(None).context("embedded default config"),
+        Some(p) => loaded.with_context(|| format!("config {}", p.display())),
+        None => loaded.context("embedded default config"),
     }
 }
 
@@ -112,7 +112,7 @@ pub async fn status(
 ) -> anyhow::Result<()> {
     let path = match socket {
         Some(s) => s.to_path_buf(),
-        None => load_config(config)?.control_socket(),
+        None => load_settings(config)?.control.socket,
     };
     let uri = if metrics { "/metrics" } else { "/status" };
     let (code, body) = http_util::unix_request(&path, http::Method::GET, uri, Bytes::new())
@@ -136,7 +136,7 @@ pub async fn resend_set_aside(
 ) -> anyhow::Result<bool> {
     let path = match socket {
         Some(s) => s.to_path_buf(),
-        None => load_config(config)?.control_socket(),
+        None => load_settings(config)?.control.socket,
     };
     let (code, body) =
         http_util::unix_request(&path, http::Method::POST, "/resend-set-aside", Bytes::new())
@@ -181,7 +181,7 @@ pub async fn put_audit_events(
     let body = audit_events_body(audit_events)?;
     let path = match socket {
         Some(s) => s.to_path_buf(),
-        None => load_config(config)?.app_socket(),
+        None => load_settings(config)?.app_events.socket,
     };
     let uri = match channel_arn {
         Some(c) => format!(

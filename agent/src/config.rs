@@ -4,6 +4,10 @@
 //! (`groundtrail-agent run`), and every unknown field is an error: a misspelt `max_byte` that is
 //! silently ignored would leave an edge device with the wrong disk budget for years.
 //!
+//! This module is the file's shape only (and the generated `config --example`, which reads the
+//! doc comments below); [`Config::validate`] in [`crate::settings`] checks the values and turns
+//! them into the typed settings the runtime uses.
+//!
 //! ```toml
 //! [agent]
 //! host = "web-1"                  # default: the system host name
@@ -49,7 +53,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// `[buffer] full_policy`: the buffer's own type (the buffer must not depend on the config).
 use crate::buffer::FullPolicy;
-use crate::host_identity::HostIdentity;
 use crate::sources::SourcesConfig;
 
 /// The account id used when the config names none. It is the all-zero account, which AWS never
@@ -66,9 +69,6 @@ pub const DEFAULT_PARTITION: &str = "aws";
 pub const DEFAULT_DATA_DIR: &str = "groundtrail-data/agent";
 /// Default collector: the collector's own default listen address, plaintext on loopback.
 pub const DEFAULT_COLLECTOR_URL: &str = "http://127.0.0.1:7480";
-
-/// Unix socket paths are limited to 108 bytes on Linux (`sun_path`), including the NUL.
-const MAX_SOCKET_PATH: usize = 107;
 
 /// Why a configuration was refused. Each message names the field, so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
         message: message.into(),
@@ -411,36 +411,10 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(V)
 }
 
-/// The system host name (`gethostname(2)`), or `localhost` if it cannot be read.
-pub fn system_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success
-    // (and we bound the read by the buffer length anyway).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if name.is_empty() {
-        "localhost".to_string()
-    } else {
-        name
-    }
-}
-
 impl Config {
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text, &path.display().to_string())
-    }
-
-    /// Reads, parses and validates a config file with the process's environment overrides
-    /// ([`ENV_PREFIX`]) applied; without a file, the embedded default with them.
+    /// Reads and parses a config file with the process's environment overrides
+    /// ([`ENV_PREFIX`]) applied; without a file, the embedded default with them. Not yet
+    /// checked: [`Config::validate`] (in [`crate::settings`]) does that.
     pub fn load_with_env(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             Some(path) => {
@@ -454,11 +428,11 @@ impl Config {
         }
     }
 
-    /// Parses and validates config text after applying the environment overrides among
-    /// `vars`: `GROUNDTRAIL_AGENT__COLLECTOR__URLS='["http://collector:7480"]'` sets
-    /// `[collector] urls` (see [`groundtrail_common::config_doc::apply_env`]). The overridden
-    /// document goes through the same deserialization and checks as a file, so a misspelt
-    /// variable is an unknown field error too.
+    /// Parses config text after applying the environment overrides among `vars`:
+    /// `GROUNDTRAIL_AGENT__COLLECTOR__URLS='["http://collector:7480"]'` sets `[collector] urls`
+    /// (see [`groundtrail_common::config_doc::apply_env`]). The overridden document goes through
+    /// the same deserialization (and later the same checks) as a file, so a misspelt variable
+    /// is an unknown field error too.
     pub fn parse_with_env(
         text: &str,
         origin: &str,
@@ -491,350 +465,19 @@ impl Config {
         )
     }
 
-    /// Parses and validates config text; `origin` names it in errors.
+    /// Parses config text (its shape: unknown fields, types, sizes); `origin` names it in
+    /// errors. The values are checked by [`Config::validate`].
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
-        })?;
-        config.finish()?;
-        Ok(config)
-    }
-
-    /// The embedded default (no config file), validated.
-    pub fn embedded_default() -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        config.finish()?;
-        Ok(config)
-    }
-
-    /// Fills derived defaults (host name, socket paths) and checks every field.
-    fn finish(&mut self) -> Result<(), ConfigError> {
-        if let Some(sidecar) = &self.sidecar {
-            sidecar
-                .validate()
-                .map_err(|e| invalid("sidecar", e.to_string()))?;
-        }
-        let l = &self.local_http;
-        if l.max_connections == 0 {
-            return Err(invalid("local_http.max_connections", "must be at least 1"));
-        }
-        for (field, ms) in [
-            ("local_http.header_timeout_ms", l.header_timeout_ms),
-            ("local_http.idle_timeout_ms", l.idle_timeout_ms),
-            ("local_http.request_timeout_ms", l.request_timeout_ms),
-        ] {
-            if ms < 100 {
-                return Err(invalid(field, format!("{ms} is too short: at least 100")));
-            }
-        }
-        let a = &mut self.agent;
-        if a.host.is_empty() {
-            a.host = system_hostname();
-        }
-        if a.host.len() > 253
-            || !a
-                .host
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-        {
-            return Err(invalid(
-                "agent.host",
-                format!(
-                    "{:?} must be 1-253 characters of letters, digits, '-', '.', '_' (it becomes an ARN path element)",
-                    a.host
-                ),
-            ));
-        }
-        if !groundtrail_common::event::is_account_id(&a.account_id) {
-            return Err(invalid(
-                "agent.account_id",
-                format!("{:?} is not a 12-digit account id", a.account_id),
-            ));
-        }
-        if !groundtrail_common::event::is_region(&a.region) {
-            return Err(invalid(
-                "agent.region",
-                format!(
-                    "{:?} is not a region name (lowercase letters, digits, '-')",
-                    a.region
-                ),
-            ));
-        }
-        let dns_like = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && s.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
-                && !s.starts_with(['.', '-'])
-                && !s.ends_with('.')
-        };
-        if !dns_like(&a.domain) {
-            return Err(invalid(
-                "agent.domain",
-                format!("{:?} is not a lowercase DNS-style domain", a.domain),
-            ));
-        }
-        if a.partition.is_empty()
-            || a.partition.len() > 32
-            || !a
-                .partition
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        {
-            return Err(invalid(
-                "agent.partition",
-                format!("{:?} is not a partition name such as \"aws\"", a.partition),
-            ));
-        }
-        if a.data_dir.as_os_str().is_empty() {
-            return Err(invalid("agent.data_dir", "must not be empty"));
-        }
-
-        let c = &self.collector;
-        if c.urls.is_empty() {
-            return Err(invalid("collector.urls", "needs at least one URL"));
-        }
-        for url in &c.urls {
-            let parsed = crate::shipper::CollectorUrl::parse(url)
-                .map_err(|why| invalid("collector.urls", format!("{url:?}: {why}")))?;
-            if parsed.tls && c.ca.is_none() {
-                return Err(invalid(
-                    "collector.ca",
-                    format!("{url:?} is https, so the collector's CA file must be given"),
-                ));
-            }
-        }
-        match (&c.client_cert, &c.client_key) {
-            (Some(_), None) => {
-                return Err(invalid(
-                    "collector.client_key",
-                    "client_cert is set but client_key is not",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "collector.client_cert",
-                    "client_key is set but client_cert is not",
-                ));
-            }
-            _ => {}
-        }
-        for (field, path) in [
-            ("collector.ca", &c.ca),
-            ("collector.client_cert", &c.client_cert),
-            ("collector.client_key", &c.client_key),
-        ] {
-            if let Some(p) = path
-                && !p.is_file()
-            {
-                return Err(invalid(
-                    field,
-                    format!("{} does not exist or is not a file", p.display()),
-                ));
-            }
-        }
-
-        let b = &self.buffer;
-        if b.max_bytes < 64 * 1024 {
-            return Err(invalid(
-                "buffer.max_bytes",
-                format!("{} bytes is below the minimum of 64KiB", b.max_bytes),
-            ));
-        }
-        if b.flush_delay_ms > 1000 {
-            return Err(invalid(
-                "buffer.flush_delay_ms",
-                format!("{} ms is above the maximum of 1000", b.flush_delay_ms),
-            ));
-        }
-        if b.stuck_after_ms < 1000 {
-            return Err(invalid(
-                "buffer.stuck_after_ms",
-                format!("{} ms is below the minimum of 1000", b.stuck_after_ms),
-            ));
-        }
-
-        let s = &self.shipper;
-        let max_records = groundtrail_common::wire::limits::MAX_BATCH_RECORDS;
-        if s.batch_max_records == 0 || s.batch_max_records > max_records {
-            return Err(invalid(
-                "shipper.batch_max_records",
-                format!(
-                    "{} is outside 1..={max_records} (the collector's limit)",
-                    s.batch_max_records
-                ),
-            ));
-        }
-        let max_bytes = groundtrail_common::wire::limits::MAX_DECOMPRESSED_BYTES as u64;
-        if s.batch_max_bytes < 1024 || s.batch_max_bytes > max_bytes {
-            return Err(invalid(
-                "shipper.batch_max_bytes",
-                format!(
-                    "{} is outside 1KiB..={max_bytes} (the collector's decompressed limit)",
-                    s.batch_max_bytes
-                ),
-            ));
-        }
-        if !s.compress
-            && s.batch_max_bytes > groundtrail_common::wire::limits::MAX_BODY_BYTES as u64
-        {
-            return Err(invalid(
-                "shipper.batch_max_bytes",
-                format!(
-                    "{} is above the collector's body limit of {} bytes when compress = false",
-                    s.batch_max_bytes,
-                    groundtrail_common::wire::limits::MAX_BODY_BYTES
-                ),
-            ));
-        }
-        if s.retry_initial_ms == 0 || s.retry_initial_ms > s.retry_max_ms {
-            return Err(invalid(
-                "shipper.retry_initial_ms",
-                "must be at least 1 and at most retry_max_ms",
-            ));
-        }
-        if s.set_aside_retry_ms < 1000 {
-            return Err(invalid(
-                "shipper.set_aside_retry_ms",
-                format!("{} ms is below the minimum of 1000", s.set_aside_retry_ms),
-            ));
-        }
-        if s.request_timeout_ms < 100 {
-            return Err(invalid(
-                "shipper.request_timeout_ms",
-                "must be at least 100",
-            ));
-        }
-
-        let data_dir = self.agent.data_dir.clone();
-        let app = &mut self.app_events;
-        let app_socket = app
-            .socket
-            .get_or_insert_with(|| data_dir.join("app-events.sock"))
-            .clone();
-        check_socket_path("app_events.socket", &app_socket)?;
-        let mode = app.socket_mode.get_or_insert_with(|| "0660".to_string());
-        parse_mode(mode).map_err(|m| invalid("app_events.socket_mode", m))?;
-        if let Some(addr) = app.http_listen
-            && !addr.ip().is_loopback()
-        {
-            return Err(invalid(
-                "app_events.http_listen",
-                format!("{addr} is not a loopback address (the endpoint has no authentication)"),
-            ));
-        }
-        let control = &mut self.control;
-        let control_socket = control
-            .socket
-            .get_or_insert_with(|| data_dir.join("control.sock"))
-            .clone();
-        check_socket_path("control.socket", &control_socket)?;
-        if control_socket == app_socket {
-            return Err(invalid(
-                "control.socket",
-                "must differ from app_events.socket",
-            ));
-        }
-        if let Some(addr) = control.metrics_listen
-            && !addr.ip().is_loopback()
-        {
-            return Err(invalid(
-                "control.metrics_listen",
-                format!("{addr} is not a loopback address"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The host's identity in the trail, from the validated `[agent]` section (so `host` is
-    /// the system host name when the file left it empty). The one place the runtime's
-    /// [`HostIdentity`] is built; every component gets a copy of it.
-    pub fn host_identity(&self) -> HostIdentity {
-        let a = &self.agent;
-        HostIdentity {
-            host: a.host.clone(),
-            account_id: a.account_id.clone(),
-            region: a.region.clone(),
-            domain: a.domain.clone(),
-            partition: a.partition.clone(),
-        }
-    }
-
-    /// The sled directory.
-    pub fn buffer_dir(&self) -> PathBuf {
-        self.agent.data_dir.join("buffer")
-    }
-
-    /// The app-events socket (always set after validation).
-    pub fn app_socket(&self) -> PathBuf {
-        self.app_events
-            .socket
-            .clone()
-            .unwrap_or_else(|| self.agent.data_dir.join("app-events.sock"))
-    }
-
-    /// The app-events socket's permission bits.
-    pub fn app_socket_mode(&self) -> u32 {
-        self.app_events
-            .socket_mode
-            .as_deref()
-            .and_then(|m| parse_mode(m).ok())
-            .unwrap_or(0o660)
-    }
-
-    /// The control socket (always set after validation).
-    pub fn control_socket(&self) -> PathBuf {
-        self.control
-            .socket
-            .clone()
-            .unwrap_or_else(|| self.agent.data_dir.join("control.sock"))
-    }
-}
-
-fn check_socket_path(field: &'static str, path: &Path) -> Result<(), ConfigError> {
-    let len = path.as_os_str().len();
-    if len == 0 || len > MAX_SOCKET_PATH {
-        return Err(invalid(
-            field,
-            format!(
-                "{} is {len} bytes; a Unix socket path must be 1-{MAX_SOCKET_PATH} bytes",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    let digits = text.trim_start_matches("0o");
-    match u32::from_str_radix(digits, 8) {
-        Ok(m) if m <= 0o777 => Ok(m),
-        _ => Err(format!("{text:?} is not an octal mode such as \"0660\"")),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn err(text: &str) -> String {
-        Config::parse(text, "test.toml").unwrap_err().to_string()
-    }
-
-    #[test]
-    fn embedded_default_is_valid() {
-        let c = Config::embedded_default().unwrap();
-        assert!(!c.agent.host.is_empty());
-        assert_eq!(c.agent.account_id, DEFAULT_ACCOUNT_ID);
-        assert_eq!(c.collector.urls, vec![DEFAULT_COLLECTOR_URL.to_string()]);
-        assert_eq!(c.buffer.full_policy, FullPolicy::Block);
-        assert_eq!(
-            c.app_socket(),
-            Path::new(DEFAULT_DATA_DIR).join("app-events.sock")
-        );
-        assert_eq!(c.app_socket_mode(), 0o660);
-    }
 
     #[test]
     fn sizes() {
@@ -850,93 +493,26 @@ mod tests {
         assert_eq!(c.buffer.max_bytes, 1_000_000);
     }
 
+    /// Environment overrides land in the document before it is parsed, so they meet the same
+    /// field names and types as the file (a misspelt variable is an unknown field).
     #[test]
-    fn full_file_parses() {
-        let c = Config::parse(
-            r#"
-[agent]
-host = "web-1"
-account_id = "123456789012"
-region = "eu-west-1"
-domain = "corp.example"
-partition = "aws"
-data_dir = "/tmp/gt"
-[collector]
-urls = ["http://a:7480", "http://b:7480/"]
-[buffer]
-max_bytes = "1MiB"
-full_policy = "drop_newest"
-flush_delay_ms = 2
-[shipper]
-batch_max_records = 10
-batch_max_bytes = "64KB"
-batch_max_wait_ms = 5
-[app_events]
-http_listen = "127.0.0.1:7481"
-[control]
-metrics_listen = "[::1]:9481"
-[sources]
-"#,
+    fn environment_overrides_are_parsed_like_the_file() {
+        let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let c = Config::parse_with_env(
+            "[agent]\naccount_id = \"111111111111\"\n",
             "t",
+            [
+                var("GROUNDTRAIL_AGENT__AGENT__ACCOUNT_ID", "123456789012"),
+                var("GROUNDTRAIL_AGENT__BUFFER__MAX_BYTES", "2MB"),
+                var("UNRELATED", "x"),
+            ],
         )
         .unwrap();
-        assert_eq!(c.agent.host, "web-1");
-        assert_eq!(c.buffer.full_policy, FullPolicy::DropNewest);
-        assert_eq!(c.buffer.max_bytes, 1 << 20);
-        assert_eq!(c.shipper.batch_max_bytes, 64_000);
-        assert_eq!(c.control_socket(), Path::new("/tmp/gt/control.sock"));
-    }
-
-    #[test]
-    fn precise_errors() {
-        let cases = [
-            ("[agent]\nhots = \"x\"\n", "unknown field `hots`"),
-            ("[buffr]\n", "unknown field `buffr`"),
-            ("[agent]\naccount_id = \"12\"\n", "agent.account_id"),
-            ("[agent]\nregion = \"US_EAST\"\n", "agent.region"),
-            ("[agent]\nhost = \"a/b\"\n", "agent.host"),
-            ("[agent]\ndomain = \"Corp\"\n", "agent.domain"),
-            ("[collector]\nurls = []\n", "collector.urls"),
-            ("[collector]\nurls = [\"ftp://x\"]\n", "collector.urls"),
-            ("[collector]\nurls = [\"https://x:7480\"]\n", "collector.ca"),
-            (
-                "[collector]\nclient_cert = \"/nonexistent.pem\"\n",
-                "collector.client_key",
-            ),
-            (
-                "[collector]\nca = \"/nonexistent/ca.pem\"\n",
-                "/nonexistent/ca.pem does not exist",
-            ),
-            ("[buffer]\nmax_bytes = \"10KB\"\n", "buffer.max_bytes"),
-            ("[buffer]\nmax_bytes = \"lots\"\n", "max_bytes"),
-            ("[buffer]\nfull_policy = \"drop_oldest\"\n", "drop_oldest"),
-            (
-                "[shipper]\nbatch_max_records = 0\n",
-                "shipper.batch_max_records",
-            ),
-            (
-                "[shipper]\nbatch_max_records = 10001\n",
-                "shipper.batch_max_records",
-            ),
-            (
-                "[app_events]\nhttp_listen = \"0.0.0.0:7481\"\n",
-                "app_events.http_listen",
-            ),
-            (
-                "[app_events]\nsocket_mode = \"rw\"\n",
-                "app_events.socket_mode",
-            ),
-            (
-                "[control]\nmetrics_listen = \"10.0.0.1:9000\"\n",
-                "control.metrics_listen",
-            ),
-            ("[sources]\nnonsense = 1\n", "nonsense"),
-        ];
-        for (text, want) in cases {
-            let e = err(text);
-            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
-        }
-        let long = format!("[agent]\ndata_dir = \"/{}\"\n", "d".repeat(120));
-        assert!(err(&long).contains("app_events.socket"));
+        assert_eq!(c.agent.account_id, "123456789012");
+        assert_eq!(c.buffer.max_bytes, 2_000_000);
+        let e = Config::parse_with_env("", "t", [var("GROUNDTRAIL_AGENT__AGENT__HOTS", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `hots`"), "{e}");
     }
 }

@@ -1,5 +1,5 @@
-//! Who this host is in the trail: one value, built from the validated `[agent]` section by
-//! [`crate::config::Config::host_identity`].
+//! Who this host is in the trail: one value, built from the `[agent]` section when the config
+//! is validated ([`crate::settings::Settings::identity`]).
 //!
 //! Every record the agent writes (a host source's, an application's, the sidecar's, the agent's
 //! own) carries the same `recipientAccountId` and `awsRegion`, and every ARN it builds names the
@@ -43,19 +43,21 @@ impl HostIdentity {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use crate::settings::system_hostname;
 
     /// The guarantee above: the identity the runtime hands out is the config's, and what the
     /// sources, the agent's own records and the sidecar build from it names the same host,
     /// account and partition.
     #[test]
     fn every_consumer_names_the_configured_host() {
-        let c = Config::parse(
+        let id = Config::parse(
             "[agent]\nhost = \"web-7\"\naccount_id = \"210987654321\"\nregion = \"dc-2\"\n\
              domain = \"corp.internal\"\npartition = \"aws-cn\"\n",
             "test",
         )
-        .unwrap();
-        let id = c.host_identity();
+        .and_then(Config::validate)
+        .unwrap()
+        .identity;
         assert_eq!(
             (id.host.as_str(), id.account_id.as_str(), id.region.as_str()),
             ("web-7", "210987654321", "dc-2")
@@ -80,8 +82,11 @@ mod tests {
     /// An empty `host` in the file is the system host name by the time anyone reads it.
     #[test]
     fn an_empty_host_is_the_system_host_name() {
-        let c = Config::parse("[agent]\nhost = \"\"\n", "test").unwrap();
-        assert_eq!(c.host_identity().host, crate::config::system_hostname());
+        let s = Config::parse("[agent]\nhost = \"\"\n", "test")
+            .and_then(Config::validate)
+            .unwrap();
+        assert_eq!(s.identity.host, system_hostname());
+        assert_eq!(s.effective().agent.host, system_hostname());
     }
 }
 

@@ -14,7 +14,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use groundtrail_common::connections::{Activity, ConnectionLimiter, Timeouts};
@@ -101,17 +100,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// From `[local_http]`. Each server gets its own slots.
-    pub fn new(c: &crate::config::LocalHttpSection) -> Limits {
+    /// At most `max_connections` at once, with `timeouts` (from `[local_http]`, see
+    /// `settings::LocalHttpSettings::limits`). Each call makes new slots.
+    pub fn new(max_connections: usize, timeouts: Timeouts) -> Limits {
         Limits {
             // Every peer of a local server is this host: only the total counts.
-            limiter: ConnectionLimiter::new(c.max_connections, c.max_connections),
-            timeouts: Timeouts {
-                header: Duration::from_millis(c.header_timeout_ms),
-                body: Duration::from_millis(c.request_timeout_ms),
-                idle: Duration::from_millis(c.idle_timeout_ms),
-                ..Timeouts::default()
-            },
+            limiter: ConnectionLimiter::new(max_connections, max_connections),
+            timeouts,
         }
     }
 }

@@ -2,12 +2,12 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! host logs --tail (files: rotation-aware, checkpoints) --+
-//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   sources::registry::REGISTRY
-//!   who: sources::host_accounts (uid -> userIdentity)     |   (one entry per host source)
-//! apps --POST /PutAuditEvents (Unix socket)--> app_events +
+//! apps --POST /PutAuditEvents (Unix socket)--> app_events +   sources::registry::REGISTRY
+//! host logs --tail (files: rotation-aware, checkpoints) --+   (every input, started in
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   this order; endpoints bound
+//!   who: sources::host_accounts (uid -> userIdentity)     |   before READY)
 //! HTTP clients --> sidecar (reverse proxy) --> upstream   |
-//!   who: sidecar::caller_identity \-- a record per call -+
+//!   who: sidecar::caller_identity \-- a record per call --+
 //!                                                         v
 //!                    sink::Fitted (records fit the collector's limits)
 //!                                                         v
@@ -18,20 +18,21 @@
 //!     shipper --zstd ndjson over mTLS, sequence numbers--> collector (acknowledged -> deleted)
 //!
 //! control.sock / [control] metrics_listen: status, metrics, resend-set-aside (control)
-//! config --Config::host_identity--> host_identity::HostIdentity, copied by every part above
+//! config (the file's shape) --Config::validate--> settings::Settings: typed, checked, the
+//!   only thing runtime::run and the CLI take; its identity is the one
+//!   host_identity::HostIdentity, copied by every part above
 //! ```
 //!
 //! `runtime::run` wires these together and owns the shutdown order: inputs stop, the agent's
 //! stop record is buffered, the shipper sends what it can, the buffer is flushed. Every part
-//! names records after the one [`host_identity::HostIdentity`] built from the config; who a
-//! record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
+//! names records after the one [`host_identity::HostIdentity`] of the [`settings::Settings`];
+//! who a record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
 //! `sidecar::caller_identity` (HTTP callers); every loss the agent knows of becomes a record of
-//! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config depends on the
-//! parts it configures, never the reverse. docs/agent.md, "Architecture", walks the same path
-//! and lists every module.
+//! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config and the
+//! settings depend on the parts they configure, never the reverse. docs/agent.md,
+//! "Architecture", walks the same path and lists every module.
 
 pub mod agent_events;
-pub mod app_events;
 pub mod buffer;
 pub mod buffer_tools;
 pub mod cli;
@@ -41,6 +42,7 @@ pub mod host_identity;
 pub mod http_util;
 pub mod metrics;
 pub mod runtime;
+pub mod settings;
 pub mod ship_batch;
 pub mod shipper;
 pub mod sidecar;

@@ -37,11 +37,11 @@ fn main() -> ExitCode {
     let result: anyhow::Result<bool> = rt.block_on(async {
         match cli.command {
             Command::Run { config } => {
-                let config = cli::load_config(config.as_deref())?;
+                let settings = cli::load_settings(config.as_deref())?;
                 // Installed before anything listens (see `termination_signal`).
                 let signal = groundtrail_common::shutdown::termination_signal()
                     .context("cannot install the SIGTERM/SIGINT handlers")?;
-                runtime::run(config, signal).await?;
+                runtime::run(settings, signal).await?;
                 Ok(true)
             }
             Command::Status {
@@ -69,8 +69,8 @@ fn main() -> ExitCode {
                 .await
             }
             Command::CheckConfig { config } => {
-                let config = cli::load_config(config.as_deref())?;
-                println!("{}", toml::to_string_pretty(&config)?);
+                let settings = cli::load_settings(config.as_deref())?;
+                println!("{}", toml::to_string_pretty(&settings.effective())?);
                 Ok(true)
             }
             Command::Buffer { .. } => unreachable!("handled before the runtime starts"),

@@ -2,7 +2,9 @@
 //! them in an order that loses nothing.
 //!
 //! Start: buffer -> shipper and control socket (so a full buffer can drain) -> `AgentStart`
-//! record -> app-events endpoint -> sources.
+//! record -> the inputs in `sources::registry::REGISTRY`'s order: the app-events endpoint, the
+//! host sources, the sidecar (each endpoint bound before the next input starts; a taken port
+//! or a live socket fails the start) -> `READY=1`.
 //! Stop (SIGTERM/SIGINT): sources and endpoints stop taking input -> `AgentStop` record -> the
 //! shipper drains for at most `drain_timeout_ms` -> buffer flushed and closed. Whatever is not
 //! shipped stays in the buffer for the next start.
@@ -15,14 +17,12 @@ use groundtrail_common::shutdown::Shutdown;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::app_events::{AppEvents, Converter};
-use crate::buffer::{Appended, Buffer, BufferError, BufferOptions};
-use crate::config::Config;
+use crate::buffer::{Appended, Buffer, BufferError};
 use crate::control::Control;
-use crate::host_identity::HostIdentity;
 use crate::http_util;
 use crate::metrics::Metrics;
-use crate::shipper::{CollectorUrl, Shipper, ShipperOptions};
+use crate::settings::Settings;
+use crate::shipper::{Shipper, ShipperOptions};
 use crate::sink::RecordSink;
 use crate::sources;
 
@@ -38,67 +38,51 @@ pub enum RuntimeError {
     Buffer(#[from] BufferError),
     #[error("collector TLS: {0}")]
     Tls(#[from] groundtrail_common::tls::TlsError),
-    #[error("collector URL {url}: {why}")]
-    Url { url: String, why: String },
     #[error("cannot listen on {what}: {source}")]
     Listen {
         what: String,
         source: std::io::Error,
     },
+    /// An input could not start (its listener could not be bound).
+    #[error(transparent)]
+    Input(#[from] sources::registry::StartError),
 }
 
-/// Opens the buffer described by `config`; its loss records name `id`.
+/// Opens the buffer the settings name; its loss records name `settings.identity`.
 pub fn open_buffer(
-    config: &Config,
-    id: &HostIdentity,
+    settings: &Settings,
 ) -> Result<(Buffer, crate::buffer::OpenReport), RuntimeError> {
-    let opts = BufferOptions {
-        max_bytes: config.buffer.max_bytes,
-        full_policy: config.buffer.full_policy,
-        flush_delay: Duration::from_millis(config.buffer.flush_delay_ms),
-        set_aside_max_bytes: config.buffer.set_aside_max_bytes,
-        stuck_after: Duration::from_millis(config.buffer.stuck_after_ms),
-    };
-    Ok(Buffer::open(&config.buffer_dir(), opts, id.clone())?)
+    Ok(Buffer::open(
+        &settings.buffer_dir(),
+        settings.buffer.clone(),
+        settings.identity.clone(),
+    )?)
 }
 
-fn shipper_options(config: &Config, id: &HostIdentity) -> Result<ShipperOptions, RuntimeError> {
-    let mut urls = Vec::new();
-    for raw in &config.collector.urls {
-        urls.push(CollectorUrl::parse(raw).map_err(|why| RuntimeError::Url {
-            url: raw.clone(),
-            why,
-        })?);
-    }
-    let tls = if urls.iter().any(|u| u.tls) {
-        let c = &config.collector;
-        let ca = c.ca.as_deref().ok_or_else(|| RuntimeError::Url {
-            url: config.collector.urls.join(", "),
-            why: "https needs [collector] ca".into(),
-        })?;
-        let identity = match (&c.client_cert, &c.client_key) {
-            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-            _ => None,
-        };
-        Some(groundtrail_common::tls::client_config(ca, identity)?)
-    } else {
-        None
+/// The shipper's options: the settings, and what only a start can add (the TLS files loaded).
+fn shipper_options(settings: &Settings) -> Result<ShipperOptions, RuntimeError> {
+    let tls = match settings.collector.tls_files() {
+        Some(files) => Some(groundtrail_common::tls::client_config(
+            files.ca,
+            files.identity,
+        )?),
+        None => None,
     };
-    let s = &config.shipper;
+    let s = &settings.shipper;
     Ok(ShipperOptions {
-        urls,
+        urls: settings.collector.urls.clone(),
         tls,
-        agent_name: config.agent.host.clone(),
+        agent_name: settings.identity.host.clone(),
         batch_max_records: s.batch_max_records,
-        batch_max_bytes: s.batch_max_bytes as usize,
-        batch_max_wait: Duration::from_millis(s.batch_max_wait_ms),
-        retry_initial: Duration::from_millis(s.retry_initial_ms),
-        retry_max: Duration::from_millis(s.retry_max_ms),
-        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        batch_max_bytes: s.batch_max_bytes,
+        batch_max_wait: s.batch_max_wait,
+        retry_initial: s.retry_initial,
+        retry_max: s.retry_max,
+        request_timeout: s.request_timeout,
         compress: s.compress,
-        drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-        id: id.clone(),
-        set_aside_retry: Duration::from_millis(s.set_aside_retry_ms),
+        drain_timeout: s.drain_timeout,
+        id: settings.identity.clone(),
+        set_aside_retry: s.set_aside_retry,
     })
 }
 
@@ -134,24 +118,25 @@ async fn release_idle_memory(buffer: Buffer, mut shutdown: Shutdown) {
 
 /// Runs the agent until `stop` resolves (with the reason, e.g. the signal's name).
 pub async fn run(
-    config: Config,
+    settings: Settings,
     stop: impl Future<Output = &'static str>,
 ) -> Result<(), RuntimeError> {
+    let settings = Arc::new(settings);
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&config.agent.data_dir).map_err(|source| RuntimeError::DataDir {
-        path: config.agent.data_dir.display().to_string(),
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
+        path: settings.data_dir.display().to_string(),
         source,
     })?;
     // The one host identity every component below names records with.
-    let id = config.host_identity();
-    let shipper_opts = shipper_options(&config, &id)?;
-    let (buffer, report) = open_buffer(&config, &id)?;
+    let id = settings.identity.clone();
+    let shipper_opts = shipper_options(&settings)?;
+    let (buffer, report) = open_buffer(&settings)?;
     if let Some(q) = &report.quarantined {
         tracing::error!(aside = %q.path, error = %q.error, "the buffer was damaged; moved aside, started fresh, loss recorded in the trail");
     }
     tracing::info!(
-        host = %id.host, depth = report.depth, buffer = %config.buffer_dir().display(),
-        collector = %config.collector.urls.join(", "), "agent starting"
+        host = %id.host, depth = report.depth, buffer = %settings.buffer_dir().display(),
+        collector = %settings.collector.raw_urls().join(", "), "agent starting"
     );
     let metrics = Arc::new(Metrics::default());
 
@@ -172,7 +157,7 @@ pub async fn run(
         started,
         resend: resend_tx,
     });
-    let control_path = config.control_socket();
+    let control_path = settings.control.socket.clone();
     let listener = http_util::bind_unix(&control_path, 0o600)
         .await
         .map_err(|source| RuntimeError::Listen {
@@ -182,10 +167,10 @@ pub async fn run(
     let mut control_tasks = vec![tokio::spawn(http_util::serve_unix(
         listener,
         control.clone().handler(false),
-        http_util::Limits::new(&config.local_http),
+        settings.local_http.limits(),
         Shutdown::new(control_tx.subscribe()),
     ))];
-    if let Some(addr) = config.control.metrics_listen {
+    if let Some(addr) = settings.control.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RuntimeError::Listen {
@@ -195,7 +180,7 @@ pub async fn run(
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),
-            http_util::Limits::new(&config.local_http),
+            settings.local_http.limits(),
             Shutdown::new(control_tx.subscribe()),
         )));
     }
@@ -203,9 +188,9 @@ pub async fn run(
     let start = id.agent_start(json!({
         "bufferDepth": report.depth,
         "nextSeq": buffer.status().next_seq,
-        "collectorUrls": config.collector.urls,
+        "collectorUrls": settings.collector.raw_urls(),
         "fullPolicy": buffer.status().full_policy,
-        "maxBytes": config.buffer.max_bytes,
+        "maxBytes": settings.buffer.max_bytes,
     }));
     match buffer.append(vec![start], None).await {
         Ok(Appended::Dropped(_)) => tracing::warn!("AgentStart dropped: buffer full"),
@@ -216,68 +201,19 @@ pub async fn run(
     // Every input (PutAuditEvents, the sources, the sidecar) stores through `Fitted`: no
     // record the collector would refuse for its size reaches the buffer.
     let sink: Arc<dyn RecordSink> = Arc::new(crate::sink::Fitted::new(Arc::new(buffer.clone())));
-    let app = Arc::new(AppEvents {
-        converter: Converter { id: id.clone() },
-        sink: sink.clone(),
-        metrics: metrics.clone(),
-        default_channel: AppEvents::default_channel_for(&id),
-    });
-    let app_path = config.app_socket();
-    let listener = http_util::bind_unix(&app_path, config.app_socket_mode())
-        .await
-        .map_err(|source| RuntimeError::Listen {
-            what: app_path.display().to_string(),
-            source,
-        })?;
-    let mut input_tasks = vec![tokio::spawn(http_util::serve_unix(
-        listener,
-        app.clone().handler(),
-        http_util::Limits::new(&config.local_http),
+    // The inputs, in the registry's order; every endpoint is bound when this returns.
+    let mut input_tasks = sources::registry::start_all(
+        settings.clone(),
+        sink,
+        metrics.clone(),
         Shutdown::new(input_tx.subscribe()),
-    ))];
-    if let Some(addr) = config.app_events.http_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RuntimeError::Listen {
-                what: addr.to_string(),
-                source,
-            })?;
-        input_tasks.push(tokio::spawn(http_util::serve_tcp(
-            l,
-            app.clone().handler(),
-            http_util::Limits::new(&config.local_http),
-            Shutdown::new(input_tx.subscribe()),
-        )));
-    }
-    input_tasks.extend(sources::spawn_all(
-        &config.sources,
-        &id,
-        sink.clone(),
-        Shutdown::new(input_tx.subscribe()),
-    ));
-    if let Some(sidecar) = config.sidecar.clone() {
-        // Bind here, not in the task, so a taken port fails the start instead of a log line.
-        let listener = tokio::net::TcpListener::bind(sidecar.listen)
-            .await
-            .map_err(|source| RuntimeError::Listen {
-                what: format!("sidecar {}", sidecar.listen),
-                source,
-            })?;
-        tracing::info!(listen = %sidecar.listen, upstream = %sidecar.upstream, "sidecar proxy running");
-        let shutdown = Shutdown::new(input_tx.subscribe());
-        let host = id.clone();
-        input_tasks.push(tokio::spawn(async move {
-            if let Err(e) =
-                crate::sidecar::run_with_listener(sidecar, host, sink, listener, shutdown).await
-            {
-                tracing::error!(error = %e, "sidecar proxy stopped");
-            }
-        }));
-    }
+    )
+    .await?;
     input_tasks.push(tokio::spawn(release_idle_memory(
         buffer.clone(),
         Shutdown::new(input_tx.subscribe()),
     )));
+    let app_path = &settings.app_events.socket;
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
     // systemd (Type=notify): ready once every endpoint is bound and the sources run.
     groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
@@ -321,7 +257,7 @@ pub async fn run(
     }
     let _ = control_tx.send(());
     futures_join(control_tasks).await;
-    let _ = std::fs::remove_file(&app_path);
+    let _ = std::fs::remove_file(app_path);
     let _ = std::fs::remove_file(&control_path);
     let st = buffer.status();
     tracing::info!(

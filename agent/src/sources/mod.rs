@@ -1,4 +1,6 @@
-//! Host sources: each turns raw host activity into CloudTrail records.
+//! The agent's inputs: the host sources, each turning raw host activity into CloudTrail
+//! records, and [`app_events`], the PutAuditEvents endpoint for applications (the sidecar, an
+//! input too, is `crate::sidecar`). [`registry`] lists and starts them all.
 //!
 //! | module | input | eventSources |
 //! | --- | --- | --- |
@@ -14,9 +16,11 @@
 //! ([`SourceStats`], read with [`stats`]) and never an error: a log line we do not understand
 //! must not stop the trail. The catalog of shapes is `docs/sources.md`.
 //!
-//! The agent starts them from one list, [`registry::REGISTRY`]: a new source is its module, its
-//! `[sources.<name>]` table and one line there.
+//! The agent starts them from one list, [`registry::REGISTRY`], together with the endpoints that
+//! take records from callers (application events, the sidecar): a new host source is its module,
+//! its `[sources.<name>]` table and one line there.
 
+pub mod app_events;
 pub mod auditd;
 pub mod auth_log;
 pub mod fim;
@@ -310,11 +314,14 @@ pub struct StatsSnapshot {
     pub malformed: u64,
 }
 
-/// Counters of every source, by name (`auth_log`, `journald`, `auditd`, `packages`, `fim`).
+/// Counters of every host source, by name (`auth_log`, `journald`, `auditd`, `packages`, `fim`).
 pub fn stats() -> Vec<(&'static str, StatsSnapshot)> {
     registry::REGISTRY
         .iter()
-        .map(|s| (s.name(), s.stats().snapshot()))
+        .filter_map(|s| match s.kind() {
+            registry::Kind::Host(stats) => Some((s.name(), stats.snapshot())),
+            registry::Kind::Endpoint => None,
+        })
         .collect()
 }
 
@@ -477,30 +484,6 @@ pub(crate) fn spawn_file(
     })
 }
 
-/// Starts every enabled source of the [`registry::REGISTRY`]. Each task runs until `shutdown`
-/// fires; a source whose input is missing or unreadable reports that and waits for it, it does
-/// not end the agent.
-pub fn spawn_all(
-    config: &SourcesConfig,
-    host: &HostIdentity,
-    sink: Arc<dyn RecordSink>,
-    shutdown: Shutdown,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let zone = Zone::parse(&config.timezone).unwrap_or_else(|| {
-        tracing::warn!(timezone = %config.timezone, "unknown time zone; using local");
-        Zone::Local
-    });
-    let start = registry::Start {
-        env: Arc::new(Env::new(host, Passwd::load(&config.passwd_path), zone)),
-        sink,
-        shutdown,
-    };
-    registry::REGISTRY
-        .iter()
-        .flat_map(|s| s.spawn(config, &start))
-        .collect()
-}
-
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
@@ -553,6 +536,28 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::settings::Settings;
+    use registry::start_all;
+
+    /// Settings for the unit tests' host (`testutil::web1`), with `sources` and the sockets in
+    /// `data_dir`.
+    fn settings(data_dir: &Path, sources: SourcesConfig) -> Arc<Settings> {
+        let id = crate::host_identity::testutil::web1();
+        let config = crate::config::Config {
+            agent: crate::config::AgentSection {
+                host: id.host,
+                account_id: id.account_id,
+                region: id.region,
+                domain: id.domain,
+                partition: id.partition,
+                data_dir: data_dir.to_path_buf(),
+            },
+            sources,
+            ..Default::default()
+        };
+        Arc::new(config.validate().unwrap())
+    }
 
     #[test]
     fn config_defaults_and_unknown_fields() {
@@ -700,14 +705,16 @@ mod tests {
                 .filter(|r| r.event_source.starts_with("sshd."))
                 .collect()
         }
-        async fn run_until(config: &SourcesConfig, buffer: Arc<Buffer>, n: usize) {
+        async fn run_until(settings: &Arc<Settings>, buffer: Arc<Buffer>, n: usize) {
             let (stop, rx) = tokio::sync::broadcast::channel(1);
-            let tasks = spawn_all(
-                config,
-                &crate::host_identity::testutil::web1(),
+            let tasks = start_all(
+                settings.clone(),
                 buffer.clone(),
+                Arc::new(Metrics::default()),
                 Shutdown::new(rx),
-            );
+            )
+            .await
+            .unwrap();
             tokio::time::timeout(std::time::Duration::from_secs(60), async {
                 while sshd_records(&buffer).len() < n {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -739,14 +746,15 @@ mod tests {
             },
             ..SourcesConfig::default()
         };
+        let settings = settings(dir.path(), config);
         write(0..500);
         let buffer = open();
-        run_until(&config, buffer.clone(), 500).await;
+        run_until(&settings, buffer.clone(), 500).await;
         drop(buffer);
         // Written while the agent is down.
         write(500..800);
         let buffer = open();
-        run_until(&config, buffer.clone(), 800).await;
+        run_until(&settings, buffer.clone(), 800).await;
         let records = sshd_records(&buffer);
         assert_eq!(records.len(), 800);
         let ids: std::collections::HashSet<&str> =
@@ -754,10 +762,10 @@ mod tests {
         assert_eq!(ids.len(), 800);
     }
 
-    /// spawn_all with real files: lines appended to an auth log, an audit log and a dpkg log
-    /// come out as records of the right sources, with checkpoints stored.
+    /// The registry's start with real files: lines appended to an auth log, an audit log and a
+    /// dpkg log come out as records of the right sources, with checkpoints stored.
     #[tokio::test]
-    async fn spawn_all_follows_configured_files() {
+    async fn start_all_follows_configured_files() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
@@ -792,13 +800,16 @@ mod tests {
         };
         let sink = crate::tail::MemorySink::new();
         let (stop, rx) = tokio::sync::broadcast::channel(1);
-        let tasks = spawn_all(
-            &config,
-            &crate::host_identity::testutil::web1(),
+        let tasks = start_all(
+            settings(dir.path(), config),
             sink.clone(),
+            Arc::new(Metrics::default()),
             Shutdown::new(rx),
-        );
-        assert_eq!(tasks.len(), 3);
+        )
+        .await
+        .unwrap();
+        // One per file source, and the application events' socket.
+        assert_eq!(tasks.len(), 4);
         let append = |name: &str, text: &str| {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
