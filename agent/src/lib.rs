@@ -2,7 +2,7 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! apps --POST /PutAuditEvents (Unix socket)--> app_events +   sources::registry::REGISTRY
+//! apps --POST /PutAuditEvents--> sources::app_events ---+   sources::registry::REGISTRY
 //! host logs --tail (files: rotation-aware, checkpoints) --+   (every input, started in
 //! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   this order; endpoints bound
 //!   who: sources::host_accounts (uid -> userIdentity)     |   before READY)

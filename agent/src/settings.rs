@@ -8,9 +8,8 @@
 //! parsed once, the buffer's [`BufferOptions`], real [`Duration`]s, socket paths that are not
 //! `Option`s and a socket mode that is a number.
 //!
-//! **Guarantee: the runtime cannot see an unvalidated value.** Everything past the command line
-//! (`runtime`, `control`, the CLI's `status`, `buffer ...`) takes [`Settings`], and a
-//! [`Settings`] is only made by [`Config::validate`]; so no consumer re-parses a URL, unwraps
+//! **Guarantee: a [`Settings`] is only made by [`Config::validate`].** Everything past the
+//! command line (`runtime`, the inputs, the CLI's `status`, `buffer ...`) takes [`Settings`]; so no consumer re-parses a URL, unwraps
 //! an `Option` that "validation filled", or converts milliseconds on its own (before, the config
 //! was edited in place and its accessors unwrapped the fields again). The checks and their
 //! messages are the ones the operator sees from `check-config`: each names the field. The host
@@ -99,8 +98,10 @@ impl CollectorSettings {
         if !self.urls.iter().any(|u| u.tls) {
             return None;
         }
-        // Validation refused an https URL without a CA, so this is `Some` here.
-        let ca = self.ca.as_deref()?;
+        let ca = self
+            .ca
+            .as_deref()
+            .expect("validation refuses an https URL without a CA");
         let identity = self
             .client_identity
             .as_ref()

@@ -6,7 +6,7 @@
 //! activity (log files, the journal, `/etc`), is set up by `[sources.<name>]` and counts its
 //! lines in a [`SourceStats`]; an *endpoint* serves callers on a socket or a port (application
 //! events, the sidecar), is set up by a section of its own (`[<name>]`) and counts in
-//! [`Metrics`]. Adding an input is its module, its table, and a [`Source`] here with a line in
+//! [`Metrics`] (application events) or statics of its own (the sidecar). Adding an input is its module, its table, and a [`Source`] here with a line in
 //! [`REGISTRY`]: the start-up, the per-source line counters in `/metrics` and `groundtrail-agent
 //! status`, and the generated config example all follow from those (a test below fails when the
 //! registry and the config disagree).
