@@ -274,7 +274,7 @@ fn string_field(
 /// compact text, copied rather than parsed into a tree (see [`crate::compact_json`]), and
 /// checked against its size cap.
 fn json_field<'a>(
-    raw: Option<&'a RawValue>,
+    raw: Option<Text<'a>>,
     name: &str,
     limit: usize,
 ) -> Result<Option<Cow<'a, str>>, EventError> {
@@ -302,11 +302,12 @@ const DEPTH_UNMAPPED: usize = 124;
 
 /// A member's compact text (see [`crate::compact_json`]), its errors named after it.
 fn member_text<'a>(
-    raw: &'a RawValue,
+    raw: Text<'a>,
     name: &str,
     max_depth: usize,
 ) -> Result<Cow<'a, str>, EventError> {
-    compact_json::compact_member(raw, max_depth).map_err(|e| match e {
+    let shape = raw.shape.unwrap_or_else(|| compact_json::shape(raw.text));
+    compact_json::compact_text(raw.text, shape, max_depth).map_err(|e| match e {
         compact_json::CompactError::TooDeep(n) => ev_err(
             "InvalidData",
             format!("eventData.{name} is nested more than {n} levels deep"),
@@ -320,13 +321,13 @@ fn member_text<'a>(
 
 /// A string member of `eventData`, read from its text and checked by [`string_field`].
 fn string_member(
-    raw: Option<&RawValue>,
+    raw: Option<Text<'_>>,
     name: &str,
     limit: usize,
     required: bool,
 ) -> Result<Option<String>, EventError> {
     // A string without escapes is its text between the quotes (serde_json has checked it).
-    if let Some(text) = raw.map(RawValue::get)
+    if let Some(text) = raw.map(|r| r.text)
         && let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
         && !inner.contains('\\')
     {
@@ -338,15 +339,71 @@ fn string_member(
         );
     }
     let value = raw
-        .map(|r| serde_json::from_str(r.get()))
+        .map(|r| serde_json::from_str(r.text))
         .transpose()
         .map_err(|e| ev_err("InvalidData", format!("eventData.{name}: {e}")))?;
     string_field(value, name, limit, required)
 }
 
-/// `eventData`'s members in their order, each as its JSON text; a repeated member counts once,
+/// A member's value: its JSON text (valid JSON), and its shape when the read that found it
+/// has it already ([`crate::json_split`]).
+#[derive(Debug, Clone, Copy)]
+struct Text<'a> {
+    text: &'a str,
+    shape: Option<compact_json::Shape>,
+}
+
+/// An object's members in their order, each as its JSON text; a repeated member counts once,
 /// with its last value, as a parsed object would have it.
-struct Members<'a>(Vec<(Key<'a>, &'a RawValue)>);
+///
+/// Read in one pass by [`crate::json_split`] where it can; `serde_json` reads the rest (an
+/// escaped name, a `\u` escape, an error, which it names), with the same result.
+fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_json::Error> {
+    let entries: Vec<(Key<'a>, Text<'a>)> =
+        match crate::json_split::split_object(text, DEPTH_UNMAPPED) {
+            Some(split) => split
+                .into_iter()
+                .map(|m| {
+                    let text = Text {
+                        text: m.text,
+                        shape: Some(m.shape),
+                    };
+                    (Key(Cow::Borrowed(m.name)), text)
+                })
+                .collect(),
+            None => serde_json::from_str::<Entries>(text)?.0,
+        };
+    let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(entries.len());
+    // Positions by name, only for objects large enough for a scan to cost.
+    let mut index: HashMap<Key<'a>, usize> = HashMap::new();
+    for (k, v) in entries {
+        let at = if members.len() < 32 {
+            members.iter().position(|(n, _)| *n == k)
+        } else {
+            if index.is_empty() {
+                index = members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| (n.clone(), i))
+                    .collect();
+            }
+            index.get(&k).copied()
+        };
+        match at {
+            Some(i) => members[i].1 = v,
+            None => {
+                if !index.is_empty() {
+                    index.insert(k.clone(), members.len());
+                }
+                members.push((k, v));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// An object's entries as `serde_json` reads them, repeats included.
+struct Entries<'a>(Vec<(Key<'a>, Text<'a>)>);
 
 /// A member's name: borrowed from the text unless it holds an escape (serde's own `Cow` always
 /// copies, and a record's twenty-odd names were as many allocations).
@@ -388,45 +445,27 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-impl<'de> Deserialize<'de> for Members<'de> {
+impl<'de> Deserialize<'de> for Entries<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members<'de>;
+            type Value = Entries<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut m: A,
-            ) -> Result<Members<'de>, A::Error> {
-                let mut members: Vec<(Key<'de>, &'de RawValue)> = Vec::with_capacity(16);
-                // Positions by name, only for objects large enough for a scan to cost.
-                let mut index: HashMap<Key<'de>, usize> = HashMap::new();
+            ) -> Result<Entries<'de>, A::Error> {
+                let mut entries = Vec::with_capacity(16);
                 while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    let at = if members.len() < 32 {
-                        members.iter().position(|(n, _)| *n == k)
-                    } else {
-                        if index.is_empty() {
-                            index = members
-                                .iter()
-                                .enumerate()
-                                .map(|(i, (n, _))| (n.clone(), i))
-                                .collect();
-                        }
-                        index.get(&k).copied()
+                    let text = Text {
+                        text: v.get(),
+                        shape: None,
                     };
-                    match at {
-                        Some(i) => members[i].1 = v,
-                        None => {
-                            if !index.is_empty() {
-                                index.insert(k.clone(), members.len());
-                            }
-                            members.push((k, v));
-                        }
-                    }
+                    entries.push((k, text));
                 }
-                Ok(Members(members))
+                Ok(Entries(entries))
             }
         }
         d.deserialize_map(Visit)
@@ -530,7 +569,7 @@ pub fn convert_to_json(
             ));
         }
     }
-    let Members(members) = serde_json::from_str(&ev.event_data).map_err(|e| {
+    let members = read_members(&ev.event_data).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             ev_err("InvalidData", "eventData must be a JSON object")
         } else {
@@ -539,7 +578,7 @@ pub fn convert_to_json(
     })?;
     // One pass over the members: the known ones into their slots (in `KNOWN` order), the others
     // into `unmapped`, in their order.
-    let mut known: [Option<&RawValue>; KNOWN.len()] = Default::default();
+    let mut known: [Option<Text<'_>>; KNOWN.len()] = Default::default();
     let mut unmapped = Vec::new();
     for (k, v) in members {
         match KNOWN.iter().position(|n| *n == &*k) {
@@ -559,9 +598,9 @@ pub fn convert_to_json(
     // userIdentity: `type` and `principalId` are read, the other members copied as they are
     // (real identities carry a sessionContext and more, which the record keeps in order).
     let ui_raw = raw("userIdentity")
-        .filter(|r| r.get() != "null")
+        .filter(|r| r.text != "null")
         .ok_or_else(|| ev_err("FieldNotFound", "eventData.userIdentity is required"))?;
-    let Members(ui) = serde_json::from_str(ui_raw.get()).map_err(|e| {
+    let ui = read_members(ui_raw.text).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             ev_err("InvalidData", "eventData.userIdentity must be an object")
         } else {
@@ -715,7 +754,7 @@ pub fn convert_to_json(
         .map_err(|e| ev_err(e.code(), e.to_string()))?;
     let mut unmapped_json = Vec::with_capacity(unmapped.len());
     for (k, v) in &unmapped {
-        let text = member_text(v, k, DEPTH_UNMAPPED)?;
+        let text = member_text(*v, k, DEPTH_UNMAPPED)?;
         unmapped_json.push((&**k, text));
     }
     let json = RecordJson {
@@ -959,7 +998,7 @@ mod tests {
             r#""""#,
             "null",
         ] {
-            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            let raw = Text { text, shape: None };
             let want: Option<String> = serde_json::from_str(text).unwrap();
             assert_eq!(
                 string_member(Some(raw), "x", 100, false).unwrap(),
@@ -967,7 +1006,10 @@ mod tests {
                 "{text}"
             );
         }
-        let raw: &RawValue = serde_json::from_str("5").unwrap();
+        let raw = Text {
+            text: "5",
+            shape: None,
+        };
         assert_eq!(
             string_member(Some(raw), "x", 100, false)
                 .unwrap_err()

@@ -127,22 +127,51 @@ fn scan(raw: &str, copy: bool) -> Scan {
     }
 }
 
+/// What a value's text looks like to the compaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Whitespace outside strings: the text is not compact as it stands.
+    pub spaced: bool,
+    /// Something `serde_json` would write differently (see the module doc).
+    pub rewrite: bool,
+    /// How deep objects and arrays nest (0 for a string, number or literal).
+    pub depth: usize,
+}
+
+/// The [`Shape`] of `text` (valid JSON), found by reading it.
+pub fn shape(text: &str) -> Shape {
+    let s = scan(text, false);
+    Shape {
+        spaced: s.spaced,
+        rewrite: s.rewrite,
+        depth: s.depth,
+    }
+}
+
 /// The compact text of a member nested at most `max_depth` levels (objects and arrays): the
 /// text itself when it is compact already (the usual case: senders write JSON with a library),
 /// else a copy without its whitespace, or the value parsed and written again where a copy
 /// would differ.
 pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<Cow<'_, str>, CompactError> {
-    let text = raw.get();
-    let s = scan(text, false);
-    if s.depth > max_depth {
+    compact_text(raw.get(), shape(raw.get()), max_depth)
+}
+
+/// [`compact_member`] of valid JSON `text` whose [`Shape`] is known (from
+/// [`crate::json_split`], which finds it while checking the text).
+pub fn compact_text(
+    text: &str,
+    shape: Shape,
+    max_depth: usize,
+) -> Result<Cow<'_, str>, CompactError> {
+    if shape.depth > max_depth {
         return Err(CompactError::TooDeep(max_depth));
     }
-    if s.rewrite {
+    if shape.rewrite {
         return Ok(Cow::Owned(
             serde_json::from_str::<serde_json::Value>(text)?.to_string(),
         ));
     }
-    if !s.spaced {
+    if !shape.spaced {
         return Ok(Cow::Borrowed(text));
     }
     Ok(Cow::Owned(scan(text, true).out.unwrap_or_default()))

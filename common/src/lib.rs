@@ -10,6 +10,7 @@ pub mod config_doc;
 pub mod connections;
 pub mod event;
 pub mod fit;
+pub mod json_split;
 pub mod listener;
 pub mod percent;
 pub mod sd_notify;
