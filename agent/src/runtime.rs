@@ -185,6 +185,8 @@ pub async fn run(
         http_util::Limits::new(&config.local_http),
         Shutdown::new(control_tx.subscribe()),
     ))];
+    // The TCP addresses bound, for READY=1 (`X_LISTEN_<ROLE>`, see `sd_notify`).
+    let mut bound = Vec::new();
     if let Some(addr) = config.control.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -192,6 +194,7 @@ pub async fn run(
                 what: addr.to_string(),
                 source,
             })?;
+        bound.extend(l.local_addr().ok().map(|a| ("METRICS", a)));
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),
@@ -242,6 +245,7 @@ pub async fn run(
                 what: addr.to_string(),
                 source,
             })?;
+        bound.extend(l.local_addr().ok().map(|a| ("APP_EVENTS", a)));
         input_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             app.clone().handler(),
@@ -263,6 +267,7 @@ pub async fn run(
                 what: format!("sidecar {}", sidecar.listen),
                 source,
             })?;
+        bound.extend(listener.local_addr().ok().map(|a| ("SIDECAR", a)));
         tracing::info!(listen = %sidecar.listen, upstream = %sidecar.upstream, "sidecar proxy running");
         let shutdown = Shutdown::new(input_tx.subscribe());
         let host = id.clone();
@@ -280,7 +285,7 @@ pub async fn run(
     )));
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
     // systemd (Type=notify): ready once every endpoint is bound and the sources run.
-    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
+    groundtrail_common::sd_notify::ready("running", bound);
     let watchdog = tokio::spawn(watchdog(buffer.clone()));
 
     let reason = stop.await;
