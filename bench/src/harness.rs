@@ -28,7 +28,7 @@ pub fn find_bins(dir: Option<&Path>) -> anyhow::Result<Bins> {
             .ok_or_else(|| anyhow!("executable has no directory"))?
             .to_path_buf(),
     };
-    Bins::in_dir(&dir, &log_level())
+    Bins::in_dir(&dir, &log_level()).context("build the release binaries or pass --bin-dir")
 }
 
 /// `RUST_LOG` for the binaries under test: `GROUNDTRAIL_BENCH_LOG`, default `warn`.

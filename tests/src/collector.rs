@@ -6,6 +6,9 @@
 //! configured with [`Collector::addr`] still send. (Between a stop and the restart another
 //! process could take the port; the kernel hands out ports at random over the whole ephemeral
 //! range, so that is rare, and the restart then fails loudly.)
+//!
+//! An `[api] listen = "127.0.0.1:0"` in [`Spec::extra_toml`] is not pinned: each start reports
+//! its own port in [`Collector::api_addr`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
