@@ -170,6 +170,8 @@ pub async fn run(
         settings.local_http.limits(),
         Shutdown::new(control_tx.subscribe()),
     ))];
+    // The TCP addresses bound, for READY=1 (`X_LISTEN_<ROLE>`, see `sd_notify`).
+    let mut bound = Vec::new();
     if let Some(addr) = settings.control.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -177,6 +179,7 @@ pub async fn run(
                 what: addr.to_string(),
                 source,
             })?;
+        bound.extend(l.local_addr().ok().map(|a| ("METRICS", a)));
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),
@@ -202,13 +205,15 @@ pub async fn run(
     // record the collector would refuse for its size reaches the buffer.
     let sink: Arc<dyn RecordSink> = Arc::new(crate::sink::Fitted::new(Arc::new(buffer.clone())));
     // The inputs, in the registry's order; every endpoint is bound when this returns.
-    let mut input_tasks = sources::registry::start_all(
+    let inputs = sources::registry::start_all(
         settings.clone(),
         sink,
         metrics.clone(),
         Shutdown::new(input_tx.subscribe()),
     )
     .await?;
+    bound.extend(inputs.listening);
+    let mut input_tasks = inputs.tasks;
     input_tasks.push(tokio::spawn(release_idle_memory(
         buffer.clone(),
         Shutdown::new(input_tx.subscribe()),
@@ -216,7 +221,7 @@ pub async fn run(
     let app_path = &settings.app_events.socket;
     tracing::info!(app_events = %app_path.display(), control = %control_path.display(), "agent running");
     // systemd (Type=notify): ready once every endpoint is bound and the sources run.
-    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=running");
+    groundtrail_common::sd_notify::ready("running", bound);
     let watchdog = tokio::spawn(watchdog(buffer.clone()));
 
     let reason = stop.await;

@@ -1,50 +1,34 @@
-//! Running the real binaries: certificates from `groundtrail-collector pki`, collector and
-//! agent configs, processes (with their CPU time at exit from `wait4`), the ingest protocol
-//! over mTLS, the agent's PutAuditEvents endpoint, and reading the delivered trail back.
+//! The benchmark's side of running the real binaries: the collector and agent configs it
+//! measures with (mTLS, the generator's accounts, idle sources), a keep-alive HTTP/1 load client
+//! for ingest and PutAuditEvents, and reading the delivered trail back. Processes, readiness
+//! (port 0, the bound port read from `READY=1`), certificates and the collector's config file
+//! are the test kit's (`groundtrail_tests`), shared with the black-box tests.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
+pub use groundtrail_tests::{Bins, Exit, Pki, Proc};
+use groundtrail_tests::{Dest, ServerTls, Spec};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-/// Where the release binaries are.
-#[derive(Debug, Clone)]
-pub struct Bins {
-    pub collector: PathBuf,
-    pub agent: PathBuf,
-}
-
-impl Bins {
-    /// `dir`, else the directory of this executable (`target/release/`).
-    pub fn find(dir: Option<&Path>) -> anyhow::Result<Bins> {
-        let dir = match dir {
-            Some(d) => d.to_path_buf(),
-            None => std::env::current_exe()?
-                .parent()
-                .ok_or_else(|| anyhow!("executable has no directory"))?
-                .to_path_buf(),
-        };
-        let bins = Bins {
-            collector: dir.join("groundtrail-collector"),
-            agent: dir.join("groundtrail-agent"),
-        };
-        for p in [&bins.collector, &bins.agent] {
-            if !p.is_file() {
-                bail!(
-                    "{} is missing: build it (`cargo build --release -p groundtrail-collector -p groundtrail-agent`) or pass --bin-dir",
-                    p.display()
-                );
-            }
-        }
-        Ok(bins)
-    }
+/// The release binaries in `dir`, else in the directory of this executable
+/// (`target/release/`), logging at [`log_level`].
+pub fn find_bins(dir: Option<&Path>) -> anyhow::Result<Bins> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow!("executable has no directory"))?
+            .to_path_buf(),
+    };
+    Bins::in_dir(&dir, &log_level()).context("build the release binaries or pass --bin-dir")
 }
 
 /// `RUST_LOG` for the binaries under test: `GROUNDTRAIL_BENCH_LOG`, default `warn`.
@@ -52,17 +36,13 @@ fn log_level() -> String {
     std::env::var("GROUNDTRAIL_BENCH_LOG").unwrap_or_else(|_| "warn".into())
 }
 
+/// Longest wait for a process to say `READY=1`.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// Longest wait in seconds for one HTTP exchange before the scenario fails (60; 15 under
 /// `--quick`).
 pub static REQUEST_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(60);
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
 
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a JSON string is a TOML basic string")
@@ -72,193 +52,15 @@ fn q(p: &Path) -> String {
     toml_str(&p.display().to_string())
 }
 
-/// A CA, the collector's server certificate and agent certificates, minted by
-/// `groundtrail-collector pki`.
-#[derive(Debug, Clone)]
-pub struct Pki {
-    pub dir: PathBuf,
-    collector_bin: PathBuf,
-}
-
-impl Pki {
-    pub fn init(bins: &Bins, dir: &Path) -> anyhow::Result<Pki> {
-        run(Command::new(&bins.collector)
-            .args(["pki", "init", "--dir"])
-            .arg(dir))?;
-        Ok(Pki {
-            dir: dir.to_path_buf(),
-            collector_bin: bins.collector.clone(),
-        })
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// Issues `agents/<name>.pem`/`.key` (once).
-    pub fn agent(&self, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let cert = self.dir.join("agents").join(format!("{name}.pem"));
-        let key = self.dir.join("agents").join(format!("{name}.key"));
-        if !cert.is_file() {
-            run(Command::new(&self.collector_bin)
-                .args(["pki", "agent", name, "--dir"])
-                .arg(&self.dir))?;
-        }
-        Ok((cert, key))
-    }
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.stdin(Stdio::null()).output()?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A child process we own; killed (by its pid) if dropped while running.
-pub struct Proc {
-    pub name: String,
-    child: Option<Child>,
-    pub pid: u32,
-    pub log: PathBuf,
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy)]
-pub struct Exit {
-    pub code: i32,
-    /// Total user + system CPU seconds of the process's whole life (`wait4` rusage).
-    pub cpu_seconds: f64,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("start {name}"))?;
-        Ok(Proc {
-            name: name.into(),
-            pid: child.id(),
-            child: Some(child),
-            log,
-        })
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
-    }
-
-    /// SIGTERM, then wait up to `limit` for the exit; reaps with `wait4` to read its CPU time.
-    pub fn terminate(&mut self, limit: Duration) -> anyhow::Result<Exit> {
-        let child = self
-            .child
-            .take()
-            .ok_or_else(|| anyhow!("{} is not running", self.name))?;
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) and wait4(2) on the pid of a child we own and have not reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        loop {
-            let mut status = 0;
-            // SAFETY: as above; rusage is plain data written by the kernel.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if r == pid {
-                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    128 + libc::WTERMSIG(status)
-                };
-                std::mem::forget(child);
-                return Ok(Exit {
-                    code,
-                    cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
-                });
-            }
-            if r < 0 {
-                bail!("wait4 {}: {}", self.name, std::io::Error::last_os_error());
-            }
-            if start.elapsed() > limit {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::wait4(pid, &mut status, 0, &mut usage);
-                }
-                std::mem::forget(child);
-                bail!(
-                    "{} did not exit within {limit:?} of SIGTERM; log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Proc {
-    /// Whether the process exits within `limit` (polled; it is not reaped).
-    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while !self.exited() {
-            if start.elapsed() > limit {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
-    }
-
-    /// SIGKILL (`kill -9`), and reap it.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-async fn wait_port(p: &mut Proc, addr: SocketAddr) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if p.exited() {
-            bail!("{} exited before listening; log:\n{}", p.name, p.log_tail());
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("{} not listening on {addr}; log:\n{}", p.name, p.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The address `ready` names for `role`, or an error naming the process.
+fn bound(ready: &groundtrail_tests::Ready, p: &Proc, role: &str) -> anyhow::Result<SocketAddr> {
+    ready.get(role).ok_or_else(|| {
+        anyhow!(
+            "{}'s READY=1 named no {role} listener; log:\n{}",
+            p.name,
+            p.log_tail()
+        )
+    })
 }
 
 /// A collector under test.
@@ -321,7 +123,8 @@ pub async fn start_collector_with(
 
 /// As [`start_collector_with`], with the local destination at `trail` (which several
 /// collectors of a cluster may share) and the signing key `dir/signing-key.pem` (created by the
-/// collector unless it is there already).
+/// collector unless it is there already). Ready once it says `READY=1` (in cluster mode: once
+/// it is connected to NATS), on the port it reports.
 pub async fn start_collector_at(
     bins: &Bins,
     pki: &Pki,
@@ -332,46 +135,46 @@ pub async fn start_collector_at(
     extra: &str,
 ) -> anyhow::Result<Collector> {
     std::fs::create_dir_all(dir)?;
-    let port = free_port();
-    let trail = trail.to_path_buf();
-    let mut t = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {}\ntls_key = {}\nclient_ca = {}\nshutdown_grace = \"600s\"\n\n",
-        q(&pki.dir.join("server.pem")),
-        q(&pki.dir.join("server.key")),
-        q(&pki.ca())
-    );
-    t += &format!("[journal]\npath = {}\n\n", q(&dir.join("journal")));
-    t += &format!(
-        "[trail]\nname = \"bench\"\naccount_id = \"{}\"\nlog_file_interval = \"{log_file_interval}\"\ndigest_interval = \"1h\"\n\n",
-        crate::generator::ACCOUNTS[0]
-    );
-    t += &format!(
-        "[signing]\nkey_file = {}\n\n",
-        q(&dir.join("signing-key.pem"))
-    );
-    for a in agents {
-        t += &format!(
-            "[[agents]]\nname = {}\naccounts = {:?}\nregions = []\n\n",
-            toml_str(a),
-            crate::generator::ACCOUNTS
-        );
-    }
-    t += &format!(
-        "[[destinations]]\ntype = \"local\"\npath = {}\nbucket = \"bench-trail\"\n\n{extra}",
-        q(&trail)
-    );
+    let accounts: Vec<String> = crate::generator::ACCOUNTS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let (cert, key) = pki.server();
+    let mut spec = Spec::new(Dest::Local {
+        path: trail.to_path_buf(),
+        bucket: "bench-trail".into(),
+    });
+    spec.log_file_interval = log_file_interval.into();
+    spec.digest_interval = "1h".into();
+    spec.tls = Some(ServerTls {
+        cert,
+        key,
+        client_ca: Some(pki.ca()),
+    });
+    spec.server = vec!["shutdown_grace = \"600s\"".into()];
+    spec.trail_name = "bench".into();
+    spec.account = crate::generator::ACCOUNTS[0].into();
+    spec.agents = agents
+        .iter()
+        .map(|a| (a.clone(), accounts.clone(), vec![]))
+        .collect();
+    spec.extra_toml = extra.into();
     let config = dir.join("collector.toml");
-    std::fs::write(&config, t)?;
+    std::fs::write(&config, spec.toml(dir, "127.0.0.1:0"))?;
     let mut cmd = Command::new(&bins.collector);
     cmd.arg("serve")
         .arg("--config")
         .arg(&config)
         .current_dir(dir)
-        .env("RUST_LOG", log_level());
-    let mut proc = Proc::spawn("collector", cmd, dir.join("collector.log"))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_port(&mut proc, addr).await?;
-    Ok(Collector { proc, addr, trail })
+        .env("RUST_LOG", &bins.rust_log);
+    let (proc, ready) =
+        Proc::start_ready("collector", cmd, &dir.join("collector.log"), READY_WITHIN).await?;
+    let addr = bound(&ready, &proc, "INGEST")?;
+    Ok(Collector {
+        proc,
+        addr,
+        trail: trail.to_path_buf(),
+    })
 }
 
 /// An agent under test.
@@ -387,8 +190,8 @@ pub const AGENT_ACCOUNT: &str = crate::generator::ACCOUNTS[0];
 
 /// Starts `groundtrail-agent run` as `host` (certificate from `pki`), shipping to `collector`,
 /// with the default sources enabled but pointed at empty files under `dir` (so they run,
-/// watch and stay idle), PutAuditEvents and metrics on loopback HTTP, and default buffer and
-/// shipper settings.
+/// watch and stay idle), PutAuditEvents and metrics on loopback HTTP (port 0, read from its
+/// `READY=1`), and default buffer and shipper settings.
 pub async fn start_agent(
     bins: &Bins,
     pki: &Pki,
@@ -409,12 +212,11 @@ pub async fn start_agent(
     std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n")?;
     std::fs::write(dir.join("etc/sudoers"), "root ALL=(ALL:ALL) ALL\n")?;
     let (cert, key) = pki.agent(host)?;
-    let (app_port, metrics_port) = (free_port(), free_port());
     let t = format!(
         "[agent]\nhost = {host}\naccount_id = \"{AGENT_ACCOUNT}\"\nregion = \"us-east-1\"\ndata_dir = {data}\n\n\
          [collector]\nurls = [\"https://localhost:{port}\"]\nca = {ca}\nclient_cert = {cert}\nclient_key = {key}\n\n\
-         [app_events]\nhttp_listen = \"127.0.0.1:{app_port}\"\n\n\
-         [control]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
+         [app_events]\nhttp_listen = \"127.0.0.1:0\"\n\n\
+         [control]\nmetrics_listen = \"127.0.0.1:0\"\n\n\
          [sources]\npasswd_path = {passwd}\n\n\
          [sources.auth_log]\nenabled = true\npath = {auth}\n\n\
          [sources.auditd]\nenabled = true\npath = {audit}\n\n\
@@ -440,16 +242,13 @@ pub async fn start_agent(
     cmd.args(["run", "--config"])
         .arg(&config)
         .current_dir(dir)
-        .env("RUST_LOG", log_level());
-    let mut proc = Proc::spawn("agent", cmd, dir.join("agent.log"))?;
-    let app_addr = SocketAddr::from(([127, 0, 0, 1], app_port));
-    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], metrics_port));
-    wait_port(&mut proc, app_addr).await?;
-    wait_port(&mut proc, metrics_addr).await?;
+        .env("RUST_LOG", &bins.rust_log);
+    let (proc, ready) =
+        Proc::start_ready("agent", cmd, &dir.join("agent.log"), READY_WITHIN).await?;
     Ok(Agent {
+        app_addr: bound(&ready, &proc, "APP_EVENTS")?,
+        metrics_addr: bound(&ready, &proc, "METRICS")?,
         proc,
-        app_addr,
-        metrics_addr,
     })
 }
 

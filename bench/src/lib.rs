@@ -136,7 +136,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let load_start = loadavg();
-    let bins = Bins::find(opts.bin_dir.as_deref())?;
+    let bins = harness::find_bins(opts.bin_dir.as_deref())?;
     if opts.quick {
         harness::REQUEST_TIMEOUT_SECS.store(15, std::sync::atomic::Ordering::Relaxed);
     }

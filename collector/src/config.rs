@@ -911,7 +911,8 @@ impl Config {
             }
         }
         if let Some(l) = self.api.listen {
-            if l == self.server.listen {
+            // Port 0 twice is two listeners on two ports the kernel picks, not one address.
+            if l == self.server.listen && l.port() != 0 {
                 bail!("[api] listen {l} is [server] listen; leave it unset to share the listener");
             }
             if self.server.tls_cert.is_none() && !l.ip().is_loopback() {
@@ -1234,6 +1235,11 @@ url = "http://127.0.0.1:9000/hook"
             let err = format!("{:#}", Config::parse(bad).unwrap_err());
             assert!(err.contains(why), "{bad}: {err}");
         }
+        // One address twice is refused, but port 0 twice is two listeners (the tests' kit).
+        let same = "[server]\nlisten = \"127.0.0.1:7480\"\n[api]\nlisten = \"127.0.0.1:7480\"\n";
+        assert!(format!("{:#}", Config::parse(same).unwrap_err()).contains("share the listener"));
+        Config::parse("[server]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n")
+            .unwrap();
     }
 
     #[test]

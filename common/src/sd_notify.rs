@@ -8,6 +8,15 @@
 //! enough to be healthy: [`watchdog_while`] stops the pings for good once its health check
 //! fails (the collector's stuck journal, see `groundtrail_collector::store_health`), so systemd
 //! restarts a process that runs but can no longer do its work.
+//!
+//! `READY=1` also names every TCP address the process bound, one `X_LISTEN_<ROLE>=<ip:port>`
+//! line each ([`ready`]): sd_notify(3) reserves the `X_` prefix for a service's own variables,
+//! and systemd ignores them. What reads them is whatever started the process with a
+//! `NOTIFY_SOCKET` of its own, the black-box tests and the benchmark (`tests/src/readiness.rs`):
+//! their configs say port 0, and the address the kernel chose arrives with the readiness, so no
+//! port is guessed before the start. Roles: the collector's `INGEST` (`[server] listen`) and
+//! `API` (`[api] listen`); the agent's `METRICS` (`[control] metrics_listen`), `APP_EVENTS`
+//! (`[app_events] http_listen`) and `SIDECAR` (`[sidecar] listen`); each only when bound.
 
 use std::time::Duration;
 
@@ -25,6 +34,29 @@ pub fn notify(state: &str) -> bool {
         }
     }
 }
+
+/// Sends `READY=1`, `STATUS=<status>` and one `X_LISTEN_<ROLE>=<addr>` line per listener (see
+/// the module doc). Returns whether it was sent.
+pub fn ready<'a>(
+    status: &str,
+    listeners: impl IntoIterator<Item = (&'a str, std::net::SocketAddr)>,
+) -> bool {
+    notify(&ready_message(status, listeners))
+}
+
+fn ready_message<'a>(
+    status: &str,
+    listeners: impl IntoIterator<Item = (&'a str, std::net::SocketAddr)>,
+) -> String {
+    let mut state = format!("READY=1\nSTATUS={status}");
+    for (role, addr) in listeners {
+        state.push_str(&format!("\n{LISTEN_PREFIX}{role}={addr}"));
+    }
+    state
+}
+
+/// The start of the variable that names a bound listener in `READY=1` (`X_LISTEN_INGEST=…`).
+pub const LISTEN_PREFIX: &str = "X_LISTEN_";
 
 fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
@@ -101,5 +133,19 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1");
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn ready_names_each_bound_listener() {
+        let ingest: std::net::SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let api: std::net::SocketAddr = "[::1]:40002".parse().unwrap();
+        assert_eq!(
+            super::ready_message("listening", [("INGEST", ingest), ("API", api)]),
+            "READY=1\nSTATUS=listening\nX_LISTEN_INGEST=127.0.0.1:40001\nX_LISTEN_API=[::1]:40002"
+        );
+        assert_eq!(
+            super::ready_message("running", []),
+            "READY=1\nSTATUS=running"
+        );
     }
 }

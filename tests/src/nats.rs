@@ -39,7 +39,7 @@ const START_ATTEMPTS: usize = 3;
 /// The `nats-server` executable, or `None` (with a notice) to skip. Under `scripts/test.sh` a
 /// missing server is a failure.
 pub fn nats_server(test: &str) -> Option<PathBuf> {
-    super::tool("NATS_SERVER", ".venv-nats/bin/nats-server", test)
+    crate::env::tool("NATS_SERVER", ".venv-nats/bin/nats-server", test)
 }
 
 /// A client connected to one of `urls` (it moves to another when its server goes away).

@@ -6,7 +6,7 @@
 //! cannot have", which no scheduling delay can make fail.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use groundtrail_tests::*;
@@ -65,104 +65,55 @@ enabled = false
     )
 }
 
-/// A running (or stopped) `groundtrail-agent run`.
+/// A running (or stopped) `groundtrail-agent run`: the kit's [`AgentProcess`] (ready on its
+/// `READY=1`, killed when dropped), and the CLI calls of this file through [`AgentClient`].
 struct Agent {
+    p: AgentProcess,
     dir: PathBuf,
     config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
 }
 
 impl Agent {
     async fn start(dir: &Path, config_text: &str) -> Agent {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, config_text).unwrap();
-        let mut a = Agent {
-            dir: dir.to_path_buf(),
-            config,
-            log: dir.join("agent.log"),
-            child: None,
-        };
-        a.spawn().await;
-        a
+        let p = AgentProcess::start(dir, config_text).await;
+        Agent {
+            dir: p.dir.clone(),
+            config: p.config_path.clone(),
+            p,
+        }
     }
 
     async fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin("groundtrail-agent"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start groundtrail-agent");
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if self.try_status().await.is_some() {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!("agent exited with {status}; log:\n{}", self.log_text());
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "agent not answering; log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.p.spawn().await;
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.p.log()
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.p.kill9();
     }
 
     async fn sigterm(&mut self) {
-        let child = self.child.take().expect("agent running");
-        let status = sigterm_and_wait(child, "agent", &|| self.log_text()).await;
-        assert!(
-            status.success(),
-            "agent exit {status}; log:\n{}",
-            self.log_text()
-        );
+        self.p.sigterm().await;
+    }
+
+    /// The address the agent bound for `role` (`APP_EVENTS`, `METRICS`), from its `READY=1`.
+    fn addr(&self, role: &str) -> std::net::SocketAddr {
+        self.p.addr(role)
     }
 
     fn client(&self) -> AgentClient {
         AgentClient {
             dir: self.dir.clone(),
             config: self.config.clone(),
-            log: self.log.clone(),
+            log: self.dir.join("agent.log"),
         }
     }
 
     async fn status(&self) -> Value {
         self.client().status().await
-    }
-
-    async fn try_status(&self) -> Option<Value> {
-        self.client().try_status().await
     }
 
     async fn metrics(&self) -> String {
@@ -247,12 +198,6 @@ impl AgentClient {
             out.status.success(),
             serde_json::from_slice(&text).unwrap_or(Value::Null),
         )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -770,18 +715,19 @@ async fn bad_put_audit_events_inputs_get_their_error_codes() {
     let dir = tempdir();
     // No collector needed: the answers come from the agent once events are durable locally.
     let adir = dir.path().join("agent");
-    let (app_port, metrics_port) = (free_port(), free_port());
     let agent = Agent::start(
         &adir,
         &agent_config(
             &adir,
             &["http://127.0.0.1:9".into()],
-            &format!(
-                "[app_events]\nhttp_listen = \"127.0.0.1:{app_port}\"\n[control]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"
-            ),
+            "[app_events]\nhttp_listen = \"127.0.0.1:0\"\n[control]\nmetrics_listen = \"127.0.0.1:0\"\n",
         ),
     )
     .await;
+    let (app_port, metrics_port) = (
+        agent.addr("APP_EVENTS").port(),
+        agent.addr("METRICS").port(),
+    );
     let edit = |id: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
         let ev = app_event(id);
         let mut data: Value = serde_json::from_str(ev["eventData"].as_str().unwrap()).unwrap();

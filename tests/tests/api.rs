@@ -679,6 +679,7 @@ async fn webhook_gets_every_delivered_log_file_despite_early_failures() {
 /// a `kill -9` of the collector, a restart, and the webhook still gets every log file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_queue_survives_kill_9() {
+    // free_port: the webhook is down first; its receiver binds this port after the kill.
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let (mut spec, store) = local_spec(dir.path());
@@ -731,12 +732,9 @@ async fn api_listener_beside_mtls_ingest() {
         key: pki.join("server.key"),
         client_ca: Some(pki.join("ca.pem")),
     });
-    let api_port = free_port();
-    spec.extra_toml = format!(
-        "[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n{}",
-        keys_toml()
-    );
+    spec.extra_toml = format!("[api]\nlisten = \"127.0.0.1:0\"\n\n{}", keys_toml());
     let c = Collector::start(&dir.path().join("collector"), spec).await;
+    let api_port = c.api_addr.expect("READY=1 names the API listener").port();
     let endpoint = format!("https://localhost:{api_port}");
     let ca = pki.join("ca.pem").display().to_string();
     let run = |args: &[&str]| {

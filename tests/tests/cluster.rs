@@ -464,6 +464,7 @@ async fn the_shard_owner_killed_mid_upload_is_taken_over_and_the_chain_goes_on()
     let Some(moto) = moto_server(test) else {
         return;
     };
+    // free_port: moto cannot bind port 0 and report it.
     let moto = Moto::start(&moto, free_port()).await;
     let Some(mut s) = setup(test, Some(moto.endpoint.clone())).await else {
         return;
@@ -705,6 +706,7 @@ async fn a_full_stream_while_s3_is_down_refuses_then_everything_arrives() {
     let Some(moto_bin) = moto_server(test) else {
         return;
     };
+    // free_port: moto cannot bind port 0 and report it.
     let port = free_port();
     let moto = Moto::start(&moto_bin, port).await;
     let Some(mut s) = setup(test, Some(moto.endpoint.clone())).await else {

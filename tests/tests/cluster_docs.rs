@@ -18,7 +18,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use groundtrail_tests::nats::nats_server;
-use groundtrail_tests::{ACCOUNT, bin, free_port, ndjson, record, require_all, workspace_root};
+use groundtrail_tests::{
+    ACCOUNT, Readiness, bin, free_port, ndjson, record, require_all, workspace_root,
+};
 
 fn read(rel: &str) -> String {
     let path = workspace_root().join(rel);
@@ -276,6 +278,8 @@ fn the_nats_config_passes_nats_server_t_for_each_server() {
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
     certificates(&tls);
+    // free_port: each server's config names the others' route ports before any starts, and
+    // nats-server does not report a port it chose.
     let ports: Vec<Ports> = (0..3)
         .map(|_| Ports {
             client: free_port(),
@@ -552,17 +556,16 @@ fn the_packaged_configs_form_a_cluster_over_tls() {
 
     let cdir = dir.path().join("collector");
     std::fs::create_dir_all(&cdir).unwrap();
-    let listen = free_port();
     let mut conf = read("packaging/cluster/collector.toml");
     conf = swap(
         &conf,
         "listen = \"0.0.0.0:7480\"",
-        &format!("listen = \"127.0.0.1:{listen}\""),
+        "listen = \"127.0.0.1:0\"",
     );
     conf = swap(
         &conf,
         "listen = \"0.0.0.0:7481\"",
-        &format!("listen = \"127.0.0.1:{}\"", free_port()),
+        "listen = \"127.0.0.1:0\"",
     );
     // Plain HTTP towards the test's agent: the agents' mTLS is the single-node setup's.
     for line in [
@@ -619,8 +622,14 @@ fn the_packaged_configs_form_a_cluster_over_tls() {
             cmd.env_remove(k);
         }
     }
+    // Both listeners on port 0: the ports come with its READY=1.
+    let mut readiness = Readiness::new();
+    cmd.env("NOTIFY_SOCKET", &readiness.path);
     procs.0.push(cmd.spawn().unwrap());
     let everything = || format!("{}{}", tail(&clog), all_logs(&logs));
+    let listen = wait("the collector's READY=1", everything, || {
+        readiness.poll().map(|r| r.addr("INGEST").port())
+    });
     wait("the collector to write all 16 shards", everything, || {
         let (_, body) = http(listen, "GET", "/metrics", "", b"")?;
         body.lines()

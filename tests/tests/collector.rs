@@ -574,6 +574,7 @@ async fn s3_outage_then_recovery_delivers_everything() {
     };
     let started = Utc::now();
     let tmp = tempdir();
+    // free_port: moto (which cannot report a port) starts there only later.
     // Nothing listens on this port yet.
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");

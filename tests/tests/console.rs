@@ -53,6 +53,7 @@ impl Drop for Driver {
 }
 
 async fn driver(log: &Path, profile: &Path) -> Driver {
+    // free_port: chromedriver is told its port and cannot report one it chose.
     let port = free_port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
@@ -306,11 +307,11 @@ async fn console_in_a_real_browser() {
     });
     // A second, API-only listener: the console is served there too (browsers have no client
     // certificate for an mTLS main listener).
-    let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     spec.extra_toml = format!(
-        "[api]\nlisten = \"{api_addr}\"\n\n[[api.access_keys]]\naccess_key_id = \"{READ_KEY}\"\nsecret_access_key = \"{READ_SECRET}\"\nscopes = [\"read\"]\n"
+        "[api]\nlisten = \"127.0.0.1:0\"\n\n[[api.access_keys]]\naccess_key_id = \"{READ_KEY}\"\nsecret_access_key = \"{READ_SECRET}\"\nscopes = [\"read\"]\n"
     );
     let c = Collector::start(&dir.path().join("collector"), spec).await;
+    let api_addr = c.api_addr.expect("READY=1 names the API listener");
     let now = chrono::Utc::now().timestamp();
     let records = sent(now);
     let reply = c

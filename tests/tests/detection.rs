@@ -506,6 +506,7 @@ async fn silences_hold_alerts_back_and_need_admin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
     let dir = tempfile::tempdir().unwrap();
+    // free_port: the webhook is down first; its receiver binds this port later.
     let port = free_port();
     let detection = trail_stopped_rule(dir.path(), port);
     let c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;
@@ -559,6 +560,7 @@ async fn webhook_down_for_a_minute_gets_every_alert_afterwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_alert_and_delivery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    // free_port: the webhook is down first; its receiver binds this port later.
     let port = free_port();
     let detection = trail_stopped_rule(dir.path(), port);
     let mut c = Collector::start(dir.path(), spec(dir.path(), &detection)).await;

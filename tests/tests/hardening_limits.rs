@@ -469,6 +469,7 @@ async fn request_bodies_share_a_memory_budget() {
 async fn the_webhook_queue_is_bounded_and_drops_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spec, store) = local_spec(dir.path());
+    // free_port: an address where nothing listens.
     let dead = free_port();
     spec.extra_toml = format!(
         "[api]\nallow_unsigned_loopback_reads = true\n\n[[notifications]]\nurl = \"http://127.0.0.1:{dead}/hook\"\nmax_queued = 1\n"

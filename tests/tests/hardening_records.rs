@@ -426,12 +426,12 @@ fn http_exchange(port: u16, request: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_audit_events_refuses_the_agents_own_event_sources() {
     let s = setup("records-app").await;
-    let app_port = free_port();
     let cfg = format!(
-        "{}[app_events]\nhttp_listen = \"127.0.0.1:{app_port}\"\n",
+        "{}[app_events]\nhttp_listen = \"127.0.0.1:0\"\n",
         config(&s.adir, &s.collector, &s.passwd, &sources(&[]))
     );
     let agent = AgentProcess::start(&s.adir, &cfg).await;
+    let app_port = agent.addr("APP_EVENTS").port();
     let event = |id: &str, source: &str, name: &str| {
         let data = json!({
             "version": "1.0",

@@ -367,19 +367,33 @@ fn expect_notify(sock: &std::os::unix::net::UnixDatagram, want: &str, seen: &mut
     }
 }
 
-/// Type=notify: READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on SIGTERM,
-/// then a clean exit.
+/// The start of the answer to `GET /metrics` on `addr`.
+fn metrics_answer(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the reported address");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Type=notify: READY=1 once serving, naming the TCP addresses bound (`X_LISTEN_<ROLE>`, here
+/// on port 0, and each answers), WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on SIGTERM, then
+/// a clean exit.
 #[test]
 fn readiness_watchdog_and_stop_are_notified() {
-    let port = groundtrail_tests::free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = "127.0.0.1:0";
+    // free_port: an address where no collector listens (the agent's shipper retries on).
     let dead_collector = format!("[\"http://127.0.0.1:{}\"]", groundtrail_tests::free_port());
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
     let cases: [Case; 2] = [
         (
             "groundtrail-collector",
             vec!["serve"],
-            vec![("GROUNDTRAIL_COLLECTOR__SERVER__LISTEN", listen.as_str())],
+            vec![("GROUNDTRAIL_COLLECTOR__SERVER__LISTEN", listen)],
         ),
         (
             "groundtrail-agent",
@@ -390,6 +404,7 @@ fn readiness_watchdog_and_stop_are_notified() {
                     dead_collector.as_str(),
                 ),
                 ("GROUNDTRAIL_AGENT__SHIPPER__DRAIN_TIMEOUT_MS", "200"),
+                ("GROUNDTRAIL_AGENT__CONTROL__METRICS_LISTEN", listen),
                 ("GROUNDTRAIL_AGENT__SOURCES__AUTH_LOG__ENABLED", "false"),
                 ("GROUNDTRAIL_AGENT__SOURCES__AUDITD__ENABLED", "false"),
                 ("GROUNDTRAIL_AGENT__SOURCES__PACKAGES__ENABLED", "false"),
@@ -419,6 +434,24 @@ fn readiness_watchdog_and_stop_are_notified() {
         let child = cmd.spawn().unwrap();
         let mut seen = Vec::new();
         expect_notify(&sock, "READY=1", &mut seen);
+        let role = if binary == "groundtrail-collector" {
+            "X_LISTEN_INGEST="
+        } else {
+            "X_LISTEN_METRICS="
+        };
+        let ready = seen.last().expect("the READY=1 message");
+        let addr: std::net::SocketAddr = ready
+            .lines()
+            .find_map(|l| l.strip_prefix(role))
+            .unwrap_or_else(|| panic!("{binary}: no {role} in {ready:?}"))
+            .parse()
+            .expect("ip:port");
+        assert_ne!(addr.port(), 0, "{binary}: {ready:?}");
+        let answer = metrics_answer(addr);
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{binary}: GET /metrics on {addr} from {ready:?}: {answer:?}"
+        );
         expect_notify(&sock, "WATCHDOG=1", &mut seen);
         expect_notify(&sock, "WATCHDOG=1", &mut seen);
         // SAFETY: plain kill(2) on our own child.

@@ -169,7 +169,6 @@ async fn calls_through_the_sidecar_become_records_in_the_trail() {
     )
     .await;
     let (up, seen) = upstream().await;
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let adir = d.join("agent");
     let config = format!(
         r#"{head}[sources.auth_log]
@@ -184,7 +183,7 @@ enabled = false
 enabled = false
 
 [sidecar]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 upstream = "http://{up}"
 event_source = "{EVENT_SOURCE}"
 redact_fields = ["card_number"]
@@ -203,6 +202,7 @@ event_name = "CreateOrder"
         head = agent_config_head(&adir, HOST, &[format!("http://{}", collector.addr)]),
     );
     let mut agent = AgentProcess::start(&adir, &config).await;
+    let listen = agent.addr("SIDECAR");
 
     // A read through a configured route, with a query parameter and a request id.
     let (status, headers, body) = call(

@@ -714,7 +714,8 @@ mod tests {
                 Shutdown::new(rx),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .tasks;
             tokio::time::timeout(std::time::Duration::from_secs(60), async {
                 while sshd_records(&buffer).len() < n {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -807,7 +808,8 @@ mod tests {
             Shutdown::new(rx),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .tasks;
         // One per file source, and the application events' socket.
         assert_eq!(tasks.len(), 4);
         let append = |name: &str, text: &str| {

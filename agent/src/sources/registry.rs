@@ -47,6 +47,29 @@ pub struct Start {
     pub metrics: Arc<Metrics>,
     /// Fires when the agent's inputs stop.
     pub shutdown: Shutdown,
+    /// The TCP addresses the endpoints bound, by role (`APP_EVENTS`, `SIDECAR`): `READY=1`
+    /// names them, so a configured port 0 can be found (see `groundtrail_common::sd_notify`).
+    pub listening: std::sync::Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
+}
+
+impl Start {
+    /// Notes that the endpoint `role` listens on `listener`.
+    fn note_listening(&self, role: &'static str, listener: &tokio::net::TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            self.listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((role, addr));
+        }
+    }
+}
+
+/// What [`start_all`] started.
+pub struct Started {
+    /// Every input's tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The TCP addresses the endpoints bound, by role.
+    pub listening: Vec<(&'static str, std::net::SocketAddr)>,
 }
 
 /// Why an input could not start.
@@ -103,7 +126,7 @@ pub async fn start_all(
     sink: Arc<dyn RecordSink>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
+) -> Result<Started, StartError> {
     let sources = &settings.sources;
     let zone = Zone::parse(&sources.timezone).unwrap_or_else(|| {
         tracing::warn!(timezone = %sources.timezone, "unknown time zone; using local");
@@ -116,12 +139,17 @@ pub async fn start_all(
         sink,
         metrics,
         shutdown,
+        listening: Default::default(),
     };
     let mut tasks = Vec::new();
     for source in REGISTRY {
         tasks.extend(source.start(&start).await?);
     }
-    Ok(tasks)
+    let listening = start
+        .listening
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    Ok(Started { tasks, listening })
 }
 
 /// A host source's start: its tasks are spawned, nothing to wait for.
@@ -301,6 +329,7 @@ impl Source for AppEventsEndpoint {
                         what: addr.to_string(),
                         source,
                     })?;
+                start.note_listening("APP_EVENTS", &l);
                 tasks.push(tokio::spawn(http_util::serve_tcp(
                     l,
                     app.handler(),
@@ -334,6 +363,7 @@ impl Source for Sidecar {
                         what: format!("sidecar {}", config.listen),
                         source,
                     })?;
+            start.note_listening("SIDECAR", &listener);
             tracing::info!(listen = %config.listen, upstream = %config.upstream, "sidecar proxy running");
             let host = start.settings.identity.clone();
             let (sink, shutdown) = (start.sink.clone(), start.shutdown.clone());
@@ -453,7 +483,7 @@ mod tests {
                     Shutdown::new(rx),
                 )
                 .await
-                .map(|tasks| tasks.len())
+                .map(|started| (started.tasks.len(), started.listening))
             }
         };
         let e = start("a", format!("[app_events]\nhttp_listen = \"{port}\"\n"))
@@ -485,6 +515,20 @@ mod tests {
             )
         );
         // Nothing in the way: the app-events socket is served (one task).
-        assert_eq!(start("d", String::new()).await.unwrap(), 1);
+        assert_eq!(start("d", String::new()).await.unwrap(), (1, Vec::new()));
+        // Port 0: the ports the system chose are reported for READY=1, by role.
+        let (tasks, listening) = start(
+            "e",
+            "[app_events]\nhttp_listen = \"127.0.0.1:0\"\n[sidecar]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\n".into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(tasks, 3);
+        let roles: Vec<&str> = listening.iter().map(|(r, _)| *r).collect();
+        assert_eq!(roles, ["APP_EVENTS", "SIDECAR"]);
+        for (role, addr) in listening {
+            assert_ne!(addr.port(), 0, "{role}");
+            std::net::TcpStream::connect(addr).unwrap();
+        }
     }
 }

@@ -232,7 +232,10 @@ pub async fn serve(
         node = %cluster.node_id,
         "collector listening (cluster mode)"
     );
-    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening (cluster mode)");
+    groundtrail_common::sd_notify::ready(
+        "listening (cluster mode)",
+        crate::service::bound(&listener, api_listener.as_ref()),
+    );
     let watchdog = {
         let (journal, history) = (journal.clone(), history.clone());
         tokio::spawn(groundtrail_common::sd_notify::watchdog_while(move || {

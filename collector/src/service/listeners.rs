@@ -48,6 +48,26 @@ pub(crate) async fn bind_api(
     Ok((api_listener, api_tls))
 }
 
+/// The bound addresses `READY=1` names (`X_LISTEN_INGEST`, `X_LISTEN_API`; see
+/// `groundtrail_common::sd_notify`), so whoever configured port 0 learns the real ports.
+pub(crate) fn bound(
+    listener: &TcpListener,
+    api_listener: Option<&TcpListener>,
+) -> Vec<(&'static str, std::net::SocketAddr)> {
+    let mut out: Vec<_> = listener
+        .local_addr()
+        .ok()
+        .map(|a| ("INGEST", a))
+        .into_iter()
+        .collect();
+    out.extend(
+        api_listener
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| ("API", a)),
+    );
+    out
+}
+
 /// Serves ingest and the API on `listener`, and the API alone on `api_listener`, until
 /// `shutdown` and every connection has drained.
 pub(crate) async fn run_listeners(

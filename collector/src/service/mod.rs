@@ -40,7 +40,7 @@ mod background;
 mod listeners;
 
 use background::{expire_dedup, expire_history, start_detection, watch_silence};
-pub(crate) use listeners::{bind_api, run_listeners, server_tls};
+pub(crate) use listeners::{bind_api, bound, run_listeners, server_tls};
 
 /// Why `serve` could not start (or stopped uncleanly).
 #[derive(Debug, thiserror::Error)]
@@ -390,7 +390,7 @@ pub async fn serve(
     // systemd (Type=notify): ready once both listeners are bound and everything runs; the
     // watchdog is fed only while both stores take writes. The pinger stays a tokio task (unlike
     // the store watch): a runtime wedged on a blocked store must stop the pings too.
-    groundtrail_common::sd_notify::notify("READY=1\nSTATUS=listening");
+    groundtrail_common::sd_notify::ready("listening", bound(&listener, api_listener.as_ref()));
     let watchdog = {
         let (journal, history) = (journal.clone(), history.clone());
         tokio::spawn(groundtrail_common::sd_notify::watchdog_while(move || {
