@@ -10,7 +10,7 @@
 //! restarts a process that runs but can no longer do its work.
 //!
 //! `READY=1` also names every TCP address the process bound, one `X_LISTEN_<ROLE>=<ip:port>`
-//! line each ([`ready`]): sd_notify(3) reserves the `X_` prefix for a service's own variables,
+//! line each ([`ready`]): sd_notify(3) recommends the `X_` prefix for a service's own variables,
 //! and systemd ignores them. What reads them is whatever started the process with a
 //! `NOTIFY_SOCKET` of its own, the black-box tests and the benchmark (`tests/src/readiness.rs`):
 //! their configs say port 0, and the address the kernel chose arrives with the readiness, so no

@@ -1,11 +1,12 @@
 //! A `groundtrail-collector serve` under test: its config written from a [`Spec`], started,
 //! ready when it says so, stopped, frozen or killed, and asked for its metrics.
 //!
-//! The first start listens on `127.0.0.1:0` and learns its port from `READY=1`; the config is
-//! then rewritten with that port, so a restart ([`Collector::spawn`]) listens where the agents
-//! configured with [`Collector::addr`] still send. (Between a stop and the restart another
-//! process could take the port; the kernel hands out ports at random over the whole ephemeral
-//! range, so that is rare, and the restart then fails loudly.)
+//! The ingest port is kept across restarts ([`Collector::spawn`]), so that agents configured
+//! with [`Collector::addr`] still reach it; a port the kernel chose for port 0 could be taken by
+//! another test's port-0 bind or connection while the collector is stopped, and those agents
+//! would then ship to the wrong collector. So it is a [`crate::free_port`], below the kernel's
+//! ephemeral range where no port-0 bind lands, and the collector's `READY=1` confirms it
+//! ([`Collector::addr`] is what it reports).
 //!
 //! An `[api] listen = "127.0.0.1:0"` in [`Spec::extra_toml`] is not pinned: each start reports
 //! its own port in [`Collector::api_addr`].
@@ -50,7 +51,9 @@ impl Collector {
     pub async fn start_with(bins: &Bins, dir: &Path, spec: Spec) -> anyhow::Result<Collector> {
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join("collector.toml");
-        std::fs::write(&config_path, spec.toml(dir, "127.0.0.1:0"))?;
+        // Kept across restarts (see the module doc).
+        let ingest = format!("127.0.0.1:{}", crate::free_port());
+        std::fs::write(&config_path, spec.toml(dir, &ingest))?;
         let mut c = Collector {
             dir: dir.to_path_buf(),
             config_path,
@@ -62,11 +65,11 @@ impl Collector {
             proc: None,
         };
         c.try_spawn().await?;
-        // Pin the port for restarts (see the module doc).
-        std::fs::write(
-            &c.config_path,
-            c.spec.toml(&c.dir, &format!("127.0.0.1:{}", c.addr.port())),
-        )?;
+        anyhow::ensure!(
+            c.addr.to_string() == ingest,
+            "the collector reports {} for ingest, configured {ingest}",
+            c.addr
+        );
         Ok(c)
     }
 

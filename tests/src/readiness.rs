@@ -7,8 +7,10 @@
 //! start, and none can be taken by another test in between. A connect to a port proves less:
 //! the port may be another process's, or this one's in the moment before a failed start exits.
 //!
-//! [`free_port`] remains for the servers that cannot report a port: moto and nats-server, and the
-//! few tests that need an address where nothing listens.
+//! [`free_port`] remains where a port must be known before, or kept after, the process that
+//! listens on it: the servers that cannot report a port (moto, nats-server, chromedriver), a
+//! collector's ingest port (kept across its restarts, see `collector`), webhook receivers
+//! that start after the collector naming them, and addresses where nothing may listen.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
