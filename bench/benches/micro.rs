@@ -95,6 +95,9 @@ fn main() {
             b.bytes as f64 / b.secs
         );
     }
+    if want("put-audit-events") {
+        put_audit_events(&templates);
+    }
     // `-- dedup` runs both stores; `-- dedup-fjall` or `-- dedup-sled` one, for a clean RSS.
     for n in [1_000_000, 10_000_000] {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -136,4 +139,75 @@ fn main() {
             );
         }
     }
+}
+
+/// The agent's PutAuditEvents path in process: a call of 100 of the generator's application
+/// events read ([`audit_events::parse_request`]) and each converted to its record
+/// ([`audit_events::convert_to_json`]), then the records compressed as the buffer stores one
+/// append (zstd level 1). CPU time of this thread, best of 5 passes: the end-to-end figure
+/// (`groundtrail-bench --only footprint`) adds HTTP, sled and the shipper to it.
+fn put_audit_events(templates: &[generator::Template]) {
+    use groundtrail_common::audit_events;
+    let data: Vec<String> = templates
+        .iter()
+        .take(2000)
+        .map(|t| t.app_event_data("123456789012"))
+        .collect();
+    let calls: Vec<Vec<u8>> = data
+        .chunks(100)
+        .map(|c| {
+            let events: Vec<_> = c
+                .iter()
+                .enumerate()
+                .map(|(i, d)| serde_json::json!({"id": format!("ev-{i}"), "eventData": d}))
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "auditEvents": events })).expect("json")
+        })
+        .collect();
+    let ctx = audit_events::Context {
+        account_id: "123456789012",
+        region: "us-east-1",
+        reserved_source: "groundtrail.onprem.internal",
+        owner: "this agent",
+        sender_uid: Some(1000),
+    };
+    let channel = "arn:aws:cloudtrail:us-east-1:123456789012:channel/bench";
+    let (mut convert, mut zstd) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let (mut c, mut z) = (0.0, 0.0);
+        for body in &calls {
+            let t = groundtrail_bench::proc::thread_cpu_secs();
+            let events = audit_events::parse_request(body).expect("a good call");
+            let records: Vec<Vec<u8>> = events
+                .iter()
+                .map(|ev| {
+                    audit_events::convert_to_json(ev, channel, &ctx)
+                        .expect("a good event")
+                        .json
+                })
+                .collect();
+            let t2 = groundtrail_bench::proc::thread_cpu_secs();
+            let mut ndjson = Vec::new();
+            for r in &records {
+                ndjson.extend_from_slice(r);
+                ndjson.push(b'\n');
+            }
+            std::hint::black_box(zstd::bulk::compress(&ndjson, 1).expect("zstd"));
+            c += t2 - t;
+            z += groundtrail_bench::proc::thread_cpu_secs() - t2;
+        }
+        convert = convert.min(c);
+        zstd = zstd.min(z);
+    }
+    let n = data.len() as f64;
+    println!(
+        "{:<48} {:>8.2} us/event (CPU)",
+        "PutAuditEvents: parse + convert, 100 per call",
+        convert / n * 1e6
+    );
+    println!(
+        "{:<48} {:>8.2} us/event (CPU)",
+        "PutAuditEvents: zstd level 1 of the append",
+        zstd / n * 1e6
+    );
 }
