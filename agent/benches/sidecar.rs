@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use groundtrail_agent::buffer::FullPolicy;
-use groundtrail_agent::sidecar::RouteConfig;
 use groundtrail_agent::sink::{BoxFuture, Checkpoint, RecordSink, SinkError};
+use groundtrail_agent::sources::sidecar::RouteConfig;
 use groundtrail_common::Record;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
@@ -62,13 +62,13 @@ impl RecordSink for NullSink {
 }
 
 /// A sidecar writing to [`NullSink`]; returns its address.
-async fn null_sidecar(cfg: groundtrail_agent::sidecar::SidecarConfig) -> SocketAddr {
+async fn null_sidecar(cfg: groundtrail_agent::sources::sidecar::SidecarConfig) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::broadcast::channel::<()>(1);
     std::mem::forget(tx); // runs until the process ends
     let sink = Arc::new(NullSink(AtomicU64::new(0)));
-    tokio::spawn(groundtrail_agent::sidecar::run_with_listener(
+    tokio::spawn(groundtrail_agent::sources::sidecar::run_with_listener(
         cfg,
         sidecar_common::host(),
         sink,
@@ -208,7 +208,7 @@ fn main() {
             path: "/orders/{id}".into(),
             event_name: "GetOrder".into(),
             read_only: None,
-            resources: vec![groundtrail_agent::sidecar::ResourceTemplate {
+            resources: vec![groundtrail_agent::sources::sidecar::ResourceTemplate {
                 resource_type: "Shop::Order".into(),
                 arn: "arn:{partition}:shop:{region}:{account}:order/{id}".into(),
             }],
@@ -321,7 +321,7 @@ fn main() {
             "records in the buffer: {} (dropped {}, sidecar-lost {})",
             status.depth + sc2.buffer.status().depth,
             status.dropped_total,
-            groundtrail_agent::sidecar::STATS.records_lost.load(Ordering::Relaxed)
+            groundtrail_agent::sources::sidecar::STATS.records_lost.load(Ordering::Relaxed)
         );
         sc.stop().await;
         sc2.stop().await;

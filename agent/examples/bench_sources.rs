@@ -13,8 +13,10 @@ use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sources::auditd::AuditHandler;
 use groundtrail_agent::sources::auth_log::AuthLogParser;
 use groundtrail_agent::sources::host_accounts::Passwd;
+use groundtrail_agent::sources::tail::{
+    FileId, Follower, LineHandler, LineRef, MemorySink, TailOptions,
+};
 use groundtrail_agent::sources::{Env, JournaldConfig, Parsed, Zone, journald, packages};
-use groundtrail_agent::tail::{FileId, Follower, LineHandler, LineRef, MemorySink, TailOptions};
 use groundtrail_common::shutdown::Shutdown;
 
 fn sample(rel: &str, fallback: &str) -> String {

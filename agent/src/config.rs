@@ -107,14 +107,14 @@ pub fn example() -> Result<String, String> {
         include_str!("config.rs"),
         include_str!("buffer/mod.rs"),
         include_str!("sources/mod.rs"),
-        include_str!("sidecar/mod.rs"),
-        include_str!("sidecar/caller_identity.rs"),
-        include_str!("sidecar/jwt.rs"),
-        include_str!("sidecar/routes.rs"),
+        include_str!("sources/sidecar/mod.rs"),
+        include_str!("sources/sidecar/caller_identity.rs"),
+        include_str!("sources/sidecar/jwt.rs"),
+        include_str!("sources/sidecar/routes.rs"),
     ]);
     let mut value = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
     // `[sidecar]` is absent by default; show what it would be when present.
-    let sidecar = toml::Value::try_from(crate::sidecar::SidecarConfig::default())
+    let sidecar = toml::Value::try_from(crate::sources::sidecar::SidecarConfig::default())
         .map_err(|e| e.to_string())?;
     value.insert("sidecar".into(), sidecar);
     render(&docs, "Config", &value, EXAMPLE_HEADER)
@@ -151,7 +151,7 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// Sidecar mode: a reverse proxy in front of a service that records every API call.
     /// Absent (the default): no proxy runs. See docs/sidecar.md.
-    pub sidecar: Option<crate::sidecar::SidecarConfig>,
+    pub sidecar: Option<crate::sources::sidecar::SidecarConfig>,
 }
 
 /// `[agent]`.

@@ -9,7 +9,7 @@
 //!
 //! What each consumer derives from it lives with the consumer: the agent's own records in
 //! [`crate::agent_events`], host accounts as `userIdentity` in [`crate::sources::host_accounts`],
-//! the sidecar's ARN templates in `sidecar::routes`.
+//! the sidecar's ARN templates in `sources::sidecar::routes`.
 
 /// The host's name and place in the trail. Cheap to clone (five short strings); components
 /// keep their own copy.

@@ -2,10 +2,12 @@
 //! buffers them durably until the collector has committed them.
 //!
 //! ```text
-//! apps --POST /PutAuditEvents--> sources::app_events ---+   sources::registry::REGISTRY
-//! host logs --tail (files: rotation-aware, checkpoints) --+   (every input, started in
-//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |   this order; endpoints bound
-//!   who: sources::host_accounts (uid -> userIdentity)     |   before READY)
+//! sources/ (every input; sources::registry::REGISTRY starts them in this order, endpoints
+//! bound before READY):
+//! apps --POST /PutAuditEvents--> app_events --------------+
+//! host logs --tail (files: rotation-aware, checkpoints) --+
+//! journalctl, audit.log, dpkg/apt/yum logs, /etc (fim)    |
+//!   who: host_accounts (uid -> userIdentity)              |
 //! HTTP clients --> sidecar (reverse proxy) --> upstream   |
 //!   who: sidecar::caller_identity \-- a record per call --+
 //!                                                         v
@@ -27,7 +29,7 @@
 //! stop record is buffered, the shipper sends what it can, the buffer is flushed. Every part
 //! names records after the one [`host_identity::HostIdentity`] of the [`settings::Settings`];
 //! who a record names as `userIdentity` comes from `sources::host_accounts` (host accounts) and
-//! `sidecar::caller_identity` (HTTP callers); every loss the agent knows of becomes a record of
+//! `sources::sidecar::caller_identity` (HTTP callers); every loss the agent knows of becomes a record of
 //! its own ([`agent_events`], and `buffer/loss.rs` for the buffer's). The config and the
 //! settings depend on the parts they configure, never the reverse. docs/agent.md,
 //! "Architecture", walks the same path and lists every module.
@@ -45,7 +47,5 @@ pub mod runtime;
 pub mod settings;
 pub mod ship_batch;
 pub mod shipper;
-pub mod sidecar;
 pub mod sink;
 pub mod sources;
-pub mod tail;

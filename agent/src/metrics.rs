@@ -258,7 +258,7 @@ impl Metrics {
             "1 if the last send attempt succeeded.",
             u64::from(health.reachable == Some(true)),
         );
-        let tail = &crate::tail::TOTALS;
+        let tail = &crate::sources::tail::TOTALS;
         for (name, help, c) in [
             ("lines", "Lines the file followers read.", &tail.lines),
             (
@@ -284,7 +284,7 @@ impl Metrics {
                 get(c),
             );
         }
-        let sc = &crate::sidecar::STATS;
+        let sc = &crate::sources::sidecar::STATS;
         for (name, help, c) in [
             ("requests", "Calls the sidecar received.", &sc.requests),
             (

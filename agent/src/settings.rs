@@ -33,8 +33,8 @@ use crate::config::{
 use crate::host_identity::HostIdentity;
 use crate::http_util;
 use crate::shipper::CollectorUrl;
-use crate::sidecar::SidecarConfig;
 use crate::sources::SourcesConfig;
+use crate::sources::sidecar::SidecarConfig;
 
 /// Unix socket paths are limited to 108 bytes on Linux (`sun_path`), including the NUL.
 const MAX_SOCKET_PATH: usize = 107;

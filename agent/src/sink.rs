@@ -157,7 +157,7 @@ impl RecordSink for Fitted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tail::MemorySink;
+    use crate::sources::tail::MemorySink;
     use serde_json::json;
 
     /// Through the wrapper, an oversized record is stored cut, valid and marked; a record that

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groundtrail_agent::buffer::FullPolicy;
-use groundtrail_agent::sidecar::{
+use groundtrail_agent::sink::RecordSink;
+use groundtrail_agent::sources::sidecar::{
     FailureMode, IdentityConfig, IdentitySource, JwtConfig, ResourceTemplate, RouteConfig,
     SidecarTlsConfig, TrustedHeaderConfig,
 };
-use groundtrail_agent::sink::RecordSink;
 use groundtrail_common::Record;
 use http::Request;
 use hyper_util::client::legacy::Client;

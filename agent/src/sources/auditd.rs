@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Env, Parsed, SourceStats, truncate};
 use crate::sources::host_accounts::AUID_UNSET;
-use crate::tail::{LineHandler, LineRef};
+use crate::sources::tail::{LineHandler, LineRef};
 
 /// Counters of this source (per event for parsed groups, per line for malformed lines).
 pub static STATS: SourceStats = SourceStats::new();

@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use super::sshd_attempts::{self, SshdLine};
 use super::syslog::{self, YearTracker};
 use super::{Env, Parsed, SourceStats, truncate};
-use crate::tail::LineHandler;
+use crate::sources::tail::LineHandler;
 
 /// Counters of this source.
 pub static STATS: SourceStats = SourceStats::new();

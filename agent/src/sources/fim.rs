@@ -181,7 +181,7 @@ pub fn diff(env: &Env, old: &State, new: &State, time: DateTime<Utc>) -> Vec<Rec
             "after": after.map(|s| state_json(env, s)),
         });
         r.event_id = uuid::Uuid::new_v5(
-            &crate::tail::EVENT_ID_NAMESPACE,
+            &crate::sources::tail::EVENT_ID_NAMESPACE,
             format!("{}|fim|{details}", env.host.host).as_bytes(),
         )
         .to_string();
@@ -279,7 +279,7 @@ fn watch(paths: &[PathBuf], notify: Arc<Notify>) -> Option<notify::RecommendedWa
     use notify::{RecursiveMode, Watcher};
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Not on opens and reads: /etc sees an open with every process start.
-        if crate::tail::is_change(&res) {
+        if crate::sources::tail::is_change(&res) {
             notify.notify_one();
         }
     })

@@ -112,7 +112,7 @@ pub fn parse_entry(env: &Env, config: &JournaldConfig, entry: &Value) -> Parsed 
     match parsed {
         Parsed::Record(mut r) => {
             r.event_id = uuid::Uuid::new_v5(
-                &crate::tail::EVENT_ID_NAMESPACE,
+                &crate::sources::tail::EVENT_ID_NAMESPACE,
                 format!("{}|journal|{cursor}", env.host.host).as_bytes(),
             )
             .to_string();

@@ -1,6 +1,8 @@
 //! The agent's inputs: the host sources, each turning raw host activity into CloudTrail
-//! records, and [`app_events`], the PutAuditEvents endpoint for applications (the sidecar, an
-//! input too, is `crate::sidecar`). [`registry`] lists and starts them all.
+//! records, [`app_events`], the PutAuditEvents endpoint for applications, and [`sidecar`], the
+//! reverse proxy that records the API calls it forwards. [`registry`] lists and starts them all.
+//! What they share lives beside them: [`tail`] (file following, for the file sources) and
+//! [`host_accounts`] (who a uid is).
 //!
 //! | module | input | eventSources |
 //! | --- | --- | --- |
@@ -28,8 +30,10 @@ pub mod host_accounts;
 pub mod journald;
 pub mod packages;
 pub mod registry;
+pub mod sidecar;
 pub mod sshd_attempts;
 pub mod syslog;
+pub mod tail;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host_identity::HostIdentity;
 use crate::sink::RecordSink;
-use crate::tail::{Follower, LineHandler, TailOptions};
+use crate::sources::tail::{Follower, LineHandler, TailOptions};
 use host_accounts::Passwd;
 
 /// `[sources]` in the agent config: which sources run and what they read.
@@ -449,7 +453,7 @@ impl<F> LineHandler for LineParser<F>
 where
     F: FnMut(&str) -> Parsed + Send,
 {
-    fn line(&mut self, line: &[u8], at: crate::tail::LineRef<'_>, out: &mut Vec<Record>) {
+    fn line(&mut self, line: &[u8], at: crate::sources::tail::LineRef<'_>, out: &mut Vec<Record>) {
         let parsed = match std::str::from_utf8(line) {
             Ok(s) => (self.parse)(s),
             // Logs are mostly UTF-8; a line that is not is decoded lossily rather than lost.
@@ -591,7 +595,7 @@ mod tests {
     /// never a panic, and every record produced is valid.
     #[test]
     fn truncated_lines_never_panic() {
-        use crate::tail::{FileId, LineHandler, LineRef};
+        use crate::sources::tail::{FileId, LineHandler, LineRef};
         let e = std::sync::Arc::new(testutil::env());
         let fixtures = [
             include_str!("../../tests/fixtures/auth/beats_system_auth_test.log"),
@@ -799,7 +803,7 @@ mod tests {
             },
             journald: JournaldConfig::default(),
         };
-        let sink = crate::tail::MemorySink::new();
+        let sink = crate::sources::tail::MemorySink::new();
         let (stop, rx) = tokio::sync::broadcast::channel(1);
         let tasks = start_all(
             settings(dir.path(), config),

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::syslog::{self, YearTracker};
 use super::{Env, LineParser, PackagesConfig, Parsed, SourceStats, spawn_file, truncate};
 use crate::sink::RecordSink;
-use crate::tail::{LineHandler, LineRef, TailOptions};
+use crate::sources::tail::{LineHandler, LineRef, TailOptions};
 
 /// Counters of this source.
 pub static STATS: SourceStats = SourceStats::new();
@@ -339,7 +339,7 @@ pub fn parse_apt_stanza(env: &Env, lines: &[String], base_id: &str) -> Vec<Parse
             base_id.to_string()
         } else {
             uuid::Uuid::new_v5(
-                &crate::tail::EVENT_ID_NAMESPACE,
+                &crate::sources::tail::EVENT_ID_NAMESPACE,
                 format!("{base_id}|{i}").as_bytes(),
             )
             .to_string()

@@ -33,7 +33,7 @@ use crate::http_util;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sink::{BoxFuture, RecordSink};
-use crate::tail::{LineHandler, TailOptions};
+use crate::sources::tail::{LineHandler, TailOptions};
 
 /// What every input is started with.
 pub struct Start {
@@ -342,7 +342,7 @@ impl Source for AppEventsEndpoint {
     }
 }
 
-/// The reverse proxy ([`crate::sidecar`]) when `[sidecar]` is set.
+/// The reverse proxy ([`crate::sources::sidecar`]) when `[sidecar]` is set.
 struct Sidecar;
 impl Source for Sidecar {
     fn name(&self) -> &'static str {
@@ -368,8 +368,10 @@ impl Source for Sidecar {
             let host = start.settings.identity.clone();
             let (sink, shutdown) = (start.sink.clone(), start.shutdown.clone());
             Ok(vec![tokio::spawn(async move {
-                if let Err(e) =
-                    crate::sidecar::run_with_listener(config, host, sink, listener, shutdown).await
+                if let Err(e) = crate::sources::sidecar::run_with_listener(
+                    config, host, sink, listener, shutdown,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "sidecar proxy stopped");
                 }
@@ -382,7 +384,7 @@ impl Source for Sidecar {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::sidecar::SidecarConfig;
+    use crate::sources::sidecar::SidecarConfig;
 
     /// The config's sections that configure the agent's own plumbing rather than an input.
     const PLUMBING: [&str; 7] = [
@@ -478,7 +480,7 @@ mod tests {
                 let (_stop, rx) = tokio::sync::broadcast::channel(1);
                 start_all(
                     Arc::new(config.validate().unwrap()),
-                    crate::tail::MemorySink::new(),
+                    crate::sources::tail::MemorySink::new(),
                     Arc::new(Metrics::default()),
                     Shutdown::new(rx),
                 )

@@ -39,7 +39,7 @@ use groundtrail_common::Record;
 
 use super::auth_log::AuthLogParser;
 use super::{Parsed, SourceStats};
-use crate::tail::{LineHandler, LineRef};
+use crate::sources::tail::{LineHandler, LineRef};
 
 /// An attempt whose opening line is older than this (in log time) is closed: sshd's
 /// `LoginGraceTime` (120 s by default) has ended the connection.
@@ -199,7 +199,7 @@ impl LineHandler for AttemptHandler {
                 if let Parsed::Record(r) = &mut parsed {
                     // The attempt the opening line announced: one record, keyed on that line.
                     let o = self.open.remove(i);
-                    r.event_id = crate::tail::event_id(at.host, at.file, o.offset);
+                    r.event_id = crate::sources::tail::event_id(at.host, at.file, o.offset);
                     // The opening line made no record of its own.
                     self.stats.ignored.fetch_add(1, Ordering::Relaxed);
                 } else {

@@ -13,8 +13,8 @@ use groundtrail_agent::host_identity::HostIdentity;
 use groundtrail_agent::sources::auth_log::{self, AuthLogParser};
 use groundtrail_agent::sources::host_accounts::Passwd;
 use groundtrail_agent::sources::sshd_attempts::AttemptHandler;
+use groundtrail_agent::sources::tail::{FileId, LineHandler, LineRef};
 use groundtrail_agent::sources::{Env, Zone};
-use groundtrail_agent::tail::{FileId, LineHandler, LineRef};
 use groundtrail_common::Record;
 
 /// The host `web1` of account 123456789012 in region `onprem-1`, clock in UTC.

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
 use groundtrail_agent::host_identity::HostIdentity;
-use groundtrail_agent::sidecar::{SidecarConfig, SidecarError, run_with_listener};
+use groundtrail_agent::sources::sidecar::{SidecarConfig, SidecarError, run_with_listener};
 use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use http::{HeaderMap, Request, Response, StatusCode};

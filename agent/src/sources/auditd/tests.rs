@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::sources::tail::FileId;
 use crate::sources::testutil::{env, shared_sample};
-use crate::tail::FileId;
 
 const RHEL6: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_rhel6.log");
 const USERADD: &str = include_str!("../../../tests/fixtures/audit/beats_auditd_useradd.log");
@@ -350,7 +350,10 @@ fn open_group_holds_the_checkpoint() {
     h.line(b"type=EOE msg=audit(1615114232.375:15558): ", at, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(h.pending_from(), None);
-    assert_eq!(out[0].event_id, crate::tail::event_id("web1", &id, 100));
+    assert_eq!(
+        out[0].event_id,
+        crate::sources::tail::event_id("web1", &id, 100)
+    );
     assert_eq!(
         who(&out[0]),
         "arn:aws:sts::123456789012:assumed-role/root/alice"

@@ -606,7 +606,7 @@ fn malformed_and_truncated_lines_are_counted_not_fatal() {
     let before = STATS.snapshot();
     let dir = tempfile::tempdir().unwrap();
     let mut h = handler(Arc::new(env()), &dir.path().join("none"));
-    let id = crate::tail::FileId {
+    let id = crate::sources::tail::FileId {
         dev: 1,
         ino: 2,
         head_len: 1,
@@ -614,7 +614,7 @@ fn malformed_and_truncated_lines_are_counted_not_fatal() {
     };
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
-        let at = crate::tail::LineRef {
+        let at = crate::sources::tail::LineRef {
             host: "web1",
             file: &id,
             offset: i as u64,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::*;
+use crate::sources::tail::MemorySink;
 use crate::sources::testutil::env;
-use crate::tail::MemorySink;
 
 fn t() -> DateTime<Utc> {
     groundtrail_common::time::now_secs()

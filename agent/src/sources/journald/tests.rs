@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::*;
+use crate::sources::tail::MemorySink;
 use crate::sources::testutil::{env, rec};
-use crate::tail::MemorySink;
 
 /// An entry as journald stores it for the real program `ident`: the trusted fields
 /// (`_PID`, `_UID`, `_COMM`, `_TRANSPORT`) are those journald sets for systemd (PID 1) or for a

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeZone;
 
 use super::*;
+use crate::sources::tail::FileId;
 use crate::sources::testutil::{env, rec, shared_sample};
-use crate::tail::FileId;
 
 fn apt(text: &str) -> Vec<Record> {
     let mut h = AptHistoryHandler::new(Arc::new(env()));

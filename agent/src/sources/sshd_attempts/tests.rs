@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeZone;
 
 use super::*;
+use crate::sources::tail::FileId;
 use crate::sources::testutil::{env, shared_sample};
-use crate::tail::FileId;
 
 static TEST_STATS: SourceStats = SourceStats::new();
 
@@ -88,7 +88,10 @@ fn invalid_user_then_failed_password_is_one_record_keyed_on_the_first_line() {
         "password"
     );
     assert_eq!(r.source_ip_address.as_deref(), Some("52.80.34.196"));
-    assert_eq!(r.event_id, crate::tail::event_id("web1", &file(), 0));
+    assert_eq!(
+        r.event_id,
+        crate::sources::tail::event_id("web1", &file(), 0)
+    );
     assert_eq!(ck as usize, INVALID_THEN_PASSWORD.len());
 }
 
@@ -108,7 +111,10 @@ Dec 10 09:07:24 LabSZ sshd[24415]: Connection closed by 185.190.58.151 [preauth]
         out[0].additional_event_data.as_ref().unwrap()["AuthMethod"],
         "none"
     );
-    assert_eq!(out[0].event_id, crate::tail::event_id("web1", &file(), 0));
+    assert_eq!(
+        out[0].event_id,
+        crate::sources::tail::event_id("web1", &file(), 0)
+    );
     assert_eq!(ck as usize, text.len());
 }
 
@@ -149,7 +155,10 @@ Dec 10 07:00:04 LabSZ sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ;
     let all = format!("{text}{later}");
     let (out, ck) = run(&mut h, &all, text.len() as u64, false);
     assert_eq!(failures(&out), 1);
-    assert_eq!(out[0].event_id, crate::tail::event_id("web1", &file(), 0));
+    assert_eq!(
+        out[0].event_id,
+        crate::sources::tail::event_id("web1", &file(), 0)
+    );
     assert_eq!(ck as usize, all.len());
 }
 

@@ -622,7 +622,7 @@ mod tests {
     /// [`SidecarConfig`], everything else by the agent's own config.
     #[test]
     fn kubernetes_example_config_parses() {
-        let yaml = include_str!("../../../packaging/kubernetes/sidecar-example.yaml");
+        let yaml = include_str!("../../../../packaging/kubernetes/sidecar-example.yaml");
         let mut toml_text = String::new();
         let mut inside = false;
         for line in yaml.lines() {
