@@ -68,21 +68,12 @@ fn shipper_options(settings: &Settings) -> Result<ShipperOptions, RuntimeError> 
         )?),
         None => None,
     };
-    let s = &settings.shipper;
     Ok(ShipperOptions {
         urls: settings.collector.urls.clone(),
         tls,
         agent_name: settings.identity.host.clone(),
-        batch_max_records: s.batch_max_records,
-        batch_max_bytes: s.batch_max_bytes,
-        batch_max_wait: s.batch_max_wait,
-        retry_initial: s.retry_initial,
-        retry_max: s.retry_max,
-        request_timeout: s.request_timeout,
-        compress: s.compress,
-        drain_timeout: s.drain_timeout,
         id: settings.identity.clone(),
-        set_aside_retry: s.set_aside_retry,
+        settings: settings.shipper.clone(),
     })
 }
 

@@ -32,7 +32,7 @@ use crate::config::{
 };
 use crate::host_identity::HostIdentity;
 use crate::http_util;
-use crate::shipper::CollectorUrl;
+use crate::shipper::{CollectorUrl, ShipperSettings};
 use crate::sources::SourcesConfig;
 use crate::sources::sidecar::SidecarConfig;
 
@@ -113,26 +113,6 @@ impl CollectorSettings {
     pub fn raw_urls(&self) -> Vec<String> {
         self.urls.iter().map(|u| u.raw.clone()).collect()
     }
-}
-
-/// `[shipper]`, validated: the shipper's options except what the runtime adds (the loaded TLS
-/// config, the identity, the URLs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShipperSettings {
-    /// 1..=the collector's limit.
-    pub batch_max_records: usize,
-    /// 1 KiB..=the collector's decompressed limit (and its body limit without compression).
-    pub batch_max_bytes: usize,
-    pub batch_max_wait: Duration,
-    /// At least 1 ms, at most `retry_max`.
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    /// At least 100 ms.
-    pub request_timeout: Duration,
-    pub compress: bool,
-    pub drain_timeout: Duration,
-    /// At least 1 s.
-    pub set_aside_retry: Duration,
 }
 
 /// `[app_events]`, validated.

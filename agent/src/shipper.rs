@@ -178,25 +178,42 @@ impl CollectorUrl {
     }
 }
 
-/// Shipper settings (from `[shipper]` and `[collector]`).
+/// What `[shipper]` sets (checked by `crate::settings`): batch limits, timers, compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipperSettings {
+    /// Most records per batch: 1..=the collector's limit.
+    pub batch_max_records: usize,
+    /// Most uncompressed bytes per batch: 1 KiB..=the collector's decompressed limit (and its
+    /// body limit without compression).
+    pub batch_max_bytes: usize,
+    /// How long a batch may wait to fill up.
+    pub batch_max_wait: Duration,
+    /// First retry delay: at least 1 ms, at most `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Longest wait for one answer: at least 100 ms.
+    pub request_timeout: Duration,
+    /// Whether bodies are zstd.
+    pub compress: bool,
+    /// How long a stopping agent keeps sending.
+    pub drain_timeout: Duration,
+    /// First delay before set-aside records are offered again (doubles up to 16 times): at
+    /// least 1 s.
+    pub set_aside_retry: Duration,
+}
+
+/// Everything the shipper runs with: its settings and what the start adds (`[collector]`'s
+/// URLs, the loaded TLS config, the host).
 #[derive(Debug, Clone)]
 pub struct ShipperOptions {
     pub urls: Vec<CollectorUrl>,
     pub tls: Option<Arc<ClientConfig>>,
     /// Sent as `X-Groundtrail-Agent`.
     pub agent_name: String,
-    pub batch_max_records: usize,
-    pub batch_max_bytes: usize,
-    pub batch_max_wait: Duration,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    pub request_timeout: Duration,
-    pub compress: bool,
-    pub drain_timeout: Duration,
     /// Whose records are the agent's own (never set aside).
     pub id: HostIdentity,
-    /// First delay before set-aside records are offered again (doubles up to 16 times).
-    pub set_aside_retry: Duration,
+    pub settings: ShipperSettings,
 }
 
 /// What one send attempt came to.
@@ -233,8 +250,8 @@ pub struct Shipper {
 
 impl Shipper {
     pub fn new(buffer: Buffer, opts: ShipperOptions, metrics: Arc<Metrics>) -> Shipper {
-        let max_records = opts.batch_max_records.max(1);
-        let resend_interval = opts.set_aside_retry;
+        let max_records = opts.settings.batch_max_records.max(1);
+        let resend_interval = opts.settings.set_aside_retry;
         // Records set aside in an earlier run are offered again soon after the start (the
         // collector's limits may have been changed in between).
         let next_resend = (buffer.status().set_aside > 0)
@@ -302,7 +319,7 @@ impl Shipper {
                 }
             }
         }
-        let drain_timeout = self.opts.drain_timeout;
+        let drain_timeout = self.opts.settings.drain_timeout;
         let drain = async {
             loop {
                 match self.step(true).await {
@@ -310,7 +327,7 @@ impl Shipper {
                     Ok(false) => return,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the buffer");
-                        tokio::time::sleep(self.opts.retry_initial).await;
+                        tokio::time::sleep(self.opts.settings.retry_initial).await;
                     }
                 }
             }
@@ -342,7 +359,7 @@ impl Shipper {
             let appended = self.buffer.appended();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let (max_records, max_bytes) = (self.max_records, self.opts.batch_max_bytes);
+            let (max_records, max_bytes) = (self.max_records, self.opts.settings.batch_max_bytes);
             let mut batch = self.reread(max_records, max_bytes).await?;
             if batch.cut_at_hole() || draining {
                 return Ok(batch);
@@ -356,7 +373,8 @@ impl Shipper {
             if batch.full || records >= self.max_records || bytes * 10 >= max_bytes * 9 {
                 return Ok(batch);
             }
-            let due_ms = oldest_ms.saturating_add(self.opts.batch_max_wait.as_millis() as u64);
+            let due_ms =
+                oldest_ms.saturating_add(self.opts.settings.batch_max_wait.as_millis() as u64);
             let now = now_ms();
             if now >= due_ms {
                 return Ok(batch);
@@ -398,7 +416,7 @@ impl Shipper {
         max_bytes: usize,
     ) -> Result<Batch, crate::buffer::BufferError> {
         let buffer = self.buffer.clone();
-        let stored = max_records >= self.opts.batch_max_records;
+        let stored = max_records >= self.opts.settings.batch_max_records;
         tokio::task::spawn_blocking(move || buffer.read_batch(max_records, max_bytes, stored))
             .await
             .map_err(|e| crate::buffer::BufferError::Storage(format!("read task failed: {e}")))?
@@ -406,7 +424,7 @@ impl Shipper {
 
     /// The body of a batch (see `ship_batch`); empty if it cannot be built.
     fn batch_body(&self, batch: &Batch) -> Bytes {
-        match batch.body(self.opts.compress) {
+        match batch.body(self.opts.settings.compress) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 // Only decompression of a stored frame (compression off) can fail: the frame is
@@ -424,7 +442,7 @@ impl Shipper {
             body.extend_from_slice(&e.json);
             body.push(b'\n');
         }
-        if self.opts.compress {
+        if self.opts.settings.compress {
             match zstd::bulk::compress(&body, 3) {
                 Ok(z) => Bytes::from(z),
                 Err(e) => {
@@ -439,13 +457,13 @@ impl Shipper {
 
     /// One request with the request timeout.
     async fn attempt(&mut self, body: Bytes, seq: Option<(u64, u64)>) -> Outcome {
-        match tokio::time::timeout(self.opts.request_timeout, self.send(body, seq)).await {
+        match tokio::time::timeout(self.opts.settings.request_timeout, self.send(body, seq)).await {
             Ok(o) => o,
             Err(_) => {
                 self.conn = None;
                 Outcome::Retry(format!(
                     "no answer within {} ms",
-                    self.opts.request_timeout.as_millis()
+                    self.opts.settings.request_timeout.as_millis()
                 ))
             }
         }
@@ -568,8 +586,9 @@ impl Shipper {
                     self.held = 0;
                     self.record_success(batch, &resp, commit, body.len());
                     self.ack_with_backoff(commit).await;
-                    if self.max_records < self.opts.batch_max_records {
-                        self.max_records = (self.max_records * 2).min(self.opts.batch_max_records);
+                    if self.max_records < self.opts.settings.batch_max_records {
+                        self.max_records =
+                            (self.max_records * 2).min(self.opts.settings.batch_max_records);
                     }
                     return;
                 }
@@ -667,9 +686,9 @@ impl Shipper {
         }
         report.remaining = self.buffer.status().set_aside;
         self.resend_interval = if report.accepted > 0 || report.offered == 0 {
-            self.opts.set_aside_retry
+            self.opts.settings.set_aside_retry
         } else {
-            (self.resend_interval * 2).min(self.opts.set_aside_retry * 16)
+            (self.resend_interval * 2).min(self.opts.settings.set_aside_retry * 16)
         };
         self.next_resend =
             (report.remaining > 0).then(|| tokio::time::Instant::now() + self.resend_interval);
@@ -716,7 +735,7 @@ impl Shipper {
     async fn set_aside(&mut self, seq: u64, err: &ErrorResponse) {
         Metrics::add(&self.metrics.rejected, 1);
         if self.next_resend.is_none() {
-            self.resend_interval = self.opts.set_aside_retry;
+            self.resend_interval = self.opts.settings.set_aside_retry;
             self.next_resend = Some(tokio::time::Instant::now() + self.resend_interval);
         }
         let buffer = self.buffer.clone();
@@ -740,9 +759,10 @@ impl Shipper {
         let exp = failures.saturating_sub(1).min(20);
         let cap = self
             .opts
+            .settings
             .retry_initial
             .saturating_mul(1u32 << exp)
-            .min(self.opts.retry_max);
+            .min(self.opts.settings.retry_max);
         let ms = cap.as_millis() as u64;
         let jittered = if ms < 2 {
             ms
@@ -779,7 +799,7 @@ impl Shipper {
                 .header(wire::HEADER_SEQ_FIRST, first)
                 .header(wire::HEADER_SEQ_LAST, last);
         }
-        if self.opts.compress {
+        if self.opts.settings.compress {
             req = req.header(http::header::CONTENT_ENCODING, "zstd");
         }
         let req = match req.body(Full::new(body)) {
@@ -1178,16 +1198,18 @@ mod scripted_collector_tests {
                 .collect(),
             tls: None,
             agent_name: "ship-host".into(),
-            batch_max_records: max_records,
-            batch_max_bytes: 1 << 20,
-            batch_max_wait: Duration::from_millis(1),
-            retry_initial: Duration::from_millis(5),
-            retry_max: Duration::from_millis(20),
-            request_timeout: Duration::from_secs(10),
-            compress: true,
-            drain_timeout: Duration::from_millis(100),
             id: id(),
-            set_aside_retry: Duration::from_secs(3600),
+            settings: ShipperSettings {
+                batch_max_records: max_records,
+                batch_max_bytes: 1 << 20,
+                batch_max_wait: Duration::from_millis(1),
+                retry_initial: Duration::from_millis(5),
+                retry_max: Duration::from_millis(20),
+                request_timeout: Duration::from_secs(10),
+                compress: true,
+                drain_timeout: Duration::from_millis(100),
+                set_aside_retry: Duration::from_secs(3600),
+            },
         };
         (buffer, opts)
     }

@@ -137,27 +137,19 @@ pub fn aws_validate_signed(
     args: &[String],
     key: (&str, &str),
 ) -> Validation {
-    let out = Command::new(aws)
-        .args([
-            "cloudtrail",
-            "validate-logs",
-            "--region",
-            REGION,
-            "--endpoint-url",
-        ])
-        .arg(cloudtrail_url)
-        .args(args)
-        .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
-        .env("AWS_ENDPOINT_URL_ORGANIZATIONS", cloudtrail_url)
-        .env("AWS_ACCESS_KEY_ID", key.0)
-        .env("AWS_SECRET_ACCESS_KEY", key.1)
-        .env("AWS_DEFAULT_REGION", REGION)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(aws);
+    cmd.args([
+        "cloudtrail",
+        "validate-logs",
+        "--region",
+        REGION,
+        "--endpoint-url",
+    ])
+    .arg(cloudtrail_url)
+    .args(args)
+    .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    .env("AWS_ENDPOINT_URL_ORGANIZATIONS", cloudtrail_url);
+    let out = isolated(&mut cmd, key.0, key.1)
         .output()
         .expect("run aws cloudtrail validate-logs");
     Validation::from(out)
@@ -166,9 +158,17 @@ pub fn aws_validate_signed(
 /// Runs the unmodified `aws <args>` with the given credentials (no config files, no profile,
 /// nothing that could reach AWS) and returns its output.
 pub fn aws_run(aws: &Path, args: &[&str], access_key_id: &str, secret: &str) -> Output {
-    Command::new(aws)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", access_key_id)
+    let mut cmd = Command::new(aws);
+    cmd.args(args);
+    isolated(&mut cmd, access_key_id, secret)
+        .output()
+        .expect("run aws")
+}
+
+/// `cmd` (the AWS CLI) with these credentials and nothing else of the environment's AWS
+/// settings: no config files, no profile, no session token, no instance metadata.
+fn isolated<'a>(cmd: &'a mut Command, access_key_id: &str, secret: &str) -> &'a mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_DEFAULT_REGION", REGION)
         .env("AWS_CONFIG_FILE", "/dev/null")
@@ -177,6 +177,4 @@ pub fn aws_run(aws: &Path, args: &[&str], access_key_id: &str, secret: &str) -> 
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::null())
-        .output()
-        .expect("run aws")
 }
