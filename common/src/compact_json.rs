@@ -10,7 +10,11 @@
 //!   (`1E2` becomes `100.0`, integers beyond 64 bits become floats); text holding a `\u` or `\/`
 //!   escape, a fraction, an exponent, `-0` or an integer of 19 or more digits goes through
 //!   `Value` instead, so the result is byte for byte what it was;
-//! - whitespace outside strings is dropped, everything else is copied.
+//! - whitespace outside strings is dropped, everything else is copied;
+//! - text that is compact already (what a JSON library writes, so the usual case) is not
+//!   copied at all: the result borrows it. Whether it is, and how deep it nests, is its
+//!   [`Shape`], found by reading the text once ([`shape`]) or given by the caller that found
+//!   it while reading the object around it ([`crate::json_split`], [`compact_text`]).
 //!
 //! One difference remains, by choice: a key repeated inside one object stays repeated, where a
 //! `Value` keeps only the last. The record then holds what the application sent, and both copies
