@@ -170,7 +170,11 @@ pub async fn run(
                 what: addr.to_string(),
                 source,
             })?;
-        bound.extend(l.local_addr().ok().map(|a| ("METRICS", a)));
+        bound.extend(
+            l.local_addr()
+                .ok()
+                .map(|a| (groundtrail_common::sd_notify::role::METRICS, a)),
+        );
         control_tasks.push(tokio::spawn(http_util::serve_tcp(
             l,
             control.clone().handler(true),

@@ -169,7 +169,7 @@ pub async fn start_collector_at(
         .env("RUST_LOG", &bins.rust_log);
     let (proc, ready) =
         Proc::start_ready("collector", cmd, &dir.join("collector.log"), READY_WITHIN).await?;
-    let addr = bound(&ready, &proc, "INGEST")?;
+    let addr = bound(&ready, &proc, groundtrail_common::sd_notify::role::INGEST)?;
     Ok(Collector {
         proc,
         addr,
@@ -246,8 +246,12 @@ pub async fn start_agent(
     let (proc, ready) =
         Proc::start_ready("agent", cmd, &dir.join("agent.log"), READY_WITHIN).await?;
     Ok(Agent {
-        app_addr: bound(&ready, &proc, "APP_EVENTS")?,
-        metrics_addr: bound(&ready, &proc, "METRICS")?,
+        app_addr: bound(
+            &ready,
+            &proc,
+            groundtrail_common::sd_notify::role::APP_EVENTS,
+        )?,
+        metrics_addr: bound(&ready, &proc, groundtrail_common::sd_notify::role::METRICS)?,
         proc,
     })
 }

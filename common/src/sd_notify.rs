@@ -55,6 +55,21 @@ fn ready_message<'a>(
     state
 }
 
+/// The roles of the listeners named in `READY=1` (`X_LISTEN_<ROLE>`), one constant each so
+/// that the binaries that send them and the kit that reads them cannot disagree.
+pub mod role {
+    /// The collector's `[server] listen`.
+    pub const INGEST: &str = "INGEST";
+    /// The collector's `[api] listen`.
+    pub const API: &str = "API";
+    /// The agent's `[control] metrics_listen`.
+    pub const METRICS: &str = "METRICS";
+    /// The agent's `[app_events] http_listen`.
+    pub const APP_EVENTS: &str = "APP_EVENTS";
+    /// The agent's `[sidecar] listen`.
+    pub const SIDECAR: &str = "SIDECAR";
+}
+
 /// The start of the variable that names a bound listener in `READY=1` (`X_LISTEN_INGEST=…`).
 pub const LISTEN_PREFIX: &str = "X_LISTEN_";
 

@@ -93,8 +93,8 @@ impl Collector {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE");
         let (proc, ready) = Proc::start_ready("collector", cmd, &self.log_path, DEADLINE).await?;
-        self.addr = ready.addr("INGEST");
-        self.api_addr = ready.get("API");
+        self.addr = ready.addr(groundtrail_common::sd_notify::role::INGEST);
+        self.api_addr = ready.get(groundtrail_common::sd_notify::role::API);
         self.proc = Some(proc);
         Ok(ready)
     }

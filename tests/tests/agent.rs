@@ -725,8 +725,12 @@ async fn bad_put_audit_events_inputs_get_their_error_codes() {
     )
     .await;
     let (app_port, metrics_port) = (
-        agent.addr("APP_EVENTS").port(),
-        agent.addr("METRICS").port(),
+        agent
+            .addr(groundtrail_common::sd_notify::role::APP_EVENTS)
+            .port(),
+        agent
+            .addr(groundtrail_common::sd_notify::role::METRICS)
+            .port(),
     );
     let edit = |id: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
         let ev = app_event(id);

@@ -628,7 +628,9 @@ fn the_packaged_configs_form_a_cluster_over_tls() {
     procs.0.push(cmd.spawn().unwrap());
     let everything = || format!("{}{}", tail(&clog), all_logs(&logs));
     let listen = wait("the collector's READY=1", everything, || {
-        readiness.poll().map(|r| r.addr("INGEST").port())
+        readiness
+            .poll()
+            .map(|r| r.addr(groundtrail_common::sd_notify::role::INGEST).port())
     });
     wait("the collector to write all 16 shards", everything, || {
         let (_, body) = http(listen, "GET", "/metrics", "", b"")?;

@@ -431,7 +431,9 @@ async fn put_audit_events_refuses_the_agents_own_event_sources() {
         config(&s.adir, &s.collector, &s.passwd, &sources(&[]))
     );
     let agent = AgentProcess::start(&s.adir, &cfg).await;
-    let app_port = agent.addr("APP_EVENTS").port();
+    let app_port = agent
+        .addr(groundtrail_common::sd_notify::role::APP_EVENTS)
+        .port();
     let event = |id: &str, source: &str, name: &str| {
         let data = json!({
             "version": "1.0",

@@ -368,6 +368,18 @@ fn expect_notify(sock: &std::os::unix::net::UnixDatagram, want: &str, seen: &mut
 }
 
 /// The start of the answer to `GET /metrics` on `addr`.
+/// A child process that is killed (and reaped) when dropped while still held.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn metrics_answer(addr: std::net::SocketAddr) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the reported address");
@@ -431,7 +443,9 @@ fn readiness_watchdog_and_stop_are_notified() {
             }
         }
         cmd.envs(env.iter().copied());
-        let child = cmd.spawn().unwrap();
+        // Killed if an assertion below fails before the SIGTERM, so no binary outlives the test.
+        let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let pid = child.0.as_ref().map_or(0, |c| c.id());
         let mut seen = Vec::new();
         expect_notify(&sock, "READY=1", &mut seen);
         let role = if binary == "groundtrail-collector" {
@@ -455,9 +469,9 @@ fn readiness_watchdog_and_stop_are_notified() {
         expect_notify(&sock, "WATCHDOG=1", &mut seen);
         expect_notify(&sock, "WATCHDOG=1", &mut seen);
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         expect_notify(&sock, "STOPPING=1", &mut seen);
-        let out = child.wait_with_output().unwrap();
+        let out = child.0.take().expect("running").wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "{binary}: {:?}\n{}",

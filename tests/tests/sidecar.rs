@@ -202,7 +202,7 @@ event_name = "CreateOrder"
         head = agent_config_head(&adir, HOST, &[format!("http://{}", collector.addr)]),
     );
     let mut agent = AgentProcess::start(&adir, &config).await;
-    let listen = agent.addr("SIDECAR");
+    let listen = agent.addr(groundtrail_common::sd_notify::role::SIDECAR);
 
     // A read through a configured route, with a query parameter and a request id.
     let (status, headers, body) = call(

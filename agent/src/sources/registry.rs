@@ -329,7 +329,7 @@ impl Source for AppEventsEndpoint {
                         what: addr.to_string(),
                         source,
                     })?;
-                start.note_listening("APP_EVENTS", &l);
+                start.note_listening(groundtrail_common::sd_notify::role::APP_EVENTS, &l);
                 tasks.push(tokio::spawn(http_util::serve_tcp(
                     l,
                     app.handler(),
@@ -363,7 +363,7 @@ impl Source for Sidecar {
                         what: format!("sidecar {}", config.listen),
                         source,
                     })?;
-            start.note_listening("SIDECAR", &listener);
+            start.note_listening(groundtrail_common::sd_notify::role::SIDECAR, &listener);
             tracing::info!(listen = %config.listen, upstream = %config.upstream, "sidecar proxy running");
             let host = start.settings.identity.clone();
             let (sink, shutdown) = (start.sink.clone(), start.shutdown.clone());

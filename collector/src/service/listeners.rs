@@ -57,13 +57,13 @@ pub(crate) fn bound(
     let mut out: Vec<_> = listener
         .local_addr()
         .ok()
-        .map(|a| ("INGEST", a))
+        .map(|a| (groundtrail_common::sd_notify::role::INGEST, a))
         .into_iter()
         .collect();
     out.extend(
         api_listener
             .and_then(|l| l.local_addr().ok())
-            .map(|a| ("API", a)),
+            .map(|a| (groundtrail_common::sd_notify::role::API, a)),
     );
     out
 }
