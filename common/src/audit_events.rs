@@ -326,7 +326,7 @@ fn string_member(
     limit: usize,
     required: bool,
 ) -> Result<Option<String>, EventError> {
-    // A string without escapes is its text between the quotes (serde_json has checked it).
+    // A string without escapes is its text between the quotes (the reader of the object around it has checked it).
     if let Some(text) = raw.map(|r| r.text)
         && let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
         && !inner.contains('\\')
@@ -373,6 +373,12 @@ fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_jso
                 .collect(),
             None => serde_json::from_str::<Entries>(text)?.0,
         };
+    Ok(last_value_wins(entries))
+}
+
+/// An object's entries with each repeated name once, at its first position, with its last
+/// value (as a parsed object has it).
+fn last_value_wins<'a>(entries: Vec<(Key<'a>, Text<'a>)>) -> Vec<(Key<'a>, Text<'a>)> {
     let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(entries.len());
     // Positions by name, only for objects large enough for a scan to cost.
     let mut index: HashMap<Key<'a>, usize> = HashMap::new();
@@ -399,7 +405,7 @@ fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_jso
             }
         }
     }
-    Ok(members)
+    members
 }
 
 /// An object's entries as `serde_json` reads them, repeats included.
@@ -1243,6 +1249,47 @@ mod tests {
         d["userIdentity"]["deep"] = nested(DEPTH_IDENTITY_MEMBER);
         let c = convert_to_json(&event(d), "c", &ctx(None)).unwrap();
         Record::from_json(&c.json).expect("reads back");
+        let mut d = full();
+        d["userIdentity"]["deep"] = nested(DEPTH_IDENTITY_MEMBER + 1);
+        let e = convert_to_json(&event(d), "c", &ctx(None)).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "eventData.userIdentity.deep is nested more than {DEPTH_IDENTITY_MEMBER} levels deep"
+            )
+        );
+    }
+
+    /// The one-pass read (`json_split`) and serde_json's read give the same members, in the
+    /// same order, with the same compact texts: on objects the split takes and on ones it
+    /// leaves to serde_json.
+    #[test]
+    fn both_readings_of_an_object_give_the_same_members() {
+        let by_serde = |text: &str| {
+            let entries = serde_json::from_str::<Entries>(text).unwrap().0;
+            last_value_wins(entries)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), member_text(v, &k, 200).unwrap().into_owned()))
+                .collect::<Vec<_>>()
+        };
+        let by_default = |text: &str| {
+            read_members(text)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), member_text(v, &k, 200).unwrap().into_owned()))
+                .collect::<Vec<_>>()
+        };
+        let split = |text| crate::json_split::split_object(text, DEPTH_UNMAPPED).is_some();
+        let full_text = full().to_string();
+        for (text, splits) in [
+            (full_text.as_str(), true),
+            (r#"{"a":1,"b":[1, 2],"a":{"x":"\u00e9"},"c":-0.5}"#, true),
+            (r#"{"a\u0062":1,"ab":2,"c":{ "d" : null }}"#, false),
+            (r#"{"a":"x","b":"y\/z","a":"w"}"#, true),
+        ] {
+            assert_eq!(split(text), splits, "{text}");
+            assert_eq!(by_default(text), by_serde(text), "{text}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! PutAuditEvents carries each event's `requestParameters`, `responseElements` and
 //! `additionalEventData` as JSON the record keeps. Parsing them into `serde_json::Value` only to
 //! write them out again was most of the agent's CPU per application event (allocation per node,
-//! an ordered map per object, the drop). [`compact_member`] writes the same bytes `serde_json`
+//! an ordered map per object, the drop). [`compact_text`] writes the same bytes `serde_json`
 //! would write for the parsed value, in one pass over the text where it can:
 //!
 //! - `serde_json` rewrites some escapes (`\u00e9` becomes `é`, `\/` becomes `/`) and some numbers
@@ -20,12 +20,10 @@
 //! `Value` keeps only the last. The record then holds what the application sent, and both copies
 //! count toward the member's size cap.
 //!
-//! A `RawValue` is read without `serde_json`'s nesting limit, so [`compact_member`] applies one:
+//! A `RawValue` is read without `serde_json`'s nesting limit, so [`compact_text`] applies one:
 //! the caller's, chosen so the record holding the member can still be read.
 
 use std::borrow::Cow;
-
-use serde_json::value::RawValue;
 
 /// Why a member cannot be copied.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +40,7 @@ pub enum CompactError {
 /// What one pass over the text found.
 struct Scan {
     /// The copy without whitespace, when one was asked for.
-    out: Option<String>,
+    out: Option<Vec<u8>>,
     /// Whitespace outside strings: the text is not compact as it stands.
     spaced: bool,
     /// Something `serde_json` would write differently (see the module doc).
@@ -50,17 +48,16 @@ struct Scan {
     depth: usize,
 }
 
-/// Reads `raw` (valid JSON, as a [`RawValue`] is), noting whether it holds whitespace outside
+/// Reads `raw` (valid JSON, as a `RawValue` is), noting whether it holds whitespace outside
 /// strings, whether a copy would differ from what `serde_json` writes and how deep it nests;
 /// with `copy`, also copies it without that whitespace.
 fn scan(raw: &str, copy: bool) -> Scan {
     let b = raw.as_bytes();
-    // Only whole tokens are copied, and every token starts and ends on an ASCII byte, so each
-    // copied slice of `raw` is whole characters: the copy is a `String` without a UTF-8 check.
-    let mut out = copy.then(|| String::with_capacity(b.len()));
-    let mut push = |text: &str| {
+    // Bytes, not `&str` slices: on text that is not JSON a slice could end inside a character.
+    let mut out = copy.then(|| Vec::with_capacity(b.len()));
+    let mut push = |bytes: &[u8]| {
         if let Some(out) = out.as_mut() {
-            out.push_str(text);
+            out.extend_from_slice(bytes);
         }
     };
     let (mut spaced, mut rewrite, mut depth, mut level) = (false, false, 0usize, 0usize);
@@ -91,7 +88,7 @@ fn scan(raw: &str, copy: bool) -> Scan {
                     }
                     i += 2;
                 }
-                push(&raw[start..i.min(b.len())]);
+                push(&b[start..i.min(b.len())]);
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
@@ -106,7 +103,7 @@ fn scan(raw: &str, copy: bool) -> Scan {
                 if digits >= 19 || matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
                     rewrite = true;
                 }
-                push(&raw[start..i]);
+                push(&b[start..i]);
             }
             _ => {
                 // Structure and the literals true, false, null (ASCII: one byte is one char).
@@ -118,7 +115,7 @@ fn scan(raw: &str, copy: bool) -> Scan {
                     b']' | b'}' => level = level.saturating_sub(1),
                     _ => {}
                 }
-                push(&raw[i..i + 1]);
+                push(&b[i..i + 1]);
                 i += 1;
             }
         }
@@ -152,16 +149,11 @@ pub fn shape(text: &str) -> Shape {
     }
 }
 
-/// The compact text of a member nested at most `max_depth` levels (objects and arrays): the
-/// text itself when it is compact already (the usual case: senders write JSON with a library),
-/// else a copy without its whitespace, or the value parsed and written again where a copy
-/// would differ.
-pub fn compact_member(raw: &RawValue, max_depth: usize) -> Result<Cow<'_, str>, CompactError> {
-    compact_text(raw.get(), shape(raw.get()), max_depth)
-}
-
-/// [`compact_member`] of valid JSON `text` whose [`Shape`] is known (from
-/// [`crate::json_split`], which finds it while checking the text).
+/// The compact text of a member, valid JSON `text` of the given [`Shape`] (from [`shape`], or
+/// from [`crate::json_split`], which finds it while checking the text), nested at most
+/// `max_depth` levels (objects and arrays): the text itself when it is compact already (the
+/// usual case: senders write JSON with a library), else a copy without its whitespace, or the
+/// value parsed and written again where a copy would differ.
 pub fn compact_text(
     text: &str,
     shape: Shape,
@@ -178,17 +170,26 @@ pub fn compact_text(
     if !shape.spaced {
         return Ok(Cow::Borrowed(text));
     }
-    Ok(Cow::Owned(scan(text, true).out.unwrap_or_default()))
+    // Whole tokens of valid UTF-8 text, so the copy is UTF-8 (checked: this path is rare).
+    let copy = scan(text, true).out.unwrap_or_default();
+    Ok(Cow::Owned(String::from_utf8(copy).map_err(|e| {
+        CompactError::Json(serde::de::Error::custom(e))
+    })?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
+
+    fn compact_member(raw: &RawValue, max_depth: usize) -> Result<Cow<'_, str>, CompactError> {
+        compact_text(raw.get(), shape(raw.get()), max_depth)
+    }
 
     /// The copy of `raw`, or `None` where serde_json would write something else.
     fn compact(raw: &str) -> Option<String> {
         let s = scan(raw, true);
-        (!s.rewrite).then(|| s.out.unwrap())
+        (!s.rewrite).then(|| String::from_utf8(s.out.unwrap()).unwrap())
     }
 
     /// What the old path gave: parse into a `Value`, write it compactly.

@@ -10,13 +10,15 @@
 //!
 //! Only text `serde_json` reads as the same object, so that nothing is accepted here that the
 //! `serde_json` path refused: the grammar of RFC 8259 (whitespace, structure, strings without
-//! raw control characters, the escapes `\" \\ \/ \b \f \n \r \t`, numbers, `true`, `false`,
-//! `null`) and nothing after the object but whitespace. It gives up (`None`) instead of deciding
-//! where `serde_json` has rules of its own or the caller needs its messages: a `\u` escape
-//! (surrogates), an escape in a member name (the name would need decoding), a value nested
-//! deeper than the caller allows, and every error. The caller then reads the text with
-//! `serde_json`, which decides and names the problem; so the result is the same either way,
-//! only slower. `split_agrees_with_serde_json` holds the two together on valid and broken text.
+//! raw control characters, the escapes `\" \\ \/ \b \f \n \r \t \uXXXX`, numbers, `true`,
+//! `false`, `null`) and nothing after the object but whitespace. A `\u` escape in a value is
+//! checked as `serde_json`'s raw read checks it (four hex digits) and marks the value for
+//! rewriting; whether it makes a character is decided where the value is decoded, on either
+//! path. It gives up (`None`) where the caller needs `serde_json`'s reading or its messages: an
+//! escape in a member name (the name would need decoding), a value nested deeper than the
+//! caller allows, and every error. The caller then reads the text with `serde_json`, which
+//! decides and names the problem; so the result is the same either way, only slower.
+//! `split_agrees_with_serde_json` holds the two together on valid and broken text.
 
 use crate::compact_json::Shape;
 
@@ -103,9 +105,9 @@ impl Reader<'_> {
     }
 
     /// The rest of a string whose opening quote was read: whether it held an escape, and
-    /// whether one was `\/` (which serde_json writes back as `/`).
+    /// whether one is written back differently by serde_json (`\/` as `/`, `\u00e9` as `é`).
     fn string(&mut self) -> Option<(bool, bool)> {
-        let (mut escaped, mut slash) = (false, false);
+        let (mut escaped, mut rewrite) = (false, false);
         loop {
             // Plain characters: anything but the quote, the backslash and control characters;
             // eight at a time while none is one of those (as serde_json skips them).
@@ -125,17 +127,28 @@ impl Reader<'_> {
             match self.peek()? {
                 b'"' => {
                     self.i += 1;
-                    return Some((escaped, slash));
+                    return Some((escaped, rewrite));
                 }
                 b'\\' => {
                     escaped = true;
                     match self.b.get(self.i + 1)? {
                         b'/' => {
-                            slash = true;
+                            rewrite = true;
                             self.i += 2;
                         }
                         b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
-                        _ => return None, // `\u` (serde_json decides surrogates) or invalid
+                        // Four hex digits, as serde_json's raw read checks them; whether they
+                        // make a character (surrogates) is decided where the value is decoded,
+                        // on either path (the compaction's `Value`, a string member's read).
+                        b'u' => {
+                            let hex = self.b.get(self.i + 2..self.i + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            rewrite = true;
+                            self.i += 6;
+                        }
+                        _ => return None,
                     }
                 }
                 _ => return None, // a raw control character
@@ -148,8 +161,8 @@ impl Reader<'_> {
         match self.peek()? {
             b'"' => {
                 self.i += 1;
-                let (_, slash) = self.string()?;
-                shape.rewrite |= slash;
+                let (_, rewrite) = self.string()?;
+                shape.rewrite |= rewrite;
                 Some(())
             }
             b'{' | b'[' => {
@@ -171,8 +184,8 @@ impl Reader<'_> {
                 loop {
                     if close == b'}' {
                         self.eat(b'"')?;
-                        let (_, slash) = self.string()?;
-                        shape.rewrite |= slash;
+                        let (_, rewrite) = self.string()?;
+                        shape.rewrite |= rewrite;
                         shape.spaced |= self.ws();
                         self.eat(b':')?;
                         shape.spaced |= self.ws();
@@ -313,47 +326,62 @@ mod tests {
 
     /// Wherever the split answers, serde_json reads the same members with the same texts and
     /// shapes; it never accepts what serde_json refuses. Checked on valid objects and on every
-    /// one-byte change and cut of them.
+    /// change of one byte (to each of the 256 values), every insertion of one and every
+    /// deletion of one.
     #[test]
     fn split_agrees_with_serde_json() {
         let valid = [
             r#"{}"#,
             r#" { } "#,
+            r#"{"":1}"#,
             r#"{"a":1,"b":"x","c":[1,2,{"d":null}],"e":{"f":[true,false]}}"#,
             r#"{ "a" : [ 1 , 2 ] , "b" :{ } }"#,
-            r#"{"n":-0,"m":-0.5,"o":1e5,"p":1E-2,"q":12345678901234567890,"r":0,"s":-12}"#,
-            r#"{"s":"tab\t nl\n q\" b\\ sl\/","k":"é 漢"}"#,
+            r#"{"n":-0,"m":-0.5,"o":1e5,"p":1E-2,"q":1e+5,"r":0,"s":-12}"#,
+            r#"{"i":123456789012345678,"j":1234567890123456789,"k":-123456789012345678}"#,
+            r#"{"s":"tab\t nl\n q\" b\\ sl\/ bs\\/","k":"é 漢","c":"\b\f\r"}"#,
+            r#"{"u":"\u00e9 \ud800","v":{"k\/":1,"k\u0041":2}}"#,
+            r#"{"long":"abcdefgh€ijklmnop漢qrstuvwx","w":"12345678\"12345678"}"#,
             r#"{"a":1,"a":2}"#,
             r#"{"deep":[[[[[[{"x":[[]]}]]]]]]}"#,
             "{\"a\":\"x\"}\n",
         ];
+        let agree = |t: &str, what: &str| {
+            if let Some(got) = by_split(t) {
+                assert_eq!(Some(got), by_serde(t), "{what}: {t:?}");
+            }
+        };
         let mut checked = 0;
         for text in valid {
             let want = by_serde(text).expect("valid");
             assert_eq!(by_split(text), Some(want), "{text}");
             let bytes = text.as_bytes();
-            for i in 0..bytes.len() {
-                for b in [
-                    b'"', b'\\', b',', b':', b'}', b']', b'{', b'0', b'-', b'.', b'e', b'x', 0x01,
-                    b' ', b'u',
-                ] {
-                    let mut m = bytes.to_vec();
-                    m[i] = b;
-                    let Ok(t) = std::str::from_utf8(&m) else {
-                        continue;
-                    };
-                    if let Some(got) = by_split(t) {
-                        assert_eq!(Some(got), by_serde(t), "changed: {t}");
+            for i in 0..=bytes.len() {
+                for b in 0..=255u8 {
+                    let mut inserted = bytes.to_vec();
+                    inserted.insert(i, b);
+                    if let Ok(t) = std::str::from_utf8(&inserted) {
+                        agree(t, "inserted");
+                        checked += 1;
                     }
-                    checked += 1;
+                    if i < bytes.len() {
+                        let mut changed = bytes.to_vec();
+                        changed[i] = b;
+                        if let Ok(t) = std::str::from_utf8(&changed) {
+                            agree(t, "changed");
+                            checked += 1;
+                        }
+                    }
                 }
-                let cut = &bytes[..i];
-                if let Ok(t) = std::str::from_utf8(cut) {
-                    assert!(by_split(t).is_none() || by_serde(t).is_some(), "cut: {t}");
+                if i < bytes.len() {
+                    let mut deleted = bytes.to_vec();
+                    deleted.remove(i);
+                    if let Ok(t) = std::str::from_utf8(&deleted) {
+                        agree(t, "deleted");
+                    }
                 }
             }
         }
-        assert!(checked > 1000);
+        assert!(checked > 100_000, "{checked}");
     }
 
     /// The word test finds exactly the bytes the byte loop stops at, wherever they sit.
@@ -386,7 +414,8 @@ mod tests {
     fn it_gives_up_where_serde_json_decides() {
         for text in [
             r#"{"a\"b":1}"#,
-            r#"{"a":"\u00e9"}"#,
+            r#"{"\u0061":1}"#,
+            r#"{"a":"\u00g9"}"#,
             r#"[1]"#,
             r#""x""#,
             r#"{"a":1}x"#,
