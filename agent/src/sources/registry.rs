@@ -53,14 +53,24 @@ pub struct Start {
 }
 
 impl Start {
-    /// Notes that the endpoint `role` listens on `listener`.
-    fn note_listening(&self, role: &'static str, listener: &tokio::net::TcpListener) {
-        if let Ok(addr) = listener.local_addr() {
+    /// Binds `addr` for the endpoint `role` (`what` names it in the error) and notes the
+    /// address bound for `READY=1`, so no endpoint can listen without reporting it.
+    async fn bind_tcp(
+        &self,
+        role: &'static str,
+        addr: std::net::SocketAddr,
+        what: String,
+    ) -> Result<tokio::net::TcpListener, StartError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { what, source })?;
+        if let Ok(bound) = listener.local_addr() {
             self.listening
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((role, addr));
+                .push((role, bound));
         }
+        Ok(listener)
     }
 }
 
@@ -323,13 +333,13 @@ impl Source for AppEventsEndpoint {
                 start.shutdown.clone(),
             ))];
             if let Some(addr) = c.http_listen {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        what: addr.to_string(),
-                        source,
-                    })?;
-                start.note_listening(groundtrail_common::sd_notify::role::APP_EVENTS, &l);
+                let l = start
+                    .bind_tcp(
+                        groundtrail_common::sd_notify::role::APP_EVENTS,
+                        addr,
+                        addr.to_string(),
+                    )
+                    .await?;
                 tasks.push(tokio::spawn(http_util::serve_tcp(
                     l,
                     app.handler(),
@@ -356,14 +366,13 @@ impl Source for Sidecar {
             let Some(config) = start.settings.sidecar.clone() else {
                 return Ok(Vec::new());
             };
-            let listener =
-                tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        what: format!("sidecar {}", config.listen),
-                        source,
-                    })?;
-            start.note_listening(groundtrail_common::sd_notify::role::SIDECAR, &listener);
+            let listener = start
+                .bind_tcp(
+                    groundtrail_common::sd_notify::role::SIDECAR,
+                    config.listen,
+                    format!("sidecar {}", config.listen),
+                )
+                .await?;
             tracing::info!(listen = %config.listen, upstream = %config.upstream, "sidecar proxy running");
             let host = start.settings.identity.clone();
             let (sink, shutdown) = (start.sink.clone(), start.shutdown.clone());
