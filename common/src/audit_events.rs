@@ -357,7 +357,8 @@ struct Text<'a> {
 /// with its last value, as a parsed object would have it.
 ///
 /// Read in one pass by [`crate::json_split`] where it can; `serde_json` reads the rest (an
-/// escaped name, a `\u` escape, an error, which it names), with the same result.
+/// escaped name, nesting the split leaves alone, an error, which it names), with the same
+/// result.
 fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_json::Error> {
     let entries: Vec<(Key<'a>, Text<'a>)> =
         match crate::json_split::split_object(text, DEPTH_UNMAPPED) {
