@@ -178,38 +178,38 @@ impl AgentProcess {
 
     /// `groundtrail-agent status` (JSON).
     pub fn status(&self) -> Value {
-        let out = Command::new(&self.bins.agent)
-            .args(["status", "--config"])
-            .arg(&self.config_path)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run groundtrail-agent status");
-        assert!(
-            out.status.success(),
-            "status failed: {}; log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        serde_json::from_slice(&out.stdout).expect("status is JSON")
+        serde_json::from_slice(&self.status_output(&[])).expect("status is JSON")
     }
 
     /// `groundtrail-agent status --metrics` (the Prometheus text).
     pub fn metrics(&self) -> String {
+        String::from_utf8_lossy(&self.status_output(&["--metrics"])).into_owned()
+    }
+
+    /// The stdout of `groundtrail-agent status <args> --config <config>`, which must succeed.
+    fn status_output(&self, args: &[&str]) -> Vec<u8> {
+        let what = ["status"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
         let out = Command::new(&self.bins.agent)
-            .args(["status", "--metrics", "--config"])
+            .arg("status")
+            .args(args)
+            .arg("--config")
             .arg(&self.config_path)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .output()
-            .expect("run groundtrail-agent status --metrics");
+            .unwrap_or_else(|e| panic!("run groundtrail-agent {what}: {e}"));
         assert!(
             out.status.success(),
-            "status --metrics failed: {}; log:\n{}",
+            "{what} failed: {}; log:\n{}",
             String::from_utf8_lossy(&out.stderr),
             self.log()
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.stdout
     }
 
     /// SIGTERM, then wait for a successful exit (the agent drains to the collector first).
