@@ -795,8 +795,9 @@ fn export(store: &Store, output: &Path, select: Select) -> anyhow::Result<bool> 
 
 #[cfg(test)]
 mod tests {
+    use super::store::StoreError;
     use super::*;
-    use crate::buffer::testutil::id;
+    use crate::buffer::testutil::{id, open_with};
     use crate::buffer::{Buffer, BufferOptions};
 
     /// A buffer that went through acknowledgement and set-aside (chunks rewritten, a side-tree
@@ -819,7 +820,7 @@ mod tests {
         let depth = b.depth();
         drop(b);
 
-        let store = Store::open(&path, &ProgressBar::hidden()).unwrap();
+        let store = store_of(&path);
         let mut exported = 0;
         let select = Select {
             set_aside: false,
@@ -837,8 +838,22 @@ mod tests {
         assert_eq!(s.set_aside_records, 1);
         assert_eq!(s.agent_records.get("RecordsRejected"), Some(&1));
         assert_eq!(s.agent_records.get("TestEvent"), Some(&6));
-        let (b, _) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
+        let (b, _) = open_with(&path, BufferOptions::default());
         assert_eq!(s.next_seq(), Some(b.status().next_seq));
+    }
+
+    /// Opens the store a test has just dropped its `Buffer` on; sled's I/O thread can hold the
+    /// directory's lock a moment longer (see `testutil::open_with`), so this waits up to 10 s.
+    fn store_of(path: &std::path::Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(path, &ProgressBar::hidden()) {
+                Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => return r.unwrap(),
+            }
+        }
     }
 
     fn rkey(kind: u8, seq: u64) -> Vec<u8> {
@@ -881,7 +896,7 @@ mod tests {
         b.flush().unwrap();
         drop(b);
 
-        let store = Store::open(&path, &ProgressBar::hidden()).unwrap();
+        let store = store_of(&path);
         let s = scan(&store, Select::ALL, &mut |_: &[u8]| Ok(())).unwrap();
         let found: Vec<String> = s
             .problems

@@ -319,7 +319,7 @@ mod tests {
         );
         let queued = st.bytes - st.set_aside_bytes;
         drop(b);
-        let (b, _) = Buffer::open(&path, o, id()).unwrap();
+        let (b, _) = open_with(&path, o);
         let st2 = b.status();
         assert_eq!(
             (st2.set_aside, st2.set_aside_bytes, st2.bytes),

@@ -32,7 +32,24 @@ pub(crate) fn opts(max_bytes: u64, full_policy: FullPolicy) -> BufferOptions {
 }
 
 pub(crate) fn open(dir: &Path, max: u64, policy: FullPolicy) -> (Buffer, OpenReport) {
-    Buffer::open(dir, opts(max, policy), id()).unwrap()
+    open_with(dir, opts(max, policy))
+}
+
+/// Opens the buffer in `dir`, waiting (up to 10 s) while the directory is still locked by a
+/// `Buffer` this process has just dropped. sled lets go of its lock only when the last handle
+/// to its files goes, and the I/O thread that completed the last flush holds one for a moment
+/// after the flush has returned; a test that reopens at once can find it still held (seen on
+/// a loaded 2-core machine). A lock that stays is still an error.
+pub(crate) fn open_with(dir: &Path, opts: BufferOptions) -> (Buffer, OpenReport) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Buffer::open(dir, opts.clone(), id()) {
+            Err(super::BufferError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
 }
 
 pub(crate) fn rec(i: u64) -> Record {
