@@ -119,14 +119,7 @@ impl AgentProcess {
     async fn wait_status(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let answered = Command::new(&self.bins.agent)
-                .args(["status", "--config"])
-                .arg(&self.config_path)
-                .current_dir(&self.dir)
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if answered {
+            if self.cli_handle().output(&["status"]).await.is_some() {
                 return Ok(());
             }
             let p = self.proc.as_mut().expect("spawned");
@@ -154,21 +147,19 @@ impl AgentProcess {
         self.proc.as_ref().map(|p| p.pid)
     }
 
-    /// Runs `groundtrail-agent <args> --config <config>` without blocking the runtime; its
-    /// JSON output if it succeeded.
-    pub async fn cli(&self, args: &[&str]) -> Option<Value> {
-        let out = tokio::process::Command::new(&self.bins.agent)
-            .current_dir(&self.dir)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config_path)
-            .output()
-            .await
-            .ok()?;
-        if !out.status.success() {
-            return None;
+    /// The agent's command line against this agent's config, to keep or clone into tasks.
+    pub fn cli_handle(&self) -> AgentCli {
+        AgentCli {
+            bin: self.bins.agent.clone(),
+            dir: self.dir.clone(),
+            config_path: self.config_path.clone(),
+            log_path: self.log_path.clone(),
         }
-        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// [`AgentCli::json`] of this agent.
+    pub async fn cli(&self, args: &[&str]) -> Option<Value> {
+        self.cli_handle().json(args).await
     }
 
     /// The agent's combined stdout and stderr so far.
@@ -176,40 +167,14 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// `groundtrail-agent status` (JSON).
+    /// [`AgentCli::status`] of this agent.
     pub fn status(&self) -> Value {
-        serde_json::from_slice(&self.status_output(&[])).expect("status is JSON")
+        self.cli_handle().status()
     }
 
-    /// `groundtrail-agent status --metrics` (the Prometheus text).
+    /// [`AgentCli::metrics`] of this agent.
     pub fn metrics(&self) -> String {
-        String::from_utf8_lossy(&self.status_output(&["--metrics"])).into_owned()
-    }
-
-    /// The stdout of `groundtrail-agent status <args> --config <config>`, which must succeed.
-    fn status_output(&self, args: &[&str]) -> Vec<u8> {
-        let what = ["status"]
-            .iter()
-            .chain(args)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let out = Command::new(&self.bins.agent)
-            .arg("status")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config_path)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run groundtrail-agent {what}: {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed: {}; log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        out.stdout
+        self.cli_handle().metrics()
     }
 
     /// SIGTERM, then wait for a successful exit (the agent drains to the collector first).
@@ -247,5 +212,84 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `groundtrail-agent <command> --config <config>` for one agent: every way the tests run the
+/// agent's command line goes through here, so the command's shape, the success check and the
+/// failure message (with the agent's log) are the same everywhere. Cheap to clone into tasks,
+/// and usable while the agent is stopped.
+#[derive(Clone, Debug)]
+pub struct AgentCli {
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl AgentCli {
+    /// The command `groundtrail-agent <args> --config <config>`, run from the agent's
+    /// directory, for callers that add arguments or read stderr themselves.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.bin);
+        c.current_dir(&self.dir)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the command without blocking the runtime: its stdout if it succeeded.
+    pub async fn output(&self, args: &[&str]) -> Option<Vec<u8>> {
+        let out = self.command(args).output().await.ok()?;
+        out.status.success().then_some(out.stdout)
+    }
+
+    /// [`AgentCli::output`] read as JSON.
+    pub async fn json(&self, args: &[&str]) -> Option<Value> {
+        serde_json::from_slice(&self.output(args).await?).ok()
+    }
+
+    /// The agent's combined stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `groundtrail-agent status` (JSON), which must succeed.
+    pub fn status(&self) -> Value {
+        serde_json::from_slice(&self.status_output(&[])).expect("status is JSON")
+    }
+
+    /// `groundtrail-agent status --metrics` (the Prometheus text), which must succeed.
+    pub fn metrics(&self) -> String {
+        String::from_utf8_lossy(&self.status_output(&["--metrics"])).into_owned()
+    }
+
+    /// The stdout of `groundtrail-agent status <args> --config <config>`, which must succeed.
+    /// Blocking: the callers are the tests' synchronous checks.
+    fn status_output(&self, args: &[&str]) -> Vec<u8> {
+        let what = ["status"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = Command::new(&self.bin)
+            .arg("status")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run groundtrail-agent {what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out.stdout
     }
 }

@@ -105,11 +105,7 @@ impl Agent {
     }
 
     fn client(&self) -> AgentClient {
-        AgentClient {
-            dir: self.dir.clone(),
-            config: self.config.clone(),
-            log: self.dir.join("agent.log"),
-        }
+        AgentClient(self.p.cli_handle())
     }
 
     async fn status(&self) -> Value {
@@ -125,65 +121,39 @@ impl Agent {
     }
 }
 
-/// Runs the agent's CLI (`status`, `put-audit-events`) against it; cheap to clone into tasks.
+/// The agent's CLI (`status`, `put-audit-events`) as this file's tests call it, on the kit's
+/// [`AgentCli`]; cheap to clone into tasks.
 #[derive(Clone)]
-struct AgentClient {
-    dir: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-}
+struct AgentClient(AgentCli);
 
 impl AgentClient {
-    fn cli(&self) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(bin("groundtrail-agent"));
-        c.current_dir(&self.dir);
-        c
-    }
-
     async fn try_status(&self) -> Option<Value> {
-        let out = self
-            .cli()
-            .args(["status", "--config"])
-            .arg(&self.config)
-            .output()
-            .await
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        self.0.json(&["status"]).await
     }
 
     async fn status(&self) -> Value {
-        self.try_status().await.unwrap_or_else(|| {
-            panic!(
-                "status failed; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            )
-        })
+        self.try_status()
+            .await
+            .unwrap_or_else(|| panic!("status failed; log:\n{}", self.0.log()))
     }
 
     async fn metrics(&self) -> String {
         let out = self
-            .cli()
-            .args(["status", "--metrics", "--config"])
-            .arg(&self.config)
-            .output()
+            .0
+            .output(&["status", "--metrics"])
             .await
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .unwrap_or_else(|| panic!("status --metrics failed; log:\n{}", self.0.log()));
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// `put-audit-events --audit-events file://...` through the CLI: (accepted, the JSON
     /// printed). Not accepted with `Value::Null` means the agent could not be reached.
     async fn put(&self, events: &[Value]) -> (bool, Value) {
-        let file = tempfile::NamedTempFile::new_in(&self.dir).unwrap();
+        let file = tempfile::NamedTempFile::new_in(&self.0.dir).unwrap();
         std::fs::write(file.path(), Value::Array(events.to_vec()).to_string()).unwrap();
         let out = self
-            .cli()
-            .args(["put-audit-events", "--config"])
-            .arg(&self.config)
+            .0
+            .command(&["put-audit-events"])
             .arg("--audit-events")
             .arg(format!("file://{}", file.path().display()))
             .output()
