@@ -38,6 +38,19 @@ pub fn thread_cpu_secs() -> f64 {
 
 /// (`VmRSS`, `VmHWM`) in bytes.
 pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let [rss, hwm] = status_bytes(pid, ["VmRSS:", "VmHWM:"])?;
+    Some((rss, hwm))
+}
+
+/// `VmRSS` and `RssAnon` in bytes: all resident memory, and the part that is the process's own
+/// (heap, stacks) rather than pages of its binary and libraries mapped from the page cache.
+pub fn rss_and_anon_bytes(pid: u32) -> Option<(u64, u64)> {
+    let [rss, anon] = status_bytes(pid, ["VmRSS:", "RssAnon:"])?;
+    Some((rss, anon))
+}
+
+/// The `kB` fields `names` of `/proc/<pid>/status`, in bytes.
+fn status_bytes<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -47,7 +60,11 @@ pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let mut out = [0; N];
+    for (o, name) in out.iter_mut().zip(names) {
+        *o = field(name)?;
+    }
+    Some(out)
 }
 
 /// What a window of samples saw.
@@ -59,6 +76,8 @@ pub struct Footprint {
     pub cpu_percent: f64,
     pub rss_mean_bytes: f64,
     pub rss_max_bytes: u64,
+    /// Mean `RssAnon`: resident memory without the mapped binary and libraries.
+    pub rss_anon_mean_bytes: f64,
     pub samples: usize,
 }
 
@@ -75,11 +94,12 @@ impl Sampler {
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
             let cpu0 = cpu_seconds(pid)?;
-            let mut rss = Vec::new();
+            let (mut rss, mut anon) = (Vec::new(), Vec::new());
             let mut cpu1 = cpu0;
             // Until stopped, or until the process is gone.
-            while let Some((r, _)) = rss_bytes(pid) {
+            while let Some((r, a)) = rss_and_anon_bytes(pid) {
                 rss.push(r);
+                anon.push(a);
                 if let Some(c) = cpu_seconds(pid) {
                     cpu1 = c;
                 }
@@ -96,6 +116,7 @@ impl Sampler {
                 cpu_percent: 100.0 * cpu / seconds,
                 rss_mean_bytes: rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64,
                 rss_max_bytes: rss.iter().copied().max().unwrap_or(0),
+                rss_anon_mean_bytes: anon.iter().sum::<u64>() as f64 / anon.len().max(1) as f64,
                 samples: rss.len(),
             })
         });

@@ -87,6 +87,14 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     fig(
         ctx,
+        "footprint.agent_idle_rss_anon_mib",
+        idle.rss_anon_mean_bytes / MIB,
+        "MiB",
+        None,
+        "heap and stacks, without the binary's mapped pages",
+    );
+    fig(
+        ctx,
         "footprint.agent_idle_cpu_percent",
         idle.cpu_percent,
         "% of a core",

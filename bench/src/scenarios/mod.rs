@@ -389,6 +389,12 @@ pub const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "footprint",
+        "footprint.agent_idle_rss_anon_mib",
+        S_FOOTPRINT,
+        "agent idle: of it anonymous (RssAnon)",
+    ),
+    (
+        "footprint",
         "footprint.agent_idle_cpu_percent",
         S_FOOTPRINT,
         "agent idle: CPU",
