@@ -1,5 +1,6 @@
-//! Process footprint from `/proc`: resident memory (`VmRSS`, `VmHWM` in `/proc/<pid>/status`)
-//! and CPU time (`utime` + `stime` in `/proc/<pid>/stat`), sampled over a window.
+//! Process footprint from `/proc`: resident memory (`VmRSS`, `VmHWM`, and `RssAnon`, the part
+//! that is not mapped files, in `/proc/<pid>/status`) and CPU time (`utime` + `stime` in
+//! `/proc/<pid>/stat`), sampled over a window.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
