@@ -797,7 +797,7 @@ fn export(store: &Store, output: &Path, select: Select) -> anyhow::Result<bool> 
 mod tests {
     use super::store::StoreError;
     use super::*;
-    use crate::buffer::testutil::{id, open_with};
+    use crate::buffer::testutil::{id, open_with, while_locked};
     use crate::buffer::{Buffer, BufferOptions};
 
     /// A buffer that went through acknowledgement and set-aside (chunks rewritten, a side-tree
@@ -842,18 +842,14 @@ mod tests {
         assert_eq!(s.next_seq(), Some(b.status().next_seq));
     }
 
-    /// Opens the store a test has just dropped its `Buffer` on; sled's I/O thread can hold the
-    /// directory's lock a moment longer (see `testutil::open_with`), so this waits up to 10 s.
+    /// Opens the store a test has just dropped its `Buffer` on (sled's I/O thread can hold the
+    /// lock a moment longer: `testutil::while_locked`).
     fn store_of(path: &std::path::Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Store::open(path, &ProgressBar::hidden()) {
-                Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                r => return r.unwrap(),
-            }
-        }
+        while_locked(
+            || Store::open(path, &ProgressBar::hidden()),
+            |e| matches!(e, StoreError::InUse { .. }),
+        )
+        .unwrap()
     }
 
     fn rkey(kind: u8, seq: u64) -> Vec<u8> {

@@ -35,19 +35,32 @@ pub(crate) fn open(dir: &Path, max: u64, policy: FullPolicy) -> (Buffer, OpenRep
     open_with(dir, opts(max, policy))
 }
 
-/// Opens the buffer in `dir`, waiting (up to 10 s) while the directory is still locked by a
-/// `Buffer` this process has just dropped. sled lets go of its lock only when the last handle
-/// to its files goes, and the I/O thread that completed the last flush holds one for a moment
-/// after the flush has returned; a test that reopens at once can find it still held (seen on
-/// a loaded 2-core machine). A lock that stays is still an error.
+/// Opens the buffer in `dir`, waiting while a `Buffer` this process has just dropped still
+/// holds the directory's lock (see [`while_locked`]).
 pub(crate) fn open_with(dir: &Path, opts: BufferOptions) -> (Buffer, OpenReport) {
+    while_locked(
+        || Buffer::open(dir, opts.clone(), id()),
+        |e| matches!(e, super::BufferError::Locked { .. }),
+    )
+    .unwrap()
+}
+
+/// Retries `open` (up to 10 s) while its error is `locked`. sled lets go of its lock only when
+/// the last handle to its files goes, and the I/O thread that completed the last flush holds one
+/// for a moment after the flush has returned; a test that reopens a buffer it has just dropped
+/// can find the lock still held (seen on a loaded 2-core machine). A lock that stays is still an
+/// error.
+pub(crate) fn while_locked<T, E>(
+    mut open: impl FnMut() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match Buffer::open(dir, opts.clone(), id()) {
-            Err(super::BufferError::Locked { .. }) if std::time::Instant::now() < deadline => {
+        match open() {
+            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            r => return r.unwrap(),
+            r => return r,
         }
     }
 }
