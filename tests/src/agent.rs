@@ -164,7 +164,7 @@ impl AgentProcess {
 
     /// The agent's combined stdout and stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.cli_handle().log()
     }
 
     /// [`AgentCli::status`] of this agent.
@@ -229,15 +229,21 @@ pub struct AgentCli {
 
 impl AgentCli {
     /// The command `groundtrail-agent <args> --config <config>`, run from the agent's
-    /// directory, for callers that add arguments or read stderr themselves.
-    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(&self.bin);
+    /// directory with no stdin: the one shape every run below has.
+    fn std_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
         c.current_dir(&self.dir)
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
             .stdin(Stdio::null());
         c
+    }
+
+    /// [`AgentCli::std_command`] for the runtime, for callers that add arguments or read
+    /// stderr themselves.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        self.std_command(args).into()
     }
 
     /// Runs the command without blocking the runtime: its stdout if it succeeded.
@@ -269,19 +275,10 @@ impl AgentCli {
     /// The stdout of `groundtrail-agent status <args> --config <config>`, which must succeed.
     /// Blocking: the callers are the tests' synchronous checks.
     fn status_output(&self, args: &[&str]) -> Vec<u8> {
-        let what = ["status"]
-            .iter()
-            .chain(args)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let out = Command::new(&self.bin)
-            .arg("status")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config_path)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
+        let args: Vec<&str> = ["status"].iter().chain(args).copied().collect();
+        let what = args.join(" ");
+        let out = self
+            .std_command(&args)
             .output()
             .unwrap_or_else(|e| panic!("run groundtrail-agent {what}: {e}"));
         assert!(
