@@ -71,7 +71,6 @@ fn shipper_options(settings: &Settings) -> Result<ShipperOptions, RuntimeError> 
     Ok(ShipperOptions {
         urls: settings.collector.urls.clone(),
         tls,
-        agent_name: settings.identity.host.clone(),
         id: settings.identity.clone(),
         settings: settings.shipper.clone(),
     })

@@ -209,9 +209,8 @@ pub struct ShipperSettings {
 pub struct ShipperOptions {
     pub urls: Vec<CollectorUrl>,
     pub tls: Option<Arc<ClientConfig>>,
-    /// Sent as `X-Groundtrail-Agent`.
-    pub agent_name: String,
-    /// Whose records are the agent's own (never set aside).
+    /// Whose records are the agent's own (never set aside); its host is sent as
+    /// `X-Groundtrail-Agent`.
     pub id: HostIdentity,
     pub settings: ShipperSettings,
 }
@@ -793,7 +792,7 @@ impl Shipper {
             .header(http::header::HOST, &url.authority)
             .header(http::header::CONTENT_TYPE, wire::NDJSON)
             .header(http::header::CONTENT_LENGTH, body.len())
-            .header(wire::HEADER_AGENT, &self.opts.agent_name);
+            .header(wire::HEADER_AGENT, &self.opts.id.host);
         if let Some((first, last)) = seq {
             req = req
                 .header(wire::HEADER_SEQ_FIRST, first)
@@ -1197,7 +1196,6 @@ mod scripted_collector_tests {
                 .map(|u| CollectorUrl::parse(u).unwrap())
                 .collect(),
             tls: None,
-            agent_name: "ship-host".into(),
             id: id(),
             settings: ShipperSettings {
                 batch_max_records: max_records,

@@ -49,7 +49,7 @@ pub struct Start {
     pub shutdown: Shutdown,
     /// The TCP addresses the endpoints bound, by role (`APP_EVENTS`, `SIDECAR`): `READY=1`
     /// names them, so a configured port 0 can be found (see `groundtrail_common::sd_notify`).
-    pub listening: std::sync::Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
+    listening: std::sync::Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
 }
 
 impl Start {
@@ -145,7 +145,7 @@ pub async fn start_all(
     let env = Env::new(&settings.identity, Passwd::load(&sources.passwd_path), zone);
     let start = Start {
         env: Arc::new(env),
-        settings: settings.clone(),
+        settings,
         sink,
         metrics,
         shutdown,
