@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::collector_config::toml_str;
 use crate::env::Bins;
-use crate::process::{Exit, Proc};
+use crate::process::Proc;
 use crate::readiness::Ready;
 use crate::{ACCOUNT, DEADLINE, REGION};
 
@@ -142,11 +142,6 @@ impl AgentProcess {
         self.ready.addr(role)
     }
 
-    /// The process id while it has a process.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().map(|p| p.pid)
-    }
-
     /// The agent's command line against this agent's config, to keep or clone into tasks.
     pub fn cli_handle(&self) -> AgentCli {
         AgentCli {
@@ -189,16 +184,6 @@ impl AgentProcess {
             "agent exit {status}; log:\n{}",
             self.log()
         );
-    }
-
-    /// SIGTERM, then wait up to `limit` for the exit, blocking, and read the process's CPU time
-    /// ([`Proc::terminate`]).
-    pub fn terminate(&mut self, limit: Duration) -> anyhow::Result<Exit> {
-        let mut p = self
-            .proc
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("agent is not running"))?;
-        p.terminate(limit)
     }
 
     /// `kill -9`.

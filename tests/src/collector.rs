@@ -14,12 +14,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::Duration;
 
 use crate::collector_config::Spec;
 use crate::env::Bins;
 use crate::ingest::{IngestClient, http_get_addr};
-use crate::process::{Exit, Proc};
+use crate::process::Proc;
 use crate::readiness::Ready;
 use crate::{DEADLINE, SigningKey};
 
@@ -118,21 +117,6 @@ impl Collector {
         p.sigterm(DEADLINE)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"))
-    }
-
-    /// SIGTERM, then wait up to `limit` for the exit, blocking, and read the process's CPU time
-    /// ([`Proc::terminate`]).
-    pub fn terminate(&mut self, limit: Duration) -> anyhow::Result<Exit> {
-        let mut p = self
-            .proc
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("collector is not running"))?;
-        p.terminate(limit)
-    }
-
-    /// The process id while it has a process.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().map(|p| p.pid)
     }
 
     /// Whether this collector has a process (started and not killed; it may be frozen).

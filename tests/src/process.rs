@@ -127,18 +127,6 @@ impl Proc {
         }
     }
 
-    /// Whether the process exits within `limit` (polled; not reaped).
-    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while self.is_running() {
-            if start.elapsed() > limit {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
-    }
-
     /// SIGTERM, then the exit status, polled on the runtime; past `limit` the process is
     /// killed and reaped and the error carries its log.
     pub async fn sigterm(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
@@ -207,17 +195,10 @@ impl Drop for Proc {
     }
 }
 
-/// Sends SIGTERM to `child` and waits for it to exit, polling; past [`crate::DEADLINE`] the
-/// child is killed and reaped before the test fails, so no stray process outlives it. `log`
-/// supplies the process's output for the failure message.
-pub async fn sigterm_and_wait(child: Child, what: &str, log: &dyn Fn() -> String) -> ExitStatus {
-    sigterm_within(child, what, crate::DEADLINE, log)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// [`sigterm_and_wait`] with a `limit`, and an error instead of a panic.
-pub async fn sigterm_within(
+/// Sends SIGTERM to `child` and waits up to `limit` for it to exit, polling; past it the child
+/// is killed and reaped before the error, so no stray process outlives the test. `log` supplies
+/// the process's output for the error message.
+async fn sigterm_within(
     mut child: Child,
     what: &str,
     limit: Duration,

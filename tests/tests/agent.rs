@@ -69,17 +69,12 @@ enabled = false
 /// `READY=1`, killed when dropped), and the CLI calls of this file through [`AgentClient`].
 struct Agent {
     p: AgentProcess,
-    dir: PathBuf,
-    config: PathBuf,
 }
 
 impl Agent {
     async fn start(dir: &Path, config_text: &str) -> Agent {
-        let p = AgentProcess::start(dir, config_text).await;
         Agent {
-            dir: p.dir.clone(),
-            config: p.config_path.clone(),
-            p,
+            p: AgentProcess::start(dir, config_text).await,
         }
     }
 
@@ -557,7 +552,7 @@ fn buffer_tool(agent: &Agent, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("groundtrail-agent"))
         .arg("buffer")
         .args(args)
-        .current_dir(&agent.dir)
+        .current_dir(&agent.p.dir)
         .env_remove("GROUNDTRAIL_AGENT_CONFIG")
         .output()
         .unwrap();
@@ -593,7 +588,7 @@ async fn a_stopped_agents_buffer_is_inspected_exported_and_recovered_by_hand() {
     // Nothing listens there: every record stays in the buffer.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let mut agent = Agent::start(&adir, &agent_config(&adir, &[nowhere], "")).await;
-    let config = agent.config.to_str().unwrap().to_string();
+    let config = agent.p.config_path.to_str().unwrap().to_string();
     let events: Vec<Value> = (0..3).map(|i| app_event(&format!("backlog-{i}"))).collect();
     let (ok, resp) = agent.put(&events).await;
     assert!(ok, "{resp}");
