@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 pub use groundtrail_tests::{Bins, Exit, Pki, Proc};
-use groundtrail_tests::{Dest, ServerTls, Spec};
+use groundtrail_tests::{Dest, ServerTls, Spec, toml_str};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
@@ -43,10 +43,6 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 /// `--quick`).
 pub static REQUEST_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(60);
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a JSON string is a TOML basic string")
-}
 
 fn q(p: &Path) -> String {
     toml_str(&p.display().to_string())

@@ -1,7 +1,8 @@
 //! A collector's config as the tests and the benchmark write it: a [`Spec`] (destinations,
 //! intervals, TLS, agents, limits and any extra TOML) turned into `collector.toml`, its journal
-//! and signing key in the collector's directory. The listener is `127.0.0.1:0` on a first start
-//! (see [`crate::readiness`]); [`crate::Collector`] then pins the port it got.
+//! and signing key in the collector's directory. [`Spec::toml`] takes the listen address: the
+//! tests' [`crate::Collector`] gives a port it keeps across restarts (its module says why), the
+//! benchmark `127.0.0.1:0` (read back from `READY=1`, see [`crate::readiness`]).
 
 use std::path::{Path, PathBuf};
 
@@ -131,6 +132,7 @@ impl Spec {
     }
 }
 
-pub(crate) fn toml_str(s: &str) -> String {
+/// `s` as a TOML basic string (a JSON string is one).
+pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a JSON string is a TOML basic string")
 }

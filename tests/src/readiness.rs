@@ -53,7 +53,8 @@ impl Ready {
         self.listening.get(role).copied()
     }
 
-    fn parse(message: &str) -> Option<Ready> {
+    /// The `READY=1` message's listeners; `None` when `message` is not a `READY=1`.
+    pub fn parse(message: &str) -> Option<Ready> {
         if !message.lines().any(|l| l == "READY=1") {
             return None;
         }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use groundtrail_tests::{bin, workspace_root};
+use groundtrail_tests::{Ready, bin, workspace_root};
 
 /// Runs a workspace binary with no inherited GROUNDTRAIL_* variables plus `env`.
 fn run(name: &str, args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Output {
@@ -445,21 +445,18 @@ fn readiness_watchdog_and_stop_are_notified() {
         cmd.envs(env.iter().copied());
         // Killed if an assertion below fails before the SIGTERM, so no binary outlives the test.
         let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
-        let pid = child.0.as_ref().map_or(0, |c| c.id());
+        let pid = child.0.as_ref().expect("spawned").id();
         let mut seen = Vec::new();
         expect_notify(&sock, "READY=1", &mut seen);
         let role = if binary == "groundtrail-collector" {
-            "X_LISTEN_INGEST="
+            groundtrail_common::sd_notify::role::INGEST
         } else {
-            "X_LISTEN_METRICS="
+            groundtrail_common::sd_notify::role::METRICS
         };
         let ready = seen.last().expect("the READY=1 message");
-        let addr: std::net::SocketAddr = ready
-            .lines()
-            .find_map(|l| l.strip_prefix(role))
-            .unwrap_or_else(|| panic!("{binary}: no {role} in {ready:?}"))
-            .parse()
-            .expect("ip:port");
+        let addr = Ready::parse(ready)
+            .and_then(|r| r.get(role))
+            .unwrap_or_else(|| panic!("{binary}: no {role} listener in {ready:?}"));
         assert_ne!(addr.port(), 0, "{binary}: {ready:?}");
         let answer = metrics_answer(addr);
         assert!(
