@@ -2,7 +2,9 @@
 //!
 //! Guarantees kept here (see the invariants in `mod.rs`):
 //! - **Records and checkpoint are atomic** (invariant 2): one append is one `sled::Batch`
-//!   holding its chunks, its checkpoint and, when there is room, the pending loss report.
+//!   holding its chunks, its checkpoint and, when there is room, the pending loss report; or
+//!   one insert when it is a single chunk and nothing else (a batch would cost a second disk
+//!   write and sync for its manifest).
 //! - **Bounded** (invariant 6): chunks and set-aside records never exceed `max_bytes`, except
 //!   that one append is always admitted into an empty queue. When full, `block` makes
 //!   [`Buffer::append`] wait for space (and leaves nothing behind); `drop_newest` consumes the
@@ -75,23 +77,35 @@ impl Buffer {
                 }
             };
         }
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::with_capacity(chunks.len() + 1);
         let mut seq = st.next_seq;
         let mut added = 0u64;
         for (v, n) in loss.into_iter().chain(chunks) {
-            batch.insert(&rkey(seq), v);
+            writes.push((rkey(seq), v));
             seq += n;
             added += n;
         }
         let n_loss = added - records.len() as u64;
-        if n_loss > 0 {
-            batch.remove(META_LOSS);
-        }
-        if let Some(cp) = checkpoint {
-            batch.insert(ckey(&cp.source), cp.state.as_slice());
-        }
         // No `next_seq` write: the chunk keys and headers carry the numbering (see open).
-        self.apply(batch)?;
+        match (&writes[..], checkpoint) {
+            // The usual append (one chunk, nothing else) is one insert, atomic by itself: a
+            // `sled::Batch` would add a manifest that sled writes and syncs on its own, a
+            // second disk write and wake of its I/O threads for every acknowledged call.
+            ([(key, value)], None) if n_loss == 0 => self.insert(key, value)?,
+            _ => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in writes {
+                    batch.insert(&key, value);
+                }
+                if n_loss > 0 {
+                    batch.remove(META_LOSS);
+                }
+                if let Some(cp) = checkpoint {
+                    batch.insert(ckey(&cp.source), cp.state.as_slice());
+                }
+                self.apply(batch)?;
+            }
+        }
         let range = (!records.is_empty()).then(|| (seq - records.len() as u64, seq - 1));
         st.next_seq = seq;
         st.bytes += new_bytes + loss_bytes;
