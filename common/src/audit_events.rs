@@ -303,7 +303,7 @@ const DEPTH_UNMAPPED: usize = 124;
 /// A member's compact text (see [`crate::compact_json`]), its errors named after it.
 fn member_text<'a>(
     raw: Text<'a>,
-    name: &str,
+    name: impl std::fmt::Display,
     max_depth: usize,
 ) -> Result<Cow<'a, str>, EventError> {
     let shape = raw.shape.unwrap_or_else(|| compact_json::shape(raw.text));
@@ -317,6 +317,22 @@ fn member_text<'a>(
             format!("eventData.{name} is not valid JSON: {e}"),
         ),
     })
+}
+
+/// `userIdentity.<name>`, written out only when an error message names it (this is on every
+/// identity member's way, and naming it up front was an allocation each).
+struct IdentityMember<'a>(&'a str);
+
+impl std::fmt::Display for IdentityMember<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "userIdentity.{}", self.0)
+    }
+}
+
+/// Whether `text` ends with `suffix`, ASCII letters compared without case.
+fn ends_with_ignoring_ascii_case(text: &str, suffix: &str) -> bool {
+    text.len() >= suffix.len()
+        && text.as_bytes()[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// A string member of `eventData`, read from its text and checked by [`string_field`].
@@ -360,27 +376,36 @@ struct Text<'a> {
 /// escaped name, nesting the split leaves alone, an error, which it names), with the same
 /// result.
 fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_json::Error> {
-    let entries: Vec<(Key<'a>, Text<'a>)> =
+    Ok(
         match crate::json_split::split_object(text, DEPTH_UNMAPPED) {
-            Some(split) => split
-                .into_iter()
-                .map(|m| {
+            Some(split) => {
+                let n = split.len();
+                let entries = split.into_iter().map(|m| {
                     let text = Text {
                         text: m.text,
                         shape: Some(m.shape),
                     };
                     (Key(Cow::Borrowed(m.name)), text)
-                })
-                .collect(),
-            None => serde_json::from_str::<Entries>(text)?.0,
-        };
-    Ok(last_value_wins(entries))
+                });
+                last_value_wins(entries, n)
+            }
+            None => {
+                let entries = serde_json::from_str::<Entries>(text)?.0;
+                let n = entries.len();
+                last_value_wins(entries, n)
+            }
+        },
+    )
 }
 
-/// An object's entries with each repeated name once, at its first position, with its last
-/// value (as a parsed object has it).
-fn last_value_wins<'a>(entries: Vec<(Key<'a>, Text<'a>)>) -> Vec<(Key<'a>, Text<'a>)> {
-    let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(entries.len());
+/// An object's `n` entries with each repeated name once, at its first position, with its last
+/// value (as a parsed object has it). Taken as they are read, so that the members are collected
+/// once (this runs twice for every application event).
+fn last_value_wins<'a>(
+    entries: impl IntoIterator<Item = (Key<'a>, Text<'a>)>,
+    n: usize,
+) -> Vec<(Key<'a>, Text<'a>)> {
+    let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(n);
     // Positions by name, only for objects large enough for a scan to cost.
     let mut index: HashMap<Key<'a>, usize> = HashMap::new();
     for (k, v) in entries {
@@ -630,7 +655,7 @@ pub fn convert_to_json(
             "type" => identity_type = Some(v),
             "principalId" => principal_id = Some(v),
             _ => {
-                let text = member_text(v, &format!("userIdentity.{k}"), DEPTH_IDENTITY_MEMBER)?;
+                let text = member_text(v, IdentityMember(&k), DEPTH_IDENTITY_MEMBER)?;
                 identity_extra.push((k, text));
             }
         }
@@ -709,19 +734,22 @@ pub fn convert_to_json(
             ),
         ));
     }
-    let own = ctx.reserved_source.to_ascii_lowercase();
-    let lower = event_source.to_ascii_lowercase();
-    if lower == own || lower.ends_with(".amazonaws.com") {
+    if event_source.eq_ignore_ascii_case(ctx.reserved_source)
+        || ends_with_ignoring_ascii_case(&event_source, ".amazonaws.com")
+    {
         return Err(ev_err(
             "InvalidEventSource",
             format!(
-                "eventData.eventSource {event_source:?} is reserved (AWS services and {}'s own {own})",
-                ctx.owner
+                "eventData.eventSource {event_source:?} is reserved (AWS services and {}'s own {})",
+                ctx.owner,
+                ctx.reserved_source.to_ascii_lowercase()
             ),
         ));
     }
 
-    let mut name = Vec::new();
+    let mut name = Vec::with_capacity(
+        4 * 4 + recipient.len() + channel.len() + ev.id.len() + digest.as_ref().len(),
+    );
     for part in [
         recipient.as_bytes(),
         channel.as_bytes(),
@@ -761,7 +789,7 @@ pub fn convert_to_json(
         .map_err(|e| ev_err(e.code(), e.to_string()))?;
     let mut unmapped_json = Vec::with_capacity(unmapped.len());
     for (k, v) in &unmapped {
-        let text = member_text(*v, k, DEPTH_UNMAPPED)?;
+        let text = member_text(*v, &**k, DEPTH_UNMAPPED)?;
         unmapped_json.push((&**k, text));
     }
     let json = RecordJson {
@@ -1268,16 +1296,27 @@ mod tests {
     fn both_readings_of_an_object_give_the_same_members() {
         let by_serde = |text: &str| {
             let entries = serde_json::from_str::<Entries>(text).unwrap().0;
-            last_value_wins(entries)
+            let n = entries.len();
+            last_value_wins(entries, n)
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), member_text(v, &k, 200).unwrap().into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        member_text(v, &*k, 200).unwrap().into_owned(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let by_default = |text: &str| {
             read_members(text)
                 .unwrap()
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), member_text(v, &k, 200).unwrap().into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        member_text(v, &*k, 200).unwrap().into_owned(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let split = |text| crate::json_split::split_object(text, DEPTH_UNMAPPED).is_some();

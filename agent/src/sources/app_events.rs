@@ -115,12 +115,14 @@ impl Converter {
     /// application posting `systemd.<domain>` could otherwise write a `StopService` that looks
     /// exactly like the host's.
     fn agent_service(&self, source: &str) -> Option<&'static str> {
-        let lower = source.to_ascii_lowercase();
-        let (service, domain) = lower.split_once('.')?;
-        if domain != self.id.domain.to_ascii_lowercase() {
+        let (service, domain) = source.split_once('.')?;
+        if !domain.eq_ignore_ascii_case(&self.id.domain) {
             return None;
         }
-        AGENT_SERVICES.iter().copied().find(|s| *s == service)
+        AGENT_SERVICES
+            .iter()
+            .copied()
+            .find(|s| s.eq_ignore_ascii_case(service))
     }
 }
 
@@ -652,6 +654,20 @@ mod tests {
                 "hostsource",
                 Box::new(|m| {
                     m.insert("eventSource".into(), json!("systemd.onprem.internal"));
+                }),
+                "InvalidEventSource",
+            ),
+            (
+                "awssourcecase",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("IAM.AmazonAWS.com"));
+                }),
+                "InvalidEventSource",
+            ),
+            (
+                "agentsourcecase",
+                Box::new(|m| {
+                    m.insert("eventSource".into(), json!("GroundTrail.OnPrem.Internal"));
                 }),
                 "InvalidEventSource",
             ),
