@@ -4,7 +4,9 @@
 //! - agent idle: the real agent with its default sources (auth log, auditd, packages, FIM)
 //!   watching empty files in the work directory, connected to a collector, nothing happening;
 //! - agent at 1k records/s: the same agent receiving 100 PutAuditEvents events every 100 ms
-//!   over loopback HTTP (and shipping them);
+//!   over loopback HTTP (and shipping them). `GROUNDTRAIL_BENCH_FOOTPRINT_PER_CALL=n` (1 to
+//!   100) sends `n` events every `n` ms instead: the same rate in more calls, which separates
+//!   what a call costs from what a record costs;
 //! - collector at 10k records/s: 10 simulated agents (own certificates, own TLS connections)
 //!   each posting a zstd batch of 100 records every 100 ms over the real wire protocol.
 
@@ -20,6 +22,7 @@ use crate::report::Goal;
 const MIB: f64 = 1024.0 * 1024.0;
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let per_call = per_call(ctx)?;
     let settle = ctx.secs(3.0, 0.5);
     let idle_for = ctx.secs(15.0, 1.0);
     let load_for = ctx.secs(20.0, 1.0);
@@ -55,18 +58,18 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ));
     let data = super::agent_e2e::app_data(ctx);
     let mut conn = HttpConn::plain(agent.app_addr);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(per_call as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let s = Sampler::start(agent.proc.pid);
     let start = Instant::now();
     let mut sent = 0usize;
     while start.elapsed() < load_for {
         tick.tick().await;
-        let events: Vec<(String, String)> = (sent..sent + 100)
+        let events: Vec<(String, String)> = (sent..sent + per_call)
             .map(|k| (format!("fp-{k}"), data[k % data.len()].clone()))
             .collect();
         conn.put_audit_events(&events).await?;
-        sent += 100;
+        sent += per_call;
     }
     let agent_rate = sent as f64 / start.elapsed().as_secs_f64();
     let loaded = s.stop().ok_or_else(|| anyhow::anyhow!("agent exited"))?;
@@ -74,7 +77,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let _ = tokio::task::block_in_place(|| agent.proc.terminate(Duration::from_secs(30)));
 
     ctx.report.note(format!(
-        "footprint: agent idle {:.0} s with its default sources (auth log, auditd, packages, FIM) watching empty files; agent loaded {:.0} s at {agent_rate:.0} records/s of PutAuditEvents (100 per call every 100 ms); CPU in percent of one core",
+        "footprint: agent idle {:.0} s with its default sources (auth log, auditd, packages, FIM) watching empty files; agent loaded {:.0} s at {agent_rate:.0} records/s of PutAuditEvents ({per_call} per call every {per_call} ms); CPU in percent of one core",
         idle.seconds, loaded.seconds
     ));
     fig(
@@ -197,4 +200,26 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "",
     );
     Ok(())
+}
+
+/// Events per PutAuditEvents call in the loaded phase, one call every as many milliseconds: 100
+/// unless `GROUNDTRAIL_BENCH_FOOTPRINT_PER_CALL` says otherwise (noted in the report).
+fn per_call(ctx: &mut Ctx) -> anyhow::Result<usize> {
+    let Ok(text) = std::env::var("GROUNDTRAIL_BENCH_FOOTPRINT_PER_CALL") else {
+        return Ok(100);
+    };
+    let n: usize = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "GROUNDTRAIL_BENCH_FOOTPRINT_PER_CALL: events per call, 1 to 100 (PutAuditEvents takes at most 100), not {text:?}"
+            )
+        })?;
+    ctx.report.note(format!(
+        "footprint: GROUNDTRAIL_BENCH_FOOTPRINT_PER_CALL: {n} events every {n} ms in place of 100 every 100 ms"
+    ));
+    Ok(n)
 }
