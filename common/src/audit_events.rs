@@ -399,8 +399,9 @@ fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_jso
 }
 
 /// An object's `n` entries with each repeated name once, at its first position, with its last
-/// value (as a parsed object has it). Taken as they are read, so that the members are collected
-/// once (this runs twice for every application event).
+/// value (as a parsed object has it). Taken as they are read, so that the split's members are
+/// collected once (this runs twice for every application event; serde_json's fallback reads
+/// them into a list first).
 fn last_value_wins<'a>(
     entries: impl IntoIterator<Item = (Key<'a>, Text<'a>)>,
     n: usize,
@@ -1287,6 +1288,42 @@ mod tests {
                 "eventData.userIdentity.deep is nested more than {DEPTH_IDENTITY_MEMBER} levels deep"
             )
         );
+    }
+
+    /// AWS sources and the owner's own are refused whatever their case, and the message names
+    /// the owner's source in lowercase (the reserved one may be configured with capitals).
+    #[test]
+    fn reserved_sources_are_refused_in_any_case() {
+        let own = Context {
+            reserved_source: "GroundTrail.Example.Internal",
+            ..ctx(None)
+        };
+        for source in [
+            "groundtrail.example.internal",
+            "GROUNDTRAIL.example.INTERNAL",
+            "iam.amazonaws.com",
+            "IAM.AmazonAWS.COM",
+        ] {
+            let mut d = full();
+            d["eventSource"] = source.into();
+            let e = convert_to_json(&event(d), "c", &own).unwrap_err();
+            assert_eq!(e.code, "InvalidEventSource", "{source}");
+            assert_eq!(
+                e.message,
+                format!(
+                    "eventData.eventSource {source:?} is reserved (AWS services and this agent's own groundtrail.example.internal)"
+                )
+            );
+        }
+        for source in [
+            "amazonaws.com",
+            "iam.amazonaws.com.example.org",
+            "groundtrail.example",
+        ] {
+            let mut d = full();
+            d["eventSource"] = source.into();
+            convert_to_json(&event(d), "c", &own).expect(source);
+        }
     }
 
     /// The one-pass read (`json_split`) and serde_json's read give the same members, in the
