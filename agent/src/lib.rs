@@ -13,7 +13,7 @@
 //!                                                         v
 //!                    sink::Fitted (records fit the collector's limits)
 //!                                                         v
-//!     buffer/ (sled): append = records + checkpoint in one batch, then commit (group fsync);
+//!     buffer/ (sled): append = records + checkpoint in one atomic write, then commit (group fsync);
 //!     read/ack: only what is durable, deleted up to the commit point; side_tree: refused
 //!     records; loss: every loss becomes a record of the agent's own
 //!                                                         v

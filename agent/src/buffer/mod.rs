@@ -8,8 +8,9 @@
 //!    share one flush (group commit, `flush_delay_ms`), but none returns before its own data is
 //!    covered by a completed flush.
 //! 2. **Records and checkpoint are atomic.** One append is one `sled::Batch` on one tree, or,
-//!    when it is a single chunk with nothing else (no checkpoint, no loss report: every
-//!    PutAuditEvents call), one insert, which sled makes atomic by itself: after a
+//!    when it is a single chunk with nothing else (no checkpoint, no loss report: a
+//!    PutAuditEvents call, unless a loss report goes with it), one insert, which sled makes
+//!    atomic by itself: after a
 //!    crash either all of its records and its checkpoint are there, or none is. A source that
 //!    resumes from its checkpoint therefore neither loses nor repeats a record. The records of
 //!    one append are stored together, as one *chunk* value (a few chunks for a huge append),
