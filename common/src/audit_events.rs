@@ -378,35 +378,26 @@ struct Text<'a> {
 fn read_members<'a>(text: &'a str) -> Result<Vec<(Key<'a>, Text<'a>)>, serde_json::Error> {
     Ok(
         match crate::json_split::split_object(text, DEPTH_UNMAPPED) {
-            Some(split) => {
-                let n = split.len();
-                let entries = split.into_iter().map(|m| {
-                    let text = Text {
-                        text: m.text,
-                        shape: Some(m.shape),
-                    };
-                    (Key(Cow::Borrowed(m.name)), text)
-                });
-                last_value_wins(entries, n)
-            }
-            None => {
-                let entries = serde_json::from_str::<Entries>(text)?.0;
-                let n = entries.len();
-                last_value_wins(entries, n)
-            }
+            Some(split) => last_value_wins(split.into_iter().map(|m| {
+                let text = Text {
+                    text: m.text,
+                    shape: Some(m.shape),
+                };
+                (Key(Cow::Borrowed(m.name)), text)
+            })),
+            None => last_value_wins(serde_json::from_str::<Entries>(text)?.0.into_iter()),
         },
     )
 }
 
-/// An object's `n` entries with each repeated name once, at its first position, with its last
+/// An object's entries with each repeated name once, at its first position, with its last
 /// value (as a parsed object has it). Taken as they are read, so that the split's members are
 /// collected once (this runs twice for every application event; serde_json's fallback reads
 /// them into a list first).
 fn last_value_wins<'a>(
-    entries: impl IntoIterator<Item = (Key<'a>, Text<'a>)>,
-    n: usize,
+    entries: impl ExactSizeIterator<Item = (Key<'a>, Text<'a>)>,
 ) -> Vec<(Key<'a>, Text<'a>)> {
-    let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(n);
+    let mut members: Vec<(Key<'a>, Text<'a>)> = Vec::with_capacity(entries.len());
     // Positions by name, only for objects large enough for a scan to cost.
     let mut index: HashMap<Key<'a>, usize> = HashMap::new();
     for (k, v) in entries {
@@ -1333,8 +1324,7 @@ mod tests {
     fn both_readings_of_an_object_give_the_same_members() {
         let by_serde = |text: &str| {
             let entries = serde_json::from_str::<Entries>(text).unwrap().0;
-            let n = entries.len();
-            last_value_wins(entries, n)
+            last_value_wins(entries.into_iter())
                 .into_iter()
                 .map(|(k, v)| {
                     (
