@@ -144,8 +144,9 @@ fn main() {
 /// The agent's PutAuditEvents path in process: a call of 100 of the generator's application
 /// events read ([`audit_events::parse_request`]) and each converted to its record
 /// ([`audit_events::convert_to_json`]), then the records compressed as the buffer stores one
-/// append (zstd level 1, one compressor reused as the agent's buffer does). CPU time of this thread, best of 5 passes: the end-to-end figure
-/// (`groundtrail-bench --only footprint`) adds HTTP, sled and the shipper to it.
+/// append (the buffer's own compressor, reused as the buffer reuses it). CPU time of this
+/// thread, best of 5 passes: the end-to-end figure (`groundtrail-bench --only footprint`) adds
+/// HTTP, sled and the shipper to it.
 fn put_audit_events(templates: &[generator::Template]) {
     use groundtrail_common::audit_events;
     let data: Vec<String> = templates
@@ -172,13 +173,10 @@ fn put_audit_events(templates: &[generator::Template]) {
         sender_uid: Some(1000),
     };
     let channel = "arn:aws:cloudtrail:us-east-1:123456789012:channel/bench";
-    // As the agent's buffer compresses (`buffer/open.rs`): one compressor kept for the process,
-    // level 1 with the content checksum. A fresh context per call (`zstd::bulk::compress`)
-    // would also time the context's set-up, which the agent pays once.
-    let mut compressor = zstd::bulk::Compressor::new(1).expect("zstd");
-    compressor
-        .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-        .expect("zstd");
+    // The buffer's compressor, kept for the process as the buffer keeps it: a fresh context per
+    // call (`zstd::bulk::compress`) would also time the context's set-up, which the agent pays
+    // once.
+    let mut compressor = groundtrail_agent::buffer::chunk_compressor().expect("zstd");
     let (mut convert, mut zstd) = (f64::MAX, f64::MAX);
     for _ in 0..5 {
         let (mut c, mut z) = (0.0, 0.0);

@@ -31,7 +31,15 @@ pub(crate) const CHUNK_HEADER: usize = 13;
 pub(crate) const MAX_CHUNK_RECORDS: usize = 4096;
 /// zstd level of chunks: the agent is CPU-bound long before the buffer is space-bound, and
 /// whole appends of similar JSON compress well even at level 1.
-pub(super) const ZSTD_LEVEL: i32 = 1;
+const ZSTD_LEVEL: i32 = 1;
+
+/// The compressor of chunks (one per buffer, reused for every append): [`ZSTD_LEVEL`], with
+/// the frame's content checksum. Public so that the micro benchmark times this very setup.
+pub fn chunk_compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+    compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+    Ok(compressor)
+}
 /// A decompressed record larger than this is treated as corrupt (records are <= 256 KB).
 const MAX_DECODED: usize = 16 * 1024 * 1024;
 /// A decompressed chunk larger than this is treated as corrupt.

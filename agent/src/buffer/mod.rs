@@ -125,6 +125,7 @@ use serde::{Deserialize, Serialize};
 use crate::host_identity::HostIdentity;
 
 use chunk::appended_ms_of;
+pub use chunk::chunk_compressor;
 pub(crate) use chunk::{
     CHUNK_HEADER, SINGLE_HEADER, VALUE_CHUNK, VALUE_LINES, VALUE_SINGLE, chunk_last, chunk_len,
     decode_value, live,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
-use super::chunk::{ZSTD_LEVEL, chunk_last, chunk_len, live, zstd_err};
+use super::chunk::{chunk_compressor, chunk_last, chunk_len, live, zstd_err};
 use super::loss::{PendingLoss, Quarantined};
 use super::{
     Buffer, BufferError, BufferOptions, Inner, K_ASIDE, K_RECORD, META_ACKED, META_LOSS,
@@ -210,10 +210,7 @@ impl Buffer {
 
         report.depth = count;
         let last = next_seq - 1;
-        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_err)?;
-        compressor
-            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-            .map_err(zstd_err)?;
+        let compressor = chunk_compressor().map_err(zstd_err)?;
         let decompressor = zstd::bulk::Decompressor::new().map_err(zstd_err)?;
         let inner = Inner {
             db,
