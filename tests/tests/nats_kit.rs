@@ -74,7 +74,8 @@ async fn publish_retrying(
     }
 }
 
-/// Stream info, retried while the stream has no leader; panics after `within`.
+/// Stream info, retried while the stream cannot answer (no meta leader or no stream leader
+/// yet); panics after `within`.
 async fn stream_info(js: &jetstream::Context, name: &str, within: Duration) -> stream::Info {
     let start = Instant::now();
     loop {
@@ -345,11 +346,24 @@ async fn kv_compare_and_set_rejects_a_stale_revision() {
         })
         .await
         .expect("create the bucket");
-    // The bucket's stream answers writes once it has a leader; on a loaded machine the election
-    // can take longer than the create call (a write before it gets "no responders").
-    stream_info(&js, "KV_leases", Duration::from_secs(30)).await;
-
-    let first = kv.create("shard-0", "a".into()).await.expect("create");
+    // The bucket's stream answers writes once it has a leader and the client's server has
+    // heard of the leader's interest; on a loaded machine both can come after the create call
+    // returns (CI saw a first write answered "no responders" after the stream reported info).
+    // So the first create is retried until it lands; only "already exists" is final, because
+    // no attempt before it reached the stream.
+    let start = Instant::now();
+    let first = loop {
+        match kv.create("shard-0", "a".into()).await {
+            Ok(revision) => break revision,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                panic!("the first create found the key already there: {e}")
+            }
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                panic!("create: still failing: {e:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let again = kv.create("shard-0", "b".into()).await;
     let err = again.expect_err("a second create of the same key");
     assert_eq!(err.kind(), kv::CreateErrorKind::AlreadyExists, "{err}");
