@@ -10,6 +10,9 @@
 //! - a frozen owner resumed after a takeover (it must not write);
 //! - one, then two of three NATS servers killed (agents buffer, nothing lost);
 //! - the stream full while S3 is down (503s, then everything arrives).
+//!
+//! And one configuration error: a stream larger than the servers' store, refused at start-up
+//! with what to change (one server and three).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -765,4 +768,71 @@ async fn a_full_stream_while_s3_is_down_refuses_then_everything_arrives() {
     let _ = refusals;
     s.check(&ids, &[REGION]).await;
     drop(moto);
+}
+
+/// A `[cluster] stream_max_bytes` the NATS servers cannot hold is a configuration error: the
+/// collector exits at start-up, without the half minute of retries meant for a cluster still
+/// forming, and says which two settings to bring together. One server (R1) and three (R3)
+/// refuse with different JetStream errors; both are covered. No S3 is involved (a local
+/// directory is the destination).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_larger_than_the_servers_store_is_refused_at_start_up() {
+    let test = "cluster_stream_too_large";
+    let Some(nats_bin) = nats_server(test) else {
+        return;
+    };
+    for servers in [1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsCluster::start(
+            &nats_bin,
+            &dir.path().join("nats"),
+            servers,
+            NatsOptions {
+                max_file_store: 8 << 20,
+                ..NatsOptions::default()
+            },
+        )
+        .await;
+        let mut spec = Spec::new(Dest::Local {
+            path: dir.path().join("trail"),
+            bucket: "trail".into(),
+        });
+        let urls: Vec<String> = nats
+            .client_urls()
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect();
+        spec.extra_toml = format!(
+            "[detection]\nenabled = false\n\n[cluster]\nnats = [{}]\nnode_id = \"c0\"\n\
+             shards = 2\nreplicas = {servers}\nstream_max_bytes = 67108864\n",
+            urls.join(", ")
+        );
+        let started = Instant::now();
+        let c0 = dir.path().join("c0");
+        let err = match Collector::start_with(&Bins::for_tests(), &c0, spec).await {
+            Ok(_) => panic!("R{servers}: a collector started with a 64 MiB stream on 8 MiB stores"),
+            Err(e) => format!("{e:#}"),
+        };
+        let took = started.elapsed();
+        assert!(err.contains("exited with"), "R{servers}: {err}");
+        assert!(
+            err.contains("GT_RECORDS"),
+            "R{servers}: names the stream: {err}"
+        );
+        assert!(
+            err.contains("lower [cluster] stream_max_bytes")
+                && err.contains("max_file_store")
+                && err.contains(&format!("67108864 bytes on each of {servers} servers")),
+            "R{servers}: says what to change: {err}"
+        );
+        // The retries for a cluster still forming last 30 s; this is not one of those.
+        assert!(
+            took < Duration::from_secs(20),
+            "R{servers}: took {took:?}: {err}"
+        );
+        eprintln!(
+            "R{servers}: refused after {took:?}: {}",
+            err.lines().last().unwrap_or_default()
+        );
+    }
 }

@@ -268,7 +268,7 @@ async fn ensure_stream(
     for _ in 0..60 {
         match js.get_or_create_stream(config.clone()).await {
             Ok(s) => return Ok(s),
-            Err(e) if e.to_string().contains("insufficient storage") => {
+            Err(e) if no_room(&e) => {
                 return Err(object(
                     &name,
                     format!(
@@ -282,6 +282,24 @@ async fn ensure_stream(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(object(&name, last))
+}
+
+/// The servers cannot place the stream at its size: a configuration error, not a cluster still
+/// forming, so it is not retried. A single server answers "insufficient storage resources
+/// available" (error code 10047); a cluster answers "no suitable peers for placement" (10005)
+/// with the reason after it, and only the reason "insufficient storage" is final: other
+/// reasons (peers not yet known, offline) are a cluster still forming. Both answers are pinned
+/// by `cluster::a_stream_larger_than_the_servers_store_is_refused_at_start_up`.
+fn no_room(e: &jetstream::context::CreateStreamError) -> bool {
+    let jetstream::context::CreateStreamErrorKind::JetStream(js) = e.kind() else {
+        return false;
+    };
+    match js.error_code() {
+        jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED => true,
+        // The client keeps the description private; its Display starts with it.
+        jetstream::ErrorCode::CLUSTER_NO_PEERS => js.to_string().contains("insufficient storage"),
+        _ => false,
+    }
 }
 
 async fn ensure_kv(
