@@ -150,10 +150,11 @@ async fn start_nodes(
         };
         // Ready is its `READY=1`, sent once it is connected to NATS and its streams and
         // buckets are there, so the next one starts after that. A collector that exits on the
-        // way is started once more, and the run says so: on a fresh NATS cluster the first
-        // collector sometimes exits with "JetStream GT_SHARDS: ... 503 no responders" (the
-        // bucket it just created has no leader yet), a collector start-up bug the bench reports
-        // rather than hides.
+        // way is started once more, and the run says so. On a fresh NATS cluster the first
+        // collector used to exit with "JetStream GT_SHARDS: ... 503 no responders" (the bucket
+        // it had just created had no leader yet); the collector now retries that check
+        // (`cluster/nats.rs`), so a restart reported here is a start-up bug again, reported
+        // rather than hidden.
         let mut node = match start().await {
             Ok(node) => node,
             Err(e) => {
