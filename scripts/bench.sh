@@ -17,7 +17,9 @@ cargo build --release -p groundtrail-collector -p groundtrail-agent -p groundtra
 t1=$(date +%s)
 echo "build took $((t1 - t0)) s" >&2
 status=0
-target/release/groundtrail-bench "$@" || status=$?
+# Where cargo put it: CARGO_TARGET_DIR when set (the bench finds the other two binaries beside
+# itself).
+"${CARGO_TARGET_DIR:-target}/release/groundtrail-bench" "$@" || status=$?
 t2=$(date +%s)
 echo "build took $((t1 - t0)) s, benchmark run took $((t2 - t1)) s" >&2
 exit "$status"

@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$BIN_DIR" ]; then
   cargo build --release -p groundtrail-collector -p groundtrail-agent --bins
-  BIN_DIR="$ROOT/target/release"
+  TARGET=${CARGO_TARGET_DIR:-target}; [[ $TARGET = /* ]] || TARGET="$ROOT/$TARGET"  # where cargo builds
+  BIN_DIR="$TARGET/release"
 fi
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 ARCH=$(dpkg --print-architecture)

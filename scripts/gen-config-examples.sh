@@ -6,6 +6,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 cargo build --quiet -p groundtrail-collector -p groundtrail-agent --bins
 mkdir -p packaging/config
-target/debug/groundtrail-collector config --example > packaging/config/collector.example.toml
-target/debug/groundtrail-agent config --example > packaging/config/agent.example.toml
+TARGET=${CARGO_TARGET_DIR:-target}  # where cargo builds (relative to the root, as cargo takes it)
+"$TARGET/debug/groundtrail-collector" config --example > packaging/config/collector.example.toml
+"$TARGET/debug/groundtrail-agent" config --example > packaging/config/agent.example.toml
 echo "wrote packaging/config/collector.example.toml packaging/config/agent.example.toml"

@@ -32,11 +32,12 @@ if [ -n "${QUICKSTART_BIN_DIR:-}" ]; then
   BIN=$QUICKSTART_BIN_DIR
 else
 say "building groundtrail-collector and groundtrail-agent ($PROFILE)"
+TARGET=${CARGO_TARGET_DIR:-target}; [[ $TARGET = /* ]] || TARGET="$ROOT/$TARGET"  # where cargo builds
 case "$PROFILE" in
   release) cargo build --release -p groundtrail-collector -p groundtrail-agent --bins
-           BIN="$ROOT/target/release" ;;
+           BIN="$TARGET/release" ;;
   debug|dev) cargo build -p groundtrail-collector -p groundtrail-agent --bins
-           BIN="$ROOT/target/debug" ;;
+           BIN="$TARGET/debug" ;;
   *) die "QUICKSTART_PROFILE is release or debug" ;;
 esac
 fi

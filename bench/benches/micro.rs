@@ -192,11 +192,7 @@ fn put_audit_events(templates: &[generator::Template]) {
                 })
                 .collect();
             let t2 = groundtrail_bench::proc::thread_cpu_secs();
-            let mut ndjson = Vec::new();
-            for r in &records {
-                ndjson.extend_from_slice(r);
-                ndjson.push(b'\n');
-            }
+            let ndjson = groundtrail_bench::harness::ndjson(&records);
             std::hint::black_box(compressor.compress(&ndjson).expect("zstd"));
             c += t2 - t;
             z += groundtrail_bench::proc::thread_cpu_secs() - t2;

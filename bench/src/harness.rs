@@ -454,12 +454,17 @@ impl HttpConn {
 
 /// ndjson of `records`, zstd level 3 (what the agent's shipper sends).
 pub fn zstd_batch(records: &[Vec<u8>]) -> Vec<u8> {
-    let mut nd = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+    zstd::encode_all(ndjson(records).as_slice(), 3).expect("zstd")
+}
+
+/// `records`, each followed by a newline: the body of a batch, and of an agent's chunk.
+pub fn ndjson<R: AsRef<[u8]>>(records: &[R]) -> Vec<u8> {
+    let mut nd = Vec::with_capacity(records.iter().map(|r| r.as_ref().len() + 1).sum());
     for r in records {
-        nd.extend_from_slice(r);
+        nd.extend_from_slice(r.as_ref());
         nd.push(b'\n');
     }
-    zstd::encode_all(nd.as_slice(), 3).expect("zstd")
+    nd
 }
 
 /// Delivered log files (not digests, metadata or temporary files) under a local destination.

@@ -97,11 +97,6 @@ impl Readiness {
         }
         self.ready.as_ref()
     }
-
-    /// Whether `READY=1` has arrived (reads what is queued, never waits).
-    pub fn received(&mut self) -> bool {
-        self.poll().is_some()
-    }
 }
 
 impl Default for Readiness {
@@ -183,6 +178,6 @@ mod tests {
         assert_eq!(ready.get("METRICS"), None);
         // What follows READY=1 (a watchdog ping) does not replace it.
         tx.send_to(b"WATCHDOG=1", &r.path).unwrap();
-        assert!(r.received());
+        assert!(r.poll().is_some());
     }
 }
