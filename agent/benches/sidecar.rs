@@ -68,7 +68,7 @@ async fn null_sidecar(cfg: groundtrail_agent::sources::sidecar::SidecarConfig) -
     let (tx, rx) = tokio::sync::broadcast::channel::<()>(1);
     std::mem::forget(tx); // runs until the process ends
     let sink = Arc::new(NullSink(AtomicU64::new(0)));
-    tokio::spawn(groundtrail_agent::sources::sidecar::run_with_listener(
+    tokio::spawn(groundtrail_agent::sources::sidecar::run(
         cfg,
         sidecar_common::host(),
         sink,

@@ -377,10 +377,8 @@ impl Source for Sidecar {
             let host = start.settings.identity.clone();
             let (sink, shutdown) = (start.sink.clone(), start.shutdown.clone());
             Ok(vec![tokio::spawn(async move {
-                if let Err(e) = crate::sources::sidecar::run_with_listener(
-                    config, host, sink, listener, shutdown,
-                )
-                .await
+                if let Err(e) =
+                    crate::sources::sidecar::run(config, host, sink, listener, shutdown).await
                 {
                     tracing::error!(error = %e, "sidecar proxy stopped");
                 }

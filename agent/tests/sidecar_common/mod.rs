@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use groundtrail_agent::buffer::FullPolicy;
 use groundtrail_agent::buffer::{Buffer, BufferOptions};
 use groundtrail_agent::host_identity::HostIdentity;
-use groundtrail_agent::sources::sidecar::{SidecarConfig, SidecarError, run_with_listener};
+use groundtrail_agent::sources::sidecar::{SidecarConfig, SidecarError, run};
 use groundtrail_common::Record;
 use groundtrail_common::shutdown::Shutdown;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -324,13 +324,7 @@ pub async fn start_with(cfg: SidecarConfig, buffer: Buffer, dir: tempfile::TempD
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::broadcast::channel(1);
     let sink = Arc::new(buffer.clone());
-    let task = tokio::spawn(run_with_listener(
-        cfg,
-        host(),
-        sink,
-        listener,
-        Shutdown::new(rx),
-    ));
+    let task = tokio::spawn(run(cfg, host(), sink, listener, Shutdown::new(rx)));
     Sidecar {
         addr,
         buffer,

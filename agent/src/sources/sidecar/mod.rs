@@ -237,8 +237,6 @@ pub enum SidecarError {
     Jwt(#[from] jwt::JwtConfigError),
     #[error("sidecar.tls: {0}")]
     Tls(#[from] groundtrail_common::tls::TlsError),
-    #[error("sidecar: cannot listen on {addr}: {why}")]
-    Bind { addr: String, why: String },
 }
 
 /// Counters of the sidecar since start (exported as metrics by the agent).
@@ -350,26 +348,11 @@ impl SidecarConfig {
     }
 }
 
-/// Runs the sidecar on `config.listen` until `shutdown`.
+/// Runs the sidecar on `listener` until `shutdown`. Then it stops accepting, lets open calls
+/// finish for `drain_timeout_secs`, and waits for the last records to reach the buffer. The
+/// caller binds the listener: the agent binds `config.listen` at start-up, where a busy address
+/// is reported with the other listeners (and named in `READY=1`); tests bind port 0.
 pub async fn run(
-    config: SidecarConfig,
-    host: HostIdentity,
-    sink: Arc<dyn RecordSink>,
-    shutdown: Shutdown,
-) -> Result<(), SidecarError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| SidecarError::Bind {
-            addr: config.listen.to_string(),
-            why: e.to_string(),
-        })?;
-    run_with_listener(config, host, sink, listener, shutdown).await
-}
-
-/// Runs the sidecar on an already bound listener (tests bind port 0) until `shutdown`. Then it
-/// stops accepting, lets open calls finish for `drain_timeout_secs`, and waits for the last
-/// records to reach the buffer.
-pub async fn run_with_listener(
     config: SidecarConfig,
     host: HostIdentity,
     sink: Arc<dyn RecordSink>,
@@ -590,29 +573,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn run_reports_a_busy_address_and_bad_config() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    async fn run_reports_bad_config() {
         let host = crate::host_identity::testutil::web1();
         let (_tx, rx) = tokio::sync::broadcast::channel(1);
-        let config = SidecarConfig {
-            listen: taken.local_addr().unwrap(),
-            ..SidecarConfig::default()
-        };
-        let e = run(
-            config,
-            host.clone(),
-            Arc::new(NoSink),
-            Shutdown::new(rx.resubscribe()),
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(e, SidecarError::Bind { .. }), "{e}");
         let config = SidecarConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: "ftp://x".into(),
             ..SidecarConfig::default()
         };
-        let e = run(config, host, Arc::new(NoSink), Shutdown::new(rx))
+        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let e = run(config, host, Arc::new(NoSink), listener, Shutdown::new(rx))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("upstream"), "{e}");
