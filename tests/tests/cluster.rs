@@ -822,7 +822,9 @@ async fn a_stream_larger_than_the_servers_store_is_refused_at_start_up() {
         assert!(
             err.contains("lower [cluster] stream_max_bytes")
                 && err.contains("max_file_store")
-                && err.contains(&format!("67108864 bytes on each of {servers} servers")),
+                && err.contains(&format!(
+                    "67108864 bytes on every server that holds one of its {servers} replicas"
+                )),
             "R{servers}: says what to change: {err}"
         );
         // The retries for a cluster still forming last 30 s; this is not one of those.

@@ -272,7 +272,7 @@ async fn ensure_stream(
                 return Err(object(
                     &name,
                     format!(
-                        "{e}: the stream needs {} bytes on each of {} servers; lower [cluster] stream_max_bytes or raise the servers' jetstream max_file_store",
+                        "{e}: the stream needs {} bytes on every server that holds one of its {} replicas; lower [cluster] stream_max_bytes or raise the servers' jetstream max_file_store",
                         config.max_bytes, config.num_replicas
                     ),
                 ));
@@ -287,9 +287,10 @@ async fn ensure_stream(
 /// The servers cannot place the stream at its size: a configuration error, not a cluster still
 /// forming, so it is not retried. A single server answers "insufficient storage resources
 /// available" (error code 10047); a cluster answers "no suitable peers for placement" (10005)
-/// with the reason after it, and only the reason "insufficient storage" is final: other
-/// reasons (peers not yet known, offline) are a cluster still forming. Both answers are pinned
-/// by `cluster::a_stream_larger_than_the_servers_store_is_refused_at_start_up`.
+/// with its reasons after it. Only "insufficient storage" alone is final: the server reports it
+/// for peers whose limits it knows, while "peer offline" beside it may be a cluster still
+/// forming, so that is retried. Both answers are pinned by
+/// `cluster::a_stream_larger_than_the_servers_store_is_refused_at_start_up`.
 fn no_room(e: &jetstream::context::CreateStreamError) -> bool {
     let jetstream::context::CreateStreamErrorKind::JetStream(js) = e.kind() else {
         return false;
@@ -297,7 +298,10 @@ fn no_room(e: &jetstream::context::CreateStreamError) -> bool {
     match js.error_code() {
         jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED => true,
         // The client keeps the description private; its Display starts with it.
-        jetstream::ErrorCode::CLUSTER_NO_PEERS => js.to_string().contains("insufficient storage"),
+        jetstream::ErrorCode::CLUSTER_NO_PEERS => {
+            let reasons = js.to_string();
+            reasons.contains("insufficient storage") && !reasons.contains("offline")
+        }
         _ => false,
     }
 }
