@@ -86,8 +86,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "footprint.agent_idle_rss_mib",
         idle.rss_mean_bytes / MIB,
         "MiB",
-        Some(Goal::AtMost(15.0)),
-        "goal <= 15 MB",
+        // The goal is in decimal megabytes; the figure is in MiB.
+        Some(Goal::AtMost(15e6 / MIB)),
+        "goal <= 15 MB (14.31 MiB)",
     );
     fig(
         ctx,
