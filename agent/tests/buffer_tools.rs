@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use groundtrail_agent::buffer::{Appended, Buffer, BufferOptions};
 use groundtrail_agent::host_identity::HostIdentity;
@@ -21,9 +22,25 @@ fn id() -> HostIdentity {
 }
 
 fn open(path: &Path) -> Buffer {
-    Buffer::open(path, BufferOptions::default(), id())
-        .unwrap()
-        .0
+    open_report(path).0
+}
+
+/// Opens the buffer, waiting (up to 10 s) while a `Buffer` this test has just dropped still
+/// holds the directory's lock: sled lets go of it only when the I/O thread that did the last
+/// flush drops its handle, a moment after the flush returned (the same wait as the unit
+/// tests' `buffer::testutil::while_locked`).
+fn open_report(path: &Path) -> (Buffer, groundtrail_agent::buffer::OpenReport) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Buffer::open(path, BufferOptions::default(), id()) {
+            Err(groundtrail_agent::buffer::BufferError::Locked { .. })
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
 }
 
 /// A record that is not one of the agent's own (those are counted apart).
@@ -52,7 +69,21 @@ struct Run {
     stderr: String,
 }
 
+/// Runs `groundtrail-agent buffer <args>`, again while it finds the buffer in use (up to 10 s):
+/// right after a test drops its `Buffer`, sled may still hold the lock for a moment (see
+/// [`open_report`]). A lock that stays is still reported.
 fn run(args: &[&str]) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = run_once(args);
+        if r.code != 2 || !r.stderr.contains("is in use") || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_once(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_groundtrail-agent"))
         .arg("buffer")
         .args(args)
@@ -253,7 +284,7 @@ fn a_buffer_in_use_is_refused() {
     let b = open(&path);
     append(&b, 2);
     for cmd in ["inspect", "verify", "export"] {
-        let r = run(&[cmd, "--path", p(&path)]);
+        let r = run_once(&[cmd, "--path", p(&path)]);
         assert_eq!(r.code, 2, "{cmd}: {}{}", r.stdout, r.stderr);
         assert!(r.stderr.contains("is in use"), "{cmd}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{cmd}: {}", r.stdout);
@@ -361,7 +392,7 @@ fn a_quarantined_buffer_is_inspected_and_exported() {
     drop(b);
     std::fs::write(path.join("conf"), vec![0xA5u8; 4096]).unwrap();
     // The way the agent does it.
-    let (b, report) = Buffer::open(&path, BufferOptions::default(), id()).unwrap();
+    let (b, report) = open_report(&path);
     drop(b);
     let q = PathBuf::from(report.quarantined.expect("quarantined").path);
     assert!(q.exists());

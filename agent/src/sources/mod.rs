@@ -695,8 +695,14 @@ mod tests {
                 ..BufferOptions::default()
             };
             let id = crate::host_identity::testutil::web1();
+            // The buffer dropped before a reopen may hold its lock for a moment more.
+            let path = dir.path().join("buffer");
+            let open = || Buffer::open(&path, opts.clone(), id.clone());
+            let locked = |e: &crate::buffer::BufferError| {
+                matches!(e, crate::buffer::BufferError::Locked { .. })
+            };
             Arc::new(
-                Buffer::open(&dir.path().join("buffer"), opts, id)
+                crate::buffer::testutil::while_locked(open, locked)
                     .unwrap()
                     .0,
             )
