@@ -38,8 +38,13 @@ pub(crate) fn open(dir: &Path, max: u64, policy: FullPolicy) -> (Buffer, OpenRep
 /// Opens the buffer in `dir`, waiting while a `Buffer` this process has just dropped still
 /// holds the directory's lock (see [`while_locked`]).
 pub(crate) fn open_with(dir: &Path, opts: BufferOptions) -> (Buffer, OpenReport) {
+    open_as(dir, opts, id())
+}
+
+/// [`open_with`] writing the agent's own records as `host` (for tests outside the buffer).
+pub(crate) fn open_as(dir: &Path, opts: BufferOptions, host: HostIdentity) -> (Buffer, OpenReport) {
     while_locked(
-        || Buffer::open(dir, opts.clone(), id()),
+        || Buffer::open(dir, opts.clone(), host.clone()),
         |e| matches!(e, super::BufferError::Locked { .. }),
     )
     .unwrap()

@@ -695,17 +695,9 @@ mod tests {
                 ..BufferOptions::default()
             };
             let id = crate::host_identity::testutil::web1();
-            // The buffer dropped before a reopen may hold its lock for a moment more.
+            // Waits out the lock the buffer dropped before a reopen may still hold.
             let path = dir.path().join("buffer");
-            let open = || Buffer::open(&path, opts.clone(), id.clone());
-            let locked = |e: &crate::buffer::BufferError| {
-                matches!(e, crate::buffer::BufferError::Locked { .. })
-            };
-            Arc::new(
-                crate::buffer::testutil::while_locked(open, locked)
-                    .unwrap()
-                    .0,
-            )
+            Arc::new(crate::buffer::testutil::open_as(&path, opts, id).0)
         };
         fn sshd_records(b: &Buffer) -> Vec<Record> {
             b.read_from(0, 100_000, usize::MAX)
